@@ -1,0 +1,406 @@
+//! Outbox delivery: POSTs replies to peers' inboxes with retries, backoff and a stable idempotency id.
+//!
+//! The store is the queue: a delivery is due when its `next_attempt_at` has passed. One loop picks due
+//! deliveries, runs at most `max_in_flight` attempts at once, and records each outcome; what is not
+//! delivered when the host stops is picked up again on the next start.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::client::legacy::Client as HyperClient;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rand::Rng;
+use tokio::sync::{Notify, Semaphore, watch};
+
+use crate::config::Peer;
+use crate::snapshot::Active;
+use crate::store::{AttemptRecord, DueDelivery, Store, now_ms};
+
+/// HTTP(S) client used for deliveries.
+pub type Client = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Longest `Retry-After` honoured; a peer asking for more is retried after this.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+/// How long the loop sleeps when nothing is scheduled (a safety net; new work wakes it).
+const IDLE_POLL: Duration = Duration::from_secs(30);
+
+/// Builds the client: HTTP/1.1 over plain TCP or rustls with the webpki roots.
+pub fn client() -> Client {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .build();
+    HyperClient::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(30))
+        .build(https)
+}
+
+/// What one attempt's answer means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// 2xx: done.
+    Delivered,
+    /// Connection error, timeout, 408, 429 or 5xx: try again, not before `retry_after` if given.
+    Retry {
+        /// The peer's `Retry-After`.
+        retry_after: Option<Duration>,
+    },
+    /// Any other status: retrying would get the same answer.
+    GiveUp,
+}
+
+/// Classifies a peer's HTTP status.
+pub fn classify(status: u16, retry_after: Option<Duration>) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 429 | 500..=599 => Verdict::Retry { retry_after },
+        _ => Verdict::GiveUp,
+    }
+}
+
+/// Delay before the next attempt after `attempts` attempts, or `None` when the schedule is spent.
+///
+/// `jitter` in [0, 1) spreads retries by ±10% so peers that come back are not hit all at once; a
+/// `Retry-After` longer than the scheduled delay wins.
+pub fn next_delay(
+    schedule: &[Duration],
+    attempts: u32,
+    retry_after: Option<Duration>,
+    jitter: f64,
+) -> Option<Duration> {
+    let base = *schedule.get(attempts as usize)?;
+    let jittered = base.mul_f64(0.9 + 0.2 * jitter.clamp(0.0, 1.0));
+    Some(match retry_after {
+        Some(ra) => jittered.max(ra.min(MAX_RETRY_AFTER)),
+        None => jittered,
+    })
+}
+
+/// Parses `Retry-After` given in seconds (the HTTP-date form is ignored: peers here send seconds).
+fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The body a peer's `/message` receives.
+pub fn body(reply: &crate::store::Reply) -> Bytes {
+    let payload: serde_json::Value =
+        serde_json::from_str(&reply.payload).unwrap_or(serde_json::Value::Null);
+    let v = serde_json::json!({
+        "type": reply.msg_type,
+        "payload": payload,
+        "id": reply.id,
+        "in_reply_to": reply.in_reply_to,
+        "thread_id": reply.thread_id,
+        "hops": reply.hops,
+    });
+    Bytes::from(v.to_string())
+}
+
+/// The result of one attempt.
+#[derive(Debug)]
+struct Attempted {
+    status: Option<u16>,
+    verdict: Verdict,
+    error: Option<String>,
+}
+
+async fn attempt(
+    client: &Client,
+    peer: &Peer,
+    body: Bytes,
+    reply_id: &str,
+    timeout: Duration,
+) -> Attempted {
+    let req = http::Request::post(peer.url.clone())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header("x-shared-secret", peer.secret.expose())
+        .header("idempotency-key", reply_id)
+        .header(
+            http::header::USER_AGENT,
+            concat!("agent-inbox/", env!("CARGO_PKG_VERSION")),
+        )
+        .body(Full::new(body));
+    let req = match req {
+        Ok(r) => r,
+        Err(e) => {
+            return Attempted {
+                status: None,
+                verdict: Verdict::GiveUp,
+                error: Some(format!("cannot build the request: {e}")),
+            };
+        }
+    };
+    let exchange = async {
+        let resp = client.request(req).await?;
+        let status = resp.status().as_u16();
+        let ra = retry_after(resp.headers());
+        // Read a little of the body for the record, and so the connection can be reused.
+        let text = match Limited::new(resp.into_body(), 2048).collect().await {
+            Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
+            Err(_) => String::new(),
+        };
+        Ok::<_, hyper_util::client::legacy::Error>((status, ra, text))
+    };
+    match tokio::time::timeout(timeout, exchange).await {
+        Err(_) => Attempted {
+            status: None,
+            verdict: Verdict::Retry { retry_after: None },
+            error: Some(format!("no answer within {}s", timeout.as_secs())),
+        },
+        Ok(Err(e)) => Attempted {
+            status: None,
+            verdict: Verdict::Retry { retry_after: None },
+            error: Some(format!("connection failed: {}", error_chain(&e))),
+        },
+        Ok(Ok((status, ra, text))) => {
+            let verdict = classify(status, ra);
+            let error = (verdict != Verdict::Delivered).then(|| {
+                format!(
+                    "peer answered {status}: {}",
+                    text.chars().take(300).collect::<String>()
+                )
+            });
+            Attempted {
+                status: Some(status),
+                verdict,
+                error,
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    s
+}
+
+/// Delivers the outbox; [`Relay::wake`] it when something new is queued.
+pub struct Relay {
+    store: Store,
+    active: Active,
+    client: Client,
+    wake: Notify,
+    in_flight: Mutex<HashSet<(String, String)>>,
+    slots: Arc<Semaphore>,
+}
+
+impl Relay {
+    /// A relay over `store`, reading peers and the schedule from the active snapshot.
+    pub fn new(store: Store, active: Active, max_in_flight: usize) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            active,
+            client: client(),
+            wake: Notify::new(),
+            in_flight: Mutex::new(HashSet::new()),
+            slots: Arc::new(Semaphore::new(max_in_flight)),
+        })
+    }
+
+    /// Tells the loop that something may be due.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Runs until `shutdown` turns true; attempts still in flight then are retried on the next start.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            if *shutdown.borrow() {
+                return;
+            }
+            if let Err(e) = self.dispatch_due().await {
+                tracing::error!(error = %e, "relay: cannot read due deliveries");
+            }
+            let sleep = match self.store.next_due().await {
+                Ok(Some(at)) => {
+                    let wait = at - now_ms();
+                    if wait <= 0 {
+                        // Due now but in flight or waiting for a slot: a finished attempt wakes us.
+                        IDLE_POLL
+                    } else {
+                        Duration::from_millis(wait as u64).min(IDLE_POLL)
+                    }
+                }
+                _ => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep(sleep) => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+    }
+
+    async fn dispatch_due(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+        let free = self.slots.available_permits();
+        if free == 0 {
+            return Ok(());
+        }
+        let busy = self.lock_in_flight().len();
+        let due = self
+            .store
+            .due_deliveries(now_ms(), (free + busy) as u32)
+            .await?;
+        for d in due {
+            let key = (d.reply.id.clone(), d.peer.clone());
+            if self.lock_in_flight().contains(&key) {
+                continue;
+            }
+            let Ok(permit) = self.slots.clone().try_acquire_owned() else {
+                break;
+            };
+            self.lock_in_flight().insert(key.clone());
+            let relay = self.clone();
+            tokio::spawn(async move {
+                relay.deliver(d).await;
+                relay.lock_in_flight().remove(&key);
+                drop(permit);
+                relay.wake();
+            });
+        }
+        Ok(())
+    }
+
+    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
+        // Poisoning would need a panic while inserting into a set; the set is still usable.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn deliver(&self, d: DueDelivery) {
+        let snap = self.active.load_full();
+        let relay_cfg = &snap.config.relay;
+        let n = d.attempts + 1;
+        let record = match snap.config.peers.get(&d.peer) {
+            None => AttemptRecord::Failed {
+                status: None,
+                error: format!("peer {:?} is no longer in the config", d.peer),
+            },
+            Some(peer) => {
+                let a = attempt(
+                    &self.client,
+                    peer,
+                    body(&d.reply),
+                    &d.reply.id,
+                    relay_cfg.attempt_timeout,
+                )
+                .await;
+                match a.verdict {
+                    Verdict::Delivered => AttemptRecord::Delivered {
+                        status: a.status.unwrap_or(200),
+                    },
+                    Verdict::GiveUp => AttemptRecord::Failed {
+                        status: a.status,
+                        error: a.error.unwrap_or_default(),
+                    },
+                    Verdict::Retry { retry_after } => {
+                        let jitter = rand::rng().random::<f64>();
+                        match next_delay(&relay_cfg.retry_schedule, n, retry_after, jitter) {
+                            Some(delay) => AttemptRecord::Retry {
+                                status: a.status,
+                                error: a.error.unwrap_or_default(),
+                                next_at: now_ms() + delay.as_millis() as i64,
+                            },
+                            None => AttemptRecord::Failed {
+                                status: a.status,
+                                error: format!(
+                                    "gave up after {n} attempts: {}",
+                                    a.error.unwrap_or_default()
+                                ),
+                            },
+                        }
+                    }
+                }
+            }
+        };
+        match &record {
+            AttemptRecord::Delivered { status } => tracing::info!(
+                reply = %d.reply.id, peer = %d.peer, attempt = n, status, "delivered"
+            ),
+            AttemptRecord::Retry {
+                status,
+                error,
+                next_at,
+            } => tracing::warn!(
+                reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error,
+                retry_in_ms = next_at - now_ms(), "delivery failed; will retry"
+            ),
+            AttemptRecord::Failed { status, error } => tracing::error!(
+                reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error, "delivery failed for good"
+            ),
+        }
+        if let Err(e) = self
+            .store
+            .record_attempt(&d.reply.id, &d.peer, record)
+            .await
+        {
+            // The delivery stays due in the store, so it is tried again: at least once, never lost.
+            tracing::error!(reply = %d.reply.id, peer = %d.peer, error = %e, "cannot record a delivery attempt");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_are_classified() {
+        let ra = Some(Duration::from_secs(7));
+        let cases = [
+            (200, Verdict::Delivered),
+            (202, Verdict::Delivered),
+            (408, Verdict::Retry { retry_after: ra }),
+            (429, Verdict::Retry { retry_after: ra }),
+            (500, Verdict::Retry { retry_after: ra }),
+            (503, Verdict::Retry { retry_after: ra }),
+            (400, Verdict::GiveUp),
+            (401, Verdict::GiveUp),
+            (404, Verdict::GiveUp),
+            (410, Verdict::GiveUp),
+            (422, Verdict::GiveUp),
+            (301, Verdict::GiveUp),
+        ];
+        for (status, want) in cases {
+            assert_eq!(classify(status, ra), want, "{status}");
+        }
+    }
+
+    #[test]
+    fn delays_follow_the_schedule_with_jitter_and_retry_after() {
+        let s = [0, 5, 300].map(Duration::from_secs);
+        // After the first attempt the second entry applies.
+        assert_eq!(next_delay(&s, 1, None, 0.5), Some(Duration::from_secs(5)));
+        assert_eq!(
+            next_delay(&s, 1, None, 0.0),
+            Some(Duration::from_millis(4500))
+        );
+        assert_eq!(
+            next_delay(&s, 1, None, 1.0),
+            Some(Duration::from_millis(5500))
+        );
+        assert_eq!(next_delay(&s, 2, None, 0.5), Some(Duration::from_secs(300)));
+        assert_eq!(next_delay(&s, 3, None, 0.5), None, "schedule spent");
+        assert_eq!(
+            next_delay(&s, 1, Some(Duration::from_secs(60)), 0.5),
+            Some(Duration::from_secs(60)),
+            "a longer Retry-After wins"
+        );
+        assert_eq!(
+            next_delay(&s, 2, Some(Duration::from_secs(1)), 0.5),
+            Some(Duration::from_secs(300)),
+            "a shorter one does not"
+        );
+    }
+}

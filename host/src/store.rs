@@ -1,0 +1,1171 @@
+//! Durable state in SQLite: messages, turns, reply tokens (hashed), replies and their deliveries.
+//!
+//! One writer thread owns the write connection and commits the pending writes of many requests in one
+//! transaction (group commit), so an fsync is shared by every request in the batch. Reads use their own
+//! connection (WAL lets them run beside the writer) on tokio's blocking pool.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+/// Writes waiting for the writer thread; a full channel pushes back on requests.
+const WRITE_QUEUE: usize = 4096;
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 256;
+
+/// What can go wrong with the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error("database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The writer thread is gone (shutdown or a crash).
+    #[error("the store is closed")]
+    Closed,
+    /// A stored row did not have the expected shape.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A turn's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TurnState {
+    /// Waiting for a free agent slot.
+    Queued,
+    /// The agent is running.
+    Running,
+    /// The agent exited 0.
+    Done,
+    /// The agent failed (non-zero exit, could not start, ...).
+    Failed,
+    /// The agent ran past its timeout and was killed.
+    TimedOut,
+    /// The host stopped while the agent ran.
+    Interrupted,
+}
+
+impl TurnState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TurnState::Queued => "queued",
+            TurnState::Running => "running",
+            TurnState::Done => "done",
+            TurnState::Failed => "failed",
+            TurnState::TimedOut => "timed_out",
+            TurnState::Interrupted => "interrupted",
+        }
+    }
+}
+
+/// A delivery's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryState {
+    /// Not tried yet.
+    Pending,
+    /// Tried, failed in a retryable way, another attempt is scheduled.
+    Retrying,
+    /// The peer answered 2xx.
+    Delivered,
+    /// Given up: a non-retryable answer or the schedule ran out.
+    Failed,
+}
+
+impl DeliveryState {
+    /// The name stored and shown.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryState::Pending => "pending",
+            DeliveryState::Retrying => "retrying",
+            DeliveryState::Delivered => "delivered",
+            DeliveryState::Failed => "failed",
+        }
+    }
+}
+
+/// An accepted inbound message.
+#[derive(Debug, Clone, Serialize)]
+pub struct Message {
+    /// Our id for it.
+    pub id: String,
+    /// The peer that sent it.
+    pub sender: String,
+    /// The route that took it.
+    pub route: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    #[serde(skip)]
+    pub payload: String,
+    /// The conversation it belongs to.
+    pub thread_id: String,
+    /// The message it answers, if any.
+    pub in_reply_to: Option<String>,
+    /// Relays so far in its thread.
+    pub hops: u32,
+    /// The id the sender gave it, if any.
+    pub sender_ref: Option<String>,
+    /// When it was acked (ms since the epoch).
+    pub received_at: i64,
+    /// Whether it went to a mailbox (no turn).
+    pub mailbox: bool,
+}
+
+/// A turn's record.
+#[derive(Debug, Clone, Serialize)]
+pub struct Turn {
+    /// Its state.
+    pub state: TurnState,
+    /// How many times it started.
+    pub attempts: u32,
+    /// The agent's exit code.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the agent.
+    pub signal: Option<i32>,
+    /// Why it failed, as `code: detail`.
+    pub error: Option<String>,
+    /// How long the agent ran.
+    pub duration_ms: Option<i64>,
+    /// Last bytes of stdout.
+    pub stdout_tail: Option<String>,
+    /// Last bytes of stderr.
+    pub stderr_tail: Option<String>,
+    /// When it was queued.
+    pub queued_at: i64,
+    /// When it last started.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub ended_at: Option<i64>,
+}
+
+/// How a turn ended, to record.
+#[derive(Debug, Clone)]
+pub struct TurnEnd {
+    /// `Done`, `Failed` or `TimedOut`.
+    pub state: TurnState,
+    /// The agent's exit code.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// How long it ran.
+    pub duration_ms: i64,
+    /// Last bytes of stdout.
+    pub stdout_tail: String,
+    /// Last bytes of stderr.
+    pub stderr_tail: String,
+}
+
+/// An outbound message: an agent's reply, a failure notice, or one an operator sent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Reply {
+    /// Its id, sent as `id` and `Idempotency-Key` on every attempt.
+    pub id: String,
+    /// The message it answers, if any.
+    pub in_reply_to: Option<String>,
+    /// The route whose agent sent it, if any.
+    pub route: Option<String>,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    #[serde(skip)]
+    pub payload: String,
+    /// The conversation it belongs to.
+    pub thread_id: String,
+    /// Relays so far in its thread, this one included.
+    pub hops: u32,
+    /// When it was queued.
+    pub created_at: i64,
+}
+
+/// A reply's delivery to one peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct Delivery {
+    /// The peer.
+    pub peer: String,
+    /// Its state.
+    pub state: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due, if one is.
+    pub next_attempt_at: Option<i64>,
+    /// The peer's last HTTP status.
+    pub last_status: Option<u16>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<i64>,
+}
+
+/// A delivery that is due, with what an attempt needs.
+#[derive(Debug, Clone)]
+pub struct DueDelivery {
+    /// The reply to send.
+    pub reply: Reply,
+    /// Where to.
+    pub peer: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// What a reply token grants.
+#[derive(Debug, Clone)]
+pub struct TokenGrant {
+    /// The message whose turn got the token.
+    pub message_id: String,
+    /// The route of that turn.
+    pub route: String,
+    /// The thread to reply in.
+    pub thread_id: String,
+    /// Hops of the message answered.
+    pub hops: u32,
+    /// When the token expires; `None` while the turn is still running.
+    pub expires_at: Option<i64>,
+}
+
+/// The outcome of one delivery attempt, to record.
+#[derive(Debug, Clone)]
+pub enum AttemptRecord {
+    /// 2xx.
+    Delivered {
+        /// The peer's status.
+        status: u16,
+    },
+    /// Try again at `next_at`.
+    Retry {
+        /// The peer's status, if it answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        next_at: i64,
+    },
+    /// Give up.
+    Failed {
+        /// The peer's status, if it answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// One write, applied by the writer thread inside a batch.
+#[derive(Debug)]
+enum Write {
+    Message {
+        message: Message,
+        queue_turn: bool,
+    },
+    StartTurn {
+        message_id: String,
+        route: String,
+        token_hash: Vec<u8>,
+        token_expires_at: i64,
+    },
+    EndTurn {
+        message_id: String,
+        end: TurnEnd,
+        token_expires_at: i64,
+    },
+    Reply {
+        reply: Reply,
+        peers: Vec<String>,
+    },
+    Attempt {
+        reply_id: String,
+        peer: String,
+        record: AttemptRecord,
+    },
+}
+
+struct Job {
+    write: Write,
+    done: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    writes: mpsc::Sender<Job>,
+    reader: Arc<Mutex<Connection>>,
+}
+
+const SCHEMA: &[&str] = &[
+    // Version 1.
+    r#"
+    CREATE TABLE messages (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        thread_id   TEXT NOT NULL,
+        in_reply_to TEXT,
+        hops        INTEGER NOT NULL,
+        sender_ref  TEXT,
+        received_at INTEGER NOT NULL,
+        mailbox     INTEGER NOT NULL
+    );
+    CREATE INDEX messages_route ON messages(route, seq);
+    CREATE INDEX messages_thread ON messages(thread_id, seq);
+    CREATE INDEX messages_sender ON messages(sender, seq);
+    CREATE TABLE turns (
+        message_id  TEXT PRIMARY KEY REFERENCES messages(id),
+        route       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER,
+        signal      INTEGER,
+        error       TEXT,
+        duration_ms INTEGER,
+        stdout_tail TEXT,
+        stderr_tail TEXT,
+        queued_at   INTEGER NOT NULL,
+        started_at  INTEGER,
+        ended_at    INTEGER
+    );
+    CREATE INDEX turns_state ON turns(state);
+    CREATE TABLE tokens (
+        hash        BLOB PRIMARY KEY,
+        message_id  TEXT NOT NULL REFERENCES messages(id),
+        route       TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE TABLE replies (
+        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        id          TEXT NOT NULL UNIQUE,
+        in_reply_to TEXT,
+        route       TEXT,
+        type        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        thread_id   TEXT NOT NULL,
+        hops        INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX replies_parent ON replies(in_reply_to);
+    CREATE TABLE deliveries (
+        reply_id        TEXT NOT NULL REFERENCES replies(id),
+        peer            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_status     INTEGER,
+        last_error      TEXT,
+        delivered_at    INTEGER,
+        PRIMARY KEY (reply_id, peer)
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+    CREATE TABLE attempts (
+        reply_id TEXT NOT NULL,
+        peer     TEXT NOT NULL,
+        n        INTEGER NOT NULL,
+        at       INTEGER NOT NULL,
+        status   INTEGER,
+        error    TEXT
+    );
+    CREATE INDEX attempts_reply ON attempts(reply_id, peer, n);
+    "#,
+];
+
+fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    // WAL lets readers run beside the writer; FULL makes every commit durable before it returns.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for (i, sql) in SCHEMA.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Opens (creating if needed) the database in `data_dir` and starts the writer thread.
+    pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
+        use anyhow::Context as _;
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
+        let path = data_dir.join("inbox.sqlite3");
+        let mut writer = open_connection(&path)
+            .with_context(|| format!("cannot open database {}", path.display()))?;
+        migrate(&mut writer).context("cannot migrate the database schema")?;
+        let reader = open_connection(&path)?;
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer_loop(writer, rx))
+            .context("cannot start the store writer thread")?;
+        Ok(Store {
+            writes: tx,
+            reader: Arc::new(Mutex::new(reader)),
+        })
+    }
+
+    async fn write(&self, write: Write) -> Result<(), StoreError> {
+        let (done, rx) = oneshot::channel();
+        self.writes
+            .send(Job { write, done })
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let reader = self.reader.clone();
+        tokio::task::spawn_blocking(move || {
+            // A poisoned lock only means another read panicked; the connection itself is fine.
+            let conn = reader.lock().unwrap_or_else(|p| p.into_inner());
+            f(&conn)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+
+    /// Records an accepted message (and its queued turn) durably.
+    pub async fn insert_message(
+        &self,
+        message: Message,
+        queue_turn: bool,
+    ) -> Result<(), StoreError> {
+        self.write(Write::Message {
+            message,
+            queue_turn,
+        })
+        .await
+    }
+
+    /// Marks a turn running and stores the hash of its reply token.
+    pub async fn start_turn(
+        &self,
+        message_id: &str,
+        route: &str,
+        token_hash: Vec<u8>,
+        token_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(Write::StartTurn {
+            message_id: message_id.into(),
+            route: route.into(),
+            token_hash,
+            token_expires_at,
+        })
+        .await
+    }
+
+    /// Records how a turn ended and when its token now expires.
+    pub async fn end_turn(
+        &self,
+        message_id: &str,
+        end: TurnEnd,
+        token_expires_at: i64,
+    ) -> Result<(), StoreError> {
+        self.write(Write::EndTurn {
+            message_id: message_id.into(),
+            end,
+            token_expires_at,
+        })
+        .await
+    }
+
+    /// Records an outbound message with one pending delivery per peer.
+    pub async fn insert_reply(&self, reply: Reply, peers: Vec<String>) -> Result<(), StoreError> {
+        self.write(Write::Reply { reply, peers }).await
+    }
+
+    /// Records one delivery attempt and the delivery's new state.
+    pub async fn record_attempt(
+        &self,
+        reply_id: &str,
+        peer: &str,
+        record: AttemptRecord,
+    ) -> Result<(), StoreError> {
+        self.write(Write::Attempt {
+            reply_id: reply_id.into(),
+            peer: peer.into(),
+            record,
+        })
+        .await
+    }
+
+    /// Looks up a reply token by its hash.
+    pub async fn token(&self, hash: Vec<u8>) -> Result<Option<TokenGrant>, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
+                        tu.state IN ('running', 'queued')
+                 FROM tokens t JOIN messages m ON m.id = t.message_id
+                 LEFT JOIN turns tu ON tu.message_id = t.message_id
+                 WHERE t.hash = ?1",
+                params![hash],
+                |r| {
+                    let running: Option<bool> = r.get(5)?;
+                    Ok(TokenGrant {
+                        message_id: r.get(0)?,
+                        route: r.get(1)?,
+                        thread_id: r.get(2)?,
+                        hops: r.get(3)?,
+                        expires_at: if running == Some(true) {
+                            None
+                        } else {
+                            Some(r.get(4)?)
+                        },
+                    })
+                },
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: String) -> Result<Option<Message>, StoreError> {
+        self.read(move |c| {
+            Ok(c.query_row(
+                &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"),
+                params![id],
+                message_row,
+            )
+            .optional()?)
+        })
+        .await
+    }
+
+    /// A message's turn, if it has one.
+    pub async fn turn(&self, message_id: String) -> Result<Option<Turn>, StoreError> {
+        self.read(move |c| turn_of(c, &message_id)).await
+    }
+
+    /// Replies to a message, each with its deliveries.
+    pub async fn replies_to(
+        &self,
+        message_id: String,
+    ) -> Result<Vec<(Reply, Vec<Delivery>)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {REPLY_COLUMNS} FROM replies WHERE in_reply_to = ?1 ORDER BY seq"
+            ))?;
+            let replies = stmt
+                .query_map(params![message_id], reply_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut out = Vec::with_capacity(replies.len());
+            for r in replies {
+                let d = deliveries_of(c, &r.id)?;
+                out.push((r, d));
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// One reply by id, with its deliveries.
+    pub async fn reply(&self, id: String) -> Result<Option<(Reply, Vec<Delivery>)>, StoreError> {
+        self.read(move |c| {
+            let r = c
+                .query_row(
+                    &format!("SELECT {REPLY_COLUMNS} FROM replies WHERE id = ?1"),
+                    params![id],
+                    reply_row,
+                )
+                .optional()?;
+            match r {
+                Some(r) => {
+                    let d = deliveries_of(c, &r.id)?;
+                    Ok(Some((r, d)))
+                }
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    /// Messages, newest first, filtered, each with its turn's state (mailbox messages have none).
+    pub async fn list_messages(
+        &self,
+        filter: MessageFilter,
+    ) -> Result<Vec<(Message, Option<TurnState>)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS_M}, t.state FROM messages m
+                 LEFT JOIN turns t ON t.message_id = m.id
+                 WHERE (?1 IS NULL OR m.route = ?1) AND (?2 IS NULL OR m.thread_id = ?2)
+                   AND (?3 IS NULL OR m.sender = ?3)
+                 ORDER BY m.seq DESC LIMIT ?4"
+            ))?;
+            let rows = stmt
+                .query_map(
+                    params![filter.route, filter.thread, filter.sender, filter.limit],
+                    |r| Ok((message_row(r)?, r.get::<_, Option<String>>(11)?)),
+                )?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(m, s)| Ok((m, s.as_deref().map(parse_turn_state).transpose()?)))
+                .collect()
+        })
+        .await
+    }
+
+    /// Replies with a delivery to `peer`, newest first.
+    pub async fn replies_for_peer(
+        &self,
+        peer: String,
+        thread: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Reply>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {REPLY_COLUMNS_R} FROM replies r JOIN deliveries d ON d.reply_id = r.id
+                 WHERE d.peer = ?1 AND (?2 IS NULL OR r.thread_id = ?2)
+                 ORDER BY r.seq DESC LIMIT ?3"
+            ))?;
+            let rows = stmt
+                .query_map(params![peer, thread, limit], reply_row)?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Turns left queued, oldest first, for re-queueing at start-up.
+    pub async fn queued_turns(&self) -> Result<Vec<(String, String)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c.prepare(
+                "SELECT t.route, t.message_id FROM turns t JOIN messages m ON m.id = t.message_id
+                 WHERE t.state = 'queued' ORDER BY m.seq",
+            )?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// Deliveries due by `now`, soonest first, at most `limit`.
+    pub async fn due_deliveries(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {REPLY_COLUMNS_R}, d.peer, d.attempts FROM deliveries d
+                 JOIN replies r ON r.id = d.reply_id
+                 WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?1
+                 ORDER BY d.next_attempt_at LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![now, limit], |r| {
+                    Ok(DueDelivery {
+                        reply: reply_row(r)?,
+                        peer: r.get(9)?,
+                        attempts: r.get(10)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    /// When the next delivery is due, if any is scheduled.
+    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        self.read(|c| {
+            Ok(c.query_row(
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .await
+    }
+}
+
+/// Which messages to list.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFilter {
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only this thread.
+    pub thread: Option<String>,
+    /// Only from this sender.
+    pub sender: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+const MESSAGE_COLUMNS: &str = "id, sender, route, type, payload, thread_id, in_reply_to, hops, \
+                               sender_ref, received_at, mailbox";
+const MESSAGE_COLUMNS_M: &str = "m.id, m.sender, m.route, m.type, m.payload, m.thread_id, \
+                                 m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
+const REPLY_COLUMNS: &str =
+    "id, in_reply_to, route, type, payload, thread_id, hops, created_at, seq";
+const REPLY_COLUMNS_R: &str = "r.id, r.in_reply_to, r.route, r.type, r.payload, r.thread_id, \
+                               r.hops, r.created_at, r.seq";
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        sender: r.get(1)?,
+        route: r.get(2)?,
+        msg_type: r.get(3)?,
+        payload: r.get(4)?,
+        thread_id: r.get(5)?,
+        in_reply_to: r.get(6)?,
+        hops: r.get(7)?,
+        sender_ref: r.get(8)?,
+        received_at: r.get(9)?,
+        mailbox: r.get(10)?,
+    })
+}
+
+fn reply_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Reply> {
+    Ok(Reply {
+        id: r.get(0)?,
+        in_reply_to: r.get(1)?,
+        route: r.get(2)?,
+        msg_type: r.get(3)?,
+        payload: r.get(4)?,
+        thread_id: r.get(5)?,
+        hops: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+fn parse_turn_state(s: &str) -> Result<TurnState, StoreError> {
+    Ok(match s {
+        "queued" => TurnState::Queued,
+        "running" => TurnState::Running,
+        "done" => TurnState::Done,
+        "failed" => TurnState::Failed,
+        "timed_out" => TurnState::TimedOut,
+        "interrupted" => TurnState::Interrupted,
+        other => return Err(StoreError::Corrupt(format!("turn state {other:?}"))),
+    })
+}
+
+fn parse_delivery_state(s: &str) -> Result<DeliveryState, StoreError> {
+    Ok(match s {
+        "pending" => DeliveryState::Pending,
+        "retrying" => DeliveryState::Retrying,
+        "delivered" => DeliveryState::Delivered,
+        "failed" => DeliveryState::Failed,
+        other => return Err(StoreError::Corrupt(format!("delivery state {other:?}"))),
+    })
+}
+
+fn turn_of(c: &Connection, message_id: &str) -> Result<Option<Turn>, StoreError> {
+    let row = c
+        .query_row(
+            "SELECT state, attempts, exit_code, signal, error, duration_ms, stdout_tail, stderr_tail,
+                    queued_at, started_at, ended_at FROM turns WHERE message_id = ?1",
+            params![message_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Turn {
+                        state: TurnState::Queued,
+                        attempts: r.get(1)?,
+                        exit_code: r.get(2)?,
+                        signal: r.get(3)?,
+                        error: r.get(4)?,
+                        duration_ms: r.get(5)?,
+                        stdout_tail: r.get(6)?,
+                        stderr_tail: r.get(7)?,
+                        queued_at: r.get(8)?,
+                        started_at: r.get(9)?,
+                        ended_at: r.get(10)?,
+                    },
+                ))
+            },
+        )
+        .optional()?;
+    match row {
+        Some((state, mut turn)) => {
+            turn.state = parse_turn_state(&state)?;
+            Ok(Some(turn))
+        }
+        None => Ok(None),
+    }
+}
+
+fn deliveries_of(c: &Connection, reply_id: &str) -> Result<Vec<Delivery>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT peer, state, attempts, next_attempt_at, last_status, last_error, delivered_at
+         FROM deliveries WHERE reply_id = ?1 ORDER BY peer",
+    )?;
+    let rows = stmt
+        .query_map(params![reply_id], |r| {
+            Ok((
+                r.get::<_, String>(1)?,
+                Delivery {
+                    peer: r.get(0)?,
+                    state: DeliveryState::Pending,
+                    attempts: r.get(2)?,
+                    next_attempt_at: r.get(3)?,
+                    last_status: r.get(4)?,
+                    last_error: r.get(5)?,
+                    delivered_at: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(s, mut d)| {
+            d.state = parse_delivery_state(&s)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Drains the write channel in batches: one transaction, one fsync, many requests.
+fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
+    let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
+    while let Some(first) = rx.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = commit_batch(&mut conn, &batch);
+        for (job, result) in batch.drain(..).zip(results) {
+            // The requester may have gone away (client hung up); the write stands regardless.
+            let _ = job.done.send(result);
+        }
+    }
+}
+
+fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+    let mut tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => {
+            return batch
+                .iter()
+                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
+                .collect();
+        }
+    };
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        // A savepoint per write, so one bad write fails alone instead of taking the batch with it.
+        let r = (|| {
+            let sp = tx.savepoint()?;
+            apply(&sp, &job.write)?;
+            sp.commit()?;
+            Ok::<(), StoreError>(())
+        })();
+        results.push(r);
+    }
+    if let Err(e) = tx.commit() {
+        tracing::error!(error = %e, "store commit failed");
+        return batch
+            .iter()
+            .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
+            .collect();
+    }
+    results
+}
+
+fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
+    rusqlite::Error::ToSqlConversionFailure(e.to_string().into())
+}
+
+fn apply(c: &Connection, write: &Write) -> Result<(), StoreError> {
+    match write {
+        Write::Message {
+            message: m,
+            queue_turn,
+        } => {
+            c.prepare_cached(
+                "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
+                                       sender_ref, received_at, mailbox)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                m.id,
+                m.sender,
+                m.route,
+                m.msg_type,
+                m.payload,
+                m.thread_id,
+                m.in_reply_to,
+                m.hops,
+                m.sender_ref,
+                m.received_at,
+                m.mailbox
+            ])?;
+            if *queue_turn {
+                c.prepare_cached(
+                    "INSERT INTO turns (message_id, route, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+                )?
+                .execute(params![m.id, m.route, m.received_at])?;
+            }
+        }
+        Write::StartTurn {
+            message_id,
+            route,
+            token_hash,
+            token_expires_at,
+        } => {
+            c.prepare_cached(
+                "UPDATE turns SET state = 'running', attempts = attempts + 1, started_at = ?2,
+                                  route = ?3, ended_at = NULL
+                 WHERE message_id = ?1",
+            )?
+            .execute(params![message_id, now_ms(), route])?;
+            c.prepare_cached(
+                "INSERT INTO tokens (hash, message_id, route, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![token_hash, message_id, route, token_expires_at])?;
+        }
+        Write::EndTurn {
+            message_id,
+            end,
+            token_expires_at,
+        } => {
+            c.prepare_cached(
+                "UPDATE turns SET state = ?2, exit_code = ?3, signal = ?4, error = ?5, duration_ms = ?6,
+                                  stdout_tail = ?7, stderr_tail = ?8, ended_at = ?9
+                 WHERE message_id = ?1",
+            )?
+            .execute(params![
+                message_id,
+                end.state.as_str(),
+                end.exit_code,
+                end.signal,
+                end.error,
+                end.duration_ms,
+                end.stdout_tail,
+                end.stderr_tail,
+                now_ms()
+            ])?;
+            c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
+                .execute(params![message_id, token_expires_at])?;
+        }
+        Write::Reply { reply: r, peers } => {
+            c.prepare_cached(
+                "INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                r.id,
+                r.in_reply_to,
+                r.route,
+                r.msg_type,
+                r.payload,
+                r.thread_id,
+                r.hops,
+                r.created_at
+            ])?;
+            let mut stmt = c.prepare_cached(
+                "INSERT INTO deliveries (reply_id, peer, state, next_attempt_at) VALUES (?1, ?2, 'pending', ?3)",
+            )?;
+            for p in peers {
+                stmt.execute(params![r.id, p, r.created_at])?;
+            }
+        }
+        Write::Attempt {
+            reply_id,
+            peer,
+            record,
+        } => {
+            let now = now_ms();
+            let (state, status, error, next_at, delivered_at) = match record {
+                AttemptRecord::Delivered { status } => (
+                    DeliveryState::Delivered,
+                    Some(*status),
+                    None,
+                    None,
+                    Some(now),
+                ),
+                AttemptRecord::Retry {
+                    status,
+                    error,
+                    next_at,
+                } => (
+                    DeliveryState::Retrying,
+                    *status,
+                    Some(error.as_str()),
+                    Some(*next_at),
+                    None,
+                ),
+                AttemptRecord::Failed { status, error } => (
+                    DeliveryState::Failed,
+                    *status,
+                    Some(error.as_str()),
+                    None,
+                    None,
+                ),
+            };
+            let n: u32 = c
+                .prepare_cached(
+                    "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                                           last_status = ?5, last_error = ?6, delivered_at = ?7
+                     WHERE reply_id = ?1 AND peer = ?2 RETURNING attempts",
+                )?
+                .query_row(
+                    params![reply_id, peer, state.as_str(), next_at, status, error, delivered_at],
+                    |r| r.get(0),
+                )?;
+            c.prepare_cached(
+                "INSERT INTO attempts (reply_id, peer, n, at, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![reply_id, peer, n, now, status, error])?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(id: &str) -> Message {
+        Message {
+            id: id.into(),
+            sender: "tony".into(),
+            route: "tasks".into(),
+            msg_type: "TASK".into(),
+            payload: "{}".into(),
+            thread_id: id.into(),
+            in_reply_to: None,
+            hops: 0,
+            sender_ref: None,
+            received_at: now_ms(),
+            mailbox: false,
+        }
+    }
+
+    #[tokio::test]
+    async fn message_turn_token_reply_round_trip() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("open");
+        store
+            .insert_message(message("m1"), true)
+            .await
+            .expect("insert");
+        // A duplicate id is refused alone; the next write still works.
+        assert!(store.insert_message(message("m1"), true).await.is_err());
+        assert_eq!(
+            store.queued_turns().await.expect("queued"),
+            vec![("tasks".to_string(), "m1".to_string())]
+        );
+        store
+            .start_turn("m1", "tasks", vec![1, 2, 3], now_ms() + 1000)
+            .await
+            .expect("start");
+        let grant = store
+            .token(vec![1, 2, 3])
+            .await
+            .expect("read")
+            .expect("token");
+        assert_eq!(grant.message_id, "m1");
+        assert_eq!(grant.expires_at, None, "running turn: token has no end yet");
+        store
+            .end_turn(
+                "m1",
+                TurnEnd {
+                    state: TurnState::Done,
+                    exit_code: Some(0),
+                    signal: None,
+                    error: None,
+                    duration_ms: 5,
+                    stdout_tail: "ok".into(),
+                    stderr_tail: String::new(),
+                },
+                42,
+            )
+            .await
+            .expect("end");
+        let grant = store
+            .token(vec![1, 2, 3])
+            .await
+            .expect("read")
+            .expect("token");
+        assert_eq!(grant.expires_at, Some(42));
+        let turn = store.turn("m1".into()).await.expect("read").expect("turn");
+        assert_eq!((turn.state, turn.attempts), (TurnState::Done, 1));
+
+        let reply = Reply {
+            id: "r1".into(),
+            in_reply_to: Some("m1".into()),
+            route: Some("tasks".into()),
+            msg_type: "BREAKDOWN".into(),
+            payload: "{}".into(),
+            thread_id: "m1".into(),
+            hops: 1,
+            created_at: 0,
+        };
+        store
+            .insert_reply(reply, vec!["tony".into(), "mel".into()])
+            .await
+            .expect("reply");
+        let due = store.due_deliveries(now_ms(), 10).await.expect("due");
+        assert_eq!(due.len(), 2);
+        store
+            .record_attempt(
+                "r1",
+                "tony",
+                AttemptRecord::Retry {
+                    status: Some(500),
+                    error: "500".into(),
+                    next_at: i64::MAX,
+                },
+            )
+            .await
+            .expect("attempt");
+        store
+            .record_attempt("r1", "mel", AttemptRecord::Delivered { status: 202 })
+            .await
+            .expect("attempt");
+        assert!(
+            store
+                .due_deliveries(now_ms(), 10)
+                .await
+                .expect("due")
+                .is_empty()
+        );
+        let replies = store.replies_to("m1".into()).await.expect("replies");
+        let states: Vec<_> = replies[0]
+            .1
+            .iter()
+            .map(|d| (d.peer.as_str(), d.state, d.attempts))
+            .collect();
+        assert_eq!(
+            states,
+            vec![
+                ("mel", DeliveryState::Delivered, 1),
+                ("tony", DeliveryState::Retrying, 1)
+            ]
+        );
+    }
+}
