@@ -11,10 +11,12 @@
 //! - [`agent`]: running one agent subprocess, bounded in time and output.
 //! - [`prompt`]: the text the agent receives, with reply instructions.
 //! - [`relay`]: delivering replies to peers with retries.
+//! - [`cli`]: the `agent-inbox` command line.
 //! - [`client`]: the CLI's HTTP client for a running inbox.
 
 pub mod agent;
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod config;
 pub mod prompt;

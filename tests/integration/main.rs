@@ -1,1 +1,3 @@
+//! Integration tests: one binary, real sockets, real agents, real peers.
 
+mod core_loop;

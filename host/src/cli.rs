@@ -1,0 +1,207 @@
+//! The `agent-inbox` command line: serve an inbox, check a config, or talk to a running inbox.
+//!
+//! Lives in the library so the integration tests can build the same command as a thin binary.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use crate::client::{self, AdminClient};
+use crate::config::Config;
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "agent-inbox",
+    version,
+    about = "A message router that lets AI agents talk to each other over HTTP"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the inbox.
+    Serve {
+        /// The routes file.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Report every problem in a config file; exit non-zero if there is one.
+    Check {
+        /// The routes file.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Start a conversation: send a message to a peer through the running inbox's relay.
+    Send {
+        /// The peer to send to.
+        #[arg(long)]
+        to: String,
+        /// The message type, e.g. TASK.
+        #[arg(long = "type")]
+        msg_type: String,
+        /// The payload, as JSON.
+        #[arg(long, default_value = "{}")]
+        payload: String,
+        /// Continue this thread instead of starting one.
+        #[arg(long)]
+        thread: Option<String>,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// List messages, or show one with its turn and replies.
+    Messages {
+        /// A message or reply id.
+        id: Option<String>,
+        /// Only this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this thread.
+        #[arg(long)]
+        thread: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Parses the command line, runs the command, and returns the process's exit code.
+pub fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    for w in &config.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(config)
+}
+
+async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve { config } => {
+            let cfg = load(&config)?;
+            let listener = tokio::net::TcpListener::bind(cfg.server.listen)
+                .await
+                .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+            crate::run(cfg, listener, shutdown_signal()).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => match Config::load(&config) {
+            Ok(cfg) => {
+                for w in &cfg.warnings {
+                    println!("warning: {w}");
+                }
+                println!(
+                    "{}: ok ({} peers, {} routes)",
+                    config.display(),
+                    cfg.peers.len(),
+                    cfg.routes.len()
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{}: {e}", config.display());
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        Command::Send {
+            to,
+            msg_type,
+            payload,
+            thread,
+            config,
+        } => {
+            let payload: serde_json::Value =
+                serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let body = serde_json::json!({"to": to, "type": msg_type, "payload": payload, "thread_id": thread});
+            let v = client
+                .expect_ok(http::Method::POST, "/admin/send", Some(body))
+                .await?;
+            println!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Messages {
+            id,
+            route,
+            thread,
+            limit,
+            json,
+            config,
+        } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let path = match &id {
+                Some(id) => format!("/messages/{id}"),
+                None => {
+                    let mut q = format!("/messages?limit={limit}");
+                    if let Some(r) = route {
+                        q.push_str(&format!("&route={r}"));
+                    }
+                    if let Some(t) = thread {
+                        q.push_str(&format!("&thread={t}"));
+                    }
+                    q
+                }
+            };
+            let v = client.expect_ok(http::Method::GET, &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else if id.is_some() {
+                print!("{}", client::message_detail(&v));
+            } else {
+                print!("{}", client::messages_table(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""A test agent: does what its flags say, then (optionally) replies through /send.
+
+Reads INBOX_REPLY_URL and INBOX_REPLY_TOKEN like a real agent integration would.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+
+p = argparse.ArgumentParser()
+p.add_argument("--prompt-file", help="read the prompt from this file")
+p.add_argument("--prompt", help="the prompt itself")
+p.add_argument("--record", help="directory: write the prompt, env and token there")
+p.add_argument("--wait-for", help="block until this file exists")
+p.add_argument("--sleep", type=float, default=0)
+p.add_argument("--running-dir", help="directory: mark this turn running there, record how many run")
+p.add_argument("--fork-sleeper", help="fork a long sleep and write its pid to this file")
+p.add_argument("--reply", action="append", default=[], help="reply with this type (repeatable)")
+p.add_argument("--exit", type=int, default=0)
+args = p.parse_args()
+
+mid = os.environ.get("INBOX_MESSAGE_ID", "unknown")
+
+prompt = args.prompt
+if args.prompt_file:
+    with open(args.prompt_file, encoding="utf-8") as f:
+        prompt = f.read()
+if prompt is None and not sys.stdin.isatty():
+    prompt = sys.stdin.read()
+
+if args.record:
+    os.makedirs(args.record, exist_ok=True)
+    with open(os.path.join(args.record, mid + ".json"), "w", encoding="utf-8") as f:
+        json.dump({
+            "prompt": prompt,
+            "argv": sys.argv,
+            "env": {k: v for k, v in os.environ.items() if k.startswith("INBOX_") or k.endswith("_SECRET")},
+        }, f)
+
+if args.running_dir:
+    os.makedirs(args.running_dir, exist_ok=True)
+    mine = os.path.join(args.running_dir, "running-" + mid)
+    open(mine, "w").close()
+    seen = len([n for n in os.listdir(args.running_dir) if n.startswith("running-")])
+    with open(os.path.join(args.running_dir, "seen-" + mid), "w") as f:
+        f.write(str(seen))
+
+if args.fork_sleeper:
+    pid = os.fork()
+    if pid == 0:
+        os.execvp("sleep", ["sleep", "300"])
+    with open(args.fork_sleeper, "w") as f:
+        f.write(str(pid))
+
+if args.wait_for:
+    deadline = time.time() + 60
+    while not os.path.exists(args.wait_for) and time.time() < deadline:
+        time.sleep(0.02)
+
+if args.sleep:
+    time.sleep(args.sleep)
+
+for t in args.reply:
+    body = json.dumps({"type": t, "payload": {"from_message": mid, "note": "reply " + t}}).encode()
+    req = urllib.request.Request(
+        os.environ["INBOX_REPLY_URL"],
+        data=body,
+        method="POST",
+        headers={
+            "Authorization": "Bearer " + os.environ["INBOX_REPLY_TOKEN"],
+            "Content-Type": "application/json",
+        },
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            print("sent", t, r.status, r.read().decode())
+    except urllib.error.HTTPError as e:
+        print("send failed", t, e.code, e.read().decode())
+        sys.exit(4)
+
+if args.running_dir:
+    os.remove(mine)
+
+sys.exit(args.exit)
