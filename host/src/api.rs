@@ -339,7 +339,7 @@ async fn message(
     };
     let (id, thread_id) = (message.id.clone(), message.thread_id.clone());
     tracing::info!(
-        message = %id, sender = %message.sender, route = %route_name, msg_type = %message.msg_type,
+        message_id = %id, sender = %message.sender, route = %route_name, msg_type = %message.msg_type,
         thread = %thread_id, hops, "message received"
     );
     match route.agent() {
@@ -405,7 +405,7 @@ async fn send(
     };
     let id = reply.id.clone();
     tracing::info!(
-        reply = %id, message = %grant.message_id, route = %grant.route, msg_type = %reply.msg_type,
+        reply = %id, message_id = %grant.message_id, route = %grant.route, msg_type = %reply.msg_type,
         peers = ?route.reply_to, "reply queued"
     );
     inbox

@@ -102,17 +102,16 @@ pub fn main() -> ExitCode {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-    for w in &config.warnings {
-        tracing::warn!("{w}");
-    }
-    Ok(config)
+    Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 async fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve { config } => {
             let cfg = load(&config)?;
+            for w in &cfg.warnings {
+                tracing::warn!("{w}");
+            }
             let listener = tokio::net::TcpListener::bind(cfg.server.listen)
                 .await
                 .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;

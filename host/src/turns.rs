@@ -206,7 +206,7 @@ impl Turns {
             tokio::spawn(async move {
                 let snap = turns.active.load_full();
                 if let Err(e) = turns.run_turn(&snap, &route, &id).await {
-                    tracing::error!(message = %id, route = %route, error = %e, "turn could not be recorded");
+                    tracing::error!(message_id = %id, route = %route, error = %e, "turn could not be recorded");
                 }
                 {
                     let mut queues = turns.lock();
@@ -235,7 +235,7 @@ impl Turns {
         id: &str,
     ) -> Result<(), StoreError> {
         let Some(message) = self.store.message(id.to_owned()).await? else {
-            tracing::error!(message = %id, "queued turn has no message; skipped");
+            tracing::error!(message_id = %id, "queued turn has no message; skipped");
             return Ok(());
         };
         let route = snap.config.routes.get(route_name);
@@ -252,7 +252,7 @@ impl Turns {
                 stderr_tail: String::new(),
             };
             self.store.end_turn(id, end.clone(), now_ms()).await?;
-            tracing::warn!(message = %id, route = %route_name, "turn failed: route removed");
+            tracing::warn!(message_id = %id, route = %route_name, "turn failed: route removed");
             // The route's reply_to is gone with it; tell the sender, so it does not wait forever.
             let to: Vec<String> = snap
                 .config
@@ -283,7 +283,7 @@ impl Turns {
             .to_string(),
         };
         let prompt = prompt::render(&message, &ctx);
-        tracing::info!(message = %id, route = %route_name, thread = %message.thread_id, "turn started");
+        tracing::info!(message_id = %id, route = %route_name, thread = %message.thread_id, "turn started");
         let outcome = agent::run(invocation(snap, settings, &message, prompt, &url, token)).await;
         let state = match outcome.ending {
             Ending::Done => TurnState::Done,
@@ -300,7 +300,7 @@ impl Turns {
             stderr_tail: outcome.stderr_tail,
         };
         tracing::info!(
-            message = %id, route = %route_name, state = state.as_str(), exit_code = ?end.exit_code,
+            message_id = %id, route = %route_name, state = state.as_str(), exit_code = ?end.exit_code,
             duration_ms = end.duration_ms, error = ?end.error, "turn ended"
         );
         let token_expires = now_ms() + grace.as_millis() as i64;
@@ -338,7 +338,7 @@ impl Turns {
             hops: message.hops + 1,
             created_at: now_ms(),
         };
-        tracing::info!(message = %message.id, reply = %reply.id, peers = ?to, "failure notice queued");
+        tracing::info!(message_id = %message.id, reply = %reply.id, peers = ?to, "failure notice queued");
         self.store.insert_reply(reply, to).await?;
         self.relay.wake();
         Ok(())
