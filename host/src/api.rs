@@ -17,7 +17,9 @@ use crate::Inbox;
 use crate::config::RouteKind;
 use crate::router::NoRoute;
 use crate::snapshot::Snapshot;
-use crate::store::{Delivery, Message, MessageFilter, Reply, StoreError, Turn, TurnState, now_ms};
+use crate::store::{
+    Dedup, Delivery, Inserted, Message, MessageFilter, Reply, StoreError, Turn, TurnState, now_ms,
+};
 use crate::turns::{QueueFull, hash_token};
 
 /// The response body type.
@@ -77,6 +79,12 @@ pub enum ApiError {
     /// Known path, wrong method.
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The request conflicts with the resource's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The server is shutting down.
+    #[error("the inbox is shutting down; try again shortly")]
+    ShuttingDown,
     /// The route's turn queue is full.
     #[error(transparent)]
     QueueFull(#[from] QueueFull),
@@ -107,7 +115,8 @@ impl ApiError {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::QueueFull(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::QueueFull(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -126,7 +135,9 @@ impl ApiError {
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
             ApiError::QueueFull(_) => "queue_full",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -151,7 +162,7 @@ impl ApiError {
         }
         let mut resp = json_response(self.status(), &json!({ "error": err }));
         match self {
-            ApiError::QueueFull(_) => {
+            ApiError::QueueFull(_) | ApiError::ShuttingDown => {
                 resp.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
@@ -199,6 +210,10 @@ async fn route(
         (["messages"], Method::GET) => list(inbox, snap, &req).await,
         (["messages", id], Method::GET) => show(inbox, snap, &req, id).await,
         (["admin", "send"], Method::POST) => admin_send(inbox, snap, req).await,
+        (["admin", "outbox"], Method::GET) => outbox(inbox, snap, &req).await,
+        (["admin", "outbox", id, "retry"], Method::POST) => {
+            outbox_retry(inbox, snap, &req, id).await
+        }
         (["healthz"], Method::GET) => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
         (
             ["message"]
@@ -297,11 +312,25 @@ async fn message(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     let config = &snap.config;
+    if inbox.turns.is_draining() {
+        return Err(ApiError::ShuttingDown);
+    }
     let sender = header(&req, "x-shared-secret")
         .and_then(|s| config.peer_by_secret(s))
         .ok_or(ApiError::Unauthorized)?
         .name
         .clone();
+    let idem_key = match header(&req, "idempotency-key") {
+        None => None,
+        Some(k) if !k.is_empty() && k.len() <= MAX_ID_LEN => {
+            Some(String::from_utf8_lossy(k).into_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::BadField(format!(
+                "Idempotency-Key must be 1 to {MAX_ID_LEN} bytes"
+            )));
+        }
+    };
     let body = read_json(req, config.server.max_body_bytes).await?;
     let msg_type = type_field(&body)?;
     let hops = match body.get("hops") {
@@ -342,21 +371,34 @@ async fn message(
         message_id = %id, sender = %message.sender, route = %route_name, msg_type = %message.msg_type,
         thread = %thread_id, hops, "message received"
     );
-    match route.agent() {
-        None => inbox.store.insert_message(message, false).await?,
+    let dedup = idem_key.or(message.sender_ref.clone()).map(|key| Dedup {
+        key,
+        since: message.received_at - config.server.dedup_window.as_millis() as i64,
+    });
+    let inserted = match route.agent() {
+        None => inbox.store.insert_message(message, false, dedup).await?,
         Some(agent) => {
             let slot = inbox.turns.reserve(route_name, agent.max_queued)?;
             let store = inbox.store.clone();
             // Detached, so a client that hangs up cannot leave a committed message out of the queue.
             tokio::spawn(async move {
                 let id = message.id.clone();
-                store.insert_message(message, true).await?;
-                slot.fill(id);
-                Ok::<_, StoreError>(())
+                let inserted = store.insert_message(message, true, dedup).await?;
+                if inserted == Inserted::New {
+                    slot.fill(id);
+                }
+                Ok::<_, StoreError>(inserted)
             })
             .await
-            .map_err(|e| anyhow::anyhow!("write task failed: {e}"))??;
+            .map_err(|e| anyhow::anyhow!("write task failed: {e}"))??
         }
+    };
+    if let Inserted::Duplicate(original) = inserted {
+        tracing::info!(message_id = %id, original = %original, "duplicate message; no new turn");
+        return Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "duplicate", "id": original}),
+        ));
     }
     Ok(json_response(
         StatusCode::ACCEPTED,
@@ -632,6 +674,57 @@ async fn admin_send(
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({"status": "queued", "id": id, "thread_id": thread_id}),
+    ))
+}
+
+fn require_admin(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), ApiError> {
+    match reader(snap, req)? {
+        Reader::Admin => Ok(()),
+        Reader::Peer(_) => Err(ApiError::Unauthorized),
+    }
+}
+
+async fn outbox(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let dead_only = query_param(req, "dead").is_some_and(|v| v != "0" && v != "false");
+    let limit = query_param(req, "limit")
+        .and_then(|l| l.parse::<u32>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    let rows = inbox.store.outbox(dead_only, limit).await?;
+    let items: Vec<Value> = rows
+        .iter()
+        .map(|(r, d)| json!({"reply": reply_json(r, None), "delivery": d}))
+        .collect();
+    Ok(json_response(StatusCode::OK, &json!({ "outbox": items })))
+}
+
+async fn outbox_retry(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let id = percent_decode(id);
+    if inbox.store.reply(id.clone()).await?.is_none() {
+        return Err(ApiError::NotFound);
+    }
+    let n = inbox.store.retry_dead(&id).await?;
+    if n == 0 {
+        return Err(ApiError::Conflict(format!(
+            "reply {id} has no dead deliveries to retry"
+        )));
+    }
+    tracing::info!(reply = %id, deliveries = n, "dead letters queued again");
+    inbox.relay.wake();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"status": "requeued", "id": id, "deliveries": n}),
     ))
 }
 

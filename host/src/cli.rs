@@ -23,6 +23,33 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum OutboxCommand {
+    /// List outbound messages and their delivery state, newest first.
+    List {
+        /// Only dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Deliver a dead letter again, with a fresh retry schedule.
+    Retry {
+        /// The reply's id.
+        id: String,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the inbox.
     Serve {
@@ -53,6 +80,11 @@ enum Command {
         /// The routes file (for the server's address and admin secret).
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+    },
+    /// Inspect and replay the relay's outbox.
+    Outbox {
+        #[command(subcommand)]
+        command: OutboxCommand,
     },
     /// List messages, or show one with its turn and replies.
     Messages {
@@ -151,6 +183,42 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .expect_ok(http::Method::POST, "/admin/send", Some(body))
                 .await?;
             println!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox {
+            command:
+                OutboxCommand::List {
+                    dead,
+                    limit,
+                    json,
+                    config,
+                },
+        } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let path = format!(
+                "/admin/outbox?limit={limit}{}",
+                if dead { "&dead=1" } else { "" }
+            );
+            let v = client.expect_ok(http::Method::GET, &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", client::outbox_table(&v));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Outbox {
+            command: OutboxCommand::Retry { id, config },
+        } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let v = client
+                .expect_ok(
+                    http::Method::POST,
+                    &format!("/admin/outbox/{id}/retry"),
+                    None,
+                )
+                .await?;
+            println!("{id}: {} deliveries queued again", v["deliveries"]);
             Ok(ExitCode::SUCCESS)
         }
         Command::Messages {

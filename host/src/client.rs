@@ -246,3 +246,32 @@ fn deliveries_table(d: &Value) -> String {
         &rows,
     )
 }
+
+/// `GET /admin/outbox` as a table.
+pub fn outbox_table(v: &Value) -> String {
+    let rows: Vec<Vec<String>> = v["outbox"]
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|item| {
+            let (r, d) = (&item["reply"], &item["delivery"]);
+            vec![
+                s(&r["id"]),
+                time(&r["created_at"]),
+                s(&r["type"]),
+                s(&d["peer"]),
+                s(&d["state"]),
+                s(&d["attempts"]),
+                s(&d["last_status"]),
+                s(&d["last_error"]).chars().take(60).collect(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "REPLY", "CREATED", "TYPE", "PEER", "STATE", "ATTEMPTS", "STATUS", "ERROR",
+        ],
+        &rows,
+    )
+}

@@ -46,6 +46,10 @@ mod schema {
         pub(super) data_dir: Option<String>,
         pub(super) reply_grace_secs: Option<u64>,
         pub(super) max_connections: Option<usize>,
+        pub(super) synchronous: Option<String>,
+        pub(super) drain_secs: Option<u64>,
+        pub(super) dedup_window_secs: Option<u64>,
+        pub(super) retention_days: Option<u64>,
     }
 
     /// `[agent]` and a route's `agent = { ... }` share this shape; the route's keys win.
@@ -60,6 +64,7 @@ mod schema {
         pub(super) max_queued: Option<usize>,
         pub(super) output_cap_bytes: Option<usize>,
         pub(super) on_failure: Option<String>,
+        pub(super) on_interrupt: Option<String>,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -144,6 +149,15 @@ pub enum OnFailure {
     Ignore,
 }
 
+/// What happens to a turn that was running when the host stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Run it again, once.
+    Rerun,
+    /// Leave it `interrupted` and notify like any failure.
+    Fail,
+}
+
 /// How a route's agent is run: `[agent]` defaults merged with the route's `agent = { ... }`.
 #[derive(Debug, Clone)]
 pub struct AgentSettings {
@@ -163,6 +177,8 @@ pub struct AgentSettings {
     pub output_cap: usize,
     /// What a failed turn does.
     pub on_failure: OnFailure,
+    /// What a turn interrupted by a host stop does.
+    pub on_interrupt: OnInterrupt,
 }
 
 /// What a route does with a message it accepts.
@@ -231,6 +247,14 @@ pub struct Server {
     pub reply_grace: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// How durable a commit is.
+    pub synchronous: crate::store::Synchronous,
+    /// How long running turns get to finish on shutdown.
+    pub drain: Duration,
+    /// How long a sender's idempotency key dedups.
+    pub dedup_window: Duration,
+    /// Finished records older than this are pruned.
+    pub retention: Duration,
 }
 
 /// `[relay]`, validated.
@@ -504,6 +528,27 @@ fn validate(
     let data_dir = base_dir.join(s.data_dir.as_deref().unwrap_or("data"));
     let reply_grace = Duration::from_secs(s.reply_grace_secs.unwrap_or(600));
     let max_connections = c.positive("server.max_connections", s.max_connections, 1024);
+    let synchronous = match s.synchronous.as_deref() {
+        None | Some("full") => crate::store::Synchronous::Full,
+        Some("normal") => crate::store::Synchronous::Normal,
+        Some("off") => {
+            c.warnings.push(
+                "server.synchronous = \"off\": acked messages can be lost on a crash; benchmarks only".into(),
+            );
+            crate::store::Synchronous::Off
+        }
+        Some(other) => {
+            c.invalid(
+                "server.synchronous",
+                format!("{other:?} is not \"full\", \"normal\" or \"off\""),
+            );
+            crate::store::Synchronous::Full
+        }
+    };
+    let drain = Duration::from_secs(s.drain_secs.unwrap_or(30));
+    let dedup_window = Duration::from_secs(s.dedup_window_secs.unwrap_or(86_400));
+    let retention =
+        Duration::from_secs(24 * 3600 * c.positive("server.retention_days", s.retention_days, 14));
 
     // [relay]
     let schedule_text: Vec<String> = raw.relay.retry_schedule.clone().unwrap_or_else(|| {
@@ -710,6 +755,10 @@ fn validate(
             data_dir,
             reply_grace,
             max_connections,
+            synchronous,
+            drain,
+            dedup_window,
+            retention,
         },
         relay,
         peers,
@@ -761,6 +810,17 @@ fn agent_settings(
             OnFailure::Notify
         }
     };
+    let on_interrupt = match o.on_interrupt.or_else(|| d.on_interrupt.clone()).as_deref() {
+        None | Some("rerun") => OnInterrupt::Rerun,
+        Some("fail") => OnInterrupt::Fail,
+        Some(other) => {
+            c.invalid(
+                format!("{at}.on_interrupt"),
+                format!("{other:?} is not \"rerun\" or \"fail\""),
+            );
+            OnInterrupt::Rerun
+        }
+    };
     AgentSettings {
         command,
         stdin: o.stdin.or(d.stdin).unwrap_or(false),
@@ -786,6 +846,7 @@ fn agent_settings(
             65_536,
         ),
         on_failure,
+        on_interrupt,
     }
 }
 

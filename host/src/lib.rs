@@ -40,8 +40,8 @@ use crate::snapshot::{Active, Snapshot};
 use crate::store::Store;
 use crate::turns::Turns;
 
-/// How long running turns get to finish after shutdown before the host exits without them.
-const DRAIN_TURNS: Duration = Duration::from_secs(30);
+/// How often finished records are pruned.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Everything a request handler shares.
 pub struct Inbox {
@@ -66,9 +66,10 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&config.server.data_dir)?;
+    let store = Store::open(&config.server.data_dir, config.server.synchronous)?;
     let max_connections = config.server.max_connections;
     let max_in_flight = config.relay.max_in_flight;
+    let drain = config.server.drain;
     let active = snapshot::active(Snapshot::new(config));
     let relay = Relay::new(store.clone(), active.clone(), max_in_flight);
     let turns = Turns::new(store.clone(), active.clone(), relay.clone());
@@ -80,6 +81,13 @@ pub async fn run(
         turns: turns.clone(),
         relay: relay.clone(),
     });
+    let (rerun, failed) = turns
+        .recover_interrupted()
+        .await
+        .context("cannot recover interrupted turns")?;
+    if rerun + failed > 0 {
+        tracing::warn!(rerun, failed, "turns were interrupted by the last stop");
+    }
     let requeued = turns
         .requeue_from_store()
         .await
@@ -88,18 +96,69 @@ pub async fn run(
         tracing::info!(requeued, "re-queued turns from the store");
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let relay_task = tokio::spawn(relay.run(stop_rx));
+    let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
+    let prune_task = tokio::spawn(prune_loop(inbox.clone(), stop_rx));
     tracing::info!(%addr, "listening");
-    server::serve(listener, inbox, max_connections, shutdown).await;
-    let _ = stop_tx.send(true);
-    let _ = relay_task.await;
-    let left = turns.wait_idle(DRAIN_TURNS).await;
+    let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(server::serve(
+        listener,
+        inbox.clone(),
+        max_connections,
+        async move {
+            let _ = server_stopped.await;
+        },
+    ));
+    shutdown.await;
+    // Drain: new messages get 503 while running turns finish; /send stays open so their agents can
+    // still reply, and the relay keeps delivering.
+    turns.begin_drain();
+    tracing::info!(
+        running = turns.running(),
+        drain_secs = drain.as_secs(),
+        "shutting down: waiting for running turns"
+    );
+    let left = turns.wait_idle(drain).await;
     if left > 0 {
+        // Their agents keep running and can still reply after a restart (their tokens are stored);
+        // on the next start the turns are settled by on_interrupt.
         tracing::warn!(
             running = left,
-            "turns still running at exit; their agents keep running"
+            "turns still running at exit; left to recovery"
         );
     }
+    let _ = server_stop.send(());
+    let _ = server.await;
+    let _ = stop_tx.send(true);
+    let _ = relay_task.await;
+    let _ = prune_task.await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Deletes finished records past `retention_days`, at start and then hourly.
+async fn prune_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let server = inbox.active.load().config.server.clone();
+        let now = store::now_ms();
+        let before = now - server.retention.as_millis() as i64;
+        let dedup_before = now - server.dedup_window.as_millis() as i64;
+        // Each call deletes a bounded batch; repeat until a batch comes back short.
+        loop {
+            match inbox.store.prune(before, dedup_before).await {
+                Ok(n) if n > 0 => tracing::info!(records = n, "pruned finished records"),
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "pruning failed");
+                    break;
+                }
+            }
+            if *stop.borrow() {
+                return;
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }

@@ -283,7 +283,7 @@ impl Relay {
         let relay_cfg = &snap.config.relay;
         let n = d.attempts + 1;
         let record = match snap.config.peers.get(&d.peer) {
-            None => AttemptRecord::Failed {
+            None => AttemptRecord::Dead {
                 status: None,
                 error: format!("peer {:?} is no longer in the config", d.peer),
             },
@@ -300,7 +300,7 @@ impl Relay {
                     Verdict::Delivered => AttemptRecord::Delivered {
                         status: a.status.unwrap_or(200),
                     },
-                    Verdict::GiveUp => AttemptRecord::Failed {
+                    Verdict::GiveUp => AttemptRecord::Dead {
                         status: a.status,
                         error: a.error.unwrap_or_default(),
                     },
@@ -312,7 +312,7 @@ impl Relay {
                                 error: a.error.unwrap_or_default(),
                                 next_at: now_ms() + delay.as_millis() as i64,
                             },
-                            None => AttemptRecord::Failed {
+                            None => AttemptRecord::Dead {
                                 status: a.status,
                                 error: format!(
                                     "gave up after {n} attempts: {}",
@@ -336,8 +336,8 @@ impl Relay {
                 reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error,
                 retry_in_ms = next_at - now_ms(), "delivery failed; will retry"
             ),
-            AttemptRecord::Failed { status, error } => tracing::error!(
-                reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error, "delivery failed for good"
+            AttemptRecord::Dead { status, error } => tracing::error!(
+                reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error, "delivery failed for good: dead letter"
             ),
         }
         if let Err(e) = self

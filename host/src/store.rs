@@ -80,8 +80,8 @@ pub enum DeliveryState {
     Retrying,
     /// The peer answered 2xx.
     Delivered,
-    /// Given up: a non-retryable answer or the schedule ran out.
-    Failed,
+    /// A dead letter: a non-retryable answer or the schedule ran out; `outbox retry` replays it.
+    Dead,
 }
 
 impl DeliveryState {
@@ -91,7 +91,7 @@ impl DeliveryState {
             DeliveryState::Pending => "pending",
             DeliveryState::Retrying => "retrying",
             DeliveryState::Delivered => "delivered",
-            DeliveryState::Failed => "failed",
+            DeliveryState::Dead => "dead",
         }
     }
 }
@@ -256,8 +256,8 @@ pub enum AttemptRecord {
         /// When to try again.
         next_at: i64,
     },
-    /// Give up.
-    Failed {
+    /// Give up: the delivery becomes a dead letter.
+    Dead {
         /// The peer's status, if it answered.
         status: Option<u16>,
         /// What went wrong.
@@ -271,6 +271,22 @@ enum Write {
     Message {
         message: Message,
         queue_turn: bool,
+        dedup: Option<Dedup>,
+    },
+    RecoverRunning,
+    Requeue {
+        message_id: String,
+    },
+    Interrupted {
+        message_id: String,
+        error: String,
+    },
+    RetryDead {
+        reply_id: String,
+    },
+    Prune {
+        before: i64,
+        dedup_before: i64,
     },
     StartTurn {
         message_id: String,
@@ -294,9 +310,60 @@ enum Write {
     },
 }
 
+/// What a write did, for the writes whose caller branches on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Applied {
+    Done,
+    /// The message was a repeat; this is the original's id.
+    Duplicate(String),
+    /// Turns that were running: (message id, route, attempts).
+    Recovered(Vec<(String, String, u32)>),
+    /// How many rows changed.
+    Count(usize),
+}
+
+/// Idempotency for one message: the sender's key and how far back a repeat counts.
+#[derive(Debug, Clone)]
+pub struct Dedup {
+    /// The `Idempotency-Key` header, or the body's `id`.
+    pub key: String,
+    /// Keys recorded before this time (ms) no longer count.
+    pub since: i64,
+}
+
+/// What inserting a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// It is new and committed.
+    New,
+    /// The sender sent this key before; nothing was written. The original message's id.
+    Duplicate(String),
+}
+
+/// How durable a commit is (SQLite's `synchronous`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Synchronous {
+    /// fsync on every commit: an ack survives power loss. The default.
+    Full,
+    /// fsync at checkpoints only: an ack survives a process crash, not power loss.
+    Normal,
+    /// No fsync: for benchmarks only.
+    Off,
+}
+
+impl Synchronous {
+    fn pragma(self) -> &'static str {
+        match self {
+            Synchronous::Full => "FULL",
+            Synchronous::Normal => "NORMAL",
+            Synchronous::Off => "OFF",
+        }
+    }
+}
+
 struct Job {
     write: Write,
-    done: oneshot::Sender<Result<(), StoreError>>,
+    done: oneshot::Sender<Result<Applied, StoreError>>,
 }
 
 /// Handle to the store; cheap to clone.
@@ -382,13 +449,28 @@ const SCHEMA: &[&str] = &[
     );
     CREATE INDEX attempts_reply ON attempts(reply_id, peer, n);
     "#,
+    // Version 2: idempotency keys; given-up deliveries are dead letters.
+    r#"
+    CREATE TABLE dedup (
+        sender     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (sender, key)
+    );
+    CREATE INDEX dedup_age ON dedup(created_at);
+    UPDATE deliveries SET state = 'dead' WHERE state = 'failed';
+    CREATE INDEX deliveries_state ON deliveries(state);
+    CREATE INDEX messages_age ON messages(received_at);
+    CREATE INDEX replies_age ON replies(created_at);
+    "#,
 ];
 
-fn open_connection(path: &Path) -> Result<Connection, rusqlite::Error> {
+fn open_connection(path: &Path, sync: Synchronous) -> Result<Connection, rusqlite::Error> {
     let conn = Connection::open(path)?;
     // WAL lets readers run beside the writer; FULL makes every commit durable before it returns.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "synchronous", sync.pragma())?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
@@ -407,15 +489,15 @@ fn migrate(conn: &mut Connection) -> Result<(), rusqlite::Error> {
 
 impl Store {
     /// Opens (creating if needed) the database in `data_dir` and starts the writer thread.
-    pub fn open(data_dir: &Path) -> anyhow::Result<Store> {
+    pub fn open(data_dir: &Path, sync: Synchronous) -> anyhow::Result<Store> {
         use anyhow::Context as _;
         std::fs::create_dir_all(data_dir)
             .with_context(|| format!("cannot create data_dir {}", data_dir.display()))?;
         let path = data_dir.join("inbox.sqlite3");
-        let mut writer = open_connection(&path)
+        let mut writer = open_connection(&path, sync)
             .with_context(|| format!("cannot open database {}", path.display()))?;
         migrate(&mut writer).context("cannot migrate the database schema")?;
-        let reader = open_connection(&path)?;
+        let reader = open_connection(&path, sync)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -427,7 +509,7 @@ impl Store {
         })
     }
 
-    async fn write(&self, write: Write) -> Result<(), StoreError> {
+    async fn write(&self, write: Write) -> Result<Applied, StoreError> {
         let (done, rx) = oneshot::channel();
         self.writes
             .send(Job { write, done })
@@ -450,17 +532,84 @@ impl Store {
         .map_err(|_| StoreError::Closed)?
     }
 
-    /// Records an accepted message (and its queued turn) durably.
+    /// Records an accepted message (and its queued turn) durably, unless `dedup` says it is a repeat.
     pub async fn insert_message(
         &self,
         message: Message,
         queue_turn: bool,
-    ) -> Result<(), StoreError> {
-        self.write(Write::Message {
-            message,
-            queue_turn,
+        dedup: Option<Dedup>,
+    ) -> Result<Inserted, StoreError> {
+        match self
+            .write(Write::Message {
+                message,
+                queue_turn,
+                dedup,
+            })
+            .await?
+        {
+            Applied::Duplicate(id) => Ok(Inserted::Duplicate(id)),
+            _ => Ok(Inserted::New),
+        }
+    }
+
+    /// Marks every turn left `running` by a previous process `interrupted`; returns
+    /// (message id, route, attempts) of each.
+    pub async fn recover_running(&self) -> Result<Vec<(String, String, u32)>, StoreError> {
+        match self.write(Write::RecoverRunning).await? {
+            Applied::Recovered(v) => Ok(v),
+            _ => Ok(Vec::new()),
+        }
+    }
+
+    /// Puts an interrupted turn back in the queue (state `queued`).
+    pub async fn requeue(&self, message_id: &str) -> Result<(), StoreError> {
+        self.write(Write::Requeue {
+            message_id: message_id.into(),
         })
         .await
+        .map(drop)
+    }
+
+    /// Leaves an interrupted turn `interrupted` for good, with the reason.
+    pub async fn fail_interrupted(
+        &self,
+        message_id: &str,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.write(Write::Interrupted {
+            message_id: message_id.into(),
+            error,
+        })
+        .await
+        .map(drop)
+    }
+
+    /// Makes a reply's dead deliveries due again with a fresh schedule; returns how many.
+    pub async fn retry_dead(&self, reply_id: &str) -> Result<usize, StoreError> {
+        match self
+            .write(Write::RetryDead {
+                reply_id: reply_id.into(),
+            })
+            .await?
+        {
+            Applied::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
+    }
+
+    /// Deletes finished records from before `before` and idempotency keys from before
+    /// `dedup_before`; returns how many messages and replies went. Deletes in bounded batches.
+    pub async fn prune(&self, before: i64, dedup_before: i64) -> Result<usize, StoreError> {
+        match self
+            .write(Write::Prune {
+                before,
+                dedup_before,
+            })
+            .await?
+        {
+            Applied::Count(n) => Ok(n),
+            _ => Ok(0),
+        }
     }
 
     /// Marks a turn running and stores the hash of its reply token.
@@ -478,6 +627,7 @@ impl Store {
             token_expires_at,
         })
         .await
+        .map(drop)
     }
 
     /// Records how a turn ended and when its token now expires.
@@ -493,11 +643,12 @@ impl Store {
             token_expires_at,
         })
         .await
+        .map(drop)
     }
 
     /// Records an outbound message with one pending delivery per peer.
     pub async fn insert_reply(&self, reply: Reply, peers: Vec<String>) -> Result<(), StoreError> {
-        self.write(Write::Reply { reply, peers }).await
+        self.write(Write::Reply { reply, peers }).await.map(drop)
     }
 
     /// Records one delivery attempt and the delivery's new state.
@@ -513,6 +664,7 @@ impl Store {
             record,
         })
         .await
+        .map(drop)
     }
 
     /// Looks up a reply token by its hash.
@@ -695,6 +847,67 @@ impl Store {
         .await
     }
 
+    /// Deliveries with their replies, newest first; only dead letters if `dead_only`.
+    pub async fn outbox(
+        &self,
+        dead_only: bool,
+        limit: u32,
+    ) -> Result<Vec<(Reply, Delivery)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT {REPLY_COLUMNS_R}, d.peer, d.state, d.attempts, d.next_attempt_at, d.last_status,
+                        d.last_error, d.delivered_at
+                 FROM deliveries d JOIN replies r ON r.id = d.reply_id
+                 WHERE (?1 = 0 OR d.state = 'dead')
+                 ORDER BY r.seq DESC LIMIT ?2"
+            ))?;
+            let rows = stmt
+                .query_map(params![dead_only, limit], |r| {
+                    Ok((
+                        reply_row(r)?,
+                        r.get::<_, String>(10)?,
+                        Delivery {
+                            peer: r.get(9)?,
+                            state: DeliveryState::Pending,
+                            attempts: r.get(11)?,
+                            next_attempt_at: r.get(12)?,
+                            last_status: r.get(13)?,
+                            last_error: r.get(14)?,
+                            delivered_at: r.get(15)?,
+                        },
+                    ))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            rows.into_iter()
+                .map(|(reply, state, mut d)| {
+                    d.state = parse_delivery_state(&state)?;
+                    Ok((reply, d))
+                })
+                .collect()
+        })
+        .await
+    }
+
+    /// Recorded attempts of one delivery: (n, at, status, error).
+    pub async fn attempts(
+        &self,
+        reply_id: String,
+        peer: String,
+    ) -> Result<Vec<(u32, i64, Option<u16>, Option<String>)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt = c.prepare_cached(
+                "SELECT n, at, status, error FROM attempts WHERE reply_id = ?1 AND peer = ?2 ORDER BY rowid",
+            )?;
+            let rows = stmt
+                .query_map(params![reply_id, peer], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
     /// When the next delivery is due, if any is scheduled.
     pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
         self.read(|c| {
@@ -776,7 +989,7 @@ fn parse_delivery_state(s: &str) -> Result<DeliveryState, StoreError> {
         "pending" => DeliveryState::Pending,
         "retrying" => DeliveryState::Retrying,
         "delivered" => DeliveryState::Delivered,
-        "failed" => DeliveryState::Failed,
+        "dead" => DeliveryState::Dead,
         other => return Err(StoreError::Corrupt(format!("delivery state {other:?}"))),
     })
 }
@@ -864,7 +1077,7 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     }
 }
 
-fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreError>> {
+fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Applied, StoreError>> {
     let mut tx = match conn.transaction() {
         Ok(tx) => tx,
         Err(e) => {
@@ -879,9 +1092,9 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<(), StoreErr
         // A savepoint per write, so one bad write fails alone instead of taking the batch with it.
         let r = (|| {
             let sp = tx.savepoint()?;
-            apply(&sp, &job.write)?;
+            let applied = apply(&sp, &job.write)?;
             sp.commit()?;
-            Ok::<(), StoreError>(())
+            Ok::<Applied, StoreError>(applied)
         })();
         results.push(r);
     }
@@ -899,12 +1112,28 @@ fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {
     rusqlite::Error::ToSqlConversionFailure(e.to_string().into())
 }
 
-fn apply(c: &Connection, write: &Write) -> Result<(), StoreError> {
+fn apply(c: &Connection, write: &Write) -> Result<Applied, StoreError> {
     match write {
         Write::Message {
             message: m,
             queue_turn,
+            dedup,
         } => {
+            if let Some(d) = dedup {
+                let original: Option<String> = c
+                    .prepare_cached(
+                        "SELECT message_id FROM dedup WHERE sender = ?1 AND key = ?2 AND created_at >= ?3",
+                    )?
+                    .query_row(params![m.sender, d.key, d.since], |r| r.get(0))
+                    .optional()?;
+                if let Some(id) = original {
+                    return Ok(Applied::Duplicate(id));
+                }
+                c.prepare_cached(
+                    "INSERT OR REPLACE INTO dedup (sender, key, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+                )?
+                .execute(params![m.sender, d.key, m.id, m.received_at])?;
+            }
             c.prepare_cached(
                 "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
                                        sender_ref, received_at, mailbox)
@@ -1018,8 +1247,8 @@ fn apply(c: &Connection, write: &Write) -> Result<(), StoreError> {
                     Some(*next_at),
                     None,
                 ),
-                AttemptRecord::Failed { status, error } => (
-                    DeliveryState::Failed,
+                AttemptRecord::Dead { status, error } => (
+                    DeliveryState::Dead,
                     *status,
                     Some(error.as_str()),
                     None,
@@ -1041,8 +1270,96 @@ fn apply(c: &Connection, write: &Write) -> Result<(), StoreError> {
             )?
             .execute(params![reply_id, peer, n, now, status, error])?;
         }
+        Write::RecoverRunning => {
+            let rows = c
+                .prepare(
+                    "UPDATE turns SET state = 'interrupted', ended_at = ?1,
+                                      error = 'interrupted: the host stopped while the agent ran'
+                     WHERE state = 'running' RETURNING message_id, route, attempts",
+                )?
+                .query_map(params![now_ms()], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            return Ok(Applied::Recovered(rows));
+        }
+        Write::Requeue { message_id } => {
+            c.prepare_cached("UPDATE turns SET state = 'queued' WHERE message_id = ?1")?
+                .execute(params![message_id])?;
+        }
+        Write::Interrupted { message_id, error } => {
+            c.prepare_cached(
+                "UPDATE turns SET state = 'interrupted', error = ?2, ended_at = ?3 WHERE message_id = ?1",
+            )?
+            .execute(params![message_id, error, now_ms()])?;
+        }
+        Write::RetryDead { reply_id } => {
+            // A fresh schedule: attempts restarts at 0 (the attempts table keeps the history).
+            let n = c
+                .prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2
+                     WHERE reply_id = ?1 AND state = 'dead'",
+                )?
+                .execute(params![reply_id, now_ms()])?;
+            return Ok(Applied::Count(n));
+        }
+        Write::Prune {
+            before,
+            dedup_before,
+        } => return prune(c, *before, *dedup_before).map(Applied::Count),
     }
-    Ok(())
+    Ok(Applied::Done)
+}
+
+/// Rows deleted per prune step, so one prune never holds the writer for long.
+const PRUNE_BATCH: i64 = 500;
+
+fn prune(c: &Connection, before: i64, dedup_before: i64) -> Result<usize, StoreError> {
+    c.prepare_cached("DELETE FROM dedup WHERE created_at < ?1")?
+        .execute(params![dedup_before])?;
+    // Finished messages: mailbox, or a turn in a final state, and every reply to it settled.
+    let ids: Vec<String> = c
+        .prepare_cached(
+            "SELECT m.id FROM messages m LEFT JOIN turns t ON t.message_id = m.id
+             WHERE m.received_at < ?1
+               AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted'))
+               AND NOT EXISTS (SELECT 1 FROM replies r JOIN deliveries d ON d.reply_id = r.id
+                               WHERE r.in_reply_to = m.id AND d.state IN ('pending', 'retrying'))
+             LIMIT ?2",
+        )?
+        .query_map(params![before, PRUNE_BATCH], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &ids {
+        for sql in [
+            "DELETE FROM attempts WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
+            "DELETE FROM deliveries WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
+            "DELETE FROM replies WHERE in_reply_to = ?1",
+            "DELETE FROM tokens WHERE message_id = ?1",
+            "DELETE FROM turns WHERE message_id = ?1",
+            "DELETE FROM messages WHERE id = ?1",
+        ] {
+            c.prepare_cached(sql)?.execute(params![id])?;
+        }
+    }
+    // Replies that answer no stored message (operator sends, or their message already went).
+    let orphans: Vec<String> = c
+        .prepare_cached(
+            "SELECT r.id FROM replies r WHERE r.created_at < ?1
+               AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.in_reply_to)
+               AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.reply_id = r.id
+                               AND d.state IN ('pending', 'retrying'))
+             LIMIT ?2",
+        )?
+        .query_map(params![before, PRUNE_BATCH], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for id in &orphans {
+        for sql in [
+            "DELETE FROM attempts WHERE reply_id = ?1",
+            "DELETE FROM deliveries WHERE reply_id = ?1",
+            "DELETE FROM replies WHERE id = ?1",
+        ] {
+            c.prepare_cached(sql)?.execute(params![id])?;
+        }
+    }
+    Ok(ids.len() + orphans.len())
 }
 
 #[cfg(test)]
@@ -1068,13 +1385,18 @@ mod tests {
     #[tokio::test]
     async fn message_turn_token_reply_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("open");
+        let store = Store::open(dir.path(), Synchronous::Full).expect("open");
         store
-            .insert_message(message("m1"), true)
+            .insert_message(message("m1"), true, None)
             .await
             .expect("insert");
         // A duplicate id is refused alone; the next write still works.
-        assert!(store.insert_message(message("m1"), true).await.is_err());
+        assert!(
+            store
+                .insert_message(message("m1"), true, None)
+                .await
+                .is_err()
+        );
         assert_eq!(
             store.queued_turns().await.expect("queued"),
             vec![("tasks".to_string(), "m1".to_string())]
@@ -1166,6 +1488,128 @@ mod tests {
                 ("mel", DeliveryState::Delivered, 1),
                 ("tony", DeliveryState::Retrying, 1)
             ]
+        );
+    }
+
+    #[tokio::test]
+    async fn dedup_recovery_dead_letters_and_pruning() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), Synchronous::Full).expect("open");
+        let key = |since| {
+            Some(Dedup {
+                key: "k1".into(),
+                since,
+            })
+        };
+        let now = now_ms();
+        assert_eq!(
+            store
+                .insert_message(message("a"), true, key(0))
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert_eq!(
+            store
+                .insert_message(message("b"), true, key(0))
+                .await
+                .unwrap(),
+            Inserted::Duplicate("a".into())
+        );
+        // Outside the window the key no longer counts.
+        assert_eq!(
+            store
+                .insert_message(message("c"), true, key(now + 60_000))
+                .await
+                .unwrap(),
+            Inserted::New
+        );
+        assert!(store.message("b".into()).await.unwrap().is_none());
+
+        // A turn left running is interrupted, then re-queued.
+        store
+            .start_turn("a", "tasks", vec![9], now + 1000)
+            .await
+            .unwrap();
+        let rec = store.recover_running().await.unwrap();
+        assert_eq!(rec, vec![("a".to_string(), "tasks".to_string(), 1)]);
+        assert_eq!(
+            store.turn("a".into()).await.unwrap().unwrap().state,
+            TurnState::Interrupted
+        );
+        store.requeue("a").await.unwrap();
+        assert_eq!(
+            store.turn("a".into()).await.unwrap().unwrap().state,
+            TurnState::Queued
+        );
+
+        // A dead delivery is replayed with a fresh schedule.
+        let reply = Reply {
+            id: "r".into(),
+            in_reply_to: Some("a".into()),
+            route: Some("tasks".into()),
+            msg_type: "BREAKDOWN".into(),
+            payload: "{}".into(),
+            thread_id: "a".into(),
+            hops: 1,
+            created_at: 0,
+        };
+        store
+            .insert_reply(reply, vec!["tony".into()])
+            .await
+            .unwrap();
+        assert_eq!(store.retry_dead("r").await.unwrap(), 0, "nothing dead yet");
+        store
+            .record_attempt(
+                "r",
+                "tony",
+                AttemptRecord::Dead {
+                    status: Some(410),
+                    error: "gone".into(),
+                },
+            )
+            .await
+            .unwrap();
+        let dead = store.outbox(true, 10).await.unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(dead[0].1.state, DeliveryState::Dead);
+        assert_eq!(store.retry_dead("r").await.unwrap(), 1);
+        assert!(store.outbox(true, 10).await.unwrap().is_empty());
+        assert_eq!(store.due_deliveries(now_ms(), 10).await.unwrap().len(), 1);
+
+        // Pruning keeps unfinished work: "a" is queued and its reply pending; "c" is queued too.
+        assert_eq!(store.prune(now_ms() + 1, now_ms() + 1).await.unwrap(), 0);
+        store
+            .end_turn(
+                "a",
+                TurnEnd {
+                    state: TurnState::Done,
+                    exit_code: Some(0),
+                    signal: None,
+                    error: None,
+                    duration_ms: 1,
+                    stdout_tail: String::new(),
+                    stderr_tail: String::new(),
+                },
+                0,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store.prune(now_ms() + 1, 0).await.unwrap(),
+            0,
+            "its reply is still pending"
+        );
+        store
+            .record_attempt("r", "tony", AttemptRecord::Delivered { status: 200 })
+            .await
+            .unwrap();
+        assert_eq!(store.prune(now_ms() + 1, 0).await.unwrap(), 1);
+        assert!(store.message("a".into()).await.unwrap().is_none());
+        assert!(store.reply("r".into()).await.unwrap().is_none());
+        assert!(
+            store.message("c".into()).await.unwrap().is_some(),
+            "queued work is kept"
         );
     }
 }

@@ -6,6 +6,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 
 use crate::agent::{self, Ending, Invocation, Vars};
-use crate::config::{AgentSettings, OnFailure};
+use crate::config::{AgentSettings, OnFailure, OnInterrupt};
 use crate::prompt::{self, ReplyContext};
 use crate::relay::Relay;
 use crate::snapshot::{Active, Snapshot};
@@ -47,6 +48,8 @@ pub struct Turns {
     /// Where the server listens, for the default public URL; set once after bind.
     bound: OnceLock<SocketAddr>,
     idle: Notify,
+    /// Set at shutdown: no new turns start and no new messages are taken.
+    draining: AtomicBool,
 }
 
 /// A queue slot held while a message is written; dropping it without [`Slot::fill`] gives it back.
@@ -105,6 +108,7 @@ impl Turns {
             queues: Mutex::new(HashMap::new()),
             bound: OnceLock::new(),
             idle: Notify::new(),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -155,6 +159,75 @@ impl Turns {
         Ok(n)
     }
 
+    /// Settles turns a previous process left running: re-queued once (`on_interrupt = "rerun"`), or
+    /// left `interrupted` and notified. Call before [`Turns::requeue_from_store`].
+    pub async fn recover_interrupted(&self) -> Result<(usize, usize), StoreError> {
+        let snap = self.active.load_full();
+        let (mut rerun, mut failed) = (0, 0);
+        for (id, route_name, attempts) in self.store.recover_running().await? {
+            let route = snap.config.routes.get(&route_name);
+            let settings = route.and_then(|r| r.agent());
+            let why = match settings.map(|a| a.on_interrupt) {
+                Some(OnInterrupt::Rerun) if attempts < 2 => None,
+                Some(OnInterrupt::Rerun) => {
+                    Some("the host stopped while the agent ran, again after a re-run")
+                }
+                Some(OnInterrupt::Fail) => {
+                    Some("the host stopped while the agent ran (on_interrupt = \"fail\")")
+                }
+                None => Some("the host stopped while the agent ran, and the route is gone"),
+            };
+            let Some(why) = why else {
+                tracing::warn!(message_id = %id, route = %route_name, "turn interrupted by a restart; running it again");
+                self.store.requeue(&id).await?;
+                rerun += 1;
+                continue;
+            };
+            let error = format!("interrupted: {why}");
+            tracing::warn!(message_id = %id, route = %route_name, %error, "turn interrupted");
+            self.store.fail_interrupted(&id, error.clone()).await?;
+            failed += 1;
+            let Some(message) = self.store.message(id.clone()).await? else {
+                continue;
+            };
+            let end = TurnEnd {
+                state: TurnState::Interrupted,
+                exit_code: None,
+                signal: None,
+                error: Some(error),
+                duration_ms: 0,
+                stdout_tail: String::new(),
+                stderr_tail: String::new(),
+            };
+            let to = match (route, settings) {
+                (Some(r), Some(a)) if a.on_failure == OnFailure::Notify => r.reply_to.clone(),
+                (Some(_), _) => Vec::new(),
+                (None, _) => self.sender_if_peer(&snap, &message),
+            };
+            self.notify_failure(&message, &route_name, &end, to).await?;
+        }
+        Ok((rerun, failed))
+    }
+
+    fn sender_if_peer(&self, snap: &Snapshot, message: &Message) -> Vec<String> {
+        snap.config
+            .peers
+            .contains_key(&message.sender)
+            .then(|| message.sender.clone())
+            .into_iter()
+            .collect()
+    }
+
+    /// Stops starting turns; what is queued stays in the store for the next start.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
     /// Turns running now, over all routes.
     pub fn running(&self) -> usize {
         self.lock().values().map(|q| q.running).sum()
@@ -186,6 +259,9 @@ impl Turns {
             .and_then(|r| r.agent())
             .map_or(1, |a| a.max_concurrent);
         loop {
+            if self.is_draining() {
+                return;
+            }
             let id = {
                 let mut queues = self.lock();
                 let Some(q) = queues.get_mut(route) else {
@@ -254,13 +330,7 @@ impl Turns {
             self.store.end_turn(id, end.clone(), now_ms()).await?;
             tracing::warn!(message_id = %id, route = %route_name, "turn failed: route removed");
             // The route's reply_to is gone with it; tell the sender, so it does not wait forever.
-            let to: Vec<String> = snap
-                .config
-                .peers
-                .contains_key(&message.sender)
-                .then(|| message.sender.clone())
-                .into_iter()
-                .collect();
+            let to = self.sender_if_peer(snap, &message);
             return self.notify_failure(&message, route_name, &end, to).await;
         };
         let route = route.expect("an agent route was found above");
