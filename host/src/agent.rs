@@ -108,7 +108,7 @@ pub struct Outcome {
 pub enum RunError {
     /// A rendered argument is too long for `execve`.
     #[error(
-        "prompt_too_large: argument {index} is {bytes} bytes, over the {limit}-byte limit for one argument; use {{prompt_file}} instead of {{prompt}} in the command"
+        "argument {index} is {bytes} bytes, over the {limit}-byte limit for one argument; use {{prompt_file}} instead of {{prompt}} in the command"
     )]
     PromptTooLarge {
         /// Position of the argument in the rendered argv.
@@ -713,7 +713,7 @@ mod tests {
         assert_eq!(e.code(), "prompt_too_large");
         assert_eq!(
             e.to_string(),
-            "prompt_too_large: argument 2 is 200000 bytes, over the 131072-byte limit for one argument; use {prompt_file} instead of {prompt} in the command"
+            "argument 2 is 200000 bytes, over the 131072-byte limit for one argument; use {prompt_file} instead of {prompt} in the command"
         );
         assert_eq!(RunError::EmptyCommand.code(), "empty_command");
         assert_eq!(

@@ -76,9 +76,9 @@ pub enum ApiError {
     /// No such resource.
     #[error("not found")]
     NotFound,
-    /// Known path, wrong method.
-    #[error("method not allowed")]
-    MethodNotAllowed,
+    /// Known path, wrong method; carries the methods it allows.
+    #[error("method not allowed; this path takes {0}")]
+    MethodNotAllowed(&'static str),
     /// The request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
@@ -114,7 +114,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::NotFound => StatusCode::NOT_FOUND,
-            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::QueueFull(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -134,7 +134,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
             ApiError::NotFound => "not_found",
-            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::ShuttingDown => "shutting_down",
@@ -166,7 +166,10 @@ impl ApiError {
                 resp.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("30"));
             }
-            ApiError::MethodNotAllowed => {}
+            ApiError::MethodNotAllowed(allow) => {
+                resp.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
             _ => {}
         }
         resp
@@ -215,15 +218,12 @@ async fn route(
             outbox_retry(inbox, snap, &req, id).await
         }
         (["healthz"], Method::GET) => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-        (
-            ["message"]
-            | ["send"]
-            | ["messages"]
-            | ["messages", _]
-            | ["admin", "send"]
-            | ["healthz"],
-            _,
-        ) => Err(ApiError::MethodNotAllowed),
+        (["message"] | ["send"] | ["admin", "send"] | ["admin", "outbox", _, "retry"], _) => {
+            Err(ApiError::MethodNotAllowed("POST"))
+        }
+        (["messages"] | ["messages", _] | ["admin", "outbox"] | ["healthz"], _) => {
+            Err(ApiError::MethodNotAllowed("GET"))
+        }
         _ => Err(ApiError::NotFound),
     }
 }

@@ -5,6 +5,7 @@
 //! delivered when the host stops is picked up again on the next start.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -193,6 +194,8 @@ pub struct Relay {
     client: Client,
     wake: Notify,
     in_flight: Mutex<HashSet<(String, String)>>,
+    /// Attempts finished so far; see `dispatch_due`.
+    finished: AtomicU64,
     slots: Arc<Semaphore>,
 }
 
@@ -205,6 +208,7 @@ impl Relay {
             client: client(),
             wake: Notify::new(),
             in_flight: Mutex::new(HashSet::new()),
+            finished: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(max_in_flight)),
         })
     }
@@ -223,16 +227,11 @@ impl Relay {
             if let Err(e) = self.dispatch_due().await {
                 tracing::error!(error = %e, "relay: cannot read due deliveries");
             }
-            let sleep = match self.store.next_due().await {
-                Ok(Some(at)) => {
-                    let wait = at - now_ms();
-                    if wait <= 0 {
-                        // Due now but in flight or waiting for a slot: a finished attempt wakes us.
-                        IDLE_POLL
-                    } else {
-                        Duration::from_millis(wait as u64).min(IDLE_POLL)
-                    }
-                }
+            // Deliveries already due are in flight or waiting for a slot, and a finished attempt wakes
+            // us; so sleep until the next one that is not due yet.
+            let now = now_ms();
+            let sleep = match self.store.next_due(now).await {
+                Ok(Some(at)) => Duration::from_millis((at - now).max(1) as u64).min(IDLE_POLL),
                 _ => IDLE_POLL,
             };
             tokio::select! {
@@ -249,10 +248,19 @@ impl Relay {
             return Ok(());
         }
         let busy = self.lock_in_flight().len();
-        let due = self
-            .store
-            .due_deliveries(now_ms(), (free + busy) as u32)
-            .await?;
+        // An attempt that finishes while we read could leave its row stale in what we read (and gone
+        // from in_flight by the time we check it): read again until no attempt finished meanwhile,
+        // so a delivery is never sent twice at once.
+        let due = loop {
+            let finished = self.finished.load(Ordering::SeqCst);
+            let due = self
+                .store
+                .due_deliveries(now_ms(), (free + busy) as u32)
+                .await?;
+            if self.finished.load(Ordering::SeqCst) == finished {
+                break due;
+            }
+        };
         for d in due {
             let key = (d.reply.id.clone(), d.peer.clone());
             if self.lock_in_flight().contains(&key) {
@@ -266,6 +274,7 @@ impl Relay {
             tokio::spawn(async move {
                 relay.deliver(d).await;
                 relay.lock_in_flight().remove(&key);
+                relay.finished.fetch_add(1, Ordering::SeqCst);
                 drop(permit);
                 relay.wake();
             });

@@ -498,11 +498,24 @@ impl Store {
             .with_context(|| format!("cannot open database {}", path.display()))?;
         migrate(&mut writer).context("cannot migrate the database schema")?;
         let reader = open_connection(&path, sync)?;
+        // Checkpoints copy the WAL into the database file with fsyncs of their own; done by the
+        // writer (SQLite's default) they would stall every ack in the batch that triggers one.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = open_connection(&path, sync)?;
         let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let writer_open = open.clone();
         std::thread::Builder::new()
             .name("store-writer".into())
-            .spawn(move || writer_loop(writer, rx))
+            .spawn(move || {
+                writer_loop(writer, rx);
+                writer_open.store(false, std::sync::atomic::Ordering::Relaxed);
+            })
             .context("cannot start the store writer thread")?;
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpointer, open))
+            .context("cannot start the store checkpoint thread")?;
         Ok(Store {
             writes: tx,
             reader: Arc::new(Mutex::new(reader)),
@@ -908,12 +921,12 @@ impl Store {
         .await
     }
 
-    /// When the next delivery is due, if any is scheduled.
-    pub async fn next_due(&self) -> Result<Option<i64>, StoreError> {
-        self.read(|c| {
+    /// When the next delivery after `after` is due, if any is scheduled.
+    pub async fn next_due(&self, after: i64) -> Result<Option<i64>, StoreError> {
+        self.read(move |c| {
             Ok(c.query_row(
-                "SELECT MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at IS NOT NULL",
-                [],
+                "SELECT MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at > ?1",
+                params![after],
                 |r| r.get(0),
             )?)
         })
@@ -1058,6 +1071,19 @@ fn deliveries_of(c: &Connection, reply_id: &str) -> Result<Vec<Delivery>, StoreE
         .collect()
 }
 
+/// How often the WAL is copied back into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Checkpoints the WAL beside the writer (PASSIVE: never blocks it) until the store closes.
+fn checkpoint_loop(conn: Connection, open: Arc<std::sync::atomic::AtomicBool>) {
+    while open.load(std::sync::atomic::Ordering::Relaxed) {
+        std::thread::sleep(CHECKPOINT_EVERY);
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "WAL checkpoint failed; will try again");
+        }
+    }
+}
+
 /// Drains the write channel in batches: one transaction, one fsync, many requests.
 fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
     let mut batch: Vec<Job> = Vec::with_capacity(MAX_BATCH);
@@ -1078,34 +1104,55 @@ fn writer_loop(mut conn: Connection, mut rx: mpsc::Receiver<Job>) {
 }
 
 fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Applied, StoreError>> {
-    let mut tx = match conn.transaction() {
-        Ok(tx) => tx,
-        Err(e) => {
-            return batch
-                .iter()
-                .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-                .collect();
-        }
-    };
+    // Almost every batch applies cleanly, so try it without per-write savepoints (they cost as much
+    // as a small insert); if any write fails, roll back and redo the batch isolating each write.
+    match apply_batch(conn, batch, false) {
+        Ok(results) => results,
+        Err(_) => match apply_batch(conn, batch, true) {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, "store commit failed");
+                batch
+                    .iter()
+                    .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
+                    .collect()
+            }
+        },
+    }
+}
+
+/// Applies a batch in one transaction. Without `isolate`, the first failing write aborts the whole
+/// batch (`Err`); with it, each write runs in a savepoint and fails alone.
+fn apply_batch(
+    conn: &mut Connection,
+    batch: &[Job],
+    isolate: bool,
+) -> Result<Vec<Result<Applied, StoreError>>, rusqlite::Error> {
+    let mut tx = conn.transaction()?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
-        // A savepoint per write, so one bad write fails alone instead of taking the batch with it.
-        let r = (|| {
-            let sp = tx.savepoint()?;
-            let applied = apply(&sp, &job.write)?;
-            sp.commit()?;
-            Ok::<Applied, StoreError>(applied)
-        })();
-        results.push(r);
+        if isolate {
+            let r = (|| {
+                let sp = tx.savepoint()?;
+                let applied = apply(&sp, &job.write)?;
+                sp.commit()?;
+                Ok::<Applied, StoreError>(applied)
+            })();
+            results.push(r);
+        } else {
+            match apply(&tx, &job.write) {
+                Ok(applied) => results.push(Ok(applied)),
+                // Dropping the transaction rolls it back.
+                Err(e) => {
+                    return Err(rusqlite::Error::ToSqlConversionFailure(
+                        e.to_string().into(),
+                    ));
+                }
+            }
+        }
     }
-    if let Err(e) = tx.commit() {
-        tracing::error!(error = %e, "store commit failed");
-        return batch
-            .iter()
-            .map(|_| Err(StoreError::Sqlite(clone_err(&e))))
-            .collect();
-    }
-    results
+    tx.commit()?;
+    Ok(results)
 }
 
 fn clone_err(e: &rusqlite::Error) -> rusqlite::Error {

@@ -364,7 +364,8 @@ impl Turns {
             state,
             exit_code: outcome.exit_code,
             signal: outcome.signal,
-            error: outcome.error.as_ref().map(|e| e.to_string()),
+            // Stored as `code: detail`, so readers and TURN_FAILED get a stable code.
+            error: outcome.error.as_ref().map(|e| format!("{}: {e}", e.code())),
             duration_ms: outcome.duration.as_millis() as i64,
             stdout_tail: outcome.stdout_tail,
             stderr_tail: outcome.stderr_tail,

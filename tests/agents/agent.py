@@ -4,12 +4,8 @@
 Reads INBOX_REPLY_URL and INBOX_REPLY_TOKEN like a real agent integration would.
 """
 import argparse
-import json
 import os
 import sys
-import time
-import urllib.error
-import urllib.request
 
 p = argparse.ArgumentParser()
 p.add_argument("--prompt-file", help="read the prompt from this file")
@@ -22,6 +18,20 @@ p.add_argument("--fork-sleeper", help="fork a long sleep and write its pid to th
 p.add_argument("--reply", action="append", default=[], help="reply with this type (repeatable)")
 p.add_argument("--exit", type=int, default=0)
 args = p.parse_args()
+
+# First thing, before the slower imports: a turn with a short timeout must not be killed before the
+# sleeper exists (its pid is what the test checks).
+if args.fork_sleeper:
+    pid = os.fork()
+    if pid == 0:
+        os.execvp("sleep", ["sleep", "300"])
+    with open(args.fork_sleeper, "w") as f:
+        f.write(str(pid))
+
+import json  # noqa: E402
+import time  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
 
 mid = os.environ.get("INBOX_MESSAGE_ID", "unknown")
 
@@ -48,13 +58,6 @@ if args.running_dir:
     seen = len([n for n in os.listdir(args.running_dir) if n.startswith("running-")])
     with open(os.path.join(args.running_dir, "seen-" + mid), "w") as f:
         f.write(str(seen))
-
-if args.fork_sleeper:
-    pid = os.fork()
-    if pid == 0:
-        os.execvp("sleep", ["sleep", "300"])
-    with open(args.fork_sleeper, "w") as f:
-        f.write(str(pid))
 
 if args.wait_for:
     deadline = time.time() + 60

@@ -1,3 +1,11 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
+mod cli;
 mod core_loop;
+mod durability;
+mod errors;
+mod loops;
+mod reads;
+mod relay;
+mod send;
+mod turns;

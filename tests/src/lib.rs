@@ -75,10 +75,21 @@ pub async fn start_host(toml: &str) -> Host {
 
 /// Like [`start_host`], in a given directory (e.g. to restart on the same data).
 pub async fn start_host_in(toml: &str, dir: tempfile::TempDir) -> Host {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    launch(toml, dir, listener)
+}
+
+/// Like [`start_host`], on an already bound listener: bind first when configs must name the
+/// address before the host starts (e.g. two inboxes that are each other's peer).
+pub async fn start_host_on(toml: &str, listener: TcpListener) -> Host {
+    let dir = tempfile::tempdir().expect("tempdir");
+    launch(toml, dir, listener)
+}
+
+fn launch(toml: &str, dir: tempfile::TempDir, listener: TcpListener) -> Host {
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, toml).expect("write routes.toml");
     let config = agent_inbox::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     let (stop, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(agent_inbox::run(config, listener, async move {
@@ -242,23 +253,35 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Resp {
+    try_request(method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"))
+}
+
+/// Like [`request`], but a failure to connect or to read the answer is returned, not a panic
+/// (e.g. to poll a server that is still starting).
+pub async fn try_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> anyhow::Result<Resp> {
     let mut b = http::Request::builder().method(method).uri(url);
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
-    let req = b.body(Full::new(body.into())).expect("request");
+    let req = b.body(Full::new(body.into()))?;
     let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
         .await
-        .expect("answer within 30 s")
-        .expect("request");
+        .map_err(|_| anyhow::anyhow!("no answer within 30 s"))??;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
-    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    Resp {
+    let bytes = resp.into_body().collect().await?.to_bytes();
+    Ok(Resp {
         status,
         headers,
         json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    }
+    })
 }
 
 /// POSTs JSON to `/message` as the peer with `secret`.
@@ -273,6 +296,16 @@ pub async fn post_message(host: &Host, secret: &str, body: Value) -> Resp {
         body.to_string(),
     )
     .await
+}
+
+/// POSTs raw `body` to `/send` with `Authorization: Bearer {token}` (no header if `None`).
+pub async fn post_send(host: &Host, token: Option<&str>, body: &str) -> Resp {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![("content-type", "application/json")];
+    if let Some(a) = &auth {
+        headers.push(("authorization", a));
+    }
+    request("POST", &host.url("/send"), &headers, body.to_owned()).await
 }
 
 /// GETs `path` as the admin.
@@ -308,4 +341,33 @@ pub async fn wait_turn_end(host: &Host, admin: &str, id: &str) -> Value {
         matches!(state, "done" | "failed" | "timed_out").then_some(r.json)
     })
     .await
+}
+
+/// Waits until the test agent's `--record` file for message `id` exists and parses, and returns it.
+pub async fn read_record(dir: &Path, id: &str) -> Value {
+    let path = dir.join(format!("{id}.json"));
+    eventually(Duration::from_secs(30), "the agent's record file", || {
+        let path = path.clone();
+        async move {
+            let text = std::fs::read_to_string(&path).ok()?;
+            serde_json::from_str(&text).ok()
+        }
+    })
+    .await
+}
+
+/// Whether process `pid` is gone; a zombie counts as gone (PID 1 in a container may not reap).
+pub fn process_is_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// A loopback address nothing listens on: bound to find a free port, then released.
+pub fn unused_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr")
 }

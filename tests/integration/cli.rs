@@ -1,0 +1,215 @@
+//! The command line, through the real binary: `check`, `serve`, `send`, `messages`, and SIGTERM.
+
+use std::path::Path;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::json;
+use tokio::process::Command;
+
+const ADMIN: &str = "admin-secret";
+const TONY: &str = "tony-secret";
+const BIN: &str = env!("CARGO_BIN_EXE_inbox-under-test");
+
+/// Runs the binary with `args` to completion (at most 60 s).
+async fn run(args: &[&str]) -> Output {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} did not finish within 60 s"))
+        .expect("run the binary")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn write_config(dir: &Path, toml: &str) -> String {
+    let path = dir.join("routes.toml");
+    std::fs::write(&path, toml).unwrap();
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reports_every_problem_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_config(
+        dir.path(),
+        r#"
+        [agent]
+        command = ["true"]
+        [peers.tony]
+        url = "http://127.0.0.1:9/message"
+        secret = "s"
+        [routes.a]
+        from = ["tony", "ghost"]
+        types = ["TASK"]
+        [routes.b]
+        from = ["tony"]
+        types = ["TASK"]
+        [routes.c]
+        from = ["tony"]
+        types = []
+        "#,
+    );
+    let out = run(&["check", "--config", &bad]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    for want in [
+        "3 problems",
+        "routes.a.from[1]: unknown peer \"ghost\" (known: tony)",
+        "routes.a and routes.b both accept type \"TASK\" from peer \"tony\"",
+        "routes.c.types: must not be empty",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+
+    // An unknown field stops parsing, so it is reported on its own, with its name.
+    let unknown = write_config(dir.path(), "[server]\nport = 8700\n");
+    let out = run(&["check", "--config", &unknown]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("port"), "{out:?}");
+
+    let missing = dir.path().join("nope.toml").display().to_string();
+    let out = run(&["check", "--config", &missing]).await;
+    assert!(!out.status.success(), "{out:?}");
+    assert!(text(&out.stderr).contains("cannot read"), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_send_messages_then_sigterm_exits_cleanly() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            r#"
+            [server]
+            listen = "{addr}"
+            admin_secret = "{ADMIN}"
+            [agent]
+            command = ["python3", "{script}"]
+            [relay]
+            retry_schedule = ["0s", "200ms", "200ms"]
+            [peers.tony]
+            url = "{peer_url}"
+            secret = "{TONY}"
+            [routes.notes]
+            from = ["tony"]
+            types = ["NOTE"]
+            mailbox = true
+            "#,
+            script = agent_script(),
+            peer_url = peer.url()
+        ),
+    );
+
+    let out = run(&["check", "--config", &config]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("ok (1 peers, 1 routes)"),
+        "{out:?}"
+    );
+
+    let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
+    let mut serve = Command::new(BIN)
+        .args(["serve", "--config", &config])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start serve");
+    let base = format!("http://{addr}");
+    let health = eventually(Duration::from_secs(20), "serve to answer /healthz", || {
+        let url = format!("{base}/healthz");
+        async move { try_request("GET", &url, &[], "").await.ok() }
+    })
+    .await;
+    assert_eq!(health.status, 200);
+
+    // `send` goes through the running inbox's relay to the peer.
+    let out = run(&[
+        "send",
+        "--to",
+        "tony",
+        "--type",
+        "TASK",
+        "--payload",
+        r#"{"a":1}"#,
+        "--config",
+        &config,
+    ])
+    .await;
+    assert!(out.status.success(), "{out:?}");
+    let id = text(&out.stdout).trim().to_owned();
+    assert!(
+        !id.is_empty() && !id.contains(char::is_whitespace),
+        "{out:?}"
+    );
+    let got = peer.wait_for(1, Duration::from_secs(20)).await;
+    let body = &got[0].body;
+    assert_eq!(body["id"], id.as_str(), "{body:#}");
+    assert_eq!(body["type"], "TASK");
+    assert_eq!(body["payload"], json!({"a": 1}));
+    assert_eq!(body["hops"], 0);
+    assert_eq!(body["thread_id"], id.as_str());
+    assert_eq!(got[0].headers["x-shared-secret"], TONY);
+
+    // `messages` prints a table: a header, then one line per message.
+    let ack = request(
+        "POST",
+        &format!("{base}/message"),
+        &[
+            ("x-shared-secret", TONY),
+            ("content-type", "application/json"),
+        ],
+        json!({"type": "NOTE", "payload": {"hello": "cli"}}).to_string(),
+    )
+    .await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    let note = ack.json["id"].as_str().unwrap();
+    let out = run(&["messages", "--config", &config]).await;
+    assert!(out.status.success(), "{out:?}");
+    let table = text(&out.stdout);
+    let mut lines = table.lines();
+    let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
+    assert_eq!(
+        header,
+        ["ID", "RECEIVED", "FROM", "ROUTE", "TYPE", "TURN", "PAYLOAD"],
+        "{table}"
+    );
+    let row = lines.next().unwrap_or("");
+    assert!(row.starts_with(note), "{table}");
+    for cell in ["tony", "notes", "NOTE", "mailbox", "hello"] {
+        assert!(row.contains(cell), "{cell:?} missing in {row:?}");
+    }
+
+    // SIGTERM: drain and exit 0.
+    let pid = serve.id().expect("serve is running").to_string();
+    let kill = run_kill(&pid).await;
+    assert!(kill.success(), "kill {pid}: {kill:?}");
+    let status = tokio::time::timeout(Duration::from_secs(30), serve.wait())
+        .await
+        .expect("serve exits within 30 s of SIGTERM")
+        .unwrap();
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap_or_default();
+    assert!(
+        status.success(),
+        "serve exited with {status:?}; log:\n{log}"
+    );
+}
+
+async fn run_kill(pid: &str) -> std::process::ExitStatus {
+    Command::new("kill")
+        .arg(pid)
+        .status()
+        .await
+        .expect("run kill")
+}

@@ -1,0 +1,181 @@
+//! `/send`: reply tokens are checked, expire with their turn, and only allow the route's types.
+
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::json;
+
+const ADMIN: &str = "admin-secret";
+const TONY: &str = "tony-secret";
+
+fn config(peer_url: &str, command: &str, server_extra: &str) -> String {
+    format!(
+        r#"
+        [server]
+        admin_secret = "{ADMIN}"
+        {server_extra}
+        [agent]
+        command = {command}
+        timeout_secs = 20
+        [relay]
+        retry_schedule = ["0s", "200ms", "200ms"]
+        [peers.tony]
+        url = "{peer_url}"
+        secret = "{TONY}"
+        [routes.tasks]
+        from = ["tony"]
+        types = ["TASK"]
+        reply_types = ["BREAKDOWN", "STATUS"]
+        reply_to = ["tony"]
+        "#
+    )
+}
+
+fn agent_command(args: &[&str]) -> String {
+    let mut argv = vec!["python3".to_owned(), agent_script()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    serde_json::to_string(&argv).unwrap()
+}
+
+fn assert_unauthorized(r: &Resp) {
+    assert_eq!(r.status, 401, "{:#}", r.json);
+    assert_eq!(r.code(), "unauthorized", "{:#}", r.json);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_refuses_unknown_and_missing_tokens() {
+    let peer = PeerServer::start().await;
+    let host = start_host(&config(&peer.url(), &agent_command(&[]), "")).await;
+    let body = r#"{"type": "STATUS", "payload": {}}"#;
+
+    let random = post_send(
+        &host,
+        Some("rt_0123456789abcdef0123456789abcdef0123456789abcdef"),
+        body,
+    )
+    .await;
+    assert_unauthorized(&random);
+    let none = post_send(&host, None, body).await;
+    assert_unauthorized(&none);
+    assert_eq!(random.json, none.json, "no hint which part was wrong");
+    // The admin secret and a peer secret are not reply tokens.
+    assert_unauthorized(&post_send(&host, Some(ADMIN), body).await);
+    assert_unauthorized(&post_send(&host, Some(TONY), body).await);
+    assert!(peer.received().is_empty());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_token_expires_when_its_turn_ends_with_no_grace() {
+    let peer = PeerServer::start().await;
+    let record = tempfile::tempdir().unwrap();
+    let command = agent_command(&["--record", record.path().to_str().unwrap()]);
+    let host = start_host(&config(&peer.url(), &command, "reply_grace_secs = 0")).await;
+
+    let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    let id = ack.json["id"].as_str().unwrap().to_owned();
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "done", "{view:#}");
+    let rec = read_record(record.path(), &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+
+    // The token lapses the moment the turn ends (within the clock's millisecond).
+    let refused = eventually(Duration::from_secs(2), "the token to be refused", || {
+        let token = token.clone();
+        let host = &host;
+        async move {
+            let r = post_send(host, Some(&token), r#"{"type": "STATUS"}"#).await;
+            (r.status != 202).then_some(r)
+        }
+    })
+    .await;
+    assert_unauthorized(&refused);
+    let view = admin_get(&host, ADMIN, &format!("/messages/{id}")).await;
+    assert_eq!(view.json["replies"], json!([]), "{:#}", view.json);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_token_stays_valid_within_the_grace_after_its_turn() {
+    let peer = PeerServer::start().await;
+    let record = tempfile::tempdir().unwrap();
+    let command = agent_command(&["--record", record.path().to_str().unwrap()]);
+    let host = start_host(&config(&peer.url(), &command, "reply_grace_secs = 600")).await;
+
+    let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    let id = ack.json["id"].as_str().unwrap().to_owned();
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "done", "{view:#}");
+    let rec = read_record(record.path(), &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap();
+
+    let late = post_send(
+        &host,
+        Some(token),
+        r#"{"type": "STATUS", "payload": {"late": true}}"#,
+    )
+    .await;
+    assert_eq!(late.status, 202, "{:#}", late.json);
+    let got = peer.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
+    assert_eq!(got[0].body["payload"], json!({"late": true}));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
+    let peer = PeerServer::start().await;
+    let record = tempfile::tempdir().unwrap();
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("open");
+    let command = agent_command(&[
+        "--record",
+        record.path().to_str().unwrap(),
+        "--wait-for",
+        gate_file.to_str().unwrap(),
+    ]);
+    let host = start_host(&config(&peer.url(), &command, "reply_grace_secs = 0")).await;
+
+    let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    let id = ack.json["id"].as_str().unwrap().to_owned();
+    let rec = read_record(record.path(), &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap();
+
+    let unknown = post_send(&host, Some(token), r#"{"type": "NOPE", "payload": {}}"#).await;
+    assert_eq!(unknown.status, 422, "{:#}", unknown.json);
+    assert_eq!(unknown.code(), "unknown_type");
+    assert_eq!(
+        unknown.json["error"]["allowed"],
+        json!(["BREAKDOWN", "STATUS"])
+    );
+    let message = unknown.json["error"]["message"].as_str().unwrap();
+    assert!(message.contains("BREAKDOWN, STATUS"), "{message}");
+
+    let missing = post_send(&host, Some(token), r#"{"payload": {}}"#).await;
+    assert_eq!(missing.status, 400, "{:#}", missing.json);
+    assert_eq!(missing.code(), "missing_type");
+
+    let ok = post_send(
+        &host,
+        Some(token),
+        r#"{"type": "STATUS", "payload": {"n": 1}}"#,
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{:#}", ok.json);
+    assert_eq!(ok.json["status"], "queued");
+    let reply_id = ok.json["id"].as_str().unwrap().to_owned();
+
+    let view = admin_get(&host, ADMIN, &format!("/messages/{id}")).await;
+    assert_eq!(view.json["turn"]["state"], "running", "{:#}", view.json);
+    let got = peer.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["id"], reply_id.as_str());
+    assert_eq!(got[0].body["type"], "STATUS");
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
+
+    std::fs::write(&gate_file, b"go").unwrap();
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "done", "{view:#}");
+    // Only the accepted reply was queued.
+    assert_eq!(view["replies"].as_array().unwrap().len(), 1, "{view:#}");
+    host.stop().await;
+}

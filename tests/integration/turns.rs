@@ -1,0 +1,361 @@
+//! Agent turns: timeouts, concurrency and queue limits, failure notices, large prompts.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::{Value, json};
+
+const ADMIN: &str = "admin-secret";
+const TONY: &str = "tony-secret";
+
+/// One peer (tony) and one agent route `tasks` taking TASK, replying STATUS to tony.
+fn config(peer_url: &str, command: &str, route_agent: &str, extra: &str) -> String {
+    format!(
+        r#"
+        [server]
+        admin_secret = "{ADMIN}"
+        [agent]
+        command = {command}
+        timeout_secs = 20
+        [relay]
+        retry_schedule = ["0s", "200ms", "200ms"]
+        [peers.tony]
+        url = "{peer_url}"
+        secret = "{TONY}"
+        [routes.tasks]
+        from = ["tony"]
+        types = ["TASK"]
+        reply_types = ["STATUS"]
+        reply_to = ["tony"]
+        agent = {{ {route_agent} }}
+        {extra}
+        "#
+    )
+}
+
+/// A TOML array: python3, the test agent, then `args`.
+fn agent_command(args: &[&str]) -> String {
+    let mut argv = vec!["python3".to_owned(), agent_script()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    serde_json::to_string(&argv).unwrap()
+}
+
+fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+async fn send_task(host: &Host, msg_type: &str, payload: Value) -> String {
+    let ack = post_message(host, TONY, json!({"type": msg_type, "payload": payload})).await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    ack.json["id"].as_str().unwrap().to_owned()
+}
+
+/// The one TURN_FAILED the peer got for `id`.
+async fn failure_notice(peer: &PeerServer, id: &str) -> Received {
+    eventually(
+        Duration::from_secs(20),
+        "a TURN_FAILED for the message",
+        || async {
+            peer.received()
+                .into_iter()
+                .find(|r| r.body["type"] == "TURN_FAILED" && r.body["in_reply_to"] == id)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timeout_kills_the_agents_children_too() {
+    let peer = PeerServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pidfile = tmp.path().join("sleeper.pid");
+    let command = agent_command(&["--fork-sleeper", path_str(&pidfile), "--sleep", "60"]);
+    // Not 1 s: on a loaded machine python alone can take over a second to start, and the sleeper
+    // must exist before the timeout for the test to mean anything.
+    let host = start_host(&config(
+        &peer.url(),
+        &command,
+        "timeout_secs = 3, kill_grace_secs = 1",
+        "",
+    ))
+    .await;
+
+    let id = send_task(&host, "TASK", json!({})).await;
+    let pid: u32 = eventually(Duration::from_secs(20), "the sleeper's pid file", || {
+        let pidfile = pidfile.clone();
+        async move { std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok() }
+    })
+    .await;
+    // Had the sleeper died while the turn still ran, the check below would prove nothing.
+    let gone_early = process_is_gone(pid);
+    let view = admin_get(&host, ADMIN, &format!("/messages/{id}")).await;
+    assert!(
+        !(gone_early && view.json["turn"]["state"] == "running"),
+        "the sleeper died on its own: {:#}",
+        view.json
+    );
+
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "timed_out", "{view:#}");
+    eventually(
+        Duration::from_secs(5),
+        "the agent's forked child to be gone",
+        || async move { process_is_gone(pid).then_some(()) },
+    )
+    .await;
+
+    let notice = failure_notice(&peer, &id).await;
+    assert_eq!(notice.body["payload"]["state"], "timed_out", "{notice:#?}");
+    assert_eq!(notice.body["in_reply_to"], id.as_str());
+    assert_eq!(notice.body["thread_id"], id.as_str());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_max_concurrent_agents_alive() {
+    let peer = PeerServer::start().await;
+    let running = tempfile::tempdir().unwrap();
+    let command = agent_command(&["--running-dir", path_str(running.path()), "--sleep", "0.5"]);
+    let host = start_host(&config(&peer.url(), &command, "max_concurrent = 2", "")).await;
+
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        ids.push(send_task(&host, "TASK", json!({ "n": i })).await);
+    }
+    for id in &ids {
+        let view = wait_turn_end(&host, ADMIN, id).await;
+        assert_eq!(view["turn"]["state"], "done", "{view:#}");
+    }
+
+    let mut seen = Vec::new();
+    for id in &ids {
+        let text = std::fs::read_to_string(running.path().join(format!("seen-{id}")))
+            .unwrap_or_else(|e| panic!("seen-{id}: {e}"));
+        seen.push(text.trim().parse::<u32>().unwrap());
+    }
+    assert!(
+        seen.iter().all(|&n| n <= 2),
+        "an agent saw more than max_concurrent = 2 running: {seen:?}"
+    );
+    assert!(
+        seen.contains(&2),
+        "no two agents ever overlapped, so the limit was not exercised: {seen:?}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_queue_answers_503_queue_full_with_retry_after() {
+    let peer = PeerServer::start().await;
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("open");
+    let command = agent_command(&["--wait-for", path_str(&gate_file)]);
+    let host = start_host(&config(
+        &peer.url(),
+        &command,
+        "max_concurrent = 1, max_queued = 2",
+        "",
+    ))
+    .await;
+
+    // The first runs (blocked on the gate); the next two wait in the queue.
+    let mut accepted = Vec::new();
+    for i in 0..3 {
+        accepted.push(send_task(&host, "TASK", json!({ "n": i })).await);
+    }
+    let full = post_message(&host, TONY, json!({"type": "TASK", "payload": {"n": 3}})).await;
+    assert_eq!(full.status, 503, "{:#}", full.json);
+    assert_eq!(full.code(), "queue_full", "{:#}", full.json);
+    assert!(full.json["error"]["message"].is_string(), "{:#}", full.json);
+    let retry_after = full
+        .headers
+        .get("retry-after")
+        .expect("a Retry-After header on 503")
+        .to_str()
+        .unwrap();
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|s| s > 0),
+        "Retry-After: {retry_after:?}"
+    );
+
+    std::fs::write(&gate_file, b"go").unwrap();
+    for id in &accepted {
+        let view = wait_turn_end(&host, ADMIN, id).await;
+        assert_eq!(view["turn"]["state"], "done", "{view:#}");
+    }
+    // The refused message left nothing behind.
+    let all = admin_get(&host, ADMIN, "/messages?route=tasks").await;
+    assert_eq!(
+        all.json["messages"].as_array().unwrap().len(),
+        3,
+        "{:#}",
+        all.json
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_turn_notifies_the_peer() {
+    let peer = PeerServer::start().await;
+    let command = agent_command(&["--exit", "3"]);
+    let host = start_host(&config(&peer.url(), &command, "", "")).await;
+
+    let id = send_task(&host, "TASK", json!({})).await;
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "failed", "{view:#}");
+    assert_eq!(view["turn"]["exit_code"], 3);
+
+    let notice = failure_notice(&peer, &id).await;
+    let body = &notice.body;
+    assert_eq!(body["payload"]["state"], "failed", "{body:#}");
+    assert_eq!(body["payload"]["exit_code"], 3, "{body:#}");
+    assert_eq!(body["in_reply_to"], id.as_str());
+    assert_eq!(body["thread_id"], id.as_str());
+    assert_eq!(body["hops"], 1);
+    assert_eq!(notice.headers["x-shared-secret"], TONY);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_turn_on_an_ignore_route_notifies_nobody() {
+    let peer = PeerServer::start().await;
+    let command = agent_command(&["--exit", "3"]);
+    let quiet = r#"
+        [routes.quiet]
+        from = ["tony"]
+        types = ["QUIET"]
+        reply_types = ["STATUS"]
+        reply_to = ["tony"]
+        agent = { on_failure = "ignore" }
+    "#;
+    let host = start_host(&config(&peer.url(), &command, "", quiet)).await;
+
+    let quiet_id = send_task(&host, "QUIET", json!({})).await;
+    let view = wait_turn_end(&host, ADMIN, &quiet_id).await;
+    assert_eq!(view["turn"]["state"], "failed", "{view:#}");
+    assert_eq!(view["turn"]["exit_code"], 3);
+
+    // A notifying route's failure afterwards proves the relay works and gives the quiet one time.
+    let loud_id = send_task(&host, "TASK", json!({})).await;
+    failure_notice(&peer, &loud_id).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
+    while tokio::time::Instant::now() < deadline {
+        let view = admin_get(&host, ADMIN, &format!("/messages/{quiet_id}")).await;
+        assert_eq!(
+            view.json["replies"],
+            json!([]),
+            "nothing may be queued for an ignored failure: {:#}",
+            view.json
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let about_quiet: Vec<_> = peer
+        .received()
+        .into_iter()
+        .filter(|r| r.body["in_reply_to"] == quiet_id.as_str())
+        .collect();
+    assert!(about_quiet.is_empty(), "{about_quiet:#?}");
+    assert_eq!(peer.received().len(), 1, "{:#?}", peer.received());
+    host.stop().await;
+}
+
+/// `TURN_FAILED`'s `error` is documented as the code part of the turn's `code: detail` error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failure_notices_carry_a_stable_error_code() {
+    let peer = PeerServer::start().await;
+    let command = agent_command(&["--sleep", "60"]);
+    let missing = r#"
+        [routes.missing]
+        from = ["tony"]
+        types = ["MISSING"]
+        reply_types = ["STATUS"]
+        reply_to = ["tony"]
+        agent = { command = ["/nonexistent/agent-inbox-test-agent"] }
+    "#;
+    let host = start_host(&config(
+        &peer.url(),
+        &command,
+        "timeout_secs = 1, kill_grace_secs = 1",
+        missing,
+    ))
+    .await;
+
+    let mut wrong = Vec::new();
+    for (msg_type, code) in [("TASK", "timed_out"), ("MISSING", "spawn_failed")] {
+        let id = send_task(&host, msg_type, json!({})).await;
+        let view = wait_turn_end(&host, ADMIN, &id).await;
+        let error = view["turn"]["error"].as_str().unwrap_or("");
+        if !error.starts_with(&format!("{code}:")) {
+            wrong.push(format!(
+                "{msg_type}: turn error {error:?}, want `{code}: detail`"
+            ));
+        }
+        let notice = failure_notice(&peer, &id).await;
+        if notice.body["payload"]["error"] != code {
+            wrong.push(format!(
+                "{msg_type}: TURN_FAILED payload.error {}, want {code:?}",
+                notice.body["payload"]["error"]
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    host.stop().await;
+}
+
+/// 200 KiB of text with distinct ends, so a cut anywhere shows.
+fn big_text() -> String {
+    let mut s = String::from("BEGIN-");
+    let mut i = 0u32;
+    while s.len() < 200 * 1024 - 4 {
+        s.push_str(&format!("{i:07} "));
+        i += 1;
+    }
+    s.truncate(200 * 1024 - 4);
+    s.push_str("-END");
+    s
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_of_200_kib_reaches_the_agent_through_prompt_file() {
+    let peer = PeerServer::start().await;
+    let record = tempfile::tempdir().unwrap();
+    let command = agent_command(&[
+        "--prompt-file",
+        "{prompt_file}",
+        "--record",
+        path_str(record.path()),
+    ]);
+    let host = start_host(&config(&peer.url(), &command, "", "")).await;
+
+    let text = big_text();
+    assert_eq!(text.len(), 200 * 1024);
+    let id = send_task(&host, "TASK", json!({ "text": text })).await;
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "done", "{view:#}");
+    let rec = read_record(record.path(), &id).await;
+    let prompt = rec["prompt"].as_str().expect("the agent read a prompt");
+    assert!(
+        prompt.contains(&text),
+        "the prompt ({} bytes) does not hold the whole 200 KiB string",
+        prompt.len()
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prompt_of_200_kib_as_an_argument_fails_as_prompt_too_large() {
+    let peer = PeerServer::start().await;
+    let command = agent_command(&["--prompt", "{prompt}"]);
+    let host = start_host(&config(&peer.url(), &command, "", "")).await;
+
+    let id = send_task(&host, "TASK", json!({ "text": big_text() })).await;
+    let view = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(view["turn"]["state"], "failed", "{view:#}");
+    let error = view["turn"]["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("prompt_too_large"), "{error:?}");
+    assert!(error.contains("{prompt_file}"), "{error:?}");
+    let notice = failure_notice(&peer, &id).await;
+    assert_eq!(notice.body["payload"]["error"], "prompt_too_large");
+    host.stop().await;
+}
