@@ -193,9 +193,8 @@ pub async fn handle(
     let mut resp = route(&inbox, &snap, req)
         .await
         .unwrap_or_else(ApiError::into_response);
-    if let Ok(v) = HeaderValue::from_str(&snap.config.hash) {
-        resp.headers_mut().insert("x-config-hash", v);
-    }
+    resp.headers_mut()
+        .insert("x-config-hash", snap.hash_header.clone());
     Ok(resp)
 }
 

@@ -100,6 +100,9 @@ mod schema {
     }
 }
 
+/// In `types`, the sender's fallback: every type no other route of that sender names.
+pub const WILDCARD: &str = "*";
+
 /// Default `[server] listen`.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 /// Default `[relay] retry_schedule`: about a day of attempts.
@@ -129,8 +132,12 @@ impl Secret {
     ///
     /// Comparing digests keeps the time independent of the lengths too.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        let other: [u8; 32] = Sha256::digest(candidate).into();
-        self.digest.ct_eq(&other).into()
+        self.matches_digest(&Sha256::digest(candidate).into())
+    }
+
+    /// Like [`Secret::matches`], for a candidate already hashed with sha256.
+    pub fn matches_digest(&self, candidate: &[u8; 32]) -> bool {
+        self.digest.ct_eq(candidate).into()
     }
 }
 
@@ -381,9 +388,10 @@ impl Config {
 
     /// The peer whose secret this is, if any (every peer is compared, so timing says nothing).
     pub fn peer_by_secret(&self, candidate: &[u8]) -> Option<&Peer> {
+        let digest: [u8; 32] = Sha256::digest(candidate).into();
         let mut found = None;
         for peer in self.peers.values() {
-            if peer.secret.matches(candidate) {
+            if peer.secret.matches_digest(&digest) {
                 found = Some(peer);
             }
         }
@@ -678,7 +686,14 @@ fn validate(
         for (key, list) in [("types", &r.types), ("reply_types", &r.reply_types)] {
             let mut seen = BTreeSet::new();
             for (i, t) in list.iter().enumerate() {
-                if !valid_type_name(t) {
+                if key == "types" && t == WILDCARD {
+                    if list.len() > 1 {
+                        c.invalid(
+                            format!("{at}.types"),
+                            "\"*\" (every type no other route names) must be the only entry",
+                        );
+                    }
+                } else if !valid_type_name(t) {
                     c.invalid(
                         format!("{at}.{key}[{i}]"),
                         format!("{t:?} is not a type name (letters, digits, '_', '-', '.', ':')"),
@@ -1002,6 +1017,26 @@ mod tests {
             (
                 "[server]\nmax_hops = 0",
                 "server.max_hops: must be greater than 0",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"*\",\"A\"]",
+                "must be the only entry",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"*\"]\n[routes.s]\nfrom=[\"p\"]\ntypes=[\"*\"]",
+                "both accept type \"*\" from peer \"p\"",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nreply_types=[\"*\"]\nreply_to=[\"p\"]",
+                "is not a type name",
+            ),
+            (
+                "[server]\nsynchronous = \"sometimes\"",
+                "server.synchronous",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={on_interrupt=\"later\"}",
+                "is not \"rerun\" or \"fail\"",
             ),
         ];
         for (extra, want) in cases {

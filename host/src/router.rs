@@ -4,12 +4,14 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::config::Config;
+use crate::config::{Config, WILDCARD};
 
 /// Maps (sender, type) to the one route that accepts it.
 #[derive(Debug, Default)]
 pub struct Router {
     by_sender_type: HashMap<(String, String), String>,
+    /// Routes with `types = ["*"]`, by sender: used when no route names the type.
+    fallback: HashMap<String, String>,
     types_by_sender: HashMap<String, Vec<String>>,
 }
 
@@ -38,10 +40,15 @@ impl Router {
     /// Builds the routing table; the config is already validated, so there are no overlaps.
     pub fn new(config: &Config) -> Self {
         let mut by_sender_type = HashMap::new();
+        let mut fallback = HashMap::new();
         let mut types: HashMap<String, BTreeSet<String>> = HashMap::new();
         for route in config.routes.values() {
             for peer in &route.from {
                 for t in &route.types {
+                    if t == WILDCARD {
+                        fallback.insert(peer.clone(), route.name.clone());
+                        continue;
+                    }
                     by_sender_type.insert((peer.clone(), t.clone()), route.name.clone());
                     types.entry(peer.clone()).or_default().insert(t.clone());
                 }
@@ -53,6 +60,7 @@ impl Router {
             .collect();
         Self {
             by_sender_type,
+            fallback,
             types_by_sender,
         }
     }
@@ -65,6 +73,7 @@ impl Router {
             .get(&(sender.to_owned(), msg_type.to_owned()))
         {
             Some(r) => Ok(r),
+            None if let Some(r) = self.fallback.get(sender) => Ok(r),
             None => Err(NoRoute {
                 msg_type: msg_type.to_owned(),
                 allowed: self
@@ -102,6 +111,10 @@ mod tests {
             from = ["a", "b"]
             types = ["NOTE"]
             mailbox = true
+            [routes.rest]
+            from = ["b"]
+            types = ["*"]
+            mailbox = true
             "#,
             Path::new("."),
             |_| None,
@@ -113,9 +126,11 @@ mod tests {
             ("a", "TASK", Ok("tasks")),
             ("a", "NOTE", Ok("notes")),
             ("b", "NOTE", Ok("notes")),
-            ("b", "TASK", Err(&["NOTE"])),
+            ("b", "TASK", Ok("rest")),
+            ("b", "NOTE", Ok("notes")),
             ("a", "task", Err(&["NOTE", "PING", "TASK"])),
             ("c", "NOTE", Err(&[])),
+            ("a", "OTHER", Err(&["NOTE", "PING", "TASK"])),
         ];
         for (sender, t, want) in cases {
             let got = r.route(sender, t);

@@ -17,13 +17,22 @@ pub struct Snapshot {
     pub config: Config,
     /// Routing table derived from it.
     pub router: Router,
+    /// `X-Config-Hash`, ready to attach to every response.
+    pub hash_header: http::HeaderValue,
 }
 
 impl Snapshot {
     /// Derives everything a request needs from a validated config.
     pub fn new(config: Config) -> Self {
         let router = Router::new(&config);
-        Self { config, router }
+        // The hash is hex, so it is always a valid header value.
+        let hash_header = http::HeaderValue::from_str(&config.hash)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+        Self {
+            config,
+            router,
+            hash_header,
+        }
     }
 }
 

@@ -373,11 +373,15 @@ pub struct Store {
     reader: Arc<Mutex<Connection>>,
 }
 
+/// Migrations, in order; `PRAGMA user_version` records how many have run. Append, never edit one
+/// that has shipped.
 const SCHEMA: &[&str] = &[
-    // Version 1.
+    // Version 1. Rowids (seq) are plain INTEGER PRIMARY KEYs: AUTOINCREMENT would cost a write to
+    // sqlite_sequence on every insert. Retention scans in seq order, which is arrival order, so
+    // there is no index on the timestamps.
     r#"
     CREATE TABLE messages (
-        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq         INTEGER PRIMARY KEY,
         id          TEXT NOT NULL UNIQUE,
         sender      TEXT NOT NULL,
         route       TEXT NOT NULL,
@@ -416,7 +420,7 @@ const SCHEMA: &[&str] = &[
         expires_at  INTEGER NOT NULL
     );
     CREATE TABLE replies (
-        seq         INTEGER PRIMARY KEY AUTOINCREMENT,
+        seq         INTEGER PRIMARY KEY,
         id          TEXT NOT NULL UNIQUE,
         in_reply_to TEXT,
         route       TEXT,
@@ -448,21 +452,16 @@ const SCHEMA: &[&str] = &[
         error    TEXT
     );
     CREATE INDEX attempts_reply ON attempts(reply_id, peer, n);
-    "#,
-    // Version 2: idempotency keys; given-up deliveries are dead letters.
-    r#"
+    -- Idempotency keys, per sender.
     CREATE TABLE dedup (
         sender     TEXT NOT NULL,
         key        TEXT NOT NULL,
         message_id TEXT NOT NULL,
         created_at INTEGER NOT NULL,
         PRIMARY KEY (sender, key)
-    );
+    ) WITHOUT ROWID;
     CREATE INDEX dedup_age ON dedup(created_at);
-    UPDATE deliveries SET state = 'dead' WHERE state = 'failed';
     CREATE INDEX deliveries_state ON deliveries(state);
-    CREATE INDEX messages_age ON messages(received_at);
-    CREATE INDEX replies_age ON replies(created_at);
     "#,
 ];
 
@@ -1370,7 +1369,7 @@ fn prune(c: &Connection, before: i64, dedup_before: i64) -> Result<usize, StoreE
                AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted'))
                AND NOT EXISTS (SELECT 1 FROM replies r JOIN deliveries d ON d.reply_id = r.id
                                WHERE r.in_reply_to = m.id AND d.state IN ('pending', 'retrying'))
-             LIMIT ?2",
+             ORDER BY m.seq LIMIT ?2",
         )?
         .query_map(params![before, PRUNE_BATCH], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -1393,7 +1392,7 @@ fn prune(c: &Connection, before: i64, dedup_before: i64) -> Result<usize, StoreE
                AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.in_reply_to)
                AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.reply_id = r.id
                                AND d.state IN ('pending', 'retrying'))
-             LIMIT ?2",
+             ORDER BY r.seq LIMIT ?2",
         )?
         .query_map(params![before, PRUNE_BATCH], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
