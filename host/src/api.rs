@@ -82,6 +82,9 @@ pub enum ApiError {
     /// The request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// A reload was asked for and failed; the old config stays.
+    #[error("reload failed; the previous config stays in force: {0}")]
+    ReloadFailed(String),
     /// The server is shutting down.
     #[error("the inbox is shutting down; try again shortly")]
     ShuttingDown,
@@ -116,6 +119,7 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -136,6 +140,7 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::ReloadFailed(_) => "reload_failed",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
@@ -216,11 +221,18 @@ async fn route(
         (["admin", "outbox", id, "retry"], Method::POST) => {
             outbox_retry(inbox, snap, &req, id).await
         }
+        (["admin", "reload"], Method::POST) => admin_reload(inbox, snap, &req).await,
+        (["status"], Method::GET) => status(inbox, snap, &req).await,
         (["healthz"], Method::GET) => Ok(json_response(StatusCode::OK, &json!({"status": "ok"}))),
-        (["message"] | ["send"] | ["admin", "send"] | ["admin", "outbox", _, "retry"], _) => {
-            Err(ApiError::MethodNotAllowed("POST"))
-        }
-        (["messages"] | ["messages", _] | ["admin", "outbox"] | ["healthz"], _) => {
+        (
+            ["message"]
+            | ["send"]
+            | ["admin", "send"]
+            | ["admin", "outbox", _, "retry"]
+            | ["admin", "reload"],
+            _,
+        ) => Err(ApiError::MethodNotAllowed("POST")),
+        (["messages"] | ["messages", _] | ["admin", "outbox"] | ["status"] | ["healthz"], _) => {
             Err(ApiError::MethodNotAllowed("GET"))
         }
         _ => Err(ApiError::NotFound),
@@ -725,6 +737,47 @@ async fn outbox_retry(
         StatusCode::OK,
         &json!({"status": "requeued", "id": id, "deliveries": n}),
     ))
+}
+
+async fn admin_reload(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let reloader = inbox.reloader.as_ref().ok_or_else(|| {
+        ApiError::Conflict("this inbox was not started from a config file".into())
+    })?;
+    match reloader.reload("admin request").await {
+        Ok(crate::reload::Outcome::Swapped(hash)) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "reloaded", "config_hash": hash}),
+        )),
+        Ok(crate::reload::Outcome::Unchanged) => Ok(json_response(
+            StatusCode::OK,
+            &json!({"status": "unchanged", "config_hash": snap.config.hash}),
+        )),
+        Err(e) => Err(ApiError::ReloadFailed(e)),
+    }
+}
+
+async fn status(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let mut v = match &inbox.reloader {
+        Some(r) => serde_json::to_value(r.status()).unwrap_or(Value::Null),
+        None => json!({"config_hash": snap.config.hash}),
+    };
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert("version".into(), json!(env!("CARGO_PKG_VERSION")));
+        obj.insert("turns_running".into(), json!(inbox.turns.running()));
+        obj.insert("turns_queued".into(), json!(inbox.turns.queued()));
+        obj.insert("draining".into(), json!(inbox.turns.is_draining()));
+    }
+    Ok(json_response(StatusCode::OK, &v))
 }
 
 #[cfg(test)]

@@ -81,6 +81,18 @@ enum Command {
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
     },
+    /// Make the running inbox re-read its config now (it also does on file change and SIGHUP).
+    Reload {
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Show the running inbox's config hash, reload counters and turn counts.
+    Status {
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
     /// Inspect and replay the relay's outbox.
     Outbox {
         #[command(subcommand)]
@@ -183,6 +195,24 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .expect_ok(http::Method::POST, "/admin/send", Some(body))
                 .await?;
             println!("{}", v["id"].as_str().unwrap_or_default());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Reload { config } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let v = client
+                .expect_ok(http::Method::POST, "/admin/reload", None)
+                .await?;
+            println!(
+                "{} (config {})",
+                v["status"].as_str().unwrap_or("?"),
+                v["config_hash"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let v = client.expect_ok(http::Method::GET, "/status", None).await?;
+            println!("{}", serde_json::to_string_pretty(&v)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox {

@@ -32,6 +32,8 @@ mod schema {
         pub(super) peers: BTreeMap<String, Peer>,
         #[serde(default)]
         pub(super) routes: BTreeMap<String, Route>,
+        #[serde(default)]
+        pub(super) plugins: Plugins,
     }
 
     #[derive(Debug, Deserialize, Default)]
@@ -97,6 +99,27 @@ mod schema {
         #[serde(default)]
         pub(super) mailbox: bool,
         pub(super) agent: Option<Agent>,
+        pub(super) plugin: Option<String>,
+        pub(super) plugin_config: Option<toml::Table>,
+        pub(super) plugin_limits: Option<PluginLimits>,
+    }
+
+    /// `[plugins]` defaults and a route's `plugin_limits = { ... }` share this shape.
+    #[derive(Debug, Deserialize, Default, Clone)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct PluginLimits {
+        pub(super) memory_mib: Option<u64>,
+        pub(super) deadline_ms: Option<u64>,
+        pub(super) warm_calls: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Plugins {
+        pub(super) cache_dir: Option<String>,
+        pub(super) max_instances: Option<u32>,
+        #[serde(flatten)]
+        pub(super) limits: PluginLimits,
     }
 }
 
@@ -212,6 +235,34 @@ pub struct Route {
     pub reply_to: Vec<String>,
     /// Mailbox or agent.
     pub kind: RouteKind,
+    /// The route's plugin, if it has one.
+    pub plugin: Option<PluginSpec>,
+}
+
+/// A route's plugin: which component, its `plugin_config`, its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// The `.wasm` component, resolved against routes.toml's directory.
+    pub path: PathBuf,
+    /// `plugin_config` as JSON text (`{}` when absent).
+    pub config_json: String,
+    /// Memory cap per instance, in bytes.
+    pub memory_bytes: u64,
+    /// How long one hook call may run.
+    pub deadline: Duration,
+    /// Calls one instance serves before a fresh one (0: a fresh instance per call).
+    pub warm_calls: u32,
+}
+
+/// `[plugins]`: engine-wide plugin settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugins {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Instances the engine's pool holds at once.
+    pub max_instances: u32,
+    /// The largest memory cap of any plugin, so the pool can be sized for it.
+    pub max_memory_bytes: u64,
 }
 
 impl Route {
@@ -278,8 +329,10 @@ pub struct Relay {
 /// A loaded, validated routes.toml.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Short hash of the file's bytes, for `X-Config-Hash` and reload checks.
+    /// Short hash of the file's text and its plugins' bytes, for `X-Config-Hash` and reload checks.
     pub hash: String,
+    /// The file it was loaded from, if any (a reload reads it again).
+    pub source: Option<PathBuf>,
     /// The directory relative paths are resolved against.
     pub base_dir: PathBuf,
     /// `[server]`.
@@ -290,6 +343,8 @@ pub struct Config {
     pub peers: BTreeMap<String, Peer>,
     /// `[routes]`, by name.
     pub routes: BTreeMap<String, Route>,
+    /// `[plugins]`.
+    pub plugins: Plugins,
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).
@@ -371,7 +426,9 @@ impl Config {
             .unwrap_or_else(|| PathBuf::from("."));
         // Absolute, so relative paths in the file mean the same whatever the process's cwd.
         let base = std::fs::canonicalize(&base).unwrap_or(base);
-        Config::parse(&text, &base, |var| std::env::var(var).ok())
+        let mut config = Config::parse(&text, &base, |var| std::env::var(var).ok())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
     }
 
     /// Parses and validates config text; `env` looks up `secret_env` variables.
@@ -382,8 +439,21 @@ impl Config {
     ) -> Result<Config, ConfigErrors> {
         let raw: schema::File = toml::from_str(text)
             .map_err(|e| ConfigErrors(vec![ConfigError::Syntax(e.to_string().trim().into())]))?;
-        let hash = short_hash(text.as_bytes());
-        validate(raw, base_dir, &env, hash)
+        let mut config = validate(raw, base_dir, &env)?;
+        config.hash = content_hash(text, &config);
+        Ok(config)
+    }
+
+    /// Files whose change changes the config: routes.toml's plugins (routes.toml itself is the caller's).
+    pub fn plugin_paths(&self) -> Vec<&Path> {
+        let mut paths: Vec<&Path> = self
+            .routes
+            .values()
+            .filter_map(|r| r.plugin.as_ref().map(|p| p.path.as_path()))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
     }
 
     /// The peer whose secret this is, if any (every peer is compared, so timing says nothing).
@@ -492,11 +562,27 @@ impl Checker<'_> {
     }
 }
 
+/// Hash of everything the config is made of: the file's text and each plugin's bytes, so a plugin
+/// swapped under the same name changes the hash too. A plugin that cannot be read hashes as empty
+/// (loading it fails later, with the error).
+fn content_hash(text: &str, config: &Config) -> String {
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    for path in config.plugin_paths() {
+        h.update(path.as_os_str().as_encoded_bytes());
+        h.update(
+            std::fs::read(path)
+                .map(|b| Sha256::digest(&b).to_vec())
+                .unwrap_or_default(),
+        );
+    }
+    hex::encode(&h.finalize()[..8])
+}
+
 fn validate(
     raw: schema::File,
     base_dir: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-    hash: String,
 ) -> Result<Config, ConfigErrors> {
     let mut c = Checker {
         base_dir,
@@ -742,9 +828,45 @@ fn validate(
             }
             RouteKind::Agent(agent_settings(&mut c, &at, &raw.agent, r.agent.as_ref()))
         };
+        let plugin = r.plugin.as_ref().map(|p| {
+            let path = base_dir.join(p);
+            if !path.is_file() {
+                c.invalid(
+                    format!("{at}.plugin"),
+                    format!("{} is not a file", path.display()),
+                );
+            }
+            let limits = r.plugin_limits.clone().unwrap_or_default();
+            let d = &raw.plugins.limits;
+            let memory_mib = c.positive(
+                &format!("{at}.plugin_limits.memory_mib"),
+                limits.memory_mib.or(d.memory_mib),
+                16,
+            );
+            let deadline_ms = c.positive(
+                &format!("{at}.plugin_limits.deadline_ms"),
+                limits.deadline_ms.or(d.deadline_ms),
+                50,
+            );
+            PluginSpec {
+                path,
+                config_json: r
+                    .plugin_config
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()))
+                    .unwrap_or_else(|| "{}".into()),
+                memory_bytes: memory_mib * 1024 * 1024,
+                deadline: Duration::from_millis(deadline_ms),
+                warm_calls: limits.warm_calls.or(d.warm_calls).unwrap_or(0),
+            }
+        });
+        if r.plugin.is_none() && (r.plugin_config.is_some() || r.plugin_limits.is_some()) {
+            c.invalid(&at, "plugin_config and plugin_limits need a plugin");
+        }
         routes.insert(
             name.clone(),
             Route {
+                plugin,
                 name: name.clone(),
                 from: r.from.clone(),
                 types: r.types.clone(),
@@ -755,11 +877,25 @@ fn validate(
         );
     }
 
+    let plugins = Plugins {
+        cache_dir: match raw.plugins.cache_dir.as_deref() {
+            Some(dir) => base_dir.join(dir),
+            None => data_dir.join("plugin-cache"),
+        },
+        max_instances: c.positive("plugins.max_instances", raw.plugins.max_instances, 256),
+        max_memory_bytes: routes
+            .values()
+            .filter_map(|r: &Route| r.plugin.as_ref().map(|p| p.memory_bytes))
+            .max()
+            .unwrap_or(16 * 1024 * 1024),
+    };
+
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
     Ok(Config {
-        hash,
+        hash: String::new(),
+        source: None,
         base_dir: base_dir.to_path_buf(),
         server: Server {
             listen,
@@ -778,6 +914,7 @@ fn validate(
         relay,
         peers,
         routes,
+        plugins,
         secret_vars: raw
             .server
             .admin_secret_env

@@ -11,6 +11,7 @@
 //! - [`agent`]: running one agent subprocess, bounded in time and output.
 //! - [`prompt`]: the text the agent receives, with reply instructions.
 //! - [`relay`]: delivering replies to peers with retries.
+//! - [`reload`]: watching routes.toml and its plugins, swapping in a new snapshot.
 //! - [`cli`]: the `agent-inbox` command line.
 //! - [`client`]: the CLI's HTTP client for a running inbox.
 
@@ -21,6 +22,7 @@ pub mod client;
 pub mod config;
 pub mod prompt;
 pub mod relay;
+pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
@@ -53,6 +55,8 @@ pub struct Inbox {
     pub turns: Arc<Turns>,
     /// The outbox delivery loop.
     pub relay: Arc<Relay>,
+    /// Reloads the config, when it came from a file.
+    pub reloader: Option<Arc<reload::Reloader>>,
 }
 
 /// A new time-ordered unique id (UUIDv7), for messages and replies.
@@ -70,8 +74,10 @@ pub async fn run(
     let max_connections = config.server.max_connections;
     let max_in_flight = config.relay.max_in_flight;
     let drain = config.server.drain;
+    let source = config.source.clone();
     let active = snapshot::active(Snapshot::new(config));
     let relay = Relay::new(store.clone(), active.clone(), max_in_flight);
+    let active_for_reload = active.clone();
     let turns = Turns::new(store.clone(), active.clone(), relay.clone());
     let addr = listener.local_addr().context("listener has no address")?;
     turns.set_bound(addr);
@@ -80,6 +86,10 @@ pub async fn run(
         store,
         turns: turns.clone(),
         relay: relay.clone(),
+        reloader: source.map(|path| {
+            let build: reload::Builder = Arc::new(|config| Ok(Snapshot::new(config)));
+            reload::Reloader::new(path, active_for_reload, build)
+        }),
     });
     let (rerun, failed) = turns
         .recover_interrupted()
@@ -97,7 +107,12 @@ pub async fn run(
     }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
-    let prune_task = tokio::spawn(prune_loop(inbox.clone(), stop_rx));
+    let prune_task = tokio::spawn(prune_loop(inbox.clone(), stop_rx.clone()));
+    let mut reload_tasks = Vec::new();
+    if let Some(reloader) = &inbox.reloader {
+        reload_tasks.push(tokio::spawn(reloader.clone().watch(stop_rx.clone())));
+        reload_tasks.push(tokio::spawn(reload_on_sighup(reloader.clone(), stop_rx)));
+    }
     tracing::info!(%addr, "listening");
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(server::serve(
@@ -131,6 +146,9 @@ pub async fn run(
     let _ = stop_tx.send(true);
     let _ = relay_task.await;
     let _ = prune_task.await;
+    for t in reload_tasks {
+        let _ = t.await;
+    }
     tracing::info!("stopped");
     Ok(())
 }
@@ -158,6 +176,29 @@ async fn prune_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bo
         }
         tokio::select! {
             _ = tokio::time::sleep(PRUNE_EVERY) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Reloads the config on SIGHUP, the Unix convention for "re-read your config".
+async fn reload_on_sighup(
+    reloader: Arc<reload::Reloader>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut hup = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload by file change or `agent-inbox reload`");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let _ = reloader.reload("SIGHUP").await;
+            }
             _ = stop.changed() => return,
         }
     }

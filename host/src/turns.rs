@@ -228,6 +228,11 @@ impl Turns {
         self.draining.load(Ordering::SeqCst)
     }
 
+    /// Turns waiting in memory queues, over all routes.
+    pub fn queued(&self) -> usize {
+        self.lock().values().map(|q| q.queue.len()).sum()
+    }
+
     /// Turns running now, over all routes.
     pub fn running(&self) -> usize {
         self.lock().values().map(|q| q.running).sum()

@@ -7,5 +7,6 @@ mod errors;
 mod loops;
 mod reads;
 mod relay;
+mod reload;
 mod send;
 mod turns;

@@ -31,6 +31,19 @@ fn main() {
             _ => 1,
         }),
         Some("bare") => bare_server(args.get(2).expect("bare ADDR")),
+        // Load an already running server, e.g. one under a profiler.
+        Some("load") => {
+            let addr: SocketAddr = args
+                .get(2)
+                .expect("load ADDR [SECS] [CONNS]")
+                .parse()
+                .expect("ADDR");
+            let secs = args.get(3).map_or(5.0, |s| s.parse().expect("SECS"));
+            let conns = args.get(4).map_or(64, |s| s.parse().expect("CONNS"));
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            let l = rt.block_on(load(addr, "/message", MESSAGE, conns, secs));
+            row(&format!("{addr}, {conns} connections"), &l, None);
+        }
         _ => run_suites(&args[1..]),
     }
 }

@@ -1,0 +1,234 @@
+//! Live reload of routes.toml and its plugins: watch, rebuild off the request path, swap whole.
+//!
+//! A reload reads and validates the file and builds a new [`Snapshot`] on a blocking thread, then swaps
+//! it in with one atomic store. Requests in flight keep the snapshot they loaded. A reload that fails
+//! at any step keeps the last good snapshot and records why, for `GET /status`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::config::Config;
+use crate::snapshot::{Active, Snapshot};
+use crate::store::now_ms;
+
+/// Editors write a file in several steps (truncate, write, rename); wait this long after the last
+/// event before reading, so one save is one reload.
+const SETTLE: Duration = Duration::from_millis(100);
+
+/// What `GET /status` shows about reloads.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Hash of the config in force.
+    pub config_hash: String,
+    /// When it was loaded (ms since the epoch).
+    pub loaded_at: i64,
+    /// Why the last reload failed, if it did (cleared by a good one).
+    pub last_reload_error: Option<String>,
+    /// Reloads that swapped in a new config.
+    pub reloads_ok: u64,
+    /// Reloads that kept the old config.
+    pub reloads_failed: u64,
+}
+
+/// What a reload did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new snapshot is in force, with this hash.
+    Swapped(String),
+    /// The files hash the same as the config in force; nothing to do.
+    Unchanged,
+}
+
+/// Builds a snapshot from a config; plugins are compiled here, so it runs on a blocking thread.
+pub type Builder = Arc<dyn Fn(Config) -> Result<Snapshot, String> + Send + Sync>;
+
+/// Reloads one config file into the active snapshot.
+pub struct Reloader {
+    path: PathBuf,
+    active: Active,
+    build: Builder,
+    status: Mutex<Status>,
+    /// Serialises reloads: two at once could swap in the older one last.
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    /// A reloader for the file the active config came from.
+    pub fn new(path: PathBuf, active: Active, build: Builder) -> Arc<Self> {
+        let hash = active.load().config.hash.clone();
+        Arc::new(Self {
+            path,
+            active,
+            build,
+            status: Mutex::new(Status {
+                config_hash: hash,
+                loaded_at: now_ms(),
+                last_reload_error: None,
+                reloads_ok: 0,
+                reloads_failed: 0,
+            }),
+            running: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Status> {
+        // Plain counters and strings: a panic mid-update cannot leave them unusable.
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The reload counters and the hash in force.
+    pub fn status(&self) -> Status {
+        self.lock().clone()
+    }
+
+    /// Reads the file again and swaps in the result if it changed and is good.
+    pub async fn reload(&self, why: &str) -> Result<Outcome, String> {
+        let _one_at_a_time = self.running.lock().await;
+        let path = self.path.clone();
+        let build = self.build.clone();
+        let current = self.active.load_full();
+        let current_hash = current.config.hash.clone();
+        let started = std::time::Instant::now();
+        let result = tokio::task::spawn_blocking(move || {
+            let config = Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            if config.hash == current_hash {
+                return Ok(None);
+            }
+            build(config).map(Some)
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        match result {
+            Ok(None) => {
+                tracing::debug!(%why, "config unchanged; nothing to reload");
+                Ok(Outcome::Unchanged)
+            }
+            Ok(Some(snapshot)) => {
+                for w in &snapshot.config.warnings {
+                    tracing::warn!("{w}");
+                }
+                for key in needs_restart(&current.config, &snapshot.config) {
+                    tracing::warn!(
+                        key,
+                        "changed in the config, but needs a restart to take effect"
+                    );
+                }
+                let hash = snapshot.config.hash.clone();
+                self.active.store(Arc::new(snapshot));
+                let mut st = self.lock();
+                st.config_hash = hash.clone();
+                st.loaded_at = now_ms();
+                st.last_reload_error = None;
+                st.reloads_ok += 1;
+                tracing::info!(
+                    %why, config_hash = %hash, took_ms = started.elapsed().as_millis() as u64,
+                    "config reloaded"
+                );
+                Ok(Outcome::Swapped(hash))
+            }
+            Err(e) => {
+                tracing::error!(%why, error = %e, "config reload failed; keeping the last good config");
+                let mut st = self.lock();
+                st.last_reload_error = Some(e.clone());
+                st.reloads_failed += 1;
+                Err(e)
+            }
+        }
+    }
+
+    /// Watches routes.toml and the plugin files it names, reloading on change, until `stop` fires.
+    ///
+    /// Watches directories, not files: editors and `sed -i` replace a file by renaming a new one over
+    /// it, which silently ends a watch on the old file.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        // Bounded: one pending event is enough to know a reload is due.
+        let (tx, mut rx) = mpsc::channel::<()>(1);
+        let mut watcher = match notify::recommended_watcher(
+            move |res: notify::Result<notify::Event>| {
+                if res.is_ok() {
+                    let _ = tx.try_send(());
+                }
+            },
+        ) {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot watch the config; reload with SIGHUP or `agent-inbox reload`");
+                return;
+            }
+        };
+        let mut watched: HashSet<PathBuf> = HashSet::new();
+        loop {
+            // Re-aim the watches after every reload: the plugin files may have moved.
+            let wanted = self.watched_dirs();
+            for dir in wanted.difference(&watched) {
+                if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+                }
+            }
+            for dir in watched.difference(&wanted) {
+                let _ = watcher.unwatch(dir);
+            }
+            watched = wanted;
+            tokio::select! {
+                got = rx.recv() => if got.is_none() { return },
+                _ = stop.changed() => return,
+            }
+            // Let the writer finish; events meanwhile fold into this reload.
+            tokio::time::sleep(SETTLE).await;
+            while rx.try_recv().is_ok() {}
+            // Failures are recorded and logged inside; the watch goes on.
+            let _ = self.reload("file changed").await;
+        }
+    }
+
+    /// The directories holding routes.toml and the active config's plugins.
+    fn watched_dirs(&self) -> HashSet<PathBuf> {
+        let snap = self.active.load();
+        std::iter::once(self.path.as_path())
+            .chain(snap.config.plugin_paths())
+            .filter_map(absolute_dir)
+            .collect()
+    }
+}
+
+fn absolute_dir(file: &Path) -> Option<PathBuf> {
+    let dir = file
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::canonicalize(dir).ok()
+}
+
+/// Keys that changed but only take effect at the next start.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut keys = Vec::new();
+    let (o, n) = (&old.server, &new.server);
+    if o.listen != n.listen {
+        keys.push("server.listen");
+    }
+    if o.data_dir != n.data_dir {
+        keys.push("server.data_dir");
+    }
+    if o.max_connections != n.max_connections {
+        keys.push("server.max_connections");
+    }
+    if o.synchronous != n.synchronous {
+        keys.push("server.synchronous");
+    }
+    if old.relay.max_in_flight != new.relay.max_in_flight {
+        keys.push("relay.max_in_flight");
+    }
+    if old.plugins.cache_dir != new.plugins.cache_dir {
+        keys.push("plugins.cache_dir");
+    }
+    if old.plugins.max_instances != new.plugins.max_instances {
+        keys.push("plugins.max_instances");
+    }
+    keys
+}

@@ -1,0 +1,219 @@
+//! Hot reload of routes.toml: new rules take effect without a restart; a broken file changes nothing.
+//!
+//! Every wait polls for up to 5 s; nothing asserts a tighter wall-clock bound.
+
+use std::path::Path;
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::json;
+
+const ADMIN: &str = "admin-secret";
+const TONY: &str = "tony-secret";
+
+fn config(types: &str) -> String {
+    format!(
+        r#"
+        [server]
+        admin_secret = "{ADMIN}"
+        [peers.tony]
+        url = "http://127.0.0.1:9/message"
+        secret = "{TONY}"
+        [routes.inbox]
+        from = ["tony"]
+        types = {types}
+        mailbox = true
+        "#
+    )
+}
+
+async fn status_of(host: &Host) -> serde_json::Value {
+    admin_get(host, ADMIN, "/status").await.json
+}
+
+/// Polls until a message of `msg_type` gets `want` (202 or 422), for up to 5 s.
+async fn until_type_answers(host: &Host, msg_type: &str, want: u16) -> Resp {
+    eventually(
+        Duration::from_secs(5),
+        &format!("{msg_type} to answer {want}"),
+        || async {
+            let r = post_message(host, TONY, json!({"type": msg_type})).await;
+            (r.status == want).then_some(r)
+        },
+    )
+    .await
+}
+
+fn write_by_rename(path: &Path, text: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_type_is_accepted_without_a_restart() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    let before = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    assert_eq!((before.status, before.code()), (422, "unknown_type"));
+    let old_hash = before.headers["x-config-hash"].to_str().unwrap().to_owned();
+
+    std::fs::write(
+        host.dir.path().join("routes.toml"),
+        config(r#"["NOTE", "TASK"]"#),
+    )
+    .unwrap();
+    let after = until_type_answers(&host, "TASK", 202).await;
+    let new_hash = after.headers["x-config-hash"].to_str().unwrap().to_owned();
+    assert_ne!(new_hash, old_hash, "the answer names the new config");
+    let st = status_of(&host).await;
+    assert_eq!(st["config_hash"], new_hash.as_str());
+    assert_eq!(st["reloads_ok"], 1);
+    assert_eq!(st["last_reload_error"], serde_json::Value::Null);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_file_keeps_the_old_config_and_says_why() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    let path = host.dir.path().join("routes.toml");
+    let hash = status_of(&host).await["config_hash"].clone();
+
+    // TOML syntax error.
+    std::fs::write(&path, "[server\nthis is not toml").unwrap();
+    let st = eventually(Duration::from_secs(5), "the failed reload", || async {
+        let st = status_of(&host).await;
+        (st["reloads_failed"] == 1).then_some(st)
+    })
+    .await;
+    assert!(
+        st["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("routes.toml"),
+        "{st:#}"
+    );
+    assert_eq!(st["config_hash"], hash);
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "NOTE"}))
+            .await
+            .status,
+        202
+    );
+
+    // Valid TOML, invalid config: every problem is reported, the old rules stay.
+    std::fs::write(
+        &path,
+        config(r#"["NOTE"]"#).replace(r#"from = ["tony"]"#, r#"from = ["ghost"]"#),
+    )
+    .unwrap();
+    let st = eventually(
+        Duration::from_secs(5),
+        "the second failed reload",
+        || async {
+            let st = status_of(&host).await;
+            (st["reloads_failed"] == 2).then_some(st)
+        },
+    )
+    .await;
+    assert!(
+        st["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("unknown peer \"ghost\""),
+        "{st:#}"
+    );
+    let r = post_message(&host, TONY, json!({"type": "NOTE"})).await;
+    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.headers["x-config-hash"].to_str().unwrap(),
+        hash.as_str().unwrap()
+    );
+
+    // Fixing the file recovers and clears the error.
+    std::fs::write(&path, config(r#"["NOTE", "TASK"]"#)).unwrap();
+    until_type_answers(&host, "TASK", 202).await;
+    let st = status_of(&host).await;
+    assert_eq!(st["last_reload_error"], serde_json::Value::Null);
+    assert_eq!(st["reloads_ok"], 1);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_by_rename_is_picked_up() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    let path = host.dir.path().join("routes.toml");
+    write_by_rename(&path, &config(r#"["NOTE", "TASK"]"#));
+    until_type_answers(&host, "TASK", 202).await;
+    // And again: the watch survived the first rename.
+    write_by_rename(&path, &config(r#"["NOTE", "TASK", "PING"]"#));
+    until_type_answers(&host, "PING", 202).await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_deleted_and_recreated_is_picked_up() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    let path = host.dir.path().join("routes.toml");
+    std::fs::remove_file(&path).unwrap();
+    // While it is gone the old config serves (a reload attempt, if any, fails and changes nothing).
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "NOTE"}))
+            .await
+            .status,
+        202
+    );
+    std::fs::write(&path, config(r#"["TASK"]"#)).unwrap();
+    until_type_answers(&host, "TASK", 202).await;
+    until_type_answers(&host, "NOTE", 422).await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_reload_needs_the_admin_secret_and_reports_unchanged_or_failed() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    let auth = format!("Bearer {ADMIN}");
+    let reload = || async {
+        request(
+            "POST",
+            &host.url("/admin/reload"),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await
+    };
+    let r = reload().await;
+    assert_eq!(
+        (r.status, r.json["status"].as_str()),
+        (200, Some("unchanged"))
+    );
+    // Without the admin secret: refused.
+    let r = request(
+        "POST",
+        &host.url("/admin/reload"),
+        &[("x-shared-secret", TONY)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let r = request("GET", &host.url("/status"), &[], "").await;
+    assert_eq!(r.status, 401);
+    // A broken file: the explicit reload says why (whether or not the watcher got there first).
+    std::fs::write(host.dir.path().join("routes.toml"), "[peers.x]\nurl = 5\n").unwrap();
+    let r = reload().await;
+    assert_eq!((r.status, r.code()), (422, "reload_failed"), "{:#}", r.json);
+    assert!(
+        r.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("invalid type"),
+        "{:#}",
+        r.json
+    );
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "NOTE"}))
+            .await
+            .status,
+        202
+    );
+    host.stop().await;
+}
