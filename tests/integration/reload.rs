@@ -217,3 +217,73 @@ async fn admin_reload_needs_the_admin_secret_and_reports_unchanged_or_failed() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_turn_whose_route_was_removed_fails_as_route_removed() {
+    let peer = PeerServer::start().await;
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("open");
+    let with_route = |route: &str| {
+        format!(
+            r#"
+            [server]
+            admin_secret = "{ADMIN}"
+            [agent]
+            command = ["python3", "{script}", "--wait-for", "{gate}"]
+            max_concurrent = 1
+            [peers.tony]
+            url = "{peer}"
+            secret = "{TONY}"
+            [routes.notes]
+            from = ["tony"]
+            types = ["NOTE"]
+            mailbox = true
+            {route}
+            "#,
+            script = agent_script(),
+            gate = gate.display(),
+            peer = peer.url(),
+        )
+    };
+    let tasks = "[routes.tasks]\nfrom = [\"tony\"]\ntypes = [\"TASK\"]";
+    let host = start_host(&with_route(tasks)).await;
+    let first = post_message(&host, TONY, json!({"type": "TASK"}))
+        .await
+        .json["id"]
+        .clone();
+    let second = post_message(&host, TONY, json!({"type": "TASK"}))
+        .await
+        .json["id"]
+        .clone();
+    let (first, second) = (first.as_str().unwrap(), second.as_str().unwrap());
+    eventually(Duration::from_secs(5), "the first turn to run", || async {
+        let v = admin_get(&host, ADMIN, &format!("/messages/{first}"))
+            .await
+            .json;
+        (v["turn"]["state"] == "running").then_some(())
+    })
+    .await;
+
+    std::fs::write(host.dir.path().join("routes.toml"), with_route("")).unwrap();
+    until_type_answers(&host, "TASK", 422).await;
+    std::fs::write(&gate, b"go").unwrap();
+
+    // The running turn kept its own config and finished; the queued one found its route gone.
+    let v = wait_turn_end(&host, ADMIN, first).await;
+    assert_eq!(v["turn"]["state"], "done", "{v:#}");
+    let v = wait_turn_end(&host, ADMIN, second).await;
+    assert_eq!(v["turn"]["state"], "failed", "{v:#}");
+    assert!(
+        v["turn"]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("route_removed"),
+        "{v:#}"
+    );
+    // The sender hears about it, since the route's reply_to went with the route.
+    let got = peer.wait_for(1, Duration::from_secs(5)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED");
+    assert_eq!(got[0].body["in_reply_to"], second);
+    assert_eq!(got[0].body["payload"]["error"], "route_removed");
+    host.stop().await;
+}
