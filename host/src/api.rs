@@ -239,11 +239,8 @@ async fn route(
     }
 }
 
-/// Reads a JSON object body: checks the media type, the size (before and while reading), the syntax.
-async fn read_json(
-    req: Request<Incoming>,
-    limit: usize,
-) -> Result<serde_json::Map<String, Value>, ApiError> {
+/// Reads a body: checks the media type and the size (before and while reading).
+async fn read_body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
     if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
@@ -261,18 +258,56 @@ async fn read_json(
         return Err(ApiError::BodyTooLarge(limit));
     }
     // Chunked bodies are cut off as soon as they pass the limit.
-    let bytes = match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
-            return Err(ApiError::BodyTooLarge(limit));
-        }
-        Err(e) => return Err(ApiError::BadJson(format!("cannot read the body: {e}"))),
-    };
+    match Limited::new(req.into_body(), limit).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(limit)),
+        Err(e) => Err(ApiError::BadJson(format!("cannot read the body: {e}"))),
+    }
+}
+
+/// Reads a JSON object body.
+async fn read_json(
+    req: Request<Incoming>,
+    limit: usize,
+) -> Result<serde_json::Map<String, Value>, ApiError> {
+    let bytes = read_body(req, limit).await?;
     match serde_json::from_slice::<Value>(&bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(ApiError::NotObject),
         Err(e) => Err(ApiError::BadJson(e.to_string())),
     }
+}
+
+/// The body of `POST /message`, parsed without building a tree for the payload: it is kept as the
+/// sender wrote it and stored as is. Unknown fields are ignored (inbox-to-inbox messages carry more).
+#[derive(serde::Deserialize)]
+struct Inbound<'a> {
+    #[serde(rename = "type", default)]
+    msg_type: Option<Value>,
+    #[serde(default, borrow)]
+    payload: Option<&'a serde_json::value::RawValue>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    thread_id: Option<Value>,
+    #[serde(default)]
+    in_reply_to: Option<Value>,
+    #[serde(default)]
+    hops: Option<Value>,
+}
+
+fn parse_inbound(bytes: &[u8]) -> Result<Inbound<'_>, ApiError> {
+    // serde would read a struct from a JSON array too; only an object is a message.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(ApiError::NotObject),
+            Err(e) => Err(ApiError::BadJson(e.to_string())),
+        };
+    }
+    serde_json::from_slice::<Inbound<'_>>(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::BadField(e.to_string()),
+        _ => ApiError::BadJson(e.to_string()),
+    })
 }
 
 fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a [u8]> {
@@ -289,7 +324,11 @@ fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {
 
 /// The `type` field: present, a non-empty string.
 fn type_field(body: &serde_json::Map<String, Value>) -> Result<String, ApiError> {
-    match body.get("type") {
+    type_value(body.get("type"))
+}
+
+fn type_value(v: Option<&Value>) -> Result<String, ApiError> {
+    match v {
         None | Some(Value::Null) => Err(ApiError::MissingType),
         Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
         Some(Value::String(_)) => Err(ApiError::MissingType),
@@ -301,7 +340,11 @@ fn string_field(
     body: &serde_json::Map<String, Value>,
     key: &str,
 ) -> Result<Option<String>, ApiError> {
-    match body.get(key) {
+    string_value(body.get(key), key)
+}
+
+fn string_value(v: Option<&Value>, key: &str) -> Result<Option<String>, ApiError> {
+    match v {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.len() <= MAX_ID_LEN && !s.is_empty() => Ok(Some(s.clone())),
         Some(_) => Err(ApiError::BadField(format!(
@@ -342,18 +385,23 @@ async fn message(
             )));
         }
     };
-    let body = read_json(req, config.server.max_body_bytes).await?;
-    let msg_type = type_field(&body)?;
-    let hops = match body.get("hops") {
+    let bytes = read_body(req, config.server.max_body_bytes).await?;
+    let body = parse_inbound(&bytes)?;
+    let msg_type = type_value(body.msg_type.as_ref())?;
+    let hops = match &body.hops {
         None | Some(Value::Null) => 0,
         Some(v) => v
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| ApiError::BadField("\"hops\" must be a non-negative integer".into()))?,
     };
-    let sender_ref = string_field(&body, "id")?;
-    let thread_id = string_field(&body, "thread_id")?;
-    let in_reply_to = string_field(&body, "in_reply_to")?;
+    let sender_ref = string_value(body.id.as_ref(), "id")?;
+    let thread_id = string_value(body.thread_id.as_ref(), "thread_id")?;
+    let in_reply_to = string_value(body.in_reply_to.as_ref(), "in_reply_to")?;
+    let payload = match body.payload.map(|p| p.get()) {
+        None | Some("null") => "{}".to_owned(),
+        Some(raw) => raw.to_owned(),
+    };
     if hops >= config.server.max_hops {
         tracing::warn!(sender = %sender, msg_type = %msg_type, hops, "loop detected");
         return Err(ApiError::LoopDetected {
@@ -370,7 +418,7 @@ async fn message(
         sender,
         route: route_name.to_owned(),
         msg_type,
-        payload: payload_field(&body),
+        payload,
         in_reply_to,
         hops,
         sender_ref,
@@ -783,6 +831,31 @@ async fn status(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inbound_bodies_are_classified() {
+        let ok = parse_inbound(br#" {"type": "A", "payload": {"x": [1, "y"]}, "extra": 5}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            ok.payload.map(|p| p.get()),
+            Some(r#"{"x": [1, "y"]}"#),
+            "kept as sent"
+        );
+        let cases: &[(&[u8], &str)] = &[
+            (b"[1]", "not_object"),
+            (b"\"TASK\"", "not_object"),
+            (b"[1", "bad_json"),
+            (b"", "bad_json"),
+            (b"{\"type\": ", "bad_json"),
+            (br#"{"type": "A", "type": "B"}"#, "bad_field"),
+        ];
+        for (body, code) in cases {
+            match parse_inbound(body) {
+                Ok(_) => panic!("{:?} parsed", String::from_utf8_lossy(body)),
+                Err(e) => assert_eq!(e.code(), *code, "{:?}: {e}", String::from_utf8_lossy(body)),
+            }
+        }
+    }
 
     #[test]
     fn percent_decoding() {

@@ -1122,27 +1122,38 @@ fn commit_batch(conn: &mut Connection, batch: &[Job]) -> Vec<Result<Applied, Sto
 
 /// Applies a batch in one transaction. Without `isolate`, the first failing write aborts the whole
 /// batch (`Err`); with it, each write runs in a savepoint and fails alone.
+///
+/// Transaction control goes through cached statements: `Connection::transaction` would parse
+/// `BEGIN`/`COMMIT` again for every batch.
 fn apply_batch(
     conn: &mut Connection,
     batch: &[Job],
     isolate: bool,
 ) -> Result<Vec<Result<Applied, StoreError>>, rusqlite::Error> {
-    let mut tx = conn.transaction()?;
+    fn exec(conn: &Connection, sql: &str) -> Result<(), rusqlite::Error> {
+        conn.prepare_cached(sql)?.execute([]).map(drop)
+    }
+    exec(conn, "BEGIN")?;
     let mut results = Vec::with_capacity(batch.len());
     for job in batch {
         if isolate {
-            let r = (|| {
-                let sp = tx.savepoint()?;
-                let applied = apply(&sp, &job.write)?;
-                sp.commit()?;
-                Ok::<Applied, StoreError>(applied)
-            })();
-            results.push(r);
-        } else {
-            match apply(&tx, &job.write) {
-                Ok(applied) => results.push(Ok(applied)),
-                // Dropping the transaction rolls it back.
+            exec(conn, "SAVEPOINT w")?;
+            match apply(conn, &job.write) {
+                Ok(applied) => {
+                    exec(conn, "RELEASE w")?;
+                    results.push(Ok(applied));
+                }
                 Err(e) => {
+                    exec(conn, "ROLLBACK TO w")?;
+                    exec(conn, "RELEASE w")?;
+                    results.push(Err(e));
+                }
+            }
+        } else {
+            match apply(conn, &job.write) {
+                Ok(applied) => results.push(Ok(applied)),
+                Err(e) => {
+                    let _ = exec(conn, "ROLLBACK");
                     return Err(rusqlite::Error::ToSqlConversionFailure(
                         e.to_string().into(),
                     ));
@@ -1150,7 +1161,10 @@ fn apply_batch(
             }
         }
     }
-    tx.commit()?;
+    if let Err(e) = exec(conn, "COMMIT") {
+        let _ = exec(conn, "ROLLBACK");
+        return Err(e);
+    }
     Ok(results)
 }
 
