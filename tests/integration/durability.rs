@@ -320,6 +320,11 @@ impl BinHost {
             .unwrap()
             .success();
         assert!(ok, "kill -TERM failed");
+        self.sigterm_wait()
+    }
+
+    /// Waits for the process to exit after a SIGTERM already sent.
+    fn sigterm_wait(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -659,4 +664,88 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
 /// Milliseconds since the epoch, as the store counts.
 fn store_now() -> i64 {
     agent_inbox::store::now_ms()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let command = format!(
+        r#"["python3", "{}", "--wait-for", "{}", "--reply", "DONE"]"#,
+        agent_script(),
+        gate.display()
+    );
+    let addr = free_addr();
+    let toml = bin_config(addr, &peer.url(), &command, "", r#"["0s", "200ms"]"#)
+        .replace("drain_secs = 0", "drain_secs = 30");
+    let client = http_client();
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
+    let headers = [
+        ("x-shared-secret", TONY),
+        ("content-type", "application/json"),
+    ];
+    let (_, ack) = try_request(
+        &client,
+        "POST",
+        &host.url("/message"),
+        &headers,
+        json!({"type": "TASK"}).to_string(),
+    )
+    .await
+    .unwrap();
+    let id = ack["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(30), "the turn to run", || {
+        let (client, host, id) = (&client, &host, &id);
+        async move { (view(client, host, id).await["turn"]["state"] == "running").then_some(()) }
+    })
+    .await;
+
+    let pid = host.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .arg(&pid)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Draining: new messages are refused with a retryable 503, the server still answers.
+    let refused = eventually(
+        Duration::from_secs(10),
+        "new messages to be refused",
+        || {
+            let (client, url) = (&client, host.url("/message"));
+            async move {
+                match try_request(
+                    client,
+                    "POST",
+                    &url,
+                    &headers,
+                    json!({"type": "TASK"}).to_string(),
+                )
+                .await
+                {
+                    Ok((503, v)) => Some(v),
+                    _ => None,
+                }
+            }
+        },
+    )
+    .await;
+    assert_eq!(refused["error"]["code"], "shutting_down");
+    // The running agent can still reply through /send, and its turn finishes before the exit.
+    std::fs::write(&gate, b"go").unwrap();
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
+    let status = host.sigterm_wait();
+    assert!(status.success(), "{status:?}");
+    // After a restart the turn is done, not interrupted.
+    let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
+    let v = view(&client, &host, &id).await;
+    assert_eq!(
+        (v["turn"]["state"].as_str(), v["turn"]["attempts"].as_u64()),
+        (Some("done"), Some(1)),
+        "{v:#}"
+    );
+    drop(host);
 }
