@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use crate::Inbox;
 use crate::config::RouteKind;
 use crate::router::NoRoute;
-use crate::snapshot::Snapshot;
+use crate::snapshot::{RoutePlugin, Snapshot};
 use crate::store::{
     Dedup, Delivery, Inserted, Message, MessageFilter, Reply, StoreError, Turn, TurnState, now_ms,
 };
@@ -82,6 +82,24 @@ pub enum ApiError {
     /// The request conflicts with the resource's state.
     #[error("{0}")]
     Conflict(String),
+    /// A route's plugin refused the message or reply.
+    #[error("{reason}")]
+    PluginRejected {
+        /// The plugin's name.
+        plugin: String,
+        /// The 4xx status it chose.
+        status: u16,
+        /// Its reason, for the sender.
+        reason: String,
+    },
+    /// A route's plugin failed (trap, deadline, memory cap, invalid answer).
+    #[error("plugin {plugin} failed: {detail}")]
+    PluginFailed {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        detail: String,
+    },
     /// A reload was asked for and failed; the old config stays.
     #[error("reload failed; the previous config stays in force: {0}")]
     ReloadFailed(String),
@@ -119,6 +137,10 @@ impl ApiError {
             ApiError::NotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PluginRejected { status, .. } => {
+                StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+            }
+            ApiError::PluginFailed { .. } => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::QueueFull(_) | ApiError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -140,6 +162,8 @@ impl ApiError {
             ApiError::NotFound => "not_found",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
+            ApiError::PluginRejected { .. } => "plugin_rejected",
+            ApiError::PluginFailed { .. } => "plugin_failed",
             ApiError::ReloadFailed(_) => "reload_failed",
             ApiError::QueueFull(_) => "queue_full",
             ApiError::ShuttingDown => "shutting_down",
@@ -148,8 +172,12 @@ impl ApiError {
     }
 
     fn into_response(self) -> Response<Body> {
-        if let ApiError::Internal(e) = &self {
-            tracing::error!(error = format!("{e:#}"), "internal error");
+        match &self {
+            ApiError::Internal(e) => tracing::error!(error = format!("{e:#}"), "internal error"),
+            ApiError::PluginFailed { plugin, detail } => {
+                tracing::error!(plugin = %plugin, error = %detail, "plugin failed")
+            }
+            _ => {}
         }
         let mut extra = serde_json::Map::new();
         match &self {
@@ -158,6 +186,9 @@ impl ApiError {
             }
             ApiError::UnknownReplyType { allowed, .. } => {
                 extra.insert("allowed".into(), json!(allowed));
+            }
+            ApiError::PluginRejected { plugin, .. } | ApiError::PluginFailed { plugin, .. } => {
+                extra.insert("plugin".into(), json!(plugin));
             }
             _ => {}
         }
@@ -409,11 +440,29 @@ async fn message(
             max: config.server.max_hops,
         });
     }
-    let route_name = snap.router.route(&sender, &msg_type)?;
-    let route = &config.routes[route_name];
+    let routed = snap.router.route(&sender, &msg_type)?;
     let id = crate::new_id();
+    let thread_id = thread_id.unwrap_or_else(|| id.clone());
+    // The inbound hook: a route's plugin may accept, rewrite, move or refuse the message.
+    let (route_name, msg_type, payload) = match snap.plugins.get(routed) {
+        None => (routed, msg_type, payload),
+        Some(p) => {
+            let m = crate::plugins::Message {
+                id: id.clone(),
+                route: routed.to_owned(),
+                sender: sender.clone(),
+                msg_type,
+                payload,
+                thread_id: thread_id.clone(),
+                in_reply_to: in_reply_to.clone(),
+                hops,
+            };
+            check_message(snap, p, &m).await?
+        }
+    };
+    let route = &config.routes[route_name];
     let message = Message {
-        thread_id: thread_id.unwrap_or_else(|| id.clone()),
+        thread_id,
         id,
         sender,
         route: route_name.to_owned(),
@@ -494,12 +543,25 @@ async fn send(
             allowed: route.reply_types.clone(),
         });
     }
+    let mut payload = payload_field(&body);
+    let mut msg_type = msg_type;
+    let mut to = route.reply_to.clone();
+    // The reply hook: a route's plugin may accept, rewrite, narrow the peers of, or refuse a reply.
+    if let Some(p) = snap.plugins.get(&grant.route) {
+        let answered = inbox
+            .store
+            .message(grant.message_id.clone())
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("the message of a valid token is gone"))?;
+        let reply = crate::plugins::Reply { msg_type, payload };
+        (msg_type, payload, to) = check_reply(p, route, &plugin_message(&answered), reply).await?;
+    }
     let reply = Reply {
         id: crate::new_id(),
         in_reply_to: Some(grant.message_id.clone()),
         route: Some(grant.route.clone()),
         msg_type,
-        payload: payload_field(&body),
+        payload,
         thread_id: grant.thread_id,
         hops: grant.hops + 1,
         created_at: now_ms(),
@@ -507,17 +569,157 @@ async fn send(
     let id = reply.id.clone();
     tracing::info!(
         reply = %id, message_id = %grant.message_id, route = %grant.route, msg_type = %reply.msg_type,
-        peers = ?route.reply_to, "reply queued"
+        peers = ?to, "reply queued"
     );
-    inbox
-        .store
-        .insert_reply(reply, route.reply_to.clone())
-        .await?;
+    inbox.store.insert_reply(reply, to).await?;
     inbox.relay.wake();
     Ok(json_response(
         StatusCode::ACCEPTED,
         &json!({"status": "queued", "id": id}),
     ))
+}
+
+/// The plugin's view of a stored message.
+pub(crate) fn plugin_message(m: &Message) -> crate::plugins::Message {
+    crate::plugins::Message {
+        id: m.id.clone(),
+        route: m.route.clone(),
+        sender: m.sender.clone(),
+        msg_type: m.msg_type.clone(),
+        payload: m.payload.clone(),
+        thread_id: m.thread_id.clone(),
+        in_reply_to: m.in_reply_to.clone(),
+        hops: m.hops,
+    }
+}
+
+fn plugin_failed(p: &RoutePlugin, detail: impl std::fmt::Display) -> ApiError {
+    ApiError::PluginFailed {
+        plugin: p.name().to_owned(),
+        detail: detail.to_string(),
+    }
+}
+
+/// Whether `route` takes `msg_type` from `sender` (named, or by its `"*"`).
+fn route_accepts(route: &crate::config::Route, sender: &str, msg_type: &str) -> bool {
+    route.from.iter().any(|f| f == sender)
+        && route
+            .types
+            .iter()
+            .any(|t| t == msg_type || t == crate::config::WILDCARD)
+}
+
+/// Runs a route's check-message hook; returns the route, type and payload to use.
+async fn check_message<'s>(
+    snap: &'s Snapshot,
+    p: &RoutePlugin,
+    m: &crate::plugins::Message,
+) -> Result<(&'s str, String, String), ApiError> {
+    use crate::plugins::MessageVerdict as V;
+    let verdict = p
+        .plugin
+        .check_message(m, &p.spec.config_json)
+        .await
+        .map_err(|e| plugin_failed(p, e))?;
+    let (route, rewrite) = match verdict {
+        V::Accept => {
+            return Ok((
+                route_name(snap, &m.route),
+                m.msg_type.clone(),
+                m.payload.clone(),
+            ));
+        }
+        V::Reject(r) => {
+            tracing::info!(plugin = %p.name(), message_id = %m.id, status = r.status, reason = %r.reason, "plugin rejected a message");
+            return Err(ApiError::PluginRejected {
+                plugin: p.name().to_owned(),
+                status: r.status,
+                reason: r.reason,
+            });
+        }
+        V::Rewrite(rw) => (m.route.clone(), Some(rw)),
+        V::RouteTo { route, rewrite } => (route, rewrite),
+    };
+    let (msg_type, payload) = match rewrite {
+        Some(rw) => (rw.msg_type, rw.payload),
+        None => (m.msg_type.clone(), m.payload.clone()),
+    };
+    // The target must take this sender and the resulting type, like any message it gets.
+    let Some((name, target)) = snap.config.routes.get_key_value(&route) else {
+        return Err(plugin_failed(
+            p,
+            format!("it routed to {route:?}, which is not a route"),
+        ));
+    };
+    if !route_accepts(target, &m.sender, &msg_type) {
+        return Err(plugin_failed(
+            p,
+            format!(
+                "route {route} does not take type {msg_type:?} from {}",
+                m.sender
+            ),
+        ));
+    }
+    if route != m.route {
+        tracing::info!(plugin = %p.name(), message_id = %m.id, from = %m.route, to = %route, "plugin routed a message");
+    }
+    Ok((name.as_str(), msg_type, payload))
+}
+
+fn route_name<'s>(snap: &'s Snapshot, name: &str) -> &'s str {
+    snap.config
+        .routes
+        .get_key_value(name)
+        .map(|(k, _)| k.as_str())
+        .unwrap_or_default()
+}
+
+/// Runs a route's check-reply hook; returns the type, payload and peers to relay to.
+async fn check_reply(
+    p: &RoutePlugin,
+    route: &crate::config::Route,
+    answered: &crate::plugins::Message,
+    reply: crate::plugins::Reply,
+) -> Result<(String, String, Vec<String>), ApiError> {
+    use crate::plugins::ReplyVerdict as V;
+    let verdict = p
+        .plugin
+        .check_reply(answered, &reply, &route.reply_to, &p.spec.config_json)
+        .await
+        .map_err(|e| plugin_failed(p, e))?;
+    match verdict {
+        V::Accept => Ok((reply.msg_type, reply.payload, route.reply_to.clone())),
+        V::Reject(r) => {
+            tracing::info!(plugin = %p.name(), message_id = %answered.id, status = r.status, reason = %r.reason, "plugin rejected a reply");
+            Err(ApiError::PluginRejected {
+                plugin: p.name().to_owned(),
+                status: r.status,
+                reason: r.reason,
+            })
+        }
+        V::Relay { rewrite, to } => {
+            let (msg_type, payload) = match rewrite {
+                Some(rw) => (rw.msg_type, rw.payload),
+                None => (reply.msg_type, reply.payload),
+            };
+            if !route.reply_types.contains(&msg_type) {
+                return Err(plugin_failed(
+                    p,
+                    format!(
+                        "it rewrote the reply to type {msg_type:?}, which the route does not allow"
+                    ),
+                ));
+            }
+            let to = to.unwrap_or_else(|| route.reply_to.clone());
+            if let Some(bad) = to.iter().find(|peer| !route.reply_to.contains(peer)) {
+                return Err(plugin_failed(
+                    p,
+                    format!("it chose peer {bad:?}, which is not in reply_to"),
+                ));
+            }
+            Ok((msg_type, payload, to))
+        }
+    }
 }
 
 /// Who is reading: the admin sees everything, a peer sees its own messages and replies to it.

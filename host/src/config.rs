@@ -98,6 +98,8 @@ mod schema {
         pub(super) reply_to: Vec<String>,
         #[serde(default)]
         pub(super) mailbox: bool,
+        #[serde(default)]
+        pub(super) internal: bool,
         pub(super) agent: Option<Agent>,
         pub(super) plugin: Option<String>,
         pub(super) plugin_config: Option<toml::Table>,
@@ -237,6 +239,8 @@ pub struct Route {
     pub kind: RouteKind,
     /// The route's plugin, if it has one.
     pub plugin: Option<PluginSpec>,
+    /// Reached only through another route's plugin (route-to), never by sender and type.
+    pub internal: bool,
 }
 
 /// A route's plugin: which component, its `plugin_config`, its limits.
@@ -789,7 +793,8 @@ fn validate(
                 }
             }
         }
-        for peer in &r.from {
+        // An internal route is never matched by sender and type, so it cannot overlap.
+        for peer in r.from.iter().filter(|_| !r.internal) {
             for t in &r.types {
                 let key = (peer.clone(), t.clone());
                 if let Some(other) = claimed.get(&key) {
@@ -867,6 +872,7 @@ fn validate(
             name.clone(),
             Route {
                 plugin,
+                internal: r.internal,
                 name: name.clone(),
                 from: r.from.clone(),
                 types: r.types.clone(),

@@ -9,6 +9,7 @@
 //! - [`store`]: durable state in SQLite with group commit.
 //! - [`turns`]: per-route queues and the life of one agent turn.
 //! - [`agent`]: running one agent subprocess, bounded in time and output.
+//! - [`plugins`]: the WebAssembly plugin engine (wasmtime), sandboxed hook calls.
 //! - [`prompt`]: the text the agent receives, with reply instructions.
 //! - [`relay`]: delivering replies to peers with retries.
 //! - [`reload`]: watching routes.toml and its plugins, swapping in a new snapshot.
@@ -20,6 +21,7 @@ pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod plugins;
 pub mod prompt;
 pub mod relay;
 pub mod reload;
@@ -75,7 +77,15 @@ pub async fn run(
     let max_in_flight = config.relay.max_in_flight;
     let drain = config.server.drain;
     let source = config.source.clone();
-    let active = snapshot::active(Snapshot::new(config));
+    let engine = snapshot::engine(&config).context("cannot start the plugin engine")?;
+    let first = {
+        let engine = engine.clone();
+        tokio::task::spawn_blocking(move || Snapshot::build(config, &engine))
+            .await
+            .context("the plugin loader failed")?
+            .map_err(|e| anyhow::anyhow!("cannot load plugins: {e}"))?
+    };
+    let active = snapshot::active(first);
     let relay = Relay::new(store.clone(), active.clone(), max_in_flight);
     let active_for_reload = active.clone();
     let turns = Turns::new(store.clone(), active.clone(), relay.clone());
@@ -87,7 +97,7 @@ pub async fn run(
         turns: turns.clone(),
         relay: relay.clone(),
         reloader: source.map(|path| {
-            let build: reload::Builder = Arc::new(|config| Ok(Snapshot::new(config)));
+            let build: reload::Builder = Arc::new(move |config| Snapshot::build(config, &engine));
             reload::Reloader::new(path, active_for_reload, build)
         }),
     });

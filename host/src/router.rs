@@ -42,7 +42,8 @@ impl Router {
         let mut by_sender_type = HashMap::new();
         let mut fallback = HashMap::new();
         let mut types: HashMap<String, BTreeSet<String>> = HashMap::new();
-        for route in config.routes.values() {
+        // Internal routes are reached only through a plugin's route-to.
+        for route in config.routes.values().filter(|r| !r.internal) {
             for peer in &route.from {
                 for t in &route.types {
                     if t == WILDCARD {

@@ -357,7 +357,46 @@ impl Turns {
             )
             .to_string(),
         };
-        let prompt = prompt::render(&message, &ctx);
+        // The turn-rendering hook: a route's plugin may write the agent's text itself.
+        let prompt = match snap.plugins.get(route_name) {
+            None => prompt::render(&message, &ctx),
+            Some(p) => {
+                let plugin_ctx = crate::plugins::ReplyContext {
+                    url: ctx.url.clone(),
+                    auth_header: format!("Authorization: Bearer {}", ctx.token),
+                    reply_types: ctx.reply_types.clone(),
+                    deadline: ctx.deadline.clone(),
+                };
+                let m = crate::api::plugin_message(&message);
+                match p
+                    .plugin
+                    .render_turn(&m, &plugin_ctx, &p.spec.config_json)
+                    .await
+                {
+                    Ok(Some(text)) => text,
+                    Ok(None) => prompt::render(&message, &ctx),
+                    Err(e) => {
+                        tracing::error!(message_id = %id, plugin = %p.name(), error = %e, "render-turn failed");
+                        let end = TurnEnd {
+                            state: TurnState::Failed,
+                            exit_code: None,
+                            signal: None,
+                            error: Some(format!("plugin_failed: plugin {} failed: {e}", p.name())),
+                            duration_ms: 0,
+                            stdout_tail: String::new(),
+                            stderr_tail: String::new(),
+                        };
+                        let token_expires = now_ms() + grace.as_millis() as i64;
+                        self.store.end_turn(id, end.clone(), token_expires).await?;
+                        if settings.on_failure == OnFailure::Notify {
+                            self.notify_failure(&message, route_name, &end, route.reply_to.clone())
+                                .await?;
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+        };
         tracing::info!(message_id = %id, route = %route_name, thread = %message.thread_id, "turn started");
         let outcome = agent::run(invocation(snap, settings, &message, prompt, &url, token)).await;
         let state = match outcome.ending {

@@ -17,6 +17,7 @@ p.add_argument("--running-dir", help="directory: mark this turn running there, r
 p.add_argument("--fork-sleeper", help="fork a long sleep and write its pid to this file")
 p.add_argument("--reply", action="append", default=[], help="reply with this type (repeatable)")
 p.add_argument("--exit", type=int, default=0)
+p.add_argument("--payload", help="reply with this JSON payload instead of the default object")
 args = p.parse_args()
 
 # First thing, before the slower imports: a turn with a short timeout must not be killed before the
@@ -68,7 +69,8 @@ if args.sleep:
     time.sleep(args.sleep)
 
 for t in args.reply:
-    body = json.dumps({"type": t, "payload": {"from_message": mid, "note": "reply " + t}}).encode()
+    payload = json.loads(args.payload) if args.payload else {"from_message": mid, "note": "reply " + t}
+    body = json.dumps({"type": t, "payload": payload}).encode()
     req = urllib.request.Request(
         os.environ["INBOX_REPLY_URL"],
         data=body,

@@ -5,6 +5,7 @@ mod core_loop;
 mod durability;
 mod errors;
 mod loops;
+mod plugins;
 mod reads;
 mod relay;
 mod reload;

@@ -371,3 +371,53 @@ pub fn unused_addr() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr")
 }
+
+/// Builds the plugins in `plugins/` for `wasm32-wasip2` once per test run and returns the path of
+/// one component (`name` as in its Cargo.toml, e.g. `task-schema`).
+///
+/// The nested cargo gets its own target dir: the outer `cargo test` holds the lock on the usual one.
+pub fn plugin_wasm(name: &str) -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    let dir = BUILT
+        .get_or_init(build_plugins)
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"));
+    dir.join(format!("{}.wasm", name.replace('-', "_")))
+}
+
+fn build_plugins() -> Result<PathBuf, String> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?;
+    let target = root.join("target").join("plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .current_dir(root)
+        .args(["build", "--release", "--target", "wasm32-wasip2"])
+        .args([
+            "-p",
+            "task-schema",
+            "-p",
+            "reply-instructions",
+            "-p",
+            "hostile",
+        ])
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .map_err(|e| format!("cannot run cargo to build the plugins: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building the plugins failed (is the wasm32-wasip2 target installed? \
+             `rustup target add wasm32-wasip2`):\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(target.join("wasm32-wasip2").join("release"))
+}
+
+/// Copies plugin `name` into `dir` as `file` (so a test can replace it without touching others).
+pub fn install_plugin(name: &str, dir: &Path, file: &str) -> PathBuf {
+    let dest = dir.join(file);
+    std::fs::copy(plugin_wasm(name), &dest).expect("copy plugin");
+    dest
+}

@@ -1,0 +1,955 @@
+//! The WebAssembly plugin engine: it owns the process's one wasmtime engine and its epoch ticker,
+//! compiles plugin components (`wit/plugin.wit`) once and caches them on disk, and runs each hook
+//! call sandboxed (memory cap, deadline, no filesystem, network, environment or arguments).
+//!
+//! The rest of the host sees only the plain types here ([`Message`], [`MessageVerdict`], …) and
+//! [`PluginError`]; the generated bindings stay private to this module.
+
+mod cache;
+mod sandbox;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use sandbox::{DeadlineExceeded, MemoryCapExceeded, State};
+
+/// Generated bindings for the `plugin` world; private so that wasmtime types never leak out.
+mod bindings {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "plugin",
+        imports: { default: async },
+        exports: { default: async },
+    });
+}
+
+use bindings::agent_inbox::plugin::types as wit;
+
+/// How long the ticker waits between epoch increments unless [`EngineConfig`] says otherwise.
+///
+/// Every tick that lands while a plugin runs makes it yield to tokio once and re-checks its
+/// deadline, so 1 ms bounds both how long a plugin can hold a runtime worker and how late a
+/// deadline fires; one wake-up per millisecond costs the process next to nothing.
+pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Sizes of the shared engine: its instance pool and epoch ticker.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Component instances alive at once across all plugins: calls in flight plus idle warm
+    /// instances. A call past this fails with [`PluginError::Overloaded`].
+    pub max_instances: u32,
+    /// The most linear memory one instance may use, in bytes; no plugin's
+    /// [`Limits::memory_bytes`] may exceed it.
+    pub max_memory_bytes: usize,
+    /// Core module instances in one component (a Python or JS component has dozens).
+    pub max_core_instances_per_component: u32,
+    /// Linear memories in one component.
+    pub max_memories_per_component: u32,
+    /// Tables in one component.
+    pub max_tables_per_component: u32,
+    /// Elements in one table (an interpreter's function table can be large).
+    pub max_table_elements: usize,
+    /// How often the ticker thread advances the epoch; see [`DEFAULT_EPOCH_TICK`].
+    pub epoch_tick: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            max_instances: 64,
+            max_memory_bytes: 256 << 20,
+            max_core_instances_per_component: 100,
+            max_memories_per_component: 4,
+            max_tables_per_component: 32,
+            max_table_elements: 100_000,
+            epoch_tick: DEFAULT_EPOCH_TICK,
+        }
+    }
+}
+
+/// Per-plugin limits, enforced on every call.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory the instance may use in all, in bytes (default 16 MiB).
+    pub memory_bytes: usize,
+    /// Wall-clock time a call may take (default 50 ms). Instantiating a fresh instance gets the
+    /// same budget again, separately, so slow start-up code cannot eat into the call's.
+    pub deadline: Duration,
+    /// Core module instances per store (default 100: components made from JS or Python have
+    /// dozens). The engine's per-component ceilings in [`EngineConfig`] apply as well.
+    pub max_core_instances: usize,
+    /// Tables per store (default 32).
+    pub max_tables: usize,
+    /// Linear memories per store (default 4).
+    pub max_memories: usize,
+    /// Bytes of stdout and of stderr kept per call; the rest is dropped (default 16 KiB).
+    pub max_output_bytes: usize,
+    /// Host log lines kept per call; the rest are dropped (default 100).
+    pub max_log_lines: u32,
+    /// Whether each call gets a fresh instance or reuses a warm one.
+    pub reuse: Reuse,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 16 << 20,
+            deadline: Duration::from_millis(50),
+            max_core_instances: 100,
+            max_tables: 32,
+            max_memories: 4,
+            max_output_bytes: 16 << 10,
+            max_log_lines: 100,
+            reuse: Reuse::Fresh,
+        }
+    }
+}
+
+/// Instance reuse policy of a plugin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Reuse {
+    /// A fresh instance per call: no state survives a call (the default, and what the WIT promises).
+    #[default]
+    Fresh,
+    /// One instance serves up to `max_calls` calls in turn, for plugins whose instantiation is slow
+    /// (JS, Python). An instance that fails is dropped, never reused.
+    Warm {
+        /// Calls one instance serves before it is replaced.
+        max_calls: u32,
+    },
+}
+
+/// A message as a plugin sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// The inbox's id for it.
+    pub id: String,
+    /// The route that took it.
+    pub route: String,
+    /// The peer that sent it.
+    pub sender: String,
+    /// Its type, e.g. "TASK".
+    pub msg_type: String,
+    /// Its payload as JSON text.
+    pub payload: String,
+    /// The conversation it belongs to.
+    pub thread_id: String,
+    /// The message it answers, if the sender said.
+    pub in_reply_to: Option<String>,
+    /// Relays so far in its thread.
+    pub hops: u32,
+}
+
+/// A new type and payload for a message or reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    /// The type to use instead.
+    pub msg_type: String,
+    /// The payload to use instead, as JSON text (checked to parse).
+    pub payload: String,
+}
+
+/// A refusal that reaches the sender as `plugin_rejected`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// HTTP status, always 400 to 499 (the engine turns anything else into 422).
+    pub status: u16,
+    /// Why, in the plugin's words.
+    pub reason: String,
+}
+
+/// What `check-message` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageVerdict {
+    /// Take the message as it is, on its route.
+    Accept,
+    /// Take it with a new type and payload, on its route.
+    Rewrite(Rewrite),
+    /// Take it on another route, perhaps rewritten.
+    RouteTo {
+        /// The route to run instead (not empty).
+        route: String,
+        /// A new type and payload, if any.
+        rewrite: Option<Rewrite>,
+    },
+    /// Refuse it.
+    Reject(Rejection),
+}
+
+/// What the agent needs to reply; `render-turn` builds its instructions from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyContext {
+    /// Full URL of `POST /send`.
+    pub url: String,
+    /// The header the agent must send, e.g. "Authorization: Bearer rt_…" (a secret).
+    pub auth_header: String,
+    /// Types the agent may reply with; empty means no reply is expected.
+    pub reply_types: Vec<String>,
+    /// When the reply token stops working (RFC 3339).
+    pub deadline: String,
+}
+
+/// A reply an agent sent on `POST /send`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload as JSON text.
+    pub payload: String,
+}
+
+/// What `check-reply` decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReplyVerdict {
+    /// Relay it as it is to every peer in the route's `reply_to`.
+    Accept,
+    /// Relay it, perhaps rewritten, to some peers.
+    Relay {
+        /// A new type and payload, if any (the router checks the type against the reply types).
+        rewrite: Option<Rewrite>,
+        /// Which peers get it, each one of the `reply_to` passed in; `None` means all of them.
+        to: Option<Vec<String>>,
+    },
+    /// Refuse it.
+    Reject(Rejection),
+}
+
+/// Why a plugin could not be loaded or a hook call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The file could not be read or compiled, is not a component, or does not fit the `plugin`
+    /// world (missing exports, imports the host does not offer).
+    #[error("plugin `{plugin}`: cannot load {path}: {reason}")]
+    Load {
+        /// The plugin's name.
+        plugin: String,
+        /// The file it was loaded from.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Every instance slot of the engine is in use.
+    #[error("plugin `{plugin}`: no free instance slot (too many plugin calls at once)")]
+    Overloaded {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// An instance could not be created for a reason other than the ones below.
+    #[error("plugin `{plugin}`: cannot instantiate: {reason}")]
+    Instantiate {
+        /// The plugin's name.
+        plugin: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The plugin trapped: a Rust panic, `unreachable`, an out-of-bounds access, a host-side error.
+    #[error("plugin `{plugin}` trapped: {message}{}", stderr_suffix(.stderr))]
+    Trap {
+        /// The trap, e.g. "wasm `unreachable` instruction executed".
+        message: String,
+        /// The end of what the plugin wrote to stderr during the call (a Rust panic message is
+        /// there), empty if nothing.
+        stderr: String,
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// The call ran past its deadline and was stopped.
+    #[error("plugin `{plugin}` exceeded its deadline of {} ms", .deadline.as_millis())]
+    Deadline {
+        /// The plugin's name.
+        plugin: String,
+        /// The deadline it had.
+        deadline: Duration,
+    },
+    /// The plugin tried to grow its memory past its cap and was stopped.
+    #[error("plugin `{plugin}` hit its memory cap of {limit_bytes} bytes (wanted {wanted_bytes})")]
+    Memory {
+        /// The plugin's name.
+        plugin: String,
+        /// The cap.
+        limit_bytes: usize,
+        /// The total it asked for.
+        wanted_bytes: usize,
+    },
+    /// The hook returned something the host cannot use, e.g. a rewrite whose payload is not JSON.
+    #[error("plugin `{plugin}` returned an invalid result from {hook}: {reason}")]
+    InvalidResult {
+        /// The plugin's name.
+        plugin: String,
+        /// The hook, e.g. "check-message".
+        hook: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+impl PluginError {
+    /// A short stable name of the variant, for logs and metrics ("load", "trap", "deadline", …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Load { .. } => "load",
+            Self::Overloaded { .. } => "overloaded",
+            Self::Instantiate { .. } => "instantiate",
+            Self::Trap { .. } => "trap",
+            Self::Deadline { .. } => "deadline",
+            Self::Memory { .. } => "memory",
+            Self::InvalidResult { .. } => "invalid_result",
+        }
+    }
+}
+
+fn stderr_suffix(stderr: &str) -> String {
+    if stderr.is_empty() {
+        String::new()
+    } else {
+        format!(" (stderr: {stderr})")
+    }
+}
+
+/// The process's plugin engine: one wasmtime engine with its instance pool, the WASI and host
+/// imports, and the epoch ticker thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<EngineInner>,
+}
+
+struct EngineInner {
+    wasmtime: wasmtime::Engine,
+    linker: Linker<State>,
+    config: EngineConfig,
+    /// Hex digest of the engine's compile settings, part of every cache file name.
+    compat_hash: String,
+}
+
+impl fmt::Debug for Engine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .field("compat_hash", &self.inner.compat_hash)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Creates the engine and starts its epoch ticker thread, which stops once the engine and
+    /// every plugin loaded from it are dropped.
+    pub fn new(config: EngineConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(config.max_instances > 0, "max_instances must be at least 1");
+        anyhow::ensure!(!config.epoch_tick.is_zero(), "epoch_tick must not be zero");
+        let instances = config.max_instances;
+        let mut pool = wasmtime::PoolingAllocationConfig::new();
+        pool.total_component_instances(instances)
+            .total_core_instances(instances.saturating_mul(config.max_core_instances_per_component))
+            .total_memories(instances.saturating_mul(config.max_memories_per_component))
+            .total_tables(instances.saturating_mul(config.max_tables_per_component))
+            // Async calls run on fiber stacks; a warm instance keeps its stack while idle.
+            .total_stacks(instances)
+            .max_core_instances_per_component(config.max_core_instances_per_component)
+            .max_memories_per_component(config.max_memories_per_component)
+            .max_tables_per_component(config.max_tables_per_component)
+            // Core modules made by toolchains use one table, rarely two; each allowed table makes
+            // every instance's context bigger.
+            .max_tables_per_module(2)
+            .max_memory_size(config.max_memory_bytes)
+            .table_elements(config.max_table_elements);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .strategy(wasmtime::Strategy::Cranelift)
+            .cranelift_opt_level(wasmtime::OptLevel::Speed)
+            // Fixed rather than read from WASMTIME_BACKTRACE_DETAILS, so the compile settings (and
+            // so the cache key) do not depend on the environment.
+            .wasm_backtrace_details(wasmtime::WasmBacktraceDetails::Disable)
+            .allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool));
+        let wasmtime = wasmtime::Engine::new(&wasm)?;
+
+        let mut linker = Linker::<State>::new(&wasmtime);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
+        bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
+
+        let compat_hash = cache::engine_hash(&wasmtime);
+        spawn_epoch_ticker(wasmtime.weak(), config.epoch_tick)?;
+        Ok(Self {
+            inner: Arc::new(EngineInner {
+                wasmtime,
+                linker,
+                config,
+                compat_hash,
+            }),
+        })
+    }
+
+    /// The configuration the engine was created with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Loads the component at `wasm_path` as plugin `name`: compiles it, or reads the compiled
+    /// artifact from `cache_dir` when an earlier load (of the same bytes, by a compatible engine)
+    /// left one there, then checks it against the `plugin` world and pre-instantiates it.
+    ///
+    /// This blocks for as long as compilation takes (up to seconds for a big component): call it
+    /// from `spawn_blocking`, or use [`Engine::load_async`]. A cache directory that cannot be
+    /// written only costs the next load a compilation.
+    pub fn load(
+        &self,
+        name: &str,
+        wasm_path: &Path,
+        cache_dir: &Path,
+        limits: Limits,
+    ) -> Result<Plugin, PluginError> {
+        let started = Instant::now();
+        let load_error = |reason: String| PluginError::Load {
+            plugin: name.to_owned(),
+            path: wasm_path.to_owned(),
+            reason,
+        };
+        self.check_limits(&limits).map_err(load_error)?;
+        let bytes =
+            std::fs::read(wasm_path).map_err(|e| load_error(format!("read failed: {e}")))?;
+        cache::check_is_component(&bytes).map_err(load_error)?;
+        let sha256 = cache::sha256_hex(&bytes);
+        let (component, from_cache) = cache::compile_or_read(
+            &self.inner.wasmtime,
+            &bytes,
+            &sha256,
+            &self.inner.compat_hash,
+            cache_dir,
+            name,
+        )
+        .map_err(|e| load_error(format!("{e:#}")))?;
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&component)
+            .map_err(|e| load_error(format!("{e:#}")))?;
+        let pre = bindings::PluginPre::new(pre).map_err(|e| {
+            load_error(format!(
+                "does not export the agent-inbox:plugin hooks interface: {e:#}"
+            ))
+        })?;
+        let load_time = started.elapsed();
+        tracing::info!(
+            plugin = name,
+            sha256 = %sha256,
+            from_cache,
+            ms = load_time.as_secs_f64() * 1e3,
+            "plugin loaded"
+        );
+        Ok(Plugin {
+            inner: Arc::new(PluginInner {
+                name: Arc::from(name),
+                sha256,
+                from_cache,
+                load_time,
+                limits,
+                pre,
+                warm: Mutex::new(None),
+            }),
+        })
+    }
+
+    /// [`Engine::load`] on tokio's blocking pool.
+    pub async fn load_async(
+        &self,
+        name: &str,
+        wasm_path: &Path,
+        cache_dir: &Path,
+        limits: Limits,
+    ) -> Result<Plugin, PluginError> {
+        let (engine, owned_name) = (self.clone(), name.to_owned());
+        let (path, cache) = (wasm_path.to_owned(), cache_dir.to_owned());
+        tokio::task::spawn_blocking(move || engine.load(&owned_name, &path, &cache, limits))
+            .await
+            .unwrap_or_else(|e| {
+                Err(PluginError::Load {
+                    plugin: name.to_owned(),
+                    path: wasm_path.to_owned(),
+                    reason: format!("loader task failed: {e}"),
+                })
+            })
+    }
+
+    fn check_limits(&self, limits: &Limits) -> Result<(), String> {
+        let max = self.inner.config.max_memory_bytes;
+        if limits.memory_bytes > max {
+            return Err(format!(
+                "memory limit {} exceeds the engine's maximum of {max} bytes",
+                limits.memory_bytes
+            ));
+        }
+        if limits.deadline.is_zero() {
+            return Err("deadline must not be zero".into());
+        }
+        if limits.reuse == (Reuse::Warm { max_calls: 0 }) {
+            return Err("warm reuse needs max_calls of at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+/// Advances the engine's epoch every `tick` until the engine is gone.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, tick: Duration) -> anyhow::Result<()> {
+    std::thread::Builder::new()
+        .name("wasm-epoch-ticker".into())
+        .spawn(move || {
+            while let Some(engine) = engine.upgrade() {
+                engine.increment_epoch();
+                // Drop the strong reference while asleep so the engine can go away.
+                drop(engine);
+                std::thread::sleep(tick);
+            }
+        })?;
+    Ok(())
+}
+
+/// A loaded plugin, ready to call. Cheap to clone and share between tasks.
+///
+/// Its hook methods must run inside a tokio runtime with timers enabled: the deadline backstop is
+/// a tokio timer and a running plugin yields to tokio at every epoch tick.
+#[derive(Clone)]
+pub struct Plugin {
+    inner: Arc<PluginInner>,
+}
+
+struct PluginInner {
+    name: Arc<str>,
+    sha256: String,
+    from_cache: bool,
+    load_time: Duration,
+    limits: Limits,
+    pre: bindings::PluginPre<State>,
+    /// The idle warm instance, if [`Reuse::Warm`]. It belongs to this `Plugin`, so a reloaded
+    /// (new) version of the plugin never inherits it.
+    warm: Mutex<Option<Instance>>,
+}
+
+impl fmt::Debug for Plugin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Plugin")
+            .field("name", &self.inner.name)
+            .field("sha256", &self.inner.sha256)
+            .field("from_cache", &self.inner.from_cache)
+            .field("limits", &self.inner.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A live instance with its store.
+struct Instance {
+    store: Store<State>,
+    hooks: bindings::Plugin,
+    calls: u32,
+}
+
+/// One hook call, in bindgen types.
+enum Call {
+    CheckMessage(wit::Message, String),
+    RenderTurn(wit::Message, wit::ReplyContext, String),
+    CheckReply(wit::Message, wit::Reply, Vec<String>, String),
+}
+
+impl Call {
+    fn hook(&self) -> &'static str {
+        match self {
+            Self::CheckMessage(..) => "check-message",
+            Self::RenderTurn(..) => "render-turn",
+            Self::CheckReply(..) => "check-reply",
+        }
+    }
+}
+
+/// What a hook returned, in bindgen types.
+enum Returned {
+    Message(wit::MessageVerdict),
+    Turn(Option<String>),
+    Reply(wit::ReplyVerdict),
+}
+
+impl Plugin {
+    /// The name it was loaded under.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Hex SHA-256 of the wasm file it was loaded from, which identifies the version.
+    pub fn sha256(&self) -> &str {
+        &self.inner.sha256
+    }
+
+    /// Whether the compiled code came from the disk cache rather than a compilation.
+    pub fn from_cache(&self) -> bool {
+        self.inner.from_cache
+    }
+
+    /// How long [`Engine::load`] took for it.
+    pub fn load_time(&self) -> Duration {
+        self.inner.load_time
+    }
+
+    /// Its limits.
+    pub fn limits(&self) -> &Limits {
+        &self.inner.limits
+    }
+
+    /// Runs `check-message` on an inbound message; `config_json` is the route's `plugin_config`.
+    pub async fn check_message(
+        &self,
+        m: &Message,
+        config_json: &str,
+    ) -> Result<MessageVerdict, PluginError> {
+        let call = Call::CheckMessage(m.into(), config_json.to_owned());
+        match self.call(call).await? {
+            Returned::Message(v) => self.message_verdict(v),
+            _ => unreachable!("check-message returns a message verdict"),
+        }
+    }
+
+    /// Runs `render-turn`: the text the agent receives, or `None` for the built-in text.
+    pub async fn render_turn(
+        &self,
+        m: &Message,
+        ctx: &ReplyContext,
+        config_json: &str,
+    ) -> Result<Option<String>, PluginError> {
+        let call = Call::RenderTurn(m.into(), ctx.into(), config_json.to_owned());
+        match self.call(call).await? {
+            Returned::Turn(text) => Ok(text),
+            _ => unreachable!("render-turn returns an optional string"),
+        }
+    }
+
+    /// Runs `check-reply` on a reply to `m`; `reply_to` are the peers the route allows.
+    pub async fn check_reply(
+        &self,
+        m: &Message,
+        reply: &Reply,
+        reply_to: &[String],
+        config_json: &str,
+    ) -> Result<ReplyVerdict, PluginError> {
+        let call = Call::CheckReply(
+            m.into(),
+            reply.into(),
+            reply_to.to_vec(),
+            config_json.to_owned(),
+        );
+        match self.call(call).await? {
+            Returned::Reply(v) => self.reply_verdict(v, reply_to),
+            _ => unreachable!("check-reply returns a reply verdict"),
+        }
+    }
+
+    /// Runs one call on a fresh or warm instance, with the plugin's limits, and turns whatever
+    /// went wrong into a [`PluginError`].
+    async fn call(&self, call: Call) -> Result<Returned, PluginError> {
+        let hook = call.hook();
+        let mut instance = match self.take_warm() {
+            Some(instance) => instance,
+            None => self.instantiate().await?,
+        };
+        let result = self.run(&mut instance, call).await;
+        let stderr = instance.store.data_mut().flush_output(hook);
+        match result {
+            Ok(returned) => {
+                instance.calls += 1;
+                self.put_back(instance);
+                Ok(returned)
+            }
+            // The instance is dropped here: after a trap or an interrupted call it is unusable.
+            Err(error) => Err(self.classify(error, instance.store.data(), stderr)),
+        }
+    }
+
+    async fn instantiate(&self) -> Result<Instance, PluginError> {
+        let limits = &self.inner.limits;
+        let mut store = Store::new(
+            self.inner.pre.engine(),
+            State::new(self.inner.name.clone(), limits),
+        );
+        store.limiter(|state| &mut state.limiter);
+        store.epoch_deadline_callback(|ctx| {
+            if Instant::now() >= ctx.data().deadline_at {
+                return Err(wasmtime::Error::new(DeadlineExceeded));
+            }
+            // Let other tasks on this runtime worker run, then check again next tick.
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        });
+        // Start-up code (a JS or Python runtime's init) runs under the same deadline as a call.
+        store.data_mut().deadline_at = Instant::now() + limits.deadline;
+        store.set_epoch_deadline(1);
+        let instantiated = tokio::time::timeout(
+            limits.deadline + BACKSTOP_GRACE,
+            self.inner.pre.instantiate_async(&mut store),
+        )
+        .await;
+        let stderr = store.data_mut().flush_output("instantiate");
+        match instantiated {
+            Ok(Ok(hooks)) => Ok(Instance {
+                store,
+                hooks,
+                calls: 0,
+            }),
+            Ok(Err(error)) => Err(match self.classify(error, store.data(), stderr) {
+                PluginError::Trap {
+                    message, plugin, ..
+                } => PluginError::Instantiate {
+                    plugin,
+                    reason: message,
+                },
+                other => other,
+            }),
+            Err(_elapsed) => Err(self.deadline_error()),
+        }
+    }
+
+    async fn run(&self, instance: &mut Instance, call: Call) -> Result<Returned, CallFailure> {
+        let deadline = self.inner.limits.deadline;
+        let Instance { store, hooks, .. } = instance;
+        store.data_mut().begin_call(deadline);
+        store.set_epoch_deadline(1);
+        let hooks = hooks.agent_inbox_plugin_hooks();
+        let future = async {
+            match call {
+                Call::CheckMessage(m, config) => hooks
+                    .call_check_message(&mut *store, &m, &config)
+                    .await
+                    .map(Returned::Message),
+                Call::RenderTurn(m, ctx, config) => hooks
+                    .call_render_turn(&mut *store, &m, &ctx, &config)
+                    .await
+                    .map(Returned::Turn),
+                Call::CheckReply(m, reply, reply_to, config) => hooks
+                    .call_check_reply(&mut *store, &m, &reply, &reply_to, &config)
+                    .await
+                    .map(Returned::Reply),
+            }
+        };
+        // The epoch callback stops wasm that computes; this backstop stops a plugin parked in a
+        // host call (e.g. a WASI sleep), which never reaches an epoch check.
+        match tokio::time::timeout(deadline + BACKSTOP_GRACE, future).await {
+            Ok(Ok(returned)) => Ok(returned),
+            Ok(Err(error)) => Err(CallFailure::Wasm(error)),
+            Err(_elapsed) => Err(CallFailure::Backstop),
+        }
+    }
+
+    fn take_warm(&self) -> Option<Instance> {
+        match self.inner.limits.reuse {
+            Reuse::Fresh => None,
+            Reuse::Warm { .. } => lock(&self.inner.warm).take(),
+        }
+    }
+
+    fn put_back(&self, instance: Instance) {
+        if let Reuse::Warm { max_calls } = self.inner.limits.reuse
+            && instance.calls < max_calls
+        {
+            let mut slot = lock(&self.inner.warm);
+            // With calls in parallel only one instance stays warm; the others are dropped.
+            if slot.is_none() {
+                *slot = Some(instance);
+            }
+        }
+    }
+
+    fn deadline_error(&self) -> PluginError {
+        PluginError::Deadline {
+            plugin: self.inner.name.to_string(),
+            deadline: self.inner.limits.deadline,
+        }
+    }
+
+    fn classify(
+        &self,
+        failure: impl Into<CallFailure>,
+        state: &State,
+        stderr: String,
+    ) -> PluginError {
+        let plugin = self.inner.name.to_string();
+        let error = match failure.into() {
+            CallFailure::Backstop => return self.deadline_error(),
+            CallFailure::Wasm(error) => error,
+        };
+        if error.downcast_ref::<DeadlineExceeded>().is_some()
+            || matches!(error.downcast_ref::<Trap>(), Some(Trap::Interrupt))
+        {
+            return self.deadline_error();
+        }
+        if let Some(cap) = error.downcast_ref::<MemoryCapExceeded>() {
+            return PluginError::Memory {
+                plugin,
+                limit_bytes: cap.limit,
+                wanted_bytes: cap.wanted,
+            };
+        }
+        if let Some(wanted) = state.limiter.denied_bytes() {
+            // The limiter said no and the plugin turned that into some other failure.
+            return PluginError::Memory {
+                plugin,
+                limit_bytes: self.inner.limits.memory_bytes,
+                wanted_bytes: wanted,
+            };
+        }
+        if error
+            .downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+            .is_some()
+        {
+            return PluginError::Overloaded { plugin };
+        }
+        let message = match error.downcast_ref::<Trap>() {
+            Some(trap) => trap.to_string(),
+            None => format!("{error:#}"),
+        };
+        PluginError::Trap {
+            message,
+            stderr,
+            plugin,
+        }
+    }
+
+    fn invalid(&self, hook: &'static str, reason: String) -> PluginError {
+        PluginError::InvalidResult {
+            plugin: self.inner.name.to_string(),
+            hook,
+            reason,
+        }
+    }
+
+    fn rewrite(&self, hook: &'static str, r: wit::Rewrite) -> Result<Rewrite, PluginError> {
+        if r.msg_type.trim().is_empty() {
+            return Err(self.invalid(hook, "rewrite has an empty type".into()));
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&r.payload) {
+            return Err(self.invalid(hook, format!("rewrite payload is not JSON: {e}")));
+        }
+        Ok(Rewrite {
+            msg_type: r.msg_type,
+            payload: r.payload,
+        })
+    }
+
+    fn message_verdict(&self, v: wit::MessageVerdict) -> Result<MessageVerdict, PluginError> {
+        const HOOK: &str = "check-message";
+        Ok(match v {
+            wit::MessageVerdict::Accept => MessageVerdict::Accept,
+            wit::MessageVerdict::Rewrite(r) => MessageVerdict::Rewrite(self.rewrite(HOOK, r)?),
+            wit::MessageVerdict::RouteTo(r) => {
+                if r.route.trim().is_empty() {
+                    return Err(self.invalid(HOOK, "route-to names no route".into()));
+                }
+                MessageVerdict::RouteTo {
+                    route: r.route,
+                    rewrite: r.rewrite.map(|w| self.rewrite(HOOK, w)).transpose()?,
+                }
+            }
+            wit::MessageVerdict::Reject(r) => MessageVerdict::Reject(r.into()),
+        })
+    }
+
+    fn reply_verdict(
+        &self,
+        v: wit::ReplyVerdict,
+        reply_to: &[String],
+    ) -> Result<ReplyVerdict, PluginError> {
+        const HOOK: &str = "check-reply";
+        Ok(match v {
+            wit::ReplyVerdict::Accept => ReplyVerdict::Accept,
+            wit::ReplyVerdict::Relay(r) => {
+                if let Some(stranger) = r.to.iter().flatten().find(|peer| !reply_to.contains(peer))
+                {
+                    return Err(self.invalid(
+                        HOOK,
+                        format!("relay names peer `{stranger}`, which is not in reply_to"),
+                    ));
+                }
+                ReplyVerdict::Relay {
+                    rewrite: r.rewrite.map(|w| self.rewrite(HOOK, w)).transpose()?,
+                    to: r.to,
+                }
+            }
+            wit::ReplyVerdict::Reject(r) => ReplyVerdict::Reject(r.into()),
+        })
+    }
+}
+
+/// Extra time the tokio backstop timer gives a call past its deadline, so that a computing plugin
+/// is normally stopped by the epoch callback (which leaves a clean trap) rather than the timer.
+const BACKSTOP_GRACE: Duration = Duration::from_millis(20);
+
+/// How a call failed before its result could be checked.
+enum CallFailure {
+    /// Wasmtime reported an error or trap.
+    Wasm(wasmtime::Error),
+    /// The backstop timer fired.
+    Backstop,
+}
+
+impl From<wasmtime::Error> for CallFailure {
+    fn from(error: wasmtime::Error) -> Self {
+        Self::Wasm(error)
+    }
+}
+
+/// Locks a mutex whose data stays consistent even if a holder panicked (it only holds an
+/// `Option<Instance>` that is swapped whole).
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl From<&Message> for wit::Message {
+    fn from(m: &Message) -> Self {
+        Self {
+            id: m.id.clone(),
+            route: m.route.clone(),
+            sender: m.sender.clone(),
+            msg_type: m.msg_type.clone(),
+            payload: m.payload.clone(),
+            thread_id: m.thread_id.clone(),
+            in_reply_to: m.in_reply_to.clone(),
+            hops: m.hops,
+        }
+    }
+}
+
+impl From<&ReplyContext> for wit::ReplyContext {
+    fn from(c: &ReplyContext) -> Self {
+        Self {
+            url: c.url.clone(),
+            auth_header: c.auth_header.clone(),
+            reply_types: c.reply_types.clone(),
+            deadline: c.deadline.clone(),
+        }
+    }
+}
+
+impl From<&Reply> for wit::Reply {
+    fn from(r: &Reply) -> Self {
+        Self {
+            msg_type: r.msg_type.clone(),
+            payload: r.payload.clone(),
+        }
+    }
+}
+
+impl From<wit::Rejection> for Rejection {
+    fn from(r: wit::Rejection) -> Self {
+        Self {
+            // The WIT contract: anything outside 400-499 counts as 422.
+            status: if (400..=499).contains(&r.status) {
+                r.status
+            } else {
+                422
+            },
+            reason: r.reason,
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! agent-inbox plugin that checks a message's payload against a small schema from `plugin_config`
+//! and can send it to another route by one of its fields.
+//!
+//! Config: `{"required": {"title": "string"}, "max_len": {"title": 200}, "defaults": {"priority": 3},
+//! "route_by": "label", "routes": {"frontend": "frontend-tasks"}}`; every key is optional. Fields
+//! missing from the payload are filled in from `defaults` (a rewrite) before it is checked.
+
+wit_bindgen::generate!({
+    path: "../../wit",
+    world: "plugin",
+});
+
+use agent_inbox::plugin::types::{
+    Message, MessageVerdict, Rejection, Reply, ReplyContext, ReplyVerdict, Reroute, Rewrite,
+};
+use exports::agent_inbox::plugin::hooks::Guest;
+use serde_json::{Map, Value};
+
+/// Status for every refusal: the payload is well-formed JSON but not what the route takes.
+const UNPROCESSABLE: u16 = 422;
+
+struct TaskSchema;
+
+impl Guest for TaskSchema {
+    fn check_message(message: Message, config: String) -> MessageVerdict {
+        let config = parse_config(&config);
+        let mut payload = match serde_json::from_str::<Value>(&message.payload) {
+            Ok(Value::Object(fields)) => fields,
+            Ok(_) => return reject("payload must be a JSON object".into()),
+            Err(e) => return reject(format!("payload is not valid JSON: {e}")),
+        };
+        let mut filled = false;
+        if let Some(defaults) = config_object(&config, "defaults") {
+            for (field, value) in defaults {
+                if !payload.contains_key(field) {
+                    payload.insert(field.clone(), value.clone());
+                    filled = true;
+                }
+            }
+        }
+        let problems = check_payload(&payload, &config);
+        if !problems.is_empty() {
+            return reject(problems.join("; "));
+        }
+        let route = route_for(&payload, &config);
+        let rewrite = filled.then(|| Rewrite {
+            msg_type: message.msg_type.clone(),
+            payload: Value::Object(payload).to_string(),
+        });
+        match (route, rewrite) {
+            (Some(route), rewrite) => MessageVerdict::RouteTo(Reroute { route, rewrite }),
+            (None, Some(rewrite)) => MessageVerdict::Rewrite(rewrite),
+            (None, None) => MessageVerdict::Accept,
+        }
+    }
+
+    fn render_turn(_message: Message, _reply: ReplyContext, _config: String) -> Option<String> {
+        None
+    }
+
+    fn check_reply(
+        _message: Message,
+        reply: Reply,
+        _reply_to: Vec<String>,
+        _config: String,
+    ) -> ReplyVerdict {
+        match serde_json::from_str::<Value>(&reply.payload) {
+            Ok(Value::Object(_)) => ReplyVerdict::Accept,
+            Ok(_) | Err(_) => ReplyVerdict::Reject(Rejection {
+                status: UNPROCESSABLE,
+                reason: format!("{} reply payload must be a JSON object", reply.msg_type),
+            }),
+        }
+    }
+}
+
+export!(TaskSchema);
+
+fn reject(reason: String) -> MessageVerdict {
+    MessageVerdict::Reject(Rejection {
+        status: UNPROCESSABLE,
+        reason,
+    })
+}
+
+/// Parses `plugin_config`. A broken config is the operator's mistake, not the sender's, so it
+/// panics: the host then reports the plugin as failed, with this message, instead of blaming
+/// every sender with a 422.
+fn parse_config(text: &str) -> Map<String, Value> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(config)) => config,
+        Ok(_) => panic!("task-schema: plugin_config must be a JSON object"),
+        Err(e) => panic!("task-schema: plugin_config is not valid JSON: {e}"),
+    }
+}
+
+/// Reads an optional object-valued key of the config.
+fn config_object<'a>(config: &'a Map<String, Value>, key: &str) -> Option<&'a Map<String, Value>> {
+    match config.get(key) {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(map)) => Some(map),
+        Some(_) => panic!("task-schema: plugin_config.{key} must be an object"),
+    }
+}
+
+/// Every way the payload breaks the schema, each naming its field.
+fn check_payload(payload: &Map<String, Value>, config: &Map<String, Value>) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Some(required) = config_object(config, "required") {
+        for (field, kind) in required {
+            let kind = match kind {
+                Value::String(kind) if TYPES.contains(&kind.as_str()) => kind.as_str(),
+                other => panic!(
+                    "task-schema: plugin_config.required.{field}: unknown type {other}, \
+                     expected one of {TYPES:?}"
+                ),
+            };
+            match payload.get(field) {
+                None => problems.push(format!("missing required field `{field}` ({kind})")),
+                Some(value) if !has_type(value, kind) => problems.push(format!(
+                    "field `{field}` must be {}, got {}",
+                    with_article(kind),
+                    with_article(type_name(value))
+                )),
+                Some(_) => {}
+            }
+        }
+    }
+    if let Some(max_len) = config_object(config, "max_len") {
+        for (field, limit) in max_len {
+            let Some(limit) = limit.as_u64() else {
+                panic!("task-schema: plugin_config.max_len.{field} must be a whole number");
+            };
+            let len = match payload.get(field) {
+                Some(Value::String(s)) => s.chars().count(),
+                Some(Value::Array(items)) => items.len(),
+                _ => continue,
+            };
+            if len as u64 > limit {
+                problems.push(format!(
+                    "field `{field}` is too long: {len} characters, at most {limit} allowed"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// Type names the config may use.
+const TYPES: [&str; 8] = [
+    "string", "number", "integer", "boolean", "object", "array", "null", "any",
+];
+
+/// Whether `value` is of the JSON type named in the config (one of [`TYPES`]).
+fn has_type(value: &Value, kind: &str) -> bool {
+    match kind {
+        "string" => value.is_string(),
+        "number" => value.is_number(),
+        "integer" => value.is_i64() || value.is_u64(),
+        "boolean" => value.is_boolean(),
+        "object" => value.is_object(),
+        "array" => value.is_array(),
+        "null" => value.is_null(),
+        _ => true,
+    }
+}
+
+/// The JSON type of `value`, in the words the config uses.
+fn type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn with_article(kind: &str) -> String {
+    match kind {
+        "null" => "null".into(),
+        "any" => "anything".into(),
+        k if k.starts_with(['a', 'e', 'i', 'o', 'u']) => format!("an {k}"),
+        k => format!("a {k}"),
+    }
+}
+
+/// The route named by the payload's `route_by` field, if the config maps its value to one.
+fn route_for(payload: &Map<String, Value>, config: &Map<String, Value>) -> Option<String> {
+    let field = match config.get("route_by") {
+        None | Some(Value::Null) => return None,
+        Some(Value::String(field)) => field,
+        Some(_) => panic!("task-schema: plugin_config.route_by must be a field name"),
+    };
+    let key = match payload.get(field)? {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        Value::Bool(b) => b.to_string(),
+        _ => return None,
+    };
+    match config_object(config, "routes")?.get(&key)? {
+        Value::String(route) => Some(route.clone()),
+        _ => panic!("task-schema: plugin_config.routes.{key} must be a route name"),
+    }
+}
