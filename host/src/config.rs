@@ -337,6 +337,8 @@ pub struct Config {
     pub hash: String,
     /// The file it was loaded from, if any (a reload reads it again).
     pub source: Option<PathBuf>,
+    /// sha256 of the file's text (with the plugins' digests it makes `hash`).
+    pub text_digest: [u8; 32],
     /// The directory relative paths are resolved against.
     pub base_dir: PathBuf,
     /// `[server]`.
@@ -444,7 +446,8 @@ impl Config {
         let raw: schema::File = toml::from_str(text)
             .map_err(|e| ConfigErrors(vec![ConfigError::Syntax(e.to_string().trim().into())]))?;
         let mut config = validate(raw, base_dir, &env)?;
-        config.hash = content_hash(text, &config);
+        config.text_digest = Sha256::digest(text.as_bytes()).into();
+        config.hash = content_hash(&config);
         Ok(config)
     }
 
@@ -569,16 +572,37 @@ impl Checker<'_> {
 /// Hash of everything the config is made of: the file's text and each plugin's bytes, so a plugin
 /// swapped under the same name changes the hash too. A plugin that cannot be read hashes as empty
 /// (loading it fails later, with the error).
-fn content_hash(text: &str, config: &Config) -> String {
+fn content_hash(config: &Config) -> String {
+    let plugins: Vec<(&Path, [u8; 32])> = config
+        .plugin_paths()
+        .into_iter()
+        .map(|p| {
+            (
+                p,
+                Sha256::digest(std::fs::read(p).unwrap_or_default()).into(),
+            )
+        })
+        .collect();
+    hash_digests(&config.text_digest, &plugins)
+}
+
+/// The config hash of routes.toml `text` with these plugin files (absolute path and bytes, sorted by
+/// path), as `X-Config-Hash` shows it. Public so a client can tell which config answered it.
+pub fn hash_contents(text: &str, plugins: &[(&Path, &[u8])]) -> String {
+    let digests: Vec<(&Path, [u8; 32])> = plugins
+        .iter()
+        .map(|(p, b)| (*p, Sha256::digest(b).into()))
+        .collect();
+    hash_digests(&Sha256::digest(text.as_bytes()).into(), &digests)
+}
+
+/// The config hash from the digest of routes.toml and each plugin's (path, sha256), sorted by path.
+pub fn hash_digests(text_digest: &[u8; 32], plugins: &[(&Path, [u8; 32])]) -> String {
     let mut h = Sha256::new();
-    h.update(text.as_bytes());
-    for path in config.plugin_paths() {
+    h.update(text_digest);
+    for (path, digest) in plugins {
         h.update(path.as_os_str().as_encoded_bytes());
-        h.update(
-            std::fs::read(path)
-                .map(|b| Sha256::digest(&b).to_vec())
-                .unwrap_or_default(),
-        );
+        h.update(digest);
     }
     hex::encode(&h.finalize()[..8])
 }
@@ -902,6 +926,7 @@ fn validate(
     Ok(Config {
         hash: String::new(),
         source: None,
+        text_digest: [0; 32],
         base_dir: base_dir.to_path_buf(),
         server: Server {
             listen,

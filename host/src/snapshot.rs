@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use sha2::{Digest, Sha256};
 
 use crate::config::{Config, PluginSpec};
 use crate::plugins::{self, Engine, Limits, Plugin, Reuse};
@@ -62,14 +63,28 @@ impl Snapshot {
         let mut snapshot = Snapshot::new(config);
         let mut errors = Vec::new();
         let cache_dir = snapshot.config.plugins.cache_dir.clone();
+        // Each plugin file is read once, and what is loaded is what is hashed: a file replaced
+        // halfway through a reload cannot give a snapshot whose hash names other bytes.
+        let mut files: HashMap<std::path::PathBuf, Vec<u8>> = HashMap::new();
+        for path in snapshot.config.plugin_paths() {
+            match std::fs::read(path) {
+                Ok(bytes) => {
+                    files.insert(path.to_path_buf(), bytes);
+                }
+                Err(e) => errors.push(format!("{}: {e}", path.display())),
+            }
+        }
         for route in snapshot.config.routes.values() {
             let Some(spec) = &route.plugin else { continue };
+            let Some(bytes) = files.get(&spec.path) else {
+                continue;
+            };
             let name = spec
                 .path
                 .file_stem()
                 .map(|s| s.to_string_lossy().into_owned())
                 .unwrap_or_else(|| route.name.clone());
-            match engine.load(&name, &spec.path, &cache_dir, limits(spec)) {
+            match engine.load_bytes(&name, &spec.path, bytes, &cache_dir, limits(spec)) {
                 Ok(plugin) => {
                     tracing::info!(
                         route = %route.name, plugin = %name, from_cache = plugin.from_cache(),
@@ -86,11 +101,18 @@ impl Snapshot {
                 Err(e) => errors.push(format!("routes.{}.plugin: {e}", route.name)),
             }
         }
-        if errors.is_empty() {
-            Ok(snapshot)
-        } else {
-            Err(errors.join("; "))
+        if !errors.is_empty() {
+            return Err(errors.join("; "));
         }
+        let mut digests: Vec<(&std::path::Path, [u8; 32])> = files
+            .iter()
+            .map(|(p, b)| (p.as_path(), Sha256::digest(b).into()))
+            .collect();
+        digests.sort_by(|a, b| a.0.cmp(b.0));
+        snapshot.config.hash = crate::config::hash_digests(&snapshot.config.text_digest, &digests);
+        snapshot.hash_header = http::HeaderValue::from_str(&snapshot.config.hash)
+            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
+        Ok(snapshot)
     }
 }
 

@@ -516,3 +516,130 @@ async fn serve_refuses_a_plugin_that_does_not_load() {
         "{msg}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
+    use agent_inbox::plugins::{Engine, EngineConfig, Limits, Message, Reply, ReplyContext, Reuse};
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    let cache = shared_plugin_cache();
+    let js_limits = Limits {
+        memory_bytes: 64 << 20,
+        deadline: Duration::from_secs(5),
+        reuse: Reuse::Warm { max_calls: 1000 },
+        ..Limits::default()
+    };
+    let js = tokio::task::spawn_blocking({
+        let (engine, cache) = (engine.clone(), cache.clone());
+        move || {
+            engine.load(
+                "reply-instructions-js",
+                &js_plugin_wasm(),
+                &cache,
+                js_limits,
+            )
+        }
+    })
+    .await
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{e}"));
+    let rust = engine
+        .load(
+            "reply-instructions",
+            &plugin_wasm("reply-instructions"),
+            &cache,
+            Limits::default(),
+        )
+        .unwrap();
+
+    let message = |payload: &str, in_reply_to: Option<&str>| Message {
+        id: "m-1".into(),
+        route: "tasks".into(),
+        sender: "tony".into(),
+        msg_type: "TASK".into(),
+        payload: payload.into(),
+        thread_id: "t-1".into(),
+        in_reply_to: in_reply_to.map(Into::into),
+        hops: 2,
+    };
+    let ctx = |types: &[&str]| ReplyContext {
+        url: "http://127.0.0.1:8700/send".into(),
+        auth_header: "Authorization: Bearer rt_0123".into(),
+        reply_types: types.iter().map(|t| t.to_string()).collect(),
+        deadline: "2026-11-24T12:00:00Z".into(),
+    };
+    let configs = [
+        "{}",
+        r#"{"preamble": "Réponds en français.\n", "examples": {"BREAKDOWN": {"steps": ["a", 1.5, {"z": 1, "a": [true, null]}]}}}"#,
+        r#"{"examples": {"STATUS": {"state": "working", "it's": "quoted"}}}"#,
+    ];
+    let payloads = [
+        r#"{"title":"docs","n":[1,2.0,-3e2]}"#,
+        r#""just text""#,
+        "{}",
+    ];
+    for config in configs {
+        for payload in payloads {
+            for (types, irt) in [(&["BREAKDOWN", "STATUS"][..], None), (&[][..], Some("m-0"))] {
+                let (m, c) = (message(payload, irt), ctx(types));
+                let want = rust.render_turn(&m, &c, config).await.unwrap();
+                let got = js.render_turn(&m, &c, config).await.unwrap();
+                assert!(want.is_some());
+                assert_eq!(
+                    got, want,
+                    "config {config}, payload {payload}, types {types:?}"
+                );
+            }
+        }
+    }
+    let config = r#"{"to_by_type": {"STATUS": ["tony"]}}"#;
+    let peers = ["tony".to_string(), "mel".to_string()];
+    for t in ["STATUS", "BREAKDOWN"] {
+        let reply = Reply {
+            msg_type: t.into(),
+            payload: "{}".into(),
+        };
+        let m = message("{}", None);
+        let want = rust.check_reply(&m, &reply, &peers, config).await.unwrap();
+        let got = js.check_reply(&m, &reply, &peers, config).await.unwrap();
+        assert_eq!(got, want, "{t}");
+    }
+
+    // And end to end: a route whose plugin is the JS component gives its agent the same text.
+    let rec = tempfile::tempdir().unwrap();
+    let tony = PeerServer::start().await;
+    let toml = instructions_config(&tony.url(), &tony.url(), &record_command(rec.path(), &[]))
+        .replace("reply-instructions.wasm", "reply-instructions-js.wasm")
+        .replace(
+            "[routes.tasks.plugin_config]",
+            &format!(
+                "plugin_limits = {{ memory_mib = 64, deadline_ms = 5000, warm_calls = 100 }}\n\
+                 [plugins]\ncache_dir = {:?}\n[routes.tasks.plugin_config]",
+                cache.display().to_string()
+            ),
+        );
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        js_plugin_wasm(),
+        dir.path().join("reply-instructions-js.wasm"),
+    )
+    .unwrap();
+    let host = start_host_in(&toml, dir).await;
+    let r = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"title": "docs"}}),
+    )
+    .await;
+    let id = r.json["id"].as_str().unwrap().to_owned();
+    wait_turn_end(&host, ADMIN, &id).await;
+    let prompt = read_prompt(rec.path(), &id);
+    assert!(
+        prompt.starts_with("Réponds en français, s'il te plaît."),
+        "{prompt}"
+    );
+    assert!(
+        prompt.contains("where body.json is one of these, one per reply type"),
+        "{prompt}"
+    );
+    host.stop().await;
+}

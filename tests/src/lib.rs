@@ -401,6 +401,8 @@ fn build_plugins() -> Result<PathBuf, String> {
             "reply-instructions",
             "-p",
             "hostile",
+            "-p",
+            "noop",
         ])
         .env("CARGO_TARGET_DIR", &target)
         .output()
@@ -420,4 +422,56 @@ pub fn install_plugin(name: &str, dir: &Path, file: &str) -> PathBuf {
     let dest = dir.join(file);
     std::fs::copy(plugin_wasm(name), &dest).expect("copy plugin");
     dest
+}
+
+/// Builds the JavaScript plugin (`plugins/reply-instructions-js`, componentize-js) once per test run
+/// with `npm ci` and `npm run build`, and returns its component. Needs node and npm.
+pub fn js_plugin_wasm() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(build_js_plugin)
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone()
+}
+
+fn build_js_plugin() -> Result<PathBuf, String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("no workspace root")?
+        .join("plugins")
+        .join("reply-instructions-js");
+    let run = |args: &[&str]| -> Result<(), String> {
+        let out = std::process::Command::new("npm")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .map_err(|e| format!("cannot run npm (install node and npm): {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "npm {} failed in {}:\n{}{}",
+                args.join(" "),
+                dir.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    };
+    if !dir.join("node_modules").join("@bytecodealliance").exists() {
+        run(&["ci", "--no-audit", "--no-fund"])?;
+    }
+    run(&["run", "build"])?;
+    Ok(dir.join("dist").join("reply_instructions_js.wasm"))
+}
+
+/// A compile cache shared by the tests, so a big component (the JS plugin) is compiled once.
+pub fn shared_plugin_cache() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .join("target")
+        .join("plugins")
+        .join("cache")
 }

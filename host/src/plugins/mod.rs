@@ -404,6 +404,24 @@ impl Engine {
         cache_dir: &Path,
         limits: Limits,
     ) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(wasm_path).map_err(|e| PluginError::Load {
+            plugin: name.to_owned(),
+            path: wasm_path.to_owned(),
+            reason: format!("read failed: {e}"),
+        })?;
+        self.load_bytes(name, wasm_path, &bytes, cache_dir, limits)
+    }
+
+    /// Like [`Engine::load`], for bytes already read from `wasm_path` (named in errors only), so a
+    /// caller that hashed the file loads exactly what it hashed.
+    pub fn load_bytes(
+        &self,
+        name: &str,
+        wasm_path: &Path,
+        bytes: &[u8],
+        cache_dir: &Path,
+        limits: Limits,
+    ) -> Result<Plugin, PluginError> {
         let started = Instant::now();
         let load_error = |reason: String| PluginError::Load {
             plugin: name.to_owned(),
@@ -411,8 +429,7 @@ impl Engine {
             reason,
         };
         self.check_limits(&limits).map_err(load_error)?;
-        let bytes =
-            std::fs::read(wasm_path).map_err(|e| load_error(format!("read failed: {e}")))?;
+        let bytes = bytes.to_vec();
         cache::check_is_component(&bytes).map_err(load_error)?;
         let sha256 = cache::sha256_hex(&bytes);
         let (component, from_cache) = cache::compile_or_read(

@@ -108,7 +108,9 @@ fn run_suites(args: &[String]) {
     for suite in &opts.suites {
         match suite.as_str() {
             "durability" => rt.block_on(durability(&opts)),
-            other => panic!("unknown suite {other:?}; known: durability"),
+            "plugins" => rt.block_on(plugin_calls(&opts)),
+            "reload" => rt.block_on(reload_under_load(&opts)),
+            other => panic!("unknown suite {other:?}; known: durability, plugins, reload"),
         }
     }
 }
@@ -342,5 +344,325 @@ async fn durability(opts: &Options) {
     println!(
         "  durable keeps {:.1}% of not-durable throughput (target >= 70%)",
         100.0 * full.rps() / off.rps()
+    );
+}
+
+fn micros(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e6
+}
+
+/// Issue 4: one check-message call (store + instantiate + call + drop) for the Rust example plugin,
+/// beside a do-nothing plugin, fresh and warm; compile cold vs cached; the epoch-deadline stop time.
+async fn plugin_calls(opts: &Options) {
+    use agent_inbox::plugins::{Engine, EngineConfig, Limits, Message, Reuse};
+    let calls = if opts.secs < 1.0 { 200 } else { 3000 };
+    println!("\n## plugins: one check-message call, median of {calls} sequential calls");
+    let engine = Engine::new(EngineConfig::default()).expect("engine");
+    let cache = tempfile::tempdir().unwrap();
+    let message = Message {
+        id: "0190f7a0-0000-7000-8000-000000000000".into(),
+        route: "tasks".into(),
+        sender: "tony".into(),
+        msg_type: "TASK".into(),
+        payload: r#"{"title":"benchmark","labels":["a","b"],"priority":1}"#.into(),
+        thread_id: "0190f7a0-0000-7000-8000-000000000000".into(),
+        in_reply_to: None,
+        hops: 0,
+    };
+    let config = r#"{"required":{"title":"string","priority":"number"},"max_len":{"title":200}}"#;
+
+    let wasm = agent_inbox_tests::plugin_wasm("task-schema");
+    let t = Instant::now();
+    let cold = engine
+        .load("task-schema", &wasm, cache.path(), Limits::default())
+        .expect("load");
+    let cold_ms = t.elapsed().as_secs_f64() * 1e3;
+    let t = Instant::now();
+    let warm_load = engine
+        .load("task-schema", &wasm, cache.path(), Limits::default())
+        .expect("load");
+    let hit_ms = t.elapsed().as_secs_f64() * 1e3;
+    assert!(!cold.from_cache() && warm_load.from_cache());
+    println!(
+        "  load task-schema ({} KiB): compile {cold_ms:.1} ms, from the cache {hit_ms:.2} ms",
+        std::fs::metadata(&wasm)
+            .map(|m| m.len() / 1024)
+            .unwrap_or(0)
+    );
+
+    let mut baseline = None;
+    for (name, reuse) in [
+        ("noop", Reuse::Fresh),
+        ("task-schema", Reuse::Fresh),
+        (
+            "noop",
+            Reuse::Warm {
+                max_calls: 1_000_000,
+            },
+        ),
+        (
+            "task-schema",
+            Reuse::Warm {
+                max_calls: 1_000_000,
+            },
+        ),
+    ] {
+        let limits = Limits {
+            reuse,
+            ..Limits::default()
+        };
+        let plugin = engine
+            .load(
+                name,
+                &agent_inbox_tests::plugin_wasm(name),
+                cache.path(),
+                limits,
+            )
+            .expect("load");
+        // Warm up: the first calls fault in pages and fill caches.
+        for _ in 0..50 {
+            plugin.check_message(&message, config).await.expect("call");
+        }
+        let mut lat = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let t = Instant::now();
+            plugin.check_message(&message, config).await.expect("call");
+            lat.push(t.elapsed());
+        }
+        lat.sort_unstable();
+        let (p50, p99) = (micros(&lat, 0.5), micros(&lat, 0.99));
+        let mode = if reuse == Reuse::Fresh {
+            "fresh instance"
+        } else {
+            "warm instance"
+        };
+        let vs = match (name, baseline) {
+            ("noop", _) => {
+                baseline = Some(p50);
+                "  (baseline)".to_string()
+            }
+            (_, Some(b)) => format!("  (noop + {:.1} us)", p50 - b),
+            _ => String::new(),
+        };
+        let target = match (name, reuse) {
+            ("task-schema", Reuse::Fresh) => "   target p50 <= 50 us",
+            ("task-schema", _) => "   target p50 <= 10 us",
+            _ => "",
+        };
+        println!("  {name:<12} {mode:<15} p50 {p50:>8.1} us   p99 {p99:>8.1} us{vs}{target}");
+    }
+
+    // The epoch deadline: how long an infinite loop runs before it is stopped.
+    let limits = Limits {
+        deadline: Duration::from_millis(50),
+        ..Limits::default()
+    };
+    let hostile = engine
+        .load(
+            "hostile",
+            &agent_inbox_tests::plugin_wasm("hostile"),
+            cache.path(),
+            limits,
+        )
+        .expect("load");
+    let mut stops = Vec::new();
+    for _ in 0..10 {
+        let t = Instant::now();
+        let err = hostile
+            .check_message(&message, r#"{"mode":"loop"}"#)
+            .await
+            .expect_err("stopped");
+        stops.push(t.elapsed());
+        assert_eq!(err.kind(), "deadline", "{err}");
+    }
+    stops.sort_unstable();
+    println!(
+        "  infinite loop with a 50 ms deadline: stopped after {:.1} ms (median of 10, max {:.1} ms)",
+        micros(&stops, 0.5) / 1e3,
+        micros(&stops, 1.0) / 1e3
+    );
+}
+
+/// Issue 5: sustained `/message` load while routes.toml and a plugin are rewritten 50 times.
+///
+/// Every answer must be the one its `X-Config-Hash` dictates: the plugin file alternates between the
+/// do-nothing plugin (TASK without a title is accepted, 202) and task-schema requiring a title (422),
+/// and routes.toml changes every time too. The client knows the hash of every state the files pass
+/// through (`hash_contents`), so an answer from a config nobody wrote, or the wrong answer for its
+/// config, is counted. Reload latency is from the rename of routes.toml to the first answer that
+/// carries the new hash.
+async fn reload_under_load(opts: &Options) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    const VERSIONS: usize = 50;
+    const CONNS: usize = 16;
+    println!(
+        "\n## reload: {VERSIONS} rewrites of routes.toml and a plugin under load ({CONNS} connections)"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let base = std::fs::canonicalize(dir.path()).unwrap();
+    let toml_path = base.join("routes.toml");
+    let plugin_path = base.join("plugin.wasm");
+    let addr = free_addr();
+    let accept = std::fs::read(agent_inbox_tests::plugin_wasm("noop")).unwrap();
+    let strict = std::fs::read(agent_inbox_tests::plugin_wasm("task-schema")).unwrap();
+    let toml = |v: usize| {
+        format!(
+            r#"# version {v}
+            [server]
+            listen = "{addr}"
+            admin_secret = "bench-admin"
+            [peers.load]
+            url = "http://127.0.0.1:9/message"
+            secret = "{SECRET}"
+            [routes.box]
+            from = ["load"]
+            types = ["TASK"]
+            mailbox = true
+            plugin = "plugin.wasm"
+            plugin_config = {{ required = {{ title = "string" }} }}
+            "#
+        )
+    };
+    let plugin_for = |v: usize| {
+        if v.is_multiple_of(2) {
+            &accept
+        } else {
+            &strict
+        }
+    };
+    let status_for = |v: usize| if v.is_multiple_of(2) { 202u16 } else { 422 };
+    let hash = |t: usize, p: usize| {
+        agent_inbox::config::hash_contents(
+            &toml(t),
+            &[(plugin_path.as_path(), plugin_for(p).as_slice())],
+        )
+    };
+    let write = |path: &std::path::Path, bytes: &[u8]| {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, bytes).unwrap();
+        std::fs::rename(&tmp, path).unwrap();
+    };
+    // hash -> the status its config gives a TASK without a title.
+    let expected: Arc<Mutex<HashMap<String, u16>>> = Arc::new(Mutex::new(HashMap::new()));
+    expected.lock().unwrap().insert(hash(0, 0), status_for(0));
+    write(&plugin_path, plugin_for(0));
+    write(&toml_path, toml(0).as_bytes());
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args(["serve", "--config"])
+        .arg(&toml_path)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn inbox");
+    let server = Server {
+        child,
+        addr,
+        _dir: None,
+    };
+    wait_ready(addr).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_seen: Arc<Mutex<HashMap<String, Instant>>> = Arc::new(Mutex::new(HashMap::new()));
+    let mut tasks = Vec::new();
+    for _ in 0..CONNS {
+        let (stop, expected, first_seen) = (stop.clone(), expected.clone(), first_seen.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut ok, mut wrong, mut unknown, mut conn_errors) =
+                (0usize, 0usize, 0usize, 0usize);
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            while !stop.load(Ordering::Relaxed) {
+                let req = http::Request::post("/message")
+                    .header("host", "bench")
+                    .header("content-type", "application/json")
+                    .header("x-shared-secret", SECRET)
+                    .body(Full::new(Bytes::from_static(
+                        br#"{"type":"TASK","payload":{}}"#,
+                    )))
+                    .unwrap();
+                let resp = match send.send_request(req).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        conn_errors += 1;
+                        break;
+                    }
+                };
+                let status = resp.status().as_u16();
+                let hash = resp
+                    .headers()
+                    .get("x-config-hash")
+                    .and_then(|h| h.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
+                let _ = resp.into_body().collect().await;
+                first_seen
+                    .lock()
+                    .unwrap()
+                    .entry(hash.clone())
+                    .or_insert_with(Instant::now);
+                match expected.lock().unwrap().get(&hash) {
+                    Some(&want) if want == status => ok += 1,
+                    Some(_) => wrong += 1,
+                    None => unknown += 1,
+                }
+            }
+            (ok, wrong, unknown, conn_errors)
+        }));
+    }
+    let mut latencies = Vec::new();
+    let mut missed = 0;
+    for v in 1..=VERSIONS {
+        {
+            // Every state the two renames can leave: new plugin with the old file, then both new.
+            let mut e = expected.lock().unwrap();
+            e.insert(hash(v - 1, v), status_for(v));
+            e.insert(hash(v, v), status_for(v));
+        }
+        write(&plugin_path, plugin_for(v));
+        write(&toml_path, toml(v).as_bytes());
+        let written = Instant::now();
+        let target = hash(v, v);
+        let deadline = written + Duration::from_secs(5);
+        loop {
+            if let Some(seen) = first_seen.lock().unwrap().get(&target) {
+                latencies.push(seen.saturating_duration_since(written));
+                break;
+            }
+            if Instant::now() > deadline {
+                missed += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        tokio::time::sleep(Duration::from_secs_f64((opts.secs / 50.0).max(0.05))).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (mut ok, mut wrong, mut unknown, mut conn_errors) = (0, 0, 0, 0);
+    for t in tasks {
+        let (a, b, c, d) = t.await.expect("load task");
+        ok += a;
+        wrong += b;
+        unknown += c;
+        conn_errors += d;
+    }
+    drop(server);
+    latencies.sort_unstable();
+    let ms = |p: f64| micros(&latencies, p) / 1e3;
+    println!(
+        "  {} answers: {ok} as their config dictates, {wrong} wrong for their config, {unknown} from an unknown config, {conn_errors} connection errors",
+        ok + wrong + unknown
+    );
+    println!(
+        "  reload latency (routes.toml renamed -> first answer from the new config): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms over {} reloads ({missed} not seen within 5 s); target p99 <= 1000 ms",
+        ms(0.5),
+        ms(0.99),
+        ms(1.0),
+        latencies.len()
     );
 }
