@@ -8,6 +8,7 @@
 //! as the last answer arrives, for a fixed time; it reports requests/s and latency percentiles.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 const SECRET: &str = "bench-secret";
+const ADMIN: &str = "bench-admin";
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -95,7 +97,17 @@ fn run_suites(args: &[String]) {
         i += 1;
     }
     if opts.suites.is_empty() {
-        opts.suites = vec!["durability".into()];
+        opts.suites = [
+            "ack",
+            "busy",
+            "turns",
+            "plugins",
+            "reload",
+            "idle",
+            "durability",
+        ]
+        .map(String::from)
+        .to_vec();
     }
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     println!(
@@ -110,7 +122,13 @@ fn run_suites(args: &[String]) {
             "durability" => rt.block_on(durability(&opts)),
             "plugins" => rt.block_on(plugin_calls(&opts)),
             "reload" => rt.block_on(reload_under_load(&opts)),
-            other => panic!("unknown suite {other:?}; known: durability, plugins, reload"),
+            "ack" => rt.block_on(ack_path(&opts)),
+            "busy" => rt.block_on(acks_while_agents_work(&opts)),
+            "turns" => rt.block_on(turn_throughput(&opts)),
+            "idle" => rt.block_on(idle_rss()),
+            other => panic!(
+                "unknown suite {other:?}; known: ack, busy, turns, plugins, reload, idle, durability"
+            ),
         }
     }
 }
@@ -173,21 +191,30 @@ async fn start_bare() -> Server {
 
 /// Starts `agent-inbox serve` with a mailbox route (no agent), plus `server_extra` in `[server]`.
 async fn start_inbox(server_extra: &str) -> Server {
+    start_inbox_with(server_extra, MAILBOX, &[]).await
+}
+
+/// The benchmark's default route: TASKs from `load` kept in a mailbox.
+const MAILBOX: &str = "[routes.box]\nfrom = [\"load\"]\ntypes = [\"TASK\"]\nmailbox = true\n";
+
+/// Starts `agent-inbox serve` with `routes` (TOML), after copying `plugins` (file name, source) next
+/// to its routes.toml.
+async fn start_inbox_with(server_extra: &str, routes: &str, plugins: &[(&str, PathBuf)]) -> Server {
     let dir = tempfile::tempdir().unwrap();
+    for (name, src) in plugins {
+        std::fs::copy(src, dir.path().join(name)).expect("copy plugin");
+    }
     let addr = free_addr();
     let toml = format!(
         r#"
         [server]
         listen = "{addr}"
-        admin_secret = "bench-admin"
+        admin_secret = "{ADMIN}"
         {server_extra}
         [peers.load]
         url = "http://127.0.0.1:9/message"
         secret = "{SECRET}"
-        [routes.box]
-        from = ["load"]
-        types = ["TASK"]
-        mailbox = true
+        {routes}
         "#
     );
     let path = dir.path().join("routes.toml");
@@ -664,5 +691,218 @@ async fn reload_under_load(opts: &Options) {
         ms(0.99),
         ms(1.0),
         latencies.len()
+    );
+}
+
+/// The route with the Rust example plugin checking every TASK (the payload has the required title).
+fn plugin_route() -> (String, Vec<(&'static str, PathBuf)>) {
+    let route = format!(
+        "{MAILBOX}plugin = \"task-schema.wasm\"\n\
+         plugin_config = {{ required = {{ title = \"string\" }}, max_len = {{ title = 200 }} }}\n"
+    );
+    (
+        route,
+        vec![(
+            "task-schema.wasm",
+            agent_inbox_tests::plugin_wasm("task-schema"),
+        )],
+    )
+}
+
+/// Issue 6, item 1: `/message` at 1, 16 and 64 connections, durable, with and without a plugin,
+/// beside bare hyper.
+async fn ack_path(opts: &Options) {
+    println!("\n## ack path: POST /message to a mailbox route, durable (synchronous = full)");
+    let (route, plugins) = plugin_route();
+    for conns in [1, 16, 64] {
+        let s = start_bare().await;
+        let bare = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
+        drop(s);
+        let s = start_inbox("").await;
+        let inbox = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
+        drop(s);
+        let s = start_inbox_with("", &route, &plugins).await;
+        let with_plugin = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
+        drop(s);
+        println!("  {conns} connection(s):");
+        row("bare hyper", &bare, None);
+        row("inbox", &inbox, Some(&bare));
+        row(
+            "inbox + task-schema check-message",
+            &with_plugin,
+            Some(&bare),
+        );
+        println!(
+            "  inbox p99 / bare p99: {:.2}x (target <= 2x); with plugin {:.2}x",
+            inbox.pct(0.99) / bare.pct(0.99),
+            with_plugin.pct(0.99) / bare.pct(0.99)
+        );
+    }
+}
+
+/// POSTs `n` messages of `body` over `conns` connections; returns how many were acked.
+async fn send_n(addr: SocketAddr, body: &'static str, n: usize, conns: usize) -> usize {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let next = next.clone();
+        tasks.push(tokio::spawn(async move {
+            let stream = TcpStream::connect(addr).await.expect("connect");
+            let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .expect("handshake");
+            tokio::spawn(conn);
+            let mut acked = 0;
+            while next.fetch_add(1, Ordering::SeqCst) < n {
+                let req = http::Request::post("/message")
+                    .header("host", "bench")
+                    .header("content-type", "application/json")
+                    .header("x-shared-secret", SECRET)
+                    .body(Full::new(Bytes::from_static(body.as_bytes())))
+                    .unwrap();
+                let Ok(resp) = send.send_request(req).await else {
+                    break;
+                };
+                if resp.status().is_success() {
+                    acked += 1;
+                }
+                let _ = resp.into_body().collect().await;
+            }
+            acked
+        }));
+    }
+    let mut acked = 0;
+    for t in tasks {
+        acked += t.await.expect("sender");
+    }
+    acked
+}
+
+/// `GET /status` as the admin.
+async fn status(addr: SocketAddr) -> serde_json::Value {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::get("/status")
+        .header("host", "bench")
+        .header("authorization", format!("Bearer {ADMIN}"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.expect("status");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    serde_json::from_slice(&body).unwrap_or_default()
+}
+
+const WORK: &str = r#"{"type":"WORK","payload":{"n":1}}"#;
+
+/// Issue 6, item 2: acks while 200 agents sleep 30 s and 1,000 more turns are queued.
+async fn acks_while_agents_work(opts: &Options) {
+    println!(
+        "\n## acks while agents work: 200 agents sleeping 30 s, 1,000 turns queued, 64 connections"
+    );
+    let s = start_bare().await;
+    let bare = load(s.addr, "/message", MESSAGE, 64, opts.secs).await;
+    drop(s);
+    let routes = format!(
+        "{MAILBOX}[routes.work]\nfrom = [\"load\"]\ntypes = [\"WORK\"]\n\
+         agent = {{ command = [\"sleep\", \"30.0042\"], max_concurrent = 200, max_queued = 5000, timeout_secs = 40 }}\n"
+    );
+    let s = start_inbox_with("", &routes, &[]).await;
+    let quiet_rss = s.rss_kib();
+    let acked = send_n(s.addr, WORK, 1200, 16).await;
+    let st = eventually_status(s.addr, |st| st["turns_running"] == 200).await;
+    let busy_rss = s.rss_kib();
+    let l = load(s.addr, "/message", MESSAGE, 64, opts.secs).await;
+    let after_rss = s.rss_kib();
+    drop(s);
+    // The sleeping agents are in process groups of their own; end them rather than wait 30 s.
+    // (The odd duration makes their command line this benchmark's own.)
+    let _ = Command::new("pkill")
+        .args(["-f", "^sleep 30.0042$"])
+        .status();
+    println!(
+        "  {acked} WORK messages acked; {} agents running, {} queued",
+        st["turns_running"], st["turns_queued"]
+    );
+    row("bare hyper", &bare, None);
+    row("inbox while agents work", &l, Some(&bare));
+    println!(
+        "  inbox p99 / bare p99: {:.2}x (target <= 2x); RSS {} MiB idle, {} MiB with the agents, {} MiB after the load (target <= 150 MiB)",
+        l.pct(0.99) / bare.pct(0.99),
+        quiet_rss / 1024,
+        busy_rss / 1024,
+        after_rss / 1024
+    );
+}
+
+async fn eventually_status(
+    addr: SocketAddr,
+    done: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let st = status(addr).await;
+        if done(&st) || Instant::now() > deadline {
+            return st;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Issue 6, item 3: messages/s from ack to turn done with `true` as the agent, beside spawning `true`
+/// directly with the same concurrency.
+async fn turn_throughput(opts: &Options) {
+    let n = if opts.secs < 1.0 { 200 } else { 2000 };
+    println!("\n## turn throughput: {n} messages, agent `true`, max_concurrent 4");
+    let t = Instant::now();
+    let sem = Arc::new(tokio::sync::Semaphore::new(4));
+    let mut spawns = Vec::new();
+    for _ in 0..n {
+        let permit = sem.clone().acquire_owned().await.expect("semaphore");
+        spawns.push(tokio::spawn(async move {
+            let _ = tokio::process::Command::new("true").status().await;
+            drop(permit);
+        }));
+    }
+    for s in spawns {
+        let _ = s.await;
+    }
+    let bare = n as f64 / t.elapsed().as_secs_f64();
+    let routes = "[routes.work]\nfrom = [\"load\"]\ntypes = [\"WORK\"]\n\
+                  agent = { command = [\"true\"], max_concurrent = 4, max_queued = 100000 }\n";
+    let s = start_inbox_with("", routes, &[]).await;
+    let t = Instant::now();
+    let acked = send_n(s.addr, WORK, n, 16).await;
+    eventually_status(s.addr, |st| {
+        st["turns_running"] == 0 && st["turns_queued"] == 0
+    })
+    .await;
+    let inbox = acked as f64 / t.elapsed().as_secs_f64();
+    drop(s);
+    println!("  spawning `true` directly, 4 at a time   {bare:>8.0} /s   base");
+    println!(
+        "  inbox: ack -> turn done                 {inbox:>8.0} /s   {:.1}%",
+        100.0 * inbox / bare
+    );
+}
+
+/// Issue 6, item 5: resident memory of an idle inbox, beside an idle bare hyper server.
+async fn idle_rss() {
+    println!("\n## idle RSS");
+    let bare = start_bare().await;
+    let (route, plugins) = plugin_route();
+    let inbox = start_inbox("").await;
+    let with_plugin = start_inbox_with("", &route, &plugins).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    println!("  bare hyper                 {:>6} KiB", bare.rss_kib());
+    println!(
+        "  inbox                      {:>6} KiB   (target <= 30 MiB)",
+        inbox.rss_kib()
+    );
+    println!(
+        "  inbox with a plugin loaded {:>6} KiB",
+        with_plugin.rss_kib()
     );
 }
