@@ -484,11 +484,6 @@ impl Config {
     }
 }
 
-/// First 16 hex digits of the sha256 of `bytes`.
-pub fn short_hash(bytes: &[u8]) -> String {
-    hex::encode(&Sha256::digest(bytes)[..8])
-}
-
 /// Parses a duration such as `"0s"`, `"5m"` or `"2h"`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration ({e})"))

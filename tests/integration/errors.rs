@@ -38,7 +38,7 @@ fn config() -> String {
 /// Starts the inbox and returns it with the hash its responses must carry.
 async fn host() -> (Host, String) {
     let toml = config();
-    let hash = agent_inbox::config::short_hash(toml.as_bytes());
+    let hash = agent_inbox::config::hash_contents(&toml, &[]);
     (start_host(&toml).await, hash)
 }
 
