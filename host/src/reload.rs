@@ -34,6 +34,9 @@ pub struct Status {
     pub reloads_ok: u64,
     /// Reloads that kept the old config.
     pub reloads_failed: u64,
+    /// Times the files were read again (change events, SIGHUP, `agent-inbox reload`), whether or
+    /// not they had changed.
+    pub checks: u64,
 }
 
 /// What a reload did.
@@ -72,6 +75,7 @@ impl Reloader {
                 last_reload_error: None,
                 reloads_ok: 0,
                 reloads_failed: 0,
+                checks: 0,
             }),
             running: tokio::sync::Mutex::new(()),
         })
@@ -90,6 +94,7 @@ impl Reloader {
     /// Reads the file again and swaps in the result if it changed and is good.
     pub async fn reload(&self, why: &str) -> Result<Outcome, String> {
         let _one_at_a_time = self.running.lock().await;
+        self.lock().checks += 1;
         let path = self.path.clone();
         let build = self.build.clone();
         let current = self.active.load_full();
@@ -149,9 +154,12 @@ impl Reloader {
     pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         // Bounded: one pending event is enough to know a reload is due.
         let (tx, mut rx) = mpsc::channel::<()>(1);
+        let files = Arc::new(std::sync::RwLock::new(HashSet::new()));
+        let wanted_files = files.clone();
         let mut watcher = match notify::recommended_watcher(
             move |res: notify::Result<notify::Event>| {
-                if res.is_ok() {
+                let files = wanted_files.read().unwrap_or_else(|p| p.into_inner());
+                if res.is_ok_and(|event| relevant(&event, &files)) {
                     let _ = tx.try_send(());
                 }
             },
@@ -165,16 +173,31 @@ impl Reloader {
         let mut watched: HashSet<PathBuf> = HashSet::new();
         loop {
             // Re-aim the watches after every reload: the plugin files may have moved.
-            let wanted = self.watched_dirs();
-            for dir in wanted.difference(&watched) {
-                if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
-                    tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory");
+            let wanted = self.watched_files();
+            let dirs: HashSet<PathBuf> = wanted
+                .iter()
+                .filter_map(|f| f.parent().map(Path::to_path_buf))
+                .collect();
+            *files.write().unwrap_or_else(|p| p.into_inner()) = wanted;
+            let mut added = false;
+            for dir in dirs.difference(&watched) {
+                match watcher.watch(dir, RecursiveMode::NonRecursive) {
+                    Ok(()) => added = true,
+                    Err(e) => {
+                        tracing::warn!(dir = %dir.display(), error = %e, "cannot watch directory")
+                    }
                 }
             }
-            for dir in watched.difference(&wanted) {
+            for dir in watched.difference(&dirs) {
                 let _ = watcher.unwatch(dir);
             }
-            watched = wanted;
+            watched = dirs;
+            if added {
+                // A file written after it was last read but before its directory was watched
+                // raised no event: look once now that the watch is in place.
+                let _ = self.reload("watch started").await;
+                continue;
+            }
             tokio::select! {
                 got = rx.recv() => if got.is_none() { return },
                 _ = stop.changed() => return,
@@ -187,14 +210,31 @@ impl Reloader {
         }
     }
 
-    /// The directories holding routes.toml and the active config's plugins.
-    fn watched_dirs(&self) -> HashSet<PathBuf> {
+    /// routes.toml and the active config's plugins, each as its directory's canonical path joined
+    /// with its file name: the form the watcher reports events in.
+    fn watched_files(&self) -> HashSet<PathBuf> {
         let snap = self.active.load();
         std::iter::once(self.path.as_path())
             .chain(snap.config.plugin_paths())
-            .filter_map(absolute_dir)
+            .filter_map(|file| Some(absolute_dir(file)?.join(file.file_name()?)))
             .collect()
     }
+}
+
+/// Whether a watcher event may have changed one of `files`.
+///
+/// Reading a file is an event too (inotify's open and close-nowrite): without this filter every
+/// reload's own reads of routes.toml and the plugins set off the next one, ten checks a second
+/// forever, each hashing every plugin. Other files in the same directories (the database, an
+/// editor's swap file) do not count either; a rename over a watched file does, by its new name.
+fn relevant(event: &notify::Event, files: &HashSet<PathBuf>) -> bool {
+    if event.need_rescan() {
+        return true;
+    }
+    if matches!(event.kind, notify::EventKind::Access(_)) {
+        return false;
+    }
+    event.paths.is_empty() || event.paths.iter().any(|p| files.contains(p))
 }
 
 fn absolute_dir(file: &Path) -> Option<PathBuf> {

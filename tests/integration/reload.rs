@@ -31,6 +31,17 @@ async fn status_of(host: &Host) -> serde_json::Value {
     admin_get(host, ADMIN, "/status").await.json
 }
 
+/// Waits for the host's first look at its files, made once its watch is in place, and returns how
+/// many checks it has made. An edit before that may be seen half-written by that first look (an
+/// empty routes.toml is a valid config) and counted as one more reload.
+async fn watching(host: &Host) -> u64 {
+    eventually(Duration::from_secs(5), "the watch to start", || async {
+        let n = status_of(host).await["checks"].as_u64().unwrap_or(0);
+        (n >= 1).then_some(n)
+    })
+    .await
+}
+
 /// Polls until a message of `msg_type` gets `want` (202 or 422), for up to 5 s.
 async fn until_type_answers(host: &Host, msg_type: &str, want: u16) -> Resp {
     eventually(
@@ -56,7 +67,7 @@ async fn a_new_type_is_accepted_without_a_restart() {
     let before = post_message(&host, TONY, json!({"type": "TASK"})).await;
     assert_eq!((before.status, before.code()), (422, "unknown_type"));
     let old_hash = before.headers["x-config-hash"].to_str().unwrap().to_owned();
-
+    watching(&host).await;
     std::fs::write(
         host.dir.path().join("routes.toml"),
         config(r#"["NOTE", "TASK"]"#),
@@ -150,10 +161,61 @@ async fn an_edit_by_rename_is_picked_up() {
     host.stop().await;
 }
 
+/// Reading routes.toml is itself a watcher event; before the fix each reload's reads set off the
+/// next one, ten times a second forever. Other files in the directory (the database lives in
+/// `data/` beside it) must not set one off either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_host_reads_its_config_only_when_it_changes() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    // Messages write the database under the config's directory; an unrelated file appears there.
+    for _ in 0..20 {
+        assert_eq!(
+            post_message(&host, TONY, json!({"type": "NOTE"}))
+                .await
+                .status,
+            202
+        );
+    }
+    std::fs::write(host.dir.path().join("notes.txt"), "not config").unwrap();
+    // Once the watch is in place the host looks at its files once (a write before the watch
+    // existed raised no event).
+    let base = watching(&host).await;
+    // An explicit check reads the files; a watcher event caused by that read would follow ~100 ms
+    // later and count as another.
+    let auth = format!("Bearer {ADMIN}");
+    let r = request(
+        "POST",
+        &host.url("/admin/reload"),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(r.json["status"], "unchanged");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = status_of(&host).await;
+    assert_eq!(
+        st["checks"],
+        base + 1,
+        "only the explicit reload read the files: {st}"
+    );
+    // A real edit is still one check (plus nothing afterwards).
+    write_by_rename(
+        &host.dir.path().join("routes.toml"),
+        &config(r#"["NOTE", "TASK"]"#),
+    );
+    until_type_answers(&host, "TASK", 202).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let st = status_of(&host).await;
+    assert_eq!(st["reloads_ok"], 1);
+    assert_eq!(st["checks"], base + 2, "one check for the edit: {st}");
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_deleted_and_recreated_is_picked_up() {
     let host = start_host(&config(r#"["NOTE"]"#)).await;
     let path = host.dir.path().join("routes.toml");
+    watching(&host).await;
     std::fs::remove_file(&path).unwrap();
     // While it is gone the old config serves (a reload attempt, if any, fails and changes nothing).
     assert_eq!(
