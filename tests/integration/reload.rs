@@ -31,6 +31,18 @@ async fn status_of(host: &Host) -> serde_json::Value {
     admin_get(host, ADMIN, "/status").await.json
 }
 
+/// `POST /admin/reload` with the admin secret.
+async fn admin_reload(host: &Host) -> Resp {
+    let auth = format!("Bearer {ADMIN}");
+    request(
+        "POST",
+        &host.url("/admin/reload"),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await
+}
+
 /// Waits for the host's first look at its files, made once its watch is in place, and returns how
 /// many checks it has made. An edit before that may be seen half-written by that first look (an
 /// empty routes.toml is a valid config) and counted as one more reload.
@@ -182,14 +194,7 @@ async fn an_idle_host_reads_its_config_only_when_it_changes() {
     let base = watching(&host).await;
     // An explicit check reads the files; a watcher event caused by that read would follow ~100 ms
     // later and count as another.
-    let auth = format!("Bearer {ADMIN}");
-    let r = request(
-        "POST",
-        &host.url("/admin/reload"),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await;
+    let r = admin_reload(&host).await;
     assert_eq!(r.json["status"], "unchanged");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let st = status_of(&host).await;
@@ -233,16 +238,7 @@ async fn a_file_deleted_and_recreated_is_picked_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_reload_needs_the_admin_secret_and_reports_unchanged_or_failed() {
     let host = start_host(&config(r#"["NOTE"]"#)).await;
-    let auth = format!("Bearer {ADMIN}");
-    let reload = || async {
-        request(
-            "POST",
-            &host.url("/admin/reload"),
-            &[("authorization", &auth)],
-            "",
-        )
-        .await
-    };
+    let reload = || admin_reload(&host);
     let r = reload().await;
     assert_eq!(
         (r.status, r.json["status"].as_str()),
