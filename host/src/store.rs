@@ -1540,11 +1540,14 @@ mod tests {
             w.await.expect("writer");
         }
         // 14,400 messages of 2 KB: ~40 MiB in the database, each page through the WAL first. With
-        // passive checkpoints alone the WAL ends up about as big; rewound, it stays a fraction.
+        // passive checkpoints alone the WAL holds every frame ever written, 7.7 times the
+        // database (261 MB beside 34 MB); rewound, it stays around the database's size or less
+        // (0.3-0.6 of it on a quiet machine, up to 1.1 with every unit test running beside it,
+        // where the checkpoint passes are slower).
         let db_size = size(&db);
         assert!(db_size > 32 << 20, "database only {db_size} bytes");
         assert!(
-            max_wal < db_size / 3,
+            max_wal < 3 * db_size,
             "the WAL reached {max_wal} bytes while the database grew to {db_size}"
         );
     }
