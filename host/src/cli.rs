@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 use crate::client::{self, AdminClient};
 use crate::config::Config;
+use crate::wire::{Ack, AdminSendBody, Detail, MessageList, Outbox, Reloaded, Requeued, Status};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -187,32 +188,34 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             thread,
             config,
         } => {
-            let payload: serde_json::Value =
-                serde_json::from_str(&payload).context("--payload is not valid JSON")?;
+            serde_json::from_str::<serde::de::IgnoredAny>(&payload)
+                .context("--payload is not valid JSON")?;
             let client = AdminClient::from_config(&load(&config)?)?;
-            let body = serde_json::json!({"to": to, "type": msg_type, "payload": payload, "thread_id": thread});
-            let v = client
-                .expect_ok(http::Method::POST, "/admin/send", Some(body))
+            let body = AdminSendBody {
+                to,
+                msg_type,
+                payload,
+                thread_id: thread,
+                in_reply_to: None,
+            };
+            let ack: Ack = client
+                .expect(http::Method::POST, "/admin/send", Some(body.to_json()))
                 .await?;
-            println!("{}", v["id"].as_str().unwrap_or_default());
+            println!("{}", ack.id);
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { config } => {
             let client = AdminClient::from_config(&load(&config)?)?;
-            let v = client
-                .expect_ok(http::Method::POST, "/admin/reload", None)
+            let r: Reloaded = client
+                .expect(http::Method::POST, "/admin/reload", None)
                 .await?;
-            println!(
-                "{} (config {})",
-                v["status"].as_str().unwrap_or("?"),
-                v["config_hash"].as_str().unwrap_or("?")
-            );
+            println!("{} (config {})", r.status, r.config_hash);
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
             let client = AdminClient::from_config(&load(&config)?)?;
-            let v = client.expect_ok(http::Method::GET, "/status", None).await?;
-            println!("{}", serde_json::to_string_pretty(&v)?);
+            let status: Status = client.expect(http::Method::GET, "/status", None).await?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
             Ok(ExitCode::SUCCESS)
         }
         Command::Outbox {
@@ -229,11 +232,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 "/admin/outbox?limit={limit}{}",
                 if dead { "&dead=1" } else { "" }
             );
-            let v = client.expect_ok(http::Method::GET, &path, None).await?;
+            let outbox: Outbox = client.expect(http::Method::GET, &path, None).await?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
+                println!("{}", serde_json::to_string_pretty(&outbox)?);
             } else {
-                print!("{}", client::outbox_table(&v));
+                print!("{}", client::outbox_table(&outbox));
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -241,14 +244,14 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             command: OutboxCommand::Retry { id, config },
         } => {
             let client = AdminClient::from_config(&load(&config)?)?;
-            let v = client
-                .expect_ok(
+            let r: Requeued = client
+                .expect(
                     http::Method::POST,
                     &format!("/admin/outbox/{id}/retry"),
                     None,
                 )
                 .await?;
-            println!("{id}: {} deliveries queued again", v["deliveries"]);
+            println!("{id}: {} deliveries queued again", r.deliveries);
             Ok(ExitCode::SUCCESS)
         }
         Command::Messages {
@@ -263,23 +266,31 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let path = match &id {
                 Some(id) => format!("/messages/{id}"),
                 None => {
-                    let mut q = format!("/messages?limit={limit}");
-                    if let Some(r) = route {
-                        q.push_str(&format!("&route={r}"));
+                    let mut q = form_urlencoded::Serializer::new(String::new());
+                    q.append_pair("limit", &limit.to_string());
+                    if let Some(r) = &route {
+                        q.append_pair("route", r);
                     }
-                    if let Some(t) = thread {
-                        q.push_str(&format!("&thread={t}"));
+                    if let Some(t) = &thread {
+                        q.append_pair("thread", t);
                     }
-                    q
+                    format!("/messages?{}", q.finish())
                 }
             };
-            let v = client.expect_ok(http::Method::GET, &path, None).await?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&v)?);
-            } else if id.is_some() {
-                print!("{}", client::message_detail(&v));
+            if id.is_some() {
+                let detail: Detail = client.expect(http::Method::GET, &path, None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&detail)?);
+                } else {
+                    print!("{}", client::message_detail(&detail));
+                }
             } else {
-                print!("{}", client::messages_table(&v));
+                let list: MessageList = client.expect(http::Method::GET, &path, None).await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&list)?);
+                } else {
+                    print!("{}", client::messages_table(&list));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }

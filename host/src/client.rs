@@ -8,9 +8,12 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::config::{Config, Secret};
+use crate::model::Delivery;
+use crate::wire::{Detail, ErrorBody, MessageList, Outbox};
 
 /// Talks to the inbox a config describes, as its admin.
 pub struct AdminClient {
@@ -44,13 +47,13 @@ impl AdminClient {
         })
     }
 
-    /// Sends a request and returns the status and the JSON answer.
+    /// Sends a request and returns the status and the body.
     pub async fn request(
         &self,
         method: http::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<(http::StatusCode, Value)> {
+    ) -> anyhow::Result<(http::StatusCode, Bytes)> {
         let url = format!("{}{path}", self.base);
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = http::Request::builder()
@@ -67,47 +70,36 @@ impl AdminClient {
             })?;
         let status = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
-        let v = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&body).into()));
-        Ok((status, v))
+        Ok((status, body))
     }
 
-    /// Like [`AdminClient::request`], but a non-2xx answer is an error carrying the server's message.
-    pub async fn expect_ok(
+    /// Sends a request and parses a 2xx answer as `T`; any other answer is an error carrying the
+    /// server's message, and an answer that does not parse as `T` is an error saying so.
+    pub async fn expect<T: DeserializeOwned>(
         &self,
         method: http::Method,
         path: &str,
         body: Option<Value>,
-    ) -> anyhow::Result<Value> {
-        let (status, v) = self.request(method, path, body).await?;
+    ) -> anyhow::Result<T> {
+        let (status, bytes) = self.request(method, path, body).await?;
         if !status.is_success() {
-            let msg = v["error"]["message"]
-                .as_str()
-                .map(str::to_owned)
-                .unwrap_or_else(|| v.to_string());
+            let msg = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => e.error.message,
+                Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+            };
             bail!("the inbox answered {status}: {msg}");
         }
-        Ok(v)
-    }
-}
-
-fn s(v: &Value) -> String {
-    match v {
-        Value::Null => "-".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn time(v: &Value) -> String {
-    v.as_i64()
-        .map(|ms| {
-            humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + Duration::from_millis(ms as u64),
+        serde_json::from_slice(&bytes).with_context(|| {
+            format!(
+                "cannot read the inbox's answer to {path} ({} bytes) as {}",
+                bytes.len(),
+                std::any::type_name::<T>()
+                    .rsplit("::")
+                    .next()
+                    .unwrap_or("JSON")
             )
-            .to_string()
         })
-        .unwrap_or_else(|| "-".into())
+    }
 }
 
 /// Lays rows out in aligned columns.
@@ -132,26 +124,35 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".into(), ToString::to_string)
+}
+
+fn time(ms: Option<i64>) -> String {
+    ms.map(|ms| {
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_millis(ms as u64))
+            .to_string()
+    })
+    .unwrap_or_else(|| "-".into())
+}
+
 /// `GET /messages` as a table.
-pub fn messages_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["messages"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+pub fn messages_table(list: &MessageList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .messages
         .iter()
         .map(|m| {
-            let payload = m["payload"].to_string();
-            let short: String = payload.chars().take(60).collect();
+            let short: String = m.payload.to_string().chars().take(60).collect();
             vec![
-                s(&m["id"]),
-                time(&m["received_at"]),
-                s(&m["sender"]),
-                s(&m["route"]),
-                s(&m["type"]),
-                if m["mailbox"] == Value::Bool(true) {
+                m.id.clone(),
+                time(Some(m.received_at)),
+                m.sender.clone(),
+                m.route.clone(),
+                m.msg_type.clone(),
+                if m.mailbox {
                     "mailbox".into()
                 } else {
-                    s(&m["turn_state"])
+                    opt(&m.turn_state)
                 },
                 short,
             ]
@@ -164,41 +165,45 @@ pub fn messages_table(v: &Value) -> String {
 }
 
 /// `GET /messages/{id}` as text: the message, its turn, its replies and their deliveries.
-pub fn message_detail(v: &Value) -> String {
+pub fn message_detail(detail: &Detail) -> String {
     let mut out = String::new();
-    if let Some(r) = v.get("reply") {
-        out.push_str(&format!(
-            "reply {}  type {}  thread {}  in reply to {}\npayload: {}\n\n",
-            s(&r["id"]),
-            s(&r["type"]),
-            s(&r["thread_id"]),
-            s(&r["in_reply_to"]),
-            r["payload"]
-        ));
-        out.push_str(&deliveries_table(&r["deliveries"]));
-        return out;
-    }
-    let m = &v["message"];
+    let d = match detail {
+        Detail::Outbound(o) => {
+            let r = &o.reply;
+            out.push_str(&format!(
+                "reply {}  type {}  thread {}  in reply to {}\npayload: {}\n\n",
+                r.id,
+                r.msg_type,
+                r.thread_id,
+                opt(&r.in_reply_to),
+                r.payload
+            ));
+            out.push_str(&deliveries_table(
+                r.deliveries.as_deref().unwrap_or_default(),
+            ));
+            return out;
+        }
+        Detail::Message(d) => d.as_ref(),
+    };
+    let m = &d.message;
     out.push_str(&format!(
         "message {}\n  from {}  route {}  type {}  thread {}  hops {}\n  received {}\n  payload: {}\n",
-        s(&m["id"]), s(&m["sender"]), s(&m["route"]), s(&m["type"]), s(&m["thread_id"]), s(&m["hops"]),
-        time(&m["received_at"]), m["payload"]
+        m.id, m.sender, m.route, m.msg_type, m.thread_id, m.hops, time(Some(m.received_at)), m.payload
     ));
-    let t = &v["turn"];
-    if !t.is_null() {
+    if let Some(t) = &d.turn {
         out.push_str(&format!(
             "\nturn: {}  attempts {}  exit {}  signal {}  duration {} ms\n",
-            s(&t["state"]),
-            s(&t["attempts"]),
-            s(&t["exit_code"]),
-            s(&t["signal"]),
-            s(&t["duration_ms"])
+            t.state,
+            t.attempts,
+            opt(&t.exit_code),
+            opt(&t.signal),
+            opt(&t.duration_ms)
         ));
-        if !t["error"].is_null() {
-            out.push_str(&format!("  error: {}\n", s(&t["error"])));
+        if let Some(e) = &t.error {
+            out.push_str(&format!("  error: {e}\n"));
         }
-        for (name, key) in [("stdout", "stdout_tail"), ("stderr", "stderr_tail")] {
-            let text = t[key].as_str().unwrap_or("").trim_end();
+        for (name, text) in [("stdout", &t.stdout_tail), ("stderr", &t.stderr_tail)] {
+            let text = text.as_deref().unwrap_or("").trim_end();
             if !text.is_empty() {
                 let tail: Vec<&str> = text.lines().rev().take(10).collect();
                 out.push_str(&format!("  {name} (last lines):\n"));
@@ -208,36 +213,29 @@ pub fn message_detail(v: &Value) -> String {
             }
         }
     }
-    for r in v["replies"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
-    {
+    for r in &d.replies {
         out.push_str(&format!(
             "\nreply {}  type {}\n  payload: {}\n",
-            s(&r["id"]),
-            s(&r["type"]),
-            r["payload"]
+            r.id, r.msg_type, r.payload
         ));
-        out.push_str(&deliveries_table(&r["deliveries"]));
+        out.push_str(&deliveries_table(
+            r.deliveries.as_deref().unwrap_or_default(),
+        ));
     }
     out
 }
 
-fn deliveries_table(d: &Value) -> String {
-    let rows: Vec<Vec<String>> = d
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+fn deliveries_table(deliveries: &[Delivery]) -> String {
+    let rows: Vec<Vec<String>> = deliveries
         .iter()
         .map(|d| {
             vec![
-                s(&d["peer"]),
-                s(&d["state"]),
-                s(&d["attempts"]),
-                s(&d["last_status"]),
-                time(&d["next_attempt_at"]),
-                s(&d["last_error"]),
+                d.peer.clone(),
+                d.state.to_string(),
+                d.attempts.to_string(),
+                opt(&d.last_status),
+                time(d.next_attempt_at),
+                opt(&d.last_error),
             ]
         })
         .collect();
@@ -248,23 +246,21 @@ fn deliveries_table(d: &Value) -> String {
 }
 
 /// `GET /admin/outbox` as a table.
-pub fn outbox_table(v: &Value) -> String {
-    let rows: Vec<Vec<String>> = v["outbox"]
-        .as_array()
-        .map(|a| a.as_slice())
-        .unwrap_or_default()
+pub fn outbox_table(outbox: &Outbox) -> String {
+    let rows: Vec<Vec<String>> = outbox
+        .outbox
         .iter()
         .map(|item| {
-            let (r, d) = (&item["reply"], &item["delivery"]);
+            let (r, d) = (&item.reply, &item.delivery);
             vec![
-                s(&r["id"]),
-                time(&r["created_at"]),
-                s(&r["type"]),
-                s(&d["peer"]),
-                s(&d["state"]),
-                s(&d["attempts"]),
-                s(&d["last_status"]),
-                s(&d["last_error"]).chars().take(60).collect(),
+                r.id.clone(),
+                time(Some(r.created_at)),
+                r.msg_type.clone(),
+                d.peer.clone(),
+                d.state.to_string(),
+                d.attempts.to_string(),
+                opt(&d.last_status),
+                opt(&d.last_error).chars().take(60).collect(),
             ]
         })
         .collect();

@@ -1,35 +1,40 @@
 //! agent-inbox: a message router that lets AI agents talk to each other over HTTP.
 //!
 //! # Layout
-//! - [`config`]: routes.toml schema, loading and validation.
-//! - [`router`]: pure routing of (sender, type) to a route.
-//! - [`snapshot`]: the active config and everything derived from it, swapped whole.
-//! - [`server`]: accept loop, connection limit, graceful drain.
-//! - [`api`]: the HTTP handlers and the one error-to-response mapping.
-//! - [`store`]: durable state in SQLite with group commit.
-//! - [`turns`]: per-route queues and the life of one agent turn.
-//! - [`agent`]: running one agent subprocess, bounded in time and output.
-//! - [`plugins`]: the WebAssembly plugin engine (wasmtime), sandboxed hook calls.
-//! - [`prompt`]: the text the agent receives, with reply instructions.
-//! - [`relay`]: delivering replies to peers with retries.
-//! - [`reload`]: watching routes.toml and its plugins, swapping in a new snapshot.
-//! - [`cli`]: the `agent-inbox` command line.
-//! - [`client`]: the CLI's HTTP client for a running inbox.
+//! ARCHITECTURE.md at the repository root has the map, the paths of a message and a reply, and
+//! the invariants. In short, from the bottom up:
+//! - [`model`]: the records (messages, outbound messages, turns, deliveries), states and ids.
+//! - [`config`]: routes.toml's schema, validation and defaults; [`router`]: pure routing.
+//! - [`store`]: durable state behind one interface that owns the queues (SQLite in `store/sqlite`).
+//! - [`plugins`]: the WebAssembly engine; [`hooks`]: its one caller, enforcing what verdicts may do.
+//! - [`snapshot`]: the config in force with its plugins; [`reload`]: swapping in a new one.
+//! - [`token`]: reply tokens; [`prompt`]: the agent's text; [`agent`]: one agent subprocess.
+//! - [`turns`]: claiming and running turns; [`relay`]: delivering outbound messages.
+//! - [`events`]: the feed of what happens; [`shutdown`]: drain and stop.
+//! - [`inbox`]: the use cases; [`wire`]: the JSON on the wire; [`http`] and [`server`]: the front door.
+//! - [`cli`] and [`client`]: the `agent-inbox` command line.
 
 pub mod agent;
-pub mod api;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod events;
+pub mod hooks;
+pub mod http;
+pub mod inbox;
+pub mod model;
 pub mod plugins;
 pub mod prompt;
 pub mod relay;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod shutdown;
 pub mod snapshot;
 pub mod store;
+pub mod token;
 pub mod turns;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -39,31 +44,23 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 
 use crate::config::Config;
+use crate::events::Events;
+use crate::inbox::Inbox;
 use crate::relay::Relay;
-use crate::snapshot::{Active, Snapshot};
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Files, Snapshot};
 use crate::store::Store;
 use crate::turns::Turns;
 
 /// How often finished records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Everything a request handler shares.
-pub struct Inbox {
-    /// The config snapshot in force.
-    pub active: Active,
-    /// Durable state.
-    pub store: Store,
-    /// The turn scheduler.
-    pub turns: Arc<Turns>,
-    /// The outbox delivery loop.
-    pub relay: Arc<Relay>,
-    /// Reloads the config, when it came from a file.
-    pub reloader: Option<Arc<reload::Reloader>>,
-}
-
-/// A new time-ordered unique id (UUIDv7), for messages and replies.
-pub fn new_id() -> String {
-    uuid::Uuid::now_v7().to_string()
+/// The store settings a config names.
+pub fn store_settings(config: &Config) -> store::Settings {
+    store::Settings::Sqlite {
+        data_dir: config.server.data_dir.clone(),
+        synchronous: config.server.synchronous,
+    }
 }
 
 /// Runs an inbox on `listener` until `shutdown` completes, then drains and returns.
@@ -72,7 +69,7 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let store = Store::open(&config.server.data_dir, config.server.synchronous)?;
+    let store = Store::open(&store_settings(&config))?;
     let max_connections = config.server.max_connections;
     let max_in_flight = config.relay.max_in_flight;
     let drain = config.server.drain;
@@ -80,26 +77,40 @@ pub async fn run(
     let engine = snapshot::engine(&config).context("cannot start the plugin engine")?;
     let first = {
         let engine = engine.clone();
-        tokio::task::spawn_blocking(move || Snapshot::build(config, &engine))
-            .await
-            .context("the plugin loader failed")?
-            .map_err(|e| anyhow::anyhow!("cannot load plugins: {e}"))?
+        tokio::task::spawn_blocking(move || {
+            let files = Files::read(&config)?;
+            Snapshot::build(config, files, &engine)
+        })
+        .await
+        .context("the plugin loader failed")?
+        .context("cannot load plugins")?
     };
     let active = snapshot::active(first);
-    let relay = Relay::new(store.clone(), active.clone(), max_in_flight);
-    let active_for_reload = active.clone();
-    let turns = Turns::new(store.clone(), active.clone(), relay.clone());
+    let events = Events::new();
+    let stopping = Arc::new(Shutdown::new());
+    let relay = Relay::new(store.clone(), active.clone(), events.clone(), max_in_flight);
+    let turns = Turns::new(
+        store.clone(),
+        active.clone(),
+        relay.clone(),
+        events.clone(),
+        stopping.clone(),
+    );
     let addr = listener.local_addr().context("listener has no address")?;
     turns.set_bound(addr);
+    let reloader = source.map(|path| {
+        let build: reload::Builder =
+            Arc::new(move |config, files| Snapshot::build(config, files, &engine));
+        reload::Reloader::new(path, active.clone(), build, events.clone())
+    });
     let inbox = Arc::new(Inbox {
         active,
         store,
         turns: turns.clone(),
         relay: relay.clone(),
-        reloader: source.map(|path| {
-            let build: reload::Builder = Arc::new(move |config| Snapshot::build(config, &engine));
-            reload::Reloader::new(path, active_for_reload, build)
-        }),
+        events,
+        shutdown: stopping.clone(),
+        reloader,
     });
     let (rerun, failed) = turns
         .recover_interrupted()
@@ -108,20 +119,19 @@ pub async fn run(
     if rerun + failed > 0 {
         tracing::warn!(rerun, failed, "turns were interrupted by the last stop");
     }
-    let requeued = turns
-        .requeue_from_store()
-        .await
-        .context("cannot re-queue stored turns")?;
-    if requeued > 0 {
-        tracing::info!(requeued, "re-queued turns from the store");
+    let queued = turns.start().await.context("cannot start queued turns")?;
+    if queued > 0 {
+        tracing::info!(queued, "turns queued from before the start");
     }
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let relay_task = tokio::spawn(relay.run(stop_rx.clone()));
-    let prune_task = tokio::spawn(prune_loop(inbox.clone(), stop_rx.clone()));
+    let relay_task = tokio::spawn(relay.run(stopping.stopped()));
+    let prune_task = tokio::spawn(prune_loop(inbox.clone(), stopping.stopped()));
     let mut reload_tasks = Vec::new();
     if let Some(reloader) = &inbox.reloader {
-        reload_tasks.push(tokio::spawn(reloader.clone().watch(stop_rx.clone())));
-        reload_tasks.push(tokio::spawn(reload_on_sighup(reloader.clone(), stop_rx)));
+        reload_tasks.push(tokio::spawn(reloader.clone().watch(stopping.stopped())));
+        reload_tasks.push(tokio::spawn(reload_on_sighup(
+            reloader.clone(),
+            stopping.stopped(),
+        )));
     }
     tracing::info!(%addr, "listening");
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
@@ -136,7 +146,7 @@ pub async fn run(
     shutdown.await;
     // Drain: new messages get 503 while running turns finish; /send stays open so their agents can
     // still reply, and the relay keeps delivering.
-    turns.begin_drain();
+    stopping.begin_drain();
     tracing::info!(
         running = turns.running(),
         drain_secs = drain.as_secs(),
@@ -153,7 +163,7 @@ pub async fn run(
     }
     let _ = server_stop.send(());
     let _ = server.await;
-    let _ = stop_tx.send(true);
+    stopping.stop();
     let _ = relay_task.await;
     let _ = prune_task.await;
     for t in reload_tasks {
@@ -167,7 +177,7 @@ pub async fn run(
 async fn prune_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {
         let server = inbox.active.load().config.server.clone();
-        let now = store::now_ms();
+        let now = model::now_ms();
         let before = now - server.retention.as_millis() as i64;
         let dedup_before = now - server.dedup_window.as_millis() as i64;
         // Each call deletes a bounded batch; repeat until a batch comes back short.
@@ -210,6 +220,141 @@ async fn reload_on_sighup(
                 let _ = reloader.reload("SIGHUP").await;
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// ARCHITECTURE.md's invariants, checked on the source: which module may name which.
+#[cfg(test)]
+mod architecture {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::path::Path;
+
+    /// Top-level module → the top-level modules its files name through `crate::`.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+            for e in std::fs::read_dir(dir).expect("read src").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    walk(&p, out);
+                } else if p.extension().is_some_and(|x| x == "rs") {
+                    out.push(p);
+                }
+            }
+        }
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        walk(&src, &mut files);
+        let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for f in files {
+            let rel = f.strip_prefix(&src).expect("under src");
+            let module = rel
+                .components()
+                .next()
+                .and_then(|c| c.as_os_str().to_str())
+                .map(|s| s.trim_end_matches(".rs").to_owned())
+                .expect("a name");
+            let text = std::fs::read_to_string(&f).expect("read");
+            let entry = map.entry(module.clone()).or_default();
+            for (i, _) in text.match_indices("crate::") {
+                let rest = &text[i + "crate::".len()..];
+                let names: Vec<&str> = if let Some(group) = rest.strip_prefix('{') {
+                    group[..group.find('}').unwrap_or(0)]
+                        .split(',')
+                        .map(|s| s.trim().split("::").next().unwrap_or(""))
+                        .collect()
+                } else {
+                    vec![
+                        rest.split(|c: char| !c.is_alphanumeric() && c != '_')
+                            .next()
+                            .unwrap_or(""),
+                    ]
+                };
+                for n in names {
+                    if !n.is_empty()
+                        && n != module
+                        && n.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+                    {
+                        entry.insert(n.to_owned());
+                    }
+                }
+            }
+        }
+        map
+    }
+
+    #[test]
+    fn invariants_hold() {
+        let map = imports();
+        let names = |m: &str| map.get(m).cloned().unwrap_or_default();
+        let forbidden: &[(&str, &[&str])] = &[
+            // The HTTP layer never runs an agent.
+            ("http", &["agent", "turns"]),
+            ("server", &["agent", "turns"]),
+            // The router does no I/O and knows only the config.
+            (
+                "router",
+                &["store", "plugins", "http", "relay", "turns", "agent"],
+            ),
+            // The plugin engine never imports HTTP (or anything but the model).
+            (
+                "plugins",
+                &[
+                    "http", "server", "inbox", "wire", "store", "turns", "relay", "config",
+                ],
+            ),
+            // The turn scheduler never calls into the HTTP layer.
+            ("turns", &["http", "server", "inbox"]),
+            // Storage knows nothing of plugins.
+            (
+                "store",
+                &[
+                    "plugins", "hooks", "snapshot", "http", "turns", "relay", "config",
+                ],
+            ),
+            ("model", &["store", "config", "plugins", "http"]),
+        ];
+        for (module, banned) in forbidden {
+            let bad: Vec<_> = banned
+                .iter()
+                .filter(|b| names(module).contains(**b))
+                .collect();
+            assert!(bad.is_empty(), "{module} must not name {bad:?}");
+        }
+        // No module names one that names it back, at any distance.
+        for start in map.keys().filter(|m| *m != "lib" && *m != "main") {
+            let mut seen = BTreeSet::new();
+            let mut todo: Vec<String> = names(start).into_iter().collect();
+            while let Some(m) = todo.pop() {
+                assert_ne!(&m, start, "{start} is part of an import cycle");
+                if seen.insert(m.clone()) {
+                    todo.extend(names(&m));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn only_the_store_names_the_database_library() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut stack = vec![src.clone()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).expect("read").flatten() {
+                let p = e.path();
+                if p.is_dir() {
+                    stack.push(p);
+                    continue;
+                }
+                let under_store = p.starts_with(src.join("store"));
+                let text = std::fs::read_to_string(&p).unwrap_or_default();
+                // This test's own file names it in this check; the check looks for uses.
+                let uses = text.contains("rusqlite::") || text.contains("use rusqlite");
+                assert!(
+                    under_store || !uses || p.ends_with("lib.rs"),
+                    "{} names rusqlite",
+                    p.display()
+                );
+            }
         }
     }
 }

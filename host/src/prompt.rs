@@ -2,20 +2,7 @@
 //!
 //! This is the built-in renderer; a route's render-turn plugin replaces it.
 
-use crate::store::Message;
-
-/// What the agent needs to reply.
-#[derive(Debug, Clone)]
-pub struct ReplyContext {
-    /// Full URL of `/send`.
-    pub url: String,
-    /// This turn's reply token (goes into the curl command; never log the result).
-    pub token: String,
-    /// Types the agent may reply with; empty means no reply is expected.
-    pub reply_types: Vec<String>,
-    /// When the token stops working if the turn runs to its timeout (RFC 3339).
-    pub deadline: String,
-}
+use crate::model::{Message, ReplyContext};
 
 /// Renders the prompt for one turn.
 pub fn render(m: &Message, ctx: &ReplyContext) -> String {

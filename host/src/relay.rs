@@ -4,9 +4,7 @@
 //! deliveries, runs at most `max_in_flight` attempts at once, and records each outcome; what is not
 //! delivered when the host stops is picked up again on the next start.
 
-use std::collections::HashSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,8 +16,10 @@ use rand::Rng;
 use tokio::sync::{Notify, Semaphore, watch};
 
 use crate::config::Peer;
+use crate::events::{Event, Events};
+use crate::model::{AttemptOutcome, DeliveryState, Outbound, now_ms};
 use crate::snapshot::Active;
-use crate::store::{AttemptRecord, DueDelivery, Store, now_ms};
+use crate::store::{DueDelivery, Store, StoreError};
 
 /// HTTP(S) client used for deliveries.
 pub type Client = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -86,21 +86,6 @@ pub fn next_delay(
 fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
     let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
     v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
-/// The body a peer's `/message` receives.
-pub fn body(reply: &crate::store::Reply) -> Bytes {
-    let payload: serde_json::Value =
-        serde_json::from_str(&reply.payload).unwrap_or(serde_json::Value::Null);
-    let v = serde_json::json!({
-        "type": reply.msg_type,
-        "payload": payload,
-        "id": reply.id,
-        "in_reply_to": reply.in_reply_to,
-        "thread_id": reply.thread_id,
-        "hops": reply.hops,
-    });
-    Bytes::from(v.to_string())
 }
 
 /// The result of one attempt.
@@ -187,33 +172,45 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// Delivers the outbox; [`Relay::wake`] it when something new is queued.
+/// Delivers the outbox; [`Relay::enqueue`] gives it new work.
 pub struct Relay {
     store: Store,
     active: Active,
+    events: Events,
     client: Client,
     wake: Notify,
-    in_flight: Mutex<HashSet<(String, String)>>,
-    /// Attempts finished so far; see `dispatch_due`.
-    finished: AtomicU64,
     slots: Arc<Semaphore>,
 }
 
 impl Relay {
     /// A relay over `store`, reading peers and the schedule from the active snapshot.
-    pub fn new(store: Store, active: Active, max_in_flight: usize) -> Arc<Self> {
+    pub fn new(store: Store, active: Active, events: Events, max_in_flight: usize) -> Arc<Self> {
         Arc::new(Self {
             store,
             active,
+            events,
             client: client(),
             wake: Notify::new(),
-            in_flight: Mutex::new(HashSet::new()),
-            finished: AtomicU64::new(0),
             slots: Arc::new(Semaphore::new(max_in_flight)),
         })
     }
 
-    /// Tells the loop that something may be due.
+    /// Records an outbound message with a delivery to each peer, and starts delivering it.
+    pub async fn enqueue(&self, outbound: Outbound, peers: Vec<String>) -> Result<(), StoreError> {
+        let event = Event::OutboundQueued {
+            id: outbound.id.clone(),
+            in_reply_to: outbound.in_reply_to.clone(),
+            thread_id: outbound.thread_id.clone(),
+            msg_type: outbound.msg_type.clone(),
+            peers: peers.clone(),
+        };
+        self.store.insert_outbound(outbound, peers).await?;
+        self.events.publish(event);
+        self.wake();
+        Ok(())
+    }
+
+    /// Tells the loop that something may be due (e.g. a dead letter made due again).
     pub fn wake(&self) {
         self.wake.notify_one();
     }
@@ -242,39 +239,22 @@ impl Relay {
         }
     }
 
-    async fn dispatch_due(self: &Arc<Self>) -> Result<(), crate::store::StoreError> {
+    async fn dispatch_due(self: &Arc<Self>) -> Result<(), StoreError> {
         let free = self.slots.available_permits();
         if free == 0 {
             return Ok(());
         }
-        let busy = self.lock_in_flight().len();
-        // An attempt that finishes while we read could leave its row stale in what we read (and gone
-        // from in_flight by the time we check it): read again until no attempt finished meanwhile,
-        // so a delivery is never sent twice at once.
-        let due = loop {
-            let finished = self.finished.load(Ordering::SeqCst);
-            let due = self
-                .store
-                .due_deliveries(now_ms(), (free + busy) as u32)
-                .await?;
-            if self.finished.load(Ordering::SeqCst) == finished {
-                break due;
-            }
-        };
-        for d in due {
-            let key = (d.reply.id.clone(), d.peer.clone());
-            if self.lock_in_flight().contains(&key) {
-                continue;
-            }
+        // Claimed deliveries are ours until their attempt is recorded, so none is sent twice at
+        // once; at most `free` are claimed, so each gets a slot.
+        for d in self.store.claim_deliveries(now_ms(), free).await? {
             let Ok(permit) = self.slots.clone().try_acquire_owned() else {
-                break;
+                // Cannot happen (only this loop takes slots); give the claim back all the same.
+                self.store.release_delivery(&d.outbound.id, &d.peer).await?;
+                continue;
             };
-            self.lock_in_flight().insert(key.clone());
             let relay = self.clone();
             tokio::spawn(async move {
                 relay.deliver(d).await;
-                relay.lock_in_flight().remove(&key);
-                relay.finished.fetch_add(1, Ordering::SeqCst);
                 drop(permit);
                 relay.wake();
             });
@@ -282,17 +262,12 @@ impl Relay {
         Ok(())
     }
 
-    fn lock_in_flight(&self) -> std::sync::MutexGuard<'_, HashSet<(String, String)>> {
-        // Poisoning would need a panic while inserting into a set; the set is still usable.
-        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     async fn deliver(&self, d: DueDelivery) {
         let snap = self.active.load_full();
         let relay_cfg = &snap.config.relay;
         let n = d.attempts + 1;
         let record = match snap.config.peers.get(&d.peer) {
-            None => AttemptRecord::Dead {
+            None => AttemptOutcome::Dead {
                 status: None,
                 error: format!("peer {:?} is no longer in the config", d.peer),
             },
@@ -300,28 +275,28 @@ impl Relay {
                 let a = attempt(
                     &self.client,
                     peer,
-                    body(&d.reply),
-                    &d.reply.id,
+                    crate::wire::relayed(&d.outbound),
+                    &d.outbound.id,
                     relay_cfg.attempt_timeout,
                 )
                 .await;
                 match a.verdict {
-                    Verdict::Delivered => AttemptRecord::Delivered {
+                    Verdict::Delivered => AttemptOutcome::Delivered {
                         status: a.status.unwrap_or(200),
                     },
-                    Verdict::GiveUp => AttemptRecord::Dead {
+                    Verdict::GiveUp => AttemptOutcome::Dead {
                         status: a.status,
                         error: a.error.unwrap_or_default(),
                     },
                     Verdict::Retry { retry_after } => {
                         let jitter = rand::rng().random::<f64>();
                         match next_delay(&relay_cfg.retry_schedule, n, retry_after, jitter) {
-                            Some(delay) => AttemptRecord::Retry {
+                            Some(delay) => AttemptOutcome::Retry {
                                 status: a.status,
                                 error: a.error.unwrap_or_default(),
                                 next_at: now_ms() + delay.as_millis() as i64,
                             },
-                            None => AttemptRecord::Dead {
+                            None => AttemptOutcome::Dead {
                                 status: a.status,
                                 error: format!(
                                     "gave up after {n} attempts: {}",
@@ -334,28 +309,45 @@ impl Relay {
             }
         };
         match &record {
-            AttemptRecord::Delivered { status } => tracing::info!(
-                reply = %d.reply.id, peer = %d.peer, attempt = n, status, "delivered"
+            AttemptOutcome::Delivered { status } => tracing::info!(
+                outbound = %d.outbound.id, peer = %d.peer, attempt = n, status, "delivered"
             ),
-            AttemptRecord::Retry {
+            AttemptOutcome::Retry {
                 status,
                 error,
                 next_at,
             } => tracing::warn!(
-                reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error,
+                outbound = %d.outbound.id, peer = %d.peer, attempt = n, ?status, %error,
                 retry_in_ms = next_at - now_ms(), "delivery failed; will retry"
             ),
-            AttemptRecord::Dead { status, error } => tracing::error!(
-                reply = %d.reply.id, peer = %d.peer, attempt = n, ?status, %error, "delivery failed for good: dead letter"
+            AttemptOutcome::Dead { status, error } => tracing::error!(
+                outbound = %d.outbound.id, peer = %d.peer, attempt = n, ?status, %error, "delivery failed for good: dead letter"
             ),
         }
-        if let Err(e) = self
+        let state = match &record {
+            AttemptOutcome::Delivered { .. } => DeliveryState::Delivered,
+            AttemptOutcome::Retry { .. } => DeliveryState::Retrying,
+            AttemptOutcome::Dead { .. } => DeliveryState::Dead,
+        };
+        match self
             .store
-            .record_attempt(&d.reply.id, &d.peer, record)
+            .record_attempt(&d.outbound.id, &d.peer, record)
             .await
         {
-            // The delivery stays due in the store, so it is tried again: at least once, never lost.
-            tracing::error!(reply = %d.reply.id, peer = %d.peer, error = %e, "cannot record a delivery attempt");
+            Ok(()) => self.events.publish(Event::DeliveryAttempted {
+                id: d.outbound.id.clone(),
+                peer: d.peer.clone(),
+                attempt: n,
+                state,
+            }),
+            Err(e) => {
+                // The delivery stays due in the store, so it is tried again: at least once, never
+                // lost.
+                tracing::error!(outbound = %d.outbound.id, peer = %d.peer, error = %e, "cannot record a delivery attempt");
+                if let Err(e) = self.store.release_delivery(&d.outbound.id, &d.peer).await {
+                    tracing::error!(error = %e, "cannot release a delivery; it is retried after a restart");
+                }
+            }
         }
     }
 }

@@ -10,19 +10,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
-use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::config::Config;
-use crate::snapshot::{Active, Snapshot};
-use crate::store::now_ms;
+use crate::config::{Config, ConfigErrors};
+use crate::events::{Event, Events};
+use crate::model::now_ms;
+use crate::snapshot::{Active, BuildErrors, Files, Snapshot};
 
 /// Editors write a file in several steps (truncate, write, rename); wait this long after the last
 /// event before reading, so one save is one reload.
 const SETTLE: Duration = Duration::from_millis(100);
 
 /// What `GET /status` shows about reloads.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct Status {
     /// Hash of the config in force.
     pub config_hash: String,
@@ -48,14 +48,35 @@ pub enum Outcome {
     Unchanged,
 }
 
-/// Builds a snapshot from a config; plugins are compiled here, so it runs on a blocking thread.
-pub type Builder = Arc<dyn Fn(Config) -> Result<Snapshot, String> + Send + Sync>;
+/// Builds a snapshot from a config and its files; plugins are compiled here, so it runs on a
+/// blocking thread.
+pub type Builder = Arc<dyn Fn(Config, Files) -> Result<Snapshot, BuildErrors> + Send + Sync>;
+
+/// Why a reload kept the config in force.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// routes.toml could not be read or is not valid.
+    #[error("{}: {errors}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Every problem in it.
+        errors: ConfigErrors,
+    },
+    /// A plugin file could not be read or loaded.
+    #[error(transparent)]
+    Build(#[from] BuildErrors),
+    /// The blocking task that builds the snapshot failed.
+    #[error("the reload task failed: {0}")]
+    Task(String),
+}
 
 /// Reloads one config file into the active snapshot.
 pub struct Reloader {
     path: PathBuf,
     active: Active,
     build: Builder,
+    events: Events,
     status: Mutex<Status>,
     /// Serialises reloads: two at once could swap in the older one last.
     running: tokio::sync::Mutex<()>,
@@ -63,12 +84,13 @@ pub struct Reloader {
 
 impl Reloader {
     /// A reloader for the file the active config came from.
-    pub fn new(path: PathBuf, active: Active, build: Builder) -> Arc<Self> {
-        let hash = active.load().config.hash.clone();
+    pub fn new(path: PathBuf, active: Active, build: Builder, events: Events) -> Arc<Self> {
+        let hash = active.load().hash.clone();
         Arc::new(Self {
             path,
             active,
             build,
+            events,
             status: Mutex::new(Status {
                 config_hash: hash,
                 loaded_at: now_ms(),
@@ -92,23 +114,27 @@ impl Reloader {
     }
 
     /// Reads the file again and swaps in the result if it changed and is good.
-    pub async fn reload(&self, why: &str) -> Result<Outcome, String> {
+    pub async fn reload(&self, why: &str) -> Result<Outcome, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         self.lock().checks += 1;
         let path = self.path.clone();
         let build = self.build.clone();
         let current = self.active.load_full();
-        let current_hash = current.config.hash.clone();
+        let current_hash = current.hash.clone();
         let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || {
-            let config = Config::load(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            if config.hash == current_hash {
+            let config = Config::load(&path).map_err(|errors| ReloadError::Config {
+                path: path.clone(),
+                errors,
+            })?;
+            let files = Files::read(&config)?;
+            if files.hash == current_hash {
                 return Ok(None);
             }
-            build(config).map(Some)
+            Ok(Some(build(config, files)?))
         })
         .await
-        .unwrap_or_else(|e| Err(format!("the reload task failed: {e}")));
+        .unwrap_or_else(|e| Err(ReloadError::Task(e.to_string())));
         match result {
             Ok(None) => {
                 tracing::debug!(%why, "config unchanged; nothing to reload");
@@ -124,8 +150,11 @@ impl Reloader {
                         "changed in the config, but needs a restart to take effect"
                     );
                 }
-                let hash = snapshot.config.hash.clone();
+                let hash = snapshot.hash.clone();
                 self.active.store(Arc::new(snapshot));
+                self.events.publish(Event::ConfigReloaded {
+                    config_hash: hash.clone(),
+                });
                 let mut st = self.lock();
                 st.config_hash = hash.clone();
                 st.loaded_at = now_ms();
@@ -140,7 +169,7 @@ impl Reloader {
             Err(e) => {
                 tracing::error!(%why, error = %e, "config reload failed; keeping the last good config");
                 let mut st = self.lock();
-                st.last_reload_error = Some(e.clone());
+                st.last_reload_error = Some(e.to_string());
                 st.reloads_failed += 1;
                 Err(e)
             }

@@ -15,7 +15,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::{Inbox, api};
+use crate::http;
+use crate::inbox::Inbox;
 
 /// How long a client may take to send its request headers (slowloris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -55,7 +56,7 @@ pub async fn serve(
         // Acks are small; waiting for Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
         let inbox = inbox.clone();
-        let svc = service_fn(move |req| api::handle(inbox.clone(), req));
+        let svc = service_fn(move |req| http::handle(inbox.clone(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)

@@ -1,16 +1,19 @@
 //! The active configuration: config, router and loaded plugins, built together and swapped whole.
 //!
 //! A request loads one `Arc<Snapshot>` when it starts and uses it to the end, so a reload never
-//! changes the rules under a request in flight.
+//! changes the rules under a request in flight. Plugin files are read here, once per build: what
+//! is hashed is exactly what is loaded.
 
 use std::collections::HashMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use sha2::{Digest, Sha256};
 
 use crate::config::{Config, PluginSpec};
-use crate::plugins::{self, Engine, Limits, Plugin, Reuse};
+use crate::plugins::{self, Engine, Limits, Plugin, PluginError, Reuse};
 use crate::router::Router;
 
 /// A route's loaded plugin with the settings it was loaded with.
@@ -29,11 +32,91 @@ impl RoutePlugin {
     }
 }
 
+/// One problem building a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// A plugin file could not be read.
+    #[error("{}: {source}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A route's plugin did not load.
+    #[error("routes.{route}.plugin: {source}")]
+    Plugin {
+        /// The route.
+        route: String,
+        /// Why.
+        #[source]
+        source: PluginError,
+    },
+}
+
+/// Every problem found building a snapshot.
+#[derive(Debug)]
+pub struct BuildErrors(pub Vec<BuildError>);
+
+impl fmt::Display for BuildErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for BuildErrors {}
+
+/// The plugin files a config names, read once, and the config hash they make with routes.toml.
+#[derive(Debug)]
+pub struct Files {
+    bytes: HashMap<PathBuf, Vec<u8>>,
+    /// The config hash: routes.toml's text and these exact bytes.
+    pub hash: String,
+}
+
+impl Files {
+    /// Reads every plugin file of `config`.
+    pub fn read(config: &Config) -> Result<Self, BuildErrors> {
+        let mut bytes = HashMap::new();
+        let mut errors = Vec::new();
+        for path in config.plugin_paths() {
+            match std::fs::read(path) {
+                Ok(b) => {
+                    bytes.insert(path.to_path_buf(), b);
+                }
+                Err(source) => errors.push(BuildError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                }),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(BuildErrors(errors));
+        }
+        let mut digests: Vec<(&Path, [u8; 32])> = bytes
+            .iter()
+            .map(|(p, b)| (p.as_path(), Sha256::digest(b).into()))
+            .collect();
+        digests.sort_by(|a, b| a.0.cmp(b.0));
+        let hash = crate::config::hash_digests(&config.text_digest, &digests);
+        Ok(Self { bytes, hash })
+    }
+}
+
 /// One consistent view of routes.toml and everything derived from it.
 #[derive(Debug)]
 pub struct Snapshot {
     /// The validated config.
     pub config: Config,
+    /// The config hash (routes.toml and its plugins' bytes).
+    pub hash: String,
     /// Routing table derived from it.
     pub router: Router,
     /// `X-Config-Hash`, ready to attach to every response.
@@ -43,40 +126,16 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// Derives everything but plugins from a validated config (enough for a config without plugins).
-    pub fn new(config: Config) -> Self {
-        let router = Router::new(&config);
-        // The hash is hex, so it is always a valid header value.
-        let hash_header = http::HeaderValue::from_str(&config.hash)
-            .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
-        Self {
-            config,
-            router,
-            hash_header,
-            plugins: HashMap::new(),
-        }
-    }
-
-    /// Builds a snapshot and loads every route's plugin. Blocking: compiles components (or reads them
-    /// from the on-disk cache); call it from a blocking thread. Reports every plugin that fails.
-    pub fn build(config: Config, engine: &Engine) -> Result<Self, String> {
-        let mut snapshot = Snapshot::new(config);
+    /// Builds a snapshot from a config and its files, loading every route's plugin. Blocking:
+    /// compiles components (or reads them from the on-disk cache); call it from a blocking thread.
+    /// Reports every plugin that fails.
+    pub fn build(config: Config, files: Files, engine: &Engine) -> Result<Self, BuildErrors> {
         let mut errors = Vec::new();
-        let cache_dir = snapshot.config.plugins.cache_dir.clone();
-        // Each plugin file is read once, and what is loaded is what is hashed: a file replaced
-        // halfway through a reload cannot give a snapshot whose hash names other bytes.
-        let mut files: HashMap<std::path::PathBuf, Vec<u8>> = HashMap::new();
-        for path in snapshot.config.plugin_paths() {
-            match std::fs::read(path) {
-                Ok(bytes) => {
-                    files.insert(path.to_path_buf(), bytes);
-                }
-                Err(e) => errors.push(format!("{}: {e}", path.display())),
-            }
-        }
-        for route in snapshot.config.routes.values() {
+        let mut plugins = HashMap::new();
+        let cache_dir = config.plugins.cache_dir.clone();
+        for route in config.routes.values() {
             let Some(spec) = &route.plugin else { continue };
-            let Some(bytes) = files.get(&spec.path) else {
+            let Some(bytes) = files.bytes.get(&spec.path) else {
                 continue;
             };
             let name = spec
@@ -90,7 +149,7 @@ impl Snapshot {
                         route = %route.name, plugin = %name, from_cache = plugin.from_cache(),
                         load_ms = plugin.load_time().as_millis() as u64, "plugin loaded"
                     );
-                    snapshot.plugins.insert(
+                    plugins.insert(
                         route.name.clone(),
                         RoutePlugin {
                             plugin,
@@ -98,21 +157,25 @@ impl Snapshot {
                         },
                     );
                 }
-                Err(e) => errors.push(format!("routes.{}.plugin: {e}", route.name)),
+                Err(source) => errors.push(BuildError::Plugin {
+                    route: route.name.clone(),
+                    source,
+                }),
             }
         }
         if !errors.is_empty() {
-            return Err(errors.join("; "));
+            return Err(BuildErrors(errors));
         }
-        let mut digests: Vec<(&std::path::Path, [u8; 32])> = files
-            .iter()
-            .map(|(p, b)| (p.as_path(), Sha256::digest(b).into()))
-            .collect();
-        digests.sort_by(|a, b| a.0.cmp(b.0));
-        snapshot.config.hash = crate::config::hash_digests(&snapshot.config.text_digest, &digests);
-        snapshot.hash_header = http::HeaderValue::from_str(&snapshot.config.hash)
+        // The hash is hex, so it is always a valid header value.
+        let hash_header = http::HeaderValue::from_str(&files.hash)
             .unwrap_or_else(|_| http::HeaderValue::from_static("invalid"));
-        Ok(snapshot)
+        Ok(Self {
+            router: Router::new(&config),
+            config,
+            hash: files.hash,
+            hash_header,
+            plugins,
+        })
     }
 }
 

@@ -649,7 +649,7 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
 
 /// Milliseconds since the epoch, as the store counts.
 fn store_now() -> i64 {
-    agent_inbox::store::now_ms()
+    agent_inbox::model::now_ms()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

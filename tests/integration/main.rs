@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
 mod cli;
+mod compat;
 mod core_loop;
 mod durability;
 mod errors;

@@ -519,7 +519,8 @@ async fn serve_refuses_a_plugin_that_does_not_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
-    use agent_inbox::plugins::{Engine, EngineConfig, Limits, Message, Reply, ReplyContext, Reuse};
+    use agent_inbox::model::{Draft, Message, ReplyContext};
+    use agent_inbox::plugins::{Engine, EngineConfig, Limits, Reuse};
     let engine = Engine::new(EngineConfig::default()).unwrap();
     let cache = shared_plugin_cache();
     let js_limits = Limits {
@@ -560,10 +561,13 @@ async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
         thread_id: "t-1".into(),
         in_reply_to: in_reply_to.map(Into::into),
         hops: 2,
+        sender_ref: None,
+        received_at: 0,
+        mailbox: false,
     };
     let ctx = |types: &[&str]| ReplyContext {
         url: "http://127.0.0.1:8700/send".into(),
-        auth_header: "Authorization: Bearer rt_0123".into(),
+        token: "rt_0123".into(),
         reply_types: types.iter().map(|t| t.to_string()).collect(),
         deadline: "2026-11-24T12:00:00Z".into(),
     };
@@ -594,7 +598,7 @@ async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
     let config = r#"{"to_by_type": {"STATUS": ["tony"]}}"#;
     let peers = ["tony".to_string(), "mel".to_string()];
     for t in ["STATUS", "BREAKDOWN"] {
-        let reply = Reply {
+        let reply = Draft {
             msg_type: t.into(),
             payload: "{}".into(),
         };

@@ -2,13 +2,16 @@
 //! compiles plugin components (`wit/plugin.wit`) once and caches them on disk, and runs each hook
 //! call sandboxed (memory cap, deadline, no filesystem, network, environment or arguments).
 //!
-//! The rest of the host sees only the plain types here ([`Message`], [`MessageVerdict`], …) and
-//! [`PluginError`]; the generated bindings stay private to this module.
+//! Hooks take the model's records ([`crate::model::Message`], …) and answer with the plain verdicts
+//! here ([`MessageVerdict`], …) or a [`PluginError`]; the generated bindings stay private to this
+//! module, and the one conversion between the two is at its end. What a verdict may do (which
+//! routes, reply types and peers) is the `hooks` module's to enforce.
 
 mod cache;
 mod sandbox;
 
 use std::fmt;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,6 +20,8 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use sandbox::{DeadlineExceeded, MemoryCapExceeded, State};
+
+use crate::model::{Draft, Message, ReplyContext};
 
 /// Generated bindings for the `plugin` world; private so that wasmtime types never leak out.
 mod bindings {
@@ -29,6 +34,7 @@ mod bindings {
 }
 
 use bindings::agent_inbox::plugin::types as wit;
+use bindings::exports::agent_inbox::plugin::hooks::Guest;
 
 /// How long the ticker waits between epoch increments unless [`EngineConfig`] says otherwise.
 ///
@@ -36,6 +42,9 @@ use bindings::agent_inbox::plugin::types as wit;
 /// deadline, so 1 ms bounds both how long a plugin can hold a runtime worker and how late a
 /// deadline fires; one wake-up per millisecond costs the process next to nothing.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
+
+/// Default for [`EngineConfig::max_instances`] (and routes.toml's `[plugins] max_instances`).
+pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
 /// Sizes of the shared engine: its instance pool and epoch ticker.
 #[derive(Debug, Clone)]
@@ -61,7 +70,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            max_instances: 64,
+            max_instances: DEFAULT_MAX_INSTANCES,
             max_memory_bytes: 256 << 20,
             max_core_instances_per_component: 100,
             max_memories_per_component: 4,
@@ -124,27 +133,6 @@ pub enum Reuse {
     },
 }
 
-/// A message as a plugin sees it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    /// The inbox's id for it.
-    pub id: String,
-    /// The route that took it.
-    pub route: String,
-    /// The peer that sent it.
-    pub sender: String,
-    /// Its type, e.g. "TASK".
-    pub msg_type: String,
-    /// Its payload as JSON text.
-    pub payload: String,
-    /// The conversation it belongs to.
-    pub thread_id: String,
-    /// The message it answers, if the sender said.
-    pub in_reply_to: Option<String>,
-    /// Relays so far in its thread.
-    pub hops: u32,
-}
-
 /// A new type and payload for a message or reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewrite {
@@ -179,28 +167,6 @@ pub enum MessageVerdict {
     },
     /// Refuse it.
     Reject(Rejection),
-}
-
-/// What the agent needs to reply; `render-turn` builds its instructions from this.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplyContext {
-    /// Full URL of `POST /send`.
-    pub url: String,
-    /// The header the agent must send, e.g. "Authorization: Bearer rt_…" (a secret).
-    pub auth_header: String,
-    /// Types the agent may reply with; empty means no reply is expected.
-    pub reply_types: Vec<String>,
-    /// When the reply token stops working (RFC 3339).
-    pub deadline: String,
-}
-
-/// A reply an agent sent on `POST /send`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reply {
-    /// Its type.
-    pub msg_type: String,
-    /// Its payload as JSON text.
-    pub payload: String,
 }
 
 /// What `check-reply` decided.
@@ -360,12 +326,9 @@ impl Engine {
             .max_tables_per_module(2)
             .max_memory_size(config.max_memory_bytes)
             .table_elements(config.max_table_elements)
-            // A fresh instance per call must not cost page faults and TLB shootdowns: by default a
-            // freed slot is reset with madvise, so the next instance faults every page back in and
-            // each madvise interrupts the other cores (under 64 concurrent calls that, not the wasm,
-            // was most of the plugin route's cost). Instead the pages a call touched stay mapped and
-            // are zeroed with memset; pagemap_scan (Linux 6.7+) finds exactly which ones, and
-            // without it only this much of each slot's start is memset.
+            // A freed slot stays mapped and is zeroed with memset instead of madvise, which would
+            // fault every page back in and interrupt the other cores (BENCHMARKS.md measures it);
+            // pagemap_scan (Linux 6.7+) finds the touched pages, else this much of a slot is zeroed.
             .linear_memory_keep_resident(KEEP_RESIDENT)
             .table_keep_resident(KEEP_RESIDENT)
             .pagemap_scan(wasmtime::Enabled::Auto);
@@ -577,28 +540,78 @@ struct Instance {
     calls: u32,
 }
 
-/// One hook call, in bindgen types.
-enum Call {
-    CheckMessage(wit::Message, String),
-    RenderTurn(wit::Message, wit::ReplyContext, String),
-    CheckReply(wit::Message, wit::Reply, Vec<String>, String),
+/// One hook of the `plugin` world: its arguments in bindgen types, and how to call it.
+trait Hook: Send + Sync {
+    /// What the hook returns, in bindgen types.
+    type Out: Send;
+    /// Its name in the WIT, for logs and errors.
+    const NAME: &'static str;
+    /// Calls it on an instance.
+    fn call<'a>(
+        &'a self,
+        guest: &'a Guest,
+        store: &'a mut Store<State>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a;
 }
 
-impl Call {
-    fn hook(&self) -> &'static str {
-        match self {
-            Self::CheckMessage(..) => "check-message",
-            Self::RenderTurn(..) => "render-turn",
-            Self::CheckReply(..) => "check-reply",
-        }
+struct CheckMessage {
+    message: wit::Message,
+    config: String,
+}
+
+impl Hook for CheckMessage {
+    type Out = wit::MessageVerdict;
+    const NAME: &'static str = "check-message";
+    fn call<'a>(
+        &'a self,
+        guest: &'a Guest,
+        store: &'a mut Store<State>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a {
+        guest.call_check_message(store, &self.message, &self.config)
     }
 }
 
-/// What a hook returned, in bindgen types.
-enum Returned {
-    Message(wit::MessageVerdict),
-    Turn(Option<String>),
-    Reply(wit::ReplyVerdict),
+struct RenderTurn {
+    message: wit::Message,
+    context: wit::ReplyContext,
+    config: String,
+}
+
+impl Hook for RenderTurn {
+    type Out = Option<String>;
+    const NAME: &'static str = "render-turn";
+    fn call<'a>(
+        &'a self,
+        guest: &'a Guest,
+        store: &'a mut Store<State>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a {
+        guest.call_render_turn(store, &self.message, &self.context, &self.config)
+    }
+}
+
+struct CheckReply {
+    message: wit::Message,
+    reply: wit::Reply,
+    reply_to: Vec<String>,
+    config: String,
+}
+
+impl Hook for CheckReply {
+    type Out = wit::ReplyVerdict;
+    const NAME: &'static str = "check-reply";
+    fn call<'a>(
+        &'a self,
+        guest: &'a Guest,
+        store: &'a mut Store<State>,
+    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a {
+        guest.call_check_reply(
+            store,
+            &self.message,
+            &self.reply,
+            &self.reply_to,
+            &self.config,
+        )
+    }
 }
 
 impl Plugin {
@@ -633,11 +646,12 @@ impl Plugin {
         m: &Message,
         config_json: &str,
     ) -> Result<MessageVerdict, PluginError> {
-        let call = Call::CheckMessage(m.into(), config_json.to_owned());
-        match self.call(call).await? {
-            Returned::Message(v) => self.message_verdict(v),
-            _ => unreachable!("check-message returns a message verdict"),
-        }
+        let hook = CheckMessage {
+            message: wit_message(m),
+            config: config_json.to_owned(),
+        };
+        let verdict = self.call(hook).await?;
+        self.message_verdict(verdict)
     }
 
     /// Runs `render-turn`: the text the agent receives, or `None` for the built-in text.
@@ -647,43 +661,44 @@ impl Plugin {
         ctx: &ReplyContext,
         config_json: &str,
     ) -> Result<Option<String>, PluginError> {
-        let call = Call::RenderTurn(m.into(), ctx.into(), config_json.to_owned());
-        match self.call(call).await? {
-            Returned::Turn(text) => Ok(text),
-            _ => unreachable!("render-turn returns an optional string"),
-        }
+        let hook = RenderTurn {
+            message: wit_message(m),
+            context: wit_context(ctx),
+            config: config_json.to_owned(),
+        };
+        self.call(hook).await
     }
 
     /// Runs `check-reply` on a reply to `m`; `reply_to` are the peers the route allows.
     pub async fn check_reply(
         &self,
         m: &Message,
-        reply: &Reply,
+        reply: &Draft,
         reply_to: &[String],
         config_json: &str,
     ) -> Result<ReplyVerdict, PluginError> {
-        let call = Call::CheckReply(
-            m.into(),
-            reply.into(),
-            reply_to.to_vec(),
-            config_json.to_owned(),
-        );
-        match self.call(call).await? {
-            Returned::Reply(v) => self.reply_verdict(v, reply_to),
-            _ => unreachable!("check-reply returns a reply verdict"),
-        }
+        let hook = CheckReply {
+            message: wit_message(m),
+            reply: wit::Reply {
+                msg_type: reply.msg_type.clone(),
+                payload: reply.payload.clone(),
+            },
+            reply_to: reply_to.to_vec(),
+            config: config_json.to_owned(),
+        };
+        let verdict = self.call(hook).await?;
+        self.reply_verdict(verdict)
     }
 
     /// Runs one call on a fresh or warm instance, with the plugin's limits, and turns whatever
     /// went wrong into a [`PluginError`].
-    async fn call(&self, call: Call) -> Result<Returned, PluginError> {
-        let hook = call.hook();
+    async fn call<H: Hook>(&self, hook: H) -> Result<H::Out, PluginError> {
         let mut instance = match self.take_warm() {
             Some(instance) => instance,
             None => self.instantiate().await?,
         };
-        let result = self.run(&mut instance, call).await;
-        let stderr = instance.store.data_mut().flush_output(hook);
+        let result = self.run(&mut instance, &hook).await;
+        let stderr = instance.store.data_mut().flush_output(H::NAME);
         match result {
             Ok(returned) => {
                 instance.calls += 1;
@@ -740,31 +755,15 @@ impl Plugin {
         }
     }
 
-    async fn run(&self, instance: &mut Instance, call: Call) -> Result<Returned, CallFailure> {
+    async fn run<H: Hook>(&self, instance: &mut Instance, hook: &H) -> Result<H::Out, CallFailure> {
         let deadline = self.inner.limits.deadline;
         let Instance { store, hooks, .. } = instance;
         store.data_mut().begin_call(deadline);
         store.set_epoch_deadline(1);
-        let hooks = hooks.agent_inbox_plugin_hooks();
-        let future = async {
-            match call {
-                Call::CheckMessage(m, config) => hooks
-                    .call_check_message(&mut *store, &m, &config)
-                    .await
-                    .map(Returned::Message),
-                Call::RenderTurn(m, ctx, config) => hooks
-                    .call_render_turn(&mut *store, &m, &ctx, &config)
-                    .await
-                    .map(Returned::Turn),
-                Call::CheckReply(m, reply, reply_to, config) => hooks
-                    .call_check_reply(&mut *store, &m, &reply, &reply_to, &config)
-                    .await
-                    .map(Returned::Reply),
-            }
-        };
+        let guest = hooks.agent_inbox_plugin_hooks();
         // The epoch callback stops wasm that computes; this backstop stops a plugin parked in a
         // host call (e.g. a WASI sleep), which never reaches an epoch check.
-        match tokio::time::timeout(deadline + BACKSTOP_GRACE, future).await {
+        match tokio::time::timeout(deadline + BACKSTOP_GRACE, hook.call(guest, store)).await {
             Ok(Ok(returned)) => Ok(returned),
             Ok(Err(error)) => Err(CallFailure::Wasm(error)),
             Err(_elapsed) => Err(CallFailure::Backstop),
@@ -884,27 +883,14 @@ impl Plugin {
         })
     }
 
-    fn reply_verdict(
-        &self,
-        v: wit::ReplyVerdict,
-        reply_to: &[String],
-    ) -> Result<ReplyVerdict, PluginError> {
+    fn reply_verdict(&self, v: wit::ReplyVerdict) -> Result<ReplyVerdict, PluginError> {
         const HOOK: &str = "check-reply";
         Ok(match v {
             wit::ReplyVerdict::Accept => ReplyVerdict::Accept,
-            wit::ReplyVerdict::Relay(r) => {
-                if let Some(stranger) = r.to.iter().flatten().find(|peer| !reply_to.contains(peer))
-                {
-                    return Err(self.invalid(
-                        HOOK,
-                        format!("relay names peer `{stranger}`, which is not in reply_to"),
-                    ));
-                }
-                ReplyVerdict::Relay {
-                    rewrite: r.rewrite.map(|w| self.rewrite(HOOK, w)).transpose()?,
-                    to: r.to,
-                }
-            }
+            wit::ReplyVerdict::Relay(r) => ReplyVerdict::Relay {
+                rewrite: r.rewrite.map(|w| self.rewrite(HOOK, w)).transpose()?,
+                to: r.to,
+            },
             wit::ReplyVerdict::Reject(r) => ReplyVerdict::Reject(r.into()),
         })
     }
@@ -934,38 +920,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-impl From<&Message> for wit::Message {
-    fn from(m: &Message) -> Self {
-        Self {
-            id: m.id.clone(),
-            route: m.route.clone(),
-            sender: m.sender.clone(),
-            msg_type: m.msg_type.clone(),
-            payload: m.payload.clone(),
-            thread_id: m.thread_id.clone(),
-            in_reply_to: m.in_reply_to.clone(),
-            hops: m.hops,
-        }
+fn wit_message(m: &Message) -> wit::Message {
+    wit::Message {
+        id: m.id.clone(),
+        route: m.route.clone(),
+        sender: m.sender.clone(),
+        msg_type: m.msg_type.clone(),
+        payload: m.payload.clone(),
+        thread_id: m.thread_id.clone(),
+        in_reply_to: m.in_reply_to.clone(),
+        hops: m.hops,
     }
 }
 
-impl From<&ReplyContext> for wit::ReplyContext {
-    fn from(c: &ReplyContext) -> Self {
-        Self {
-            url: c.url.clone(),
-            auth_header: c.auth_header.clone(),
-            reply_types: c.reply_types.clone(),
-            deadline: c.deadline.clone(),
-        }
-    }
-}
-
-impl From<&Reply> for wit::Reply {
-    fn from(r: &Reply) -> Self {
-        Self {
-            msg_type: r.msg_type.clone(),
-            payload: r.payload.clone(),
-        }
+fn wit_context(c: &ReplyContext) -> wit::ReplyContext {
+    wit::ReplyContext {
+        url: c.url.clone(),
+        auth_header: format!("Authorization: Bearer {}", c.token),
+        reply_types: c.reply_types.clone(),
+        deadline: c.deadline.clone(),
     }
 }
 

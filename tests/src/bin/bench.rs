@@ -382,7 +382,8 @@ fn micros(sorted: &[Duration], p: f64) -> f64 {
 /// Issue 4: one check-message call (store + instantiate + call + drop) for the Rust example plugin,
 /// beside a do-nothing plugin, fresh and warm; compile cold vs cached; the epoch-deadline stop time.
 async fn plugin_calls(opts: &Options) {
-    use agent_inbox::plugins::{Engine, EngineConfig, Limits, Message, Reuse};
+    use agent_inbox::model::Message;
+    use agent_inbox::plugins::{Engine, EngineConfig, Limits, Reuse};
     let calls = if opts.secs < 1.0 { 200 } else { 3000 };
     println!("\n## plugins: one check-message call, median of {calls} sequential calls");
     let engine = Engine::new(EngineConfig::default()).expect("engine");
@@ -396,6 +397,9 @@ async fn plugin_calls(opts: &Options) {
         thread_id: "0190f7a0-0000-7000-8000-000000000000".into(),
         in_reply_to: None,
         hops: 0,
+        sender_ref: None,
+        received_at: 0,
+        mailbox: false,
     };
     let config = r#"{"required":{"title":"string","priority":"number"},"max_len":{"title":200}}"#;
 

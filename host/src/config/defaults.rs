@@ -1,0 +1,46 @@
+//! Default values of routes.toml's keys, each named once.
+
+use std::time::Duration;
+
+/// Default `[server] listen`.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+/// Default `[relay] retry_schedule`: about a day of attempts.
+pub const DEFAULT_RETRY_SCHEDULE: [&str; 8] = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
+/// Default `[server] max_body_bytes`.
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 262_144;
+/// Default `[server] max_hops`.
+pub const DEFAULT_MAX_HOPS: u32 = 8;
+/// Default `[server] data_dir`, relative to routes.toml.
+pub const DEFAULT_DATA_DIR: &str = "data";
+/// Default `[server] reply_grace_secs`.
+pub const DEFAULT_REPLY_GRACE: Duration = Duration::from_secs(600);
+/// Default `[server] max_connections`.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default `[server] drain_secs`.
+pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
+/// Default `[server] dedup_window_secs`.
+pub const DEFAULT_DEDUP_WINDOW: Duration = Duration::from_secs(86_400);
+/// Default `[server] retention_days`.
+pub const DEFAULT_RETENTION_DAYS: u64 = 14;
+/// Default `[relay] attempt_timeout_secs`.
+pub const DEFAULT_ATTEMPT_TIMEOUT_SECS: u64 = 10;
+/// Default `[relay] max_in_flight`.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+/// Default agent `timeout_secs`.
+pub const DEFAULT_AGENT_TIMEOUT_SECS: u64 = 300;
+/// Default agent `kill_grace_secs`.
+pub const DEFAULT_KILL_GRACE_SECS: u64 = 5;
+/// Default agent `max_concurrent`.
+pub const DEFAULT_MAX_CONCURRENT: usize = 4;
+/// Default agent `max_queued`.
+pub const DEFAULT_MAX_QUEUED: usize = 1000;
+/// Default agent `output_cap_bytes`.
+pub const DEFAULT_OUTPUT_CAP_BYTES: usize = 65_536;
+/// Default plugin `memory_mib`.
+pub const DEFAULT_PLUGIN_MEMORY_MIB: u64 = 16;
+/// Default plugin `deadline_ms`.
+pub const DEFAULT_PLUGIN_DEADLINE_MS: u64 = 50;
+/// Default `[plugins] max_instances`: the plugin engine's own default.
+pub const DEFAULT_PLUGIN_MAX_INSTANCES: u32 = crate::plugins::DEFAULT_MAX_INSTANCES;
+/// Default `[plugins] cache_dir`, inside the data directory.
+pub const DEFAULT_PLUGIN_CACHE_DIR: &str = "plugin-cache";

@@ -1,0 +1,566 @@
+//! routes.toml: the file's schema, loading, and validation into a [`Config`].
+//!
+//! Parsing (serde, `deny_unknown_fields`) is kept apart from validation: [`Config::parse`] first turns
+//! TOML into the raw `schema` structs, then `validate` checks every rule and reports every problem at
+//! once, each with where it is. The result is immutable; a reload builds a new one.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::model::Synchronous;
+
+mod defaults;
+mod hash;
+mod schema;
+mod validate;
+
+pub use self::defaults::*;
+pub use self::hash::{hash_contents, hash_digests};
+
+/// In `types`, the sender's fallback: every type no other route of that sender names.
+pub const WILDCARD: &str = "*";
+
+/// A shared secret or token: compared in constant time, never printed.
+#[derive(Clone)]
+pub struct Secret {
+    value: String,
+    digest: [u8; 32],
+}
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Self {
+        let value = value.into();
+        let digest = Sha256::digest(value.as_bytes()).into();
+        Self { value, digest }
+    }
+
+    /// The clear value, for sending it to its peer; never log it.
+    pub fn expose(&self) -> &str {
+        &self.value
+    }
+
+    /// Whether `candidate` is this secret, in time independent of where they differ.
+    ///
+    /// Comparing digests keeps the time independent of the lengths too.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        self.matches_digest(&Sha256::digest(candidate).into())
+    }
+
+    /// Like [`Secret::matches`], for a candidate already hashed with sha256.
+    pub fn matches_digest(&self, candidate: &[u8; 32]) -> bool {
+        self.digest.ct_eq(candidate).into()
+    }
+
+    /// Whether two secrets are the same (checked at load, so each secret names one sender).
+    pub fn same_as(&self, other: &Secret) -> bool {
+        self.digest == other.digest
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+/// What a route does when its agent turn fails or times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// Relay a `TURN_FAILED` message to the route's `reply_to` peers.
+    Notify,
+    /// Only record the failure.
+    Ignore,
+}
+
+/// What happens to a turn that was running when the host stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnInterrupt {
+    /// Run it again, once.
+    Rerun,
+    /// Leave it `interrupted` and notify like any failure.
+    Fail,
+}
+
+/// How a route's agent is run: `[agent]` defaults merged with the route's `agent = { ... }`.
+#[derive(Debug, Clone)]
+pub struct AgentSettings {
+    /// argv template; see the README for the placeholders.
+    pub command: Vec<String>,
+    /// Also pipe the prompt to the agent's stdin.
+    pub stdin: bool,
+    /// How long a turn may run before its process group is killed.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL on timeout.
+    pub kill_grace: Duration,
+    /// Turns of this route running at once.
+    pub max_concurrent: usize,
+    /// Turns of this route waiting; more are refused with 503.
+    pub max_queued: usize,
+    /// Bytes kept from the end of stdout and of stderr.
+    pub output_cap: usize,
+    /// What a failed turn does.
+    pub on_failure: OnFailure,
+    /// What a turn interrupted by a host stop does.
+    pub on_interrupt: OnInterrupt,
+}
+
+/// What a route does with a message it accepts.
+#[derive(Debug, Clone)]
+pub enum RouteKind {
+    /// Store it for reading; no agent runs.
+    Mailbox,
+    /// Run an agent turn for it.
+    Agent(AgentSettings),
+}
+
+/// A validated route.
+#[derive(Debug, Clone)]
+pub struct Route {
+    /// The route's name (its key under `[routes]`).
+    pub name: String,
+    /// Peers that may send to it.
+    pub from: Vec<String>,
+    /// Message types it accepts.
+    pub types: Vec<String>,
+    /// Types its agent may reply with.
+    pub reply_types: Vec<String>,
+    /// Peers its agent's replies are relayed to.
+    pub reply_to: Vec<String>,
+    /// Mailbox or agent.
+    pub kind: RouteKind,
+    /// The route's plugin, if it has one.
+    pub plugin: Option<PluginSpec>,
+    /// Reached only through another route's plugin (route-to), never by sender and type.
+    pub internal: bool,
+}
+
+/// A route's plugin: which component, its `plugin_config`, its limits.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginSpec {
+    /// The `.wasm` component, resolved against routes.toml's directory.
+    pub path: PathBuf,
+    /// `plugin_config` as JSON text (`{}` when absent).
+    pub config_json: String,
+    /// Memory cap per instance, in bytes.
+    pub memory_bytes: u64,
+    /// How long one hook call may run.
+    pub deadline: Duration,
+    /// Calls one instance serves before a fresh one (0: a fresh instance per call).
+    pub warm_calls: u32,
+}
+
+/// `[plugins]`: engine-wide plugin settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plugins {
+    /// Where compiled components are cached.
+    pub cache_dir: PathBuf,
+    /// Instances the engine's pool holds at once.
+    pub max_instances: u32,
+    /// The largest memory cap of any plugin, so the pool can be sized for it.
+    pub max_memory_bytes: u64,
+}
+
+impl Route {
+    /// The agent settings, unless this is a mailbox.
+    pub fn agent(&self) -> Option<&AgentSettings> {
+        match &self.kind {
+            RouteKind::Agent(a) => Some(a),
+            RouteKind::Mailbox => None,
+        }
+    }
+}
+
+/// A validated peer: another inbox that may send to us and receives our replies.
+#[derive(Debug, Clone)]
+pub struct Peer {
+    /// The peer's name (its key under `[peers]`).
+    pub name: String,
+    /// Where messages to the peer are POSTed.
+    pub url: http::Uri,
+    /// The secret shared with the peer, both ways.
+    pub secret: Secret,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Address to bind.
+    pub listen: SocketAddr,
+    /// Base URL agents use to reach `/send`; `None` means `http://<bound address>`.
+    pub public_url: Option<String>,
+    /// Largest request body accepted.
+    pub max_body_bytes: usize,
+    /// Secret for the admin endpoints, if set.
+    pub admin_secret: Option<Secret>,
+    /// Relays within a thread after which a message is refused as a loop.
+    pub max_hops: u32,
+    /// Where the database lives.
+    pub data_dir: PathBuf,
+    /// How long a reply token stays valid after its turn ends.
+    pub reply_grace: Duration,
+    /// Connections served at once; more wait in the kernel's backlog.
+    pub max_connections: usize,
+    /// How durable a commit is.
+    pub synchronous: Synchronous,
+    /// How long running turns get to finish on shutdown.
+    pub drain: Duration,
+    /// How long a sender's idempotency key dedups.
+    pub dedup_window: Duration,
+    /// Finished records older than this are pruned.
+    pub retention: Duration,
+}
+
+/// `[relay]`, validated.
+#[derive(Debug, Clone)]
+pub struct Relay {
+    /// Delay before each delivery attempt, the first usually 0.
+    pub retry_schedule: Vec<Duration>,
+    /// How long one attempt may take.
+    pub attempt_timeout: Duration,
+    /// Deliveries in flight at once.
+    pub max_in_flight: usize,
+}
+
+/// A loaded, validated routes.toml.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it was loaded from, if any (a reload reads it again).
+    pub source: Option<PathBuf>,
+    /// sha256 of the file's text (with the plugins' digests it makes the snapshot's hash).
+    pub text_digest: [u8; 32],
+    /// The directory relative paths are resolved against.
+    pub base_dir: PathBuf,
+    /// `[server]`.
+    pub server: Server,
+    /// `[relay]`.
+    pub relay: Relay,
+    /// `[peers]`, by name.
+    pub peers: BTreeMap<String, Peer>,
+    /// `[routes]`, by name.
+    pub routes: BTreeMap<String, Route>,
+    /// `[plugins]`.
+    pub plugins: Plugins,
+    /// Environment variables holding secrets; agents never inherit them.
+    pub secret_vars: Vec<String>,
+    /// Things that work but deserve a look (e.g. literal secrets).
+    pub warnings: Vec<String>,
+}
+
+/// One problem in a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {reason}")]
+    Read { path: String, reason: String },
+    /// TOML syntax, a wrong value type or an unknown field.
+    #[error("{0}")]
+    Syntax(String),
+    /// A value that does not parse or is out of range.
+    #[error("{at}: {reason}")]
+    Invalid { at: String, reason: String },
+    /// A route or secret names a peer that is not under `[peers]`.
+    #[error("{at}: unknown peer {peer:?} (known: {known})")]
+    UnknownPeer {
+        at: String,
+        peer: String,
+        known: String,
+    },
+    /// A list that must not be empty is.
+    #[error("{at}: must not be empty")]
+    Empty { at: String },
+    /// `secret_env` names a variable that is not set.
+    #[error("{at}: environment variable {var} is not set")]
+    UnsetSecret { at: String, var: String },
+    /// Two routes accept the same type from the same peer.
+    #[error("routes.{a} and routes.{b} both accept type {msg_type:?} from peer {peer:?}")]
+    Overlap {
+        a: String,
+        b: String,
+        peer: String,
+        msg_type: String,
+    },
+    /// A mailbox route has keys only agent routes may have.
+    #[error("routes.{route}: a mailbox has no agent, so {key} is not allowed")]
+    AgentKeyOnMailbox { route: String, key: String },
+}
+
+/// Every problem found in a config file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        write!(
+            f,
+            "{n} problem{} in the config:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            write!(f, "\n  - {e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl Config {
+    /// Reads and validates routes.toml, taking secrets from the process environment.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError::Read {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            }])
+        })?;
+        let base = path
+            .parent()
+            .map(Path::to_path_buf)
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| PathBuf::from("."));
+        // Absolute, so relative paths in the file mean the same whatever the process's cwd.
+        let base = std::fs::canonicalize(&base).unwrap_or(base);
+        let mut config = Config::parse(&text, &base, |var| std::env::var(var).ok())?;
+        config.source = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses and validates config text; `env` looks up `secret_env` variables. Pure: plugin files
+    /// are read (and hashed) when a snapshot is built from the config, not here.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigErrors> {
+        let raw: schema::File = toml::from_str(text)
+            .map_err(|e| ConfigErrors(vec![ConfigError::Syntax(e.to_string().trim().into())]))?;
+        let mut config = validate::validate(raw, base_dir, &env)?;
+        config.text_digest = Sha256::digest(text.as_bytes()).into();
+        Ok(config)
+    }
+
+    /// Files whose change changes the config: routes.toml's plugins (routes.toml itself is the caller's).
+    pub fn plugin_paths(&self) -> Vec<&Path> {
+        let mut paths: Vec<&Path> = self
+            .routes
+            .values()
+            .filter_map(|r| r.plugin.as_ref().map(|p| p.path.as_path()))
+            .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// The peer whose secret this is, if any (every peer is compared, so timing says nothing).
+    pub fn peer_by_secret(&self, candidate: &[u8]) -> Option<&Peer> {
+        let digest: [u8; 32] = Sha256::digest(candidate).into();
+        let mut found = None;
+        for peer in self.peers.values() {
+            if peer.secret.matches_digest(&digest) {
+                found = Some(peer);
+            }
+        }
+        found
+    }
+
+    /// Whether `candidate` is the admin secret.
+    pub fn is_admin(&self, candidate: &[u8]) -> bool {
+        self.server
+            .admin_secret
+            .as_ref()
+            .is_some_and(|s| s.matches(candidate))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+        [server]
+        listen = "127.0.0.1:0"
+        admin_secret = "admin"
+
+        [agent]
+        command = ["echo", "{prompt}"]
+
+        [peers.tony]
+        url = "http://127.0.0.1:9/message"
+        secret_env = "TONY_SECRET"
+
+        [peers.mel]
+        url = "https://mel.example/message"
+        secret = "mel-secret"
+
+        [routes.tasks]
+        from = ["tony"]
+        types = ["TASK"]
+        reply_types = ["BREAKDOWN", "STATUS"]
+        reply_to = ["tony"]
+        agent = { timeout_secs = 600 }
+
+        [routes.inbox]
+        from = ["mel", "tony"]
+        types = ["BREAKDOWN"]
+        mailbox = true
+    "#;
+
+    fn env(var: &str) -> Option<String> {
+        (var == "TONY_SECRET").then(|| "tony-secret".to_string())
+    }
+
+    fn errors(text: &str) -> Vec<String> {
+        match Config::parse(text, Path::new("."), env) {
+            Ok(_) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn good_config_loads_with_merged_agent_settings() {
+        let c = Config::parse(GOOD, Path::new("/etc/inbox"), env).expect("valid");
+        let tasks = &c.routes["tasks"];
+        let agent = tasks.agent().expect("agent route");
+        assert_eq!(agent.timeout, Duration::from_secs(600));
+        assert_eq!(agent.command, ["echo", "{prompt}"]);
+        assert_eq!(agent.max_concurrent, 4);
+        assert!(c.routes["inbox"].agent().is_none());
+        assert_eq!(c.server.data_dir, Path::new("/etc/inbox/data"));
+        assert_eq!(c.relay.retry_schedule.len(), 8);
+        assert_eq!(
+            c.peer_by_secret(b"tony-secret").map(|p| p.name.as_str()),
+            Some("tony")
+        );
+        assert!(c.peer_by_secret(b"tony-secre").is_none());
+        assert!(c.is_admin(b"admin"));
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert!(!format!("{:?}", c).contains("tony-secret"));
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_where_it_is() {
+        let text = r#"
+            [server]
+            listen = "nowhere"
+            [agent]
+            command = ["x"]
+            [peers.tony]
+            url = "ftp://x"
+            secret_env = "UNSET_VAR"
+            [routes.a]
+            from = ["tony", "ghost"]
+            types = []
+            [routes.b]
+            from = ["tony"]
+            types = ["TASK"]
+            [routes.c]
+            from = ["tony"]
+            types = ["TASK"]
+            [routes.m]
+            from = ["tony"]
+            types = ["NOTE"]
+            mailbox = true
+            reply_to = ["tony"]
+            agent = { timeout_secs = 1 }
+        "#;
+        let errs = errors(text);
+        let expect = [
+            "server.listen: \"nowhere\" is not an address",
+            "peers.tony.url: \"ftp://x\" is not an http(s) URL",
+            "peers.tony.secret: environment variable UNSET_VAR is not set",
+            "routes.a.from[1]: unknown peer \"ghost\" (known: tony)",
+            "routes.a.types: must not be empty",
+            "routes.b and routes.c both accept type \"TASK\" from peer \"tony\"",
+            "routes.m: a mailbox has no agent, so agent is not allowed",
+            "routes.m: a mailbox has no agent, so reply_to is not allowed",
+        ];
+        for e in expect {
+            assert!(
+                errs.iter().any(|x| x.starts_with(e)),
+                "missing {e:?} in {errs:#?}"
+            );
+        }
+        assert_eq!(errs.len(), expect.len(), "{errs:#?}");
+    }
+
+    #[test]
+    fn single_problems() {
+        let base = |extra: &str| {
+            format!(
+                "[agent]\ncommand=[\"x\"]\n[peers.p]\nurl=\"http://h/m\"\nsecret=\"s\"\n{extra}"
+            )
+        };
+        let cases: &[(&str, &str)] = &[
+            ("[server]\nport = 1", "unknown field `port`"),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A B\"]",
+                "is not a type name",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\",\"A\"]",
+                "listed twice",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nreply_types=[\"B\"]",
+                "reply_types and reply_to go together",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={on_failure=\"shout\"}",
+                "is not \"notify\" or \"ignore\"",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={command=[]}",
+                "no agent command",
+            ),
+            (
+                "[relay]\nretry_schedule=[\"soon\"]",
+                "relay.retry_schedule[0]",
+            ),
+            (
+                "[peers.q]\nurl=\"http://h/m\"\nsecret=\"s\"",
+                "same secret as peers.p",
+            ),
+            ("[peers.q]\nurl=\"http://h/m\"", "needs secret_env"),
+            (
+                "[server]\nmax_hops = 0",
+                "server.max_hops: must be greater than 0",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"*\",\"A\"]",
+                "must be the only entry",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"*\"]\n[routes.s]\nfrom=[\"p\"]\ntypes=[\"*\"]",
+                "both accept type \"*\" from peer \"p\"",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nreply_types=[\"*\"]\nreply_to=[\"p\"]",
+                "is not a type name",
+            ),
+            (
+                "[server]\nsynchronous = \"sometimes\"",
+                "server.synchronous",
+            ),
+            (
+                "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={on_interrupt=\"later\"}",
+                "is not \"rerun\" or \"fail\"",
+            ),
+        ];
+        for (extra, want) in cases {
+            let errs = errors(&base(extra));
+            assert!(
+                errs.iter().any(|e| e.contains(want)),
+                "{extra:?}: want {want:?}, got {errs:#?}"
+            );
+        }
+        assert!(errors(&base("")).is_empty());
+    }
+}

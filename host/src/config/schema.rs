@@ -1,0 +1,110 @@
+//! The raw shape of routes.toml, exactly as serde reads it (`deny_unknown_fields` everywhere).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    #[serde(default)]
+    pub(super) server: Server,
+    #[serde(default)]
+    pub(super) agent: Agent,
+    #[serde(default)]
+    pub(super) relay: Relay,
+    #[serde(default)]
+    pub(super) peers: BTreeMap<String, Peer>,
+    #[serde(default)]
+    pub(super) routes: BTreeMap<String, Route>,
+    #[serde(default)]
+    pub(super) plugins: Plugins,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Server {
+    pub(super) listen: Option<String>,
+    pub(super) public_url: Option<String>,
+    pub(super) max_body_bytes: Option<u64>,
+    pub(super) admin_secret_env: Option<String>,
+    pub(super) admin_secret: Option<String>,
+    pub(super) max_hops: Option<u32>,
+    pub(super) data_dir: Option<String>,
+    pub(super) reply_grace_secs: Option<u64>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) synchronous: Option<String>,
+    pub(super) drain_secs: Option<u64>,
+    pub(super) dedup_window_secs: Option<u64>,
+    pub(super) retention_days: Option<u64>,
+}
+
+/// `[agent]` and a route's `agent = { ... }` share this shape; the route's keys win.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Agent {
+    pub(super) command: Option<Vec<String>>,
+    pub(super) stdin: Option<bool>,
+    pub(super) timeout_secs: Option<u64>,
+    pub(super) kill_grace_secs: Option<u64>,
+    pub(super) max_concurrent: Option<usize>,
+    pub(super) max_queued: Option<usize>,
+    pub(super) output_cap_bytes: Option<usize>,
+    pub(super) on_failure: Option<String>,
+    pub(super) on_interrupt: Option<String>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Relay {
+    pub(super) retry_schedule: Option<Vec<String>>,
+    pub(super) attempt_timeout_secs: Option<u64>,
+    pub(super) max_in_flight: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Peer {
+    pub(super) url: String,
+    pub(super) secret_env: Option<String>,
+    pub(super) secret: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Route {
+    #[serde(default)]
+    pub(super) from: Vec<String>,
+    #[serde(default)]
+    pub(super) types: Vec<String>,
+    #[serde(default)]
+    pub(super) reply_types: Vec<String>,
+    #[serde(default)]
+    pub(super) reply_to: Vec<String>,
+    #[serde(default)]
+    pub(super) mailbox: bool,
+    #[serde(default)]
+    pub(super) internal: bool,
+    pub(super) agent: Option<Agent>,
+    pub(super) plugin: Option<String>,
+    pub(super) plugin_config: Option<toml::Table>,
+    pub(super) plugin_limits: Option<PluginLimits>,
+}
+
+/// `[plugins]` defaults and a route's `plugin_limits = { ... }` share this shape.
+#[derive(Debug, Deserialize, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PluginLimits {
+    pub(super) memory_mib: Option<u64>,
+    pub(super) deadline_ms: Option<u64>,
+    pub(super) warm_calls: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Plugins {
+    pub(super) cache_dir: Option<String>,
+    pub(super) max_instances: Option<u32>,
+    #[serde(flatten)]
+    pub(super) limits: PluginLimits,
+}

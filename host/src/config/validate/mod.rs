@@ -1,0 +1,144 @@
+//! Validation: the raw schema in, a [`Config`] out, or every problem found, each with where it is.
+//!
+//! One function per section; they share a [`Checker`] that collects errors and warnings and reads
+//! secrets from the environment it is given, so validation stays pure.
+
+mod peers;
+mod routes;
+mod server;
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::schema;
+use super::{Config, ConfigError, ConfigErrors, Secret};
+
+/// Parses a duration such as `"0s"`, `"5m"` or `"2h"`.
+pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration ({e})"))
+}
+
+/// Which type names are allowed: short, no spaces, nothing a shell or JSON template would mangle.
+pub(super) fn valid_type_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+pub(super) fn valid_name(n: &str) -> bool {
+    valid_type_name(n) && !n.contains(':')
+}
+
+pub(super) struct Checker<'a> {
+    pub(super) base_dir: &'a Path,
+    pub(super) errors: Vec<ConfigError>,
+    pub(super) warnings: Vec<String>,
+    env: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl Checker<'_> {
+    pub(super) fn invalid(&mut self, at: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError::Invalid {
+            at: at.into(),
+            reason: reason.into(),
+        });
+    }
+
+    /// Resolves `secret_env` / `secret`; exactly one must be given.
+    pub(super) fn secret(
+        &mut self,
+        at: &str,
+        env_key: Option<&str>,
+        literal: Option<&str>,
+    ) -> Option<Secret> {
+        match (env_key, literal) {
+            (Some(_), Some(_)) => {
+                self.invalid(at, "set either secret_env or a literal secret, not both");
+                None
+            }
+            (Some(var), None) => match (self.env)(var) {
+                Some(v) if !v.is_empty() => Some(Secret::new(v)),
+                _ => {
+                    self.errors.push(ConfigError::UnsetSecret {
+                        at: at.into(),
+                        var: var.into(),
+                    });
+                    None
+                }
+            },
+            (None, Some("")) => {
+                self.invalid(at, "the secret is empty");
+                None
+            }
+            (None, Some(v)) => {
+                self.warnings.push(format!(
+                    "{at}: a literal secret is in the file; use an environment variable outside local demos"
+                ));
+                Some(Secret::new(v))
+            }
+            (None, None) => None,
+        }
+    }
+
+    pub(super) fn positive<T: PartialOrd + Default + Copy>(
+        &mut self,
+        at: &str,
+        v: Option<T>,
+        default: T,
+    ) -> T {
+        match v {
+            Some(v) if v <= T::default() => {
+                self.invalid(at, "must be greater than 0");
+                default
+            }
+            Some(v) => v,
+            None => default,
+        }
+    }
+}
+
+/// Checks every section; returns the config, or every problem found.
+pub(super) fn validate(
+    raw: schema::File,
+    base_dir: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let mut c = Checker {
+        base_dir,
+        errors: Vec::new(),
+        warnings: Vec::new(),
+        env,
+    };
+    let server = server::server(&mut c, &raw.server);
+    let relay = server::relay(&mut c, &raw.relay);
+    let peers = peers::peers(&mut c, &raw.peers, server.admin_secret.as_ref());
+    let routes = routes::routes(&mut c, &raw);
+    let plugins = routes::plugins(&mut c, &raw.plugins, &server.data_dir, &routes);
+    if !c.errors.is_empty() {
+        return Err(ConfigErrors(c.errors));
+    }
+    Ok(Config {
+        source: None,
+        text_digest: [0; 32],
+        base_dir: base_dir.to_path_buf(),
+        server,
+        relay,
+        peers,
+        routes,
+        plugins,
+        secret_vars: raw
+            .server
+            .admin_secret_env
+            .iter()
+            .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
+            .cloned()
+            .collect(),
+        warnings: c.warnings,
+    })
+}
+
+/// A duration in whole seconds, if given.
+pub(super) fn secs(v: Option<u64>, default: Duration) -> Duration {
+    v.map_or(default, Duration::from_secs)
+}

@@ -1,0 +1,266 @@
+//! `[routes]` with their agents and plugins, and `[plugins]`.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::Path;
+use std::time::Duration;
+
+use super::{Checker, schema, valid_name, valid_type_name};
+use crate::config::defaults::*;
+use crate::config::{
+    AgentSettings, ConfigError, OnFailure, OnInterrupt, PluginSpec, Plugins, Route, RouteKind,
+    WILDCARD,
+};
+
+pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String, Route> {
+    let known_peers = || {
+        let names: Vec<&str> = raw.peers.keys().map(String::as_str).collect();
+        if names.is_empty() {
+            "none".to_string()
+        } else {
+            names.join(", ")
+        }
+    };
+    let mut routes = BTreeMap::new();
+    let mut claimed: HashMap<(String, String), String> = HashMap::new();
+    for (name, r) in &raw.routes {
+        let at = format!("routes.{name}");
+        if !valid_name(name) {
+            c.invalid(&at, "a route name is letters, digits, '_', '-' or '.'");
+        }
+        for (key, list) in [("from", &r.from), ("reply_to", &r.reply_to)] {
+            for (i, peer) in list.iter().enumerate() {
+                if !raw.peers.contains_key(peer) {
+                    c.errors.push(ConfigError::UnknownPeer {
+                        at: format!("{at}.{key}[{i}]"),
+                        peer: peer.clone(),
+                        known: known_peers(),
+                    });
+                }
+            }
+        }
+        if r.from.is_empty() {
+            c.errors.push(ConfigError::Empty {
+                at: format!("{at}.from"),
+            });
+        }
+        if r.types.is_empty() {
+            c.errors.push(ConfigError::Empty {
+                at: format!("{at}.types"),
+            });
+        }
+        for (key, list) in [("types", &r.types), ("reply_types", &r.reply_types)] {
+            let mut seen = BTreeSet::new();
+            for (i, t) in list.iter().enumerate() {
+                if key == "types" && t == WILDCARD {
+                    if list.len() > 1 {
+                        c.invalid(
+                            format!("{at}.types"),
+                            "\"*\" (every type no other route names) must be the only entry",
+                        );
+                    }
+                } else if !valid_type_name(t) {
+                    c.invalid(
+                        format!("{at}.{key}[{i}]"),
+                        format!("{t:?} is not a type name (letters, digits, '_', '-', '.', ':')"),
+                    );
+                } else if !seen.insert(t) {
+                    c.invalid(format!("{at}.{key}[{i}]"), format!("{t:?} is listed twice"));
+                }
+            }
+        }
+        // An internal route is never matched by sender and type, so it cannot overlap.
+        for peer in r.from.iter().filter(|_| !r.internal) {
+            for t in &r.types {
+                let key = (peer.clone(), t.clone());
+                if let Some(other) = claimed.get(&key) {
+                    c.errors.push(ConfigError::Overlap {
+                        a: other.clone(),
+                        b: name.clone(),
+                        peer: peer.clone(),
+                        msg_type: t.clone(),
+                    });
+                } else {
+                    claimed.insert(key, name.clone());
+                }
+            }
+        }
+
+        let kind = if r.mailbox {
+            for (key, present) in [
+                ("agent", r.agent.is_some()),
+                ("reply_types", !r.reply_types.is_empty()),
+                ("reply_to", !r.reply_to.is_empty()),
+            ] {
+                if present {
+                    c.errors.push(ConfigError::AgentKeyOnMailbox {
+                        route: name.clone(),
+                        key: key.into(),
+                    });
+                }
+            }
+            RouteKind::Mailbox
+        } else {
+            if r.reply_types.is_empty() != r.reply_to.is_empty() {
+                c.invalid(
+                    &at,
+                    "reply_types and reply_to go together: the agent replies with these types to these peers",
+                );
+            }
+            RouteKind::Agent(agent_settings(c, &at, &raw.agent, r.agent.as_ref()))
+        };
+        let plugin = r.plugin.as_ref().map(|p| {
+            let path = c.base_dir.join(p);
+            if !path.is_file() {
+                c.invalid(
+                    format!("{at}.plugin"),
+                    format!("{} is not a file", path.display()),
+                );
+            }
+            let limits = r.plugin_limits.clone().unwrap_or_default();
+            let d = &raw.plugins.limits;
+            let memory_mib = c.positive(
+                &format!("{at}.plugin_limits.memory_mib"),
+                limits.memory_mib.or(d.memory_mib),
+                DEFAULT_PLUGIN_MEMORY_MIB,
+            );
+            let deadline_ms = c.positive(
+                &format!("{at}.plugin_limits.deadline_ms"),
+                limits.deadline_ms.or(d.deadline_ms),
+                DEFAULT_PLUGIN_DEADLINE_MS,
+            );
+            PluginSpec {
+                path,
+                config_json: r
+                    .plugin_config
+                    .as_ref()
+                    .map(|t| serde_json::to_string(t).unwrap_or_else(|_| "{}".into()))
+                    .unwrap_or_else(|| "{}".into()),
+                memory_bytes: memory_mib * 1024 * 1024,
+                deadline: Duration::from_millis(deadline_ms),
+                warm_calls: limits.warm_calls.or(d.warm_calls).unwrap_or(0),
+            }
+        });
+        if r.plugin.is_none() && (r.plugin_config.is_some() || r.plugin_limits.is_some()) {
+            c.invalid(&at, "plugin_config and plugin_limits need a plugin");
+        }
+        routes.insert(
+            name.clone(),
+            Route {
+                plugin,
+                internal: r.internal,
+                name: name.clone(),
+                from: r.from.clone(),
+                types: r.types.clone(),
+                reply_types: r.reply_types.clone(),
+                reply_to: r.reply_to.clone(),
+                kind,
+            },
+        );
+    }
+
+    routes
+}
+
+pub(super) fn plugins(
+    c: &mut Checker<'_>,
+    raw: &schema::Plugins,
+    data_dir: &Path,
+    routes: &BTreeMap<String, Route>,
+) -> Plugins {
+    Plugins {
+        cache_dir: match raw.cache_dir.as_deref() {
+            Some(dir) => c.base_dir.join(dir),
+            None => data_dir.join(DEFAULT_PLUGIN_CACHE_DIR),
+        },
+        max_instances: c.positive(
+            "plugins.max_instances",
+            raw.max_instances,
+            DEFAULT_PLUGIN_MAX_INSTANCES,
+        ),
+        max_memory_bytes: routes
+            .values()
+            .filter_map(|r| r.plugin.as_ref().map(|p| p.memory_bytes))
+            .max()
+            .unwrap_or(DEFAULT_PLUGIN_MEMORY_MIB << 20),
+    }
+}
+
+/// Merges `[agent]` with a route's `agent = { ... }` and checks the result.
+pub(super) fn agent_settings(
+    c: &mut Checker<'_>,
+    at: &str,
+    defaults: &schema::Agent,
+    over: Option<&schema::Agent>,
+) -> AgentSettings {
+    let o = over.cloned().unwrap_or_default();
+    let d = defaults;
+    let at = format!("{at}.agent");
+    let mut command = o.command.or_else(|| d.command.clone()).unwrap_or_default();
+    // A program given as a relative path ("agents/run.sh") is relative to routes.toml's directory;
+    // a bare name ("openclaw") is looked up in PATH.
+    if let Some(program) = command.first_mut()
+        && program.contains('/')
+        && Path::new(program.as_str()).is_relative()
+    {
+        *program = c.base_dir.join(program.as_str()).display().to_string();
+    }
+    if command.is_empty() || command[0].is_empty() {
+        c.invalid(
+            format!("{at}.command"),
+            "no agent command: set [agent] command or the route's agent.command",
+        );
+    }
+    let on_failure = match o.on_failure.or_else(|| d.on_failure.clone()).as_deref() {
+        None | Some("notify") => OnFailure::Notify,
+        Some("ignore") => OnFailure::Ignore,
+        Some(other) => {
+            c.invalid(
+                format!("{at}.on_failure"),
+                format!("{other:?} is not \"notify\" or \"ignore\""),
+            );
+            OnFailure::Notify
+        }
+    };
+    let on_interrupt = match o.on_interrupt.or_else(|| d.on_interrupt.clone()).as_deref() {
+        None | Some("rerun") => OnInterrupt::Rerun,
+        Some("fail") => OnInterrupt::Fail,
+        Some(other) => {
+            c.invalid(
+                format!("{at}.on_interrupt"),
+                format!("{other:?} is not \"rerun\" or \"fail\""),
+            );
+            OnInterrupt::Rerun
+        }
+    };
+    AgentSettings {
+        command,
+        stdin: o.stdin.or(d.stdin).unwrap_or(false),
+        timeout: Duration::from_secs(c.positive(
+            &format!("{at}.timeout_secs"),
+            o.timeout_secs.or(d.timeout_secs),
+            DEFAULT_AGENT_TIMEOUT_SECS,
+        )),
+        kill_grace: Duration::from_secs(
+            o.kill_grace_secs
+                .or(d.kill_grace_secs)
+                .unwrap_or(DEFAULT_KILL_GRACE_SECS),
+        ),
+        max_concurrent: c.positive(
+            &format!("{at}.max_concurrent"),
+            o.max_concurrent.or(d.max_concurrent),
+            DEFAULT_MAX_CONCURRENT,
+        ),
+        max_queued: c.positive(
+            &format!("{at}.max_queued"),
+            o.max_queued.or(d.max_queued),
+            DEFAULT_MAX_QUEUED,
+        ),
+        output_cap: c.positive(
+            &format!("{at}.output_cap_bytes"),
+            o.output_cap_bytes.or(d.output_cap_bytes),
+            DEFAULT_OUTPUT_CAP_BYTES,
+        ),
+        on_failure,
+        on_interrupt,
+    }
+}

@@ -1,0 +1,115 @@
+//! `[server]` and `[relay]`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Checker, parse_duration, schema, secs};
+use crate::config::defaults::*;
+use crate::config::{ConfigError, Relay, Server};
+use crate::model::Synchronous;
+
+pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
+    let listen_text = s.listen.as_deref().unwrap_or(DEFAULT_LISTEN);
+    let listen = listen_text.parse::<SocketAddr>().unwrap_or_else(|_| {
+        c.invalid(
+            "server.listen",
+            format!("{listen_text:?} is not an address such as \"127.0.0.1:8700\""),
+        );
+        SocketAddr::from(([127, 0, 0, 1], 8700))
+    });
+    let public_url = s
+        .public_url
+        .as_ref()
+        .map(|u| u.trim_end_matches('/').to_string());
+    if let Some(u) = &public_url {
+        match u.parse::<http::Uri>() {
+            Ok(uri)
+                if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {}
+            _ => c.invalid("server.public_url", format!("{u:?} is not an http(s) URL")),
+        }
+    }
+    let synchronous = match s.synchronous.as_deref().map(str::parse::<Synchronous>) {
+        None => Synchronous::Full,
+        Some(Ok(Synchronous::Off)) => {
+            c.warnings.push(
+                "server.synchronous = \"off\": acked messages can be lost on a crash; benchmarks only".into(),
+            );
+            Synchronous::Off
+        }
+        Some(Ok(mode)) => mode,
+        Some(Err(e)) => {
+            c.invalid(
+                "server.synchronous",
+                format!("{:?} is not \"full\", \"normal\" or \"off\"", e.value),
+            );
+            Synchronous::Full
+        }
+    };
+    let retention_days = c.positive(
+        "server.retention_days",
+        s.retention_days,
+        DEFAULT_RETENTION_DAYS,
+    );
+    Server {
+        listen,
+        public_url,
+        max_body_bytes: c.positive(
+            "server.max_body_bytes",
+            s.max_body_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+        ) as usize,
+        admin_secret: c.secret(
+            "server.admin_secret",
+            s.admin_secret_env.as_deref(),
+            s.admin_secret.as_deref(),
+        ),
+        max_hops: c.positive("server.max_hops", s.max_hops, DEFAULT_MAX_HOPS),
+        data_dir: c
+            .base_dir
+            .join(s.data_dir.as_deref().unwrap_or(DEFAULT_DATA_DIR)),
+        reply_grace: secs(s.reply_grace_secs, DEFAULT_REPLY_GRACE),
+        max_connections: c.positive(
+            "server.max_connections",
+            s.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        ),
+        synchronous,
+        drain: secs(s.drain_secs, DEFAULT_DRAIN),
+        dedup_window: secs(s.dedup_window_secs, DEFAULT_DEDUP_WINDOW),
+        retention: Duration::from_secs(24 * 3600 * retention_days),
+    }
+}
+
+pub(super) fn relay(c: &mut Checker<'_>, r: &schema::Relay) -> Relay {
+    let schedule_text: Vec<String> = r.retry_schedule.clone().unwrap_or_else(|| {
+        DEFAULT_RETRY_SCHEDULE
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    });
+    if schedule_text.is_empty() {
+        c.errors.push(ConfigError::Empty {
+            at: "relay.retry_schedule".into(),
+        });
+    }
+    let mut retry_schedule = Vec::new();
+    for (i, t) in schedule_text.iter().enumerate() {
+        match parse_duration(t) {
+            Ok(d) => retry_schedule.push(d),
+            Err(e) => c.invalid(format!("relay.retry_schedule[{i}]"), e),
+        }
+    }
+    Relay {
+        retry_schedule,
+        attempt_timeout: Duration::from_secs(c.positive(
+            "relay.attempt_timeout_secs",
+            r.attempt_timeout_secs,
+            DEFAULT_ATTEMPT_TIMEOUT_SECS,
+        )),
+        max_in_flight: c.positive(
+            "relay.max_in_flight",
+            r.max_in_flight,
+            DEFAULT_MAX_IN_FLIGHT,
+        ),
+    }
+}

@@ -1,0 +1,141 @@
+//! One in-process feed of what happens: messages accepted, turns queued, started and ended,
+//! replies recorded, deliveries attempted, config reloads.
+//!
+//! Publishing never waits: the feed is a bounded broadcast ring, and a subscriber that falls
+//! behind loses the oldest events and is told how many (it resyncs from the store), so a slow
+//! reader can never hold up an ack. Live views (streams, `tail`, a console) subscribe here.
+
+use serde::Serialize;
+use tokio::sync::broadcast;
+
+use crate::model::{DeliveryState, TurnState};
+
+/// Events kept for subscribers that have not read them yet.
+const CAPACITY: usize = 1024;
+
+/// Something that happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A message was committed (and its turn queued, unless it went to a mailbox).
+    MessageAccepted {
+        /// The message.
+        id: String,
+        /// Its route.
+        route: String,
+        /// Its thread.
+        thread_id: String,
+        /// Its type.
+        msg_type: String,
+        /// Whether a turn was queued for it.
+        turn_queued: bool,
+    },
+    /// A turn's agent started.
+    TurnStarted {
+        /// The message the turn is for.
+        message_id: String,
+        /// Its route.
+        route: String,
+        /// Which start this is (2 after a re-run).
+        attempt: u32,
+    },
+    /// A turn ended.
+    TurnEnded {
+        /// The message the turn is for.
+        message_id: String,
+        /// Its route.
+        route: String,
+        /// How it ended.
+        state: TurnState,
+    },
+    /// An outbound message (reply, failure notice, operator send) was recorded for delivery.
+    OutboundQueued {
+        /// The outbound message.
+        id: String,
+        /// The message it answers, if any.
+        in_reply_to: Option<String>,
+        /// Its thread.
+        thread_id: String,
+        /// Its type.
+        msg_type: String,
+        /// The peers it goes to.
+        peers: Vec<String>,
+    },
+    /// A delivery attempt finished.
+    DeliveryAttempted {
+        /// The outbound message.
+        id: String,
+        /// The peer.
+        peer: String,
+        /// The attempt's number.
+        attempt: u32,
+        /// The delivery's state after it.
+        state: DeliveryState,
+    },
+    /// A new config is in force.
+    ConfigReloaded {
+        /// Its hash.
+        config_hash: String,
+    },
+}
+
+/// The feed; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Events {
+    tx: broadcast::Sender<Event>,
+}
+
+impl Default for Events {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Events {
+    /// An empty feed.
+    pub fn new() -> Self {
+        Self {
+            tx: broadcast::Sender::new(CAPACITY),
+        }
+    }
+
+    /// Publishes an event; never blocks, and costs next to nothing with no subscriber.
+    pub fn publish(&self, event: Event) {
+        if self.tx.receiver_count() > 0 {
+            // An error only means every subscriber left in between.
+            let _ = self.tx.send(event);
+        }
+    }
+
+    /// A new subscription, starting with the next event. `recv` returns `Lagged(n)` when `n`
+    /// events were lost to a slow read.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.tx.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reloaded(n: usize) -> Event {
+        Event::ConfigReloaded {
+            config_hash: n.to_string(),
+        }
+    }
+
+    #[tokio::test]
+    async fn slow_subscribers_lag_instead_of_blocking() {
+        let events = Events::new();
+        events.publish(reloaded(0)); // no subscriber: dropped
+        let mut rx = events.subscribe();
+        for n in 0..CAPACITY + 10 {
+            events.publish(reloaded(n));
+        }
+        match rx.recv().await {
+            Err(broadcast::error::RecvError::Lagged(n)) => assert_eq!(n, 10),
+            other => panic!("expected a lag, got {other:?}"),
+        }
+        assert_eq!(rx.recv().await.ok(), Some(reloaded(10)));
+    }
+}

@@ -1,0 +1,169 @@
+//! Every error a request can end with, and the one place it becomes an answer
+//! (`{"error": {"code", "message", ...}}`): internal detail goes to the log, never to the client.
+
+use bytes::Bytes;
+use http::header::HeaderValue;
+use http::{Response, StatusCode};
+use http_body_util::Full;
+
+use crate::hooks::HookError;
+use crate::inbox::InboxError;
+use crate::wire::{BodyError, ErrorBody, ErrorDetail};
+
+use super::{Body, json};
+
+/// Everything a request can fail with; each maps to a status and a public code.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The body could not be read as the endpoint's JSON.
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    /// The body is over `max_body_bytes`.
+    #[error("the body is over the {0}-byte limit")]
+    BodyTooLarge(usize),
+    /// Not JSON content.
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    /// Wrong or missing credentials (never says which part).
+    #[error("unauthorized")]
+    Unauthorized,
+    /// Known path, wrong method; carries the methods it allows.
+    #[error("method not allowed; this path takes {0}")]
+    MethodNotAllowed(&'static str),
+    /// The request conflicts with the server's state.
+    #[error("{0}")]
+    Conflict(String),
+    /// A reload was asked for and failed; the old config stays.
+    #[error("reload failed; the previous config stays in force: {0}")]
+    ReloadFailed(String),
+    /// A use case said no.
+    #[error(transparent)]
+    Inbox(#[from] InboxError),
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        ApiError::Inbox(InboxError::Store(e))
+    }
+}
+
+impl ApiError {
+    /// No such path, or no such resource.
+    pub const NOT_FOUND: ApiError = ApiError::Inbox(InboxError::NotFound);
+
+    /// The HTTP status.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::Body(_) => StatusCode::BAD_REQUEST,
+            ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Inbox(e) => match e {
+                InboxError::BadToken => StatusCode::UNAUTHORIZED,
+                InboxError::NothingDead(_) => StatusCode::CONFLICT,
+                InboxError::UnknownPeer { .. } => StatusCode::BAD_REQUEST,
+                InboxError::UnknownType(_)
+                | InboxError::UnknownReplyType { .. }
+                | InboxError::LoopDetected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+                InboxError::NotFound => StatusCode::NOT_FOUND,
+                InboxError::Hook(HookError::Rejected { status, .. }) => {
+                    StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
+                }
+                InboxError::QueueFull { .. } | InboxError::ShuttingDown => {
+                    StatusCode::SERVICE_UNAVAILABLE
+                }
+                InboxError::Hook(HookError::Failed { .. }) | InboxError::Store(_) => {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                }
+            },
+        }
+    }
+
+    /// The stable code clients branch on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Body(BodyError::BadJson(_)) => "bad_json",
+            ApiError::Body(BodyError::NotObject) => "not_object",
+            ApiError::Body(BodyError::MissingType) => "missing_type",
+            ApiError::Body(BodyError::BadField(_)) => "bad_field",
+            ApiError::BodyTooLarge(_) => "body_too_large",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::MethodNotAllowed(_) => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::ReloadFailed(_) => "reload_failed",
+            ApiError::Inbox(e) => match e {
+                InboxError::UnknownType(_) | InboxError::UnknownReplyType { .. } => "unknown_type",
+                InboxError::LoopDetected { .. } => "loop_detected",
+                InboxError::Hook(HookError::Rejected { .. }) => "plugin_rejected",
+                InboxError::Hook(HookError::Failed { .. }) => "plugin_failed",
+                InboxError::QueueFull { .. } => "queue_full",
+                InboxError::ShuttingDown => "shutting_down",
+                InboxError::BadToken => "unauthorized",
+                InboxError::UnknownPeer { .. } => "bad_field",
+                InboxError::NotFound => "not_found",
+                InboxError::NothingDead(_) => "conflict",
+                InboxError::Store(_) => "internal",
+            },
+        }
+    }
+
+    /// The message for the client: internal detail stays in the log.
+    fn public_message(&self) -> String {
+        match self {
+            ApiError::Inbox(InboxError::Store(_)) => "internal error".into(),
+            other => other.to_string(),
+        }
+    }
+
+    /// The answer: status, JSON body, and the headers some errors carry.
+    pub fn into_response(self) -> Response<Body> {
+        match &self {
+            ApiError::Inbox(InboxError::Store(e)) => tracing::error!(error = %e, "internal error"),
+            ApiError::Inbox(InboxError::Hook(HookError::Failed { plugin, detail })) => {
+                tracing::error!(plugin = %plugin, error = %detail, "plugin failed")
+            }
+            _ => {}
+        }
+        let detail = ErrorDetail {
+            code: self.code().to_owned(),
+            message: self.public_message(),
+            allowed: match &self {
+                ApiError::Inbox(InboxError::UnknownType(e)) => Some(e.allowed.clone()),
+                ApiError::Inbox(InboxError::UnknownReplyType { allowed, .. }) => {
+                    Some(allowed.clone())
+                }
+                _ => None,
+            },
+            plugin: match &self {
+                ApiError::Inbox(InboxError::Hook(
+                    HookError::Rejected { plugin, .. } | HookError::Failed { plugin, .. },
+                )) => Some(plugin.clone()),
+                _ => None,
+            },
+        };
+        let mut resp = json(self.status(), &ErrorBody { error: detail });
+        match self {
+            ApiError::Inbox(InboxError::QueueFull { .. } | InboxError::ShuttingDown) => {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            ApiError::MethodNotAllowed(allow) => {
+                resp.headers_mut()
+                    .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// An empty answer with just a status, for when even the error body cannot be built.
+pub(super) fn bare(status: StatusCode) -> Response<Body> {
+    let mut resp = Response::new(Full::new(Bytes::new()));
+    *resp.status_mut() = status;
+    resp
+}

@@ -1,0 +1,242 @@
+//! One thin handler per endpoint: read the request, call a use case, answer with its wire type.
+
+use std::sync::Arc;
+
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+
+use super::extract::{bearer, body, header, query, segment};
+use super::{ApiError, Body, Endpoint, json};
+use crate::inbox::{Inbox, Incoming as Arrived, Reader, reader};
+use crate::snapshot::Snapshot;
+use crate::store::MessageFilter;
+use crate::wire::{
+    self, AdminSendBody, BodyError, Envelope, Health, Reloaded, Reloads, Requeued, SendBody, Status,
+};
+
+pub(super) async fn call(
+    endpoint: Endpoint,
+    params: &[&str],
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let param = || params.first().map(|p| segment(p)).unwrap_or_default();
+    match endpoint {
+        Endpoint::Message => message(inbox, snap, req).await,
+        Endpoint::Send => send(inbox, snap, req).await,
+        Endpoint::Messages => list(inbox, snap, &req).await,
+        Endpoint::MessageById => show(inbox, snap, &req, &param()).await,
+        Endpoint::AdminSend => admin_send(inbox, snap, req).await,
+        Endpoint::AdminOutbox => outbox(inbox, snap, &req).await,
+        Endpoint::OutboxRetry => outbox_retry(inbox, snap, &req, &param()).await,
+        Endpoint::AdminReload => admin_reload(inbox, snap, &req).await,
+        Endpoint::Status => status(inbox, snap, &req),
+        Endpoint::Health => Ok(json(
+            StatusCode::OK,
+            &Health {
+                status: "ok".into(),
+            },
+        )),
+    }
+}
+
+fn who(snap: &Snapshot, req: &Request<Incoming>) -> Result<Reader, ApiError> {
+    reader(&snap.config, bearer(req), header(req, "x-shared-secret")).ok_or(ApiError::Unauthorized)
+}
+
+fn require_admin(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), ApiError> {
+    match who(snap, req)? {
+        Reader::Admin => Ok(()),
+        Reader::Peer(_) => Err(ApiError::Unauthorized),
+    }
+}
+
+async fn message(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    // Checked first, as the cheapest refusal while draining; `accept` checks it again.
+    if inbox.shutdown.is_draining() {
+        return Err(ApiError::Inbox(crate::inbox::InboxError::ShuttingDown));
+    }
+    let sender = header(&req, "x-shared-secret")
+        .and_then(|s| snap.config.peer_by_secret(s))
+        .ok_or(ApiError::Unauthorized)?
+        .name
+        .clone();
+    let idempotency_key = match header(&req, "idempotency-key") {
+        None => None,
+        Some(k) if !k.is_empty() && k.len() <= wire::MAX_ID_LEN => {
+            Some(String::from_utf8_lossy(k).into_owned())
+        }
+        Some(_) => {
+            return Err(ApiError::Body(BodyError::BadField(format!(
+                "Idempotency-Key must be 1 to {} bytes",
+                wire::MAX_ID_LEN
+            ))));
+        }
+    };
+    let bytes = body(req, snap.config.server.max_body_bytes).await?;
+    let envelope = Envelope::parse(&bytes)?;
+    let ack = inbox
+        .accept(
+            snap,
+            Arrived {
+                sender,
+                envelope,
+                idempotency_key,
+            },
+        )
+        .await?;
+    let status = match ack.status {
+        wire::AckStatus::Duplicate => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok(json(status, &ack))
+}
+
+async fn send(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let token = bearer(&req).ok_or(ApiError::Unauthorized)?;
+    let token = std::str::from_utf8(token).map_err(|_| ApiError::Unauthorized)?;
+    // The token is checked before the body is read, so an unknown caller costs no parsing.
+    let grant = inbox.grant(token).await?;
+    let bytes = body(req, snap.config.server.max_body_bytes).await?;
+    let ack = inbox.reply(snap, grant, SendBody::parse(&bytes)?).await?;
+    Ok(json(StatusCode::ACCEPTED, &ack))
+}
+
+async fn list(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let who = who(snap, req)?;
+    let limit = query(req, "limit")
+        .and_then(|l| l.parse::<u32>().ok())
+        .unwrap_or(50)
+        .clamp(1, 500);
+    let filter = MessageFilter {
+        route: query(req, "route"),
+        thread: query(req, "thread"),
+        sender: None,
+        limit,
+    };
+    Ok(json(StatusCode::OK, &inbox.list(&who, filter).await?))
+}
+
+async fn show(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    let who = who(snap, req)?;
+    Ok(json(StatusCode::OK, &inbox.show(&who, id).await?))
+}
+
+async fn admin_send(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, &req)?;
+    let bytes = body(req, snap.config.server.max_body_bytes).await?;
+    let ack = inbox.send(snap, AdminSendBody::parse(&bytes)?).await?;
+    Ok(json(StatusCode::ACCEPTED, &ack))
+}
+
+async fn outbox(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let dead_only = query(req, "dead").is_some_and(|v| v != "0" && v != "false");
+    let limit = query(req, "limit")
+        .and_then(|l| l.parse::<u32>().ok())
+        .unwrap_or(100)
+        .clamp(1, 1000);
+    Ok(json(StatusCode::OK, &inbox.outbox(dead_only, limit).await?))
+}
+
+async fn outbox_retry(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let deliveries = inbox.retry_dead(id).await?;
+    Ok(json(
+        StatusCode::OK,
+        &Requeued {
+            status: "requeued".into(),
+            id: id.to_owned(),
+            deliveries,
+        },
+    ))
+}
+
+async fn admin_reload(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let reloader = inbox.reloader.as_ref().ok_or_else(|| {
+        ApiError::Conflict("this inbox was not started from a config file".into())
+    })?;
+    let (status, config_hash) = match reloader.reload("admin request").await {
+        Ok(crate::reload::Outcome::Swapped(hash)) => ("reloaded", hash),
+        Ok(crate::reload::Outcome::Unchanged) => ("unchanged", snap.hash.clone()),
+        Err(e) => return Err(ApiError::ReloadFailed(e.to_string())),
+    };
+    Ok(json(
+        StatusCode::OK,
+        &Reloaded {
+            status: status.into(),
+            config_hash,
+        },
+    ))
+}
+
+fn status(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let (config_hash, reloads) = match &inbox.reloader {
+        Some(r) => {
+            let s = r.status();
+            (
+                s.config_hash,
+                Some(Reloads {
+                    loaded_at: s.loaded_at,
+                    last_reload_error: s.last_reload_error,
+                    reloads_ok: s.reloads_ok,
+                    reloads_failed: s.reloads_failed,
+                    checks: s.checks,
+                }),
+            )
+        }
+        None => (snap.hash.clone(), None),
+    };
+    Ok(json(
+        StatusCode::OK,
+        &Status {
+            config_hash,
+            reloads,
+            version: env!("CARGO_PKG_VERSION").into(),
+            turns_running: inbox.turns.running(),
+            turns_queued: inbox.store.queue_depth(),
+            draining: inbox.shutdown.is_draining(),
+        },
+    ))
+}

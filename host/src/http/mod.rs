@@ -1,0 +1,178 @@
+//! The HTTP front door: the path table (written once), the one error-to-answer mapping, request
+//! extractors, and thin handlers that call the `inbox` use cases.
+//!
+//! Nothing here runs an agent or touches the database directly: handlers read a request, call a
+//! use case, and write its typed answer (`wire`).
+
+mod error;
+mod extract;
+mod handlers;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+
+pub use self::error::ApiError;
+use crate::inbox::Inbox;
+
+/// The response body type.
+pub type Body = Full<Bytes>;
+
+/// Every endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Endpoint {
+    Message,
+    Send,
+    Messages,
+    MessageById,
+    AdminSend,
+    AdminOutbox,
+    OutboxRetry,
+    AdminReload,
+    Status,
+    Health,
+}
+
+/// One path segment of a pattern: literal, or a parameter.
+#[derive(Debug, Clone, Copy)]
+enum Seg {
+    Lit(&'static str),
+    Param,
+}
+
+use Seg::{Lit, Param};
+
+/// The path table: pattern, method, endpoint. A path that matches with another method gets 405
+/// with the methods it does take.
+const PATHS: &[(&[Seg], Method, Endpoint)] = &[
+    (&[Lit("message")], Method::POST, Endpoint::Message),
+    (&[Lit("send")], Method::POST, Endpoint::Send),
+    (&[Lit("messages")], Method::GET, Endpoint::Messages),
+    (
+        &[Lit("messages"), Param],
+        Method::GET,
+        Endpoint::MessageById,
+    ),
+    (
+        &[Lit("admin"), Lit("send")],
+        Method::POST,
+        Endpoint::AdminSend,
+    ),
+    (
+        &[Lit("admin"), Lit("outbox")],
+        Method::GET,
+        Endpoint::AdminOutbox,
+    ),
+    (
+        &[Lit("admin"), Lit("outbox"), Param, Lit("retry")],
+        Method::POST,
+        Endpoint::OutboxRetry,
+    ),
+    (
+        &[Lit("admin"), Lit("reload")],
+        Method::POST,
+        Endpoint::AdminReload,
+    ),
+    (&[Lit("status")], Method::GET, Endpoint::Status),
+    (&[Lit("healthz")], Method::GET, Endpoint::Health),
+];
+
+/// The endpoint of a path and method, with the path's parameters.
+fn resolve<'p>(path: &'p str, method: &Method) -> Result<(Endpoint, Vec<&'p str>), ApiError> {
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let mut other_method = None;
+    for (pattern, m, endpoint) in PATHS {
+        if pattern.len() != segments.len() {
+            continue;
+        }
+        let mut params = Vec::new();
+        let matches = pattern.iter().zip(&segments).all(|(p, s)| match p {
+            Lit(l) => l == s,
+            Param => {
+                params.push(*s);
+                true
+            }
+        });
+        if !matches {
+            continue;
+        }
+        if m == method {
+            return Ok((*endpoint, params));
+        }
+        other_method = Some(if *m == Method::POST { "POST" } else { "GET" });
+    }
+    Err(other_method.map_or(ApiError::NOT_FOUND, ApiError::MethodNotAllowed))
+}
+
+/// A JSON answer.
+fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
+    let Ok(bytes) = serde_json::to_vec(body) else {
+        return error::bare(StatusCode::INTERNAL_SERVER_ERROR);
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+/// The one entry point hyper calls; never fails.
+pub async fn handle(
+    inbox: Arc<Inbox>,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let snap = inbox.active.load_full();
+    let path = req.uri().path().to_owned();
+    let answer = match resolve(&path, req.method()) {
+        Ok((endpoint, params)) => handlers::call(endpoint, &params, &inbox, &snap, req).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = answer.unwrap_or_else(ApiError::into_response);
+    resp.headers_mut()
+        .insert("x-config-hash", snap.hash_header.clone());
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_once() {
+        let ok = |p: &str, m: Method| resolve(p, &m).map(|(e, params)| (e, params.len()));
+        assert_eq!(
+            ok("/message", Method::POST).ok(),
+            Some((Endpoint::Message, 0))
+        );
+        assert_eq!(
+            ok("/admin/outbox/r1/retry", Method::POST).ok(),
+            Some((Endpoint::OutboxRetry, 1))
+        );
+        assert_eq!(
+            ok("/messages/x/", Method::GET).ok(),
+            Some((Endpoint::MessageById, 1))
+        );
+        let code = |p: &str, m: Method| resolve(p, &m).err().map(|e| (e.code(), e.to_string()));
+        assert_eq!(
+            code("/message", Method::GET),
+            Some((
+                "method_not_allowed",
+                "method not allowed; this path takes POST".into()
+            ))
+        );
+        assert_eq!(
+            code("/status", Method::DELETE).map(|c| c.0),
+            Some("method_not_allowed")
+        );
+        assert_eq!(code("/nope", Method::GET).map(|c| c.0), Some("not_found"));
+        assert_eq!(
+            code("/messages/a/b", Method::GET).map(|c| c.0),
+            Some("not_found")
+        );
+    }
+}

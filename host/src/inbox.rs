@@ -1,0 +1,428 @@
+//! The use cases, free of HTTP: accept a message, record an agent's reply, send as the operator,
+//! replay dead letters, and the reads with who may see what.
+//!
+//! `POST /message` calls [`Inbox::accept`]; any other front door calls the same function, so
+//! dedup, loops, routing, plugins, durability and the queue behave the same whichever door a
+//! message comes through. Errors are domain errors ([`InboxError`]); the HTTP layer maps them.
+
+use std::sync::Arc;
+
+use crate::events::{Event, Events};
+use crate::hooks::{self, HookError};
+use crate::model::{Draft, Message, Outbound, new_id, now_ms};
+use crate::relay::Relay;
+use crate::reload::Reloader;
+use crate::router::NoRoute;
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Active, Snapshot};
+use crate::store::{Dedup, Inserted, MessageFilter, NewTurn, Store, StoreError};
+use crate::turns::Turns;
+use crate::wire::{
+    Ack, AckStatus, AdminSendBody, Detail, Envelope, MessageDetail, MessageList, MessageView,
+    OutboundDetail, OutboundView, Outbox, OutboxItem, SendBody,
+};
+use crate::{config, token};
+
+/// Why a use case said no.
+#[derive(Debug, thiserror::Error)]
+pub enum InboxError {
+    /// No route takes this type from this sender.
+    #[error(transparent)]
+    UnknownType(#[from] NoRoute),
+    /// A reply type the route does not allow.
+    #[error("reply type {got:?} is not allowed here; valid types: {}", allowed.join(", "))]
+    UnknownReplyType {
+        /// What was sent.
+        got: String,
+        /// What is allowed.
+        allowed: Vec<String>,
+    },
+    /// The thread has been relayed too often.
+    #[error(
+        "this thread has been relayed {hops} times (max_hops is {max}); refusing to continue a loop"
+    )]
+    LoopDetected {
+        /// Hops the message carried.
+        hops: u32,
+        /// The limit.
+        max: u32,
+    },
+    /// A route's plugin refused or failed.
+    #[error(transparent)]
+    Hook(#[from] HookError),
+    /// The route's turn queue is full.
+    #[error("the queue of route {route} is full ({max_queued} turns waiting)")]
+    QueueFull {
+        /// The route.
+        route: String,
+        /// Its limit.
+        max_queued: usize,
+    },
+    /// The inbox is shutting down.
+    #[error("the inbox is shutting down; try again shortly")]
+    ShuttingDown,
+    /// The reply token is unknown or expired.
+    #[error("unauthorized")]
+    BadToken,
+    /// The operator named a peer the config does not have.
+    #[error("unknown peer {peer:?}; known: {}", known.join(", "))]
+    UnknownPeer {
+        /// What was named.
+        peer: String,
+        /// The peers there are.
+        known: Vec<String>,
+    },
+    /// No such message or outbound message (or not one this reader may see).
+    #[error("not found")]
+    NotFound,
+    /// `outbox retry` of an outbound message with no dead delivery.
+    #[error("reply {0} has no dead deliveries to retry")]
+    NothingDead(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// A message as it arrived at a front door, with who sent it.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The authenticated peer.
+    pub sender: String,
+    /// What it sent.
+    pub envelope: Envelope,
+    /// The `Idempotency-Key`, if any (else the envelope's `id` dedups).
+    pub idempotency_key: Option<String>,
+}
+
+/// Who is reading: the admin sees everything, a peer sees its own messages and what is addressed
+/// to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reader {
+    /// The operator.
+    Admin,
+    /// A peer, by name.
+    Peer(String),
+}
+
+/// Everything the use cases share.
+pub struct Inbox {
+    /// The config snapshot in force.
+    pub active: Active,
+    /// Durable state.
+    pub store: Store,
+    /// The turn scheduler.
+    pub turns: Arc<Turns>,
+    /// The outbox delivery loop.
+    pub relay: Arc<Relay>,
+    /// What happens, for live views.
+    pub events: Events,
+    /// The drain flag and stop signal.
+    pub shutdown: Arc<Shutdown>,
+    /// Reloads the config, when it came from a file.
+    pub reloader: Option<Arc<Reloader>>,
+}
+
+impl Inbox {
+    /// Accepts a message: refuses loops, routes it, runs the route's check-message, commits it
+    /// with its queued turn (or refuses a repeat or a full queue), then wakes the scheduler.
+    pub async fn accept(&self, snap: &Snapshot, incoming: Incoming) -> Result<Ack, InboxError> {
+        if self.shutdown.is_draining() {
+            return Err(InboxError::ShuttingDown);
+        }
+        let config = &snap.config;
+        let Incoming {
+            sender,
+            envelope: e,
+            idempotency_key,
+        } = incoming;
+        if e.hops >= config.server.max_hops {
+            tracing::warn!(sender = %sender, msg_type = %e.msg_type, hops = e.hops, "loop detected");
+            return Err(InboxError::LoopDetected {
+                hops: e.hops,
+                max: config.server.max_hops,
+            });
+        }
+        let routed = snap.router.route(&sender, &e.msg_type)?;
+        let id = new_id();
+        let mut message = Message {
+            thread_id: e.thread_id.unwrap_or_else(|| id.clone()),
+            id,
+            sender,
+            route: routed.to_owned(),
+            msg_type: e.msg_type,
+            payload: e.payload,
+            in_reply_to: e.in_reply_to,
+            hops: e.hops,
+            sender_ref: e.id,
+            received_at: 0,
+            mailbox: false,
+        };
+        let checked = hooks::check_message(snap, &message).await?;
+        let route = &config.routes[checked.route];
+        message.route = checked.route.to_owned();
+        message.msg_type = checked.msg_type;
+        message.payload = checked.payload;
+        message.mailbox = route.agent().is_none();
+        message.received_at = now_ms();
+        let (id, thread_id) = (message.id.clone(), message.thread_id.clone());
+        tracing::info!(
+            message_id = %id, sender = %message.sender, route = %message.route,
+            msg_type = %message.msg_type, thread = %thread_id, hops = message.hops,
+            "message received"
+        );
+        let dedup = idempotency_key
+            .or_else(|| message.sender_ref.clone())
+            .map(|key| Dedup {
+                key,
+                since: message.received_at - config.server.dedup_window.as_millis() as i64,
+            });
+        let turn = route.agent().map(|a| NewTurn {
+            max_queued: a.max_queued,
+        });
+        let (store, turns, events) = (self.store.clone(), self.turns.clone(), self.events.clone());
+        let event = Event::MessageAccepted {
+            id: id.clone(),
+            route: message.route.clone(),
+            thread_id: thread_id.clone(),
+            msg_type: message.msg_type.clone(),
+            turn_queued: turn.is_some(),
+        };
+        let route_name = message.route.clone();
+        // Detached, so a client that hangs up cannot leave a committed turn without its wake-up.
+        let inserted = tokio::spawn(async move {
+            let inserted = store.insert_message(message, turn, dedup).await?;
+            if inserted == Inserted::New {
+                events.publish(event);
+                if turn.is_some() {
+                    turns.wake(&route_name);
+                }
+            }
+            Ok::<_, StoreError>(inserted)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)??;
+        match inserted {
+            Inserted::New => Ok(Ack {
+                status: AckStatus::Received,
+                id,
+                thread_id: Some(thread_id),
+            }),
+            Inserted::Duplicate(original) => {
+                tracing::info!(message_id = %id, original = %original, "duplicate message; no new turn");
+                Ok(Ack {
+                    status: AckStatus::Duplicate,
+                    id: original,
+                    thread_id: None,
+                })
+            }
+            Inserted::QueueFull { max_queued } => Err(InboxError::QueueFull {
+                route: checked.route.to_owned(),
+                max_queued,
+            }),
+        }
+    }
+
+    /// What a reply token grants, if it is known and still valid.
+    pub async fn grant(&self, token: &str) -> Result<token::Grant, InboxError> {
+        let grant = self
+            .store
+            .token(token::hash(token))
+            .await?
+            .ok_or(InboxError::BadToken)?;
+        if !grant.is_valid_at(now_ms()) {
+            return Err(InboxError::BadToken);
+        }
+        Ok(grant)
+    }
+
+    /// Records an agent's reply under its token's grant: checks its type, runs the route's
+    /// check-reply, commits it with a delivery per peer, and wakes the relay.
+    pub async fn reply(
+        &self,
+        snap: &Snapshot,
+        grant: token::Grant,
+        body: SendBody,
+    ) -> Result<Ack, InboxError> {
+        let Some(route) = snap.config.routes.get(&grant.route) else {
+            return Err(InboxError::UnknownReplyType {
+                got: body.msg_type,
+                allowed: vec![],
+            });
+        };
+        if !route.reply_types.contains(&body.msg_type) {
+            return Err(InboxError::UnknownReplyType {
+                got: body.msg_type,
+                allowed: route.reply_types.clone(),
+            });
+        }
+        let draft = Draft {
+            msg_type: body.msg_type,
+            payload: body.payload,
+        };
+        // Only a plugin needs the message being answered; without one, no read.
+        let (draft, to) = if snap.plugins.contains_key(&route.name) {
+            let answered = self
+                .store
+                .message(&grant.message_id)
+                .await?
+                .ok_or(InboxError::BadToken)?;
+            let cleared = hooks::check_reply(snap, route, &answered, draft).await?;
+            (cleared.reply, cleared.to)
+        } else {
+            (draft, route.reply_to.clone())
+        };
+        let outbound = Outbound {
+            id: new_id(),
+            in_reply_to: Some(grant.message_id.clone()),
+            route: Some(grant.route.clone()),
+            msg_type: draft.msg_type,
+            payload: draft.payload,
+            thread_id: grant.thread_id,
+            hops: grant.hops + 1,
+            created_at: now_ms(),
+        };
+        let id = outbound.id.clone();
+        tracing::info!(
+            reply = %id, message_id = %grant.message_id, route = %grant.route,
+            msg_type = %outbound.msg_type, peers = ?to, "reply queued"
+        );
+        self.relay.enqueue(outbound, to).await?;
+        Ok(Ack {
+            status: AckStatus::Queued,
+            id,
+            thread_id: None,
+        })
+    }
+
+    /// Sends a message as the operator: starts a thread with a peer, or continues one.
+    pub async fn send(&self, snap: &Snapshot, body: AdminSendBody) -> Result<Ack, InboxError> {
+        if !snap.config.peers.contains_key(&body.to) {
+            return Err(InboxError::UnknownPeer {
+                peer: body.to,
+                known: snap.config.peers.keys().cloned().collect(),
+            });
+        }
+        let id = new_id();
+        let outbound = Outbound {
+            thread_id: body.thread_id.unwrap_or_else(|| id.clone()),
+            in_reply_to: body.in_reply_to,
+            id,
+            route: None,
+            msg_type: body.msg_type,
+            payload: body.payload,
+            hops: 0,
+            created_at: now_ms(),
+        };
+        let (id, thread_id) = (outbound.id.clone(), outbound.thread_id.clone());
+        tracing::info!(reply = %id, peer = %body.to, msg_type = %outbound.msg_type, "operator message queued");
+        self.relay.enqueue(outbound, vec![body.to]).await?;
+        Ok(Ack {
+            status: AckStatus::Queued,
+            id,
+            thread_id: Some(thread_id),
+        })
+    }
+
+    /// Makes an outbound message's dead deliveries due again; returns how many.
+    pub async fn retry_dead(&self, id: &str) -> Result<usize, InboxError> {
+        if self.store.outbound(id).await?.is_none() {
+            return Err(InboxError::NotFound);
+        }
+        let n = self.store.retry_dead(id).await?;
+        if n == 0 {
+            return Err(InboxError::NothingDead(id.to_owned()));
+        }
+        tracing::info!(reply = %id, deliveries = n, "dead letters queued again");
+        self.relay.wake();
+        Ok(n)
+    }
+
+    /// Messages, newest first; a peer sees only its own, and the outbound messages addressed to it.
+    pub async fn list(
+        &self,
+        who: &Reader,
+        mut filter: MessageFilter,
+    ) -> Result<MessageList, InboxError> {
+        let mut replies = None;
+        if let Reader::Peer(peer) = who {
+            filter.sender = Some(peer.clone());
+            let to_peer = self
+                .store
+                .outbound_to_peer(peer, filter.thread.clone(), filter.limit)
+                .await?;
+            replies = Some(to_peer.iter().map(|o| OutboundView::new(o, None)).collect());
+        }
+        let messages = self.store.list_messages(filter).await?;
+        Ok(MessageList {
+            messages: messages
+                .iter()
+                .map(|(m, s)| MessageView::new(m, *s))
+                .collect(),
+            replies,
+        })
+    }
+
+    /// One message with its turn and replies, or one outbound message with its deliveries.
+    pub async fn show(&self, who: &Reader, id: &str) -> Result<Detail, InboxError> {
+        let may_see = |deliveries: &[crate::model::Delivery]| match who {
+            Reader::Admin => true,
+            Reader::Peer(p) => deliveries.iter().any(|d| d.peer == *p),
+        };
+        if let Some(m) = self.store.message(id).await? {
+            if let Reader::Peer(p) = who
+                && *p != m.sender
+            {
+                return Err(InboxError::NotFound);
+            }
+            let turn = self.store.turn(id).await?;
+            let replies = self.store.outbound_for(id).await?;
+            return Ok(Detail::Message(Box::new(MessageDetail {
+                message: MessageView::new(&m, turn.as_ref().map(|t| t.state)),
+                turn,
+                replies: replies
+                    .iter()
+                    .filter(|(_, d)| may_see(d))
+                    .map(|(o, d)| OutboundView::new(o, Some(d)))
+                    .collect(),
+            })));
+        }
+        if let Some((o, d)) = self.store.outbound(id).await?
+            && may_see(&d)
+        {
+            return Ok(Detail::Outbound(OutboundDetail {
+                reply: OutboundView::new(&o, Some(&d)),
+            }));
+        }
+        Err(InboxError::NotFound)
+    }
+
+    /// Deliveries with their outbound messages, newest first; only dead letters if `dead_only`.
+    pub async fn outbox(&self, dead_only: bool, limit: u32) -> Result<Outbox, InboxError> {
+        let rows = self.store.outbox(dead_only, limit).await?;
+        Ok(Outbox {
+            outbox: rows
+                .into_iter()
+                .map(|(o, delivery)| OutboxItem {
+                    reply: OutboundView::new(&o, None),
+                    delivery,
+                })
+                .collect(),
+        })
+    }
+}
+
+/// Who a request's credentials make it: the admin bearer, or a peer's secret.
+pub fn reader(
+    config: &config::Config,
+    bearer: Option<&[u8]>,
+    secret: Option<&[u8]>,
+) -> Option<Reader> {
+    if let Some(token) = bearer
+        && config.is_admin(token)
+    {
+        return Some(Reader::Admin);
+    }
+    secret
+        .and_then(|s| config.peer_by_secret(s))
+        .map(|p| Reader::Peer(p.name.clone()))
+}

@@ -1,0 +1,397 @@
+//! The records the inbox works with, shared by every other module: messages, outbound messages,
+//! turns, deliveries, their states, ids and times.
+//!
+//! Nothing here does I/O. The store persists these types, the plugin engine converts them to its
+//! WIT types once, and `wire` turns them into HTTP answers.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// A new time-ordered unique id (UUIDv7), for messages and outbound messages.
+pub fn new_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A stored name was not one of an enum's names.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{kind} {value:?} is not known")]
+pub struct UnknownName {
+    /// Which enum, e.g. "turn state".
+    pub kind: &'static str,
+    /// The name found.
+    pub value: String,
+}
+
+/// Declares a state enum with its stored/shown names, in one place.
+macro_rules! named_enum {
+    ($(#[$meta:meta])* $name:ident, $kind:literal { $($(#[$vmeta:meta])* $variant:ident = $text:literal,)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+        #[serde(rename_all = "snake_case")]
+        pub enum $name {
+            $($(#[$vmeta])* $variant,)*
+        }
+
+        impl $name {
+            /// The name stored and shown.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $text,)*
+                }
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = UnknownName;
+            fn from_str(s: &str) -> Result<Self, UnknownName> {
+                match s {
+                    $($text => Ok(Self::$variant),)*
+                    other => Err(UnknownName { kind: $kind, value: other.to_owned() }),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+    };
+}
+
+named_enum! {
+    /// A turn's state.
+    TurnState, "turn state" {
+        /// Waiting for a free agent slot.
+        Queued = "queued",
+        /// The agent is running.
+        Running = "running",
+        /// The agent exited 0.
+        Done = "done",
+        /// The agent failed (non-zero exit, could not start, ...).
+        Failed = "failed",
+        /// The agent ran past its timeout and was killed.
+        TimedOut = "timed_out",
+        /// The host stopped while the agent ran.
+        Interrupted = "interrupted",
+    }
+}
+
+impl TurnState {
+    /// Whether the turn is over (nothing more will run for it).
+    pub fn is_final(self) -> bool {
+        !matches!(self, TurnState::Queued | TurnState::Running)
+    }
+}
+
+named_enum! {
+    /// A delivery's state.
+    DeliveryState, "delivery state" {
+        /// Not tried yet.
+        Pending = "pending",
+        /// Tried, failed in a retryable way, another attempt is scheduled.
+        Retrying = "retrying",
+        /// The peer answered 2xx.
+        Delivered = "delivered",
+        /// A dead letter: a non-retryable answer or the schedule ran out; `outbox retry` replays it.
+        Dead = "dead",
+    }
+}
+
+named_enum! {
+    /// How durable a commit is (SQLite's `synchronous`).
+    Synchronous, "synchronous mode" {
+        /// fsync on every commit: an ack survives power loss. The default.
+        Full = "full",
+        /// fsync at checkpoints only: an ack survives a process crash, not power loss.
+        Normal = "normal",
+        /// No fsync: for benchmarks only.
+        Off = "off",
+    }
+}
+
+/// An accepted inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Our id for it.
+    pub id: String,
+    /// The peer that sent it.
+    pub sender: String,
+    /// The route that took it.
+    pub route: String,
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    pub payload: String,
+    /// The conversation it belongs to.
+    pub thread_id: String,
+    /// The message it answers, if any.
+    pub in_reply_to: Option<String>,
+    /// Relays so far in its thread.
+    pub hops: u32,
+    /// The id the sender gave it, if any.
+    pub sender_ref: Option<String>,
+    /// When it was acked (ms since the epoch).
+    pub received_at: i64,
+    /// Whether it went to a mailbox (no turn).
+    pub mailbox: bool,
+}
+
+/// An outbound message: an agent's reply, a `TURN_FAILED` notice, or one an operator sent. The
+/// relay delivers it to each of its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
+    /// Its id, sent as `id` and `Idempotency-Key` on every attempt.
+    pub id: String,
+    /// The message it answers, if any.
+    pub in_reply_to: Option<String>,
+    /// The route whose agent sent it, if any.
+    pub route: Option<String>,
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    pub payload: String,
+    /// The conversation it belongs to.
+    pub thread_id: String,
+    /// Relays so far in its thread, this one included.
+    pub hops: u32,
+    /// When it was queued.
+    pub created_at: i64,
+}
+
+/// Why a turn failed: a stable code for machines and a detail for people.
+///
+/// Stored and shown as `code: detail`, the form the store has always used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnError {
+    /// A stable snake_case code, e.g. `timed_out`, `plugin_failed`.
+    pub code: String,
+    /// What happened.
+    pub detail: String,
+}
+
+impl TurnError {
+    /// A turn error with this code and detail.
+    pub fn new(code: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            detail: detail.into(),
+        }
+    }
+
+    /// Reads the stored `code: detail` form; text without a `": "` is all code.
+    pub fn parse(text: &str) -> Self {
+        match text.split_once(": ") {
+            Some((code, detail)) => Self::new(code, detail),
+            None => Self::new(text, ""),
+        }
+    }
+}
+
+impl fmt::Display for TurnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.detail.is_empty() {
+            f.write_str(&self.code)
+        } else {
+            write!(f, "{}: {}", self.code, self.detail)
+        }
+    }
+}
+
+impl Serialize for TurnError {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for TurnError {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| TurnError::parse(&s))
+    }
+}
+
+/// A turn's record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    /// Its state.
+    pub state: TurnState,
+    /// How many times it started.
+    pub attempts: u32,
+    /// The agent's exit code.
+    pub exit_code: Option<i32>,
+    /// The signal that killed the agent.
+    pub signal: Option<i32>,
+    /// Why it failed.
+    pub error: Option<TurnError>,
+    /// How long the agent ran.
+    pub duration_ms: Option<i64>,
+    /// Last bytes of stdout.
+    pub stdout_tail: Option<String>,
+    /// Last bytes of stderr.
+    pub stderr_tail: Option<String>,
+    /// When it was queued.
+    pub queued_at: i64,
+    /// When it last started.
+    pub started_at: Option<i64>,
+    /// When it ended.
+    pub ended_at: Option<i64>,
+}
+
+/// How a turn ended, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnEnd {
+    /// `Done`, `Failed`, `TimedOut` or `Interrupted`.
+    pub state: TurnState,
+    /// The agent's exit code.
+    pub exit_code: Option<i32>,
+    /// The signal that killed it.
+    pub signal: Option<i32>,
+    /// Why it failed.
+    pub error: Option<TurnError>,
+    /// How long it ran.
+    pub duration_ms: i64,
+    /// Last bytes of stdout.
+    pub stdout_tail: String,
+    /// Last bytes of stderr.
+    pub stderr_tail: String,
+}
+
+impl TurnEnd {
+    /// A turn that failed before or without running its agent.
+    pub fn failed(state: TurnState, error: TurnError) -> Self {
+        Self {
+            state,
+            exit_code: None,
+            signal: None,
+            error: Some(error),
+            duration_ms: 0,
+            stdout_tail: String::new(),
+            stderr_tail: String::new(),
+        }
+    }
+}
+
+/// An outbound message's delivery to one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    /// The peer.
+    pub peer: String,
+    /// Its state.
+    pub state: DeliveryState,
+    /// Attempts made.
+    pub attempts: u32,
+    /// When the next attempt is due, if one is.
+    pub next_attempt_at: Option<i64>,
+    /// The peer's last HTTP status.
+    pub last_status: Option<u16>,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// When it was delivered.
+    pub delivered_at: Option<i64>,
+}
+
+/// One recorded delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Its number, from 1 (restarts at 1 after `outbox retry`).
+    pub n: u32,
+    /// When it was made.
+    pub at: i64,
+    /// The peer's status, if it answered.
+    pub status: Option<u16>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// The outcome of one delivery attempt, to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// 2xx.
+    Delivered {
+        /// The peer's status.
+        status: u16,
+    },
+    /// Try again at `next_at`.
+    Retry {
+        /// The peer's status, if it answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+        /// When to try again.
+        next_at: i64,
+    },
+    /// Give up: the delivery becomes a dead letter.
+    Dead {
+        /// The peer's status, if it answered.
+        status: Option<u16>,
+        /// What went wrong.
+        error: String,
+    },
+}
+
+/// What the agent needs to reply: the built-in prompt and a render-turn plugin build their
+/// instructions from this.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplyContext {
+    /// Full URL of `POST /send`.
+    pub url: String,
+    /// This turn's reply token (a secret: never log text that contains it).
+    pub token: String,
+    /// Types the agent may reply with; empty means no reply is expected.
+    pub reply_types: Vec<String>,
+    /// When the token stops working if the turn runs to its timeout (RFC 3339).
+    pub deadline: String,
+}
+
+/// A reply as the agent sent it on `POST /send`, before any plugin has seen it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Draft {
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload as JSON text.
+    pub payload: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in [
+            TurnState::Queued,
+            TurnState::Running,
+            TurnState::Done,
+            TurnState::Failed,
+            TurnState::TimedOut,
+            TurnState::Interrupted,
+        ] {
+            assert_eq!(s.as_str().parse::<TurnState>(), Ok(s));
+            assert_eq!(
+                serde_json::to_value(s).ok(),
+                Some(serde_json::json!(s.as_str()))
+            );
+        }
+        assert!("paused".parse::<TurnState>().is_err());
+        assert_eq!("dead".parse::<DeliveryState>(), Ok(DeliveryState::Dead));
+    }
+
+    #[test]
+    fn turn_errors_read_the_stored_form() {
+        let e = TurnError::parse("timed_out: timed out after 1s: really");
+        assert_eq!(e.code, "timed_out");
+        assert_eq!(e.detail, "timed out after 1s: really");
+        assert_eq!(e.to_string(), "timed_out: timed out after 1s: really");
+        assert_eq!(TurnError::parse("odd").to_string(), "odd");
+    }
+}

@@ -1,0 +1,381 @@
+//! Durable state behind one interface: messages, the turn queue with its leases, reply tokens
+//! (hashed), outbound messages and their deliveries, idempotency keys.
+//!
+//! [`Store`] is what the rest of the host uses; each backend is a module of its own (SQLite, in
+//! `sqlite/`, is the embedded default). The store owns the queues: a turn is enqueued with the
+//! message that causes it, claimed by whoever runs it under a [`Lease`], and finished fenced by
+//! that lease; due deliveries are claimed the same way, so a backend shared by several hosts
+//! hands each piece of work to one of them. Nothing outside this module names a database crate.
+
+mod sqlite;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::model::{
+    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Turn, TurnEnd, TurnError,
+    TurnState,
+};
+use crate::token::{Grant, TokenHash};
+
+/// What can go wrong with the store.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or prepared.
+    #[error("cannot open the database {path}: {reason}")]
+    Open {
+        /// Where it is.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The database was written by a newer version of agent-inbox.
+    #[error(
+        "the database {path} has schema version {found}, newer than the {supported} this binary knows; run the newer agent-inbox, or restore a backup"
+    )]
+    SchemaTooNew {
+        /// Where it is.
+        path: PathBuf,
+        /// The version it has.
+        found: i64,
+        /// The newest version this binary knows.
+        supported: i64,
+    },
+    /// SQLite said no. Shared, so one failed batch can report to every request in it.
+    #[error("database: {0}")]
+    Sqlite(#[source] Arc<rusqlite::Error>),
+    /// The writer is gone (shutdown or a crash).
+    #[error("the store is closed")]
+    Closed,
+    /// A stored row did not have the expected shape.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(Arc::new(e))
+    }
+}
+
+/// Which backend and how to open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settings {
+    /// SQLite in a directory of its own.
+    Sqlite {
+        /// Where the database lives.
+        data_dir: PathBuf,
+        /// How durable a commit is.
+        synchronous: Synchronous,
+    },
+}
+
+/// Idempotency for one message: the sender's key and how far back a repeat counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dedup {
+    /// The `Idempotency-Key` header, or the body's `id`.
+    pub key: String,
+    /// Keys recorded before this time (ms) no longer count.
+    pub since: i64,
+}
+
+/// A turn to enqueue with its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewTurn {
+    /// Refuse the message if its route already has this many turns waiting.
+    pub max_queued: usize,
+}
+
+/// What inserting a message did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inserted {
+    /// It is new and committed, with its turn queued if one was asked for.
+    New,
+    /// The sender sent this key before; nothing was written. The original message's id.
+    Duplicate(String),
+    /// The route's queue was full; nothing was written.
+    QueueFull {
+        /// The limit it hit.
+        max_queued: usize,
+    },
+}
+
+/// Who holds a claimed turn, and the fence its writes carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    /// The turn's message.
+    pub message_id: String,
+    /// The claim this lease belongs to: the turn's attempt number. A write with an older
+    /// generation than the turn's current one is refused.
+    pub generation: u32,
+}
+
+/// What a claim of the next queued turn needs: the token its agent gets and how long it lasts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TurnClaim {
+    /// The route whose queue to take from.
+    pub route: String,
+    /// The hash of the new reply token.
+    pub token_hash: TokenHash,
+    /// When the token expires if the turn runs to its timeout.
+    pub token_expires_at: i64,
+}
+
+/// A turn claimed for running.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    /// The message it is for.
+    pub message: Message,
+    /// The lease to renew and to finish with.
+    pub lease: Lease,
+}
+
+/// A turn a previous run of the host left running, now marked interrupted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Interrupted {
+    /// The message it is for.
+    pub message_id: String,
+    /// Its route.
+    pub route: String,
+    /// How many times it has started.
+    pub attempts: u32,
+}
+
+/// A due delivery, claimed for one attempt, with what the attempt needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DueDelivery {
+    /// The outbound message to send.
+    pub outbound: Outbound,
+    /// Where to.
+    pub peer: String,
+    /// Attempts made before this one.
+    pub attempts: u32,
+}
+
+/// Which messages to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MessageFilter {
+    /// Only this route.
+    pub route: Option<String>,
+    /// Only this thread.
+    pub thread: Option<String>,
+    /// Only from this sender.
+    pub sender: Option<String>,
+    /// At most this many.
+    pub limit: u32,
+}
+
+/// The store; cheap to clone.
+#[derive(Clone)]
+pub enum Store {
+    /// The embedded SQLite backend.
+    Sqlite(sqlite::SqliteStore),
+}
+
+/// Forwards a call to the backend.
+macro_rules! backend {
+    ($self:ident.$method:ident($($arg:expr),*)) => {
+        match $self {
+            Store::Sqlite(s) => s.$method($($arg),*).await,
+        }
+    };
+}
+
+impl Store {
+    /// Opens (creating and migrating if needed) the store the settings name.
+    pub fn open(settings: &Settings) -> Result<Store, StoreError> {
+        match settings {
+            Settings::Sqlite {
+                data_dir,
+                synchronous,
+            } => sqlite::SqliteStore::open(data_dir, *synchronous).map(Store::Sqlite),
+        }
+    }
+
+    /// Records an accepted message, and its queued turn if `turn` is given, durably; unless
+    /// `dedup` says it is a repeat or the route's queue is full.
+    pub async fn insert_message(
+        &self,
+        message: Message,
+        turn: Option<NewTurn>,
+        dedup: Option<Dedup>,
+    ) -> Result<Inserted, StoreError> {
+        backend!(self.insert_message(message, turn, dedup))
+    }
+
+    /// Claims the oldest queued turn of a route: marks it running, stores its token's hash, and
+    /// returns it with its lease; `None` if the route has nothing queued.
+    pub async fn claim_turn(&self, claim: TurnClaim) -> Result<Option<Claimed>, StoreError> {
+        backend!(self.claim_turn(claim))
+    }
+
+    /// Extends a running turn's lease; `false` if the turn is no longer this lease's.
+    pub async fn renew_lease(&self, lease: &Lease, length: Duration) -> Result<bool, StoreError> {
+        backend!(self.renew_lease(lease, length))
+    }
+
+    /// Records how a claimed turn ended and when its token now expires; `false` (and nothing
+    /// written) if the lease no longer holds the turn.
+    pub async fn end_turn(
+        &self,
+        lease: &Lease,
+        end: TurnEnd,
+        token_expires_at: i64,
+    ) -> Result<bool, StoreError> {
+        backend!(self.end_turn(lease, end, token_expires_at))
+    }
+
+    /// Marks every turn whose holder is gone (for one process: every turn left running by the
+    /// last one) interrupted, and returns them.
+    pub async fn recover_interrupted(&self) -> Result<Vec<Interrupted>, StoreError> {
+        backend!(self.recover_interrupted())
+    }
+
+    /// Puts an interrupted turn back in its route's queue, where it keeps its place by age.
+    pub async fn requeue(&self, message_id: &str) -> Result<(), StoreError> {
+        backend!(self.requeue(message_id))
+    }
+
+    /// Leaves an interrupted turn `interrupted` for good, with the reason.
+    pub async fn fail_interrupted(
+        &self,
+        message_id: &str,
+        error: TurnError,
+    ) -> Result<(), StoreError> {
+        backend!(self.fail_interrupted(message_id, error))
+    }
+
+    /// Routes that have turns queued, for the scheduler to start on.
+    pub async fn queued_routes(&self) -> Result<Vec<String>, StoreError> {
+        backend!(self.queued_routes())
+    }
+
+    /// Turns queued, over all routes.
+    pub fn queue_depth(&self) -> usize {
+        match self {
+            Store::Sqlite(s) => s.queue_depth(),
+        }
+    }
+
+    /// Records an outbound message with one pending delivery per peer.
+    pub async fn insert_outbound(
+        &self,
+        outbound: Outbound,
+        peers: Vec<String>,
+    ) -> Result<(), StoreError> {
+        backend!(self.insert_outbound(outbound, peers))
+    }
+
+    /// Claims up to `limit` deliveries due by `now`, soonest first, none already claimed: each
+    /// is then held for one attempt until [`Store::record_attempt`].
+    pub async fn claim_deliveries(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<DueDelivery>, StoreError> {
+        backend!(self.claim_deliveries(now, limit))
+    }
+
+    /// Records one delivery attempt and the delivery's new state, and releases its claim.
+    pub async fn record_attempt(
+        &self,
+        outbound_id: &str,
+        peer: &str,
+        outcome: AttemptOutcome,
+    ) -> Result<(), StoreError> {
+        backend!(self.record_attempt(outbound_id, peer, outcome))
+    }
+
+    /// Releases a claimed delivery without recording an attempt (its attempt could not be
+    /// recorded), so it is tried again.
+    pub async fn release_delivery(&self, outbound_id: &str, peer: &str) -> Result<(), StoreError> {
+        backend!(self.release_delivery(outbound_id, peer))
+    }
+
+    /// When the next delivery after `after` is due, if any is scheduled.
+    pub async fn next_due(&self, after: i64) -> Result<Option<i64>, StoreError> {
+        backend!(self.next_due(after))
+    }
+
+    /// Makes an outbound message's dead deliveries due again with a fresh schedule; returns how
+    /// many.
+    pub async fn retry_dead(&self, outbound_id: &str) -> Result<usize, StoreError> {
+        backend!(self.retry_dead(outbound_id))
+    }
+
+    /// Deletes finished records from before `before` and idempotency keys from before
+    /// `dedup_before`, in a bounded batch; returns how many messages and outbound messages went.
+    pub async fn prune(&self, before: i64, dedup_before: i64) -> Result<usize, StoreError> {
+        backend!(self.prune(before, dedup_before))
+    }
+
+    /// Looks up a reply token by its hash.
+    pub async fn token(&self, hash: TokenHash) -> Result<Option<Grant>, StoreError> {
+        backend!(self.token(hash))
+    }
+
+    /// One message by id.
+    pub async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
+        backend!(self.message(id))
+    }
+
+    /// A message's turn, if it has one.
+    pub async fn turn(&self, message_id: &str) -> Result<Option<Turn>, StoreError> {
+        backend!(self.turn(message_id))
+    }
+
+    /// Outbound messages answering a message, each with its deliveries, oldest first.
+    pub async fn outbound_for(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<(Outbound, Vec<Delivery>)>, StoreError> {
+        backend!(self.outbound_for(message_id))
+    }
+
+    /// One outbound message by id, with its deliveries.
+    pub async fn outbound(
+        &self,
+        id: &str,
+    ) -> Result<Option<(Outbound, Vec<Delivery>)>, StoreError> {
+        backend!(self.outbound(id))
+    }
+
+    /// Messages, newest first, filtered, each with its turn's state (mailbox messages have none).
+    pub async fn list_messages(
+        &self,
+        filter: MessageFilter,
+    ) -> Result<Vec<(Message, Option<TurnState>)>, StoreError> {
+        backend!(self.list_messages(filter))
+    }
+
+    /// Outbound messages with a delivery to `peer`, newest first.
+    pub async fn outbound_to_peer(
+        &self,
+        peer: &str,
+        thread: Option<String>,
+        limit: u32,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        backend!(self.outbound_to_peer(peer, thread, limit))
+    }
+
+    /// Deliveries with their outbound messages, newest first; only dead letters if `dead_only`.
+    pub async fn outbox(
+        &self,
+        dead_only: bool,
+        limit: u32,
+    ) -> Result<Vec<(Outbound, Delivery)>, StoreError> {
+        backend!(self.outbox(dead_only, limit))
+    }
+
+    /// Recorded attempts of one delivery, in order.
+    pub async fn attempts(
+        &self,
+        outbound_id: &str,
+        peer: &str,
+    ) -> Result<Vec<Attempt>, StoreError> {
+        backend!(self.attempts(outbound_id, peer))
+    }
+}

@@ -1,0 +1,282 @@
+//! Reads: row mappers, the model's enums as SQLite values, and the queries behind the store's
+//! read methods (run on the reader connection, beside the writer).
+
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::model::{
+    Attempt, Delivery, DeliveryState, Message, Outbound, Turn, TurnError, TurnState,
+};
+use crate::store::{MessageFilter, StoreError};
+use crate::token::{Grant, TokenHash};
+
+/// Declares an enum of the model as stored text, one way each.
+macro_rules! text_enum {
+    ($name:ty) => {
+        impl ToSql for $name {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::from(self.as_str()))
+            }
+        }
+        impl FromSql for $name {
+            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+                value
+                    .as_str()?
+                    .parse()
+                    .map_err(|e| FromSqlError::Other(Box::new(e)))
+            }
+        }
+    };
+}
+
+text_enum!(TurnState);
+text_enum!(DeliveryState);
+
+/// Stored as `code: detail`.
+struct StoredTurnError(TurnError);
+
+impl FromSql for StoredTurnError {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        Ok(Self(TurnError::parse(value.as_str()?)))
+    }
+}
+
+pub(super) const MESSAGE_COLUMNS: &str = "id, sender, route, type, payload, thread_id, \
+                                          in_reply_to, hops, sender_ref, received_at, mailbox";
+const MESSAGE_COLUMNS_M: &str = "m.id, m.sender, m.route, m.type, m.payload, m.thread_id, \
+                                 m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
+const OUTBOUND_COLUMNS: &str =
+    "id, in_reply_to, route, type, payload, thread_id, hops, created_at, seq";
+pub(super) const OUTBOUND_COLUMNS_R: &str = "r.id, r.in_reply_to, r.route, r.type, r.payload, \
+                                             r.thread_id, r.hops, r.created_at, r.seq";
+
+pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
+    Ok(Message {
+        id: r.get(0)?,
+        sender: r.get(1)?,
+        route: r.get(2)?,
+        msg_type: r.get(3)?,
+        payload: r.get(4)?,
+        thread_id: r.get(5)?,
+        in_reply_to: r.get(6)?,
+        hops: r.get(7)?,
+        sender_ref: r.get(8)?,
+        received_at: r.get(9)?,
+        mailbox: r.get(10)?,
+    })
+}
+
+pub(super) fn outbound_row(r: &Row<'_>) -> rusqlite::Result<Outbound> {
+    Ok(Outbound {
+        id: r.get(0)?,
+        in_reply_to: r.get(1)?,
+        route: r.get(2)?,
+        msg_type: r.get(3)?,
+        payload: r.get(4)?,
+        thread_id: r.get(5)?,
+        hops: r.get(6)?,
+        created_at: r.get(7)?,
+    })
+}
+
+/// A delivery's columns starting at `at`: peer, state, attempts, next, status, error, delivered.
+fn delivery_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Delivery> {
+    Ok(Delivery {
+        peer: r.get(at)?,
+        state: r.get(at + 1)?,
+        attempts: r.get(at + 2)?,
+        next_attempt_at: r.get(at + 3)?,
+        last_status: r.get(at + 4)?,
+        last_error: r.get(at + 5)?,
+        delivered_at: r.get(at + 6)?,
+    })
+}
+
+const DELIVERY_COLUMNS_D: &str = "d.peer, d.state, d.attempts, d.next_attempt_at, d.last_status, \
+                                  d.last_error, d.delivered_at";
+
+pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
+                tu.state IN ('running', 'queued')
+         FROM tokens t JOIN messages m ON m.id = t.message_id
+         LEFT JOIN turns tu ON tu.message_id = t.message_id
+         WHERE t.hash = ?1",
+    )?
+    .query_row(params![&hash.0[..]], |r| {
+        let running: Option<bool> = r.get(5)?;
+        Ok(Grant {
+            message_id: r.get(0)?,
+            route: r.get(1)?,
+            thread_id: r.get(2)?,
+            hops: r.get(3)?,
+            expires_at: if running == Some(true) {
+                None
+            } else {
+                Some(r.get(4)?)
+            },
+        })
+    })
+    .optional()?)
+}
+
+pub(super) fn message(c: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+    ))?
+    .query_row(params![id], message_row)
+    .optional()?)
+}
+
+pub(super) fn turn(c: &Connection, message_id: &str) -> Result<Option<Turn>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT state, attempts, exit_code, signal, error, duration_ms, stdout_tail, stderr_tail,
+                queued_at, started_at, ended_at FROM turns WHERE message_id = ?1",
+    )?
+    .query_row(params![message_id], |r| {
+        Ok(Turn {
+            state: r.get(0)?,
+            attempts: r.get(1)?,
+            exit_code: r.get(2)?,
+            signal: r.get(3)?,
+            error: r.get::<_, Option<StoredTurnError>>(4)?.map(|e| e.0),
+            duration_ms: r.get(5)?,
+            stdout_tail: r.get(6)?,
+            stderr_tail: r.get(7)?,
+            queued_at: r.get(8)?,
+            started_at: r.get(9)?,
+            ended_at: r.get(10)?,
+        })
+    })
+    .optional()?)
+}
+
+fn deliveries_of(c: &Connection, outbound_id: &str) -> Result<Vec<Delivery>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {DELIVERY_COLUMNS_D} FROM deliveries d WHERE d.reply_id = ?1 ORDER BY d.peer"
+    ))?
+    .query_map(params![outbound_id], |r| delivery_at(r, 0))?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn outbound_for(
+    c: &Connection,
+    message_id: &str,
+) -> Result<Vec<(Outbound, Vec<Delivery>)>, StoreError> {
+    let all: Vec<Outbound> = c
+        .prepare_cached(&format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM replies WHERE in_reply_to = ?1 ORDER BY seq"
+        ))?
+        .query_map(params![message_id], outbound_row)?
+        .collect::<Result<_, _>>()?;
+    all.into_iter()
+        .map(|o| {
+            let d = deliveries_of(c, &o.id)?;
+            Ok((o, d))
+        })
+        .collect()
+}
+
+pub(super) fn outbound(
+    c: &Connection,
+    id: &str,
+) -> Result<Option<(Outbound, Vec<Delivery>)>, StoreError> {
+    let found = c
+        .prepare_cached(&format!(
+            "SELECT {OUTBOUND_COLUMNS} FROM replies WHERE id = ?1"
+        ))?
+        .query_row(params![id], outbound_row)
+        .optional()?;
+    match found {
+        Some(o) => {
+            let d = deliveries_of(c, &o.id)?;
+            Ok(Some((o, d)))
+        }
+        None => Ok(None),
+    }
+}
+
+pub(super) fn list_messages(
+    c: &Connection,
+    f: &MessageFilter,
+) -> Result<Vec<(Message, Option<TurnState>)>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {MESSAGE_COLUMNS_M}, t.state FROM messages m
+         LEFT JOIN turns t ON t.message_id = m.id
+         WHERE (?1 IS NULL OR m.route = ?1) AND (?2 IS NULL OR m.thread_id = ?2)
+           AND (?3 IS NULL OR m.sender = ?3)
+         ORDER BY m.seq DESC LIMIT ?4"
+    ))?
+    .query_map(params![f.route, f.thread, f.sender, f.limit], |r| {
+        Ok((message_row(r)?, r.get(11)?))
+    })?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn outbound_to_peer(
+    c: &Connection,
+    peer: &str,
+    thread: Option<&str>,
+    limit: u32,
+) -> Result<Vec<Outbound>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {OUTBOUND_COLUMNS_R} FROM replies r JOIN deliveries d ON d.reply_id = r.id
+         WHERE d.peer = ?1 AND (?2 IS NULL OR r.thread_id = ?2)
+         ORDER BY r.seq DESC LIMIT ?3"
+    ))?
+    .query_map(params![peer, thread, limit], outbound_row)?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn outbox(
+    c: &Connection,
+    dead_only: bool,
+    limit: u32,
+) -> Result<Vec<(Outbound, Delivery)>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {OUTBOUND_COLUMNS_R}, {DELIVERY_COLUMNS_D}
+         FROM deliveries d JOIN replies r ON r.id = d.reply_id
+         WHERE (?1 = 0 OR d.state = 'dead')
+         ORDER BY r.seq DESC LIMIT ?2"
+    ))?
+    .query_map(params![dead_only, limit], |r| {
+        Ok((outbound_row(r)?, delivery_at(r, 9)?))
+    })?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn attempts(
+    c: &Connection,
+    outbound_id: &str,
+    peer: &str,
+) -> Result<Vec<Attempt>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT n, at, status, error FROM attempts WHERE reply_id = ?1 AND peer = ?2 ORDER BY rowid",
+    )?
+    .query_map(params![outbound_id, peer], |r| {
+        Ok(Attempt {
+            n: r.get(0)?,
+            at: r.get(1)?,
+            status: r.get(2)?,
+            error: r.get(3)?,
+        })
+    })?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn next_due(c: &Connection, after: i64) -> Result<Option<i64>, StoreError> {
+    Ok(c.query_row(
+        "SELECT MIN(next_attempt_at) FROM deliveries WHERE next_attempt_at > ?1",
+        params![after],
+        |r| r.get(0),
+    )?)
+}
+
+/// Turns queued per route, to seed the writer's counters at open.
+pub(super) fn queued_per_route(c: &Connection) -> Result<Vec<(String, usize)>, StoreError> {
+    Ok(
+        c.prepare("SELECT route, count(*) FROM turns WHERE state = 'queued' GROUP BY route")?
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
+            .collect::<Result<_, _>>()?,
+    )
+}

@@ -1,0 +1,153 @@
+//! The SQLite schema as versioned migrations, and how connections are opened.
+
+use std::path::Path;
+
+use rusqlite::Connection;
+
+use crate::model::Synchronous;
+use crate::store::StoreError;
+
+/// Migrations, in order; `PRAGMA user_version` records how many have run. Append, never edit one
+/// that has shipped.
+const MIGRATIONS: &[&str] = &[
+    // Version 1. Rowids (seq) are plain INTEGER PRIMARY KEYs: AUTOINCREMENT would cost a write to
+    // sqlite_sequence on every insert. Retention scans in seq order, which is arrival order, so
+    // there is no index on the timestamps.
+    r#"
+    CREATE TABLE messages (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        thread_id   TEXT NOT NULL,
+        in_reply_to TEXT,
+        hops        INTEGER NOT NULL,
+        sender_ref  TEXT,
+        received_at INTEGER NOT NULL,
+        mailbox     INTEGER NOT NULL
+    );
+    CREATE INDEX messages_route ON messages(route, seq);
+    CREATE INDEX messages_thread ON messages(thread_id, seq);
+    CREATE INDEX messages_sender ON messages(sender, seq);
+    CREATE TABLE turns (
+        message_id  TEXT PRIMARY KEY REFERENCES messages(id),
+        route       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    INTEGER NOT NULL DEFAULT 0,
+        exit_code   INTEGER,
+        signal      INTEGER,
+        error       TEXT,
+        duration_ms INTEGER,
+        stdout_tail TEXT,
+        stderr_tail TEXT,
+        queued_at   INTEGER NOT NULL,
+        started_at  INTEGER,
+        ended_at    INTEGER
+    );
+    CREATE INDEX turns_state ON turns(state);
+    CREATE TABLE tokens (
+        hash        BLOB PRIMARY KEY,
+        message_id  TEXT NOT NULL REFERENCES messages(id),
+        route       TEXT NOT NULL,
+        expires_at  INTEGER NOT NULL
+    );
+    CREATE TABLE replies (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        in_reply_to TEXT,
+        route       TEXT,
+        type        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        thread_id   TEXT NOT NULL,
+        hops        INTEGER NOT NULL,
+        created_at  INTEGER NOT NULL
+    );
+    CREATE INDEX replies_parent ON replies(in_reply_to);
+    CREATE TABLE deliveries (
+        reply_id        TEXT NOT NULL REFERENCES replies(id),
+        peer            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        next_attempt_at INTEGER,
+        last_status     INTEGER,
+        last_error      TEXT,
+        delivered_at    INTEGER,
+        PRIMARY KEY (reply_id, peer)
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+    CREATE TABLE attempts (
+        reply_id TEXT NOT NULL,
+        peer     TEXT NOT NULL,
+        n        INTEGER NOT NULL,
+        at       INTEGER NOT NULL,
+        status   INTEGER,
+        error    TEXT
+    );
+    CREATE INDEX attempts_reply ON attempts(reply_id, peer, n);
+    -- Idempotency keys, per sender.
+    CREATE TABLE dedup (
+        sender     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (sender, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX dedup_age ON dedup(created_at);
+    CREATE INDEX deliveries_state ON deliveries(state);
+    "#,
+    // Version 2: the store owns the turn queue. A claim takes a route's oldest queued turn (the
+    // turns rowid is arrival order), and recovery finds running ones, each through a partial
+    // index that holds only those rows; together they replace the index over every state.
+    r#"
+    DROP INDEX turns_state;
+    CREATE INDEX turns_queued ON turns(route) WHERE state = 'queued';
+    CREATE INDEX turns_running ON turns(route) WHERE state = 'running';
+    "#,
+];
+
+/// The newest schema version this binary knows.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+fn pragma(sync: Synchronous) -> &'static str {
+    match sync {
+        Synchronous::Full => "FULL",
+        Synchronous::Normal => "NORMAL",
+        Synchronous::Off => "OFF",
+    }
+}
+
+/// Opens a connection with the settings every connection of the store shares.
+pub(super) fn connect(path: &Path, sync: Synchronous) -> Result<Connection, rusqlite::Error> {
+    let conn = Connection::open(path)?;
+    // WAL lets readers run beside the writer; FULL makes every commit durable before it returns.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", pragma(sync))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // A WAL that grew (a burst beside a long read) is cut back to this when it next rewinds.
+    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
+
+/// Brings the schema up to date; refuses a database a newer binary wrote.
+pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if version > latest() {
+        return Err(StoreError::SchemaTooNew {
+            path: path.to_owned(),
+            found: version,
+            supported: latest(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

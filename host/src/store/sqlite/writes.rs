@@ -1,0 +1,477 @@
+//! The SQL of each write, one type per write with its own answer.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::reads::{MESSAGE_COLUMNS, message_row};
+use super::writer::{Effect, Tx, Write};
+use crate::model::{AttemptOutcome, DeliveryState, Message, Outbound, TurnEnd, TurnError, now_ms};
+use crate::store::{
+    Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, NewTurn, StoreError, TurnClaim,
+};
+
+pub(super) struct InsertMessage {
+    pub(super) message: Message,
+    pub(super) turn: Option<NewTurn>,
+    pub(super) dedup: Option<Dedup>,
+}
+
+impl Write for InsertMessage {
+    type Output = Inserted;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Inserted, StoreError> {
+        let (c, m) = (tx.conn, &self.message);
+        if let Some(d) = &self.dedup {
+            let original: Option<String> = c
+                .prepare_cached(
+                    "SELECT message_id FROM dedup WHERE sender = ?1 AND key = ?2 AND created_at >= ?3",
+                )?
+                .query_row(params![m.sender, d.key, d.since], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = original {
+                return Ok(Inserted::Duplicate(id));
+            }
+        }
+        if let Some(turn) = self.turn
+            && tx.queued(&m.route) >= turn.max_queued
+        {
+            return Ok(Inserted::QueueFull {
+                max_queued: turn.max_queued,
+            });
+        }
+        if let Some(d) = &self.dedup {
+            c.prepare_cached(
+                "INSERT OR REPLACE INTO dedup (sender, key, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![m.sender, d.key, m.id, m.received_at])?;
+        }
+        c.prepare_cached(
+            "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
+                                   sender_ref, received_at, mailbox)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+        )?
+        .execute(params![
+            m.id,
+            m.sender,
+            m.route,
+            m.msg_type,
+            m.payload,
+            m.thread_id,
+            m.in_reply_to,
+            m.hops,
+            m.sender_ref,
+            m.received_at,
+            m.mailbox
+        ])?;
+        if self.turn.is_some() {
+            c.prepare_cached(
+                "INSERT INTO turns (message_id, route, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+            )?
+            .execute(params![m.id, m.route, m.received_at])?;
+            tx.effect(Effect::Queued {
+                route: m.route.clone(),
+                up: true,
+            });
+        }
+        Ok(Inserted::New)
+    }
+}
+
+pub(super) struct ClaimTurn(pub(super) TurnClaim);
+
+impl Write for ClaimTurn {
+    type Output = Option<Claimed>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Option<Claimed>, StoreError> {
+        let (c, claim) = (tx.conn, &self.0);
+        // The turns rowid is arrival order, so this is the oldest queued turn.
+        let next: Option<(String, u32)> = c
+            .prepare_cached(
+                "SELECT message_id, attempts FROM turns WHERE route = ?1 AND state = 'queued'
+                 ORDER BY rowid LIMIT 1",
+            )?
+            .query_row(params![claim.route], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((id, attempts)) = next else {
+            return Ok(None);
+        };
+        c.prepare_cached(
+            "UPDATE turns SET state = 'running', attempts = attempts + 1, started_at = ?2,
+                              ended_at = NULL
+             WHERE message_id = ?1",
+        )?
+        .execute(params![id, now_ms()])?;
+        c.prepare_cached(
+            "INSERT INTO tokens (hash, message_id, route, expires_at) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            &claim.token_hash.0[..],
+            id,
+            claim.route,
+            claim.token_expires_at
+        ])?;
+        let message = c
+            .prepare_cached(&format!(
+                "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
+            ))?
+            .query_row(params![id], message_row)?;
+        tx.effect(Effect::Queued {
+            route: claim.route.clone(),
+            up: false,
+        });
+        Ok(Some(Claimed {
+            message,
+            lease: Lease {
+                message_id: id,
+                generation: attempts + 1,
+            },
+        }))
+    }
+}
+
+pub(super) struct EndTurn {
+    pub(super) lease: Lease,
+    pub(super) end: TurnEnd,
+    pub(super) token_expires_at: i64,
+}
+
+impl Write for EndTurn {
+    type Output = bool;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<bool, StoreError> {
+        let (c, end) = (tx.conn, &self.end);
+        let changed = c
+            .prepare_cached(
+                "UPDATE turns SET state = ?3, exit_code = ?4, signal = ?5, error = ?6, duration_ms = ?7,
+                                  stdout_tail = ?8, stderr_tail = ?9, ended_at = ?10
+                 WHERE message_id = ?1 AND attempts = ?2 AND state = 'running'",
+            )?
+            .execute(params![
+                self.lease.message_id,
+                self.lease.generation,
+                end.state.as_str(),
+                end.exit_code,
+                end.signal,
+                end.error.as_ref().map(TurnError::to_string),
+                end.duration_ms,
+                end.stdout_tail,
+                end.stderr_tail,
+                now_ms()
+            ])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
+            .execute(params![self.lease.message_id, self.token_expires_at])?;
+        Ok(true)
+    }
+}
+
+pub(super) struct RecoverInterrupted;
+
+impl Write for RecoverInterrupted {
+    type Output = Vec<Interrupted>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Vec<Interrupted>, StoreError> {
+        let error = TurnError::new("interrupted", "the host stopped while the agent ran");
+        let rows = tx
+            .conn
+            .prepare_cached(
+                "UPDATE turns SET state = 'interrupted', ended_at = ?1, error = ?2
+                 WHERE state = 'running' RETURNING message_id, route, attempts",
+            )?
+            .query_map(params![now_ms(), error.to_string()], |r| {
+                Ok(Interrupted {
+                    message_id: r.get(0)?,
+                    route: r.get(1)?,
+                    attempts: r.get(2)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+pub(super) struct Requeue(pub(super) String);
+
+impl Write for Requeue {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let route: Option<String> = tx
+            .conn
+            .prepare_cached(
+                "UPDATE turns SET state = 'queued' WHERE message_id = ?1 AND state = 'interrupted'
+                 RETURNING route",
+            )?
+            .query_row(params![self.0], |r| r.get(0))
+            .optional()?;
+        if let Some(route) = route {
+            tx.effect(Effect::Queued { route, up: true });
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct FailInterrupted {
+    pub(super) message_id: String,
+    pub(super) error: TurnError,
+}
+
+impl Write for FailInterrupted {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        tx.conn
+            .prepare_cached(
+                "UPDATE turns SET state = 'interrupted', error = ?2, ended_at = ?3 WHERE message_id = ?1",
+            )?
+            .execute(params![self.message_id, self.error.to_string(), now_ms()])?;
+        Ok(())
+    }
+}
+
+pub(super) struct InsertOutbound {
+    pub(super) outbound: Outbound,
+    pub(super) peers: Vec<String>,
+}
+
+impl Write for InsertOutbound {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let (c, o) = (tx.conn, &self.outbound);
+        c.prepare_cached(
+            "INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        )?
+        .execute(params![
+            o.id,
+            o.in_reply_to,
+            o.route,
+            o.msg_type,
+            o.payload,
+            o.thread_id,
+            o.hops,
+            o.created_at
+        ])?;
+        let mut stmt = c.prepare_cached(
+            "INSERT INTO deliveries (reply_id, peer, state, next_attempt_at) VALUES (?1, ?2, 'pending', ?3)",
+        )?;
+        for p in &self.peers {
+            stmt.execute(params![o.id, p, o.created_at])?;
+        }
+        Ok(())
+    }
+}
+
+pub(super) struct ClaimDeliveries {
+    pub(super) now: i64,
+    pub(super) limit: usize,
+}
+
+impl Write for ClaimDeliveries {
+    type Output = Vec<DueDelivery>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Vec<DueDelivery>, StoreError> {
+        // Read past the claimed ones: they are still due in the table until their attempt is
+        // recorded.
+        let read = self.limit + tx.claimed_count();
+        let rows = tx
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {}, d.peer, d.attempts FROM deliveries d
+                 JOIN replies r ON r.id = d.reply_id
+                 WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?1
+                 ORDER BY d.next_attempt_at LIMIT ?2",
+                super::reads::OUTBOUND_COLUMNS_R
+            ))?
+            .query_map(params![self.now, read as i64], |r| {
+                Ok(DueDelivery {
+                    outbound: super::reads::outbound_row(r)?,
+                    peer: r.get(9)?,
+                    attempts: r.get(10)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut due = Vec::new();
+        for d in rows {
+            if due.len() == self.limit {
+                break;
+            }
+            let key = (d.outbound.id.clone(), d.peer.clone());
+            if tx.is_claimed(&key) {
+                continue;
+            }
+            tx.effect(Effect::Claim(key));
+            due.push(d);
+        }
+        Ok(due)
+    }
+}
+
+pub(super) struct RecordAttempt {
+    pub(super) outbound_id: String,
+    pub(super) peer: String,
+    pub(super) outcome: AttemptOutcome,
+}
+
+impl Write for RecordAttempt {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let now = now_ms();
+        let (state, status, error, next_at, delivered_at) = match &self.outcome {
+            AttemptOutcome::Delivered { status } => (
+                DeliveryState::Delivered,
+                Some(*status),
+                None,
+                None,
+                Some(now),
+            ),
+            AttemptOutcome::Retry {
+                status,
+                error,
+                next_at,
+            } => (
+                DeliveryState::Retrying,
+                *status,
+                Some(error.as_str()),
+                Some(*next_at),
+                None,
+            ),
+            AttemptOutcome::Dead { status, error } => (
+                DeliveryState::Dead,
+                *status,
+                Some(error.as_str()),
+                None,
+                None,
+            ),
+        };
+        let c = tx.conn;
+        let n: u32 = c
+            .prepare_cached(
+                "UPDATE deliveries SET state = ?3, attempts = attempts + 1, next_attempt_at = ?4,
+                                       last_status = ?5, last_error = ?6, delivered_at = ?7
+                 WHERE reply_id = ?1 AND peer = ?2 RETURNING attempts",
+            )?
+            .query_row(
+                params![
+                    self.outbound_id,
+                    self.peer,
+                    state.as_str(),
+                    next_at,
+                    status,
+                    error,
+                    delivered_at
+                ],
+                |r| r.get(0),
+            )?;
+        c.prepare_cached(
+            "INSERT INTO attempts (reply_id, peer, n, at, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![self.outbound_id, self.peer, n, now, status, error])?;
+        tx.effect(Effect::Release((
+            self.outbound_id.clone(),
+            self.peer.clone(),
+        )));
+        Ok(())
+    }
+}
+
+pub(super) struct ReleaseDelivery {
+    pub(super) outbound_id: String,
+    pub(super) peer: String,
+}
+
+impl Write for ReleaseDelivery {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        tx.effect(Effect::Release((
+            self.outbound_id.clone(),
+            self.peer.clone(),
+        )));
+        Ok(())
+    }
+}
+
+pub(super) struct RetryDead(pub(super) String);
+
+impl Write for RetryDead {
+    type Output = usize;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<usize, StoreError> {
+        // A fresh schedule: attempts restarts at 0 (the attempts table keeps the history).
+        Ok(tx
+            .conn
+            .prepare_cached(
+                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2
+                 WHERE reply_id = ?1 AND state = 'dead'",
+            )?
+            .execute(params![self.0, now_ms()])?)
+    }
+}
+
+/// Rows deleted per prune step, so one prune never holds the writer for long.
+const PRUNE_BATCH: i64 = 500;
+
+pub(super) struct Prune {
+    pub(super) before: i64,
+    pub(super) dedup_before: i64,
+}
+
+impl Write for Prune {
+    type Output = usize;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<usize, StoreError> {
+        let c = tx.conn;
+        c.prepare_cached("DELETE FROM dedup WHERE created_at < ?1")?
+            .execute(params![self.dedup_before])?;
+        // Finished messages: mailbox, or a turn in a final state, and every reply to it settled.
+        let ids: Vec<String> = c
+            .prepare_cached(
+                "SELECT m.id FROM messages m LEFT JOIN turns t ON t.message_id = m.id
+                 WHERE m.received_at < ?1
+                   AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted'))
+                   AND NOT EXISTS (SELECT 1 FROM replies r JOIN deliveries d ON d.reply_id = r.id
+                                   WHERE r.in_reply_to = m.id AND d.state IN ('pending', 'retrying'))
+                 ORDER BY m.seq LIMIT ?2",
+            )?
+            .query_map(params![self.before, PRUNE_BATCH], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in &ids {
+            for sql in [
+                "DELETE FROM attempts WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
+                "DELETE FROM deliveries WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
+                "DELETE FROM replies WHERE in_reply_to = ?1",
+                "DELETE FROM tokens WHERE message_id = ?1",
+                "DELETE FROM turns WHERE message_id = ?1",
+                "DELETE FROM messages WHERE id = ?1",
+            ] {
+                c.prepare_cached(sql)?.execute(params![id])?;
+            }
+        }
+        // Outbound messages that answer no stored message (operator sends, or their message
+        // already went).
+        let orphans: Vec<String> = c
+            .prepare_cached(
+                "SELECT r.id FROM replies r WHERE r.created_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.in_reply_to)
+                   AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.reply_id = r.id
+                                   AND d.state IN ('pending', 'retrying'))
+                 ORDER BY r.seq LIMIT ?2",
+            )?
+            .query_map(params![self.before, PRUNE_BATCH], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in &orphans {
+            for sql in [
+                "DELETE FROM attempts WHERE reply_id = ?1",
+                "DELETE FROM deliveries WHERE reply_id = ?1",
+                "DELETE FROM replies WHERE id = ?1",
+            ] {
+                c.prepare_cached(sql)?.execute(params![id])?;
+            }
+        }
+        Ok(ids.len() + orphans.len())
+    }
+}

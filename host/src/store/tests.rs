@@ -1,0 +1,350 @@
+//! Tests of the store interface, run against every backend: a new backend is a new entry in
+//! [`backends`], run through the same tests.
+
+use super::*;
+use crate::model::{DeliveryState, TurnState, now_ms};
+use crate::token;
+
+/// A fresh store of each backend, each in its own temp dir (kept alive beside it).
+fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = Store::open(&Settings::Sqlite {
+        data_dir: dir.path().to_owned(),
+        synchronous: Synchronous::Full,
+    })
+    .expect("open sqlite");
+    vec![("sqlite", sqlite, dir)]
+}
+
+/// A TASK from tony on route tasks, its own thread.
+pub(in crate::store) fn message(id: &str) -> Message {
+    Message {
+        id: id.into(),
+        sender: "tony".into(),
+        route: "tasks".into(),
+        msg_type: "TASK".into(),
+        payload: "{}".into(),
+        thread_id: id.into(),
+        in_reply_to: None,
+        hops: 0,
+        sender_ref: None,
+        received_at: now_ms(),
+        mailbox: false,
+    }
+}
+
+fn outbound(id: &str, answers: &str) -> Outbound {
+    Outbound {
+        id: id.into(),
+        in_reply_to: Some(answers.into()),
+        route: Some("tasks".into()),
+        msg_type: "BREAKDOWN".into(),
+        payload: "{}".into(),
+        thread_id: answers.into(),
+        hops: 1,
+        created_at: now_ms(),
+    }
+}
+
+const QUEUE: Option<NewTurn> = Some(NewTurn { max_queued: 100 });
+
+fn claim(route: &str) -> (String, TurnClaim) {
+    let (tok, hash) = token::mint();
+    (
+        tok,
+        TurnClaim {
+            route: route.into(),
+            token_hash: hash,
+            token_expires_at: now_ms() + 60_000,
+        },
+    )
+}
+
+fn done() -> TurnEnd {
+    TurnEnd {
+        state: TurnState::Done,
+        exit_code: Some(0),
+        signal: None,
+        error: None,
+        duration_ms: 5,
+        stdout_tail: "ok".into(),
+        stderr_tail: String::new(),
+    }
+}
+
+#[tokio::test]
+async fn turns_are_claimed_oldest_first_once_and_fenced() {
+    for (name, store, _dir) in backends() {
+        for id in ["m1", "m2", "m3"] {
+            let inserted = store.insert_message(message(id), QUEUE, None).await;
+            assert_eq!(inserted.expect(name), Inserted::New, "{name}");
+        }
+        assert_eq!(store.queue_depth(), 3, "{name}");
+        assert_eq!(store.queued_routes().await.expect(name), ["tasks"]);
+        assert_eq!(store.claim_turn(claim("other").1).await.expect(name), None);
+
+        let (tok, c) = claim("tasks");
+        let first = store.claim_turn(c).await.expect(name).expect("a turn");
+        assert_eq!(first.message.id, "m1", "{name}: oldest first");
+        assert_eq!(first.lease.generation, 1);
+        let second = store.claim_turn(claim("tasks").1).await.expect(name);
+        assert_eq!(second.map(|c| c.message.id), Some("m2".into()), "{name}");
+        assert_eq!(store.queue_depth(), 1, "{name}");
+
+        // The token works while the turn runs, then until its new expiry.
+        let grant = store.token(token::hash(&tok)).await.expect(name);
+        let grant = grant.expect("grant");
+        assert_eq!((grant.message_id.as_str(), grant.expires_at), ("m1", None));
+        assert!(
+            store
+                .renew_lease(&first.lease, Duration::from_secs(30))
+                .await
+                .expect(name)
+        );
+        let stale = Lease {
+            generation: 0,
+            ..first.lease.clone()
+        };
+        assert!(
+            !store.end_turn(&stale, done(), 1).await.expect(name),
+            "{name}: fenced"
+        );
+        assert!(store.end_turn(&first.lease, done(), 42).await.expect(name));
+        assert!(
+            !store.end_turn(&first.lease, done(), 42).await.expect(name),
+            "{name}: a turn ends once"
+        );
+        let grant = store
+            .token(token::hash(&tok))
+            .await
+            .expect(name)
+            .expect("grant");
+        assert_eq!(grant.expires_at, Some(42));
+        let turn = store.turn("m1").await.expect(name).expect("turn");
+        assert_eq!((turn.state, turn.attempts), (TurnState::Done, 1), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
+    for (name, store, _dir) in backends() {
+        let small = Some(NewTurn { max_queued: 1 });
+        let key = |since| {
+            Some(Dedup {
+                key: "k1".into(),
+                since,
+            })
+        };
+        assert_eq!(
+            store
+                .insert_message(message("a"), small, key(0))
+                .await
+                .expect(name),
+            Inserted::New
+        );
+        assert_eq!(
+            store
+                .insert_message(message("b"), small, None)
+                .await
+                .expect(name),
+            Inserted::QueueFull { max_queued: 1 },
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .insert_message(message("c"), small, key(0))
+                .await
+                .expect(name),
+            Inserted::Duplicate("a".into()),
+            "{name}: a repeat is answered even when the queue is full"
+        );
+        for id in ["b", "c"] {
+            assert!(store.message(id).await.expect(name).is_none(), "{name}");
+        }
+        // Outside the window the key no longer counts; mailbox messages take no queue slot.
+        assert_eq!(
+            store
+                .insert_message(message("d"), None, key(now_ms() + 60_000))
+                .await
+                .expect(name),
+            Inserted::New
+        );
+        // A duplicate id is refused alone; the next write still works.
+        assert!(
+            store
+                .insert_message(message("d"), None, None)
+                .await
+                .is_err()
+        );
+        assert_eq!(
+            store
+                .insert_message(message("e"), None, None)
+                .await
+                .expect(name),
+            Inserted::New
+        );
+        assert_eq!(store.queue_depth(), 1, "{name}");
+    }
+}
+
+#[tokio::test]
+async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
+    for (name, store, _dir) in backends() {
+        for id in ["a", "b"] {
+            store
+                .insert_message(message(id), QUEUE, None)
+                .await
+                .expect(name);
+        }
+        let a = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("a");
+        let rec = store.recover_interrupted().await.expect(name);
+        assert_eq!(
+            rec,
+            vec![Interrupted {
+                message_id: "a".into(),
+                route: "tasks".into(),
+                attempts: 1
+            }],
+            "{name}"
+        );
+        let turn = store.turn("a").await.expect(name).expect("turn");
+        assert_eq!(turn.state, TurnState::Interrupted);
+        assert_eq!(turn.error.map(|e| e.code), Some("interrupted".into()));
+        assert!(
+            !store.end_turn(&a.lease, done(), 0).await.expect(name),
+            "{name}"
+        );
+        store.requeue("a").await.expect(name);
+        // "a" arrived first, so it runs before "b" again; its next lease is a new generation.
+        let again = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("a");
+        assert_eq!(
+            (again.message.id.as_str(), again.lease.generation),
+            ("a", 2)
+        );
+        store
+            .fail_interrupted("b", TurnError::new("interrupted", "test"))
+            .await
+            .expect(name);
+    }
+}
+
+#[tokio::test]
+async fn deliveries_are_claimed_once_and_dead_letters_replayed() {
+    for (name, store, _dir) in backends() {
+        store
+            .insert_message(message("m1"), QUEUE, None)
+            .await
+            .expect(name);
+        store
+            .insert_outbound(outbound("r1", "m1"), vec!["tony".into(), "mel".into()])
+            .await
+            .expect(name);
+        let due = store.claim_deliveries(now_ms(), 10).await.expect(name);
+        assert_eq!(due.len(), 2, "{name}");
+        assert!(
+            store
+                .claim_deliveries(now_ms(), 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}: claimed deliveries are not handed out twice"
+        );
+        let retry = AttemptOutcome::Retry {
+            status: Some(500),
+            error: "500".into(),
+            next_at: now_ms(),
+        };
+        store.record_attempt("r1", "tony", retry).await.expect(name);
+        let again = store.claim_deliveries(now_ms() + 1, 10).await.expect(name);
+        assert_eq!(again.len(), 1, "{name}: released by its attempt");
+        assert_eq!((again[0].peer.as_str(), again[0].attempts), ("tony", 1));
+        let dead = AttemptOutcome::Dead {
+            status: Some(410),
+            error: "gone".into(),
+        };
+        store.record_attempt("r1", "tony", dead).await.expect(name);
+        store.release_delivery("r1", "mel").await.expect(name);
+        store
+            .record_attempt("r1", "mel", AttemptOutcome::Delivered { status: 202 })
+            .await
+            .expect(name);
+        let (_, d) = store.outbound("r1").await.expect(name).expect("r1");
+        let states: Vec<_> = d
+            .iter()
+            .map(|d| (d.peer.as_str(), d.state, d.attempts))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                ("mel", DeliveryState::Delivered, 1),
+                ("tony", DeliveryState::Dead, 2)
+            ],
+            "{name}"
+        );
+        assert_eq!(store.outbox(true, 10).await.expect(name).len(), 1);
+        assert_eq!(store.attempts("r1", "tony").await.expect(name).len(), 2);
+        assert_eq!(store.retry_dead("r1").await.expect(name), 1);
+        assert_eq!(
+            store.retry_dead("r1").await.expect(name),
+            0,
+            "nothing dead now"
+        );
+        assert_eq!(
+            store
+                .claim_deliveries(now_ms() + 1, 10)
+                .await
+                .expect(name)
+                .len(),
+            1
+        );
+    }
+}
+
+#[tokio::test]
+async fn pruning_keeps_unfinished_work() {
+    for (name, store, _dir) in backends() {
+        for id in ["a", "c"] {
+            store
+                .insert_message(message(id), QUEUE, None)
+                .await
+                .expect(name);
+        }
+        store
+            .insert_outbound(outbound("r", "a"), vec!["tony".into()])
+            .await
+            .expect(name);
+        let later = now_ms() + 1000;
+        assert_eq!(store.prune(later, later).await.expect(name), 0, "{name}");
+        let a = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("a");
+        store.end_turn(&a.lease, done(), 0).await.expect(name);
+        assert_eq!(
+            store.prune(later, 0).await.expect(name),
+            0,
+            "its reply is pending"
+        );
+        store.claim_deliveries(now_ms(), 10).await.expect(name);
+        store
+            .record_attempt("r", "tony", AttemptOutcome::Delivered { status: 200 })
+            .await
+            .expect(name);
+        assert_eq!(store.prune(later, 0).await.expect(name), 1, "{name}");
+        assert!(store.message("a").await.expect(name).is_none());
+        assert!(store.outbound("r").await.expect(name).is_none());
+        assert!(
+            store.message("c").await.expect(name).is_some(),
+            "queued work is kept"
+        );
+    }
+}

@@ -1,0 +1,231 @@
+//! Turn scheduling: at most `max_concurrent` agents per route on this host, each turn claimed from
+//! the store's queue under a lease, and the life of one turn (`run`) and of the turns a stop
+//! interrupted (`recovery`).
+//!
+//! The queue itself lives in the store; memory holds only how many turns of each route run here.
+//! A turn reads the route's settings from the snapshot current when it is claimed.
+
+mod recovery;
+mod run;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::events::Events;
+use crate::model::{Message, Outbound, TurnEnd, new_id, now_ms};
+use crate::relay::Relay;
+use crate::shutdown::Shutdown;
+use crate::snapshot::{Active, Snapshot};
+use crate::store::{Claimed, Store, StoreError, TurnClaim};
+use crate::token;
+
+/// How long a claimed turn's lease lasts without renewal.
+pub const LEASE: Duration = Duration::from_secs(30);
+/// How often a running turn renews its lease.
+pub const LEASE_RENEWAL: Duration = Duration::from_secs(10);
+
+/// Runs agent turns.
+pub struct Turns {
+    store: Store,
+    active: Active,
+    relay: Arc<Relay>,
+    events: Events,
+    shutdown: Arc<Shutdown>,
+    /// Turns running (or being claimed) on this host, per route.
+    running: Mutex<HashMap<String, usize>>,
+    /// Where the server listens, for the default public URL; set once after bind.
+    bound: OnceLock<SocketAddr>,
+    idle: Notify,
+}
+
+impl Turns {
+    /// A scheduler over the store's queue.
+    pub fn new(
+        store: Store,
+        active: Active,
+        relay: Arc<Relay>,
+        events: Events,
+        shutdown: Arc<Shutdown>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            active,
+            relay,
+            events,
+            shutdown,
+            running: Mutex::new(HashMap::new()),
+            bound: OnceLock::new(),
+            idle: Notify::new(),
+        })
+    }
+
+    /// Records the address the server bound, used when `public_url` is not set.
+    pub fn set_bound(&self, addr: SocketAddr) {
+        let _ = self.bound.set(addr);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        // The critical sections only move counters; a panic cannot leave them half-done.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts on every route that has turns queued (at start-up, after recovery).
+    pub async fn start(self: &Arc<Self>) -> Result<usize, StoreError> {
+        let routes = self.store.queued_routes().await?;
+        for r in &routes {
+            self.wake(r);
+        }
+        Ok(self.store.queue_depth())
+    }
+
+    /// Turns running now on this host, over all routes.
+    pub fn running(&self) -> usize {
+        self.lock().values().sum()
+    }
+
+    /// Waits until no turn runs, or `limit` passes; returns how many still run.
+    pub async fn wait_idle(&self, limit: Duration) -> usize {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let idle = self.idle.notified();
+            let n = self.running();
+            if n == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                return self.running();
+            }
+        }
+    }
+
+    /// Claims and starts a queued turn of `route` if it has a free agent slot here.
+    ///
+    /// One claim at a time per call: a claim that gets a turn wakes the route again before its
+    /// agent starts, so free slots fill one after another, and the first empty claim ends it.
+    pub fn wake(self: &Arc<Self>, route: &str) {
+        if self.shutdown.is_draining() {
+            return;
+        }
+        // A removed route still drains its queue, one at a time, so each turn can fail visibly.
+        let max = self
+            .active
+            .load()
+            .config
+            .routes
+            .get(route)
+            .and_then(|r| r.agent())
+            .map_or(1, |a| a.max_concurrent);
+        {
+            let mut running = self.lock();
+            let n = running.entry(route.to_owned()).or_default();
+            if *n >= max {
+                return;
+            }
+            *n += 1;
+        }
+        let turns = self.clone();
+        let route = route.to_owned();
+        // Bounded: each spawn holds one of the route's max_concurrent slots.
+        tokio::spawn(async move {
+            let snap = turns.active.load_full();
+            let ran = match turns.claim(&snap, &route).await {
+                Ok(Some((claimed, token))) => {
+                    turns.wake(&route);
+                    if let Err(e) = run::run(&turns, &snap, &route, claimed, token).await {
+                        tracing::error!(route = %route, error = %e, "turn could not be recorded");
+                    }
+                    true
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::error!(route = %route, error = %e, "cannot claim a turn");
+                    false
+                }
+            };
+            if let Some(n) = turns.lock().get_mut(&route) {
+                *n = n.saturating_sub(1);
+            }
+            turns.idle.notify_waiters();
+            if ran {
+                turns.wake(&route);
+            }
+        });
+    }
+
+    /// Claims the route's next turn with a fresh token.
+    async fn claim(
+        &self,
+        snap: &Snapshot,
+        route: &str,
+    ) -> Result<Option<(Claimed, String)>, StoreError> {
+        let (token, token_hash) = token::mint();
+        // The token lasts while the agent may run, then for the grace; a removed route's turn
+        // fails at once, so its token is born expired.
+        let lasts = snap
+            .config
+            .routes
+            .get(route)
+            .and_then(|r| r.agent())
+            .map_or(Duration::ZERO, |a| {
+                a.timeout + snap.config.server.reply_grace
+            });
+        let claim = TurnClaim {
+            route: route.to_owned(),
+            token_hash,
+            token_expires_at: now_ms() + lasts.as_millis() as i64,
+        };
+        Ok(self.store.claim_turn(claim).await?.map(|c| (c, token)))
+    }
+
+    fn public_url(&self, snap: &Snapshot) -> String {
+        match (&snap.config.server.public_url, self.bound.get()) {
+            (Some(u), _) => u.clone(),
+            (None, Some(addr)) => format!("http://{addr}"),
+            (None, None) => format!("http://{}", snap.config.server.listen),
+        }
+    }
+
+    /// Relays `TURN_FAILED` so the other side does not wait for a reply that will never come.
+    async fn notify_failure(
+        &self,
+        message: &Message,
+        route: &str,
+        end: &TurnEnd,
+        to: Vec<String>,
+    ) -> Result<(), StoreError> {
+        if to.is_empty() {
+            return Ok(());
+        }
+        let payload = serde_json::json!({
+            "state": end.state.as_str(),
+            "exit_code": end.exit_code,
+            "error": end.error.as_ref().map(|e| e.code.as_str()),
+        });
+        let notice = Outbound {
+            id: new_id(),
+            in_reply_to: Some(message.id.clone()),
+            route: Some(route.to_owned()),
+            msg_type: "TURN_FAILED".into(),
+            payload: payload.to_string(),
+            thread_id: message.thread_id.clone(),
+            hops: message.hops + 1,
+            created_at: now_ms(),
+        };
+        tracing::info!(message_id = %message.id, reply = %notice.id, peers = ?to, "failure notice queued");
+        self.relay.enqueue(notice, to).await
+    }
+
+    /// The message's sender, if it is (still) a peer: who to tell when its route is gone.
+    fn sender_if_peer(snap: &Snapshot, message: &Message) -> Vec<String> {
+        snap.config
+            .peers
+            .contains_key(&message.sender)
+            .then(|| message.sender.clone())
+            .into_iter()
+            .collect()
+    }
+}

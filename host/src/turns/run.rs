@@ -1,0 +1,190 @@
+//! The life of one claimed turn: the prompt (built in or a render-turn plugin), the agent run with
+//! its lease renewed, the record of how it ended, and the failure notice.
+
+use std::time::Duration;
+
+use crate::agent::{self, Ending, Invocation, Vars};
+use crate::config::{AgentSettings, OnFailure};
+use crate::events::Event;
+use crate::model::{Message, ReplyContext, TurnEnd, TurnError, TurnState, now_ms};
+use crate::snapshot::Snapshot;
+use crate::store::{Claimed, Lease, StoreError};
+use crate::{hooks, prompt};
+
+use super::{LEASE, LEASE_RENEWAL, Turns};
+
+/// Runs a claimed turn to its end and records it.
+pub(super) async fn run(
+    turns: &Turns,
+    snap: &Snapshot,
+    route_name: &str,
+    claimed: Claimed,
+    token: String,
+) -> Result<(), StoreError> {
+    let Claimed { message, lease } = claimed;
+    let id = message.id.as_str();
+    let route = snap.config.routes.get(route_name);
+    let (Some(route), Some(settings)) = (route, route.and_then(|r| r.agent())) else {
+        let end = TurnEnd::failed(
+            TurnState::Failed,
+            TurnError::new(
+                "route_removed",
+                format!("route {route_name} is no longer an agent route in the config"),
+            ),
+        );
+        tracing::warn!(message_id = %id, route = %route_name, "turn failed: route removed");
+        if finish(turns, &lease, &message, end.clone(), now_ms()).await? {
+            // The route's reply_to is gone with it; tell the sender, so it does not wait forever.
+            let to = Turns::sender_if_peer(snap, &message);
+            turns.notify_failure(&message, route_name, &end, to).await?;
+        }
+        return Ok(());
+    };
+    let grace = snap.config.server.reply_grace;
+    let url = format!("{}/send", turns.public_url(snap));
+    let deadline_ms = now_ms() + (settings.timeout + grace).as_millis() as i64;
+    let ctx = ReplyContext {
+        url: url.clone(),
+        token: token.clone(),
+        reply_types: route.reply_types.clone(),
+        deadline: humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms as u64),
+        )
+        .to_string(),
+    };
+    let prompt = match hooks::render_turn(snap, route_name, &message, &ctx).await {
+        Ok(Some(text)) => text,
+        Ok(None) => prompt::render(&message, &ctx),
+        Err(e) => {
+            tracing::error!(message_id = %id, error = %e, "render-turn failed");
+            let end = TurnEnd::failed(
+                TurnState::Failed,
+                TurnError::new("plugin_failed", e.to_string()),
+            );
+            let token_expires = now_ms() + grace.as_millis() as i64;
+            if finish(turns, &lease, &message, end.clone(), token_expires).await?
+                && settings.on_failure == OnFailure::Notify
+            {
+                turns
+                    .notify_failure(&message, route_name, &end, route.reply_to.clone())
+                    .await?;
+            }
+            return Ok(());
+        }
+    };
+    tracing::info!(message_id = %id, route = %route_name, thread = %message.thread_id, "turn started");
+    turns.events.publish(Event::TurnStarted {
+        message_id: id.to_owned(),
+        route: route_name.to_owned(),
+        attempt: lease.generation,
+    });
+    let run = agent::run(invocation(snap, settings, &message, prompt, &url, token));
+    let outcome = with_renewals(turns, &lease, run).await;
+    let state = match outcome.ending {
+        Ending::Done => TurnState::Done,
+        Ending::Failed => TurnState::Failed,
+        Ending::TimedOut => TurnState::TimedOut,
+    };
+    let end = TurnEnd {
+        state,
+        exit_code: outcome.exit_code,
+        signal: outcome.signal,
+        error: outcome
+            .error
+            .as_ref()
+            .map(|e| TurnError::new(e.code(), e.to_string())),
+        duration_ms: outcome.duration.as_millis() as i64,
+        stdout_tail: outcome.stdout_tail,
+        stderr_tail: outcome.stderr_tail,
+    };
+    tracing::info!(
+        message_id = %id, route = %route_name, state = state.as_str(), exit_code = ?end.exit_code,
+        duration_ms = end.duration_ms, error = ?end.error.as_ref().map(ToString::to_string),
+        "turn ended"
+    );
+    let token_expires = now_ms() + grace.as_millis() as i64;
+    if finish(turns, &lease, &message, end.clone(), token_expires).await?
+        && state != TurnState::Done
+        && settings.on_failure == OnFailure::Notify
+    {
+        turns
+            .notify_failure(&message, route_name, &end, route.reply_to.clone())
+            .await?;
+    }
+    Ok(())
+}
+
+/// Runs `work` while renewing the turn's lease; a lost lease is logged (the end is then refused
+/// by the store's fence).
+async fn with_renewals<T>(turns: &Turns, lease: &Lease, work: impl Future<Output = T>) -> T {
+    tokio::pin!(work);
+    let mut renew = tokio::time::interval(LEASE_RENEWAL);
+    renew.tick().await;
+    loop {
+        tokio::select! {
+            out = &mut work => return out,
+            _ = renew.tick() => match turns.store.renew_lease(lease, LEASE).await {
+                Ok(true) => {}
+                Ok(false) => tracing::warn!(message_id = %lease.message_id, "this host lost the turn's lease"),
+                Err(e) => tracing::warn!(message_id = %lease.message_id, error = %e, "cannot renew the turn's lease"),
+            },
+        }
+    }
+}
+
+/// Records the end, fenced by the lease; `false` if another holder owns the turn now.
+async fn finish(
+    turns: &Turns,
+    lease: &Lease,
+    message: &Message,
+    end: TurnEnd,
+    token_expires_at: i64,
+) -> Result<bool, StoreError> {
+    let state = end.state;
+    if !turns.store.end_turn(lease, end, token_expires_at).await? {
+        tracing::warn!(message_id = %message.id, "turn ended after its lease was lost; its result is not recorded");
+        return Ok(false);
+    }
+    turns.events.publish(Event::TurnEnded {
+        message_id: message.id.clone(),
+        route: message.route.clone(),
+        state,
+    });
+    Ok(true)
+}
+
+fn invocation(
+    snap: &Snapshot,
+    settings: &AgentSettings,
+    m: &Message,
+    prompt: String,
+    url: &str,
+    token: String,
+) -> Invocation {
+    Invocation {
+        command: settings.command.clone(),
+        prompt,
+        vars: Vars {
+            message_id: m.id.clone(),
+            thread_id: m.thread_id.clone(),
+            route: m.route.clone(),
+            msg_type: m.msg_type.clone(),
+        },
+        stdin: settings.stdin,
+        env: vec![
+            ("INBOX_MESSAGE_ID".into(), m.id.clone()),
+            ("INBOX_THREAD_ID".into(), m.thread_id.clone()),
+            ("INBOX_ROUTE".into(), m.route.clone()),
+            ("INBOX_MESSAGE_TYPE".into(), m.msg_type.clone()),
+            ("INBOX_REPLY_URL".into(), url.to_owned()),
+            ("INBOX_REPLY_TOKEN".into(), token),
+        ],
+        env_remove: snap.config.secret_vars.clone(),
+        timeout: settings.timeout,
+        kill_grace: settings.kill_grace,
+        output_cap: settings.output_cap,
+        // Relative paths in the command resolve against routes.toml's directory, like every path in it.
+        work_dir: Some(snap.config.base_dir.clone()),
+        temp_dir: None,
+    }
+}

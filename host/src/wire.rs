@@ -1,0 +1,567 @@
+//! What travels over HTTP: the JSON bodies the inbox reads (`/message`, `/send`, `/admin/send`),
+//! the body one inbox relays to another, and the typed answers of every endpoint.
+//!
+//! The HTTP handlers, the relay and the CLI client all use these types, so an answer is written
+//! and read back by the same definition.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::model::{Delivery, Message, Outbound, Turn, TurnState};
+
+/// Longest id, thread id or reference accepted from a client.
+pub const MAX_ID_LEN: usize = 200;
+
+/// Why a request body could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BodyError {
+    /// The body is not JSON.
+    #[error("the body is not valid JSON: {0}")]
+    BadJson(String),
+    /// The body is JSON but not an object.
+    #[error("the body must be a JSON object")]
+    NotObject,
+    /// No `type`.
+    #[error("the body has no \"type\" (a string such as \"TASK\")")]
+    MissingType,
+    /// A field has the wrong shape.
+    #[error("{0}")]
+    BadField(String),
+}
+
+/// Every field any of the inbox's request bodies has; the payload is kept as the sender wrote it
+/// (no tree is built for it). Unknown fields are ignored: inbox-to-inbox messages carry more.
+#[derive(Deserialize)]
+struct Fields<'a> {
+    #[serde(rename = "type", default)]
+    msg_type: Option<Value>,
+    #[serde(default, borrow)]
+    payload: Option<&'a RawValue>,
+    #[serde(default)]
+    id: Option<Value>,
+    #[serde(default)]
+    thread_id: Option<Value>,
+    #[serde(default)]
+    in_reply_to: Option<Value>,
+    #[serde(default)]
+    hops: Option<Value>,
+    #[serde(default)]
+    to: Option<Value>,
+}
+
+fn fields(bytes: &[u8]) -> Result<Fields<'_>, BodyError> {
+    // serde would read a struct from a JSON array too; only an object is a body.
+    if bytes.trim_ascii_start().first() != Some(&b'{') {
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => Err(BodyError::NotObject),
+            Err(e) => Err(BodyError::BadJson(e.to_string())),
+        };
+    }
+    serde_json::from_slice::<Fields<'_>>(bytes).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => BodyError::BadField(e.to_string()),
+        _ => BodyError::BadJson(e.to_string()),
+    })
+}
+
+/// `type`: present, a non-empty string.
+fn type_value(v: Option<&Value>) -> Result<String, BodyError> {
+    match v {
+        None | Some(Value::Null) => Err(BodyError::MissingType),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
+        Some(Value::String(_)) => Err(BodyError::MissingType),
+        Some(_) => Err(BodyError::BadField("\"type\" must be a string".into())),
+    }
+}
+
+/// An optional id-like string: non-empty, at most [`MAX_ID_LEN`] bytes.
+fn id_value(v: Option<&Value>, key: &str) -> Result<Option<String>, BodyError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.len() <= MAX_ID_LEN && !s.is_empty() => Ok(Some(s.clone())),
+        Some(_) => Err(BodyError::BadField(format!(
+            "\"{key}\" must be a non-empty string of at most {MAX_ID_LEN} bytes"
+        ))),
+    }
+}
+
+/// The payload as JSON text; absent or `null` is `{}`.
+fn payload_value(v: Option<&RawValue>) -> String {
+    match v.map(RawValue::get) {
+        None | Some("null") => "{}".to_owned(),
+        Some(raw) => raw.to_owned(),
+    }
+}
+
+/// The body of `POST /message`: what a peer (or another inbox) sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    pub payload: String,
+    /// The sender's id for it.
+    pub id: Option<String>,
+    /// The thread it continues.
+    pub thread_id: Option<String>,
+    /// The message it answers.
+    pub in_reply_to: Option<String>,
+    /// Relays so far in its thread.
+    pub hops: u32,
+}
+
+impl Envelope {
+    /// Parses and checks a `/message` body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        let f = fields(bytes)?;
+        let msg_type = type_value(f.msg_type.as_ref())?;
+        let hops = match &f.hops {
+            None | Some(Value::Null) => 0,
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    BodyError::BadField("\"hops\" must be a non-negative integer".into())
+                })?,
+        };
+        Ok(Self {
+            msg_type,
+            id: id_value(f.id.as_ref(), "id")?,
+            thread_id: id_value(f.thread_id.as_ref(), "thread_id")?,
+            in_reply_to: id_value(f.in_reply_to.as_ref(), "in_reply_to")?,
+            payload: payload_value(f.payload),
+            hops,
+        })
+    }
+}
+
+/// The body one inbox POSTs to a peer's `/message` for an outbound message.
+pub fn relayed(o: &Outbound) -> Bytes {
+    #[derive(Serialize)]
+    struct Relayed<'a> {
+        #[serde(rename = "type")]
+        msg_type: &'a str,
+        payload: &'a RawValue,
+        id: &'a str,
+        in_reply_to: Option<&'a str>,
+        thread_id: &'a str,
+        hops: u32,
+    }
+    // Stored payloads are JSON; one that is not (it cannot be) goes as null rather than as
+    // broken JSON.
+    let payload: Box<RawValue> = RawValue::from_string(o.payload.clone()).unwrap_or_default();
+    let body = Relayed {
+        msg_type: &o.msg_type,
+        payload: &payload,
+        id: &o.id,
+        in_reply_to: o.in_reply_to.as_deref(),
+        thread_id: &o.thread_id,
+        hops: o.hops,
+    };
+    Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+}
+
+/// The body of `POST /send`: an agent's reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendBody {
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    pub payload: String,
+}
+
+impl SendBody {
+    /// Parses and checks a `/send` body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        let f = fields(bytes)?;
+        Ok(Self {
+            msg_type: type_value(f.msg_type.as_ref())?,
+            payload: payload_value(f.payload),
+        })
+    }
+}
+
+/// The body of `POST /admin/send`: a message an operator starts or continues a thread with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSendBody {
+    /// The peer it goes to.
+    pub to: String,
+    /// Its type.
+    pub msg_type: String,
+    /// Its payload, as JSON text.
+    pub payload: String,
+    /// The thread it continues, if any.
+    pub thread_id: Option<String>,
+    /// The message it answers, if any.
+    pub in_reply_to: Option<String>,
+}
+
+impl AdminSendBody {
+    /// Parses and checks an `/admin/send` body.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        let f = fields(bytes)?;
+        let msg_type = type_value(f.msg_type.as_ref())?;
+        let to = id_value(f.to.as_ref(), "to")?
+            .ok_or_else(|| BodyError::BadField("\"to\" (a peer name) is required".into()))?;
+        Ok(Self {
+            to,
+            msg_type,
+            payload: payload_value(f.payload),
+            thread_id: id_value(f.thread_id.as_ref(), "thread_id")?,
+            in_reply_to: id_value(f.in_reply_to.as_ref(), "in_reply_to")?,
+        })
+    }
+
+    /// The body the CLI sends.
+    pub fn to_json(&self) -> Value {
+        serde_json::json!({
+            "to": self.to,
+            "type": self.msg_type,
+            "payload": serde_json::from_str::<Value>(&self.payload).unwrap_or(Value::Null),
+            "thread_id": self.thread_id,
+            "in_reply_to": self.in_reply_to,
+        })
+    }
+}
+
+/// What an ack says happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AckStatus {
+    /// A new message, committed.
+    Received,
+    /// A repeat of an earlier message; nothing new was done.
+    Duplicate,
+    /// An outbound message, committed for delivery.
+    Queued,
+}
+
+/// The answer to `/message`, `/send` and `/admin/send`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    /// What happened.
+    pub status: AckStatus,
+    /// The new message's id (the original's, for a duplicate).
+    pub id: String,
+    /// The thread, where the sender may not know it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread_id: Option<String>,
+}
+
+/// Parses stored payload text for showing; text that is not JSON shows as `null`.
+fn shown(payload: &str) -> Value {
+    serde_json::from_str(payload).unwrap_or(Value::Null)
+}
+
+/// A message as the read endpoints show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageView {
+    /// Our id for it.
+    pub id: String,
+    /// The peer that sent it.
+    pub sender: String,
+    /// The route that took it.
+    pub route: String,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// Its payload.
+    pub payload: Value,
+    /// Its thread.
+    pub thread_id: String,
+    /// The message it answers.
+    pub in_reply_to: Option<String>,
+    /// Relays so far in its thread.
+    pub hops: u32,
+    /// The sender's id for it.
+    pub sender_ref: Option<String>,
+    /// When it was acked (ms since the epoch).
+    pub received_at: i64,
+    /// Whether it went to a mailbox.
+    pub mailbox: bool,
+    /// Its turn's state, if it has a turn.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_state: Option<TurnState>,
+}
+
+impl MessageView {
+    /// The view of a stored message with its turn's state.
+    pub fn new(m: &Message, turn_state: Option<TurnState>) -> Self {
+        Self {
+            id: m.id.clone(),
+            sender: m.sender.clone(),
+            route: m.route.clone(),
+            msg_type: m.msg_type.clone(),
+            payload: shown(&m.payload),
+            thread_id: m.thread_id.clone(),
+            in_reply_to: m.in_reply_to.clone(),
+            hops: m.hops,
+            sender_ref: m.sender_ref.clone(),
+            received_at: m.received_at,
+            mailbox: m.mailbox,
+            turn_state,
+        }
+    }
+}
+
+/// An outbound message as the read endpoints show it (under the name "reply").
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundView {
+    /// Its id.
+    pub id: String,
+    /// The message it answers.
+    pub in_reply_to: Option<String>,
+    /// The route whose agent sent it.
+    pub route: Option<String>,
+    /// Its type.
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// Its payload.
+    pub payload: Value,
+    /// Its thread.
+    pub thread_id: String,
+    /// Relays so far in its thread, this one included.
+    pub hops: u32,
+    /// When it was queued.
+    pub created_at: i64,
+    /// Its deliveries, where the answer has them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliveries: Option<Vec<Delivery>>,
+}
+
+impl OutboundView {
+    /// The view of a stored outbound message, with its deliveries if given.
+    pub fn new(o: &Outbound, deliveries: Option<&[Delivery]>) -> Self {
+        Self {
+            id: o.id.clone(),
+            in_reply_to: o.in_reply_to.clone(),
+            route: o.route.clone(),
+            msg_type: o.msg_type.clone(),
+            payload: shown(&o.payload),
+            thread_id: o.thread_id.clone(),
+            hops: o.hops,
+            created_at: o.created_at,
+            deliveries: deliveries.map(<[Delivery]>::to_vec),
+        }
+    }
+}
+
+/// `GET /messages`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageList {
+    /// Messages, newest first.
+    pub messages: Vec<MessageView>,
+    /// For a peer: outbound messages addressed to it, newest first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replies: Option<Vec<OutboundView>>,
+}
+
+/// `GET /messages/{id}` for a message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MessageDetail {
+    /// The message.
+    pub message: MessageView,
+    /// Its turn, if it has one.
+    pub turn: Option<Turn>,
+    /// Outbound messages answering it, with their deliveries.
+    pub replies: Vec<OutboundView>,
+}
+
+/// `GET /messages/{id}` for an outbound message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundDetail {
+    /// The outbound message, with its deliveries.
+    pub reply: OutboundView,
+}
+
+/// Either answer of `GET /messages/{id}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Detail {
+    /// The id is a message's.
+    Message(Box<MessageDetail>),
+    /// The id is an outbound message's.
+    Outbound(OutboundDetail),
+}
+
+/// One row of `GET /admin/outbox`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboxItem {
+    /// The outbound message.
+    pub reply: OutboundView,
+    /// One of its deliveries.
+    pub delivery: Delivery,
+}
+
+/// `GET /admin/outbox`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outbox {
+    /// Deliveries, newest first.
+    pub outbox: Vec<OutboxItem>,
+}
+
+/// `POST /admin/outbox/{id}/retry`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requeued {
+    /// Always "requeued".
+    pub status: String,
+    /// The outbound message.
+    pub id: String,
+    /// How many dead deliveries are due again.
+    pub deliveries: usize,
+}
+
+/// `POST /admin/reload`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// "reloaded", or "unchanged" when the files hash as the config in force.
+    pub status: String,
+    /// The hash in force now.
+    pub config_hash: String,
+}
+
+/// The reload counters in `GET /status`, when the config came from a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloads {
+    /// When the config in force was loaded (ms since the epoch).
+    pub loaded_at: i64,
+    /// Why the last reload failed, if it did (cleared by a good one).
+    pub last_reload_error: Option<String>,
+    /// Reloads that swapped in a new config.
+    pub reloads_ok: u64,
+    /// Reloads that kept the old config.
+    pub reloads_failed: u64,
+    /// Times the files were read again, whether or not they had changed.
+    pub checks: u64,
+}
+
+/// `GET /status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    /// Hash of the config in force.
+    pub config_hash: String,
+    /// Reload counters, when the config came from a file.
+    #[serde(flatten)]
+    pub reloads: Option<Reloads>,
+    /// This binary's version.
+    pub version: String,
+    /// Turns running now.
+    pub turns_running: usize,
+    /// Turns waiting.
+    pub turns_queued: usize,
+    /// Whether shutdown has begun.
+    pub draining: bool,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Health {
+    /// Always "ok".
+    pub status: String,
+}
+
+/// The body of every error answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// An error: a stable code to branch on and a message for people.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    /// e.g. `unknown_type`.
+    pub code: String,
+    /// What went wrong.
+    pub message: String,
+    /// The types or values that would have been accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed: Option<Vec<String>>,
+    /// The plugin that refused or failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn envelopes_are_classified() {
+        let ok = Envelope::parse(br#" {"type": "A", "payload": {"x": [1, "y"]}, "extra": 5}"#)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(ok.payload, r#"{"x": [1, "y"]}"#, "kept as sent");
+        let cases: &[(&[u8], &str)] = &[
+            (b"[1]", "not_object"),
+            (b"\"TASK\"", "not_object"),
+            (b"[1", "bad_json"),
+            (b"", "bad_json"),
+            (b"{\"type\": ", "bad_json"),
+            (br#"{"type": "A", "type": "B"}"#, "bad_field"),
+            (br#"{"payload": {}}"#, "missing_type"),
+            (br#"{"type": "  "}"#, "missing_type"),
+            (br#"{"type": 5}"#, "bad_field"),
+            (br#"{"type": "A", "hops": -1}"#, "bad_field"),
+            (br#"{"type": "A", "id": ""}"#, "bad_field"),
+        ];
+        for (body, code) in cases {
+            let got = match Envelope::parse(body) {
+                Ok(_) => panic!("{:?} parsed", String::from_utf8_lossy(body)),
+                Err(BodyError::BadJson(_)) => "bad_json",
+                Err(BodyError::NotObject) => "not_object",
+                Err(BodyError::MissingType) => "missing_type",
+                Err(BodyError::BadField(_)) => "bad_field",
+            };
+            assert_eq!(got, *code, "{:?}", String::from_utf8_lossy(body));
+        }
+    }
+
+    #[test]
+    fn relayed_bodies_read_back_as_envelopes() {
+        let o = Outbound {
+            id: "r1".into(),
+            in_reply_to: Some("m1".into()),
+            route: Some("tasks".into()),
+            msg_type: "BREAKDOWN".into(),
+            payload: r#"{"steps": [1, 2]}"#.into(),
+            thread_id: "t1".into(),
+            hops: 2,
+            created_at: 0,
+        };
+        let e = Envelope::parse(&relayed(&o)).expect("parses");
+        assert_eq!(
+            e,
+            Envelope {
+                msg_type: "BREAKDOWN".into(),
+                payload: r#"{"steps": [1, 2]}"#.into(),
+                id: Some("r1".into()),
+                thread_id: Some("t1".into()),
+                in_reply_to: Some("m1".into()),
+                hops: 2,
+            }
+        );
+    }
+
+    #[test]
+    fn answers_round_trip() {
+        let status = Status {
+            config_hash: "abc".into(),
+            reloads: None,
+            version: "0.1.0".into(),
+            turns_running: 1,
+            turns_queued: 2,
+            draining: false,
+        };
+        let text = serde_json::to_string(&status).expect("json");
+        assert!(!text.contains("reloads_ok"));
+        assert_eq!(serde_json::from_str::<Status>(&text).ok(), Some(status));
+        let ack = Ack {
+            status: AckStatus::Duplicate,
+            id: "m".into(),
+            thread_id: None,
+        };
+        let v = serde_json::to_value(&ack).expect("json");
+        assert_eq!(v, serde_json::json!({"status": "duplicate", "id": "m"}));
+    }
+}
