@@ -628,8 +628,9 @@ mod tests {
             .unwrap_or(true)
     }
 
+    /// Whether `pid` is gone within a generous 30 s (a loaded machine can be slow to reap).
     async fn dies_soon(pid: i32) -> bool {
-        for _ in 0..30 {
+        for _ in 0..300 {
             if is_dead(pid) {
                 return true;
             }
@@ -638,12 +639,18 @@ mod tests {
         false
     }
 
-    fn read_pid(path: &Path) -> i32 {
-        std::fs::read_to_string(path)
-            .expect("pid file")
-            .trim()
-            .parse()
-            .expect("pid")
+    /// Waits (up to 30 s) for a pid file written whole (`echo $! > f.tmp && mv f.tmp f`).
+    async fn read_pid(path: &Path) -> i32 {
+        for _ in 0..300 {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                return pid;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no pid in {} after 30 s", path.display());
     }
 
     #[test]
@@ -861,17 +868,23 @@ mod tests {
         let mut inv = inv(&[
             "sh",
             "-c",
-            r#"sleep 300 & echo $! > "$1"; sleep 300"#,
+            r#"sleep 300 & echo $! > "$1.tmp" && mv "$1.tmp" "$1"; sleep 300"#,
             "sh",
             pidfile.to_str().expect("utf8"),
         ]);
-        inv.timeout = Duration::from_secs(1);
-        let out = run(inv).await;
+        inv.timeout = Duration::from_secs(5);
+        let turn = tokio::spawn(run(inv));
+        // The grandchild exists before the timeout fires; otherwise the test would prove nothing.
+        let grandchild = read_pid(&pidfile).await;
+        assert!(
+            !turn.is_finished(),
+            "the turn ended before its child started"
+        );
+        let out = turn.await.expect("run");
         assert_eq!(out.ending, Ending::TimedOut, "{out:?}");
         assert_eq!(out.signal, Some(Signal::SIGTERM as i32));
         assert_eq!(out.error.as_ref().map(RunError::code), Some("timed_out"));
-        assert!(out.duration >= Duration::from_secs(1));
-        let grandchild = read_pid(&pidfile);
+        assert!(out.duration >= Duration::from_secs(5));
         assert!(
             dies_soon(grandchild).await,
             "grandchild {grandchild} survived"
@@ -990,15 +1003,16 @@ mod tests {
         let out = run(inv(&[
             "sh",
             "-c",
-            r#"sleep 300 & echo $! > "$1"; echo hi"#,
+            r#"sleep 300 & echo $! > "$1.tmp" && mv "$1.tmp" "$1"; echo hi"#,
             "sh",
             pidfile.to_str().expect("utf8"),
         ]))
         .await;
-        assert!(started.elapsed() < Duration::from_secs(10));
+        // Waiting for the child would take its 300 s; a generous bound tells the two apart.
+        assert!(started.elapsed() < Duration::from_secs(60));
         assert_eq!(out.ending, Ending::Done, "{out:?}");
         assert_eq!(out.stdout_tail, "hi\n");
-        let child = read_pid(&pidfile);
+        let child = read_pid(&pidfile).await;
         assert!(dies_soon(child).await, "background child {child} survived");
     }
 }
