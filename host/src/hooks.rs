@@ -51,6 +51,18 @@ pub struct Checked<'s> {
     pub payload: String,
 }
 
+/// Refuses a rewritten payload nested deeper than the inbox accepts from a client.
+fn check_depth(snap: &Snapshot, p: &RoutePlugin, payload: &str) -> Result<(), HookError> {
+    let max = snap.config.server.max_json_depth;
+    if crate::model::nests_deeper_than(payload.as_bytes(), max) {
+        return Err(failed(
+            p,
+            format!("it rewrote the payload nesting deeper than {max} levels"),
+        ));
+    }
+    Ok(())
+}
+
 /// Whether `route` takes `msg_type` from `sender` (named, or by its `"*"`).
 fn takes(route: &Route, sender: &str, msg_type: &str) -> bool {
     route.from.iter().any(|f| f == sender)
@@ -95,7 +107,10 @@ pub async fn check_message<'s>(snap: &'s Snapshot, m: &Message) -> Result<Checke
         MessageVerdict::RouteTo { route, rewrite } => (route, rewrite),
     };
     let (msg_type, payload) = match rewrite {
-        Some(rw) => (rw.msg_type, rw.payload),
+        Some(rw) => {
+            check_depth(snap, p, &rw.payload)?;
+            (rw.msg_type, rw.payload)
+        }
         None => (m.msg_type.clone(), m.payload.clone()),
     };
     // The target must take this sender and the resulting type, like any message it gets.
@@ -182,10 +197,13 @@ pub async fn check_reply(
         }
         ReplyVerdict::Relay { rewrite, to } => {
             let draft = match rewrite {
-                Some(rw) => Draft {
-                    msg_type: rw.msg_type,
-                    payload: rw.payload,
-                },
+                Some(rw) => {
+                    check_depth(snap, p, &rw.payload)?;
+                    Draft {
+                        msg_type: rw.msg_type,
+                        payload: rw.payload,
+                    }
+                }
                 None => draft,
             };
             if !route.reply_types.contains(&draft.msg_type) {

@@ -22,6 +22,48 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Longest message type name.
+pub const MAX_TYPE_LEN: usize = 64;
+
+/// Whether `t` is a type name: 1 to [`MAX_TYPE_LEN`] ASCII letters, digits, `_`, `-`, `.` or `:`;
+/// nothing a shell, a URL or a JSON template would mangle.
+pub fn valid_type_name(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= MAX_TYPE_LEN
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
+}
+
+/// Whether JSON text nests arrays and objects more than `max` levels deep (the outermost value
+/// is level 1; brackets inside strings do not count). Cheap enough to run on every body before
+/// it is parsed.
+pub fn nests_deeper_than(json: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in json {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 /// A stored name was not one of an enum's names.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} {value:?} is not known")]
@@ -384,6 +426,38 @@ mod tests {
         }
         assert!("paused".parse::<TurnState>().is_err());
         assert_eq!("dead".parse::<DeliveryState>(), Ok(DeliveryState::Dead));
+    }
+
+    #[test]
+    fn nesting_is_counted_outside_strings() {
+        let cases: &[(&str, usize, bool)] = &[
+            ("{}", 1, false),
+            ("{}", 0, true),
+            (r#"{"a": [[1]]}"#, 3, false),
+            (r#"{"a": [[1]]}"#, 2, true),
+            (r#"{"a": "[[[[[[", "b": "\\"}"#, 1, false),
+            (r#"{"a": "\"[[["}"#, 1, false),
+            ("[[],[],[]]", 2, false),
+        ];
+        for (json, max, deeper) in cases {
+            assert_eq!(
+                nests_deeper_than(json.as_bytes(), *max),
+                *deeper,
+                "{json} {max}"
+            );
+        }
+        let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(nests_deeper_than(deep.as_bytes(), 128));
+    }
+
+    #[test]
+    fn type_names() {
+        for ok in ["TASK", "a.b:c-d_e", &"X".repeat(64)] {
+            assert!(valid_type_name(ok), "{ok}");
+        }
+        for bad in ["", "A B", "<script>", "é", &"X".repeat(65), "a/b"] {
+            assert!(!valid_type_name(bad), "{bad}");
+        }
     }
 
     #[test]

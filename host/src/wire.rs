@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use serde_json::value::RawValue;
 
-use crate::model::{Delivery, Message, Outbound, Turn, TurnState};
+use crate::model::{
+    Delivery, MAX_TYPE_LEN, Message, Outbound, Turn, TurnState, nests_deeper_than, valid_type_name,
+};
 
 /// Longest id, thread id or reference accepted from a client.
 pub const MAX_ID_LEN: usize = 200;
@@ -51,7 +53,14 @@ struct Fields<'a> {
     to: Option<Value>,
 }
 
-fn fields(bytes: &[u8]) -> Result<Fields<'_>, BodyError> {
+fn fields(bytes: &[u8], max_depth: usize) -> Result<Fields<'_>, BodyError> {
+    // Before parsing: the payload is kept raw, and serde_json checks no depth when it skips over
+    // a raw value, so a payload nested deeper than any reader can parse would be stored.
+    if nests_deeper_than(bytes, max_depth) {
+        return Err(BodyError::BadJson(format!(
+            "the JSON nests deeper than {max_depth} levels"
+        )));
+    }
     // serde would read a struct from a JSON array too; only an object is a body.
     if bytes.trim_ascii_start().first() != Some(&b'{') {
         return match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
@@ -65,12 +74,15 @@ fn fields(bytes: &[u8]) -> Result<Fields<'_>, BodyError> {
     })
 }
 
-/// `type`: present, a non-empty string.
+/// `type`: present, and a type name ([`crate::model::valid_type_name`]).
 fn type_value(v: Option<&Value>) -> Result<String, BodyError> {
     match v {
         None | Some(Value::Null) => Err(BodyError::MissingType),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(s.clone()),
-        Some(Value::String(_)) => Err(BodyError::MissingType),
+        Some(Value::String(s)) if s.trim().is_empty() => Err(BodyError::MissingType),
+        Some(Value::String(s)) if valid_type_name(s) => Ok(s.clone()),
+        Some(Value::String(_)) => Err(BodyError::BadField(format!(
+            "\"type\" must be 1 to {MAX_TYPE_LEN} ASCII letters, digits, '_', '-', '.' or ':'"
+        ))),
         Some(_) => Err(BodyError::BadField("\"type\" must be a string".into())),
     }
 }
@@ -112,9 +124,9 @@ pub struct Envelope {
 }
 
 impl Envelope {
-    /// Parses and checks a `/message` body.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
-        let f = fields(bytes)?;
+    /// Parses and checks a `/message` body nested at most `max_depth` levels.
+    pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Self, BodyError> {
+        let f = fields(bytes, max_depth)?;
         let msg_type = type_value(f.msg_type.as_ref())?;
         let hops = match &f.hops {
             None | Some(Value::Null) => 0,
@@ -172,9 +184,9 @@ pub struct SendBody {
 }
 
 impl SendBody {
-    /// Parses and checks a `/send` body.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
-        let f = fields(bytes)?;
+    /// Parses and checks a `/send` body nested at most `max_depth` levels.
+    pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Self, BodyError> {
+        let f = fields(bytes, max_depth)?;
         Ok(Self {
             msg_type: type_value(f.msg_type.as_ref())?,
             payload: payload_value(f.payload),
@@ -198,9 +210,9 @@ pub struct AdminSendBody {
 }
 
 impl AdminSendBody {
-    /// Parses and checks an `/admin/send` body.
-    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
-        let f = fields(bytes)?;
+    /// Parses and checks an `/admin/send` body nested at most `max_depth` levels.
+    pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Self, BodyError> {
+        let f = fields(bytes, max_depth)?;
         let msg_type = type_value(f.msg_type.as_ref())?;
         let to = id_value(f.to.as_ref(), "to")?
             .ok_or_else(|| BodyError::BadField("\"to\" (a peer name) is required".into()))?;
@@ -249,9 +261,10 @@ pub struct Ack {
     pub thread_id: Option<String>,
 }
 
-/// Parses stored payload text for showing; text that is not JSON shows as `null`.
+/// Parses stored payload text for showing. Text no reader can parse as JSON (stored before the
+/// depth limit existed) is shown as a JSON string holding that text, never as `null`.
 fn shown(payload: &str) -> Value {
-    serde_json::from_str(payload).unwrap_or(Value::Null)
+    serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned()))
 }
 
 /// A message as the read endpoints show it.
@@ -489,8 +502,11 @@ mod tests {
 
     #[test]
     fn envelopes_are_classified() {
-        let ok = Envelope::parse(br#" {"type": "A", "payload": {"x": [1, "y"]}, "extra": 5}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let ok = Envelope::parse(
+            br#" {"type": "A", "payload": {"x": [1, "y"]}, "extra": 5}"#,
+            64,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(ok.payload, r#"{"x": [1, "y"]}"#, "kept as sent");
         let cases: &[(&[u8], &str)] = &[
             (b"[1]", "not_object"),
@@ -504,9 +520,10 @@ mod tests {
             (br#"{"type": 5}"#, "bad_field"),
             (br#"{"type": "A", "hops": -1}"#, "bad_field"),
             (br#"{"type": "A", "id": ""}"#, "bad_field"),
+            (br#"{"type": "A B"}"#, "bad_field"),
         ];
         for (body, code) in cases {
-            let got = match Envelope::parse(body) {
+            let got = match Envelope::parse(body, 64) {
                 Ok(_) => panic!("{:?} parsed", String::from_utf8_lossy(body)),
                 Err(BodyError::BadJson(_)) => "bad_json",
                 Err(BodyError::NotObject) => "not_object",
@@ -515,6 +532,36 @@ mod tests {
             };
             assert_eq!(got, *code, "{:?}", String::from_utf8_lossy(body));
         }
+    }
+
+    #[test]
+    fn bodies_nested_too_deep_are_refused_before_parsing() {
+        let body = br#"{"type": "A", "payload": [[[1]]]}"#;
+        assert!(Envelope::parse(body, 4).is_ok());
+        assert!(matches!(
+            Envelope::parse(body, 3),
+            Err(BodyError::BadJson(_))
+        ));
+        assert!(matches!(
+            SendBody::parse(body, 3),
+            Err(BodyError::BadJson(_))
+        ));
+        let deep = format!(
+            r#"{{"type": "A", "payload": {}1{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
+        assert!(matches!(
+            Envelope::parse(deep.as_bytes(), 128),
+            Err(BodyError::BadJson(_))
+        ));
+    }
+
+    #[test]
+    fn a_payload_no_reader_can_parse_is_shown_as_its_text() {
+        let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        assert_eq!(shown(&deep), Value::String(deep.clone()));
+        assert_eq!(shown("{\"a\":1}"), serde_json::json!({"a": 1}));
     }
 
     #[test]
@@ -529,7 +576,7 @@ mod tests {
             hops: 2,
             created_at: 0,
         };
-        let e = Envelope::parse(&relayed(&o)).expect("parses");
+        let e = Envelope::parse(&relayed(&o), 64).expect("parses");
         assert_eq!(
             e,
             Envelope {

@@ -5,6 +5,7 @@ mod compat;
 mod core_loop;
 mod durability;
 mod errors;
+mod limits;
 mod loops;
 mod plugins;
 mod reads;

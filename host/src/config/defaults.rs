@@ -8,6 +8,10 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 pub const DEFAULT_RETRY_SCHEDULE: [&str; 8] = ["0s", "5s", "5m", "30m", "2h", "5h", "10h", "10h"];
 /// Default `[server] max_body_bytes`.
 pub const DEFAULT_MAX_BODY_BYTES: u64 = 262_144;
+/// Default `[server] max_json_depth`.
+pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
+/// Largest `[server] max_json_depth`: deeper than this, serde_json cannot read a payload back.
+pub const MAX_JSON_DEPTH: usize = 128;
 /// Default `[server] max_hops`.
 pub const DEFAULT_MAX_HOPS: u32 = 8;
 /// Default `[server] data_dir`, relative to routes.toml.

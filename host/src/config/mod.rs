@@ -197,6 +197,8 @@ pub struct Server {
     pub public_url: Option<String>,
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Deepest nesting of arrays and objects accepted in a JSON body (the body itself is 1).
+    pub max_json_depth: usize,
     /// Secret for the admin endpoints, if set.
     pub admin_secret: Option<Secret>,
     /// Relays within a thread after which a message is refused as a loop.

@@ -27,6 +27,7 @@ pub(super) struct Server {
     pub(super) listen: Option<String>,
     pub(super) public_url: Option<String>,
     pub(super) max_body_bytes: Option<u64>,
+    pub(super) max_json_depth: Option<usize>,
     pub(super) admin_secret_env: Option<String>,
     pub(super) admin_secret: Option<String>,
     pub(super) max_hops: Option<u32>,

@@ -1,20 +1,76 @@
-//! Reading a request: credentials from headers, the body within its limit, query parameters.
+//! Reading a request: credentials from headers, the body within its limit, query parameters, and
+//! draining what a refused request still sends, so that its client reads the answer.
 
-use bytes::Bytes;
-use http::Request;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderValue};
-use http_body_util::{BodyExt, Limited};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HeaderValue};
+use http::request::Parts;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::ApiError;
 
+/// Most bytes of a refused body read and thrown away before answering; a client sending more
+/// than this may see the connection close before it reads the answer.
+const DRAIN_BYTES: u64 = 16 << 20;
+/// Longest time spent throwing a refused body away.
+const DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// A request whose body is read at most once, and drained if a handler refuses it unread.
+pub(super) struct Req {
+    /// Method, URI, headers.
+    pub(super) parts: Parts,
+    body: Option<Incoming>,
+}
+
+impl Req {
+    pub(super) fn new(req: http::Request<Incoming>) -> Self {
+        let (parts, body) = req.into_parts();
+        Self {
+            parts,
+            body: Some(body),
+        }
+    }
+
+    /// Reads and throws away what is left of the body, within bounds, so that a client still
+    /// sending it reads the answer instead of a reset connection (nginx's `lingering_close`).
+    /// A client that sent `Expect: 100-continue` was never asked for its body, so it has none to
+    /// drain.
+    pub(super) async fn drain(&mut self) {
+        let Some(mut body) = self.body.take() else {
+            return;
+        };
+        if expects_continue(&self.parts) {
+            return;
+        }
+        let read = async {
+            let mut n: u64 = 0;
+            while let Some(Ok(frame)) = body.frame().await {
+                n += frame.data_ref().map_or(0, |d| d.len() as u64);
+                if n > DRAIN_BYTES {
+                    return;
+                }
+            }
+        };
+        let _ = tokio::time::timeout(DRAIN_TIME, read).await;
+    }
+}
+
+fn expects_continue(parts: &Parts) -> bool {
+    parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
 /// A header's raw value.
-pub(super) fn header<'a>(req: &'a Request<Incoming>, name: &str) -> Option<&'a [u8]> {
-    req.headers().get(name).map(HeaderValue::as_bytes)
+pub(super) fn header<'a>(req: &'a Req, name: &str) -> Option<&'a [u8]> {
+    req.parts.headers.get(name).map(HeaderValue::as_bytes)
 }
 
 /// The token of `Authorization: Bearer <token>`.
-pub(super) fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {
+pub(super) fn bearer(req: &Req) -> Option<&[u8]> {
     let v = header(req, "authorization")?;
     let rest = v
         .strip_prefix(b"Bearer ")
@@ -22,9 +78,10 @@ pub(super) fn bearer(req: &Request<Incoming>) -> Option<&[u8]> {
     Some(rest.trim_ascii())
 }
 
-/// Reads a body: checks the media type and the size (before and while reading).
-pub(super) async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, ApiError> {
-    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
+/// Reads the body: checks the media type and the size (before and while reading). A body over
+/// the limit is drained before the refusal, so the client reads it.
+pub(super) async fn body(req: &mut Req, limit: usize) -> Result<Bytes, ApiError> {
+    if let Some(ct) = req.parts.headers.get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
         if essence != "application/json" && !essence.ends_with("+json") {
@@ -33,26 +90,39 @@ pub(super) async fn body(req: Request<Incoming>, limit: usize) -> Result<Bytes, 
     }
     // A declared length over the limit is refused before reading a byte.
     let declared = req
-        .headers()
+        .parts
+        .headers
         .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::BodyTooLarge(limit));
     }
-    // Chunked bodies are cut off as soon as they pass the limit.
-    match Limited::new(req.into_body(), limit).collect().await {
-        Ok(b) => Ok(b.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(ApiError::BodyTooLarge(limit)),
-        Err(e) => Err(ApiError::Body(crate::wire::BodyError::BadJson(format!(
-            "cannot read the body: {e}"
-        )))),
+    let Some(mut incoming) = req.body.take() else {
+        return Ok(Bytes::new());
+    };
+    let mut buf = BytesMut::with_capacity(declared.map_or(1024, |n| n as usize));
+    while let Some(frame) = incoming.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::Body(crate::wire::BodyError::BadJson(format!(
+                "cannot read the body: {e}"
+            )))
+        })?;
+        if let Some(data) = frame.data_ref() {
+            // Chunked bodies are cut off as soon as they pass the limit.
+            if buf.len() + data.len() > limit {
+                req.body = Some(incoming);
+                return Err(ApiError::BodyTooLarge(limit));
+            }
+            buf.extend_from_slice(data);
+        }
     }
+    Ok(buf.freeze())
 }
 
 /// A query parameter, decoded (`%XX` and `+`); an empty value counts as absent.
-pub(super) fn query(req: &Request<Incoming>, key: &str) -> Option<String> {
-    let q = req.uri().query()?;
+pub(super) fn query(req: &Req, key: &str) -> Option<String> {
+    let q = req.parts.uri.query()?;
     form_urlencoded::parse(q.as_bytes())
         .find(|(k, v)| k == key && !v.is_empty())
         .map(|(_, v)| v.into_owned())

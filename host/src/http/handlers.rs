@@ -2,10 +2,9 @@
 
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{Response, StatusCode};
 
-use super::extract::{bearer, body, header, query, segment};
+use super::extract::{Req, bearer, body, header, query, segment};
 use super::{ApiError, Body, Endpoint, json};
 use crate::inbox::{Inbox, Incoming as Arrived, Reader, reader};
 use crate::snapshot::Snapshot;
@@ -19,19 +18,19 @@ pub(super) async fn call(
     params: &[&str],
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
     let param = || params.first().map(|p| segment(p)).unwrap_or_default();
     match endpoint {
         Endpoint::Message => message(inbox, snap, req).await,
         Endpoint::Send => send(inbox, snap, req).await,
-        Endpoint::Messages => list(inbox, snap, &req).await,
-        Endpoint::MessageById => show(inbox, snap, &req, &param()).await,
+        Endpoint::Messages => list(inbox, snap, req).await,
+        Endpoint::MessageById => show(inbox, snap, req, &param()).await,
         Endpoint::AdminSend => admin_send(inbox, snap, req).await,
-        Endpoint::AdminOutbox => outbox(inbox, snap, &req).await,
-        Endpoint::OutboxRetry => outbox_retry(inbox, snap, &req, &param()).await,
-        Endpoint::AdminReload => admin_reload(inbox, snap, &req).await,
-        Endpoint::Status => status(inbox, snap, &req),
+        Endpoint::AdminOutbox => outbox(inbox, snap, req).await,
+        Endpoint::OutboxRetry => outbox_retry(inbox, snap, req, &param()).await,
+        Endpoint::AdminReload => admin_reload(inbox, snap, req).await,
+        Endpoint::Status => status(inbox, snap, req),
         Endpoint::Health => Ok(json(
             StatusCode::OK,
             &Health {
@@ -41,11 +40,11 @@ pub(super) async fn call(
     }
 }
 
-fn who(snap: &Snapshot, req: &Request<Incoming>) -> Result<Reader, ApiError> {
+fn who(snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
     reader(&snap.config, bearer(req), header(req, "x-shared-secret")).ok_or(ApiError::Unauthorized)
 }
 
-fn require_admin(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), ApiError> {
+fn require_admin(snap: &Snapshot, req: &Req) -> Result<(), ApiError> {
     match who(snap, req)? {
         Reader::Admin => Ok(()),
         Reader::Peer(_) => Err(ApiError::Unauthorized),
@@ -55,18 +54,18 @@ fn require_admin(snap: &Snapshot, req: &Request<Incoming>) -> Result<(), ApiErro
 async fn message(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
     // Checked first, as the cheapest refusal while draining; `accept` checks it again.
     if inbox.shutdown.is_draining() {
         return Err(ApiError::Inbox(crate::inbox::InboxError::ShuttingDown));
     }
-    let sender = header(&req, "x-shared-secret")
+    let sender = header(req, "x-shared-secret")
         .and_then(|s| snap.config.peer_by_secret(s))
         .ok_or(ApiError::Unauthorized)?
         .name
         .clone();
-    let idempotency_key = match header(&req, "idempotency-key") {
+    let idempotency_key = match header(req, "idempotency-key") {
         None => None,
         Some(k) if !k.is_empty() && k.len() <= wire::MAX_ID_LEN => {
             Some(String::from_utf8_lossy(k).into_owned())
@@ -79,7 +78,7 @@ async fn message(
         }
     };
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
-    let envelope = Envelope::parse(&bytes)?;
+    let envelope = Envelope::parse(&bytes, snap.config.server.max_json_depth)?;
     let ack = inbox
         .accept(
             snap,
@@ -100,21 +99,27 @@ async fn message(
 async fn send(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
-    let token = bearer(&req).ok_or(ApiError::Unauthorized)?;
+    let token = bearer(req).ok_or(ApiError::Unauthorized)?;
     let token = std::str::from_utf8(token).map_err(|_| ApiError::Unauthorized)?;
     // The token is checked before the body is read, so an unknown caller costs no parsing.
     let grant = inbox.grant(token).await?;
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
-    let ack = inbox.reply(snap, grant, SendBody::parse(&bytes)?).await?;
+    let ack = inbox
+        .reply(
+            snap,
+            grant,
+            SendBody::parse(&bytes, snap.config.server.max_json_depth)?,
+        )
+        .await?;
     Ok(json(StatusCode::ACCEPTED, &ack))
 }
 
 async fn list(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: &Request<Incoming>,
+    req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     let who = who(snap, req)?;
     let limit = query(req, "limit")
@@ -133,7 +138,7 @@ async fn list(
 async fn show(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: &Request<Incoming>,
+    req: &Req,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
     let who = who(snap, req)?;
@@ -143,18 +148,23 @@ async fn show(
 async fn admin_send(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: Request<Incoming>,
+    req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, &req)?;
+    require_admin(snap, req)?;
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
-    let ack = inbox.send(snap, AdminSendBody::parse(&bytes)?).await?;
+    let ack = inbox
+        .send(
+            snap,
+            AdminSendBody::parse(&bytes, snap.config.server.max_json_depth)?,
+        )
+        .await?;
     Ok(json(StatusCode::ACCEPTED, &ack))
 }
 
 async fn outbox(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: &Request<Incoming>,
+    req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(snap, req)?;
     let dead_only = query(req, "dead").is_some_and(|v| v != "0" && v != "false");
@@ -168,7 +178,7 @@ async fn outbox(
 async fn outbox_retry(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: &Request<Incoming>,
+    req: &Req,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(snap, req)?;
@@ -186,7 +196,7 @@ async fn outbox_retry(
 async fn admin_reload(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
-    req: &Request<Incoming>,
+    req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(snap, req)?;
     let reloader = inbox.reloader.as_ref().ok_or_else(|| {
@@ -206,11 +216,7 @@ async fn admin_reload(
     ))
 }
 
-fn status(
-    inbox: &Arc<Inbox>,
-    snap: &Arc<Snapshot>,
-    req: &Request<Incoming>,
-) -> Result<Response<Body>, ApiError> {
+fn status(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>, req: &Req) -> Result<Response<Body>, ApiError> {
     require_admin(snap, req)?;
     let (config_hash, reloads) = match &inbox.reloader {
         Some(r) => {

@@ -127,11 +127,15 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let snap = inbox.active.load_full();
-    let path = req.uri().path().to_owned();
-    let answer = match resolve(&path, req.method()) {
-        Ok((endpoint, params)) => handlers::call(endpoint, &params, &inbox, &snap, req).await,
+    let mut req = extract::Req::new(req);
+    let path = req.parts.uri.path().to_owned();
+    let answer = match resolve(&path, &req.parts.method) {
+        Ok((endpoint, params)) => handlers::call(endpoint, &params, &inbox, &snap, &mut req).await,
         Err(e) => Err(e),
     };
+    // A refusal may come before the body was read (a wrong secret, a declared length over the
+    // limit) or halfway through it: read the rest, so the client gets to read the refusal.
+    req.drain().await;
     let mut resp = answer.unwrap_or_else(ApiError::into_response);
     resp.headers_mut()
         .insert("x-config-hash", snap.hash_header.clone());

@@ -18,13 +18,7 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text.trim()).map_err(|e| format!("{text:?} is not a duration ({e})"))
 }
 
-/// Which type names are allowed: short, no spaces, nothing a shell or JSON template would mangle.
-pub(super) fn valid_type_name(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 64
-        && t.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
-}
+pub(super) use crate::model::valid_type_name;
 
 pub(super) fn valid_name(n: &str) -> bool {
     valid_type_name(n) && !n.contains(':')

@@ -45,6 +45,17 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
             Synchronous::Full
         }
     };
+    let max_json_depth = c.positive(
+        "server.max_json_depth",
+        s.max_json_depth,
+        DEFAULT_MAX_JSON_DEPTH,
+    );
+    if max_json_depth > MAX_JSON_DEPTH {
+        c.invalid(
+            "server.max_json_depth",
+            format!("at most {MAX_JSON_DEPTH}: deeper payloads cannot be read back"),
+        );
+    }
     let retention_days = c.positive(
         "server.retention_days",
         s.retention_days,
@@ -58,6 +69,7 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
             s.max_body_bytes,
             DEFAULT_MAX_BODY_BYTES,
         ) as usize,
+        max_json_depth,
         admin_secret: c.secret(
             "server.admin_secret",
             s.admin_secret_env.as_deref(),

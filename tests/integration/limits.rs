@@ -1,0 +1,185 @@
+//! Input limits: JSON nested too deep, type names outside their character set, and refusals of
+//! big bodies that must reach a client still sending its body.
+
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const SECRET: &str = "limits-secret";
+const ADMIN_SECRET: &str = "limits-admin";
+
+fn config() -> String {
+    format!(
+        r#"
+        [server]
+        admin_secret = "{ADMIN_SECRET}"
+        [peers.tony]
+        url = "http://127.0.0.1:9/message"
+        secret = "{SECRET}"
+        [routes.notes]
+        from = ["tony"]
+        types = ["*"]
+        mailbox = true
+        "#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_nested_too_deep_is_refused_before_the_ack_and_nothing_is_stored() {
+    let host = start_host(&config()).await;
+    let headers = [
+        ("x-shared-secret", SECRET),
+        ("content-type", "application/json"),
+    ];
+    // 100,000 levels would be acked and stored if only the body's top level were parsed.
+    for depth in [100_000, 64] {
+        let body = format!(
+            r#"{{"type": "NOTE", "payload": {}1{}}}"#,
+            "[".repeat(depth),
+            "]".repeat(depth)
+        );
+        let r = request("POST", &host.url("/message"), &headers, body).await;
+        assert_eq!((r.status, r.code()), (400, "bad_json"), "{:?}", r.json);
+        assert!(
+            r.json["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("deeper than 64")),
+            "{:?}",
+            r.json
+        );
+    }
+    // 63 levels of payload inside the body's own object is 64 in all: accepted, and readable.
+    let body = format!(
+        r#"{{"type": "NOTE", "payload": {}1{}}}"#,
+        "[".repeat(63),
+        "]".repeat(63)
+    );
+    let r = request("POST", &host.url("/message"), &headers, body).await;
+    assert_eq!(r.status, 202, "{:?}", r.json);
+    let list = admin_get(&host, ADMIN_SECRET, "/messages").await;
+    let messages = list.json["messages"].as_array().expect("messages");
+    assert_eq!(messages.len(), 1, "only the accepted one is stored");
+    assert!(messages[0]["payload"].is_array());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_type_name_outside_its_character_set_is_a_bad_field() {
+    let host = start_host(&config()).await;
+    for t in ["NO TE", "<script>", "ÉTÉ", &"X".repeat(65)] {
+        let r = post_message(&host, SECRET, json!({"type": t, "payload": {}})).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (400, "bad_field"),
+            "{t}: {:?}",
+            r.json
+        );
+    }
+    let r = post_message(&host, SECRET, json!({"type": "a.b:c-d_e", "payload": {}})).await;
+    assert_eq!(r.status, 202, "{:?}", r.json);
+    host.stop().await;
+}
+
+/// Sends a request's head and its whole body, then reads the answer's status line, as a simple
+/// client without `Expect` does (curl, Python's http.client): a server that answers and closes
+/// while the body is still coming makes the write fail, and the answer is never read.
+async fn send_then_read(
+    addr: std::net::SocketAddr,
+    head: String,
+    body: Vec<u8>,
+) -> Result<String, String> {
+    let mut stream = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
+    stream
+        .write_all(head.as_bytes())
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    stream
+        .write_all(&body)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    let read = async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) => return Err("connection closed before an answer".to_string()),
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    if let Some(end) = answer.windows(2).position(|w| w == b"\r\n") {
+                        return Ok(String::from_utf8_lossy(&answer[..end]).into_owned());
+                    }
+                }
+                Err(e) => return Err(format!("read failed: {e}")),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), read)
+        .await
+        .map_err(|_| "no answer within 30 s".to_string())?
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_big_body_still_gets_its_answer_to_the_client() {
+    let host = start_host(&config()).await;
+    let declared = 3_000_000;
+    let big = vec![b' '; declared];
+    let chunk = vec![b'x'; 400_000];
+    for i in 0..40 {
+        // A declared length over the limit: refused before reading, then drained.
+        let head = format!(
+            "POST /message HTTP/1.1\r\nHost: x\r\nX-Shared-Secret: {SECRET}\r\n\
+             Content-Type: application/json\r\nContent-Length: {declared}\r\n\r\n"
+        );
+        let status = send_then_read(host.addr, head, big.clone()).await;
+        assert_eq!(
+            status.as_deref(),
+            Ok("HTTP/1.1 413 Payload Too Large"),
+            "round {i}, Content-Length"
+        );
+        // A chunked body that passes the limit while it is read.
+        let head = format!(
+            "POST /message HTTP/1.1\r\nHost: x\r\nX-Shared-Secret: {SECRET}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        );
+        let mut body = format!("{:x}\r\n", chunk.len()).into_bytes();
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n0\r\n\r\n");
+        let status = send_then_read(host.addr, head, body).await;
+        assert_eq!(
+            status.as_deref(),
+            Ok("HTTP/1.1 413 Payload Too Large"),
+            "round {i}, chunked"
+        );
+    }
+    // A wrong secret is refused before the body is read; its answer arrives too.
+    let head = "POST /message HTTP/1.1\r\nHost: x\r\nX-Shared-Secret: wrong\r\n\
+                Content-Type: application/json\r\nContent-Length: 60000\r\n\r\n";
+    let status = send_then_read(host.addr, head.to_owned(), vec![b' '; 60_000]).await;
+    assert_eq!(status.as_deref(), Ok("HTTP/1.1 401 Unauthorized"));
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_expects_100_continue_gets_the_refusal_without_sending_its_body() {
+    let host = start_host(&config()).await;
+    let mut stream = TcpStream::connect(host.addr).await.expect("connect");
+    let head = format!(
+        "POST /message HTTP/1.1\r\nHost: x\r\nX-Shared-Secret: {SECRET}\r\n\
+         Content-Type: application/json\r\nContent-Length: 3000000\r\nExpect: 100-continue\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.expect("write");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .expect("an answer without the body")
+        .expect("read");
+    let text = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        text.starts_with("HTTP/1.1 413"),
+        "no 100 Continue, the refusal: {text}"
+    );
+    host.stop().await;
+}
