@@ -30,6 +30,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod shutdown;
+pub mod signature;
 pub mod snapshot;
 pub mod store;
 pub mod token;
