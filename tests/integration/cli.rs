@@ -8,13 +8,9 @@ use agent_inbox_tests::*;
 use serde_json::json;
 use tokio::process::Command;
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-const BIN: &str = env!("CARGO_BIN_EXE_inbox-under-test");
-
 /// Runs the binary with `args` to completion (at most 60 s).
 async fn run(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -31,7 +27,7 @@ fn text(b: &[u8]) -> String {
 
 fn write_config(dir: &Path, toml: &str) -> String {
     let path = dir.join("routes.toml");
-    std::fs::write(&path, toml).unwrap();
+    write_by_rename(&path, toml);
     path.display().to_string()
 }
 
@@ -88,26 +84,12 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     let addr = unused_addr();
     let config = write_config(
         dir.path(),
-        &format!(
-            r#"
-            [server]
-            listen = "{addr}"
-            admin_secret = "{ADMIN}"
-            [agent]
-            command = ["python3", "{script}"]
-            [relay]
-            retry_schedule = ["0s", "200ms", "200ms"]
-            [peers.tony]
-            url = "{peer_url}"
-            secret = "{TONY}"
-            [routes.notes]
-            from = ["tony"]
-            types = ["NOTE"]
-            mailbox = true
-            "#,
-            script = agent_script(),
-            peer_url = peer.url()
-        ),
+        &Toml::new()
+            .listen(addr)
+            .schedule(FAST_RETRIES)
+            .peer("tony", &peer.url(), TONY)
+            .mailbox("notes", &["tony"], &["NOTE"])
+            .build(),
     );
 
     let out = run(&["check", "--config", &config]).await;
@@ -118,7 +100,7 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     );
 
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut serve = Command::new(BIN)
+    let mut serve = Command::new(bin())
         .args(["serve", "--config", &config])
         .stdin(Stdio::null())
         .stdout(Stdio::null())

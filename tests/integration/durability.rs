@@ -1,7 +1,7 @@
 //! Never lose an acked message: idempotency, retries, dead letters, restarts and a kill -9 mid-load.
 //!
-//! The restart tests run the real binary (`inbox-under-test serve`) so a stop is a real process exit:
-//! agents outlive it, and kill -9 leaves the database as a crash would.
+//! The restart tests run the real binary ([`BinHost`]) so a stop is a real process exit: agents
+//! outlive it, and kill -9 leaves the database as a crash would.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,61 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_inbox_tests::*;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde_json::{Value, json};
+use serde_json::json;
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-
-fn fast_relay(schedule: &str) -> String {
-    format!("[relay]\nretry_schedule = {schedule}\n")
-}
-
-fn inproc_config(peer_url: &str, command: &str, relay: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [agent]
-        command = {command}
-        {relay}
-        [peers.tony]
-        url = "{peer_url}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["DONE"]
-        reply_to = ["tony"]
-        "#
-    )
-}
-
-fn reply_sh() -> String {
-    agents_dir().join("reply.sh").display().to_string()
-}
-
-/// The first (only) delivery of the first reply in a message view.
-fn first_delivery(view: &Value) -> Value {
-    view["replies"][0]["deliveries"][0].clone()
-}
-
-async fn wait_delivery_state(host: &Host, id: &str, state: &str) -> Value {
-    eventually(
-        Duration::from_secs(30),
-        &format!("a delivery {state}"),
-        || async {
-            let v = admin_get(host, ADMIN, &format!("/messages/{id}"))
-                .await
-                .json;
-            (first_delivery(&v)["state"] == state).then_some(v)
-        },
-    )
-    .await
+/// Route `tasks` (tony's TASKs), whose agent runs `command` and may reply DONE, retried along
+/// `schedule`.
+fn config(peer_url: &str, command: &str, schedule: &[&str]) -> String {
+    Toml::tasks(peer_url, command)
+        .route("tasks", "reply_types", &toml_list(&["DONE"]))
+        .schedule(schedule)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +30,7 @@ async fn a_repeated_idempotency_key_gets_one_turn_and_the_duplicate_answer() {
         agent_script(),
         record.path().display()
     );
-    let host = start_host(&inproc_config(&peer.url(), &command, "")).await;
+    let host = start_host(&config(&peer.url(), &command, FAST_RETRIES)).await;
     let post = |key: &'static str| {
         let url = host.url("/message");
         async move {
@@ -107,10 +61,10 @@ async fn a_repeated_idempotency_key_gets_one_turn_and_the_duplicate_answer() {
     assert_eq!((a.status, b.status), (202, 200));
     assert_eq!(b.json["id"], a.json["id"]);
 
-    for id in [&first.json["id"], &a.json["id"]] {
-        wait_turn_end(&host, ADMIN, id.as_str().unwrap()).await;
+    for id in [first.id(), a.id()] {
+        wait_turn_state(&host, &id, "done").await;
     }
-    let listed = admin_get(&host, ADMIN, "/messages").await.json;
+    let listed = admin_get(&host, "/messages").await.json;
     assert_eq!(
         listed["messages"].as_array().unwrap().len(),
         2,
@@ -127,45 +81,32 @@ async fn a_repeated_idempotency_key_gets_one_turn_and_the_duplicate_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_500s_then_200_is_delivered_once_after_four_attempts() {
     let peer = PeerServer::start().await;
-    peer.statuses.lock().unwrap().extend([500, 500, 500]);
-    let command = format!(r#"["sh", "{}"]"#, reply_sh());
-    let relay = fast_relay(r#"["0s", "100ms", "100ms", "100ms", "100ms"]"#);
-    let host = start_host(&inproc_config(&peer.url(), &command, &relay)).await;
-    let id = post_message(&host, TONY, json!({"type": "TASK"}))
-        .await
-        .json["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let view = wait_delivery_state(&host, &id, "delivered").await;
-    let d = first_delivery(&view);
+    peer.script([500, 500, 500]);
+    let schedule = ["0s", "100ms", "100ms", "100ms", "100ms"];
+    let host = start_host(&config(&peer.url(), &reply_sh(&[]), &schedule)).await;
+    let id = send_task(&host).await;
+    let (reply, d) = delivery_in(&host, &id, "delivered").await;
     assert_eq!(d["attempts"], 4, "{d:#}");
     assert_eq!(d["last_status"], 200);
-    let got = peer.received();
-    assert_eq!(got.len(), 1, "delivered once");
     // Every attempt carried the same id and Idempotency-Key, so the peer could dedup.
-    assert_eq!(
-        got[0].headers["idempotency-key"],
-        got[0].body["id"].as_str().unwrap()
-    );
+    let seen = peer.attempts();
+    let statuses: Vec<u16> = seen.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [500, 500, 500, 200], "{seen:#?}");
+    for a in &seen {
+        assert_eq!(a.body["id"], reply["id"], "{a:#?}");
+        assert_eq!(a.headers["idempotency-key"], reply["id"].as_str().unwrap());
+    }
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_410_is_a_dead_letter_at_once() {
     let peer = PeerServer::start().await;
-    peer.statuses.lock().unwrap().push_back(410);
-    let command = format!(r#"["sh", "{}"]"#, reply_sh());
-    let relay = fast_relay(r#"["0s", "100ms", "100ms"]"#);
-    let host = start_host(&inproc_config(&peer.url(), &command, &relay)).await;
-    let id = post_message(&host, TONY, json!({"type": "TASK"}))
-        .await
-        .json["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let view = wait_delivery_state(&host, &id, "dead").await;
-    let d = first_delivery(&view);
+    peer.script([410]);
+    let schedule = ["0s", "100ms", "100ms"];
+    let host = start_host(&config(&peer.url(), &reply_sh(&[]), &schedule)).await;
+    let id = send_task(&host).await;
+    let (_, d) = delivery_in(&host, &id, "dead").await;
     assert_eq!(
         (d["attempts"].as_u64(), d["last_status"].as_u64()),
         (Some(1), Some(410)),
@@ -177,18 +118,10 @@ async fn a_410_is_a_dead_letter_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
     let peer = PeerServer::start().await;
-    peer.statuses.lock().unwrap().extend([503, 503]);
-    let command = format!(r#"["sh", "{}"]"#, reply_sh());
-    let relay = fast_relay(r#"["0s", "100ms"]"#);
-    let host = start_host(&inproc_config(&peer.url(), &command, &relay)).await;
-    let id = post_message(&host, TONY, json!({"type": "TASK"}))
-        .await
-        .json["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let view = wait_delivery_state(&host, &id, "dead").await;
-    let d = first_delivery(&view);
+    peer.script([503, 503]);
+    let host = start_host(&config(&peer.url(), &reply_sh(&[]), &["0s", "100ms"])).await;
+    let id = send_task(&host).await;
+    let (reply, d) = delivery_in(&host, &id, "dead").await;
     assert_eq!(d["attempts"], 2);
     assert!(
         d["last_error"]
@@ -197,9 +130,9 @@ async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
             .contains("gave up after 2 attempts"),
         "{d:#}"
     );
-    let reply_id = view["replies"][0]["id"].as_str().unwrap().to_owned();
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
 
-    let dead = admin_get(&host, ADMIN, "/admin/outbox?dead=1").await.json;
+    let dead = admin_get(&host, "/admin/outbox?dead=1").await.json;
     let listed: Vec<&str> = dead["outbox"]
         .as_array()
         .unwrap()
@@ -208,215 +141,51 @@ async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
         .collect();
     assert_eq!(listed, [reply_id.as_str()]);
 
-    let auth = format!("Bearer {ADMIN}");
-    let retry_url = host.url(&format!("/admin/outbox/{reply_id}/retry"));
-    let r = request("POST", &retry_url, &[("authorization", &auth)], "").await;
+    let retry = format!("/admin/outbox/{reply_id}/retry");
+    let r = admin_post(&host, &retry, "").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["deliveries"], 1);
     let got = peer.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].body["id"], reply_id.as_str());
-    wait_delivery_state(&host, &id, "delivered").await;
+    delivery_in(&host, &id, "delivered").await;
     // Nothing is dead any more, so a second retry is a conflict.
-    let again = request("POST", &retry_url, &[("authorization", &auth)], "").await;
+    let again = admin_post(&host, &retry, "").await;
     assert_eq!((again.status, again.code()), (409, "conflict"));
     host.stop().await;
 }
 
 // ---- the real binary: restarts and crashes ----
 
-/// A free loopback port (bound and released; nothing else here takes ports by number).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Like `request`, but a connection error is a value: the host may be dead on purpose.
-async fn try_request(
-    client: &HttpClient,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: String,
-) -> Result<(u16, Value), String> {
-    let mut b = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b.body(Full::new(Bytes::from(body))).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-/// The inbox as a separate process.
-struct BinHost {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl BinHost {
-    /// Writes `toml` to `dir/routes.toml` and runs `serve` on it; waits until it answers.
-    async fn start(dir: &Path, toml: &str, addr: SocketAddr, log: &str) -> BinHost {
-        std::fs::write(dir.join("routes.toml"), toml).unwrap();
-        let log = std::fs::File::create(dir.join(log)).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_inbox-under-test"))
-            .args(["serve", "--config"])
-            .arg(dir.join("routes.toml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let host = BinHost { child, addr };
-        let client = http_client();
-        let url = host.url("/healthz");
-        eventually(
-            Duration::from_secs(30),
-            "the binary to answer /healthz",
-            || {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    try_request(&client, "GET", &url, &[], String::new())
-                        .await
-                        .ok()
-                        .filter(|r| r.0 == 200)
-                }
-            },
-        )
-        .await;
-        host
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        let ok = std::process::Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
-        self.sigterm_wait()
-    }
-
-    /// Waits for the process to exit after a SIGTERM already sent.
-    fn sigterm_wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for BinHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn view(client: &HttpClient, host: &BinHost, id: &str) -> Value {
-    let auth = format!("Bearer {ADMIN}");
-    try_request(
-        client,
-        "GET",
-        &host.url(&format!("/messages/{id}")),
-        &[("authorization", &auth)],
-        String::new(),
-    )
-    .await
-    .map(|r| r.1)
-    .unwrap_or(Value::Null)
-}
-
+/// The config of a [`BinHost`] on `addr`: route `tasks` (tony's TASKs) replying DONE or BREAKDOWN,
+/// with no drain on stop, plus `agent` settings.
 fn bin_config(
     addr: SocketAddr,
     peer_url: &str,
     command: &str,
-    extra_agent: &str,
-    schedule: &str,
+    agent: &[(&str, &str)],
+    schedule: &[&str],
 ) -> String {
-    format!(
-        r#"
-        [server]
-        listen = "{addr}"
-        admin_secret = "{ADMIN}"
-        drain_secs = 0
-        [agent]
-        command = {command}
-        max_queued = 100000
-        {extra_agent}
-        [relay]
-        retry_schedule = {schedule}
-        [peers.tony]
-        url = "{peer_url}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["DONE", "BREAKDOWN"]
-        reply_to = ["tony"]
-        "#
-    )
+    let mut toml = Toml::tasks(peer_url, command)
+        .listen(addr)
+        .server("drain_secs", "0")
+        .agent("max_queued", "100000")
+        .schedule(schedule)
+        .route("tasks", "reply_types", &toml_list(&["DONE", "BREAKDOWN"]));
+    for (k, v) in agent {
+        toml = toml.agent(k, v);
+    }
+    toml.build()
 }
 
 /// An agent that waits for `gate` to exist, then replies with `reply`.
 fn gated_agent(gate: &Path, reply: &str) -> String {
-    format!(
-        r#"["python3", "{}", "--wait-for", "{}", "--reply", "{reply}"]"#,
-        agent_script(),
-        gate.display()
-    )
+    agent_command(&["--wait-for", path_str(gate), "--reply", reply])
 }
 
 /// Sends a TASK as tony and waits until its turn runs; returns the message id.
-async fn send_task_until_running(client: &HttpClient, host: &BinHost) -> String {
-    let headers = [
-        ("x-shared-secret", TONY),
-        ("content-type", "application/json"),
-    ];
-    let body = json!({"type": "TASK"}).to_string();
-    let (status, ack) = try_request(client, "POST", &host.url("/message"), &headers, body)
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{ack}");
-    let id = ack["id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(30), "the turn to run", || {
-        let id = &id;
-        async move { (view(client, host, id).await["turn"]["state"] == "running").then_some(()) }
-    })
-    .await;
+async fn send_task_until_running(host: &BinHost) -> String {
+    let id = send_task(host).await;
+    wait_running(host, &id).await;
     id
 }
 
@@ -426,17 +195,16 @@ async fn an_agent_replies_after_a_host_restart() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let command = gated_agent(&gate, "BREAKDOWN");
-    let addr = free_addr();
+    let addr = unused_addr();
     let toml = bin_config(
         addr,
         &peer.url(),
         &command,
-        "on_interrupt = \"fail\"",
-        r#"["0s", "200ms", "200ms", "200ms"]"#,
+        &[("on_interrupt", "\"fail\"")],
+        &["0s", "200ms", "200ms", "200ms"],
     );
-    let client = http_client();
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
-    let id = send_task_until_running(&client, &host).await;
+    let id = send_task_until_running(&host).await;
 
     // A graceful stop with drain_secs = 0 leaves the agent running, as a deploy would.
     let status = host.sigterm();
@@ -460,38 +228,29 @@ async fn a_turn_interrupted_by_kill_9_runs_again_once() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let command = gated_agent(&gate, "DONE");
-    let addr = free_addr();
+    let addr = unused_addr();
     let toml = bin_config(
         addr,
         &peer.url(),
         &command,
-        "",
-        r#"["0s", "200ms", "200ms", "200ms"]"#,
+        &[],
+        &["0s", "200ms", "200ms", "200ms"],
     );
-    let client = http_client();
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
-    let id = send_task_until_running(&client, &host).await;
+    let id = send_task_until_running(&host).await;
     host.kill9();
     let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
-    let v = eventually(Duration::from_secs(30), "the re-run to start", || {
-        let (client, host, id) = (&client, &host, &id);
-        async move {
-            let v = view(client, host, id).await;
-            (v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running").then_some(v)
-        }
+    eventually(Duration::from_secs(30), "the re-run to start", || async {
+        let v = view(&host, &id).await;
+        (v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running").then_some(())
     })
     .await;
-    assert_eq!(v["turn"]["attempts"], 2);
     std::fs::write(&gate, b"go").unwrap();
-    let v = eventually(Duration::from_secs(30), "the re-run to finish", || {
-        let (client, host, id) = (&client, &host, &id);
-        async move {
-            let v = view(client, host, id).await;
-            (v["turn"]["state"] == "done").then_some(v)
-        }
-    })
-    .await;
-    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    let v = wait_turn_state(&host, &id, "done").await;
+    assert_eq!(v["turn"]["attempts"], 2, "run twice, not more: {v:#}");
+    // Its one DONE reply reaches the peer (the first run was killed before it could reply).
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
     drop(host);
 }
 
@@ -502,16 +261,18 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     const CLIENTS: usize = 32;
     let peer = PeerServer::start().await;
     // The peer is down (503) until after the restart, so every reply is undelivered at the kill.
-    peer.statuses
-        .lock()
-        .unwrap()
-        .extend(std::iter::repeat_n(503, 10_000_000));
+    peer.otherwise(503);
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let command = format!(r#"["sh", "{}", "DONE"]"#, reply_sh());
-    let schedule = format!("[\"0s\"{}]", ", \"2s\"".repeat(100));
-    let toml = bin_config(addr, &peer.url(), &command, "max_concurrent = 8", &schedule);
-    let client = http_client();
+    let addr = unused_addr();
+    let mut schedule = vec!["0s"];
+    schedule.extend(["2s"; 100]);
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &reply_sh(&["DONE"]),
+        &[("max_concurrent", "8")],
+        &schedule,
+    );
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -519,8 +280,7 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     let load = |url: String| {
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
-            let (acked, next, client, url) =
-                (acked.clone(), next.clone(), client.clone(), url.clone());
+            let (acked, next, url) = (acked.clone(), next.clone(), url.clone());
             clients.push(tokio::spawn(async move {
                 let mut errors = 0;
                 while next.fetch_add(1, Ordering::SeqCst) < TOTAL {
@@ -529,12 +289,9 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
                         ("x-shared-secret", TONY),
                         ("content-type", "application/json"),
                     ];
-                    match try_request(&client, "POST", &url, &headers, body).await {
-                        Ok((202, v)) => acked
-                            .lock()
-                            .unwrap()
-                            .push(v["id"].as_str().unwrap().to_owned()),
-                        Ok((status, v)) => panic!("unexpected answer {status}: {v}"),
+                    match try_request("POST", &url, &headers, body).await {
+                        Ok(r) if r.status == 202 => acked.lock().unwrap().push(r.id()),
+                        Ok(r) => panic!("unexpected answer {}: {}", r.status, r.json),
                         // The host was killed under us: this message was never acked.
                         Err(_) => {
                             errors += 1;
@@ -572,7 +329,7 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     for c in load(host.url("/message")) {
         c.await.unwrap();
     }
-    peer.statuses.lock().unwrap().clear();
+    peer.otherwise(200);
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(
         acked.len() >= TOTAL - CLIENTS * 4,
@@ -594,11 +351,14 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
         );
         let mut still = Vec::new();
         for id in pending {
-            let v = view(&client, &host, &id).await;
-            assert!(
-                !v.is_null(),
-                "acked message {id} is missing after the crash"
+            // A 404 here is an acked message lost in the crash.
+            let r = admin_get(&host, &format!("/messages/{id}")).await;
+            assert_eq!(
+                r.status, 200,
+                "acked message {id} is missing after the crash: {:#}",
+                r.json
             );
+            let v = r.json;
             let delivered = v["replies"].as_array().is_some_and(|r| {
                 !r.is_empty() && r.iter().all(|r| r["deliveries"][0]["state"] == "delivered")
             });
@@ -658,49 +418,24 @@ async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() 
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let command = gated_agent(&gate, "DONE");
-    let addr = free_addr();
-    let toml = bin_config(addr, &peer.url(), &command, "", r#"["0s", "200ms"]"#)
+    let addr = unused_addr();
+    let toml = bin_config(addr, &peer.url(), &command, &[], &["0s", "200ms"])
         .replace("drain_secs = 0", "drain_secs = 30");
-    let client = http_client();
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
-    let headers = [
-        ("x-shared-secret", TONY),
-        ("content-type", "application/json"),
-    ];
-    let id = send_task_until_running(&client, &host).await;
+    let id = send_task_until_running(&host).await;
 
-    let pid = host.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .arg(&pid)
-            .status()
-            .unwrap()
-            .success()
-    );
+    host.signal("TERM");
     // Draining: new messages are refused with a retryable 503, the server still answers.
     let refused = eventually(
         Duration::from_secs(10),
         "new messages to be refused",
-        || {
-            let (client, url) = (&client, host.url("/message"));
-            async move {
-                match try_request(
-                    client,
-                    "POST",
-                    &url,
-                    &headers,
-                    json!({"type": "TASK"}).to_string(),
-                )
-                .await
-                {
-                    Ok((503, v)) => Some(v),
-                    _ => None,
-                }
-            }
+        || async {
+            let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+            (r.status == 503).then_some(r)
         },
     )
     .await;
-    assert_eq!(refused["error"]["code"], "shutting_down");
+    assert_eq!(refused.code(), "shutting_down", "{:#}", refused.json);
     // The running agent can still reply through /send, and its turn finishes before the exit.
     std::fs::write(&gate, b"go").unwrap();
     // (A probe sent before the drain began may have been accepted and have its own agent replying.)
@@ -714,11 +449,11 @@ async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() 
         }
     })
     .await;
-    let status = host.sigterm_wait();
+    let status = host.wait_exit();
     assert!(status.success(), "{status:?}");
     // After a restart the turn is done, not interrupted.
     let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
-    let v = view(&client, &host, &id).await;
+    let v = view(&host, &id).await;
     assert_eq!(
         (v["turn"]["state"].as_str(), v["turn"]["attempts"].as_u64()),
         (Some("done"), Some(1)),

@@ -3,34 +3,14 @@
 use agent_inbox_tests::*;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-const MEL: &str = "mel-secret";
-
+/// tony and mel may leave NOTEs in `notes`; tony also MEMOs in `other`.
 fn config() -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [agent]
-        command = ["python3", "{script}"]
-        [peers.tony]
-        url = "http://127.0.0.1:9/message"
-        secret = "{TONY}"
-        [peers.mel]
-        url = "http://127.0.0.1:9/message"
-        secret = "{MEL}"
-        [routes.notes]
-        from = ["tony", "mel"]
-        types = ["NOTE"]
-        mailbox = true
-        [routes.other]
-        from = ["tony"]
-        types = ["MEMO"]
-        mailbox = true
-        "#,
-        script = agent_script()
-    )
+    Toml::new()
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .peer("mel", "http://127.0.0.1:9/message", MEL)
+        .mailbox("notes", &["tony", "mel"], &["NOTE"])
+        .mailbox("other", &["tony"], &["MEMO"])
+        .build()
 }
 
 async fn post(host: &Host, secret: &str, body: Value) -> String {
@@ -60,7 +40,7 @@ async fn mailbox_route_keeps_messages_without_a_turn() {
     let from_mel = post(&host, MEL, json!({"type": "NOTE", "payload": {"n": 2}})).await;
     let memo = post(&host, TONY, json!({"type": "MEMO", "payload": {"n": 3}})).await;
 
-    let list = admin_get(&host, ADMIN, "/messages?route=notes").await;
+    let list = admin_get(&host, "/messages?route=notes").await;
     assert_eq!(
         ids(&list),
         [from_mel.as_str(), from_tony.as_str()],
@@ -80,11 +60,11 @@ async fn mailbox_route_keeps_messages_without_a_turn() {
             "a mailbox has no turn: {m:#}"
         );
     }
-    let all = admin_get(&host, ADMIN, "/messages").await;
+    let all = admin_get(&host, "/messages").await;
     assert_eq!(ids(&all).len(), 3);
     assert!(ids(&all).contains(&memo));
 
-    let view = admin_get(&host, ADMIN, &format!("/messages/{from_tony}")).await;
+    let view = admin_get(&host, &format!("/messages/{from_tony}")).await;
     assert_eq!(view.status, 200, "{:#}", view.json);
     assert_eq!(view.json["turn"], Value::Null, "{:#}", view.json);
     assert_eq!(view.json["replies"], json!([]));

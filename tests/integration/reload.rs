@@ -2,45 +2,19 @@
 //!
 //! Every wait polls for up to 5 s; nothing asserts a tighter wall-clock bound.
 
-use std::path::Path;
 use std::time::Duration;
 
 use agent_inbox_tests::*;
 use serde_json::json;
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-
+/// tony may send `types` (a TOML array) to the mailbox `inbox`.
 fn config(types: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [peers.tony]
-        url = "http://127.0.0.1:9/message"
-        secret = "{TONY}"
-        [routes.inbox]
-        from = ["tony"]
-        types = {types}
-        mailbox = true
-        "#
-    )
-}
-
-async fn status_of(host: &Host) -> serde_json::Value {
-    admin_get(host, ADMIN, "/status").await.json
-}
-
-/// `POST /admin/reload` with the admin secret.
-async fn admin_reload(host: &Host) -> Resp {
-    let auth = format!("Bearer {ADMIN}");
-    request(
-        "POST",
-        &host.url("/admin/reload"),
-        &[("authorization", &auth)],
-        "",
-    )
-    .await
+    Toml::new()
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .route("inbox", "from", r#"["tony"]"#)
+        .route("inbox", "types", types)
+        .route("inbox", "mailbox", "true")
+        .build()
 }
 
 /// Waits for the host's first look at its files, made once its watch is in place, and returns how
@@ -48,8 +22,17 @@ async fn admin_reload(host: &Host) -> Resp {
 /// empty routes.toml is a valid config) and counted as one more reload.
 async fn watching(host: &Host) -> u64 {
     eventually(Duration::from_secs(5), "the watch to start", || async {
-        let n = status_of(host).await["checks"].as_u64().unwrap_or(0);
+        let n = status(host).await["checks"].as_u64().unwrap_or(0);
         (n >= 1).then_some(n)
+    })
+    .await
+}
+
+/// Waits until `/status` counts `n` successful reloads, and returns it.
+async fn reloads_ok(host: &Host, n: u64) -> serde_json::Value {
+    eventually(Duration::from_secs(10), &format!("reload {n}"), || async {
+        let st = status(host).await;
+        (st["reloads_ok"] == n).then_some(st)
     })
     .await
 }
@@ -67,12 +50,6 @@ async fn until_type_answers(host: &Host, msg_type: &str, want: u16) -> Resp {
     .await
 }
 
-fn write_by_rename(path: &Path, text: &str) {
-    let tmp = path.with_extension("toml.tmp");
-    std::fs::write(&tmp, text).unwrap();
-    std::fs::rename(&tmp, path).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_type_is_accepted_without_a_restart() {
     let host = start_host(&config(r#"["NOTE"]"#)).await;
@@ -80,15 +57,11 @@ async fn a_new_type_is_accepted_without_a_restart() {
     assert_eq!((before.status, before.code()), (422, "unknown_type"));
     let old_hash = before.headers["x-config-hash"].to_str().unwrap().to_owned();
     watching(&host).await;
-    std::fs::write(
-        host.dir.path().join("routes.toml"),
-        config(r#"["NOTE", "TASK"]"#),
-    )
-    .unwrap();
+    host.rewrite_config(&config(r#"["NOTE", "TASK"]"#));
     let after = until_type_answers(&host, "TASK", 202).await;
     let new_hash = after.headers["x-config-hash"].to_str().unwrap().to_owned();
     assert_ne!(new_hash, old_hash, "the answer names the new config");
-    let st = status_of(&host).await;
+    let st = status(&host).await;
     assert_eq!(st["config_hash"], new_hash.as_str());
     assert_eq!(st["reloads_ok"], 1);
     assert_eq!(st["last_reload_error"], serde_json::Value::Null);
@@ -99,12 +72,12 @@ async fn a_new_type_is_accepted_without_a_restart() {
 async fn a_broken_file_keeps_the_old_config_and_says_why() {
     let host = start_host(&config(r#"["NOTE"]"#)).await;
     let path = host.dir.path().join("routes.toml");
-    let hash = status_of(&host).await["config_hash"].clone();
+    let hash = status(&host).await["config_hash"].clone();
 
     // TOML syntax error.
-    std::fs::write(&path, "[server\nthis is not toml").unwrap();
+    write_by_rename(&path, "[server\nthis is not toml");
     let st = eventually(Duration::from_secs(5), "the failed reload", || async {
-        let st = status_of(&host).await;
+        let st = status(&host).await;
         (st["reloads_failed"] == 1).then_some(st)
     })
     .await;
@@ -124,16 +97,15 @@ async fn a_broken_file_keeps_the_old_config_and_says_why() {
     );
 
     // Valid TOML, invalid config: every problem is reported, the old rules stay.
-    std::fs::write(
+    write_by_rename(
         &path,
         config(r#"["NOTE"]"#).replace(r#"from = ["tony"]"#, r#"from = ["ghost"]"#),
-    )
-    .unwrap();
+    );
     let st = eventually(
         Duration::from_secs(5),
         "the second failed reload",
         || async {
-            let st = status_of(&host).await;
+            let st = status(&host).await;
             (st["reloads_failed"] == 2).then_some(st)
         },
     )
@@ -153,9 +125,9 @@ async fn a_broken_file_keeps_the_old_config_and_says_why() {
     );
 
     // Fixing the file recovers and clears the error.
-    std::fs::write(&path, config(r#"["NOTE", "TASK"]"#)).unwrap();
+    write_by_rename(&path, config(r#"["NOTE", "TASK"]"#));
     until_type_answers(&host, "TASK", 202).await;
-    let st = status_of(&host).await;
+    let st = status(&host).await;
     assert_eq!(st["last_reload_error"], serde_json::Value::Null);
     assert_eq!(st["reloads_ok"], 1);
     host.stop().await;
@@ -165,10 +137,10 @@ async fn a_broken_file_keeps_the_old_config_and_says_why() {
 async fn an_edit_by_rename_is_picked_up() {
     let host = start_host(&config(r#"["NOTE"]"#)).await;
     let path = host.dir.path().join("routes.toml");
-    write_by_rename(&path, &config(r#"["NOTE", "TASK"]"#));
+    write_by_rename(&path, config(r#"["NOTE", "TASK"]"#));
     until_type_answers(&host, "TASK", 202).await;
     // And again: the watch survived the first rename.
-    write_by_rename(&path, &config(r#"["NOTE", "TASK", "PING"]"#));
+    write_by_rename(&path, config(r#"["NOTE", "TASK", "PING"]"#));
     until_type_answers(&host, "PING", 202).await;
     host.stop().await;
 }
@@ -196,23 +168,20 @@ async fn an_idle_host_reads_its_config_only_when_it_changes() {
     // later and count as another.
     let r = admin_reload(&host).await;
     assert_eq!(r.json["status"], "unchanged");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = status_of(&host).await;
+    // A real edit is one check. The watcher handles its events in order, so once the edit is in
+    // force any event the explicit reload's read set off has been counted too.
+    host.rewrite_config(&config(r#"["NOTE", "TASK"]"#));
+    let st = reloads_ok(&host, 1).await;
     assert_eq!(
         st["checks"],
-        base + 1,
-        "only the explicit reload read the files: {st}"
+        base + 2,
+        "only the explicit reload and the edit read the files: {st}"
     );
-    // A real edit is still one check (plus nothing afterwards).
-    write_by_rename(
-        &host.dir.path().join("routes.toml"),
-        &config(r#"["NOTE", "TASK"]"#),
-    );
-    until_type_answers(&host, "TASK", 202).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let st = status_of(&host).await;
-    assert_eq!(st["reloads_ok"], 1);
-    assert_eq!(st["checks"], base + 2, "one check for the edit: {st}");
+    // Likewise the edit's own read set off nothing: the next edit is the next check.
+    host.rewrite_config(&config(r#"["NOTE", "TASK", "PING"]"#));
+    let st = reloads_ok(&host, 2).await;
+    assert_eq!(st["checks"], base + 3, "one check per edit: {st}");
+    until_type_answers(&host, "PING", 202).await;
     host.stop().await;
 }
 
@@ -229,7 +198,7 @@ async fn a_file_deleted_and_recreated_is_picked_up() {
             .status,
         202
     );
-    std::fs::write(&path, config(r#"["TASK"]"#)).unwrap();
+    write_by_rename(&path, config(r#"["TASK"]"#));
     until_type_answers(&host, "TASK", 202).await;
     until_type_answers(&host, "NOTE", 422).await;
     host.stop().await;
@@ -256,7 +225,7 @@ async fn admin_reload_needs_the_admin_secret_and_reports_unchanged_or_failed() {
     let r = request("GET", &host.url("/status"), &[], "").await;
     assert_eq!(r.status, 401);
     // A broken file: the explicit reload says why (whether or not the watcher got there first).
-    std::fs::write(host.dir.path().join("routes.toml"), "[peers.x]\nurl = 5\n").unwrap();
+    host.rewrite_config("[peers.x]\nurl = 5\n");
     let r = reload().await;
     assert_eq!((r.status, r.code()), (422, "reload_failed"), "{:#}", r.json);
     assert!(
@@ -315,14 +284,12 @@ async fn a_queued_turn_whose_route_was_removed_fails_as_route_removed() {
         .clone();
     let (first, second) = (first.as_str().unwrap(), second.as_str().unwrap());
     eventually(Duration::from_secs(5), "the first turn to run", || async {
-        let v = admin_get(&host, ADMIN, &format!("/messages/{first}"))
-            .await
-            .json;
+        let v = admin_get(&host, &format!("/messages/{first}")).await.json;
         (v["turn"]["state"] == "running").then_some(())
     })
     .await;
 
-    std::fs::write(host.dir.path().join("routes.toml"), with_route("")).unwrap();
+    host.rewrite_config(&with_route(""));
     until_type_answers(&host, "TASK", 422).await;
     std::fs::write(&gate, b"go").unwrap();
 

@@ -5,36 +5,13 @@ use std::time::Duration;
 use agent_inbox_tests::*;
 use serde_json::json;
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-
-fn config(peer_url: &str, command: &str, server_extra: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        {server_extra}
-        [agent]
-        command = {command}
-        timeout_secs = 20
-        [relay]
-        retry_schedule = ["0s", "200ms", "200ms"]
-        [peers.tony]
-        url = "{peer_url}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["BREAKDOWN", "STATUS"]
-        reply_to = ["tony"]
-        "#
+/// Route `tasks` (tony's TASKs) whose agent runs `command` and may reply BREAKDOWN or STATUS.
+fn config(peer_url: &str, command: &str) -> Toml {
+    Toml::tasks(peer_url, command).route(
+        "tasks",
+        "reply_types",
+        &toml_list(&["BREAKDOWN", "STATUS"]),
     )
-}
-
-fn agent_command(args: &[&str]) -> String {
-    let mut argv = vec!["python3".to_owned(), agent_script()];
-    argv.extend(args.iter().map(|a| a.to_string()));
-    serde_json::to_string(&argv).unwrap()
 }
 
 fn assert_unauthorized(r: &Resp) {
@@ -45,7 +22,7 @@ fn assert_unauthorized(r: &Resp) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_refuses_unknown_and_missing_tokens() {
     let peer = PeerServer::start().await;
-    let host = start_host(&config(&peer.url(), &agent_command(&[]), "")).await;
+    let host = start_host(&config(&peer.url(), &agent_command(&[])).build()).await;
     let body = r#"{"type": "STATUS", "payload": {}}"#;
 
     let random = post_send(
@@ -61,7 +38,10 @@ async fn send_refuses_unknown_and_missing_tokens() {
     // The admin secret and a peer secret are not reply tokens.
     assert_unauthorized(&post_send(&host, Some(ADMIN), body).await);
     assert_unauthorized(&post_send(&host, Some(TONY), body).await);
-    assert!(peer.received().is_empty());
+    // Nothing was queued for the relay.
+    let outbox = admin_get(&host, "/admin/outbox").await;
+    assert_eq!(outbox.status, 200, "{:#}", outbox.json);
+    assert_eq!(outbox.json["outbox"], json!([]), "{:#}", outbox.json);
     host.stop().await;
 }
 
@@ -70,7 +50,12 @@ async fn reply_token_expires_when_its_turn_ends_with_no_grace() {
     let peer = PeerServer::start().await;
     let record = tempfile::tempdir().unwrap();
     let command = agent_command(&["--record", record.path().to_str().unwrap()]);
-    let host = start_host(&config(&peer.url(), &command, "reply_grace_secs = 0")).await;
+    let host = start_host(
+        &config(&peer.url(), &command)
+            .server("reply_grace_secs", "0")
+            .build(),
+    )
+    .await;
 
     let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
     let id = ack.json["id"].as_str().unwrap().to_owned();
@@ -90,7 +75,7 @@ async fn reply_token_expires_when_its_turn_ends_with_no_grace() {
     })
     .await;
     assert_unauthorized(&refused);
-    let view = admin_get(&host, ADMIN, &format!("/messages/{id}")).await;
+    let view = admin_get(&host, &format!("/messages/{id}")).await;
     assert_eq!(view.json["replies"], json!([]), "{:#}", view.json);
     host.stop().await;
 }
@@ -100,7 +85,12 @@ async fn reply_token_stays_valid_within_the_grace_after_its_turn() {
     let peer = PeerServer::start().await;
     let record = tempfile::tempdir().unwrap();
     let command = agent_command(&["--record", record.path().to_str().unwrap()]);
-    let host = start_host(&config(&peer.url(), &command, "reply_grace_secs = 600")).await;
+    let host = start_host(
+        &config(&peer.url(), &command)
+            .server("reply_grace_secs", "600")
+            .build(),
+    )
+    .await;
 
     let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
     let id = ack.json["id"].as_str().unwrap().to_owned();
@@ -134,7 +124,12 @@ async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
         "--wait-for",
         gate_file.to_str().unwrap(),
     ]);
-    let host = start_host(&config(&peer.url(), &command, "reply_grace_secs = 0")).await;
+    let host = start_host(
+        &config(&peer.url(), &command)
+            .server("reply_grace_secs", "0")
+            .build(),
+    )
+    .await;
 
     let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
     let id = ack.json["id"].as_str().unwrap().to_owned();
@@ -165,7 +160,7 @@ async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
     assert_eq!(ok.json["status"], "queued");
     let reply_id = ok.json["id"].as_str().unwrap().to_owned();
 
-    let view = admin_get(&host, ADMIN, &format!("/messages/{id}")).await;
+    let view = admin_get(&host, &format!("/messages/{id}")).await;
     assert_eq!(view.json["turn"]["state"], "running", "{:#}", view.json);
     let got = peer.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].body["id"], reply_id.as_str());
