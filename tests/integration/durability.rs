@@ -461,3 +461,131 @@ async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() 
     );
     drop(host);
 }
+
+// ---- the durability settings ----
+
+/// fsync and fdatasync calls `host` makes while `work` runs, counted by strace attached to every
+/// thread of the process. SQLite keeps `synchronous` per connection, so another connection cannot
+/// read it back: what the setting does, an fsync per commit, is what we count.
+async fn syncs_during<F: std::future::Future<Output = ()>>(host: &BinHost, work: F) -> usize {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut strace = tokio::process::Command::new("strace")
+        .args(["-f", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(out.path())
+        .args(["-p", &host.pid()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("this test needs strace (apt-get install strace) to count the host's fsyncs");
+    // strace says on stderr when it has attached to each thread; wait for the first.
+    let mut err = tokio::io::BufReader::new(strace.stderr.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            line.clear();
+            let n = err.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "strace exited before attaching (is ptrace allowed?)");
+            if line.contains("attached") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("strace did not attach within 30 s");
+    // Let it attach to the rest of the threads (it lists them one line each, all at once).
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = err.lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    });
+    work.await;
+    // SIGINT detaches strace cleanly and flushes its output.
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &strace.id().unwrap().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    tokio::time::timeout(Duration::from_secs(30), strace.wait())
+        .await
+        .expect("strace did not detach")
+        .unwrap();
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    text.lines()
+        .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+        .count()
+}
+
+/// Posts `n` NOTEs one after the other, each acked before the next.
+async fn acks_in_turn(host: &BinHost, n: usize) {
+    for i in 0..n {
+        let r = post_message(host, TONY, json!({"type": "NOTE", "payload": {"i": i}})).await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+    }
+}
+
+async fn mailbox_host(dir: &Path, synchronous: Option<&str>) -> BinHost {
+    let addr = unused_addr();
+    let mut toml = Toml::new()
+        .listen(addr)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("notes", &["tony"], &["NOTE"]);
+    if let Some(mode) = synchronous {
+        toml = toml.server("synchronous", &quoted(mode));
+    }
+    BinHost::start(dir, &toml.build(), addr, "serve.log").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_every_ack_is_fsynced_and_concurrent_acks_share_a_sync() {
+    const N: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let host = mailbox_host(dir.path(), None).await;
+    acks_in_turn(&host, 1).await;
+    let syncs = syncs_during(&host, acks_in_turn(&host, N)).await;
+    assert!(
+        syncs >= N,
+        "{syncs} fsyncs for {N} acks one after the other: synchronous = \"full\" is not in force"
+    );
+
+    // Group commit: many acks at once share commits, so they share fsyncs.
+    const CONCURRENT: usize = 64;
+    let syncs = syncs_during(&host, async {
+        let mut all = Vec::new();
+        for i in 0..CONCURRENT {
+            let url = host.url("/message");
+            all.push(tokio::spawn(async move {
+                let body = json!({"type": "NOTE", "payload": {"i": i}}).to_string();
+                let headers = [
+                    ("x-shared-secret", TONY),
+                    ("content-type", "application/json"),
+                ];
+                request("POST", &url, &headers, body).await.status
+            }));
+        }
+        for t in all {
+            assert_eq!(t.await.unwrap(), 202);
+        }
+    })
+    .await;
+    println!("{syncs} fsyncs for {CONCURRENT} concurrent acks");
+    assert!(
+        syncs < CONCURRENT,
+        "{syncs} fsyncs for {CONCURRENT} concurrent acks: no commit was shared"
+    );
+    host.stop();
+
+    // The count can tell: with "normal" a commit does not fsync (only a checkpoint would).
+    let dir = tempfile::tempdir().unwrap();
+    let host = mailbox_host(dir.path(), Some("normal")).await;
+    acks_in_turn(&host, 1).await;
+    let syncs = syncs_during(&host, acks_in_turn(&host, N)).await;
+    assert!(
+        syncs < N,
+        "{syncs} fsyncs for {N} acks with synchronous = \"normal\""
+    );
+    host.stop();
+}

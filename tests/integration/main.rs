@@ -9,5 +9,6 @@ mod plugins;
 mod reads;
 mod relay;
 mod reload;
+mod secrets;
 mod send;
 mod turns;

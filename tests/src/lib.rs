@@ -67,6 +67,10 @@ impl Table {
         }
     }
 
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
     fn write(&self, out: &mut String, header: &str) {
         if self.0.is_empty() {
             return;
@@ -131,6 +135,12 @@ impl Toml {
         self
     }
 
+    /// Removes `[server] key`.
+    pub fn without_server(mut self, key: &str) -> Toml {
+        self.server.remove(key);
+        self
+    }
+
     /// Sets `server.listen` (for the real binary, which binds it itself).
     pub fn listen(self, addr: SocketAddr) -> Toml {
         self.server("listen", &quoted(&addr.to_string()))
@@ -169,6 +179,16 @@ impl Toml {
         let mut t = Table::default();
         t.set("url", &quoted(url));
         t.set("secret", &quoted(secret));
+        self.peers.retain(|(n, _)| n != name);
+        self.peers.push((name.to_owned(), t));
+        self
+    }
+
+    /// Adds (or replaces) `[peers.name]` whose secret is in the environment variable `var`.
+    pub fn peer_env(mut self, name: &str, url: &str, var: &str) -> Toml {
+        let mut t = Table::default();
+        t.set("url", &quoted(url));
+        t.set("secret_env", &quoted(var));
         self.peers.retain(|(n, _)| n != name);
         self.peers.push((name.to_owned(), t));
         self
