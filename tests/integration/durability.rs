@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_inbox_tests::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// Route `tasks` (tony's TASKs), whose agent runs `command` and may reply DONE, retried along
 /// `schedule`.
@@ -586,6 +586,294 @@ async fn by_default_every_ack_is_fsynced_and_concurrent_acks_share_a_sync() {
     assert!(
         syncs < N,
         "{syncs} fsyncs for {N} acks with synchronous = \"normal\""
+    );
+    host.stop();
+}
+
+// ---- idempotency ----
+
+/// tony and mel may leave NOTEs in a mailbox; `server` settings on top.
+fn notes_config(server: &[(&str, &str)]) -> String {
+    let mut toml = Toml::new()
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .peer("mel", "http://127.0.0.1:9/message", MEL)
+        .mailbox("notes", &["tony", "mel"], &["NOTE"]);
+    for (k, v) in server {
+        toml = toml.server(k, v);
+    }
+    toml.build()
+}
+
+async fn note_with_key(
+    host: &Host,
+    secret: &str,
+    key: Option<&str>,
+    body_id: Option<&str>,
+) -> Resp {
+    let mut body = json!({"type": "NOTE"});
+    if let Some(id) = body_id {
+        body["id"] = json!(id);
+    }
+    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+    post_message_with(host, secret, &headers, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_is_per_sender_and_the_header_wins_over_the_body_id() {
+    let host = start_host(&notes_config(&[])).await;
+    // The same key from two peers is two messages.
+    let tony = note_with_key(&host, TONY, Some("k-1"), None).await;
+    let mel = note_with_key(&host, MEL, Some("k-1"), None).await;
+    assert_eq!(
+        (tony.status, mel.status),
+        (202, 202),
+        "{:#} {:#}",
+        tony.json,
+        mel.json
+    );
+    assert_ne!(tony.id(), mel.id());
+    let again = note_with_key(&host, MEL, Some("k-1"), None).await;
+    assert_eq!(again.status, 200, "{:#}", again.json);
+    assert_eq!(again.json, json!({"status": "duplicate", "id": mel.id()}));
+
+    // With both, the header is the key and the body's id is not.
+    let first = note_with_key(&host, TONY, Some("header-key"), Some("body-id")).await;
+    assert_eq!(first.status, 202, "{:#}", first.json);
+    let same_header = note_with_key(&host, TONY, Some("header-key"), Some("other-body-id")).await;
+    assert_eq!(same_header.status, 200, "{:#}", same_header.json);
+    assert_eq!(same_header.json["id"], first.id().as_str());
+    let same_body = note_with_key(&host, TONY, None, Some("body-id")).await;
+    assert_eq!(
+        same_body.status, 202,
+        "the body id was not the key: {:#}",
+        same_body.json
+    );
+    assert_ne!(same_body.id(), first.id());
+
+    let listed = admin_get(&host, "/messages").await.json;
+    assert_eq!(
+        listed["messages"].as_array().unwrap().len(),
+        4,
+        "{listed:#}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedup_key_expires_after_dedup_window_secs() {
+    let host = start_host(&notes_config(&[("dedup_window_secs", "1")])).await;
+    let started = Instant::now();
+    let first = note_with_key(&host, TONY, Some("k"), None).await;
+    assert_eq!(first.status, 202);
+    let again = note_with_key(&host, TONY, Some("k"), None).await;
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            again.status, 200,
+            "a repeat within the window: {:#}",
+            again.json
+        );
+    }
+    // Once the window has passed, the same key is a new message.
+    let later = eventually(Duration::from_secs(20), "the key to expire", || async {
+        let r = note_with_key(&host, TONY, Some("k"), None).await;
+        (r.status == 202).then_some(r)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the key expired before dedup_window_secs = 1: after {:?}",
+        started.elapsed()
+    );
+    assert_ne!(later.id(), first.id());
+    host.stop().await;
+}
+
+// ---- retention ----
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_days_drives_the_prune_and_old_dedup_keys_go() {
+    let peer = PeerServer::start().await;
+    // mel is down: a reply to it stays undelivered (retrying), so its message is not finished.
+    let toml = |retention: &str| {
+        Toml::tasks(&peer.url(), r#"["true"]"#)
+            .server("retention_days", retention)
+            .server("dedup_window_secs", "3600")
+            .peer("mel", "http://127.0.0.1:9/message", MEL)
+            .mailbox("notes", &["tony"], &["NOTE"])
+            .agent_route("pending", &["tony"], &["PENDING"], &["STATUS"], &["mel"])
+            .route(
+                "pending",
+                "agent",
+                &format!("{{ command = {} }}", reply_sh(&["STATUS"])),
+            )
+            .schedule(&["0s", "1h"])
+            .build()
+    };
+    let host = start_host(&toml("10")).await;
+    let old_note = note_with_key(&host, TONY, Some("old-key"), None).await.id();
+    let young_note = note_with_key(&host, TONY, Some("young-key"), None)
+        .await
+        .id();
+    let old_task = send_task(&host).await;
+    wait_turn_state(&host, &old_task, "done").await;
+    let old_pending = send_type(&host, "PENDING").await;
+    wait_turn_state(&host, &old_pending, "done").await;
+    delivery_when(&host, &old_pending, "a failed attempt to mel", |d| {
+        d["state"] == "retrying"
+    })
+    .await;
+    // Stop, age the records as eleven days would, and start again on the same data.
+    let dir = host.stop_keeping_dir().await;
+    let db = database(dir.path());
+    let now = agent_inbox::store::now_ms();
+    let old = now - 11 * DAY_MS;
+    for id in [&old_note, &old_task, &old_pending] {
+        sqlite(
+            &db,
+            &format!("UPDATE messages SET received_at = {old} WHERE id = '{id}'"),
+        );
+    }
+    // Younger than retention_days: kept.
+    let young = now - 9 * DAY_MS;
+    sqlite(
+        &db,
+        &format!("UPDATE messages SET received_at = {young} WHERE id = '{young_note}'"),
+    );
+    sqlite(
+        &db,
+        &format!(
+            "UPDATE dedup SET created_at = {} WHERE key = 'old-key'",
+            now - 2 * 3600 * 1000
+        ),
+    );
+    let host = start_host_in(&toml("10"), dir).await;
+    // The prune runs at start: the finished old records go.
+    eventually(Duration::from_secs(30), "the prune", || async {
+        let r = admin_get(&host, &format!("/messages/{old_note}")).await;
+        (r.status == 404).then_some(())
+    })
+    .await;
+    for id in [&old_task] {
+        let r = admin_get(&host, &format!("/messages/{id}")).await;
+        assert_eq!(r.status, 404, "{id} is finished and old: {:#}", r.json);
+    }
+    // An old message with a delivery still retrying is not finished; a young one is not old.
+    assert_eq!(
+        view(&host, &old_pending).await["message"]["id"],
+        old_pending.as_str()
+    );
+    assert_eq!(
+        view(&host, &young_note).await["message"]["id"],
+        young_note.as_str()
+    );
+    let db = database(host.dir.path());
+    let keys = sqlite(&db, "SELECT key FROM dedup ORDER BY key");
+    assert_eq!(
+        keys,
+        [json!(["young-key"])],
+        "only the key within dedup_window_secs stays"
+    );
+    host.stop().await;
+}
+
+// ---- recovery ----
+
+/// Waits until message `id`'s turn is `interrupted` (a final state [`wait_turn_end`] does not
+/// wait for), and returns the view.
+async fn wait_interrupted(host: &BinHost, id: &str) -> Value {
+    eventually(
+        Duration::from_secs(30),
+        "the turn to be interrupted",
+        || async {
+            let v = view(host, id).await;
+            (v["turn"]["state"] == "interrupted").then_some(v)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_interrupted_twice_is_not_run_a_third_time() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let addr = unused_addr();
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &gated_agent(&gate, "DONE"),
+        &[],
+        FAST_RETRIES,
+    );
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
+    let id = send_task_until_running(&host).await;
+    host.kill9();
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
+    eventually(Duration::from_secs(30), "the re-run to start", || async {
+        let v = view(&host, &id).await;
+        (v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running").then_some(())
+    })
+    .await;
+    host.kill9();
+    let host = BinHost::start(dir.path(), &toml, addr, "host-3.log").await;
+    // Interrupted again after its one re-run: it fails as interrupted, and tony hears of it.
+    let v = wait_interrupted(&host, &id).await;
+    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    let notice = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(notice[0].body["type"], "TURN_FAILED", "{notice:#?}");
+    assert_eq!(notice[0].body["in_reply_to"], id.as_str());
+    assert_eq!(notice[0].body["payload"]["state"], "interrupted");
+    // The notice was queued with the verdict, so once it is delivered the verdict is final.
+    let v = view(&host, &id).await;
+    assert_eq!(
+        (v["turn"]["state"].as_str(), v["turn"]["attempts"].as_u64()),
+        (Some("interrupted"), Some(2)),
+        "{v:#}"
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_turns_come_back_oldest_first_after_a_crash() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let addr = unused_addr();
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &gated_agent(&gate, "DONE"),
+        &[("max_concurrent", "1")],
+        FAST_RETRIES,
+    );
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
+    let running = send_task_until_running(&host).await;
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        queued.push(send_task(&host).await);
+    }
+    for id in &queued {
+        assert_eq!(view(&host, id).await["turn"]["state"], "queued");
+    }
+    host.kill9();
+    let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
+    std::fs::write(&gate, b"go").unwrap();
+    let mut started = Vec::new();
+    for id in &queued {
+        let v = wait_turn_state(&host, id, "done").await;
+        started.push(v["turn"]["started_at"].as_i64().unwrap());
+    }
+    let rerun = wait_turn_state(&host, &running, "done").await;
+    assert_eq!(rerun["turn"]["attempts"], 2, "{rerun:#}");
+    // One agent at a time: the order they started in is the order they were queued in.
+    let mut sorted = started.clone();
+    sorted.sort();
+    assert_eq!(started, sorted, "queued turns did not start oldest first");
+    assert!(
+        started.windows(2).all(|w| w[0] < w[1]),
+        "one at a time: {started:?}"
     );
     host.stop();
 }

@@ -373,6 +373,13 @@ impl Host {
         }
     }
 
+    /// Like [`Host::stop`], and hands back its directory (config and data) for a restart.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        self.stop().await;
+        dir
+    }
+
     /// Its routes.toml.
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("routes.toml")
@@ -1085,6 +1092,36 @@ pub fn process_is_gone(pid: u32) -> bool {
             .rsplit_once(')')
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
     }
+}
+
+/// Runs `sql` on the SQLite database at `db` with python3's sqlite3 module (python3 already runs
+/// the test agents), commits, and returns the rows as JSON arrays. For looking into a stopped
+/// host's store, or ageing its records as time would.
+pub fn sqlite(db: &Path, sql: &str) -> Vec<Value> {
+    let script = r#"
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+rows = c.execute(sys.argv[2]).fetchall()
+c.commit()
+print(json.dumps(rows))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "sqlite {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows as JSON")
+}
+
+/// The database of a host whose routes.toml is in `dir` (the default `data_dir`).
+pub fn database(dir: &Path) -> PathBuf {
+    dir.join("data").join("inbox.sqlite3")
 }
 
 /// A loopback address nothing listens on: bound to find a free port, then released.
