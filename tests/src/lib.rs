@@ -633,6 +633,8 @@ pub struct Received {
     pub headers: http::HeaderMap,
     /// The body, parsed.
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -776,6 +778,7 @@ impl PeerState {
         &self,
         req: http::Request<hyper::body::Incoming>,
     ) -> http::Response<Full<Bytes>> {
+        let at = Instant::now();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.most_in_flight.fetch_max(now, Ordering::SeqCst);
         let headers = req.headers().clone();
@@ -797,6 +800,7 @@ impl PeerState {
             status: answer.status,
             headers,
             body,
+            at,
         });
         self.arrived.notify_waiters();
         if !answer.delay.is_zero() {
