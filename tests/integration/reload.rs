@@ -312,3 +312,207 @@ async fn a_queued_turn_whose_route_was_removed_fails_as_route_removed() {
     assert_eq!(got[0].body["payload"]["error"], "route_removed");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_and_agent_inbox_reload_read_the_files_again() {
+    // A process of its own: SIGHUP to this test process would reach every in-process host.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::new()
+        .listen(addr)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("inbox", &["tony"], &["NOTE"])
+        .build();
+    let host = BinHost::start(dir.path(), &toml, addr, "serve.log").await;
+    let base = eventually(Duration::from_secs(10), "the watch to start", || async {
+        let n = status(&host).await["checks"].as_u64().unwrap_or(0);
+        (n >= 1).then_some(n)
+    })
+    .await;
+    host.signal("HUP");
+    let st = eventually(Duration::from_secs(10), "SIGHUP's check", || async {
+        let st = status(&host).await;
+        (st["checks"] == base + 1).then_some(st)
+    })
+    .await;
+    assert_eq!(st["reloads_ok"], 0, "nothing changed: {st:#}");
+    assert_eq!(st["reloads_failed"], 0, "{st:#}");
+
+    // `agent-inbox reload` asks the running inbox to check now.
+    let config = dir.path().join("routes.toml");
+    let out = std::process::Command::new(bin())
+        .args(["reload", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("unchanged"), "{stdout}");
+    let st = status(&host).await;
+    assert_eq!(st["checks"], base + 2, "{st:#}");
+
+    // And a changed file it reports as reloaded (the watcher may get there first: then unchanged).
+    let changed = Toml::new()
+        .listen(addr)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("inbox", &["tony"], &["NOTE", "TASK"])
+        .build();
+    write_by_rename(&config, changed);
+    host.signal("HUP");
+    eventually(Duration::from_secs(10), "TASK to be accepted", || async {
+        (post_message(&host, TONY, json!({"type": "TASK"}))
+            .await
+            .status
+            == 202)
+            .then_some(())
+    })
+    .await;
+    assert_eq!(status(&host).await["reloads_ok"], 1);
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_needs_a_restart_is_logged_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = |max_connections: &str, types: &[&str]| {
+        Toml::new()
+            .listen(addr)
+            .server("max_connections", max_connections)
+            .peer("tony", "http://127.0.0.1:9/message", TONY)
+            .mailbox("inbox", &["tony"], types)
+            .build()
+    };
+    let host = BinHost::start(dir.path(), &toml("100", &["NOTE"]), addr, "serve.log").await;
+    write_by_rename(
+        &dir.path().join("routes.toml"),
+        toml("50", &["NOTE", "TASK"]),
+    );
+    // The rest of the change is live.
+    eventually(Duration::from_secs(10), "TASK to be accepted", || async {
+        (post_message(&host, TONY, json!({"type": "TASK"}))
+            .await
+            .status
+            == 202)
+            .then_some(())
+    })
+    .await;
+    let log = host.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("needs a restart"))
+        .unwrap_or_else(|| panic!("no \"needs a restart\" in the log:\n{log}"));
+    assert!(line.contains("server.max_connections"), "{line}");
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_finishes_under_the_config_it_started_with() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    let old_hash = status(&host).await["config_hash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    watching(&host).await;
+    // Headers and half the body now, the rest after the reload.
+    let body = json!({"type": "NOTE", "payload": {"n": 1}}).to_string();
+    let (head, tail) = body.split_at(body.len() / 2);
+    let mut s = tokio::net::TcpStream::connect(host.addr).await.unwrap();
+    let request = format!(
+        "POST /message HTTP/1.1\r\nHost: {}\r\nX-Shared-Secret: {TONY}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{head}",
+        host.addr,
+        body.len()
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    s.flush().await.unwrap();
+    // The new config no longer takes NOTE.
+    host.rewrite_config(&config(r#"["TASK"]"#));
+    until_type_answers(&host, "NOTE", 422).await;
+    s.write_all(tail.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), s.read_to_string(&mut answer))
+        .await
+        .expect("an answer within 30 s")
+        .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 202"),
+        "the request that started under the old config: {answer}"
+    );
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains(&format!("x-config-hash: {old_hash}")),
+        "{answer}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queued_turn_takes_the_route_settings_in_force_when_it_starts() {
+    let peer = PeerServer::start().await;
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("open");
+    let (before, after) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let with_record = |record: &std::path::Path| {
+        Toml::tasks(
+            &peer.url(),
+            &agent_command(&["--wait-for", path_str(&gate), "--record", path_str(record)]),
+        )
+        .agent("max_concurrent", "1")
+        .build()
+    };
+    let host = start_host(&with_record(before.path())).await;
+    watching(&host).await;
+    let first = send_task(&host).await;
+    wait_running(&host, &first).await;
+    let second = send_task(&host).await;
+    assert_eq!(view(&host, &second).await["turn"]["state"], "queued");
+    host.rewrite_config(&with_record(after.path()));
+    eventually(Duration::from_secs(10), "the reload", || async {
+        (status(&host).await["reloads_ok"] == 1).then_some(())
+    })
+    .await;
+    std::fs::write(&gate, b"go").unwrap();
+    wait_turn_state(&host, &first, "done").await;
+    wait_turn_state(&host, &second, "done").await;
+    // The running turn kept its command; the queued one started under the new one.
+    read_record(before.path(), &first).await;
+    read_record(after.path(), &second).await;
+    assert!(!after.path().join(format!("{first}.json")).exists());
+    assert!(!before.path().join(format!("{second}.json")).exists());
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_body_bytes_and_max_hops_are_live() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    watching(&host).await;
+    let big = json!({"type": "NOTE", "payload": {"pad": "x".repeat(2000)}});
+    assert_eq!(post_message(&host, TONY, big.clone()).await.status, 202);
+    let hops = json!({"type": "NOTE", "hops": 4});
+    assert_eq!(post_message(&host, TONY, hops.clone()).await.status, 202);
+    let tighter = Toml::new()
+        .server("max_body_bytes", "1024")
+        .server("max_hops", "3")
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .route("inbox", "from", r#"["tony"]"#)
+        .route("inbox", "types", r#"["NOTE"]"#)
+        .route("inbox", "mailbox", "true")
+        .build();
+    host.rewrite_config(&tighter);
+    let r = eventually(
+        Duration::from_secs(10),
+        "the new max_body_bytes",
+        || async {
+            let r = post_message(&host, TONY, big.clone()).await;
+            (r.status == 413).then_some(r)
+        },
+    )
+    .await;
+    assert_eq!(r.code(), "body_too_large");
+    let r = post_message(&host, TONY, hops).await;
+    assert_eq!((r.status, r.code()), (422, "loop_detected"), "{:#}", r.json);
+    host.stop().await;
+}
