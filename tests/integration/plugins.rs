@@ -633,3 +633,268 @@ async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
     );
     host.stop().await;
 }
+
+/// The hostile plugin as its own process, so its output reaches a log file: `[plugins]` and route
+/// settings on top of [`hostile_toml`].
+async fn hostile_bin(dir: &std::path::Path, toml: Toml) -> BinHost {
+    install_plugin("hostile", dir, "hostile.wasm");
+    let addr = unused_addr();
+    BinHost::start(dir, &toml.listen(addr).build(), addr, "serve.log").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_logs_and_output_reach_the_inbox_log_and_output_is_capped() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = hostile_bin(
+        dir.path(),
+        hostile_toml("log", "", &peer.url(), r#"["true"]"#),
+    )
+    .await;
+    let id = send_task(&host).await;
+    let log = eventually(Duration::from_secs(10), "the plugin's lines", || async {
+        let log = host.log();
+        log.contains("hostile stderr line").then_some(log)
+    })
+    .await;
+    for want in [
+        "hostile says hello",
+        "hostile stdout line",
+        "hostile stderr line",
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} not in the log:\n{log}"));
+        assert!(line.contains("hostile"), "under the plugin's name: {line}");
+    }
+    let hello = log
+        .lines()
+        .find(|l| l.contains("hostile says hello"))
+        .unwrap();
+    assert!(hello.contains(&id), "with its fields: {hello}");
+
+    // flood prints ~5.6 MB in one call; 16 KiB of it is kept, the rest dropped (and said so).
+    write_by_rename(
+        &dir.path().join("routes.toml"),
+        hostile_toml("flood", "", &peer.url(), r#"["true"]"#)
+            // Printing 100,000 lines takes longer than the default 50 ms.
+            .route("hostile", "plugin_limits", "{ deadline_ms = 20000 }")
+            .listen(host.addr)
+            .build(),
+    );
+    let r = eventually(Duration::from_secs(10), "the flood config", || async {
+        let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+        let flooded = host.log().contains("flood line");
+        (r.status == 202 && flooded).then_some(r)
+    })
+    .await;
+    wait_turn_state(&host, &r.id(), "done").await;
+    let log = host.log();
+    let flood: Vec<&str> = log.lines().filter(|l| l.contains("flood line ")).collect();
+    // The bytes the plugin printed for the lines forwarded (the log adds fields after each).
+    let kept: usize = flood
+        .iter()
+        .map(|l| {
+            let rest = &l[l.find("flood line ").unwrap() + "flood line ".len()..];
+            let i = rest.split_whitespace().next().unwrap();
+            // The last line kept may be cut short: count its dots.
+            let dots = rest[i.len() + 1..]
+                .chars()
+                .take_while(|&c| c == '.')
+                .count();
+            "flood line ".len() + i.len() + 1 + dots + 1
+        })
+        .sum();
+    assert!(!flood.is_empty(), "none of the output was forwarded");
+    assert!(
+        kept <= 16 * 1024 + 1 && flood.len() < 400,
+        "{} flood lines ({kept} bytes) forwarded from one call, past the 16 KiB cap",
+        flood.len()
+    );
+    assert!(
+        log.contains("plugin output past the per-call limit was dropped"),
+        "the drop is not logged:\n{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_stops_a_plugin_parked_in_a_host_call_and_a_looping_render_turn() {
+    let peer = PeerServer::start().await;
+    // check-message sleeps 10 s in a WASI call, where no epoch check runs.
+    let host = host_with(
+        &hostile_config("sleep", "", &peer.url(), r#"["true"]"#),
+        &[("hostile", "hostile.wasm")],
+    )
+    .await;
+    let started = Instant::now();
+    let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    let took = started.elapsed();
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("deadline"), "{msg}");
+    // Generous, but shorter than the sleep: the call was cut, not waited out.
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
+
+    // render-turn loops: the turn fails with plugin_failed, and the sender is told.
+    host.rewrite_config(&hostile_config(
+        "accept",
+        "loop",
+        &peer.url(),
+        r#"["true"]"#,
+    ));
+    let r = eventually(Duration::from_secs(10), "the accepting config", || async {
+        let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+        (r.status == 202).then_some(r)
+    })
+    .await;
+    let v = wait_turn_state(&host, &r.id(), "failed").await;
+    let err = v["turn"]["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("plugin_failed") && err.contains("deadline"),
+        "{err}"
+    );
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED");
+    assert_eq!(got[0].body["payload"]["error"], "plugin_failed");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_calls_reuse_an_instance_that_many_times() {
+    let peer = PeerServer::start().await;
+    let toml = hostile_toml("count", "", &peer.url(), r#"["true"]"#)
+        .route("hostile", "plugin_limits", "{ warm_calls = 3 }")
+        .build();
+    let host = host_with(&toml, &[("hostile", "hostile.wasm")]).await;
+    let mut calls = Vec::new();
+    for _ in 0..7 {
+        let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+        assert_eq!(r.status, 400, "{:#}", r.json);
+        calls.push(r.json["error"]["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        calls,
+        [
+            "call 1", "call 2", "call 3", "call 1", "call 2", "call 3", "call 1"
+        ],
+        "one instance serves warm_calls = 3 calls, then a fresh one"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_max_instances_fails_as_plugin_failed() {
+    let peer = PeerServer::start().await;
+    // One instance in all; each call holds it for its whole deadline (2 s) in a WASI sleep.
+    let toml = hostile_toml("sleep", "", &peer.url(), r#"["true"]"#)
+        .plugins("max_instances", "1")
+        .route("hostile", "plugin_limits", "{ deadline_ms = 2000 }")
+        .build();
+    let host = host_with(&toml, &[("hostile", "hostile.wasm")]).await;
+    let (a, b) = tokio::join!(
+        post_message(&host, TONY, json!({"type": "TASK"})),
+        post_message(&host, TONY, json!({"type": "TASK"})),
+    );
+    let mut messages = Vec::new();
+    for r in [&a, &b] {
+        assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+        messages.push(r.json["error"]["message"].as_str().unwrap().to_owned());
+    }
+    messages.sort();
+    assert!(
+        messages.iter().any(|m| m.contains("deadline"))
+            && messages.iter().any(|m| m.contains("no free instance slot")),
+        "one call holds the only instance until its deadline, the other finds none: {messages:#?}"
+    );
+    // Other routes do not need an instance and keep working.
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "NOTE"}))
+            .await
+            .status,
+        202
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loads_an_unchanged_plugin_from_the_compile_cache() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = hostile_toml("accept", "", &peer.url(), r#"["true"]"#);
+    let host = hostile_bin(dir.path(), toml.clone()).await;
+    let log_path = host.log_path.clone();
+    host.stop();
+    let first = strip_ansi(&std::fs::read_to_string(log_path).unwrap());
+    let cache = dir.path().join("data").join("plugin-cache");
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap_or_else(|e| panic!("no cache at {}: {e}", cache.display()))
+        .collect();
+    assert!(!cached.is_empty(), "nothing cached in {}", cache.display());
+    let loaded = |log: &str| -> String {
+        log.lines()
+            .find(|l| l.contains("plugin loaded"))
+            .unwrap_or_else(|| panic!("no \"plugin loaded\" line:\n{log}"))
+            .to_owned()
+    };
+    assert!(
+        loaded(&first).contains("from_cache=false"),
+        "{}",
+        loaded(&first)
+    );
+
+    let addr = unused_addr();
+    let host = BinHost::start(dir.path(), &toml.listen(addr).build(), addr, "serve-2.log").await;
+    let second = loaded(&host.log());
+    assert!(second.contains("from_cache=true"), "{second}");
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "TASK"}))
+            .await
+            .status,
+        202
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_to_a_route_that_does_not_exist_is_plugin_failed() {
+    let peer = PeerServer::start().await;
+    let toml = Toml::new()
+        .peer("tony", &peer.url(), TONY)
+        .route("tasks", "from", r#"["tony"]"#)
+        .route("tasks", "types", r#"["TASK"]"#)
+        .route("tasks", "agent", r#"{ command = ["true"] }"#)
+        .route("tasks", "plugin", &quoted("task-schema.wasm"))
+        .route_table(
+            "tasks",
+            "plugin_config",
+            r#"route_by = "label"
+routes = { frontend = "nowhere" }"#,
+        )
+        .build();
+    let host = host_with(&toml, &[("task-schema", "task-schema.wasm")]).await;
+    let r = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"label": "frontend"}}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    assert_eq!(r.json["error"]["plugin"], "task-schema");
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("nowhere"), "{msg}");
+    // Nothing was stored; an unlabelled TASK still goes through.
+    assert_eq!(
+        admin_get(&host, "/messages").await.json["messages"],
+        json!([])
+    );
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "TASK"}))
+            .await
+            .status,
+        202
+    );
+    host.stop().await;
+}

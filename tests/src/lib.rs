@@ -521,9 +521,9 @@ impl BinHost {
         }
     }
 
-    /// Its log so far.
+    /// Its log so far, without colour codes.
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        strip_ansi(&std::fs::read_to_string(&self.log_path).unwrap_or_default())
     }
 
     /// Its process id, as a string for `kill`.
@@ -578,6 +578,25 @@ impl BinHost {
             self.log()
         );
     }
+}
+
+/// `text` without ANSI escape sequences (the log's colours).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Drop for BinHost {
