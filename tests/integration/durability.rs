@@ -414,6 +414,17 @@ fn store_now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() {
+    graceful_stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_lets_running_turns_finish_and_refuses_new_messages_meanwhile() {
+    graceful_stop("INT").await;
+}
+
+/// `signal` drains: new messages get a retryable 503 while the running turn finishes, then the
+/// process exits 0 and the turn is done (not interrupted) after a restart.
+async fn graceful_stop(signal: &str) {
     let peer = PeerServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
@@ -424,7 +435,7 @@ async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() 
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
     let id = send_task_until_running(&host).await;
 
-    host.signal("TERM");
+    host.signal(signal);
     // Draining: new messages are refused with a retryable 503, the server still answers.
     let refused = eventually(
         Duration::from_secs(10),
@@ -436,6 +447,15 @@ async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() 
     )
     .await;
     assert_eq!(refused.code(), "shutting_down", "{:#}", refused.json);
+    let retry_after = refused
+        .headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|s| s > 0),
+        "Retry-After on shutting_down: {retry_after:?}"
+    );
     // The running agent can still reply through /send, and its turn finishes before the exit.
     std::fs::write(&gate, b"go").unwrap();
     // (A probe sent before the drain began may have been accepted and have its own agent replying.)

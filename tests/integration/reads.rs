@@ -107,3 +107,168 @@ async fn healthz_needs_no_auth() {
     assert_eq!(r.json["status"], "ok");
     host.stop().await;
 }
+
+/// Posts `n` NOTEs as tony, each with `thread_id` if given; returns their ids.
+async fn many_notes(host: &Host, n: usize, thread: Option<&str>) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..n {
+        let mut body = json!({"type": "NOTE"});
+        if let Some(t) = thread {
+            body["thread_id"] = json!(t);
+        }
+        let r = post_message(host, TONY, body).await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+        ids.push(r.id());
+    }
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_by_thread_and_limits_to_50_by_default_and_500_at_most() {
+    let host = start_host(&config()).await;
+    let in_thread = many_notes(&host, 3, Some("thread-a")).await;
+    many_notes(&host, 510, None).await;
+
+    let r = admin_get(&host, "/messages?thread=thread-a").await;
+    let mut got = ids(&r);
+    got.sort();
+    let mut want = in_thread.clone();
+    want.sort();
+    assert_eq!(got, want, "only the thread's messages");
+    for m in r.json["messages"].as_array().unwrap() {
+        assert_eq!(m["thread_id"], "thread-a", "{m:#}");
+    }
+    // A peer's thread filter stays within what it may see.
+    assert_eq!(
+        ids(&peer_get(&host, MEL, "/messages?thread=thread-a").await),
+        Vec::<String>::new()
+    );
+
+    assert_eq!(
+        ids(&admin_get(&host, "/messages").await).len(),
+        50,
+        "default limit"
+    );
+    assert_eq!(ids(&admin_get(&host, "/messages?limit=7").await).len(), 7);
+    assert_eq!(
+        ids(&admin_get(&host, "/messages?limit=100000").await).len(),
+        500,
+        "at most 500"
+    );
+    assert_eq!(
+        ids(&peer_get(&host, TONY, "/messages?limit=100000").await).len(),
+        500
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_reads_the_replies_addressed_to_it_and_not_others() {
+    let tony = PeerServer::start().await;
+    let mel = PeerServer::start().await;
+    let toml = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
+        .peer("mel", &mel.url(), MEL)
+        .agent_route("mel-tasks", &["mel"], &["TASK"], &["STATUS"], &["mel"])
+        .build();
+    let host = start_host(&toml).await;
+    let from_tony = send_task(&host).await;
+    let ack = post_message(&host, MEL, json!({"type": "TASK"})).await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    let from_mel = ack.id();
+    tony.wait_for(1, std::time::Duration::from_secs(30)).await;
+    mel.wait_for(1, std::time::Duration::from_secs(30)).await;
+    let to_tony = view(&host, &from_tony).await["replies"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let to_mel = view(&host, &from_mel).await["replies"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let reply_ids = |r: &Resp| -> Vec<String> {
+        assert_eq!(r.status, 200, "{:#}", r.json);
+        r.json["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert_eq!(
+        reply_ids(&peer_get(&host, TONY, "/messages").await),
+        [to_tony.as_str()]
+    );
+    assert_eq!(
+        reply_ids(&peer_get(&host, MEL, "/messages").await),
+        [to_mel.as_str()]
+    );
+    // A reply by its id: the peer it is addressed to sees it, the other gets a 404.
+    let own = peer_get(&host, TONY, &format!("/messages/{to_tony}")).await;
+    assert_eq!(own.status, 200, "{:#}", own.json);
+    assert_eq!(own.json["reply"]["id"], to_tony.as_str());
+    let other = peer_get(&host, TONY, &format!("/messages/{to_mel}")).await;
+    assert_eq!(
+        (other.status, other.code()),
+        (404, "not_found"),
+        "{:#}",
+        other.json
+    );
+    // In its own message's view, tony sees the reply to it.
+    let v = peer_get(&host, TONY, &format!("/messages/{from_tony}")).await;
+    assert_eq!(v.json["replies"][0]["id"], to_tony.as_str(), "{:#}", v.json);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_send_and_admin_outbox_need_the_admin_secret() {
+    let host = start_host(&config()).await;
+    let body = json!({"to": "tony", "type": "TASK"}).to_string();
+    for (name, headers) in [
+        ("no secret", vec![]),
+        ("a peer's secret", vec![("x-shared-secret", TONY)]),
+        (
+            "a peer's secret as bearer",
+            vec![("authorization", "Bearer tony-secret")],
+        ),
+        (
+            "a wrong bearer",
+            vec![("authorization", "Bearer admin-secretx")],
+        ),
+    ] {
+        let mut h = headers.clone();
+        h.push(("content-type", "application/json"));
+        let r = request("POST", &host.url("/admin/send"), &h, body.clone()).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (401, "unauthorized"),
+            "/admin/send with {name}"
+        );
+        let r = request("GET", &host.url("/admin/outbox"), &headers, "").await;
+        assert_eq!(
+            (r.status, r.code()),
+            (401, "unauthorized"),
+            "/admin/outbox with {name}"
+        );
+        let r = request("POST", &host.url("/admin/outbox/x/retry"), &headers, "").await;
+        assert_eq!(
+            (r.status, r.code()),
+            (401, "unauthorized"),
+            "retry with {name}"
+        );
+    }
+    // Nothing was queued by the refused sends; the admin's goes through.
+    assert_eq!(
+        admin_get(&host, "/admin/outbox").await.json["outbox"],
+        json!([])
+    );
+    let r = admin_post(&host, "/admin/send", &body).await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    let listed = admin_get(&host, "/admin/outbox").await.json;
+    assert_eq!(
+        listed["outbox"][0]["reply"]["id"],
+        r.id().as_str(),
+        "{listed:#}"
+    );
+    host.stop().await;
+}

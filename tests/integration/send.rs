@@ -174,3 +174,63 @@ async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
     assert_eq!(view["replies"].as_array().unwrap().len(), 1, "{view:#}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_refuses_a_body_too_large_a_wrong_media_type_and_bad_json() {
+    let peer = PeerServer::start().await;
+    let record = tempfile::tempdir().unwrap();
+    let gate = tempfile::tempdir().unwrap();
+    let gate_file = gate.path().join("open");
+    let command = agent_command(&[
+        "--record",
+        record.path().to_str().unwrap(),
+        "--wait-for",
+        gate_file.to_str().unwrap(),
+    ]);
+    let host = start_host(
+        &config(&peer.url(), &command)
+            .server("max_body_bytes", "1024")
+            .build(),
+    )
+    .await;
+    let id = send_task(&host).await;
+    let rec = read_record(record.path(), &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+    let auth = format!("Bearer {token}");
+    let send = |content_type: &'static str, body: String| {
+        let (url, auth) = (host.url("/send"), auth.clone());
+        async move {
+            request(
+                "POST",
+                &url,
+                &[("authorization", &auth), ("content-type", content_type)],
+                body,
+            )
+            .await
+        }
+    };
+    let big = json!({"type": "STATUS", "payload": {"pad": "x".repeat(2000)}}).to_string();
+    let r = send("application/json", big).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (413, "body_too_large"),
+        "{:#}",
+        r.json
+    );
+    let r = send("text/plain", r#"{"type": "STATUS"}"#.into()).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (415, "unsupported_media_type"),
+        "{:#}",
+        r.json
+    );
+    let r = send("application/json", "{not json".into()).await;
+    assert_eq!((r.status, r.code()), (400, "bad_json"), "{:#}", r.json);
+    // The token still works for a good reply, and only that one was queued.
+    let r = send("application/json", r#"{"type": "STATUS"}"#.into()).await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    std::fs::write(&gate_file, b"go").unwrap();
+    let v = wait_turn_state(&host, &id, "done").await;
+    assert_eq!(v["replies"].as_array().unwrap().len(), 1, "{v:#}");
+    host.stop().await;
+}
