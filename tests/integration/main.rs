@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
+mod agent_config;
 mod cli;
 mod core_loop;
 mod durability;
