@@ -272,3 +272,61 @@ async fn admin_send_and_admin_outbox_need_the_admin_secret() {
     );
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_its_own_message_a_peer_sees_only_the_replies_addressed_to_it() {
+    let tony = PeerServer::start().await;
+    let mel = PeerServer::start().await;
+    // reply-instructions sends STATUS to mel only; BREAKDOWN goes to both reply_to peers.
+    let command = agent_command(&["--reply", "STATUS", "--reply", "BREAKDOWN"]);
+    let toml = Toml::new()
+        .schedule(FAST_RETRIES)
+        .peer("tony", &tony.url(), TONY)
+        .peer("mel", &mel.url(), MEL)
+        .agent_route(
+            "tasks",
+            &["tony"],
+            &["TASK"],
+            &["BREAKDOWN", "STATUS"],
+            &["tony", "mel"],
+        )
+        .route("tasks", "agent", &format!("{{ command = {command} }}"))
+        .route("tasks", "plugin", &quoted("reply-instructions.wasm"))
+        .route_table(
+            "tasks",
+            "plugin_config",
+            r#"to_by_type = { STATUS = ["mel"] }"#,
+        )
+        .build();
+    let dir = tempfile::tempdir().unwrap();
+    install_plugin("reply-instructions", dir.path(), "reply-instructions.wasm");
+    let host = start_host_in(&toml, dir).await;
+    let id = send_task(&host).await;
+    mel.wait_for(2, std::time::Duration::from_secs(30)).await;
+    tony.wait_for(1, std::time::Duration::from_secs(30)).await;
+    let all = view(&host, &id).await;
+    assert_eq!(all["replies"].as_array().unwrap().len(), 2, "{all:#}");
+
+    let types = |v: &serde_json::Value| -> Vec<String> {
+        v["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["type"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let own = peer_get(&host, TONY, &format!("/messages/{id}")).await;
+    assert_eq!(own.status, 200, "{:#}", own.json);
+    assert_eq!(
+        types(&own.json),
+        ["BREAKDOWN"],
+        "tony sees mel's STATUS: {:#}",
+        own.json
+    );
+    let listed = peer_get(&host, TONY, "/messages").await;
+    assert_eq!(types(&listed.json), ["BREAKDOWN"], "{:#}", listed.json);
+    let mut mels = types(&peer_get(&host, MEL, "/messages").await.json);
+    mels.sort();
+    assert_eq!(mels, ["BREAKDOWN", "STATUS"]);
+    host.stop().await;
+}

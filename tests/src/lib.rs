@@ -1147,10 +1147,25 @@ pub fn database(dir: &Path) -> PathBuf {
     dir.join("data").join("inbox.sqlite3")
 }
 
-/// A loopback address nothing listens on: bound to find a free port, then released.
+/// A loopback address nothing listens on: bound to find a free port, then released, for a host
+/// that binds it itself (and binds it again after a restart).
+///
+/// The port is below Linux's ephemeral range (32768 and up), so no outgoing connection of a
+/// parallel test can take it as its local port while a host restarts; each call in this process
+/// tries the next port from a start picked by the process id, so two tests do not pick the same.
 pub fn unused_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id() * 97;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) as u32;
+        let port = FIRST + (start + n) % SPAN;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("addr");
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
 }
 
 // ---- plugins ----
