@@ -898,3 +898,104 @@ routes = { frontend = "nowhere" }"#,
     );
     host.stop().await;
 }
+
+/// tony's TASKs go to `tasks`, whose plugin is the test-only shaper (it does what each payload
+/// asks) with `limits`; the agent runs `command` and may reply STATUS or BREAKDOWN to tony. mel is
+/// a known peer outside the route's reply_to.
+async fn shaper_host(tony: &str, mel: &str, command: &str, limits: &str) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(shaper_wasm(), dir.path().join("shaper.wasm")).unwrap();
+    let toml = Toml::new()
+        .schedule(FAST_RETRIES)
+        .peer("tony", tony, TONY)
+        .peer("mel", mel, MEL)
+        .agent_route(
+            "tasks",
+            &["tony"],
+            &["TASK"],
+            &["STATUS", "BREAKDOWN"],
+            &["tony"],
+        )
+        .route("tasks", "agent", &format!("{{ command = {command} }}"))
+        .route("tasks", "plugin", &quoted("shaper.wasm"))
+        .route("tasks", "plugin_limits", limits)
+        .build();
+    start_host_in(&toml, dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_that_failed_is_not_used_again() {
+    let host = shaper_host(
+        "http://127.0.0.1:9/message",
+        "http://127.0.0.1:9/message",
+        r#"["true"]"#,
+        "{ warm_calls = 100 }",
+    )
+    .await;
+    let call = |what: &'static str| {
+        let host = &host;
+        async move { post_message(host, TONY, json!({"type": "TASK", "payload": {"do": what}})).await }
+    };
+    let counted = |r: Resp| {
+        assert_eq!(r.status, 400, "{:#}", r.json);
+        r.json["error"]["message"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(counted(call("count").await), "call 1");
+    assert_eq!(
+        counted(call("count").await),
+        "call 2",
+        "warm: the same instance"
+    );
+    let r = call("trap").await;
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    assert_eq!(
+        counted(call("count").await),
+        "call 1",
+        "the instance that trapped served the next call"
+    );
+    assert_eq!(counted(call("count").await), "call 2");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reply_may_rewrite_a_reply_but_not_send_it_outside_reply_to() {
+    let (tony, mel) = (PeerServer::start().await, PeerServer::start().await);
+    let rec = tempfile::tempdir().unwrap();
+    // The agent's STATUS asks the plugin to turn it into a BREAKDOWN with another payload.
+    let rewrite = json!({"rewrite_type": "BREAKDOWN", "rewrite_payload": {"steps": ["a", "b"]}});
+    let command = record_command(
+        rec.path(),
+        &["--reply", "STATUS", "--payload", &rewrite.to_string()],
+    );
+    let host = shaper_host(&tony.url(), &mel.url(), &command, "{}").await;
+    let id = send_task(&host).await;
+    wait_turn_state(&host, &id, "done").await;
+    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "BREAKDOWN", "{:#}", got[0].body);
+    assert_eq!(got[0].body["payload"], json!({"steps": ["a", "b"]}));
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
+    host.stop().await;
+
+    // This time the plugin names mel, a known peer but not in the route's reply_to.
+    let stray = json!({"to": ["mel"]});
+    let command = record_command(
+        rec.path(),
+        &["--reply", "STATUS", "--payload", &stray.to_string()],
+    );
+    let host = shaper_host(&tony.url(), &mel.url(), &command, "{}").await;
+    let id = send_task(&host).await;
+    let v = wait_turn_end(&host, ADMIN, &id).await;
+    // agent.py exits 4 when /send refuses its reply, and prints the answer.
+    assert_eq!(v["turn"]["exit_code"], 4, "{v:#}");
+    let out = v["turn"]["stdout_tail"].as_str().unwrap();
+    assert!(
+        out.contains("send failed STATUS 500") && out.contains("plugin_failed"),
+        "{out}"
+    );
+    assert!(out.contains("mel") && out.contains("reply_to"), "{out}");
+    // Nothing went to mel; tony only hears that the turn failed.
+    let notice = tony.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(notice[1].body["type"], "TURN_FAILED", "{notice:#?}");
+    assert!(mel.attempts().is_empty(), "{:#?}", mel.attempts());
+    host.stop().await;
+}

@@ -1215,6 +1215,49 @@ fn build_plugins() -> Result<PathBuf, String> {
     Ok(target.join("wasm32-wasip2").join("release"))
 }
 
+/// Builds the test-only plugin `tests/plugins/shaper` (its own workspace, with its own lock file)
+/// for `wasm32-wasip2` once per test run and returns its component. It does per message what the
+/// payload asks; see its `src/lib.rs`.
+pub fn shaper_wasm() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target = tests
+                .parent()
+                .ok_or("no workspace root")?
+                .join("target")
+                .join("test-plugins");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .arg("--manifest-path")
+                .arg(tests.join("plugins").join("shaper").join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .map_err(|e| format!("cannot run cargo to build the shaper plugin: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building tests/plugins/shaper failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target
+                .join("wasm32-wasip2")
+                .join("release")
+                .join("shaper.wasm"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone()
+}
+
 /// Copies plugin `name` into `dir` as `file` (so a test can replace it without touching others).
 pub fn install_plugin(name: &str, dir: &Path, file: &str) -> PathBuf {
     let dest = dir.join(file);
