@@ -355,7 +355,7 @@ async fn hostile_plugins_are_stopped_and_contained() {
     for (i, (mode, want)) in cases.iter().enumerate() {
         if i > 0 {
             write_by_rename(&path, hostile_config(mode, "", &peer.url(), command));
-            eventually(Duration::from_secs(5), "the reload", || async {
+            eventually(Duration::from_secs(20), "the reload", || async {
                 (admin_get(&host, "/status").await.json["reloads_ok"] == i as u64).then_some(())
             })
             .await;
@@ -389,7 +389,7 @@ async fn hostile_plugins_are_stopped_and_contained() {
     }
     // And the same route works again with a good plugin config.
     write_by_rename(&path, hostile_config("accept", "", &peer.url(), command));
-    let r = eventually(Duration::from_secs(5), "the good config", || async {
+    let r = eventually(Duration::from_secs(20), "the good config", || async {
         let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
         (r.status == 202).then_some(r)
     })
@@ -443,7 +443,7 @@ async fn a_plugin_file_that_is_not_a_component_keeps_the_old_plugin() {
     let tmp = host.dir.path().join("hostile.wasm.tmp");
     std::fs::write(&tmp, core_module_bytes()).unwrap();
     std::fs::rename(&tmp, &plugin).unwrap();
-    let st = eventually(Duration::from_secs(5), "the failed reload", || async {
+    let st = eventually(Duration::from_secs(20), "the failed reload", || async {
         let st = admin_get(&host, "/status").await.json;
         (st["reloads_failed"] == 1).then_some(st)
     })
@@ -465,7 +465,7 @@ async fn a_plugin_file_that_is_not_a_component_keeps_the_old_plugin() {
     // A different good plugin under the same name takes effect.
     install_plugin("task-schema", host.dir.path(), "hostile.wasm.tmp");
     std::fs::rename(&tmp, &plugin).unwrap();
-    let r = eventually(Duration::from_secs(5), "the new plugin", || async {
+    let r = eventually(Duration::from_secs(20), "the new plugin", || async {
         let r = post_message(&host, TONY, json!({"type": "TASK", "payload": 1})).await;
         (r.json["error"]["message"] == "payload must be a JSON object").then_some(r)
     })

@@ -14,6 +14,20 @@ fn config(peer_url: &str, command: &str) -> Toml {
     )
 }
 
+/// Starts a host whose agent records its env, with `reply_grace_secs = grace`, sends a TASK and
+/// waits for its turn to be done; returns the host, the message id and the turn's reply token.
+async fn finished_turn(peer: &PeerServer, grace: &str) -> (Host, String, String) {
+    let record = tempfile::tempdir().unwrap();
+    let command = agent_command(&["--record", path_str(record.path())]);
+    let toml = config(&peer.url(), &command).server("reply_grace_secs", grace);
+    let host = start_host(&toml.build()).await;
+    let id = send_task(&host).await;
+    wait_turn_state(&host, &id, "done").await;
+    let rec = read_record(record.path(), &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+    (host, id, token)
+}
+
 fn assert_unauthorized(r: &Resp) {
     assert_eq!(r.status, 401, "{:#}", r.json);
     assert_eq!(r.code(), "unauthorized", "{:#}", r.json);
@@ -48,21 +62,7 @@ async fn send_refuses_unknown_and_missing_tokens() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_token_expires_when_its_turn_ends_with_no_grace() {
     let peer = PeerServer::start().await;
-    let record = tempfile::tempdir().unwrap();
-    let command = agent_command(&["--record", record.path().to_str().unwrap()]);
-    let host = start_host(
-        &config(&peer.url(), &command)
-            .server("reply_grace_secs", "0")
-            .build(),
-    )
-    .await;
-
-    let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
-    let id = ack.json["id"].as_str().unwrap().to_owned();
-    let view = wait_turn_end(&host, ADMIN, &id).await;
-    assert_eq!(view["turn"]["state"], "done", "{view:#}");
-    let rec = read_record(record.path(), &id).await;
-    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+    let (host, id, token) = finished_turn(&peer, "0").await;
 
     // The token lapses the moment the turn ends (within the clock's millisecond).
     let refused = eventually(Duration::from_secs(2), "the token to be refused", || {
@@ -83,25 +83,11 @@ async fn reply_token_expires_when_its_turn_ends_with_no_grace() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_token_stays_valid_within_the_grace_after_its_turn() {
     let peer = PeerServer::start().await;
-    let record = tempfile::tempdir().unwrap();
-    let command = agent_command(&["--record", record.path().to_str().unwrap()]);
-    let host = start_host(
-        &config(&peer.url(), &command)
-            .server("reply_grace_secs", "600")
-            .build(),
-    )
-    .await;
-
-    let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
-    let id = ack.json["id"].as_str().unwrap().to_owned();
-    let view = wait_turn_end(&host, ADMIN, &id).await;
-    assert_eq!(view["turn"]["state"], "done", "{view:#}");
-    let rec = read_record(record.path(), &id).await;
-    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap();
+    let (host, id, token) = finished_turn(&peer, "600").await;
 
     let late = post_send(
         &host,
-        Some(token),
+        Some(&token),
         r#"{"type": "STATUS", "payload": {"late": true}}"#,
     )
     .await;

@@ -67,7 +67,7 @@ async fn timeout_kills_the_agents_children_too() {
     let view = wait_turn_end(&host, ADMIN, &id).await;
     assert_eq!(view["turn"]["state"], "timed_out", "{view:#}");
     eventually(
-        Duration::from_secs(5),
+        Duration::from_secs(20),
         "the agent's forked child to be gone",
         || async move { process_is_gone(pid).then_some(()) },
     )

@@ -11,7 +11,9 @@
 //! - [`PeerServer`], a fake peer inbox that records every attempt and answers as scripted;
 //! - HTTP helpers ([`request`], [`post_message`], [`admin_get`], ...) and waits ([`eventually`],
 //!   [`wait_turn_end`], ...);
-//! - the plugins built from `plugins/` ([`plugin_wasm`], [`install_plugin`]).
+//! - a look into a host's SQLite store ([`sqlite`], [`database`]);
+//! - the plugins built from `plugins/` ([`plugin_wasm`], [`install_plugin`]) and the test-only
+//!   `tests/plugins/shaper` ([`shaper_wasm`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
