@@ -38,7 +38,7 @@ async fn reloads_ok(host: &Host, n: u64) -> serde_json::Value {
 }
 
 /// Polls until a message of `msg_type` gets `want` (202 or 422), for up to 20 s.
-async fn until_type_answers(host: &Host, msg_type: &str, want: u16) -> Resp {
+async fn until_type_answers(host: &impl Endpoint, msg_type: &str, want: u16) -> Resp {
     eventually(
         Duration::from_secs(20),
         &format!("{msg_type} to answer {want}"),
@@ -345,14 +345,7 @@ async fn sighup_and_agent_inbox_reload_read_the_files_again() {
         .build();
     write_by_rename(&config, changed);
     host.signal("HUP");
-    eventually(Duration::from_secs(10), "TASK to be accepted", || async {
-        (post_message(&host, TONY, json!({"type": "TASK"}))
-            .await
-            .status
-            == 202)
-            .then_some(())
-    })
-    .await;
+    until_type_answers(&host, "TASK", 202).await;
     assert_eq!(status(&host).await["reloads_ok"], 1);
     host.stop();
 }
@@ -375,14 +368,7 @@ async fn a_key_that_needs_a_restart_is_logged_as_such() {
         toml("50", &["NOTE", "TASK"]),
     );
     // The rest of the change is live.
-    eventually(Duration::from_secs(10), "TASK to be accepted", || async {
-        (post_message(&host, TONY, json!({"type": "TASK"}))
-            .await
-            .status
-            == 202)
-            .then_some(())
-    })
-    .await;
+    until_type_answers(&host, "TASK", 202).await;
     let log = host.log();
     let line = log
         .lines()

@@ -28,6 +28,28 @@ async fn finished_turn(peer: &PeerServer, grace: &str) -> (Host, String, String)
     (host, id, token)
 }
 
+/// A turn in progress: a host (`config` plus `server` settings) whose agent records its env and
+/// then waits for the gate file. Returns the host, the message id, its reply token and the gate.
+async fn running_turn(
+    peer: &PeerServer,
+    server: (&str, &str),
+) -> (Host, String, String, tempfile::TempDir) {
+    let record = tempfile::tempdir().unwrap();
+    let gate = tempfile::tempdir().unwrap();
+    let command = agent_command(&[
+        "--record",
+        path_str(record.path()),
+        "--wait-for",
+        path_str(&gate.path().join("open")),
+    ]);
+    let toml = config(&peer.url(), &command).server(server.0, server.1);
+    let host = start_host(&toml.build()).await;
+    let id = send_task(&host).await;
+    let rec = read_record(record.path(), &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+    (host, id, token, gate)
+}
+
 fn assert_unauthorized(r: &Resp) {
     assert_eq!(r.status, 401, "{:#}", r.json);
     assert_eq!(r.code(), "unauthorized", "{:#}", r.json);
@@ -101,26 +123,8 @@ async fn reply_token_stays_valid_within_the_grace_after_its_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
     let peer = PeerServer::start().await;
-    let record = tempfile::tempdir().unwrap();
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let command = agent_command(&[
-        "--record",
-        record.path().to_str().unwrap(),
-        "--wait-for",
-        gate_file.to_str().unwrap(),
-    ]);
-    let host = start_host(
-        &config(&peer.url(), &command)
-            .server("reply_grace_secs", "0")
-            .build(),
-    )
-    .await;
-
-    let ack = post_message(&host, TONY, json!({"type": "TASK"})).await;
-    let id = ack.json["id"].as_str().unwrap().to_owned();
-    let rec = read_record(record.path(), &id).await;
-    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap();
+    let (host, id, token, gate) = running_turn(&peer, ("reply_grace_secs", "0")).await;
+    let token = token.as_str();
 
     let unknown = post_send(&host, Some(token), r#"{"type": "NOPE", "payload": {}}"#).await;
     assert_eq!(unknown.status, 422, "{:#}", unknown.json);
@@ -153,7 +157,7 @@ async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
     assert_eq!(got[0].body["type"], "STATUS");
     assert_eq!(got[0].body["in_reply_to"], id.as_str());
 
-    std::fs::write(&gate_file, b"go").unwrap();
+    std::fs::write(gate.path().join("open"), b"go").unwrap();
     let view = wait_turn_end(&host, ADMIN, &id).await;
     assert_eq!(view["turn"]["state"], "done", "{view:#}");
     // Only the accepted reply was queued.
@@ -164,24 +168,7 @@ async fn reply_token_works_while_the_turn_runs_and_checks_the_type() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn send_refuses_a_body_too_large_a_wrong_media_type_and_bad_json() {
     let peer = PeerServer::start().await;
-    let record = tempfile::tempdir().unwrap();
-    let gate = tempfile::tempdir().unwrap();
-    let gate_file = gate.path().join("open");
-    let command = agent_command(&[
-        "--record",
-        record.path().to_str().unwrap(),
-        "--wait-for",
-        gate_file.to_str().unwrap(),
-    ]);
-    let host = start_host(
-        &config(&peer.url(), &command)
-            .server("max_body_bytes", "1024")
-            .build(),
-    )
-    .await;
-    let id = send_task(&host).await;
-    let rec = read_record(record.path(), &id).await;
-    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+    let (host, id, token, gate) = running_turn(&peer, ("max_body_bytes", "1024")).await;
     let auth = format!("Bearer {token}");
     let send = |content_type: &'static str, body: String| {
         let (url, auth) = (host.url("/send"), auth.clone());
@@ -215,7 +202,7 @@ async fn send_refuses_a_body_too_large_a_wrong_media_type_and_bad_json() {
     // The token still works for a good reply, and only that one was queued.
     let r = send("application/json", r#"{"type": "STATUS"}"#.into()).await;
     assert_eq!(r.status, 202, "{:#}", r.json);
-    std::fs::write(&gate_file, b"go").unwrap();
+    std::fs::write(gate.path().join("open"), b"go").unwrap();
     let v = wait_turn_state(&host, &id, "done").await;
     assert_eq!(v["replies"].as_array().unwrap().len(), 1, "{v:#}");
     host.stop().await;
