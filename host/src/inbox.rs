@@ -382,7 +382,7 @@ impl Inbox {
                 replies: replies
                     .iter()
                     .filter(|(_, d)| may_see(d))
-                    .map(|(o, d)| OutboundView::new(o, Some(d)))
+                    .map(|(o, d)| OutboundView::new(o, Some(&own_deliveries(who, d))))
                     .collect(),
             })));
         }
@@ -390,7 +390,7 @@ impl Inbox {
             && may_see(&d)
         {
             return Ok(Detail::Outbound(OutboundDetail {
-                reply: OutboundView::new(&o, Some(&d)),
+                reply: OutboundView::new(&o, Some(&own_deliveries(who, &d))),
             }));
         }
         Err(InboxError::NotFound)
@@ -409,6 +409,22 @@ impl Inbox {
                 .collect(),
         })
     }
+}
+
+/// The deliveries a reader may see: all for the admin, a peer's own for a peer (not where else
+/// a reply went, nor how those deliveries fare).
+fn own_deliveries(
+    who: &Reader,
+    deliveries: &[crate::model::Delivery],
+) -> Vec<crate::model::Delivery> {
+    deliveries
+        .iter()
+        .filter(|d| match who {
+            Reader::Admin => true,
+            Reader::Peer(p) => d.peer == *p,
+        })
+        .cloned()
+        .collect()
 }
 
 /// Who a request's credentials make it: the admin bearer, or a peer's secret.

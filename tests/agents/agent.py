@@ -18,6 +18,7 @@ p.add_argument("--fork-sleeper", help="fork a long sleep and write its pid to th
 p.add_argument("--reply", action="append", default=[], help="reply with this type (repeatable)")
 p.add_argument("--exit", type=int, default=0)
 p.add_argument("--payload", help="reply with this JSON payload instead of the default object")
+p.add_argument("--print-bytes", type=int, default=0, help="first print this many bytes to stdout and to stderr")
 args = p.parse_args()
 
 # First thing, before the slower imports: a turn with a short timeout must not be killed before the
@@ -50,7 +51,17 @@ if args.record:
             "prompt": prompt,
             "argv": sys.argv,
             "env": {k: v for k, v in os.environ.items() if k.startswith("INBOX_") or k.endswith("_SECRET")},
+            "environ": dict(os.environ),
+            "cwd": os.getcwd(),
         }, f)
+
+if args.print_bytes:
+    # A head and a tail that can be told apart, so a test sees which end was kept.
+    body = "H" * (args.print_bytes - 4) + "TAIL"
+    sys.stdout.write(body)
+    sys.stdout.flush()
+    sys.stderr.write(body)
+    sys.stderr.flush()
 
 if args.running_dir:
     os.makedirs(args.running_dir, exist_ok=True)

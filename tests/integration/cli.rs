@@ -8,13 +8,9 @@ use agent_inbox_tests::*;
 use serde_json::json;
 use tokio::process::Command;
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-const BIN: &str = env!("CARGO_BIN_EXE_inbox-under-test");
-
 /// Runs the binary with `args` to completion (at most 60 s).
 async fn run(args: &[&str]) -> Output {
-    let child = Command::new(BIN)
+    let child = Command::new(bin())
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true)
@@ -31,7 +27,7 @@ fn text(b: &[u8]) -> String {
 
 fn write_config(dir: &Path, toml: &str) -> String {
     let path = dir.join("routes.toml");
-    std::fs::write(&path, toml).unwrap();
+    write_by_rename(&path, toml);
     path.display().to_string()
 }
 
@@ -88,26 +84,12 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     let addr = unused_addr();
     let config = write_config(
         dir.path(),
-        &format!(
-            r#"
-            [server]
-            listen = "{addr}"
-            admin_secret = "{ADMIN}"
-            [agent]
-            command = ["python3", "{script}"]
-            [relay]
-            retry_schedule = ["0s", "200ms", "200ms"]
-            [peers.tony]
-            url = "{peer_url}"
-            secret = "{TONY}"
-            [routes.notes]
-            from = ["tony"]
-            types = ["NOTE"]
-            mailbox = true
-            "#,
-            script = agent_script(),
-            peer_url = peer.url()
-        ),
+        &Toml::new()
+            .listen(addr)
+            .schedule(FAST_RETRIES)
+            .peer("tony", &peer.url(), TONY)
+            .mailbox("notes", &["tony"], &["NOTE"])
+            .build(),
     );
 
     let out = run(&["check", "--config", &config]).await;
@@ -118,7 +100,7 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     );
 
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut serve = Command::new(BIN)
+    let mut serve = Command::new(bin())
         .args(["serve", "--config", &config])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -212,4 +194,171 @@ async fn run_kill(pid: &str) -> std::process::ExitStatus {
         .status()
         .await
         .expect("run kill")
+}
+
+/// Runs the binary with `args` and `--config config`; checks that it succeeded; returns stdout.
+async fn cli_ok(args: &[&str], config: &Path) -> String {
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend(["--config", config.to_str().unwrap()]);
+    let out = run(&all).await;
+    assert!(out.status.success(), "{all:?}: {out:?}");
+    text(&out.stdout)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_outbox_status_and_send_talk_to_the_running_inbox() {
+    let peer = PeerServer::start().await;
+    // The one attempt fails, so the reply is a dead letter until `outbox retry`.
+    peer.script([503]);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::tasks(&peer.url(), &reply_sh(&["STATUS"]))
+        .listen(addr)
+        .schedule(&["0s"])
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build();
+    let host = BinHost::start(dir.path(), &toml, addr, "serve.log").await;
+    let config = dir.path().join("routes.toml");
+    let task = send_task(&host).await;
+    let (reply, _) = delivery_in(&host, &task, "dead").await;
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
+    let ack = post_message(
+        &host,
+        TONY,
+        json!({"type": "NOTE", "thread_id": "cli-thread"}),
+    )
+    .await;
+    assert_eq!(ack.status, 202);
+    let note = ack.id();
+
+    // `messages ID`: the message, its turn, its reply and the reply's delivery.
+    let detail = cli_ok(&["messages", &task], &config).await;
+    for want in [
+        format!("message {task}"),
+        "turn: done".to_owned(),
+        format!("reply {reply_id}"),
+        "dead".to_owned(),
+    ] {
+        assert!(detail.contains(&want), "{want:?} missing in:\n{detail}");
+    }
+    // `--json` is the API's answer.
+    let json_out: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["messages", &task, "--json"], &config).await).unwrap();
+    assert_eq!(json_out, view(&host, &task).await);
+
+    // The filters.
+    let rows = |table: &str| -> Vec<String> {
+        table
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().next().unwrap_or("").to_owned())
+            .collect()
+    };
+    let notes = cli_ok(&["messages", "--route", "notes"], &config).await;
+    assert_eq!(rows(&notes), [note.as_str()], "{notes}");
+    let thread = cli_ok(&["messages", "--thread", "cli-thread"], &config).await;
+    assert_eq!(rows(&thread), [note.as_str()], "{thread}");
+    let newest = cli_ok(&["messages", "--limit", "1"], &config).await;
+    assert_eq!(rows(&newest), [note.as_str()], "{newest}");
+    let all: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["messages", "--json"], &config).await).unwrap();
+    assert_eq!(all["messages"].as_array().unwrap().len(), 2, "{all:#}");
+
+    // `outbox list --dead`, as a table and as JSON.
+    let dead = cli_ok(&["outbox", "list", "--dead"], &config).await;
+    assert_eq!(rows(&dead), [reply_id.as_str()], "{dead}");
+    assert!(dead.contains("dead") && dead.contains("503"), "{dead}");
+    let dead: serde_json::Value =
+        serde_json::from_str(&cli_ok(&["outbox", "list", "--dead", "--json"], &config).await)
+            .unwrap();
+    assert_eq!(
+        dead["outbox"][0]["reply"]["id"],
+        reply_id.as_str(),
+        "{dead:#}"
+    );
+
+    // `outbox retry` delivers it (the peer answers 200 now); a second retry finds nothing dead.
+    let retried = cli_ok(&["outbox", "retry", &reply_id], &config).await;
+    assert!(retried.contains("1 deliveries queued again"), "{retried}");
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["id"], reply_id.as_str());
+    delivery_in(&host, &task, "delivered").await;
+    let again = run(&[
+        "outbox",
+        "retry",
+        &reply_id,
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .await;
+    assert!(!again.status.success(), "{again:?}");
+    assert!(text(&again.stderr).contains("409"), "{again:?}");
+    let none = cli_ok(&["outbox", "list", "--dead"], &config).await;
+    assert_eq!(rows(&none), Vec::<String>::new(), "{none}");
+
+    // `status` is the API's /status.
+    let st: serde_json::Value = serde_json::from_str(&cli_ok(&["status"], &config).await).unwrap();
+    assert_eq!(
+        st["config_hash"],
+        status(&host).await["config_hash"],
+        "{st:#}"
+    );
+    assert_eq!(st["draining"], false, "{st:#}");
+
+    // `send --thread` continues a thread.
+    let sent = cli_ok(
+        &[
+            "send",
+            "--to",
+            "tony",
+            "--type",
+            "TASK",
+            "--thread",
+            "cli-thread",
+        ],
+        &config,
+    )
+    .await;
+    let sent = sent.trim();
+    let got = peer.wait_for(2, Duration::from_secs(30)).await;
+    let body = &got
+        .iter()
+        .find(|r| r.body["id"] == sent)
+        .expect("the sent message")
+        .body;
+    assert_eq!(body["thread_id"], "cli-thread", "{body:#}");
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_refuses_a_bad_config_and_binds_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let config = write_config(
+        dir.path(),
+        &Toml::new()
+            .listen(addr)
+            .peer("tony", "http://127.0.0.1:9/message", TONY)
+            .mailbox("notes", &["tony", "ghost"], &["NOTE"])
+            .route("notes", "reply_to", r#"["tony"]"#)
+            .build(),
+    );
+    let out = run(&["serve", "--config", &config]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("unknown peer \"ghost\""), "{stderr}");
+    assert!(
+        stderr.contains("reply_to"),
+        "every problem is reported: {stderr}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "serve created its data dir"
+    );
+    assert!(
+        try_request("GET", &format!("http://{addr}/healthz"), &[], "")
+            .await
+            .is_err(),
+        "something answers on the address"
+    );
 }

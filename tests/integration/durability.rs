@@ -1,7 +1,7 @@
 //! Never lose an acked message: idempotency, retries, dead letters, restarts and a kill -9 mid-load.
 //!
-//! The restart tests run the real binary (`inbox-under-test serve`) so a stop is a real process exit:
-//! agents outlive it, and kill -9 leaves the database as a crash would.
+//! The restart tests run the real binary ([`BinHost`]) so a stop is a real process exit: agents
+//! outlive it, and kill -9 leaves the database as a crash would.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -10,61 +10,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use agent_inbox_tests::*;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-
-fn fast_relay(schedule: &str) -> String {
-    format!("[relay]\nretry_schedule = {schedule}\n")
-}
-
-fn inproc_config(peer_url: &str, command: &str, relay: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [agent]
-        command = {command}
-        {relay}
-        [peers.tony]
-        url = "{peer_url}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["DONE"]
-        reply_to = ["tony"]
-        "#
-    )
-}
-
-fn reply_sh() -> String {
-    agents_dir().join("reply.sh").display().to_string()
-}
-
-/// The first (only) delivery of the first reply in a message view.
-fn first_delivery(view: &Value) -> Value {
-    view["replies"][0]["deliveries"][0].clone()
-}
-
-async fn wait_delivery_state(host: &Host, id: &str, state: &str) -> Value {
-    eventually(
-        Duration::from_secs(30),
-        &format!("a delivery {state}"),
-        || async {
-            let v = admin_get(host, ADMIN, &format!("/messages/{id}"))
-                .await
-                .json;
-            (first_delivery(&v)["state"] == state).then_some(v)
-        },
-    )
-    .await
+/// Route `tasks` (tony's TASKs), whose agent runs `command` and may reply DONE, retried along
+/// `schedule`.
+fn config(peer_url: &str, command: &str, schedule: &[&str]) -> String {
+    Toml::tasks(peer_url, command)
+        .route("tasks", "reply_types", &toml_list(&["DONE"]))
+        .schedule(schedule)
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -76,7 +30,7 @@ async fn a_repeated_idempotency_key_gets_one_turn_and_the_duplicate_answer() {
         agent_script(),
         record.path().display()
     );
-    let host = start_host(&inproc_config(&peer.url(), &command, "")).await;
+    let host = start_host(&config(&peer.url(), &command, FAST_RETRIES)).await;
     let post = |key: &'static str| {
         let url = host.url("/message");
         async move {
@@ -107,10 +61,10 @@ async fn a_repeated_idempotency_key_gets_one_turn_and_the_duplicate_answer() {
     assert_eq!((a.status, b.status), (202, 200));
     assert_eq!(b.json["id"], a.json["id"]);
 
-    for id in [&first.json["id"], &a.json["id"]] {
-        wait_turn_end(&host, ADMIN, id.as_str().unwrap()).await;
+    for id in [first.id(), a.id()] {
+        wait_turn_state(&host, &id, "done").await;
     }
-    let listed = admin_get(&host, ADMIN, "/messages").await.json;
+    let listed = admin_get(&host, "/messages").await.json;
     assert_eq!(
         listed["messages"].as_array().unwrap().len(),
         2,
@@ -127,45 +81,32 @@ async fn a_repeated_idempotency_key_gets_one_turn_and_the_duplicate_answer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_500s_then_200_is_delivered_once_after_four_attempts() {
     let peer = PeerServer::start().await;
-    peer.statuses.lock().unwrap().extend([500, 500, 500]);
-    let command = format!(r#"["sh", "{}"]"#, reply_sh());
-    let relay = fast_relay(r#"["0s", "100ms", "100ms", "100ms", "100ms"]"#);
-    let host = start_host(&inproc_config(&peer.url(), &command, &relay)).await;
-    let id = post_message(&host, TONY, json!({"type": "TASK"}))
-        .await
-        .json["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let view = wait_delivery_state(&host, &id, "delivered").await;
-    let d = first_delivery(&view);
+    peer.script([500, 500, 500]);
+    let schedule = ["0s", "100ms", "100ms", "100ms", "100ms"];
+    let host = start_host(&config(&peer.url(), &reply_sh(&[]), &schedule)).await;
+    let id = send_task(&host).await;
+    let (reply, d) = delivery_in(&host, &id, "delivered").await;
     assert_eq!(d["attempts"], 4, "{d:#}");
     assert_eq!(d["last_status"], 200);
-    let got = peer.received();
-    assert_eq!(got.len(), 1, "delivered once");
     // Every attempt carried the same id and Idempotency-Key, so the peer could dedup.
-    assert_eq!(
-        got[0].headers["idempotency-key"],
-        got[0].body["id"].as_str().unwrap()
-    );
+    let seen = peer.attempts();
+    let statuses: Vec<u16> = seen.iter().map(|a| a.status).collect();
+    assert_eq!(statuses, [500, 500, 500, 200], "{seen:#?}");
+    for a in &seen {
+        assert_eq!(a.body["id"], reply["id"], "{a:#?}");
+        assert_eq!(a.headers["idempotency-key"], reply["id"].as_str().unwrap());
+    }
     host.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_410_is_a_dead_letter_at_once() {
     let peer = PeerServer::start().await;
-    peer.statuses.lock().unwrap().push_back(410);
-    let command = format!(r#"["sh", "{}"]"#, reply_sh());
-    let relay = fast_relay(r#"["0s", "100ms", "100ms"]"#);
-    let host = start_host(&inproc_config(&peer.url(), &command, &relay)).await;
-    let id = post_message(&host, TONY, json!({"type": "TASK"}))
-        .await
-        .json["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let view = wait_delivery_state(&host, &id, "dead").await;
-    let d = first_delivery(&view);
+    peer.script([410]);
+    let schedule = ["0s", "100ms", "100ms"];
+    let host = start_host(&config(&peer.url(), &reply_sh(&[]), &schedule)).await;
+    let id = send_task(&host).await;
+    let (_, d) = delivery_in(&host, &id, "dead").await;
     assert_eq!(
         (d["attempts"].as_u64(), d["last_status"].as_u64()),
         (Some(1), Some(410)),
@@ -177,18 +118,10 @@ async fn a_410_is_a_dead_letter_at_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
     let peer = PeerServer::start().await;
-    peer.statuses.lock().unwrap().extend([503, 503]);
-    let command = format!(r#"["sh", "{}"]"#, reply_sh());
-    let relay = fast_relay(r#"["0s", "100ms"]"#);
-    let host = start_host(&inproc_config(&peer.url(), &command, &relay)).await;
-    let id = post_message(&host, TONY, json!({"type": "TASK"}))
-        .await
-        .json["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let view = wait_delivery_state(&host, &id, "dead").await;
-    let d = first_delivery(&view);
+    peer.script([503, 503]);
+    let host = start_host(&config(&peer.url(), &reply_sh(&[]), &["0s", "100ms"])).await;
+    let id = send_task(&host).await;
+    let (reply, d) = delivery_in(&host, &id, "dead").await;
     assert_eq!(d["attempts"], 2);
     assert!(
         d["last_error"]
@@ -197,9 +130,9 @@ async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
             .contains("gave up after 2 attempts"),
         "{d:#}"
     );
-    let reply_id = view["replies"][0]["id"].as_str().unwrap().to_owned();
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
 
-    let dead = admin_get(&host, ADMIN, "/admin/outbox?dead=1").await.json;
+    let dead = admin_get(&host, "/admin/outbox?dead=1").await.json;
     let listed: Vec<&str> = dead["outbox"]
         .as_array()
         .unwrap()
@@ -208,215 +141,51 @@ async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
         .collect();
     assert_eq!(listed, [reply_id.as_str()]);
 
-    let auth = format!("Bearer {ADMIN}");
-    let retry_url = host.url(&format!("/admin/outbox/{reply_id}/retry"));
-    let r = request("POST", &retry_url, &[("authorization", &auth)], "").await;
+    let retry = format!("/admin/outbox/{reply_id}/retry");
+    let r = admin_post(&host, &retry, "").await;
     assert_eq!(r.status, 200, "{:?}", r.json);
     assert_eq!(r.json["deliveries"], 1);
     let got = peer.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].body["id"], reply_id.as_str());
-    wait_delivery_state(&host, &id, "delivered").await;
+    delivery_in(&host, &id, "delivered").await;
     // Nothing is dead any more, so a second retry is a conflict.
-    let again = request("POST", &retry_url, &[("authorization", &auth)], "").await;
+    let again = admin_post(&host, &retry, "").await;
     assert_eq!((again.status, again.code()), (409, "conflict"));
     host.stop().await;
 }
 
 // ---- the real binary: restarts and crashes ----
 
-/// A free loopback port (bound and released; nothing else here takes ports by number).
-fn free_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap()
-}
-
-type HttpClient = Client<HttpConnector, Full<Bytes>>;
-
-fn http_client() -> HttpClient {
-    Client::builder(TokioExecutor::new()).build_http()
-}
-
-/// Like `request`, but a connection error is a value: the host may be dead on purpose.
-async fn try_request(
-    client: &HttpClient,
-    method: &str,
-    url: &str,
-    headers: &[(&str, &str)],
-    body: String,
-) -> Result<(u16, Value), String> {
-    let mut b = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b.body(Full::new(Bytes::from(body))).unwrap();
-    let resp = tokio::time::timeout(Duration::from_secs(30), client.request(req))
-        .await
-        .map_err(|_| "timeout".to_string())?
-        .map_err(|e| e.to_string())?;
-    let status = resp.status().as_u16();
-    let bytes = resp
-        .into_body()
-        .collect()
-        .await
-        .map_err(|e| e.to_string())?
-        .to_bytes();
-    Ok((
-        status,
-        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-    ))
-}
-
-/// The inbox as a separate process.
-struct BinHost {
-    child: std::process::Child,
-    addr: SocketAddr,
-}
-
-impl BinHost {
-    /// Writes `toml` to `dir/routes.toml` and runs `serve` on it; waits until it answers.
-    async fn start(dir: &Path, toml: &str, addr: SocketAddr, log: &str) -> BinHost {
-        std::fs::write(dir.join("routes.toml"), toml).unwrap();
-        let log = std::fs::File::create(dir.join(log)).unwrap();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_inbox-under-test"))
-            .args(["serve", "--config"])
-            .arg(dir.join("routes.toml"))
-            .stdout(std::process::Stdio::null())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        let host = BinHost { child, addr };
-        let client = http_client();
-        let url = host.url("/healthz");
-        eventually(
-            Duration::from_secs(30),
-            "the binary to answer /healthz",
-            || {
-                let (client, url) = (client.clone(), url.clone());
-                async move {
-                    try_request(&client, "GET", &url, &[], String::new())
-                        .await
-                        .ok()
-                        .filter(|r| r.0 == 200)
-                }
-            },
-        )
-        .await;
-        host
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn kill9(&mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn sigterm(&mut self) -> std::process::ExitStatus {
-        let ok = std::process::Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -TERM failed");
-        self.sigterm_wait()
-    }
-
-    /// Waits for the process to exit after a SIGTERM already sent.
-    fn sigterm_wait(&mut self) -> std::process::ExitStatus {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "serve did not exit within 30 s of SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for BinHost {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-async fn view(client: &HttpClient, host: &BinHost, id: &str) -> Value {
-    let auth = format!("Bearer {ADMIN}");
-    try_request(
-        client,
-        "GET",
-        &host.url(&format!("/messages/{id}")),
-        &[("authorization", &auth)],
-        String::new(),
-    )
-    .await
-    .map(|r| r.1)
-    .unwrap_or(Value::Null)
-}
-
+/// The config of a [`BinHost`] on `addr`: route `tasks` (tony's TASKs) replying DONE or BREAKDOWN,
+/// with no drain on stop, plus `agent` settings.
 fn bin_config(
     addr: SocketAddr,
     peer_url: &str,
     command: &str,
-    extra_agent: &str,
-    schedule: &str,
+    agent: &[(&str, &str)],
+    schedule: &[&str],
 ) -> String {
-    format!(
-        r#"
-        [server]
-        listen = "{addr}"
-        admin_secret = "{ADMIN}"
-        drain_secs = 0
-        [agent]
-        command = {command}
-        max_queued = 100000
-        {extra_agent}
-        [relay]
-        retry_schedule = {schedule}
-        [peers.tony]
-        url = "{peer_url}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["DONE", "BREAKDOWN"]
-        reply_to = ["tony"]
-        "#
-    )
+    let mut toml = Toml::tasks(peer_url, command)
+        .listen(addr)
+        .server("drain_secs", "0")
+        .agent("max_queued", "100000")
+        .schedule(schedule)
+        .route("tasks", "reply_types", &toml_list(&["DONE", "BREAKDOWN"]));
+    for (k, v) in agent {
+        toml = toml.agent(k, v);
+    }
+    toml.build()
 }
 
 /// An agent that waits for `gate` to exist, then replies with `reply`.
 fn gated_agent(gate: &Path, reply: &str) -> String {
-    format!(
-        r#"["python3", "{}", "--wait-for", "{}", "--reply", "{reply}"]"#,
-        agent_script(),
-        gate.display()
-    )
+    agent_command(&["--wait-for", path_str(gate), "--reply", reply])
 }
 
 /// Sends a TASK as tony and waits until its turn runs; returns the message id.
-async fn send_task_until_running(client: &HttpClient, host: &BinHost) -> String {
-    let headers = [
-        ("x-shared-secret", TONY),
-        ("content-type", "application/json"),
-    ];
-    let body = json!({"type": "TASK"}).to_string();
-    let (status, ack) = try_request(client, "POST", &host.url("/message"), &headers, body)
-        .await
-        .unwrap();
-    assert_eq!(status, 202, "{ack}");
-    let id = ack["id"].as_str().unwrap().to_owned();
-    eventually(Duration::from_secs(30), "the turn to run", || {
-        let id = &id;
-        async move { (view(client, host, id).await["turn"]["state"] == "running").then_some(()) }
-    })
-    .await;
+async fn send_task_until_running(host: &BinHost) -> String {
+    let id = send_task(host).await;
+    wait_running(host, &id).await;
     id
 }
 
@@ -426,17 +195,16 @@ async fn an_agent_replies_after_a_host_restart() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let command = gated_agent(&gate, "BREAKDOWN");
-    let addr = free_addr();
+    let addr = unused_addr();
     let toml = bin_config(
         addr,
         &peer.url(),
         &command,
-        "on_interrupt = \"fail\"",
-        r#"["0s", "200ms", "200ms", "200ms"]"#,
+        &[("on_interrupt", "\"fail\"")],
+        &["0s", "200ms", "200ms", "200ms"],
     );
-    let client = http_client();
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
-    let id = send_task_until_running(&client, &host).await;
+    let id = send_task_until_running(&host).await;
 
     // A graceful stop with drain_secs = 0 leaves the agent running, as a deploy would.
     let status = host.sigterm();
@@ -460,38 +228,29 @@ async fn a_turn_interrupted_by_kill_9_runs_again_once() {
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let command = gated_agent(&gate, "DONE");
-    let addr = free_addr();
+    let addr = unused_addr();
     let toml = bin_config(
         addr,
         &peer.url(),
         &command,
-        "",
-        r#"["0s", "200ms", "200ms", "200ms"]"#,
+        &[],
+        &["0s", "200ms", "200ms", "200ms"],
     );
-    let client = http_client();
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
-    let id = send_task_until_running(&client, &host).await;
+    let id = send_task_until_running(&host).await;
     host.kill9();
     let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
-    let v = eventually(Duration::from_secs(30), "the re-run to start", || {
-        let (client, host, id) = (&client, &host, &id);
-        async move {
-            let v = view(client, host, id).await;
-            (v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running").then_some(v)
-        }
+    eventually(Duration::from_secs(30), "the re-run to start", || async {
+        let v = view(&host, &id).await;
+        (v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running").then_some(())
     })
     .await;
-    assert_eq!(v["turn"]["attempts"], 2);
     std::fs::write(&gate, b"go").unwrap();
-    let v = eventually(Duration::from_secs(30), "the re-run to finish", || {
-        let (client, host, id) = (&client, &host, &id);
-        async move {
-            let v = view(client, host, id).await;
-            (v["turn"]["state"] == "done").then_some(v)
-        }
-    })
-    .await;
-    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    let v = wait_turn_state(&host, &id, "done").await;
+    assert_eq!(v["turn"]["attempts"], 2, "run twice, not more: {v:#}");
+    // Its one DONE reply reaches the peer (the first run was killed before it could reply).
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
     drop(host);
 }
 
@@ -502,16 +261,18 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     const CLIENTS: usize = 32;
     let peer = PeerServer::start().await;
     // The peer is down (503) until after the restart, so every reply is undelivered at the kill.
-    peer.statuses
-        .lock()
-        .unwrap()
-        .extend(std::iter::repeat_n(503, 10_000_000));
+    peer.otherwise(503);
     let dir = tempfile::tempdir().unwrap();
-    let addr = free_addr();
-    let command = format!(r#"["sh", "{}", "DONE"]"#, reply_sh());
-    let schedule = format!("[\"0s\"{}]", ", \"2s\"".repeat(100));
-    let toml = bin_config(addr, &peer.url(), &command, "max_concurrent = 8", &schedule);
-    let client = http_client();
+    let addr = unused_addr();
+    let mut schedule = vec!["0s"];
+    schedule.extend(["2s"; 100]);
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &reply_sh(&["DONE"]),
+        &[("max_concurrent", "8")],
+        &schedule,
+    );
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
 
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -519,8 +280,7 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     let load = |url: String| {
         let mut clients = Vec::new();
         for _ in 0..CLIENTS {
-            let (acked, next, client, url) =
-                (acked.clone(), next.clone(), client.clone(), url.clone());
+            let (acked, next, url) = (acked.clone(), next.clone(), url.clone());
             clients.push(tokio::spawn(async move {
                 let mut errors = 0;
                 while next.fetch_add(1, Ordering::SeqCst) < TOTAL {
@@ -529,12 +289,9 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
                         ("x-shared-secret", TONY),
                         ("content-type", "application/json"),
                     ];
-                    match try_request(&client, "POST", &url, &headers, body).await {
-                        Ok((202, v)) => acked
-                            .lock()
-                            .unwrap()
-                            .push(v["id"].as_str().unwrap().to_owned()),
-                        Ok((status, v)) => panic!("unexpected answer {status}: {v}"),
+                    match try_request("POST", &url, &headers, body).await {
+                        Ok(r) if r.status == 202 => acked.lock().unwrap().push(r.id()),
+                        Ok(r) => panic!("unexpected answer {}: {}", r.status, r.json),
                         // The host was killed under us: this message was never acked.
                         Err(_) => {
                             errors += 1;
@@ -572,7 +329,7 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     for c in load(host.url("/message")) {
         c.await.unwrap();
     }
-    peer.statuses.lock().unwrap().clear();
+    peer.otherwise(200);
     let acked: Vec<String> = acked.lock().unwrap().clone();
     assert!(
         acked.len() >= TOTAL - CLIENTS * 4,
@@ -594,11 +351,14 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
         );
         let mut still = Vec::new();
         for id in pending {
-            let v = view(&client, &host, &id).await;
-            assert!(
-                !v.is_null(),
-                "acked message {id} is missing after the crash"
+            // A 404 here is an acked message lost in the crash.
+            let r = admin_get(&host, &format!("/messages/{id}")).await;
+            assert_eq!(
+                r.status, 200,
+                "acked message {id} is missing after the crash: {:#}",
+                r.json
             );
+            let v = r.json;
             let delivered = v["replies"].as_array().is_some_and(|r| {
                 !r.is_empty() && r.iter().all(|r| r["deliveries"][0]["state"] == "delivered")
             });
@@ -654,53 +414,48 @@ fn store_now() -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() {
+    graceful_stop("TERM").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigint_lets_running_turns_finish_and_refuses_new_messages_meanwhile() {
+    graceful_stop("INT").await;
+}
+
+/// `signal` drains: new messages get a retryable 503 while the running turn finishes, then the
+/// process exits 0 and the turn is done (not interrupted) after a restart.
+async fn graceful_stop(signal: &str) {
     let peer = PeerServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let gate = dir.path().join("gate");
     let command = gated_agent(&gate, "DONE");
-    let addr = free_addr();
-    let toml = bin_config(addr, &peer.url(), &command, "", r#"["0s", "200ms"]"#)
+    let addr = unused_addr();
+    let toml = bin_config(addr, &peer.url(), &command, &[], &["0s", "200ms"])
         .replace("drain_secs = 0", "drain_secs = 30");
-    let client = http_client();
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
-    let headers = [
-        ("x-shared-secret", TONY),
-        ("content-type", "application/json"),
-    ];
-    let id = send_task_until_running(&client, &host).await;
+    let id = send_task_until_running(&host).await;
 
-    let pid = host.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .arg(&pid)
-            .status()
-            .unwrap()
-            .success()
-    );
+    host.signal(signal);
     // Draining: new messages are refused with a retryable 503, the server still answers.
     let refused = eventually(
         Duration::from_secs(10),
         "new messages to be refused",
-        || {
-            let (client, url) = (&client, host.url("/message"));
-            async move {
-                match try_request(
-                    client,
-                    "POST",
-                    &url,
-                    &headers,
-                    json!({"type": "TASK"}).to_string(),
-                )
-                .await
-                {
-                    Ok((503, v)) => Some(v),
-                    _ => None,
-                }
-            }
+        || async {
+            let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+            (r.status == 503).then_some(r)
         },
     )
     .await;
-    assert_eq!(refused["error"]["code"], "shutting_down");
+    assert_eq!(refused.code(), "shutting_down", "{:#}", refused.json);
+    let retry_after = refused
+        .headers
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    assert!(
+        retry_after.parse::<u64>().is_ok_and(|s| s > 0),
+        "Retry-After on shutting_down: {retry_after:?}"
+    );
     // The running agent can still reply through /send, and its turn finishes before the exit.
     std::fs::write(&gate, b"go").unwrap();
     // (A probe sent before the drain began may have been accepted and have its own agent replying.)
@@ -714,15 +469,434 @@ async fn sigterm_lets_running_turns_finish_and_refuses_new_messages_meanwhile() 
         }
     })
     .await;
-    let status = host.sigterm_wait();
+    let status = host.wait_exit();
     assert!(status.success(), "{status:?}");
     // After a restart the turn is done, not interrupted.
     let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
-    let v = view(&client, &host, &id).await;
+    let v = view(&host, &id).await;
     assert_eq!(
         (v["turn"]["state"].as_str(), v["turn"]["attempts"].as_u64()),
         (Some("done"), Some(1)),
         "{v:#}"
     );
     drop(host);
+}
+
+// ---- the durability settings ----
+
+/// fsync and fdatasync calls `host` makes while `work` runs, counted by strace attached to every
+/// thread of the process. SQLite keeps `synchronous` per connection, so another connection cannot
+/// read it back: what the setting does, an fsync per commit, is what we count.
+async fn syncs_during<F: std::future::Future<Output = ()>>(host: &BinHost, work: F) -> usize {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let mut strace = tokio::process::Command::new("strace")
+        .args(["-f", "-e", "trace=fsync,fdatasync", "-o"])
+        .arg(out.path())
+        .args(["-p", &host.pid()])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("this test needs strace (apt-get install strace) to count the host's fsyncs");
+    // strace says on stderr when it has attached to each thread; wait for the first.
+    let mut err = tokio::io::BufReader::new(strace.stderr.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        loop {
+            line.clear();
+            let n = err.read_line(&mut line).await.unwrap();
+            assert!(n > 0, "strace exited before attaching (is ptrace allowed?)");
+            if line.contains("attached") {
+                return;
+            }
+        }
+    })
+    .await
+    .expect("strace did not attach within 30 s");
+    // Let it attach to the rest of the threads (it lists them one line each, all at once).
+    tokio::spawn(async move {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = err.lines();
+        while let Ok(Some(_)) = lines.next_line().await {}
+    });
+    work.await;
+    // SIGINT detaches strace cleanly and flushes its output.
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &strace.id().unwrap().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    tokio::time::timeout(Duration::from_secs(30), strace.wait())
+        .await
+        .expect("strace did not detach")
+        .unwrap();
+    let text = std::fs::read_to_string(out.path()).unwrap();
+    text.lines()
+        .filter(|l| l.contains("fsync(") || l.contains("fdatasync("))
+        .count()
+}
+
+/// Posts `n` NOTEs one after the other, each acked before the next.
+async fn acks_in_turn(host: &BinHost, n: usize) {
+    for i in 0..n {
+        let r = post_message(host, TONY, json!({"type": "NOTE", "payload": {"i": i}})).await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+    }
+}
+
+async fn mailbox_host(dir: &Path, synchronous: Option<&str>) -> BinHost {
+    let addr = unused_addr();
+    let mut toml = Toml::new()
+        .listen(addr)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("notes", &["tony"], &["NOTE"]);
+    if let Some(mode) = synchronous {
+        toml = toml.server("synchronous", &quoted(mode));
+    }
+    BinHost::start(dir, &toml.build(), addr, "serve.log").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn by_default_every_ack_is_fsynced_and_concurrent_acks_share_a_sync() {
+    const N: usize = 8;
+    let dir = tempfile::tempdir().unwrap();
+    let host = mailbox_host(dir.path(), None).await;
+    acks_in_turn(&host, 1).await;
+    let syncs = syncs_during(&host, acks_in_turn(&host, N)).await;
+    assert!(
+        syncs >= N,
+        "{syncs} fsyncs for {N} acks one after the other: synchronous = \"full\" is not in force"
+    );
+
+    // Group commit: many acks at once share commits, so they share fsyncs.
+    const CONCURRENT: usize = 64;
+    let syncs = syncs_during(&host, async {
+        let mut all = Vec::new();
+        for i in 0..CONCURRENT {
+            let url = host.url("/message");
+            all.push(tokio::spawn(async move {
+                let body = json!({"type": "NOTE", "payload": {"i": i}}).to_string();
+                let headers = [
+                    ("x-shared-secret", TONY),
+                    ("content-type", "application/json"),
+                ];
+                request("POST", &url, &headers, body).await.status
+            }));
+        }
+        for t in all {
+            assert_eq!(t.await.unwrap(), 202);
+        }
+    })
+    .await;
+    println!("{syncs} fsyncs for {CONCURRENT} concurrent acks");
+    assert!(
+        syncs < CONCURRENT,
+        "{syncs} fsyncs for {CONCURRENT} concurrent acks: no commit was shared"
+    );
+    host.stop();
+
+    // The count can tell: with "normal" a commit does not fsync (only a checkpoint would).
+    let dir = tempfile::tempdir().unwrap();
+    let host = mailbox_host(dir.path(), Some("normal")).await;
+    acks_in_turn(&host, 1).await;
+    let syncs = syncs_during(&host, acks_in_turn(&host, N)).await;
+    assert!(
+        syncs < N,
+        "{syncs} fsyncs for {N} acks with synchronous = \"normal\""
+    );
+    host.stop();
+}
+
+// ---- idempotency ----
+
+/// tony and mel may leave NOTEs in a mailbox; `server` settings on top.
+fn notes_config(server: &[(&str, &str)]) -> String {
+    let mut toml = Toml::new()
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .peer("mel", "http://127.0.0.1:9/message", MEL)
+        .mailbox("notes", &["tony", "mel"], &["NOTE"]);
+    for (k, v) in server {
+        toml = toml.server(k, v);
+    }
+    toml.build()
+}
+
+async fn note_with_key(
+    host: &Host,
+    secret: &str,
+    key: Option<&str>,
+    body_id: Option<&str>,
+) -> Resp {
+    let mut body = json!({"type": "NOTE"});
+    if let Some(id) = body_id {
+        body["id"] = json!(id);
+    }
+    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+    post_message_with(host, secret, &headers, body).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dedup_is_per_sender_and_the_header_wins_over_the_body_id() {
+    let host = start_host(&notes_config(&[])).await;
+    // The same key from two peers is two messages.
+    let tony = note_with_key(&host, TONY, Some("k-1"), None).await;
+    let mel = note_with_key(&host, MEL, Some("k-1"), None).await;
+    assert_eq!(
+        (tony.status, mel.status),
+        (202, 202),
+        "{:#} {:#}",
+        tony.json,
+        mel.json
+    );
+    assert_ne!(tony.id(), mel.id());
+    let again = note_with_key(&host, MEL, Some("k-1"), None).await;
+    assert_eq!(again.status, 200, "{:#}", again.json);
+    assert_eq!(again.json, json!({"status": "duplicate", "id": mel.id()}));
+
+    // With both, the header is the key and the body's id is not.
+    let first = note_with_key(&host, TONY, Some("header-key"), Some("body-id")).await;
+    assert_eq!(first.status, 202, "{:#}", first.json);
+    let same_header = note_with_key(&host, TONY, Some("header-key"), Some("other-body-id")).await;
+    assert_eq!(same_header.status, 200, "{:#}", same_header.json);
+    assert_eq!(same_header.json["id"], first.id().as_str());
+    let same_body = note_with_key(&host, TONY, None, Some("body-id")).await;
+    assert_eq!(
+        same_body.status, 202,
+        "the body id was not the key: {:#}",
+        same_body.json
+    );
+    assert_ne!(same_body.id(), first.id());
+
+    let listed = admin_get(&host, "/messages").await.json;
+    assert_eq!(
+        listed["messages"].as_array().unwrap().len(),
+        4,
+        "{listed:#}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dedup_key_expires_after_dedup_window_secs() {
+    let host = start_host(&notes_config(&[("dedup_window_secs", "1")])).await;
+    let started = Instant::now();
+    let first = note_with_key(&host, TONY, Some("k"), None).await;
+    assert_eq!(first.status, 202);
+    let again = note_with_key(&host, TONY, Some("k"), None).await;
+    // Within the window it is a duplicate (unless this machine took the whole window to answer
+    // twice; the default window's dedup is checked in the tests above either way).
+    if started.elapsed() < Duration::from_millis(900) {
+        assert_eq!(
+            again.status, 200,
+            "a repeat within the window: {:#}",
+            again.json
+        );
+    }
+    // Once the window has passed, the same key is a new message.
+    let later = eventually(Duration::from_secs(20), "the key to expire", || async {
+        let r = note_with_key(&host, TONY, Some("k"), None).await;
+        (r.status == 202).then_some(r)
+    })
+    .await;
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "the key expired before dedup_window_secs = 1: after {:?}",
+        started.elapsed()
+    );
+    assert_ne!(later.id(), first.id());
+    host.stop().await;
+}
+
+// ---- retention ----
+
+const DAY_MS: i64 = 24 * 3600 * 1000;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_days_drives_the_prune_and_old_dedup_keys_go() {
+    let peer = PeerServer::start().await;
+    // mel is down: a reply to it stays undelivered (retrying), so its message is not finished.
+    // retention_days = 10: records of 11 days go, records of 9 days stay (the default, 14, would
+    // keep both).
+    let toml = {
+        Toml::tasks(&peer.url(), r#"["true"]"#)
+            .server("retention_days", "10")
+            .server("dedup_window_secs", "3600")
+            .peer("mel", "http://127.0.0.1:9/message", MEL)
+            .mailbox("notes", &["tony"], &["NOTE"])
+            .agent_route("pending", &["tony"], &["PENDING"], &["STATUS"], &["mel"])
+            .route(
+                "pending",
+                "agent",
+                &format!("{{ command = {} }}", reply_sh(&["STATUS"])),
+            )
+            .schedule(&["0s", "1h"])
+            .build()
+    };
+    let host = start_host(&toml).await;
+    let old_note = note_with_key(&host, TONY, Some("old-key"), None).await.id();
+    let young_note = note_with_key(&host, TONY, Some("young-key"), None)
+        .await
+        .id();
+    let old_task = send_task(&host).await;
+    wait_turn_state(&host, &old_task, "done").await;
+    let old_pending = send_type(&host, "PENDING").await;
+    wait_turn_state(&host, &old_pending, "done").await;
+    delivery_when(&host, &old_pending, "a failed attempt to mel", |d| {
+        d["state"] == "retrying"
+    })
+    .await;
+    // Stop, age the records as eleven days would, and start again on the same data.
+    let dir = host.stop_keeping_dir().await;
+    let db = database(dir.path());
+    let now = agent_inbox::model::now_ms();
+    let old = now - 11 * DAY_MS;
+    for id in [&old_note, &old_task, &old_pending] {
+        sqlite(
+            &db,
+            &format!("UPDATE messages SET received_at = {old} WHERE id = '{id}'"),
+        );
+    }
+    // Younger than retention_days: kept.
+    let young = now - 9 * DAY_MS;
+    sqlite(
+        &db,
+        &format!("UPDATE messages SET received_at = {young} WHERE id = '{young_note}'"),
+    );
+    sqlite(
+        &db,
+        &format!(
+            "UPDATE dedup SET created_at = {} WHERE key = 'old-key'",
+            now - 2 * 3600 * 1000
+        ),
+    );
+    let host = start_host_in(&toml, dir).await;
+    // The prune runs at start: the finished old records go.
+    eventually(Duration::from_secs(30), "the prune", || async {
+        let r = admin_get(&host, &format!("/messages/{old_note}")).await;
+        (r.status == 404).then_some(())
+    })
+    .await;
+    // In the same prune: the old task whose turn is done.
+    let r = admin_get(&host, &format!("/messages/{old_task}")).await;
+    assert_eq!(r.status, 404, "finished and old: {:#}", r.json);
+    // An old message with a delivery still retrying is not finished; a young one is not old.
+    assert_eq!(
+        view(&host, &old_pending).await["message"]["id"],
+        old_pending.as_str()
+    );
+    assert_eq!(
+        view(&host, &young_note).await["message"]["id"],
+        young_note.as_str()
+    );
+    let db = database(host.dir.path());
+    let keys = sqlite(&db, "SELECT key FROM dedup ORDER BY key");
+    assert_eq!(
+        keys,
+        [json!(["young-key"])],
+        "only the key within dedup_window_secs stays"
+    );
+    host.stop().await;
+}
+
+// ---- recovery ----
+
+/// Waits until message `id`'s turn is `interrupted` (a final state [`wait_turn_end`] does not
+/// wait for), and returns the view.
+async fn wait_interrupted(host: &BinHost, id: &str) -> Value {
+    eventually(
+        Duration::from_secs(30),
+        "the turn to be interrupted",
+        || async {
+            let v = view(host, id).await;
+            (v["turn"]["state"] == "interrupted").then_some(v)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_interrupted_twice_is_not_run_a_third_time() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let addr = unused_addr();
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &gated_agent(&gate, "DONE"),
+        &[],
+        FAST_RETRIES,
+    );
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
+    let id = send_task_until_running(&host).await;
+    host.kill9();
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
+    eventually(Duration::from_secs(30), "the re-run to start", || async {
+        let v = view(&host, &id).await;
+        (v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running").then_some(())
+    })
+    .await;
+    host.kill9();
+    let host = BinHost::start(dir.path(), &toml, addr, "host-3.log").await;
+    // Interrupted again after its one re-run: it fails as interrupted, and tony hears of it.
+    let v = wait_interrupted(&host, &id).await;
+    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    let notice = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(notice[0].body["type"], "TURN_FAILED", "{notice:#?}");
+    assert_eq!(notice[0].body["in_reply_to"], id.as_str());
+    assert_eq!(notice[0].body["payload"]["state"], "interrupted");
+    // The notice was queued with the verdict, so once it is delivered the verdict is final.
+    let v = view(&host, &id).await;
+    assert_eq!(
+        (v["turn"]["state"].as_str(), v["turn"]["attempts"].as_u64()),
+        (Some("interrupted"), Some(2)),
+        "{v:#}"
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_turns_come_back_oldest_first_after_a_crash() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let gate = dir.path().join("gate");
+    let addr = unused_addr();
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &gated_agent(&gate, "DONE"),
+        &[("max_concurrent", "1")],
+        FAST_RETRIES,
+    );
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
+    let running = send_task_until_running(&host).await;
+    let mut queued = Vec::new();
+    for _ in 0..4 {
+        queued.push(send_task(&host).await);
+    }
+    for id in &queued {
+        assert_eq!(view(&host, id).await["turn"]["state"], "queued");
+    }
+    host.kill9();
+    let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
+    std::fs::write(&gate, b"go").unwrap();
+    let mut started = Vec::new();
+    for id in &queued {
+        let v = wait_turn_state(&host, id, "done").await;
+        started.push(v["turn"]["started_at"].as_i64().unwrap());
+    }
+    let rerun = wait_turn_state(&host, &running, "done").await;
+    assert_eq!(rerun["turn"]["attempts"], 2, "{rerun:#}");
+    // One agent at a time: the order they started in is the order they were queued in.
+    let mut sorted = started.clone();
+    sorted.sort();
+    assert_eq!(started, sorted, "queued turns did not start oldest first");
+    assert!(
+        started.windows(2).all(|w| w[0] < w[1]),
+        "one at a time: {started:?}"
+    );
+    host.stop();
 }

@@ -6,33 +6,19 @@ use agent_inbox_tests::*;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
 const MAX_BODY: usize = 1024;
 const MAX_HOPS: u64 = 3;
 
 fn config() -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        max_body_bytes = {MAX_BODY}
-        max_hops = {MAX_HOPS}
-        [agent]
-        command = ["python3", "{script}"]
-        [peers.tony]
-        url = "http://127.0.0.1:9/message"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        [routes.notes]
-        from = ["tony"]
-        types = ["NOTE", "MEMO"]
-        mailbox = true
-        "#,
-        script = agent_script()
-    )
+    Toml::new()
+        .server("max_body_bytes", &MAX_BODY.to_string())
+        .server("max_hops", &MAX_HOPS.to_string())
+        .command(&agent_command(&[]))
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .route("tasks", "from", r#"["tony"]"#)
+        .route("tasks", "types", r#"["TASK"]"#)
+        .mailbox("notes", &["tony"], &["NOTE", "MEMO"])
+        .build()
 }
 
 /// Starts the inbox and returns it with the hash its responses must carry.
@@ -310,12 +296,7 @@ async fn unknown_paths_and_ids_are_404_and_wrong_methods_405() {
     assert_error(&r, &hash, 404, "not_found");
     let r = request("POST", &host.url("/message/extra"), &[], "").await;
     assert_error(&r, &hash, 404, "not_found");
-    let r = admin_get(
-        &host,
-        ADMIN,
-        "/messages/0190aaaa-0000-7000-8000-000000000000",
-    )
-    .await;
+    let r = admin_get(&host, "/messages/0190aaaa-0000-7000-8000-000000000000").await;
     assert_error(&r, &hash, 404, "not_found");
 
     let r = request("GET", &host.url("/message"), &[], "").await;

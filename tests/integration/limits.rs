@@ -8,23 +8,14 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-const SECRET: &str = "limits-secret";
-const ADMIN_SECRET: &str = "limits-admin";
+const SECRET: &str = TONY;
 
+/// Peer tony may send any type to a mailbox.
 fn config() -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN_SECRET}"
-        [peers.tony]
-        url = "http://127.0.0.1:9/message"
-        secret = "{SECRET}"
-        [routes.notes]
-        from = ["tony"]
-        types = ["*"]
-        mailbox = true
-        "#
-    )
+    Toml::new()
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("notes", &["tony"], &["*"])
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -59,7 +50,7 @@ async fn json_nested_too_deep_is_refused_before_the_ack_and_nothing_is_stored() 
     );
     let r = request("POST", &host.url("/message"), &headers, body).await;
     assert_eq!(r.status, 202, "{:?}", r.json);
-    let list = admin_get(&host, ADMIN_SECRET, "/messages").await;
+    let list = admin_get(&host, "/messages").await;
     let messages = list.json["messages"].as_array().expect("messages");
     assert_eq!(messages.len(), 1, "only the accepted one is stored");
     assert!(messages[0]["payload"].is_array());

@@ -7,39 +7,24 @@ use agent_inbox_tests::*;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
-const ADMIN: &str = "admin-secret";
 /// Shared by A and B, both ways.
 const AB: &str = "a-b-secret";
 const MAX_HOPS: u64 = 4;
 
 /// An inbox whose agent answers every PING from `other` with a PING back to it.
 fn config(other: &str, other_addr: SocketAddr) -> String {
-    let command =
-        serde_json::to_string(&["python3", agent_script().as_str(), "--reply", "PING"]).unwrap();
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        max_hops = {MAX_HOPS}
-        [agent]
-        command = {command}
-        timeout_secs = 20
-        [relay]
-        retry_schedule = ["0s", "200ms", "200ms"]
-        [peers.{other}]
-        url = "http://{other_addr}/message"
-        secret = "{AB}"
-        [routes.ping]
-        from = ["{other}"]
-        types = ["PING"]
-        reply_types = ["PING"]
-        reply_to = ["{other}"]
-        "#
-    )
+    Toml::new()
+        .server("max_hops", &MAX_HOPS.to_string())
+        .command(&agent_command(&["--reply", "PING"]))
+        .agent("timeout_secs", "20")
+        .schedule(FAST_RETRIES)
+        .peer(other, &format!("http://{other_addr}/message"), AB)
+        .agent_route("ping", &[other], &["PING"], &["PING"], &[other])
+        .build()
 }
 
 async fn messages(host: &Host) -> Vec<Value> {
-    let r = admin_get(host, ADMIN, "/messages?limit=500").await;
+    let r = admin_get(host, "/messages?limit=500").await;
     assert_eq!(r.status, 200, "{:#}", r.json);
     r.json["messages"].as_array().unwrap().clone()
 }
@@ -49,7 +34,7 @@ async fn deliveries(host: &Host) -> Vec<Value> {
     let mut out = Vec::new();
     for m in messages(host).await {
         let id = m["id"].as_str().unwrap();
-        let view = admin_get(host, ADMIN, &format!("/messages/{id}")).await;
+        let view = admin_get(host, &format!("/messages/{id}")).await;
         for r in view.json["replies"].as_array().unwrap() {
             out.extend(r["deliveries"].as_array().unwrap().iter().cloned());
         }
@@ -86,12 +71,23 @@ async fn max_hops_stops_a_loop_between_two_inboxes() {
     let error = refused["last_error"].as_str().unwrap_or("");
     assert!(error.contains("loop_detected"), "{refused:#}");
 
-    // Nothing bounces any more: every turn is over and the count stays put.
-    let settled = eventually(Duration::from_secs(20), "every turn to end", || async {
-        let mut all = messages(&a).await;
-        all.extend(messages(&b).await);
-        all.iter().all(|m| m["turn_state"] == "done").then_some(all)
-    })
+    // Nothing bounces any more: every turn is over and every delivery settled (delivered or
+    // dead), so nothing is left that could store another message.
+    let settled = eventually(
+        Duration::from_secs(20),
+        "every turn and delivery to settle",
+        || async {
+            let mut all = messages(&a).await;
+            all.extend(messages(&b).await);
+            let mut ds = deliveries(&a).await;
+            ds.extend(deliveries(&b).await);
+            let turns_over = all.iter().all(|m| m["turn_state"] == "done");
+            let settled = ds
+                .iter()
+                .all(|d| d["state"] == "delivered" || d["state"] == "dead");
+            (turns_over && settled).then_some(all)
+        },
+    )
     .await;
     let total = settled.len();
     assert!(
@@ -102,12 +98,8 @@ async fn max_hops_stops_a_loop_between_two_inboxes() {
         assert_eq!(m["thread_id"], thread.as_str(), "{m:#}");
         assert!(m["hops"].as_u64().unwrap() < MAX_HOPS, "{m:#}");
     }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(1);
-    while tokio::time::Instant::now() < deadline {
-        let now = messages(&a).await.len() + messages(&b).await.len();
-        assert_eq!(now, total, "the loop kept going");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let now = messages(&a).await.len() + messages(&b).await.len();
+    assert_eq!(now, total, "the loop kept going");
     a.stop().await;
     b.stop().await;
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
+mod agent_config;
 mod cli;
 mod compat;
 mod core_loop;
@@ -11,5 +12,6 @@ mod plugins;
 mod reads;
 mod relay;
 mod reload;
+mod secrets;
 mod send;
 mod turns;

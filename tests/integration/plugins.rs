@@ -6,10 +6,6 @@ use std::time::{Duration, Instant};
 use agent_inbox_tests::*;
 use serde_json::{Value, json};
 
-const ADMIN: &str = "admin-secret";
-const TONY: &str = "tony-secret";
-const MEL: &str = "mel-secret";
-
 /// A host whose dir holds `plugins` (name → file) before the config is read.
 async fn host_with(toml: &str, plugins: &[(&str, &str)]) -> Host {
     let dir = tempfile::tempdir().unwrap();
@@ -39,36 +35,34 @@ fn read_prompt(dir: &std::path::Path, id: &str) -> String {
     v["prompt"].as_str().unwrap().to_owned()
 }
 
+/// tony's TASKs go through task-schema to `tasks`, or to the internal `frontend-tasks` (which also
+/// names a type of its own, CSS) when labelled frontend; NOTEs go to a mailbox with no plugin.
 fn schema_config(peer: &str, tasks_cmd: &str, frontend_cmd: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [peers.tony]
-        url = "{peer}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        agent = {{ command = {tasks_cmd} }}
-        plugin = "task-schema.wasm"
-        [routes.tasks.plugin_config]
-        required = {{ title = "string" }}
-        max_len = {{ title = 20 }}
-        defaults = {{ priority = 3 }}
-        route_by = "label"
-        routes = {{ frontend = "frontend-tasks" }}
-        [routes.frontend-tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        internal = true
-        agent = {{ command = {frontend_cmd} }}
-        [routes.notes]
-        from = ["tony"]
-        types = ["NOTE"]
-        mailbox = true
-        "#
-    )
+    Toml::new()
+        .peer("tony", peer, TONY)
+        .route("tasks", "from", r#"["tony"]"#)
+        .route("tasks", "types", r#"["TASK"]"#)
+        .route("tasks", "agent", &format!("{{ command = {tasks_cmd} }}"))
+        .route("tasks", "plugin", &quoted("task-schema.wasm"))
+        .route_table(
+            "tasks",
+            "plugin_config",
+            r#"required = { title = "string" }
+max_len = { title = 20 }
+defaults = { priority = 3 }
+route_by = "label"
+routes = { frontend = "frontend-tasks" }"#,
+        )
+        .route("frontend-tasks", "from", r#"["tony"]"#)
+        .route("frontend-tasks", "types", r#"["TASK", "CSS"]"#)
+        .route("frontend-tasks", "internal", "true")
+        .route(
+            "frontend-tasks",
+            "agent",
+            &format!("{{ command = {frontend_cmd} }}"),
+        )
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -91,6 +85,7 @@ async fn task_schema_accepts_rewrites_routes_and_rejects() {
     .await;
     assert_eq!(r.status, 202, "{:#}", r.json);
     let v = wait_turn_end(&host, ADMIN, r.json["id"].as_str().unwrap()).await;
+    assert_eq!(v["turn"]["state"], "done", "{v:#}");
     assert_eq!(v["message"]["route"], "tasks");
     assert_eq!(
         v["message"]["payload"],
@@ -107,6 +102,7 @@ async fn task_schema_accepts_rewrites_routes_and_rejects() {
     assert_eq!(r.status, 202, "{:#}", r.json);
     let id = r.json["id"].as_str().unwrap().to_owned();
     let v = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(v["turn"]["state"], "done", "{v:#}");
     assert_eq!(
         v["message"]["payload"],
         json!({"title": "fix", "priority": 3})
@@ -123,6 +119,7 @@ async fn task_schema_accepts_rewrites_routes_and_rejects() {
     assert_eq!(r.status, 202, "{:#}", r.json);
     let id = r.json["id"].as_str().unwrap().to_owned();
     let v = wait_turn_end(&host, ADMIN, &id).await;
+    assert_eq!(v["turn"]["state"], "done", "{v:#}");
     assert_eq!(v["message"]["route"], "frontend-tasks", "{v:#}");
     assert!(read_prompt(front_rec.path(), &id).contains("css"));
     assert!(!tasks_rec.path().join(format!("{id}.json")).exists());
@@ -174,46 +171,52 @@ async fn task_schema_accepts_rewrites_routes_and_rejects() {
         "{:#}",
         r.json
     );
-    let listed = admin_get(&host, ADMIN, "/messages").await.json;
+    let listed = admin_get(&host, "/messages").await.json;
     assert_eq!(
         listed["messages"].as_array().unwrap().len(),
         3,
         "rejected messages are not stored"
     );
 
-    // The internal route cannot be reached directly: TASK from tony still goes through tasks.
-    let r = post_message(&host, TONY, json!({"type": "NOTE", "payload": {}})).await;
+    // The internal route cannot be reached directly: its own type CSS is unknown to tony, and
+    // tony's plain TASKs went through `tasks` above.
+    let r = post_message(&host, TONY, json!({"type": "CSS", "payload": {}})).await;
+    assert_eq!((r.status, r.code()), (422, "unknown_type"), "{:#}", r.json);
     assert_eq!(
-        r.status, 202,
-        "routes without a plugin keep the built-in behaviour"
+        r.json["error"]["allowed"],
+        json!(["NOTE", "TASK"]),
+        "{:#}",
+        r.json
     );
+    // Routes without a plugin keep the built-in behaviour.
+    let r = post_message(&host, TONY, json!({"type": "NOTE", "payload": {}})).await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
     host.stop().await;
 }
 
+/// tony's TASKs go to `tasks`, whose reply-instructions plugin writes the prompt and sends STATUS
+/// to tony only; BREAKDOWNs go to tony and mel.
 fn instructions_config(peer_tony: &str, peer_mel: &str, command: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [peers.tony]
-        url = "{peer_tony}"
-        secret = "{TONY}"
-        [peers.mel]
-        url = "{peer_mel}"
-        secret = "{MEL}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["BREAKDOWN", "STATUS"]
-        reply_to = ["tony", "mel"]
-        agent = {{ command = {command} }}
-        plugin = "reply-instructions.wasm"
-        [routes.tasks.plugin_config]
-        preamble = "Réponds en français, s'il te plaît."
-        examples = {{ BREAKDOWN = {{ steps = ["…"] }} }}
-        to_by_type = {{ STATUS = ["tony"] }}
-        "#
-    )
+    Toml::new()
+        .peer("tony", peer_tony, TONY)
+        .peer("mel", peer_mel, MEL)
+        .agent_route(
+            "tasks",
+            &["tony"],
+            &["TASK"],
+            &["BREAKDOWN", "STATUS"],
+            &["tony", "mel"],
+        )
+        .route("tasks", "agent", &format!("{{ command = {command} }}"))
+        .route("tasks", "plugin", &quoted("reply-instructions.wasm"))
+        .route_table(
+            "tasks",
+            "plugin_config",
+            r#"preamble = "Réponds en français, s'il te plaît."
+examples = { BREAKDOWN = { steps = ["…"] } }
+to_by_type = { STATUS = ["tony"] }"#,
+        )
+        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -234,7 +237,7 @@ async fn reply_instructions_reach_the_agent_and_replies_go_to_the_chosen_peers()
     .await;
     assert_eq!(r.status, 202);
     let id = r.json["id"].as_str().unwrap().to_owned();
-    wait_turn_end(&host, ADMIN, &id).await;
+    wait_turn_state(&host, &id, "done").await;
 
     let prompt = read_prompt(rec.path(), &id);
     for want in [
@@ -279,23 +282,12 @@ async fn check_reply_rejects_a_bad_reply() {
         rec.path(),
         &["--reply", "BREAKDOWN", "--payload", "\"just text\""],
     );
-    let toml = format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [peers.tony]
-        url = "{}"
-        secret = "{TONY}"
-        [routes.tasks]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["BREAKDOWN"]
-        reply_to = ["tony"]
-        agent = {{ command = {command} }}
-        plugin = "task-schema.wasm"
-        "#,
-        peer.url()
-    );
+    let toml = Toml::new()
+        .peer("tony", &peer.url(), TONY)
+        .agent_route("tasks", &["tony"], &["TASK"], &["BREAKDOWN"], &["tony"])
+        .route("tasks", "agent", &format!("{{ command = {command} }}"))
+        .route("tasks", "plugin", &quoted("task-schema.wasm"))
+        .build();
     let host = host_with(&toml, &[("task-schema", "task-schema.wasm")]).await;
     let r = post_message(&host, TONY, json!({"type": "TASK", "payload": {}})).await;
     let id = r.json["id"].as_str().unwrap().to_owned();
@@ -322,28 +314,25 @@ async fn check_reply_rejects_a_bad_reply() {
     host.stop().await;
 }
 
+/// tony's TASKs go to `hostile`, whose plugin misbehaves as `mode` says in check-message and as
+/// `render` says in render-turn; NOTEs go to a mailbox with no plugin.
 fn hostile_config(mode: &str, render: &str, peer: &str, command: &str) -> String {
-    format!(
-        r#"
-        [server]
-        admin_secret = "{ADMIN}"
-        [peers.tony]
-        url = "{peer}"
-        secret = "{TONY}"
-        [routes.hostile]
-        from = ["tony"]
-        types = ["TASK"]
-        reply_types = ["DONE"]
-        reply_to = ["tony"]
-        agent = {{ command = {command} }}
-        plugin = "hostile.wasm"
-        plugin_config = {{ mode = "{mode}", render = "{render}" }}
-        [routes.notes]
-        from = ["tony"]
-        types = ["NOTE"]
-        mailbox = true
-        "#
-    )
+    hostile_toml(mode, render, peer, command).build()
+}
+
+/// [`hostile_config`] as a builder, to add to.
+fn hostile_toml(mode: &str, render: &str, peer: &str, command: &str) -> Toml {
+    Toml::new()
+        .peer("tony", peer, TONY)
+        .agent_route("hostile", &["tony"], &["TASK"], &["DONE"], &["tony"])
+        .route("hostile", "agent", &format!("{{ command = {command} }}"))
+        .route("hostile", "plugin", &quoted("hostile.wasm"))
+        .route(
+            "hostile",
+            "plugin_config",
+            &format!("{{ mode = {}, render = {} }}", quoted(mode), quoted(render)),
+        )
+        .mailbox("notes", &["tony"], &["NOTE"])
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,10 +354,9 @@ async fn hostile_plugins_are_stopped_and_contained() {
     ];
     for (i, (mode, want)) in cases.iter().enumerate() {
         if i > 0 {
-            std::fs::write(&path, hostile_config(mode, "", &peer.url(), command)).unwrap();
-            eventually(Duration::from_secs(5), "the reload", || async {
-                (admin_get(&host, ADMIN, "/status").await.json["reloads_ok"] == i as u64)
-                    .then_some(())
+            write_by_rename(&path, hostile_config(mode, "", &peer.url(), command));
+            eventually(Duration::from_secs(20), "the reload", || async {
+                (admin_get(&host, "/status").await.json["reloads_ok"] == i as u64).then_some(())
             })
             .await;
         }
@@ -384,8 +372,10 @@ async fn hostile_plugins_are_stopped_and_contained() {
         assert_eq!(r.json["error"]["plugin"], "hostile");
         let msg = r.json["error"]["message"].as_str().unwrap();
         assert!(msg.contains(want), "{mode}: {msg}");
+        // Generous: the deadline is 50 ms, but this machine may be busy; a plugin that is never
+        // stopped would hold the request far longer.
         assert!(
-            took < Duration::from_secs(2),
+            took < Duration::from_secs(15),
             "{mode}: answered after {took:?}"
         );
         println!("hostile {mode}: plugin_failed after {took:?}");
@@ -398,13 +388,13 @@ async fn hostile_plugins_are_stopped_and_contained() {
         );
     }
     // And the same route works again with a good plugin config.
-    std::fs::write(&path, hostile_config("accept", "", &peer.url(), command)).unwrap();
-    let r = eventually(Duration::from_secs(5), "the good config", || async {
+    write_by_rename(&path, hostile_config("accept", "", &peer.url(), command));
+    let r = eventually(Duration::from_secs(20), "the good config", || async {
         let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
         (r.status == 202).then_some(r)
     })
     .await;
-    wait_turn_end(&host, ADMIN, r.json["id"].as_str().unwrap()).await;
+    wait_turn_state(&host, &r.id(), "done").await;
     host.stop().await;
 }
 
@@ -453,8 +443,8 @@ async fn a_plugin_file_that_is_not_a_component_keeps_the_old_plugin() {
     let tmp = host.dir.path().join("hostile.wasm.tmp");
     std::fs::write(&tmp, core_module_bytes()).unwrap();
     std::fs::rename(&tmp, &plugin).unwrap();
-    let st = eventually(Duration::from_secs(5), "the failed reload", || async {
-        let st = admin_get(&host, ADMIN, "/status").await.json;
+    let st = eventually(Duration::from_secs(20), "the failed reload", || async {
+        let st = admin_get(&host, "/status").await.json;
         (st["reloads_failed"] == 1).then_some(st)
     })
     .await;
@@ -475,7 +465,7 @@ async fn a_plugin_file_that_is_not_a_component_keeps_the_old_plugin() {
     // A different good plugin under the same name takes effect.
     install_plugin("task-schema", host.dir.path(), "hostile.wasm.tmp");
     std::fs::rename(&tmp, &plugin).unwrap();
-    let r = eventually(Duration::from_secs(5), "the new plugin", || async {
+    let r = eventually(Duration::from_secs(20), "the new plugin", || async {
         let r = post_message(&host, TONY, json!({"type": "TASK", "payload": 1})).await;
         (r.json["error"]["message"] == "payload must be a JSON object").then_some(r)
     })
@@ -645,5 +635,371 @@ async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
         prompt.contains("where body.json is one of these, one per reply type"),
         "{prompt}"
     );
+    host.stop().await;
+}
+
+/// The hostile plugin as its own process, so its output reaches a log file: `[plugins]` and route
+/// settings on top of [`hostile_toml`].
+async fn hostile_bin(dir: &std::path::Path, toml: Toml) -> BinHost {
+    install_plugin("hostile", dir, "hostile.wasm");
+    let addr = unused_addr();
+    BinHost::start(dir, &toml.listen(addr).build(), addr, "serve.log").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_logs_and_output_reach_the_inbox_log_and_output_is_capped() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let host = hostile_bin(
+        dir.path(),
+        hostile_toml("log", "", &peer.url(), r#"["true"]"#),
+    )
+    .await;
+    let id = send_task(&host).await;
+    let log = eventually(Duration::from_secs(10), "the plugin's lines", || async {
+        let log = host.log();
+        log.contains("hostile stderr line").then_some(log)
+    })
+    .await;
+    for want in [
+        "hostile says hello",
+        "hostile stdout line",
+        "hostile stderr line",
+    ] {
+        let line = log
+            .lines()
+            .find(|l| l.contains(want))
+            .unwrap_or_else(|| panic!("{want:?} not in the log:\n{log}"));
+        assert!(line.contains("hostile"), "under the plugin's name: {line}");
+    }
+    let hello = log
+        .lines()
+        .find(|l| l.contains("hostile says hello"))
+        .unwrap();
+    assert!(hello.contains(&id), "with its fields: {hello}");
+
+    // flood prints ~5.6 MB in one call; 16 KiB of it is kept, the rest dropped (and said so).
+    write_by_rename(
+        &dir.path().join("routes.toml"),
+        hostile_toml("flood", "", &peer.url(), r#"["true"]"#)
+            // Printing 100,000 lines takes longer than the default 50 ms.
+            .route("hostile", "plugin_limits", "{ deadline_ms = 20000 }")
+            .listen(host.addr)
+            .build(),
+    );
+    let r = eventually(Duration::from_secs(10), "the flood config", || async {
+        let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+        let flooded = host.log().contains("flood line");
+        (r.status == 202 && flooded).then_some(r)
+    })
+    .await;
+    wait_turn_state(&host, &r.id(), "done").await;
+    let log = host.log();
+    let flood: Vec<&str> = log.lines().filter(|l| l.contains("flood line ")).collect();
+    // The bytes the plugin printed for the lines forwarded (the log adds fields after each).
+    let kept: usize = flood
+        .iter()
+        .map(|l| {
+            let rest = &l[l.find("flood line ").unwrap() + "flood line ".len()..];
+            let i = rest.split_whitespace().next().unwrap();
+            // The last line kept may be cut short: count its dots.
+            let dots = rest[i.len() + 1..]
+                .chars()
+                .take_while(|&c| c == '.')
+                .count();
+            "flood line ".len() + i.len() + 1 + dots + 1
+        })
+        .sum();
+    assert!(!flood.is_empty(), "none of the output was forwarded");
+    assert!(
+        kept <= 16 * 1024 + 1 && flood.len() < 400,
+        "{} flood lines ({kept} bytes) forwarded from one call, past the 16 KiB cap",
+        flood.len()
+    );
+    assert!(
+        log.contains("plugin output past the per-call limit was dropped"),
+        "the drop is not logged:\n{}",
+        &log[log.len().saturating_sub(2000)..]
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_stops_a_plugin_parked_in_a_host_call_and_a_looping_render_turn() {
+    let peer = PeerServer::start().await;
+    // check-message sleeps 10 s in a WASI call, where no epoch check runs.
+    let host = host_with(
+        &hostile_config("sleep", "", &peer.url(), r#"["true"]"#),
+        &[("hostile", "hostile.wasm")],
+    )
+    .await;
+    let started = Instant::now();
+    let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    let took = started.elapsed();
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("deadline"), "{msg}");
+    // Generous, but shorter than the sleep: the call was cut, not waited out.
+    assert!(took < Duration::from_secs(9), "answered after {took:?}");
+
+    // render-turn loops: the turn fails with plugin_failed, and the sender is told.
+    host.rewrite_config(&hostile_config(
+        "accept",
+        "loop",
+        &peer.url(),
+        r#"["true"]"#,
+    ));
+    let r = eventually(Duration::from_secs(10), "the accepting config", || async {
+        let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+        (r.status == 202).then_some(r)
+    })
+    .await;
+    let v = wait_turn_state(&host, &r.id(), "failed").await;
+    let err = v["turn"]["error"].as_str().unwrap();
+    assert!(
+        err.starts_with("plugin_failed") && err.contains("deadline"),
+        "{err}"
+    );
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED");
+    assert_eq!(got[0].body["payload"]["error"], "plugin_failed");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn warm_calls_reuse_an_instance_that_many_times() {
+    let peer = PeerServer::start().await;
+    let toml = hostile_toml("count", "", &peer.url(), r#"["true"]"#)
+        .route("hostile", "plugin_limits", "{ warm_calls = 3 }")
+        .build();
+    let host = host_with(&toml, &[("hostile", "hostile.wasm")]).await;
+    let mut calls = Vec::new();
+    for _ in 0..7 {
+        let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+        assert_eq!(r.status, 400, "{:#}", r.json);
+        calls.push(r.json["error"]["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        calls,
+        [
+            "call 1", "call 2", "call 3", "call 1", "call 2", "call 3", "call 1"
+        ],
+        "one instance serves warm_calls = 3 calls, then a fresh one"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_past_max_instances_fails_as_plugin_failed() {
+    let peer = PeerServer::start().await;
+    // One instance in all; each call holds it for its whole deadline (2 s) in a WASI sleep.
+    let toml = hostile_toml("sleep", "", &peer.url(), r#"["true"]"#)
+        .plugins("max_instances", "1")
+        .route("hostile", "plugin_limits", "{ deadline_ms = 2000 }")
+        .build();
+    let host = host_with(&toml, &[("hostile", "hostile.wasm")]).await;
+    let (a, b) = tokio::join!(
+        post_message(&host, TONY, json!({"type": "TASK"})),
+        post_message(&host, TONY, json!({"type": "TASK"})),
+    );
+    let mut messages = Vec::new();
+    for r in [&a, &b] {
+        assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+        messages.push(r.json["error"]["message"].as_str().unwrap().to_owned());
+    }
+    messages.sort();
+    assert!(
+        messages.iter().any(|m| m.contains("deadline"))
+            && messages.iter().any(|m| m.contains("no free instance slot")),
+        "one call holds the only instance until its deadline, the other finds none: {messages:#?}"
+    );
+    // Other routes do not need an instance and keep working.
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "NOTE"}))
+            .await
+            .status,
+        202
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loads_an_unchanged_plugin_from_the_compile_cache() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = hostile_toml("accept", "", &peer.url(), r#"["true"]"#);
+    let host = hostile_bin(dir.path(), toml.clone()).await;
+    let log_path = host.log_path.clone();
+    host.stop();
+    let first = strip_ansi(&std::fs::read_to_string(log_path).unwrap());
+    let cache = dir.path().join("data").join("plugin-cache");
+    let cached: Vec<_> = std::fs::read_dir(&cache)
+        .unwrap_or_else(|e| panic!("no cache at {}: {e}", cache.display()))
+        .collect();
+    assert!(!cached.is_empty(), "nothing cached in {}", cache.display());
+    let loaded = |log: &str| -> String {
+        log.lines()
+            .find(|l| l.contains("plugin loaded"))
+            .unwrap_or_else(|| panic!("no \"plugin loaded\" line:\n{log}"))
+            .to_owned()
+    };
+    assert!(
+        loaded(&first).contains("from_cache=false"),
+        "{}",
+        loaded(&first)
+    );
+
+    let addr = unused_addr();
+    let host = BinHost::start(dir.path(), &toml.listen(addr).build(), addr, "serve-2.log").await;
+    let second = loaded(&host.log());
+    assert!(second.contains("from_cache=true"), "{second}");
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "TASK"}))
+            .await
+            .status,
+        202
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_to_a_route_that_does_not_exist_is_plugin_failed() {
+    let peer = PeerServer::start().await;
+    let toml = Toml::new()
+        .peer("tony", &peer.url(), TONY)
+        .route("tasks", "from", r#"["tony"]"#)
+        .route("tasks", "types", r#"["TASK"]"#)
+        .route("tasks", "agent", r#"{ command = ["true"] }"#)
+        .route("tasks", "plugin", &quoted("task-schema.wasm"))
+        .route_table(
+            "tasks",
+            "plugin_config",
+            r#"route_by = "label"
+routes = { frontend = "nowhere" }"#,
+        )
+        .build();
+    let host = host_with(&toml, &[("task-schema", "task-schema.wasm")]).await;
+    let r = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"label": "frontend"}}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    assert_eq!(r.json["error"]["plugin"], "task-schema");
+    let msg = r.json["error"]["message"].as_str().unwrap();
+    assert!(msg.contains("nowhere"), "{msg}");
+    // Nothing was stored; an unlabelled TASK still goes through.
+    assert_eq!(
+        admin_get(&host, "/messages").await.json["messages"],
+        json!([])
+    );
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "TASK"}))
+            .await
+            .status,
+        202
+    );
+    host.stop().await;
+}
+
+/// tony's TASKs go to `tasks`, whose plugin is the test-only shaper (it does what each payload
+/// asks) with `limits`; the agent runs `command` and may reply STATUS or BREAKDOWN to tony. mel is
+/// a known peer outside the route's reply_to.
+async fn shaper_host(tony: &str, mel: &str, command: &str, limits: &str) -> Host {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(shaper_wasm(), dir.path().join("shaper.wasm")).unwrap();
+    let toml = Toml::new()
+        .schedule(FAST_RETRIES)
+        .peer("tony", tony, TONY)
+        .peer("mel", mel, MEL)
+        .agent_route(
+            "tasks",
+            &["tony"],
+            &["TASK"],
+            &["STATUS", "BREAKDOWN"],
+            &["tony"],
+        )
+        .route("tasks", "agent", &format!("{{ command = {command} }}"))
+        .route("tasks", "plugin", &quoted("shaper.wasm"))
+        .route("tasks", "plugin_limits", limits)
+        .build();
+    start_host_in(&toml, dir).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_instance_that_failed_is_not_used_again() {
+    let host = shaper_host(
+        "http://127.0.0.1:9/message",
+        "http://127.0.0.1:9/message",
+        r#"["true"]"#,
+        "{ warm_calls = 100 }",
+    )
+    .await;
+    let call = |what: &'static str| {
+        let host = &host;
+        async move { post_message(host, TONY, json!({"type": "TASK", "payload": {"do": what}})).await }
+    };
+    let counted = |r: Resp| {
+        assert_eq!(r.status, 400, "{:#}", r.json);
+        r.json["error"]["message"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(counted(call("count").await), "call 1");
+    assert_eq!(
+        counted(call("count").await),
+        "call 2",
+        "warm: the same instance"
+    );
+    let r = call("trap").await;
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    assert_eq!(
+        counted(call("count").await),
+        "call 1",
+        "the instance that trapped served the next call"
+    );
+    assert_eq!(counted(call("count").await), "call 2");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_reply_may_rewrite_a_reply_but_not_send_it_outside_reply_to() {
+    let (tony, mel) = (PeerServer::start().await, PeerServer::start().await);
+    let rec = tempfile::tempdir().unwrap();
+    // The agent's STATUS asks the plugin to turn it into a BREAKDOWN with another payload.
+    let rewrite = json!({"rewrite_type": "BREAKDOWN", "rewrite_payload": {"steps": ["a", "b"]}});
+    let command = record_command(
+        rec.path(),
+        &["--reply", "STATUS", "--payload", &rewrite.to_string()],
+    );
+    let host = shaper_host(&tony.url(), &mel.url(), &command, "{}").await;
+    let id = send_task(&host).await;
+    wait_turn_state(&host, &id, "done").await;
+    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "BREAKDOWN", "{:#}", got[0].body);
+    assert_eq!(got[0].body["payload"], json!({"steps": ["a", "b"]}));
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
+    host.stop().await;
+
+    // This time the plugin names mel, a known peer but not in the route's reply_to.
+    let stray = json!({"to": ["mel"]});
+    let command = record_command(
+        rec.path(),
+        &["--reply", "STATUS", "--payload", &stray.to_string()],
+    );
+    let host = shaper_host(&tony.url(), &mel.url(), &command, "{}").await;
+    let id = send_task(&host).await;
+    let v = wait_turn_end(&host, ADMIN, &id).await;
+    // agent.py exits 4 when /send refuses its reply, and prints the answer.
+    assert_eq!(v["turn"]["exit_code"], 4, "{v:#}");
+    let out = v["turn"]["stdout_tail"].as_str().unwrap();
+    assert!(
+        out.contains("send failed STATUS 500") && out.contains("plugin_failed"),
+        "{out}"
+    );
+    assert!(out.contains("mel") && out.contains("reply_to"), "{out}");
+    // Nothing went to mel; tony only hears that the turn failed.
+    let notice = tony.wait_for(2, Duration::from_secs(30)).await;
+    assert_eq!(notice[1].body["type"], "TURN_FAILED", "{notice:#?}");
+    assert!(mel.attempts().is_empty(), "{:#?}", mel.attempts());
     host.stop().await;
 }

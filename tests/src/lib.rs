@@ -2,14 +2,27 @@
 //!
 //! Everything runs for real: sockets on loopback, agents as subprocesses (scripts in `tests/agents/`),
 //! SQLite in a temp dir. Waiting is done by polling with a generous limit, never by fixed sleeps.
+//!
+//! # Layout
+//! - the shared secrets ([`ADMIN`], [`TONY`], [`MEL`]) and [`Toml`], the one routes.toml builder;
+//! - agent commands: [`agent_command`] (the python test agent), [`reply_sh`] (a fast curl agent);
+//! - hosts: [`Host`] (the library in this process) and [`BinHost`] (the real binary as a child
+//!   process, for restarts, crashes, signals and logs); both are an [`Endpoint`];
+//! - [`PeerServer`], a fake peer inbox that records every attempt and answers as scripted;
+//! - HTTP helpers ([`request`], [`post_message`], [`admin_get`], ...) and waits ([`eventually`],
+//!   [`wait_turn_end`], ...);
+//! - a look into a host's SQLite store ([`sqlite`], [`database`]);
+//! - the plugins built from `plugins/` ([`plugin_wasm`], [`install_plugin`]) and the test-only
+//!   `tests/plugins/shaper` ([`shaper_wasm`]).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -22,6 +35,274 @@ use serde_json::Value;
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, oneshot};
 
+// ---- secrets and config ----
+
+/// The admin secret of every test config.
+pub const ADMIN: &str = "admin-secret";
+/// The secret of peer `tony`.
+pub const TONY: &str = "tony-secret";
+/// The secret of peer `mel`.
+pub const MEL: &str = "mel-secret";
+/// A relay schedule short enough for tests: three attempts, 200 ms apart.
+pub const FAST_RETRIES: &[&str] = &["0s", "200ms", "200ms"];
+
+/// A TOML string (JSON's string escapes are TOML's basic-string escapes).
+pub fn quoted(s: &str) -> String {
+    serde_json::to_string(s).expect("a string serializes")
+}
+
+/// A TOML array of strings.
+pub fn toml_list<S: AsRef<str>>(items: &[S]) -> String {
+    let items: Vec<&str> = items.iter().map(AsRef::as_ref).collect();
+    serde_json::to_string(&items).expect("strings serialize")
+}
+
+/// Keys of one TOML table, in order; setting a key again replaces its value.
+#[derive(Debug, Clone, Default)]
+struct Table(Vec<(String, String)>);
+
+impl Table {
+    fn set(&mut self, key: &str, value: &str) {
+        match self.0.iter_mut().find(|(k, _)| k == key) {
+            Some(kv) => kv.1 = value.to_owned(),
+            None => self.0.push((key.to_owned(), value.to_owned())),
+        }
+    }
+
+    fn remove(&mut self, key: &str) {
+        self.0.retain(|(k, _)| k != key);
+    }
+
+    fn write(&self, out: &mut String, header: &str) {
+        if self.0.is_empty() {
+            return;
+        }
+        out.push_str(&format!("[{header}]\n"));
+        for (k, v) in &self.0 {
+            out.push_str(&format!("{k} = {v}\n"));
+        }
+    }
+}
+
+/// Builds a routes.toml: `[server]`, `[agent]`, `[relay]`, `[plugins]`, peers and routes. Values are
+/// TOML text (`"20"`, `quoted(..)`, `toml_list(..)`); setting a key twice keeps the last value.
+///
+/// [`Toml::new`] starts with the admin secret; [`Toml::tasks`] is the usual one-peer setup.
+#[derive(Debug, Clone)]
+pub struct Toml {
+    server: Table,
+    agent: Table,
+    relay: Table,
+    plugins: Table,
+    peers: Vec<(String, Table)>,
+    routes: Vec<(String, Table, String)>,
+}
+
+impl Default for Toml {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Toml {
+    /// A config with `server.admin_secret = ADMIN` and nothing else.
+    pub fn new() -> Toml {
+        let mut server = Table::default();
+        server.set("admin_secret", &quoted(ADMIN));
+        Toml {
+            server,
+            agent: Table::default(),
+            relay: Table::default(),
+            plugins: Table::default(),
+            peers: Vec::new(),
+            routes: Vec::new(),
+        }
+    }
+
+    /// The usual setup: peer `tony` at `peer_url` sends TASKs to route `tasks`, whose agent runs
+    /// `command` (a TOML array) with a 20 s timeout and may reply STATUS to tony; the relay retries
+    /// along [`FAST_RETRIES`].
+    pub fn tasks(peer_url: &str, command: &str) -> Toml {
+        Toml::new()
+            .command(command)
+            .agent("timeout_secs", "20")
+            .schedule(FAST_RETRIES)
+            .peer("tony", peer_url, TONY)
+            .agent_route("tasks", &["tony"], &["TASK"], &["STATUS"], &["tony"])
+    }
+
+    /// Sets `[server] key = value`.
+    pub fn server(mut self, key: &str, value: &str) -> Toml {
+        self.server.set(key, value);
+        self
+    }
+
+    /// Removes `[server] key`.
+    pub fn without_server(mut self, key: &str) -> Toml {
+        self.server.remove(key);
+        self
+    }
+
+    /// Sets `server.listen` (for the real binary, which binds it itself).
+    pub fn listen(self, addr: SocketAddr) -> Toml {
+        self.server("listen", &quoted(&addr.to_string()))
+    }
+
+    /// Sets `[agent] key = value`.
+    pub fn agent(mut self, key: &str, value: &str) -> Toml {
+        self.agent.set(key, value);
+        self
+    }
+
+    /// Sets `agent.command` (a TOML array, e.g. from [`agent_command`]).
+    pub fn command(self, argv: &str) -> Toml {
+        self.agent("command", argv)
+    }
+
+    /// Sets `[relay] key = value`.
+    pub fn relay(mut self, key: &str, value: &str) -> Toml {
+        self.relay.set(key, value);
+        self
+    }
+
+    /// Sets `relay.retry_schedule`.
+    pub fn schedule(self, delays: &[&str]) -> Toml {
+        self.relay("retry_schedule", &toml_list(delays))
+    }
+
+    /// Sets `[plugins] key = value`.
+    pub fn plugins(mut self, key: &str, value: &str) -> Toml {
+        self.plugins.set(key, value);
+        self
+    }
+
+    /// Adds (or replaces) `[peers.name]` with a literal secret.
+    pub fn peer(mut self, name: &str, url: &str, secret: &str) -> Toml {
+        let mut t = Table::default();
+        t.set("url", &quoted(url));
+        t.set("secret", &quoted(secret));
+        self.peers.retain(|(n, _)| n != name);
+        self.peers.push((name.to_owned(), t));
+        self
+    }
+
+    /// Adds (or replaces) `[peers.name]` whose secret is in the environment variable `var`.
+    pub fn peer_env(mut self, name: &str, url: &str, var: &str) -> Toml {
+        let mut t = Table::default();
+        t.set("url", &quoted(url));
+        t.set("secret_env", &quoted(var));
+        self.peers.retain(|(n, _)| n != name);
+        self.peers.push((name.to_owned(), t));
+        self
+    }
+
+    /// Sets `[peers.name] key = value` (the peer must exist).
+    pub fn peer_key(mut self, name: &str, key: &str, value: &str) -> Toml {
+        let (_, t) = self
+            .peers
+            .iter_mut()
+            .find(|(n, _)| n == name)
+            .unwrap_or_else(|| panic!("no peer {name} in the test config"));
+        t.set(key, value);
+        self
+    }
+
+    /// Removes `[peers.name]`.
+    pub fn without_peer(mut self, name: &str) -> Toml {
+        self.peers.retain(|(n, _)| n != name);
+        self
+    }
+
+    /// Sets `[routes.name] key = value`, adding the route if it is new.
+    pub fn route(mut self, name: &str, key: &str, value: &str) -> Toml {
+        match self.routes.iter_mut().find(|(n, _, _)| n == name) {
+            Some((_, t, _)) => t.set(key, value),
+            None => {
+                let mut t = Table::default();
+                t.set(key, value);
+                self.routes.push((name.to_owned(), t, String::new()));
+            }
+        }
+        self
+    }
+
+    /// Adds a sub-table of route `name`, e.g. `plugin_config`, as TOML lines under
+    /// `[routes.name.table]`.
+    pub fn route_table(mut self, name: &str, table: &str, body: &str) -> Toml {
+        let (_, _, tail) = self
+            .routes
+            .iter_mut()
+            .find(|(n, _, _)| n == name)
+            .unwrap_or_else(|| panic!("no route {name} in the test config"));
+        tail.push_str(&format!("[routes.{name}.{table}]\n{body}\n"));
+        self
+    }
+
+    /// Adds an agent route: `from` may send it `types`; its agent replies `reply_types` to
+    /// `reply_to`.
+    pub fn agent_route(
+        self,
+        name: &str,
+        from: &[&str],
+        types: &[&str],
+        reply_types: &[&str],
+        reply_to: &[&str],
+    ) -> Toml {
+        self.route(name, "from", &toml_list(from))
+            .route(name, "types", &toml_list(types))
+            .route(name, "reply_types", &toml_list(reply_types))
+            .route(name, "reply_to", &toml_list(reply_to))
+    }
+
+    /// Adds a mailbox route: `from` may send it `types`; messages are kept for reading.
+    pub fn mailbox(self, name: &str, from: &[&str], types: &[&str]) -> Toml {
+        self.route(name, "from", &toml_list(from))
+            .route(name, "types", &toml_list(types))
+            .route(name, "mailbox", "true")
+    }
+
+    /// Removes `[routes.name]`.
+    pub fn without_route(mut self, name: &str) -> Toml {
+        self.routes.retain(|(n, _, _)| n != name);
+        self
+    }
+
+    /// The routes.toml text.
+    pub fn build(&self) -> String {
+        let mut out = String::new();
+        self.server.write(&mut out, "server");
+        self.agent.write(&mut out, "agent");
+        self.relay.write(&mut out, "relay");
+        self.plugins.write(&mut out, "plugins");
+        for (name, t) in &self.peers {
+            t.write(&mut out, &format!("peers.{name}"));
+        }
+        for (name, t, tail) in &self.routes {
+            t.write(&mut out, &format!("routes.{name}"));
+            out.push_str(tail);
+        }
+        out
+    }
+}
+
+impl std::fmt::Display for Toml {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.build())
+    }
+}
+
+/// Writes `text` to `path` by writing a temp file and renaming it over `path`, as the README tells
+/// users to deploy: the host never reads a half-written file.
+pub fn write_by_rename(path: &Path, text: impl AsRef<[u8]>) {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).expect("write the temp file");
+    std::fs::rename(&tmp, path).expect("rename over the file");
+}
+
+// ---- agents ----
+
 /// The directory of the test agent scripts.
 pub fn agents_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("agents")
@@ -32,7 +313,37 @@ pub fn agent_script() -> String {
     agents_dir().join("agent.py").display().to_string()
 }
 
-/// A running inbox.
+/// A TOML array: `python3 agent.py` then `args` (see `tests/agents/agent.py` for its flags).
+pub fn agent_command(args: &[&str]) -> String {
+    let mut argv = vec!["python3".to_owned(), agent_script()];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    toml_list(&argv)
+}
+
+/// A TOML array: `sh reply.sh` then `args` (the reply type, default DONE): one reply with curl.
+pub fn reply_sh(args: &[&str]) -> String {
+    let mut argv = vec![
+        "sh".to_owned(),
+        agents_dir().join("reply.sh").display().to_string(),
+    ];
+    argv.extend(args.iter().map(|a| a.to_string()));
+    toml_list(&argv)
+}
+
+/// A path as `&str`, for agent arguments.
+pub fn path_str(p: &Path) -> &str {
+    p.to_str().expect("utf-8 temp path")
+}
+
+// ---- hosts ----
+
+/// Something that serves the inbox API: [`Host`] or [`BinHost`].
+pub trait Endpoint {
+    /// `http://addr{path}`.
+    fn url(&self, path: &str) -> String;
+}
+
+/// A running inbox, in this process.
 pub struct Host {
     /// Where it listens.
     pub addr: SocketAddr,
@@ -42,20 +353,43 @@ pub struct Host {
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
 
-impl Host {
-    /// `http://addr{path}`.
-    pub fn url(&self, path: &str) -> String {
+impl Endpoint for Host {
+    fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
     }
+}
 
-    /// Stops the server and waits for it to drain.
+impl Host {
+    /// Stops the server and waits for it to drain; a hang (60 s), a panic or an error fails the
+    /// test.
     pub async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(task) = self.task.take() {
-            let _ = tokio::time::timeout(Duration::from_secs(60), task).await;
+        let task = self.task.take().expect("a host is stopped once");
+        match tokio::time::timeout(Duration::from_secs(60), task).await {
+            Err(_) => panic!("the host did not stop within 60 s"),
+            Ok(Err(e)) => panic!("the host task failed: {e}"),
+            Ok(Ok(Err(e))) => panic!("the host stopped with an error: {e:#}"),
+            Ok(Ok(Ok(()))) => {}
         }
+    }
+
+    /// Like [`Host::stop`], and hands back its directory (config and data) for a restart.
+    pub async fn stop_keeping_dir(mut self) -> tempfile::TempDir {
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tempdir"));
+        self.stop().await;
+        dir
+    }
+
+    /// Its routes.toml.
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("routes.toml")
+    }
+
+    /// Replaces its routes.toml by rename (the watcher picks it up).
+    pub fn rewrite_config(&self, toml: &str) {
+        write_by_rename(&self.config_path(), toml);
     }
 }
 
@@ -103,23 +437,244 @@ fn launch(toml: &str, dir: tempfile::TempDir, listener: TcpListener) -> Host {
     }
 }
 
-/// One request a [`PeerServer`] received.
+/// The `agent-inbox` binary built for the tests (`inbox-under-test`, beside the test binary's
+/// `deps/` folder; cargo builds it for integration tests).
+pub fn bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_inbox-under-test") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    dir.join(format!("inbox-under-test{}", std::env::consts::EXE_SUFFIX))
+}
+
+/// The inbox as a separate process (`inbox-under-test serve`): a stop is a real process exit,
+/// agents outlive it, kill -9 leaves the database as a crash would, and signals reach only it.
+pub struct BinHost {
+    /// The process.
+    pub child: std::process::Child,
+    /// Where it listens (its config's `server.listen`).
+    pub addr: SocketAddr,
+    /// Its stderr (the log) goes to this file.
+    pub log_path: PathBuf,
+}
+
+impl Endpoint for BinHost {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+impl BinHost {
+    /// Writes `toml` (which must listen on `addr`) to `dir/routes.toml`, runs `serve` on it with
+    /// its log in `dir/log`, and waits until it answers `/healthz`.
+    pub async fn start(dir: &Path, toml: &str, addr: SocketAddr, log: &str) -> BinHost {
+        Self::start_with_env(dir, toml, addr, log, &[]).await
+    }
+
+    /// Like [`BinHost::start`], with extra environment variables (e.g. secrets for `secret_env`).
+    pub async fn start_with_env(
+        dir: &Path,
+        toml: &str,
+        addr: SocketAddr,
+        log: &str,
+        env: &[(&str, &str)],
+    ) -> BinHost {
+        write_by_rename(&dir.join("routes.toml"), toml);
+        let log_path = dir.join(log);
+        let file = std::fs::File::create(&log_path).expect("create the log");
+        let child = std::process::Command::new(bin())
+            .args(["serve", "--config"])
+            .arg(dir.join("routes.toml"))
+            .envs(env.iter().copied())
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("spawn serve");
+        let mut host = BinHost {
+            child,
+            addr,
+            log_path,
+        };
+        let url = host.url("/healthz");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = try_request("GET", &url, &[], "").await
+                && r.status == 200
+            {
+                return host;
+            }
+            if let Some(status) = host.child.try_wait().expect("try_wait") {
+                panic!(
+                    "serve exited with {status} before answering; log:\n{}",
+                    host.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not answer /healthz within 30 s; log:\n{}",
+                host.log()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Its log so far, without colour codes.
+    pub fn log(&self) -> String {
+        strip_ansi(&std::fs::read_to_string(&self.log_path).unwrap_or_default())
+    }
+
+    /// Its process id, as a string for `kill`.
+    pub fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Sends `signal` (e.g. `"HUP"`, `"INT"`, `"TERM"`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid()])
+            .status()
+            .expect("run kill")
+            .success();
+        assert!(ok, "kill -{signal} failed");
+    }
+
+    /// kill -9, and reap it.
+    pub fn kill9(&mut self) {
+        self.child.kill().expect("kill -9");
+        self.child.wait().expect("reap");
+    }
+
+    /// SIGTERM, then waits for the exit (30 s at most).
+    pub fn sigterm(&mut self) -> std::process::ExitStatus {
+        self.signal("TERM");
+        self.wait_exit()
+    }
+
+    /// Waits for the process to exit after a signal already sent (30 s at most).
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "serve did not exit within 30 s of the signal; log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGTERM and an exit status of 0, or the test fails.
+    pub fn stop(mut self) {
+        let status = self.sigterm();
+        assert!(
+            status.success(),
+            "serve exited with {status}; log:\n{}",
+            self.log()
+        );
+    }
+}
+
+/// `text` without ANSI escape sequences (the log's colours).
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ parameters final-letter
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+impl Drop for BinHost {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+// ---- the fake peer ----
+
+/// How a [`PeerServer`] answers one request.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    /// The status.
+    pub status: u16,
+    /// Extra headers, e.g. `Retry-After`.
+    pub headers: Vec<(String, String)>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl From<u16> for Answer {
+    fn from(status: u16) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+impl Answer {
+    /// Adds a header.
+    pub fn header(mut self, name: &str, value: &str) -> Answer {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Answers only after `delay`.
+    pub fn after(mut self, delay: Duration) -> Answer {
+        self.delay = delay;
+        self
+    }
+}
+
+/// One request a [`PeerServer`] received, and how it answered.
 #[derive(Debug, Clone)]
 pub struct Received {
+    /// The status it answered (or will answer, while delayed).
+    pub status: u16,
     /// Request headers.
     pub headers: http::HeaderMap,
     /// The body, parsed.
     pub body: Value,
+    /// When it arrived.
+    pub at: Instant,
 }
 
-/// A real hyper server playing a peer inbox: records requests, answers with scripted statuses.
+#[derive(Default)]
+struct PeerState {
+    attempts: Mutex<Vec<Received>>,
+    script: Mutex<VecDeque<Answer>>,
+    otherwise: Mutex<Option<Answer>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    arrived: Notify,
+}
+
+/// A real hyper server playing a peer inbox: records every request (whatever it answers) and
+/// answers as scripted: first the answers of [`PeerServer::script`] in order, then the standing
+/// answer of [`PeerServer::otherwise`], by default 200.
 pub struct PeerServer {
     /// Where it listens.
     pub addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    /// Statuses to answer with, in order; when empty, 200.
-    pub statuses: Arc<Mutex<VecDeque<u16>>>,
-    arrived: Arc<Notify>,
+    state: Arc<PeerState>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -133,41 +688,20 @@ impl PeerServer {
     /// Starts a peer on an already bound listener (e.g. a port reserved earlier).
     pub async fn start_on(listener: TcpListener) -> PeerServer {
         let addr = listener.local_addr().expect("addr");
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let statuses = Arc::new(Mutex::new(VecDeque::new()));
-        let arrived = Arc::new(Notify::new());
+        let state = Arc::new(PeerState::default());
         let (stop, mut rx) = oneshot::channel::<()>();
-        let (rec, st, ar) = (received.clone(), statuses.clone(), arrived.clone());
+        let st = state.clone();
         tokio::spawn(async move {
             loop {
                 let (stream, _) = tokio::select! {
                     r = listener.accept() => match r { Ok(c) => c, Err(_) => continue },
                     _ = &mut rx => return,
                 };
-                let (rec, st, ar) = (rec.clone(), st.clone(), ar.clone());
+                let st = st.clone();
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: http::Request<hyper::body::Incoming>| {
-                        let (rec, st, ar) = (rec.clone(), st.clone(), ar.clone());
-                        async move {
-                            let headers = req.headers().clone();
-                            let bytes = req
-                                .into_body()
-                                .collect()
-                                .await
-                                .map(|b| b.to_bytes())
-                                .unwrap_or_default();
-                            let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                            let status = st.lock().unwrap().pop_front().unwrap_or(200);
-                            if status < 300 {
-                                rec.lock().unwrap().push(Received { headers, body });
-                            }
-                            ar.notify_waiters();
-                            let mut resp = http::Response::new(Full::new(Bytes::from_static(
-                                b"{\"status\":\"received\"}",
-                            )));
-                            *resp.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            Ok::<_, Infallible>(resp)
-                        }
+                        let st = st.clone();
+                        async move { Ok::<_, Infallible>(st.answer(req).await) }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), svc)
@@ -177,9 +711,7 @@ impl PeerServer {
         });
         PeerServer {
             addr,
-            received,
-            statuses,
-            arrived,
+            state,
             stop: Some(stop),
         }
     }
@@ -189,30 +721,123 @@ impl PeerServer {
         format!("http://{}/message", self.addr)
     }
 
-    /// Requests answered with 2xx so far.
+    /// Answers the next requests with these, in order, before the standing answer.
+    pub fn script<A: Into<Answer>>(&self, answers: impl IntoIterator<Item = A>) {
+        let mut s = self.state.script.lock().unwrap();
+        s.extend(answers.into_iter().map(Into::into));
+    }
+
+    /// Answers every request past the script with `answer` (200 until this is called).
+    pub fn otherwise(&self, answer: impl Into<Answer>) {
+        *self.state.otherwise.lock().unwrap() = Some(answer.into());
+    }
+
+    /// Every request so far, in arrival order, whatever it was answered.
+    pub fn attempts(&self) -> Vec<Received> {
+        self.state.attempts.lock().unwrap().clone()
+    }
+
+    /// The requests answered with 2xx so far (the deliveries).
     pub fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
+        let all = self.state.attempts.lock().unwrap();
+        all.iter()
+            .filter(|r| (200..300).contains(&r.status))
+            .cloned()
+            .collect()
+    }
+
+    /// The most requests it has had in flight at once.
+    pub fn most_in_flight(&self) -> usize {
+        self.state.most_in_flight.load(Ordering::SeqCst)
     }
 
     /// Waits until `n` requests were answered with 2xx, for up to `limit`.
     pub async fn wait_for(&self, n: usize, limit: Duration) -> Vec<Received> {
+        self.wait_until(limit, &format!("{n} deliveries"), || {
+            let got = self.received();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
+    /// Waits until `n` requests arrived, whatever they were answered, for up to `limit`.
+    pub async fn wait_attempts(&self, n: usize, limit: Duration) -> Vec<Received> {
+        self.wait_until(limit, &format!("{n} attempts"), || {
+            let got = self.attempts();
+            (got.len() >= n).then_some(got)
+        })
+        .await
+    }
+
+    async fn wait_until<T>(
+        &self,
+        limit: Duration,
+        what: &str,
+        mut done: impl FnMut() -> Option<T>,
+    ) -> T {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
-            let arrived = self.arrived.notified();
-            let got = self.received();
-            if got.len() >= n {
-                return got;
+            let arrived = self.state.arrived.notified();
+            if let Some(v) = done() {
+                return v;
             }
             if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-                let got = self.received();
-                assert!(
-                    got.len() >= n,
-                    "peer got {} requests, wanted {n}: {got:#?}",
-                    got.len()
+                if let Some(v) = done() {
+                    return v;
+                }
+                panic!(
+                    "the peer did not see {what} within {limit:?}; it saw: {:#?}",
+                    self.attempts()
                 );
-                return got;
             }
         }
+    }
+}
+
+impl PeerState {
+    async fn answer(
+        &self,
+        req: http::Request<hyper::body::Incoming>,
+    ) -> http::Response<Full<Bytes>> {
+        let at = Instant::now();
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.most_in_flight.fetch_max(now, Ordering::SeqCst);
+        let headers = req.headers().clone();
+        let bytes = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let answer = self.script.lock().unwrap().pop_front().unwrap_or_else(|| {
+            self.otherwise
+                .lock()
+                .unwrap()
+                .clone()
+                .unwrap_or_else(|| 200.into())
+        });
+        self.attempts.lock().unwrap().push(Received {
+            status: answer.status,
+            headers,
+            body,
+            at,
+        });
+        self.arrived.notify_waiters();
+        if !answer.delay.is_zero() {
+            tokio::time::sleep(answer.delay).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        let mut resp =
+            http::Response::new(Full::new(Bytes::from_static(b"{\"status\":\"received\"}")));
+        *resp.status_mut() = http::StatusCode::from_u16(answer.status).expect("a valid status");
+        for (k, v) in &answer.headers {
+            resp.headers_mut().insert(
+                http::HeaderName::from_bytes(k.as_bytes()).expect("a header name"),
+                http::HeaderValue::from_str(v).expect("a header value"),
+            );
+        }
+        resp
     }
 }
 
@@ -224,6 +849,21 @@ impl Drop for PeerServer {
     }
 }
 
+/// A peer that accepts connections and never answers; stops when the handle is aborted.
+pub async fn silent_peer() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/message", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (url, task)
+}
+
+// ---- HTTP ----
+
 /// An HTTP answer.
 #[derive(Debug)]
 pub struct Resp {
@@ -233,12 +873,22 @@ pub struct Resp {
     pub headers: http::HeaderMap,
     /// The body as JSON (`Null` if it is not JSON).
     pub json: Value,
+    /// The body as text.
+    pub text: String,
 }
 
 impl Resp {
     /// The error code of an error answer.
     pub fn code(&self) -> &str {
         self.json["error"]["code"].as_str().unwrap_or("")
+    }
+
+    /// The `id` of an ack.
+    pub fn id(&self) -> String {
+        self.json["id"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no id in {} {:#}", self.status, self.json))
+            .to_owned()
     }
 }
 
@@ -259,7 +909,7 @@ pub async fn request(
 }
 
 /// Like [`request`], but a failure to connect or to read the answer is returned, not a panic
-/// (e.g. to poll a server that is still starting).
+/// (e.g. to poll a server that is still starting, or one killed on purpose).
 pub async fn try_request(
     method: &str,
     url: &str,
@@ -281,25 +931,44 @@ pub async fn try_request(
         status,
         headers,
         json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        text: String::from_utf8_lossy(&bytes).into_owned(),
     })
 }
 
 /// POSTs JSON to `/message` as the peer with `secret`.
-pub async fn post_message(host: &Host, secret: &str, body: Value) -> Resp {
-    request(
-        "POST",
-        &host.url("/message"),
-        &[
-            ("x-shared-secret", secret),
-            ("content-type", "application/json"),
-        ],
-        body.to_string(),
-    )
-    .await
+pub async fn post_message(host: &impl Endpoint, secret: &str, body: Value) -> Resp {
+    post_message_with(host, secret, &[], body).await
+}
+
+/// POSTs JSON to `/message` as the peer with `secret`, with extra headers.
+pub async fn post_message_with(
+    host: &impl Endpoint,
+    secret: &str,
+    headers: &[(&str, &str)],
+    body: Value,
+) -> Resp {
+    let mut all = vec![
+        ("x-shared-secret", secret),
+        ("content-type", "application/json"),
+    ];
+    all.extend_from_slice(headers);
+    request("POST", &host.url("/message"), &all, body.to_string()).await
+}
+
+/// Sends `{"type": msg_type}` as tony, checks the 202 and returns the message id.
+pub async fn send_type(host: &impl Endpoint, msg_type: &str) -> String {
+    let ack = post_message(host, TONY, serde_json::json!({ "type": msg_type })).await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    ack.id()
+}
+
+/// Sends a TASK as tony, checks the 202 and returns the message id.
+pub async fn send_task(host: &impl Endpoint) -> String {
+    send_type(host, "TASK").await
 }
 
 /// POSTs raw `body` to `/send` with `Authorization: Bearer {token}` (no header if `None`).
-pub async fn post_send(host: &Host, token: Option<&str>, body: &str) -> Resp {
+pub async fn post_send(host: &impl Endpoint, token: Option<&str>, body: &str) -> Resp {
     let auth = token.map(|t| format!("Bearer {t}"));
     let mut headers = vec![("content-type", "application/json")];
     if let Some(a) = &auth {
@@ -309,10 +978,46 @@ pub async fn post_send(host: &Host, token: Option<&str>, body: &str) -> Resp {
 }
 
 /// GETs `path` as the admin.
-pub async fn admin_get(host: &Host, admin: &str, path: &str) -> Resp {
-    let auth = format!("Bearer {admin}");
+pub async fn admin_get(host: &impl Endpoint, path: &str) -> Resp {
+    let auth = format!("Bearer {ADMIN}");
     request("GET", &host.url(path), &[("authorization", &auth)], "").await
 }
+
+/// POSTs `body` to `path` as the admin.
+pub async fn admin_post(host: &impl Endpoint, path: &str, body: &str) -> Resp {
+    let auth = format!("Bearer {ADMIN}");
+    request(
+        "POST",
+        &host.url(path),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_owned(),
+    )
+    .await
+}
+
+/// `GET /messages/{id}` as the admin, checked to be a 200.
+pub async fn view(host: &impl Endpoint, id: &str) -> Value {
+    let r = admin_get(host, &format!("/messages/{id}")).await;
+    assert_eq!(r.status, 200, "GET /messages/{id}: {:#}", r.json);
+    r.json
+}
+
+/// `GET /status` as the admin.
+pub async fn status(host: &impl Endpoint) -> Value {
+    let r = admin_get(host, "/status").await;
+    assert_eq!(r.status, 200, "GET /status: {:#}", r.json);
+    r.json
+}
+
+/// `POST /admin/reload` as the admin.
+pub async fn admin_reload(host: &impl Endpoint) -> Resp {
+    admin_post(host, "/admin/reload", "").await
+}
+
+// ---- waits ----
 
 /// Polls `f` every 20 ms until it returns `Some`, for up to `limit`; panics with `what` otherwise.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
@@ -327,18 +1032,66 @@ where
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "timed out waiting for {what}"
+            "timed out after {limit:?} waiting for {what}"
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
-/// Waits until message `id`'s turn reaches a final state, and returns `GET /messages/{id}`.
-pub async fn wait_turn_end(host: &Host, admin: &str, id: &str) -> Value {
+/// Waits until message `id`'s turn reaches a final state, and returns `GET /messages/{id}` as read
+/// with the admin secret `admin` (the tests' is [`ADMIN`]).
+pub async fn wait_turn_end(host: &impl Endpoint, admin: &str, id: &str) -> Value {
     eventually(Duration::from_secs(30), "the turn to end", || async {
-        let r = admin_get(host, admin, &format!("/messages/{id}")).await;
+        let auth = format!("Bearer {admin}");
+        let r = request(
+            "GET",
+            &host.url(&format!("/messages/{id}")),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await;
         let state = r.json["turn"]["state"].as_str().unwrap_or("");
         matches!(state, "done" | "failed" | "timed_out").then_some(r.json)
+    })
+    .await
+}
+
+/// Waits until message `id`'s turn ends, checks that it ended `state`, and returns the view.
+pub async fn wait_turn_state(host: &impl Endpoint, id: &str, state: &str) -> Value {
+    let v = wait_turn_end(host, ADMIN, id).await;
+    assert_eq!(v["turn"]["state"], state, "{v:#}");
+    v
+}
+
+/// Waits until message `id`'s turn is running, and returns the view.
+pub async fn wait_running(host: &impl Endpoint, id: &str) -> Value {
+    eventually(Duration::from_secs(30), "the turn to run", || async {
+        let v = admin_get(host, &format!("/messages/{id}")).await.json;
+        (v["turn"]["state"] == "running").then_some(v)
+    })
+    .await
+}
+
+/// The first delivery of the first reply to message `id`, once `done` holds for it.
+pub async fn delivery_when(
+    host: &impl Endpoint,
+    id: &str,
+    what: &str,
+    done: impl Fn(&Value) -> bool,
+) -> (Value, Value) {
+    eventually(Duration::from_secs(30), what, || async {
+        let view = admin_get(host, &format!("/messages/{id}")).await;
+        let reply = view.json["replies"].get(0)?.clone();
+        let d = reply["deliveries"].get(0)?.clone();
+        done(&d).then_some((reply, d))
+    })
+    .await
+}
+
+/// The first delivery of the first reply to message `id`, once it is in `state`.
+pub async fn delivery_in(host: &impl Endpoint, id: &str, state: &str) -> (Value, Value) {
+    delivery_when(host, id, &format!("a delivery {state}"), |d| {
+        d["state"] == state
     })
     .await
 }
@@ -366,11 +1119,58 @@ pub fn process_is_gone(pid: u32) -> bool {
     }
 }
 
-/// A loopback address nothing listens on: bound to find a free port, then released.
-pub fn unused_addr() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr")
+/// Runs `sql` on the SQLite database at `db` with python3's sqlite3 module (python3 already runs
+/// the test agents), commits, and returns the rows as JSON arrays. For looking into a stopped
+/// host's store, or ageing its records as time would.
+pub fn sqlite(db: &Path, sql: &str) -> Vec<Value> {
+    let script = r#"
+import json, sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+rows = c.execute(sys.argv[2]).fetchall()
+c.commit()
+print(json.dumps(rows))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(db)
+        .arg(sql)
+        .output()
+        .expect("run python3");
+    assert!(
+        out.status.success(),
+        "sqlite {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("rows as JSON")
 }
+
+/// The database of a host whose routes.toml is in `dir` (the default `data_dir`).
+pub fn database(dir: &Path) -> PathBuf {
+    dir.join("data").join("inbox.sqlite3")
+}
+
+/// A loopback address nothing listens on: bound to find a free port, then released, for a host
+/// that binds it itself (and binds it again after a restart).
+///
+/// The port is below Linux's ephemeral range (32768 and up), so no outgoing connection of a
+/// parallel test can take it as its local port while a host restarts; each call in this process
+/// tries the next port from a start picked by the process id, so two tests do not pick the same.
+pub fn unused_addr() -> SocketAddr {
+    const FIRST: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let start = std::process::id() * 97;
+    for _ in 0..SPAN {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst) as u32;
+        let port = FIRST + (start + n) % SPAN;
+        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l.local_addr().expect("addr");
+        }
+    }
+    panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
+}
+
+// ---- plugins ----
 
 /// Builds the plugins in `plugins/` for `wasm32-wasip2` once per test run and returns the path of
 /// one component (`name` as in its Cargo.toml, e.g. `task-schema`).
@@ -415,6 +1215,49 @@ fn build_plugins() -> Result<PathBuf, String> {
         ));
     }
     Ok(target.join("wasm32-wasip2").join("release"))
+}
+
+/// Builds the test-only plugin `tests/plugins/shaper` (its own workspace, with its own lock file)
+/// for `wasm32-wasip2` once per test run and returns its component. It does per message what the
+/// payload asks; see its `src/lib.rs`.
+pub fn shaper_wasm() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let target = tests
+                .parent()
+                .ok_or("no workspace root")?
+                .join("target")
+                .join("test-plugins");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let out = std::process::Command::new(cargo)
+                .args([
+                    "build",
+                    "--release",
+                    "--locked",
+                    "--target",
+                    "wasm32-wasip2",
+                ])
+                .arg("--manifest-path")
+                .arg(tests.join("plugins").join("shaper").join("Cargo.toml"))
+                .env("CARGO_TARGET_DIR", &target)
+                .output()
+                .map_err(|e| format!("cannot run cargo to build the shaper plugin: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building tests/plugins/shaper failed:\n{}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(target
+                .join("wasm32-wasip2")
+                .join("release")
+                .join("shaper.wasm"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone()
 }
 
 /// Copies plugin `name` into `dir` as `file` (so a test can replace it without touching others).

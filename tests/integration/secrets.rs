@@ -1,0 +1,138 @@
+//! Secrets: an agent never sees a peer's secret or the admin secret, and no secret or reply token
+//! shows up in the log or in an error body.
+//!
+//! The inbox runs as its own process ([`BinHost`]) so its secrets come from its environment
+//! (`secret_env`, `admin_secret_env`) and its log is a file we can read.
+
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::json;
+
+/// Secrets only the inbox's environment holds, long and distinct so a leak cannot hide.
+const TONY_ENV: &str = "tony-env-secret-3f9a1c7e5b2d";
+const MEL_ENV: &str = "mel-env-secret-8e4b0a6c2f1d";
+const ADMIN_ENV: &str = "admin-env-secret-5c7d9e1f3a2b";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_stay_out_of_agents_logs_and_error_bodies() {
+    let peer = PeerServer::start().await;
+    // mel's first delivery fails, so the relay's error path is logged too.
+    let mel = PeerServer::start().await;
+    mel.script([500]);
+    let dir = tempfile::tempdir().unwrap();
+    let record = dir.path().join("record");
+    let addr = unused_addr();
+    let toml = Toml::tasks(
+        &peer.url(),
+        &agent_command(&["--record", path_str(&record), "--reply", "STATUS"]),
+    )
+    .listen(addr)
+    .without_server("admin_secret")
+    .server("admin_secret_env", &quoted("INBOX_TEST_ADMIN"))
+    .peer_env("tony", &peer.url(), "INBOX_TEST_TONY")
+    .peer_env("mel", &mel.url(), "INBOX_TEST_MEL")
+    .route("tasks", "reply_to", &toml_list(&["tony", "mel"]))
+    .build();
+    let env = [
+        ("INBOX_TEST_TONY", TONY_ENV),
+        ("INBOX_TEST_MEL", MEL_ENV),
+        ("INBOX_TEST_ADMIN", ADMIN_ENV),
+        ("RUST_LOG", "debug"),
+    ];
+    let host = BinHost::start_with_env(dir.path(), &toml, addr, "serve.log", &env).await;
+
+    let mut bodies = Vec::new();
+    let ack = post_message(&host, TONY_ENV, json!({"type": "TASK"})).await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    let id = ack.id();
+    let rec = read_record(&record, &id).await;
+    let token = rec["env"]["INBOX_REPLY_TOKEN"].as_str().unwrap().to_owned();
+    assert!(token.starts_with("rt_"), "{rec:#}");
+    // Both replies are relayed (mel's after a retry): the relay signed them with the secrets.
+    let got = peer.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].headers["x-shared-secret"], TONY_ENV);
+    let got = mel.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].headers["x-shared-secret"], MEL_ENV);
+
+    // The agent saw no secret: not by the variable's name, not by its value.
+    let environ = rec["environ"].as_object().expect("the agent's environment");
+    for var in ["INBOX_TEST_TONY", "INBOX_TEST_MEL", "INBOX_TEST_ADMIN"] {
+        assert!(!environ.contains_key(var), "the agent got {var}");
+    }
+    let everything = rec.to_string();
+    for secret in [TONY_ENV, MEL_ENV, ADMIN_ENV] {
+        assert!(!everything.contains(secret), "the agent saw {secret}");
+    }
+
+    // Error answers that involve a secret or a token.
+    let wrong = post_message(&host, &format!("{TONY_ENV}x"), json!({"type": "TASK"})).await;
+    bodies.push(wrong);
+    bodies.push(post_message(&host, TONY_ENV, json!({"type": "NOPE"})).await);
+    bodies.push(post_message(&host, ADMIN_ENV, json!({"type": "TASK"})).await);
+    bodies.push(post_send(&host, Some(&format!("{token}x")), r#"{"type": "STATUS"}"#).await);
+    bodies.push(post_send(&host, Some(&token), r#"{"type": "NOPE"}"#).await);
+    bodies.push(post_send(&host, Some(&token), "{not json").await);
+    bodies.push(post_send(&host, Some(TONY_ENV), r#"{"type": "STATUS"}"#).await);
+    bodies.push(
+        request(
+            "GET",
+            &host.url("/messages"),
+            &[("authorization", &format!("Bearer {TONY_ENV}"))],
+            "",
+        )
+        .await,
+    );
+    let auth = format!("Bearer {ADMIN_ENV}");
+    bodies.push(
+        request(
+            "POST",
+            &host.url("/admin/send"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            json!({"to": "ghost", "type": "TASK"}).to_string(),
+        )
+        .await,
+    );
+    // The views an admin reads: the message, its turn and its deliveries (with mel's error).
+    bodies.push(
+        request(
+            "GET",
+            &host.url(&format!("/messages/{id}")),
+            &[("authorization", &auth)],
+            "",
+        )
+        .await,
+    );
+    for r in &bodies {
+        assert!(r.status >= 200, "{r:?}");
+        for secret in [TONY_ENV, MEL_ENV, ADMIN_ENV, token.as_str()] {
+            assert!(
+                !r.text.contains(secret),
+                "{secret:?} in an answer: {} {}",
+                r.status,
+                r.text
+            );
+        }
+    }
+    assert!(
+        bodies.iter().filter(|r| r.status >= 400).count() >= 8,
+        "the error answers: {bodies:#?}"
+    );
+
+    // Nor in the log, at debug level, through a whole turn, relay retries and errors.
+    let log_path = host.log_path.clone();
+    host.stop();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(log.contains("listening"), "the log was written: {log}");
+    for secret in [TONY_ENV, MEL_ENV, ADMIN_ENV, token.as_str()] {
+        assert!(!log.contains(secret), "{secret:?} in the log:\n{log}");
+    }
+    // The part after rt_ alone is the secret part of the token.
+    assert!(
+        !log.contains(&token["rt_".len()..]),
+        "the token in the log:\n{log}"
+    );
+}
