@@ -27,8 +27,9 @@ impl AdminClient {
     pub fn from_config(config: &Config) -> anyhow::Result<Self> {
         let secret = config
             .server
-            .admin_secret
-            .clone()
+            .admin_secrets
+            .first()
+            .cloned()
             .context("the config sets no admin secret ([server] admin_secret_env)")?;
         let base = match &config.server.public_url {
             Some(u) => u.clone(),

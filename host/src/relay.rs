@@ -15,7 +15,7 @@ use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, watch};
 
-use crate::config::Peer;
+use crate::config::{Peer, PeerAuth};
 use crate::events::{Event, Events};
 use crate::model::{AttemptOutcome, DeliveryState, Outbound, now_ms};
 use crate::snapshot::Active;
@@ -100,19 +100,31 @@ async fn attempt(
     client: &Client,
     peer: &Peer,
     body: Bytes,
-    reply_id: &str,
+    outbound_id: &str,
     timeout: Duration,
 ) -> Attempted {
-    let req = http::Request::post(peer.url.clone())
+    let mut req = http::Request::post(peer.url.clone())
         .header(http::header::CONTENT_TYPE, "application/json")
-        .header("x-shared-secret", peer.secret.expose())
-        .header("idempotency-key", reply_id)
+        .header("idempotency-key", outbound_id)
         .header(
             http::header::USER_AGENT,
             concat!("agent-inbox/", env!("CARGO_PKG_VERSION")),
-        )
-        .body(Full::new(body));
-    let req = match req {
+        );
+    req = match &peer.auth {
+        PeerAuth::Secret => req.header("x-shared-secret", peer.current_secret().expose()),
+        PeerAuth::StandardWebhooks(keys) => {
+            // The id is the outbound message's, the same on every attempt; the timestamp is this
+            // attempt's. During a rotation every key signs, the new one first.
+            let now = now_ms() / 1000;
+            req.header("webhook-id", outbound_id)
+                .header("webhook-timestamp", now)
+                .header(
+                    "webhook-signature",
+                    crate::signature::sign(keys, outbound_id, now, &body),
+                )
+        }
+    };
+    let req = match req.body(Full::new(body)) {
         Ok(r) => r,
         Err(e) => {
             return Attempted {

@@ -102,17 +102,14 @@ pub struct Signed<'a> {
     pub signature: Option<&'a [u8]>,
 }
 
-/// Verifies a request's signature over its raw body against any of `keys`, with the timestamp
-/// within `tolerance_secs` of `now_secs` either way. Compares in constant time.
-pub fn verify(
-    keys: &[SigningKey],
+/// Checks what can be checked before the body is read: all three headers are there and the
+/// timestamp is within `tolerance_secs` of `now_secs`, either way.
+pub fn precheck(
     headers: Signed<'_>,
-    body: &[u8],
     now_secs: i64,
     tolerance_secs: u64,
 ) -> Result<(), SignatureError> {
-    let (Some(id), Some(ts), Some(sigs)) = (headers.id, headers.timestamp, headers.signature)
-    else {
+    let (Some(_), Some(ts), Some(_)) = (headers.id, headers.timestamp, headers.signature) else {
         return Err(SignatureError::Missing);
     };
     let when = std::str::from_utf8(ts)
@@ -122,6 +119,23 @@ pub fn verify(
     if now_secs.abs_diff(when) > tolerance_secs {
         return Err(SignatureError::Stale);
     }
+    Ok(())
+}
+
+/// Verifies a request's signature over its raw body against any of `keys` (after
+/// [`precheck`]). Compares in constant time.
+pub fn verify(
+    keys: &[SigningKey],
+    headers: Signed<'_>,
+    body: &[u8],
+    now_secs: i64,
+    tolerance_secs: u64,
+) -> Result<(), SignatureError> {
+    precheck(headers, now_secs, tolerance_secs)?;
+    let (Some(id), Some(ts), Some(sigs)) = (headers.id, headers.timestamp, headers.signature)
+    else {
+        return Err(SignatureError::Missing);
+    };
     let mut matched = subtle::Choice::from(0);
     // Every candidate is checked against every key, so the time says nothing about which matched.
     for candidate in sigs.split(|b| *b == b' ').filter(|s| !s.is_empty()) {

@@ -14,4 +14,5 @@ mod relay;
 mod reload;
 mod secrets;
 mod send;
+mod signed;
 mod turns;

@@ -451,6 +451,77 @@ pub fn bin() -> PathBuf {
     dir.join(format!("inbox-under-test{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// The python3 of a venv holding `tests/tools/requirements.txt` (reference implementations the
+/// tests check the inbox against), made under `target/test-venv` on first use. Needs python3 with
+/// venv and the PyPI registry the first time; a failure panics with pip's output.
+pub fn tools_python() -> PathBuf {
+    static PYTHON: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    PYTHON
+        .get_or_init(|| {
+            let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+            let reqs = root.join("tools/requirements.txt");
+            let venv = root.join("../target/test-venv");
+            let python = venv.join("bin/python3");
+            let stamp = venv.join("installed.txt");
+            let wanted = std::fs::read_to_string(&reqs).map_err(|e| format!("{reqs:?}: {e}"))?;
+            if std::fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+                return Ok(python);
+            }
+            let run = |cmd: &mut std::process::Command| -> Result<(), String> {
+                let out = cmd.output().map_err(|e| format!("{cmd:?}: {e}"))?;
+                if out.status.success() {
+                    return Ok(());
+                }
+                Err(format!(
+                    "{cmd:?} failed:\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ))
+            };
+            run(std::process::Command::new("python3")
+                .args(["-m", "venv"])
+                .arg(&venv))?;
+            run(std::process::Command::new(&python)
+                .args(["-m", "pip", "install", "-q", "-r"])
+                .arg(&reqs))?;
+            std::fs::write(&stamp, wanted).map_err(|e| e.to_string())?;
+            Ok(python)
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("the tools venv: {e}"))
+        .clone()
+}
+
+/// Runs `tests/tools/<script>` with the tools venv's python, `stdin` on its standard input;
+/// returns whether it exited 0 and what it printed.
+pub fn run_tool(script: &str, args: &[&str], stdin: &[u8]) -> (bool, String) {
+    use std::io::Write as _;
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tools")
+        .join(script);
+    let mut child = std::process::Command::new(tools_python())
+        .arg(&path)
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    child
+        .stdin
+        .take()
+        .expect("piped")
+        .write_all(stdin)
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// The inbox as a separate process (`inbox-under-test serve`): a stop is a real process exit,
 /// agents outlive it, kill -9 leaves the database as a crash would, and signals reach only it.
 pub struct BinHost {
@@ -654,6 +725,8 @@ pub struct Received {
     pub headers: http::HeaderMap,
     /// The body, parsed.
     pub body: Value,
+    /// The body as sent (what a signature covers).
+    pub raw: Bytes,
     /// When it arrived.
     pub at: Instant,
 }
@@ -821,6 +894,7 @@ impl PeerState {
             status: answer.status,
             headers,
             body,
+            raw: bytes,
             at,
         });
         self.arrived.notify_waiters();

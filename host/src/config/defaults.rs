@@ -12,6 +12,9 @@ pub const DEFAULT_MAX_BODY_BYTES: u64 = 262_144;
 pub const DEFAULT_MAX_JSON_DEPTH: usize = 64;
 /// Largest `[server] max_json_depth`: deeper than this, serde_json cannot read a payload back.
 pub const MAX_JSON_DEPTH: usize = 128;
+/// Default `[server] signature_tolerance_secs`: how far a signed request's timestamp may be from
+/// now, either way (the Standard Webhooks libraries' default).
+pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
 /// Default `[server] max_hops`.
 pub const DEFAULT_MAX_HOPS: u32 = 8;
 /// Default `[server] data_dir`, relative to routes.toml.

@@ -177,6 +177,15 @@ impl Route {
     }
 }
 
+/// How a peer proves who it is, and how we sign what we send it.
+#[derive(Debug, Clone)]
+pub enum PeerAuth {
+    /// The shared secret in `X-Shared-Secret`, both ways.
+    Secret,
+    /// Standard Webhooks signatures, both ways, with these keys (the first signs first).
+    StandardWebhooks(Vec<crate::signature::SigningKey>),
+}
+
 /// A validated peer: another inbox that may send to us and receives our replies.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -184,8 +193,19 @@ pub struct Peer {
     pub name: String,
     /// Where messages to the peer are POSTed.
     pub url: http::Uri,
-    /// The secret shared with the peer, both ways.
-    pub secret: Secret,
+    /// How it authenticates.
+    pub auth: PeerAuth,
+    /// Its secrets, the current one first: inbound accepts any of them, outbound uses the first
+    /// (or signs with each, for Standard Webhooks).
+    pub secrets: Vec<Secret>,
+}
+
+impl Peer {
+    /// The secret sent to the peer.
+    pub fn current_secret(&self) -> &Secret {
+        // Validation keeps only peers with at least one secret.
+        &self.secrets[0]
+    }
 }
 
 /// `[server]`, validated.
@@ -199,8 +219,10 @@ pub struct Server {
     pub max_body_bytes: usize,
     /// Deepest nesting of arrays and objects accepted in a JSON body (the body itself is 1).
     pub max_json_depth: usize,
-    /// Secret for the admin endpoints, if set.
-    pub admin_secret: Option<Secret>,
+    /// Secrets for the admin endpoints (any of them works; the CLI uses the first).
+    pub admin_secrets: Vec<Secret>,
+    /// How far a signed request's timestamp may be from now, either way.
+    pub signature_tolerance: Duration,
     /// Relays within a thread after which a message is refused as a loop.
     pub max_hops: u32,
     /// Where the database lives.
@@ -361,24 +383,32 @@ impl Config {
         paths
     }
 
-    /// The peer whose secret this is, if any (every peer is compared, so timing says nothing).
+    /// The `auth = "secret"` peer whose secret (any of its secrets) this is, if any. Every secret
+    /// is compared, so timing says nothing; a Standard Webhooks peer's signing key is never
+    /// accepted this way.
     pub fn peer_by_secret(&self, candidate: &[u8]) -> Option<&Peer> {
         let digest: [u8; 32] = Sha256::digest(candidate).into();
         let mut found = None;
         for peer in self.peers.values() {
-            if peer.secret.matches_digest(&digest) {
+            let mut matched = false;
+            for s in &peer.secrets {
+                matched |= s.matches_digest(&digest);
+            }
+            if matched && matches!(peer.auth, PeerAuth::Secret) {
                 found = Some(peer);
             }
         }
         found
     }
 
-    /// Whether `candidate` is the admin secret.
+    /// Whether `candidate` is one of the admin secrets.
     pub fn is_admin(&self, candidate: &[u8]) -> bool {
-        self.server
-            .admin_secret
-            .as_ref()
-            .is_some_and(|s| s.matches(candidate))
+        let digest: [u8; 32] = Sha256::digest(candidate).into();
+        let mut matched = false;
+        for s in &self.server.admin_secrets {
+            matched |= s.matches_digest(&digest);
+        }
+        matched
     }
 }
 
@@ -554,6 +584,22 @@ mod tests {
             (
                 "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={on_interrupt=\"later\"}",
                 "is not \"rerun\" or \"fail\"",
+            ),
+            (
+                "[peers.q]\nurl=\"http://h/m\"\nsecret=\"t\"\nauth=\"magic\"",
+                "peers.q.auth: \"magic\" is not \"secret\" or \"standard-webhooks\"",
+            ),
+            (
+                "[peers.q]\nurl=\"http://h/m\"\nsecret=[\"whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=\", \"t\"]\nauth=\"standard-webhooks\"",
+                "peers.q.secret[1]: a Standard Webhooks secret starts with \"whsec_\"",
+            ),
+            (
+                "[peers.q]\nurl=\"http://h/m\"\nsecret=[\"t\", \"t\"]",
+                "peers.q lists the same secret twice",
+            ),
+            (
+                "[server]\nmax_json_depth = 129",
+                "server.max_json_depth: at most 128",
             ),
         ];
         for (extra, want) in cases {

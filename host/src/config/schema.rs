@@ -28,8 +28,9 @@ pub(super) struct Server {
     pub(super) public_url: Option<String>,
     pub(super) max_body_bytes: Option<u64>,
     pub(super) max_json_depth: Option<usize>,
-    pub(super) admin_secret_env: Option<String>,
-    pub(super) admin_secret: Option<String>,
+    pub(super) admin_secret_env: Option<OneOrMany>,
+    pub(super) admin_secret: Option<OneOrMany>,
+    pub(super) signature_tolerance_secs: Option<u64>,
     pub(super) max_hops: Option<u32>,
     pub(super) data_dir: Option<String>,
     pub(super) reply_grace_secs: Option<u64>,
@@ -67,8 +68,26 @@ pub(super) struct Relay {
 #[serde(deny_unknown_fields)]
 pub(super) struct Peer {
     pub(super) url: String,
-    pub(super) secret_env: Option<String>,
-    pub(super) secret: Option<String>,
+    pub(super) auth: Option<String>,
+    pub(super) secret_env: Option<OneOrMany>,
+    pub(super) secret: Option<OneOrMany>,
+}
+
+/// A value given once, or as a list (secrets during a rotation: the new one first).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]

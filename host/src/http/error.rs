@@ -8,6 +8,7 @@ use http_body_util::Full;
 
 use crate::hooks::HookError;
 use crate::inbox::InboxError;
+use crate::signature::SignatureError;
 use crate::wire::{BodyError, ErrorBody, ErrorDetail};
 
 use super::{Body, json};
@@ -36,6 +37,9 @@ pub enum ApiError {
     /// A reload was asked for and failed; the old config stays.
     #[error("reload failed; the previous config stays in force: {0}")]
     ReloadFailed(String),
+    /// A signed request's signature is missing, stale or wrong.
+    #[error(transparent)]
+    Signature(#[from] crate::signature::SignatureError),
     /// A use case said no.
     #[error(transparent)]
     Inbox(#[from] InboxError),
@@ -57,7 +61,7 @@ impl ApiError {
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -92,6 +96,9 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::Signature(SignatureError::Missing) => "missing_signature",
+            ApiError::Signature(SignatureError::Stale) => "stale_signature",
+            ApiError::Signature(SignatureError::Bad) => "bad_signature",
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::ReloadFailed(_) => "reload_failed",

@@ -6,7 +6,9 @@ use http::{Response, StatusCode};
 
 use super::extract::{Req, bearer, body, header, query, segment};
 use super::{ApiError, Body, Endpoint, json};
+use crate::config::PeerAuth;
 use crate::inbox::{Inbox, Incoming as Arrived, Reader, reader};
+use crate::signature;
 use crate::snapshot::Snapshot;
 use crate::store::MessageFilter;
 use crate::wire::{
@@ -22,7 +24,8 @@ pub(super) async fn call(
 ) -> Result<Response<Body>, ApiError> {
     let param = || params.first().map(|p| segment(p)).unwrap_or_default();
     match endpoint {
-        Endpoint::Message => message(inbox, snap, req).await,
+        Endpoint::Message => message(inbox, snap, req, None).await,
+        Endpoint::MessageFrom => message(inbox, snap, req, Some(&param())).await,
         Endpoint::Send => send(inbox, snap, req).await,
         Endpoint::Messages => list(inbox, snap, req).await,
         Endpoint::MessageById => show(inbox, snap, req, &param()).await,
@@ -51,34 +54,74 @@ fn require_admin(snap: &Snapshot, req: &Req) -> Result<(), ApiError> {
     }
 }
 
+/// `POST /message` (the sender known by its `X-Shared-Secret`) and `POST /message/{peer}` (the
+/// sender named by the path, proving it with its secret or its Standard Webhooks signature).
 async fn message(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
     req: &mut Req,
+    named: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     // Checked first, as the cheapest refusal while draining; `accept` checks it again.
     if inbox.shutdown.is_draining() {
         return Err(ApiError::Inbox(crate::inbox::InboxError::ShuttingDown));
     }
-    let sender = header(req, "x-shared-secret")
-        .and_then(|s| snap.config.peer_by_secret(s))
-        .ok_or(ApiError::Unauthorized)?
-        .name
-        .clone();
-    let idempotency_key = match header(req, "idempotency-key") {
+    let config = &snap.config;
+    let limit = config.server.max_body_bytes;
+    let secret = header(req, "x-shared-secret");
+    let (sender, bytes, signed_id) = match named.map(|n| config.peers.get(n)) {
+        None => {
+            let peer = secret
+                .and_then(|s| config.peer_by_secret(s))
+                .ok_or(ApiError::Unauthorized)?;
+            (peer.name.clone(), body(req, limit).await?, None)
+        }
+        Some(Some(peer)) if matches!(peer.auth, PeerAuth::Secret) => {
+            if secret
+                .and_then(|s| config.peer_by_secret(s))
+                .is_none_or(|p| p.name != peer.name)
+            {
+                return Err(ApiError::Unauthorized);
+            }
+            (peer.name.clone(), body(req, limit).await?, None)
+        }
+        // A Standard Webhooks peer, or a name that is no peer's: both are checked as a signed
+        // request, so a wrong name fails as a wrong signature does.
+        Some(peer) => {
+            let (now, tolerance) = (
+                crate::model::now_ms() / 1000,
+                config.server.signature_tolerance.as_secs(),
+            );
+            signature::precheck(signed(req), now, tolerance)?;
+            let bytes = body(req, limit).await?;
+            let keys = match peer.map(|p| &p.auth) {
+                Some(PeerAuth::StandardWebhooks(keys)) => keys.as_slice(),
+                _ => &[],
+            };
+            signature::verify(keys, signed(req), &bytes, now, tolerance)?;
+            let peer = peer.ok_or(signature::SignatureError::Bad)?;
+            let id = header(req, "webhook-id").map(|id| String::from_utf8_lossy(id).into_owned());
+            (peer.name.clone(), bytes, id)
+        }
+    };
+    // A signed request's webhook-id is its idempotency key: a replay is answered as a duplicate.
+    let idempotency_key = match signed_id
+        .as_deref()
+        .map(str::as_bytes)
+        .or(header(req, "idempotency-key"))
+    {
         None => None,
         Some(k) if !k.is_empty() && k.len() <= wire::MAX_ID_LEN => {
             Some(String::from_utf8_lossy(k).into_owned())
         }
         Some(_) => {
             return Err(ApiError::Body(BodyError::BadField(format!(
-                "Idempotency-Key must be 1 to {} bytes",
+                "Idempotency-Key (or webhook-id) must be 1 to {} bytes",
                 wire::MAX_ID_LEN
             ))));
         }
     };
-    let bytes = body(req, snap.config.server.max_body_bytes).await?;
-    let envelope = Envelope::parse(&bytes, snap.config.server.max_json_depth)?;
+    let envelope = Envelope::parse(&bytes, config.server.max_json_depth)?;
     let ack = inbox
         .accept(
             snap,
@@ -94,6 +137,15 @@ async fn message(
         _ => StatusCode::ACCEPTED,
     };
     Ok(json(status, &ack))
+}
+
+/// The Standard Webhooks headers of a request.
+fn signed(req: &Req) -> signature::Signed<'_> {
+    signature::Signed {
+        id: header(req, "webhook-id"),
+        timestamp: header(req, "webhook-timestamp"),
+        signature: header(req, "webhook-signature"),
+    }
 }
 
 async fn send(

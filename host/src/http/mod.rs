@@ -27,6 +27,7 @@ pub type Body = Full<Bytes>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Endpoint {
     Message,
+    MessageFrom,
     Send,
     Messages,
     MessageById,
@@ -51,6 +52,11 @@ use Seg::{Lit, Param};
 /// with the methods it does take.
 const PATHS: &[(&[Seg], Method, Endpoint)] = &[
     (&[Lit("message")], Method::POST, Endpoint::Message),
+    (
+        &[Lit("message"), Param],
+        Method::POST,
+        Endpoint::MessageFrom,
+    ),
     (&[Lit("send")], Method::POST, Endpoint::Send),
     (&[Lit("messages")], Method::GET, Endpoint::Messages),
     (

@@ -39,40 +39,48 @@ impl Checker<'_> {
         });
     }
 
-    /// Resolves `secret_env` / `secret`; exactly one must be given.
-    pub(super) fn secret(
+    /// Resolves `secret_env` / `secret` (each one value or a list, the current secret first);
+    /// one of the two must be given, not both. Returns nothing if either is.
+    pub(super) fn secrets(
         &mut self,
         at: &str,
-        env_key: Option<&str>,
-        literal: Option<&str>,
-    ) -> Option<Secret> {
-        match (env_key, literal) {
+        env_keys: Option<&schema::OneOrMany>,
+        literals: Option<&schema::OneOrMany>,
+    ) -> Vec<Secret> {
+        let values = match (env_keys, literals) {
             (Some(_), Some(_)) => {
                 self.invalid(at, "set either secret_env or a literal secret, not both");
-                None
+                return Vec::new();
             }
-            (Some(var), None) => match (self.env)(var) {
-                Some(v) if !v.is_empty() => Some(Secret::new(v)),
-                _ => {
-                    self.errors.push(ConfigError::UnsetSecret {
-                        at: at.into(),
-                        var: var.into(),
-                    });
-                    None
+            (Some(vars), None) => {
+                let mut values = Vec::new();
+                let before = self.errors.len();
+                for var in vars.to_vec() {
+                    match (self.env)(&var) {
+                        Some(v) if !v.is_empty() => values.push(v),
+                        _ => self
+                            .errors
+                            .push(ConfigError::UnsetSecret { at: at.into(), var }),
+                    }
                 }
-            },
-            (None, Some("")) => {
-                self.invalid(at, "the secret is empty");
-                None
+                if self.errors.len() > before {
+                    return Vec::new();
+                }
+                values
             }
-            (None, Some(v)) => {
+            (None, Some(literals)) => {
                 self.warnings.push(format!(
                     "{at}: a literal secret is in the file; use an environment variable outside local demos"
                 ));
-                Some(Secret::new(v))
+                literals.to_vec()
             }
-            (None, None) => None,
+            (None, None) => return Vec::new(),
+        };
+        if values.is_empty() || values.iter().any(String::is_empty) {
+            self.invalid(at, "the secret is empty");
+            return Vec::new();
         }
+        values.into_iter().map(Secret::new).collect()
     }
 
     pub(super) fn positive<T: PartialOrd + Default + Copy>(
@@ -106,7 +114,7 @@ pub(super) fn validate(
     };
     let server = server::server(&mut c, &raw.server);
     let relay = server::relay(&mut c, &raw.relay);
-    let peers = peers::peers(&mut c, &raw.peers, server.admin_secret.as_ref());
+    let peers = peers::peers(&mut c, &raw.peers, &server.admin_secrets);
     let routes = routes::routes(&mut c, &raw);
     let plugins = routes::plugins(&mut c, &raw.plugins, &server.data_dir, &routes);
     if !c.errors.is_empty() {
@@ -126,7 +134,7 @@ pub(super) fn validate(
             .admin_secret_env
             .iter()
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
-            .cloned()
+            .flat_map(schema::OneOrMany::to_vec)
             .collect(),
         warnings: c.warnings,
     })

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 
 use super::{Checker, schema, valid_name};
-use crate::config::{Peer, Secret};
+use crate::config::{Peer, PeerAuth, Secret};
+use crate::signature::SigningKey;
 
 pub(super) fn peers(
     c: &mut Checker<'_>,
     raw: &BTreeMap<String, schema::Peer>,
-    admin_secret: Option<&Secret>,
+    admin_secrets: &[Secret],
 ) -> BTreeMap<String, Peer> {
     let mut peers = BTreeMap::new();
     for (name, p) in raw {
@@ -28,35 +29,64 @@ pub(super) fn peers(
                 None
             }
         };
-        let secret = c.secret(
+        let secrets = c.secrets(
             &format!("{at}.secret"),
-            p.secret_env.as_deref(),
-            p.secret.as_deref(),
+            p.secret_env.as_ref(),
+            p.secret.as_ref(),
         );
         if p.secret_env.is_none() && p.secret.is_none() {
             c.invalid(&at, "needs secret_env (or, for local demos, secret)");
         }
-        if let (Some(url), Some(secret)) = (url, secret) {
+        let auth = match p.auth.as_deref() {
+            None | Some("secret") => PeerAuth::Secret,
+            Some("standard-webhooks") => {
+                let mut keys = Vec::new();
+                for (i, s) in secrets.iter().enumerate() {
+                    match SigningKey::parse(s.expose()) {
+                        Ok(k) => keys.push(k),
+                        Err(e) => c.invalid(format!("{at}.secret[{i}]"), e.to_string()),
+                    }
+                }
+                PeerAuth::StandardWebhooks(keys)
+            }
+            Some(other) => {
+                c.invalid(
+                    format!("{at}.auth"),
+                    format!("{other:?} is not \"secret\" or \"standard-webhooks\""),
+                );
+                PeerAuth::Secret
+            }
+        };
+        if let Some(url) = url
+            && !secrets.is_empty()
+        {
             peers.insert(
                 name.clone(),
                 Peer {
                     name: name.clone(),
                     url,
-                    secret,
+                    auth,
+                    secrets,
                 },
             );
         }
     }
-    // Authentication identifies the sender by its secret, so secrets must be unique.
-    let secrets: Vec<(&String, &Secret)> = peers.iter().map(|(n, p)| (n, &p.secret)).collect();
+    // Authentication identifies the sender by its secret, so every secret (both of a peer in
+    // the middle of a rotation too) names one sender.
+    let secrets: Vec<(&String, &Secret)> = peers
+        .iter()
+        .flat_map(|(n, p)| p.secrets.iter().map(move |s| (n, s)))
+        .collect();
     for (i, (a, sa)) in secrets.iter().enumerate() {
         for (b, _) in secrets.iter().skip(i + 1).filter(|(_, sb)| sb.same_as(sa)) {
-            c.invalid(
-                format!("peers.{b}.secret"),
-                format!("same secret as peers.{a}; the sender is known by its secret"),
-            );
+            let why = if a == b {
+                format!("peers.{a} lists the same secret twice")
+            } else {
+                format!("same secret as peers.{a}; the sender is known by its secret")
+            };
+            c.invalid(format!("peers.{b}.secret"), why);
         }
-        if admin_secret.is_some_and(|s| s.same_as(sa)) {
+        if admin_secrets.iter().any(|s| s.same_as(sa)) {
             c.invalid(
                 format!("peers.{a}.secret"),
                 "same secret as the admin secret",

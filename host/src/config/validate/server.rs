@@ -70,11 +70,12 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
             DEFAULT_MAX_BODY_BYTES,
         ) as usize,
         max_json_depth,
-        admin_secret: c.secret(
+        admin_secrets: c.secrets(
             "server.admin_secret",
-            s.admin_secret_env.as_deref(),
-            s.admin_secret.as_deref(),
+            s.admin_secret_env.as_ref(),
+            s.admin_secret.as_ref(),
         ),
+        signature_tolerance: secs(s.signature_tolerance_secs, DEFAULT_SIGNATURE_TOLERANCE),
         max_hops: c.positive("server.max_hops", s.max_hops, DEFAULT_MAX_HOPS),
         data_dir: c
             .base_dir
