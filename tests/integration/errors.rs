@@ -294,8 +294,12 @@ async fn unknown_paths_and_ids_are_404_and_wrong_methods_405() {
     let (host, hash) = host().await;
     let r = request("GET", &host.url("/nope"), &[], "").await;
     assert_error(&r, &hash, 404, "not_found");
-    let r = request("POST", &host.url("/message/extra"), &[], "").await;
+    let r = request("POST", &host.url("/message/extra/more"), &[], "").await;
     assert_error(&r, &hash, 404, "not_found");
+    // /message/{peer} exists for every name: one that is no peer's is refused like a request
+    // without its credentials, so the answer does not tell which names are peers.
+    let r = request("POST", &host.url("/message/extra"), &[], "").await;
+    assert_error(&r, &hash, 401, "missing_signature");
     let r = admin_get(&host, "/messages/0190aaaa-0000-7000-8000-000000000000").await;
     assert_error(&r, &hash, 404, "not_found");
 

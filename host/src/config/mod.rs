@@ -223,6 +223,13 @@ pub struct Server {
     pub admin_secrets: Vec<Secret>,
     /// How far a signed request's timestamp may be from now, either way.
     pub signature_tolerance: Duration,
+    /// Failed credentials from one address within `auth_failure_window` before it gets 429
+    /// (0: never).
+    pub auth_failure_limit: u32,
+    /// The window failed credentials are counted in.
+    pub auth_failure_window: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Relays within a thread after which a message is refused as a loop.
     pub max_hops: u32,
     /// Where the database lives.
@@ -473,7 +480,14 @@ mod tests {
         );
         assert!(c.peer_by_secret(b"tony-secre").is_none());
         assert!(c.is_admin(b"admin"));
-        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("routes.tasks.agent.command: {prompt} puts")),
+            "{:?}",
+            c.warnings
+        );
         assert!(!format!("{:?}", c).contains("tony-secret"));
     }
 

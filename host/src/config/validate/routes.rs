@@ -204,6 +204,14 @@ pub(super) fn agent_settings(
     {
         *program = c.base_dir.join(program.as_str()).display().to_string();
     }
+    // The prompt carries the reply token, and argv is readable by every local user.
+    if command.iter().any(|a| a.contains("{prompt}")) {
+        c.warnings.push(format!(
+            "{at}.command: {{prompt}} puts each turn's reply token in the agent's argv, which other \
+             users of this machine can read in /proc/<pid>/cmdline; on a shared host use \
+             {{prompt_file}} or stdin = true where the agent allows it"
+        ));
+    }
     if command.is_empty() || command[0].is_empty() {
         c.invalid(
             format!("{at}.command"),
