@@ -120,6 +120,8 @@ pub struct Inbox {
     pub shutdown: Arc<Shutdown>,
     /// Reloads the config, when it came from a file.
     pub reloader: Option<Arc<Reloader>>,
+    /// Authentication failures per client address.
+    pub limiter: crate::limiter::AuthLimiter,
 }
 
 impl Inbox {

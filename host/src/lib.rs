@@ -11,6 +11,7 @@
 //! - [`token`]: reply tokens; [`prompt`]: the agent's text; [`agent`]: one agent subprocess.
 //! - [`turns`]: claiming and running turns; [`relay`]: delivering outbound messages.
 //! - [`events`]: the feed of what happens; [`shutdown`]: drain and stop.
+//! - [`signature`]: Standard Webhooks signatures; [`limiter`]: auth-failure limiting.
 //! - [`inbox`]: the use cases; [`wire`]: the JSON on the wire; [`http`] and [`server`]: the front door.
 //! - [`cli`] and [`client`]: the `agent-inbox` command line.
 
@@ -22,6 +23,7 @@ pub mod events;
 pub mod hooks;
 pub mod http;
 pub mod inbox;
+pub mod limiter;
 pub mod model;
 pub mod plugins;
 pub mod prompt;
@@ -112,6 +114,7 @@ pub async fn run(
         events,
         shutdown: stopping.clone(),
         reloader,
+        limiter: limiter::AuthLimiter::default(),
     });
     let (rerun, failed) = turns
         .recover_interrupted()

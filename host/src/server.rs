@@ -41,7 +41,7 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let (stream, _) = tokio::select! {
+        let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -56,7 +56,7 @@ pub async fn serve(
         // Acks are small; waiting for Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
         let inbox = inbox.clone();
-        let svc = service_fn(move |req| http::handle(inbox.clone(), req));
+        let svc = service_fn(move |req| http::handle(inbox.clone(), remote.ip(), req));
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_TIMEOUT)

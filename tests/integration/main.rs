@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
 mod agent_config;
+mod auth_limits;
 mod cli;
 mod compat;
 mod core_loop;

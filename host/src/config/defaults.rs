@@ -15,6 +15,10 @@ pub const MAX_JSON_DEPTH: usize = 128;
 /// Default `[server] signature_tolerance_secs`: how far a signed request's timestamp may be from
 /// now, either way (the Standard Webhooks libraries' default).
 pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
+/// Default `[server] auth_failure_limit`: failed credentials from one address per window.
+pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = 20;
+/// Default `[server] auth_failure_window_secs`.
+pub const DEFAULT_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 /// Default `[server] max_hops`.
 pub const DEFAULT_MAX_HOPS: u32 = 8;
 /// Default `[server] data_dir`, relative to routes.toml.

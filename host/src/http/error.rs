@@ -37,6 +37,9 @@ pub enum ApiError {
     /// A reload was asked for and failed; the old config stays.
     #[error("reload failed; the previous config stays in force: {0}")]
     ReloadFailed(String),
+    /// Too many failed credentials from this address; try again after this long.
+    #[error("too many failed credentials from this address; try again in {} s", .0.as_secs().max(1))]
+    AuthLimited(std::time::Duration),
     /// A signed request's signature is missing, stale or wrong.
     #[error(transparent)]
     Signature(#[from] crate::signature::SignatureError),
@@ -62,6 +65,7 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unauthorized | ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::AuthLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
@@ -96,6 +100,7 @@ impl ApiError {
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
             ApiError::Unauthorized => "unauthorized",
+            ApiError::AuthLimited(_) => "too_many_auth_failures",
             ApiError::Signature(SignatureError::Missing) => "missing_signature",
             ApiError::Signature(SignatureError::Stale) => "stale_signature",
             ApiError::Signature(SignatureError::Bad) => "bad_signature",
@@ -116,6 +121,14 @@ impl ApiError {
                 InboxError::Store(_) => "internal",
             },
         }
+    }
+
+    /// Whether this is a failed credential (counted by the auth-failure limiter).
+    pub fn is_auth_failure(&self) -> bool {
+        matches!(
+            self,
+            ApiError::Unauthorized | ApiError::Signature(_) | ApiError::Inbox(InboxError::BadToken)
+        )
     }
 
     /// The message for the client: internal detail stays in the log.
@@ -161,6 +174,12 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 resp.headers_mut()
                     .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::AuthLimited(wait) => {
+                // Whole seconds, rounded up, so a client that waits this long is let in.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             _ => {}
         }

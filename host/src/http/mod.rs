@@ -9,7 +9,9 @@ mod extract;
 mod handlers;
 
 use std::convert::Infallible;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
@@ -19,6 +21,7 @@ use hyper::body::Incoming;
 
 pub use self::error::ApiError;
 use crate::inbox::Inbox;
+use crate::limiter::{self, Credential};
 
 /// The response body type.
 pub type Body = Full<Bytes>;
@@ -130,13 +133,43 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
 /// The one entry point hyper calls; never fails.
 pub async fn handle(
     inbox: Arc<Inbox>,
+    remote: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let snap = inbox.active.load_full();
     let mut req = extract::Req::new(req);
     let path = req.parts.uri.path().to_owned();
     let answer = match resolve(&path, &req.parts.method) {
-        Ok((endpoint, params)) => handlers::call(endpoint, &params, &inbox, &snap, &mut req).await,
+        Ok((endpoint, params)) => {
+            let server = &snap.config.server;
+            let policy = limiter::Policy {
+                max: server.auth_failure_limit,
+                window: server.auth_failure_window,
+            };
+            let client = limiter::client_ip(
+                remote,
+                extract::header(&req, "x-forwarded-for"),
+                &server.trusted_proxies,
+            );
+            let kind = match endpoint {
+                Endpoint::Health => None,
+                Endpoint::Send => Some(Credential::Token),
+                _ => Some(Credential::Peer),
+            };
+            match kind.map(|k| inbox.limiter.check(policy, client, k, Instant::now())) {
+                // Limited: the credentials are not even looked at.
+                Some(Err(wait)) => Err(ApiError::AuthLimited(wait)),
+                _ => {
+                    let answer = handlers::call(endpoint, &params, &inbox, &snap, &mut req).await;
+                    if let (Some(k), Err(e)) = (kind, &answer)
+                        && e.is_auth_failure()
+                    {
+                        inbox.limiter.failed(policy, client, k, Instant::now());
+                    }
+                    answer
+                }
+            }
+        }
         Err(e) => Err(e),
     };
     // A refusal may come before the body was read (a wrong secret, a declared length over the

@@ -76,6 +76,13 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
             s.admin_secret.as_ref(),
         ),
         signature_tolerance: secs(s.signature_tolerance_secs, DEFAULT_SIGNATURE_TOLERANCE),
+        auth_failure_limit: s.auth_failure_limit.unwrap_or(DEFAULT_AUTH_FAILURE_LIMIT),
+        auth_failure_window: Duration::from_secs(c.positive(
+            "server.auth_failure_window_secs",
+            s.auth_failure_window_secs,
+            DEFAULT_AUTH_FAILURE_WINDOW.as_secs(),
+        )),
+        trusted_proxies: trusted_proxies(c, s.trusted_proxies.as_deref().unwrap_or_default()),
         max_hops: c.positive("server.max_hops", s.max_hops, DEFAULT_MAX_HOPS),
         data_dir: c
             .base_dir
@@ -125,4 +132,22 @@ pub(super) fn relay(c: &mut Checker<'_>, r: &schema::Relay) -> Relay {
             DEFAULT_MAX_IN_FLIGHT,
         ),
     }
+}
+
+/// Addresses (`"10.0.0.1"`) or networks (`"10.0.0.0/8"`).
+fn trusted_proxies(c: &mut Checker<'_>, raw: &[String]) -> Vec<ipnet::IpNet> {
+    let mut nets = Vec::new();
+    for (i, text) in raw.iter().enumerate() {
+        let parsed = text
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from));
+        match parsed {
+            Ok(net) => nets.push(net),
+            Err(_) => c.invalid(
+                format!("server.trusted_proxies[{i}]"),
+                format!("{text:?} is not an address or a network such as \"10.0.0.0/8\""),
+            ),
+        }
+    }
+    nets
 }
