@@ -1,11 +1,15 @@
-//! The accept loop: connection limit, HTTP/1.1 per connection, graceful drain on shutdown.
+//! The accept loop: connection limits, HTTP/1.1 per connection, graceful drain on shutdown.
 //!
 //! A permit is taken *before* `accept`, so past `max_connections` new clients wait in the kernel's
-//! backlog instead of costing memory here. On shutdown the listener closes first, then hyper finishes
-//! the requests in flight on each connection.
+//! backlog instead of costing memory here. One client address holds at most
+//! `max_connections_per_ip` of them (trusted proxies excepted), so a client that opens thousands
+//! of idle or half-sent connections cannot starve the others. On shutdown the listener closes
+//! first, then hyper finishes the requests in flight on each connection.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Arc;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use hyper::server::conn::http1;
@@ -23,6 +27,44 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long requests in flight get to finish after shutdown starts.
 const DRAIN_REQUESTS: Duration = Duration::from_secs(10);
 
+/// Open connections per client address.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
+
+impl PerAddress {
+    /// Counts a new connection from `ip` unless it already has `cap` (0: no cap).
+    fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(ip).or_insert(0);
+        if cap > 0 && *n >= cap {
+            return None;
+        }
+        *n += 1;
+        Some(AddressSlot {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+/// One connection's place in its address's count; given back when the connection ends.
+struct AddressSlot {
+    counts: Arc<PerAddress>,
+    ip: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.counts.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Serves until `shutdown` completes, then drains the connections.
 pub async fn serve(
     listener: TcpListener,
@@ -32,6 +74,7 @@ pub async fn serve(
 ) {
     let graceful = GracefulShutdown::new();
     let permits = Arc::new(Semaphore::new(max_connections));
+    let per_address = Arc::new(PerAddress::default());
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
@@ -53,6 +96,24 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let cap = {
+            let snap = inbox.active.load();
+            let server = &snap.config.server;
+            let proxy = server
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&remote.ip()));
+            if proxy {
+                0
+            } else {
+                server.max_connections_per_ip
+            }
+        };
+        let Some(slot) = per_address.admit(remote.ip(), cap) else {
+            // Closed at once: the permit goes back, and the address's other connections go on.
+            tracing::debug!(client = %remote.ip(), cap, "too many connections from one address");
+            continue;
+        };
         // Acks are small; waiting for Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
         let inbox = inbox.clone();
@@ -67,6 +128,7 @@ pub async fn serve(
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);
+            drop(slot);
         });
     }
     drop(listener);

@@ -174,3 +174,46 @@ async fn a_client_that_expects_100_continue_gets_the_refusal_without_sending_its
     );
     host.stop().await;
 }
+
+/// One address opening more connections than `max_connections` and sending half a request line
+/// on each cannot keep another client's message waiting: past `max_connections_per_ip` its
+/// connections are closed at once, and the others find free permits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_half_open_connections_from_one_address_starves_no_one() {
+    let host = start_host(
+        &Toml::new()
+            .server("max_connections", "256")
+            .peer("tony", "http://127.0.0.1:9/message", TONY)
+            .mailbox("notes", &["tony"], &["*"])
+            .build(),
+    )
+    .await;
+    // The flood comes from 127.0.0.2 (all of 127/8 is loopback), the peer from 127.0.0.1.
+    let mut held = Vec::new();
+    for _ in 0..1_100 {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind("127.0.0.2:0".parse().expect("addr"))
+            .expect("bind 127.0.0.2");
+        let Ok(mut stream) = socket.connect(host.addr).await else {
+            continue;
+        };
+        let _ = stream.write_all(b"POST /message HT").await;
+        held.push(stream);
+    }
+    assert!(
+        held.len() > 256,
+        "the flood opened {} connections",
+        held.len()
+    );
+    let started = std::time::Instant::now();
+    let r = post_message(&host, TONY, json!({"type": "NOTE"})).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    assert!(
+        took < Duration::from_secs(1),
+        "a peer waited {took:?} behind the flood"
+    );
+    drop(held);
+    host.stop().await;
+}

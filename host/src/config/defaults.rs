@@ -27,6 +27,8 @@ pub const DEFAULT_DATA_DIR: &str = "data";
 pub const DEFAULT_REPLY_GRACE: Duration = Duration::from_secs(600);
 /// Default `[server] max_connections`.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 1024;
+/// Default `[server] max_connections_per_ip`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 64;
 /// Default `[server] drain_secs`.
 pub const DEFAULT_DRAIN: Duration = Duration::from_secs(30);
 /// Default `[server] dedup_window_secs`.

@@ -238,6 +238,8 @@ pub struct Server {
     pub reply_grace: Duration,
     /// Connections served at once; more wait in the kernel's backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold (0: no cap; trusted proxies have none).
+    pub max_connections_per_ip: usize,
     /// How durable a commit is.
     pub synchronous: Synchronous,
     /// How long running turns get to finish on shutdown.

@@ -38,6 +38,7 @@ pub(super) struct Server {
     pub(super) data_dir: Option<String>,
     pub(super) reply_grace_secs: Option<u64>,
     pub(super) max_connections: Option<usize>,
+    pub(super) max_connections_per_ip: Option<usize>,
     pub(super) synchronous: Option<String>,
     pub(super) drain_secs: Option<u64>,
     pub(super) dedup_window_secs: Option<u64>,

@@ -93,6 +93,9 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
             s.max_connections,
             DEFAULT_MAX_CONNECTIONS,
         ),
+        max_connections_per_ip: s
+            .max_connections_per_ip
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP),
         synchronous,
         drain: secs(s.drain_secs, DEFAULT_DRAIN),
         dedup_window: secs(s.dedup_window_secs, DEFAULT_DEDUP_WINDOW),
