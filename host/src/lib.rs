@@ -27,6 +27,8 @@ pub mod limiter;
 pub mod model;
 pub mod plugins;
 pub mod prompt;
+#[cfg(test)]
+mod properties;
 pub mod relay;
 pub mod reload;
 pub mod router;

@@ -1,9 +1,10 @@
 //! The accept loop: connection limits, HTTP/1.1 per connection, graceful drain on shutdown.
 //!
 //! A permit is taken *before* `accept`, so past `max_connections` new clients wait in the kernel's
-//! backlog instead of costing memory here. One client address holds at most
-//! `max_connections_per_ip` of them (trusted proxies excepted), so a client that opens thousands
-//! of idle or half-sent connections cannot starve the others. On shutdown the listener closes
+//! backlog instead of costing memory here. Once half the permits are taken, an address that already
+//! holds `max_connections_per_ip` connections gets no more (trusted proxies excepted), so a client
+//! that opens thousands of idle or half-sent connections cannot starve the others, while a busy
+//! client on a quiet server is never turned away. On shutdown the listener closes
 //! first, then hyper finishes the requests in flight on each connection.
 
 use std::collections::HashMap;
@@ -32,11 +33,12 @@ const DRAIN_REQUESTS: Duration = Duration::from_secs(10);
 struct PerAddress(Mutex<HashMap<IpAddr, usize>>);
 
 impl PerAddress {
-    /// Counts a new connection from `ip` unless it already has `cap` (0: no cap).
-    fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize) -> Option<AddressSlot> {
+    /// Counts a new connection from `ip`, unless `pressed` (permits are running short) and it
+    /// already has `cap` (0: no cap).
+    fn admit(self: &Arc<Self>, ip: IpAddr, cap: usize, pressed: bool) -> Option<AddressSlot> {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let n = map.entry(ip).or_insert(0);
-        if cap > 0 && *n >= cap {
+        if pressed && cap > 0 && *n >= cap {
             return None;
         }
         *n += 1;
@@ -109,7 +111,8 @@ pub async fn serve(
                 server.max_connections_per_ip
             }
         };
-        let Some(slot) = per_address.admit(remote.ip(), cap) else {
+        let pressed = permits.available_permits() < max_connections / 2;
+        let Some(slot) = per_address.admit(remote.ip(), cap, pressed) else {
             // Closed at once: the permit goes back, and the address's other connections go on.
             tracing::debug!(client = %remote.ip(), cap, "too many connections from one address");
             continue;
