@@ -4,6 +4,7 @@ mod cli;
 mod core_loop;
 mod durability;
 mod errors;
+mod examples;
 mod loops;
 mod plugins;
 mod reads;
