@@ -5,6 +5,7 @@
 //! measures what they cost for a 256 KiB payload, the figures in their READMEs.
 
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use agent_inbox::plugins::{
@@ -29,6 +30,31 @@ fn advised_limits() -> Limits {
         reuse: Reuse::Warm { max_calls: 100 },
         ..Limits::default()
     }
+}
+
+/// The JavaScript plugin's component, built and compiled into the shared compile cache once per
+/// test run: the tests here start at once, and would each compile the 12 MB component otherwise.
+fn js_wasm() -> PathBuf {
+    static COMPILED: OnceLock<PathBuf> = OnceLock::new();
+    COMPILED
+        .get_or_init(|| precompiled("reply-instructions-js", js_plugin_wasm()))
+        .clone()
+}
+
+/// The Python plugin's component, like [`js_wasm`].
+fn py_wasm() -> PathBuf {
+    static COMPILED: OnceLock<PathBuf> = OnceLock::new();
+    COMPILED
+        .get_or_init(|| precompiled("payload-check-py", py_plugin_wasm()))
+        .clone()
+}
+
+fn precompiled(name: &str, wasm: PathBuf) -> PathBuf {
+    let engine = Engine::new(EngineConfig::default()).unwrap();
+    engine
+        .load(name, &wasm, &shared_plugin_cache(), Limits::default())
+        .unwrap_or_else(|e| panic!("{e}"));
+    wasm
 }
 
 /// Loads a component with `limits` off the async runtime (a first load compiles for seconds),
@@ -97,7 +123,7 @@ async fn the_javascript_plugin_does_the_same_job_as_the_rust_one() {
     let js = load(
         &engine,
         "reply-instructions-js",
-        js_plugin_wasm(),
+        js_wasm(),
         advised_limits(),
     )
     .await;
@@ -183,7 +209,7 @@ async fn the_javascript_plugin_passes_a_huge_payload_through_unparsed() {
     let js = load(
         &engine,
         "reply-instructions-js",
-        js_plugin_wasm(),
+        js_wasm(),
         advised_limits(),
     )
     .await;
@@ -247,7 +273,7 @@ fn example_route(plugin: &str, config: &str, record: &Path) -> String {
 async fn a_route_runs_the_javascript_plugin_with_the_advised_limits() {
     let rec = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(js_plugin_wasm(), dir.path().join("instructions.wasm")).unwrap();
+    std::fs::copy(js_wasm(), dir.path().join("instructions.wasm")).unwrap();
     let config =
         r#"{ preamble = "Réponds en français.", examples = { STATUS = { state = "working" } } }"#;
     let host = start_host_in(&example_route("instructions.wasm", config, rec.path()), dir).await;
@@ -283,13 +309,7 @@ const PY_CONFIG: &str = r#"{"required": {"title": "string", "priority": "integer
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_plugin_checks_payloads() {
     let engine = Engine::new(EngineConfig::default()).unwrap();
-    let py = load(
-        &engine,
-        "payload-check-py",
-        py_plugin_wasm(),
-        advised_limits(),
-    )
-    .await;
+    let py = load(&engine, "payload-check-py", py_wasm(), advised_limits()).await;
     let reject = |status: u16, reason: &str| {
         MessageVerdict::Reject(Rejection {
             status,
@@ -345,7 +365,7 @@ async fn the_python_plugin_checks_payloads() {
 async fn a_route_runs_the_python_plugin_with_the_advised_limits() {
     let rec = tempfile::tempdir().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    std::fs::copy(py_plugin_wasm(), dir.path().join("check.wasm")).unwrap();
+    std::fs::copy(py_wasm(), dir.path().join("check.wasm")).unwrap();
     let config = r#"{ required = { title = "string" } }"#;
     let host = start_host_in(&example_route("check.wasm", config, rec.path()), dir).await;
 
@@ -405,14 +425,14 @@ async fn example_plugin_costs() {
             plugin_wasm("reply-instructions"),
             "render-turn",
         ),
-        ("reply-instructions-js", js_plugin_wasm(), "render-turn"),
-        ("reply-instructions-js", js_plugin_wasm(), "check-message"),
+        ("reply-instructions-js", js_wasm(), "render-turn"),
+        ("reply-instructions-js", js_wasm(), "check-message"),
         (
             "task-schema (Rust)",
             plugin_wasm("task-schema"),
             "check-message",
         ),
-        ("payload-check-py", py_plugin_wasm(), "check-message"),
+        ("payload-check-py", py_wasm(), "check-message"),
     ];
     let ctx = reply_context(&["BREAKDOWN", "STATUS"]);
     // What the first load of each component costs (then the compile cache answers).
