@@ -232,6 +232,15 @@ async fn the_javascript_plugin_passes_a_huge_payload_through_unparsed() {
         .unwrap();
     let pretty = serde_json::to_string_pretty(&serde_json::from_str::<Value>(&small).unwrap());
     assert!(text.contains(&pretty.unwrap()), "{text}");
+    // A deep one under the guard's length (the host refuses bodies nested past 128 levels, but a
+    // plugin should not count on it) gets into the text too, one way or the other.
+    let deep = format!("{}{}", "[".repeat(30_000), "]".repeat(30_000));
+    let text = js
+        .render_turn(&message(&deep, None), &reply_context(&["STATUS"]), "{}")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap();
+    assert!(text.contains("Payload:\n["), "{}", &text[..200]);
 }
 
 /// A route `tasks` (TONY sends TASKs to it) whose agent records its prompt in `record`, running
