@@ -7,6 +7,7 @@ mod compat;
 mod core_loop;
 mod durability;
 mod errors;
+mod examples;
 mod limits;
 mod loops;
 mod plugins;

@@ -1392,3 +1392,35 @@ pub fn shared_plugin_cache() -> PathBuf {
         .join("plugins")
         .join("cache")
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Python example plugin (issue 11). Kept apart at the end of the file so it merges easily.
+
+/// Builds the Python plugin (`plugins/payload-check-py`, componentize-py) once per test run with its
+/// `build.sh`, which sets up its own venv (`plugins/payload-check-py/.venv`) on first use, and
+/// returns its component. Needs python3 and the PyPI registry the first time.
+pub fn py_plugin_wasm() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../plugins/payload-check-py")
+                .canonicalize()
+                .map_err(|e| format!("plugins/payload-check-py: {e}"))?;
+            let out = std::process::Command::new("sh")
+                .arg(dir.join("build.sh"))
+                .output()
+                .map_err(|e| format!("cannot run sh: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "building plugins/payload-check-py failed (needs python3 with venv):\n{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(dir.join("dist").join("payload_check_py.wasm"))
+        })
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone()
+}

@@ -116,3 +116,47 @@ fn trap() -> ! {
     #[cfg(not(target_arch = "wasm32"))]
     std::process::abort();
 }
+
+/// The modes that return (or panic) can run natively; `loop`, `oom`, `sleep` and `trap` are the
+/// engine's to stop, and `log` needs the host's import: the integration tests cover those.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(mode: &str) -> MessageVerdict {
+        let message = Message {
+            id: "m-1".into(),
+            route: "tasks".into(),
+            sender: "tony".into(),
+            msg_type: "TASK".into(),
+            payload: "{}".into(),
+            thread_id: "t-1".into(),
+            in_reply_to: None,
+            hops: 0,
+        };
+        Hostile::check_message(message, format!(r#"{{"mode": "{mode}"}}"#))
+    }
+
+    #[test]
+    fn modes_that_return() {
+        assert!(matches!(check(""), MessageVerdict::Accept));
+        assert!(matches!(check("unknown"), MessageVerdict::Accept));
+        assert!(
+            matches!(check("bad-json"), MessageVerdict::Rewrite(r) if r.payload == "{not json")
+        );
+        // `count` reports how many calls this instance served (tests running beside this one
+        // call too), so it goes up with every call.
+        let count = |v: MessageVerdict| match v {
+            MessageVerdict::Reject(r) => r.reason["call ".len()..].parse::<u32>().unwrap(),
+            other => panic!("{other:?}"),
+        };
+        let first = count(check("count"));
+        assert!(count(check("count")) > first);
+    }
+
+    #[test]
+    fn panic_panics() {
+        let result = std::panic::catch_unwind(|| check("panic"));
+        assert!(result.is_err());
+    }
+}

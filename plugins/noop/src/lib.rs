@@ -31,3 +31,37 @@ impl Guest for Noop {
 }
 
 export!(Noop);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_hook_keeps_the_built_in_behaviour() {
+        let message = || Message {
+            id: "m-1".into(),
+            route: "tasks".into(),
+            sender: "tony".into(),
+            msg_type: "TASK".into(),
+            payload: "{}".into(),
+            thread_id: "t-1".into(),
+            in_reply_to: None,
+            hops: 0,
+        };
+        let verdict = Noop::check_message(message(), "{}".into());
+        assert!(matches!(verdict, MessageVerdict::Accept));
+        let context = ReplyContext {
+            url: "http://127.0.0.1:8700/send".into(),
+            auth_header: "Authorization: Bearer rt_0123".into(),
+            reply_types: vec!["STATUS".into()],
+            deadline: "2026-11-24T12:00:00Z".into(),
+        };
+        assert!(Noop::render_turn(message(), context, "{}".into()).is_none());
+        let reply = Reply {
+            msg_type: "STATUS".into(),
+            payload: "{}".into(),
+        };
+        let verdict = Noop::check_reply(message(), reply, vec![], "{}".into());
+        assert!(matches!(verdict, ReplyVerdict::Accept));
+    }
+}

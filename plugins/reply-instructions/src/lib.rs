@@ -126,3 +126,140 @@ fn pretty(value: &Value) -> String {
 fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &str, in_reply_to: Option<&str>) -> Message {
+        Message {
+            id: "m-1".into(),
+            route: "tasks".into(),
+            sender: "tony".into(),
+            msg_type: "TASK".into(),
+            payload: payload.into(),
+            thread_id: "t-1".into(),
+            in_reply_to: in_reply_to.map(Into::into),
+            hops: 0,
+        }
+    }
+
+    fn context(types: &[&str]) -> ReplyContext {
+        ReplyContext {
+            url: "http://127.0.0.1:8700/send".into(),
+            auth_header: "Authorization: Bearer rt_0123".into(),
+            reply_types: types.iter().map(|t| t.to_string()).collect(),
+            deadline: "2026-11-24T12:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn render_turn_writes_the_whole_text() {
+        let config = r#"{"preamble": "Be brief.\n", "examples": {"STATUS": {"state": "working"}}}"#;
+        let text = ReplyInstructions::render_turn(
+            message(r#"{"title":"docs"}"#, None),
+            context(&["STATUS", "BREAKDOWN"]),
+            config.into(),
+        );
+        let want = r#"Be brief.
+
+Type: TASK
+From: tony
+Message id: m-1
+Thread: t-1
+Payload:
+{
+  "title": "docs"
+}
+
+Reply by POSTing JSON to 'http://127.0.0.1:8700/send', for example:
+
+  curl -s -X POST 'http://127.0.0.1:8700/send' \
+    -H 'Authorization: Bearer rt_0123' \
+    -H 'Content-Type: application/json' \
+    --data-binary @body.json
+
+where body.json is one of these, one per reply type:
+
+STATUS:
+{
+  "payload": {
+    "state": "working"
+  },
+  "type": "STATUS"
+}
+
+BREAKDOWN:
+{
+  "payload": {},
+  "type": "BREAKDOWN"
+}
+
+Valid types: STATUS, BREAKDOWN. You may reply more than once; replies are accepted until 2026-11-24T12:00:00Z.
+"#;
+        assert_eq!(text.as_deref(), Some(want));
+    }
+
+    #[test]
+    fn render_turn_without_reply_types_expects_no_reply() {
+        let text = ReplyInstructions::render_turn(
+            message("not json", Some("m-0")),
+            context(&[]),
+            "{}".into(),
+        )
+        .unwrap();
+        assert!(
+            text.contains("In reply to: m-0\nPayload:\nnot json\n"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("\nNo reply is expected for this message.\n"),
+            "{text}"
+        );
+        assert!(!text.contains("curl"), "{text}");
+    }
+
+    #[test]
+    fn check_reply_picks_peers_per_type() {
+        let config = r#"{"to_by_type": {"STATUS": ["tony", "not-allowed", 5]}}"#;
+        let reply_to = vec!["tony".to_string(), "mel".to_string()];
+        let verdict = |msg_type: &str| {
+            let reply = Reply {
+                msg_type: msg_type.into(),
+                payload: "{}".into(),
+            };
+            let v = ReplyInstructions::check_reply(
+                message("{}", None),
+                reply,
+                reply_to.clone(),
+                config.into(),
+            );
+            format!("{v:?}")
+        };
+        let relay_to_tony = ReplyVerdict::Relay(Relay {
+            rewrite: None,
+            to: Some(vec!["tony".into()]),
+        });
+        assert_eq!(verdict("STATUS"), format!("{relay_to_tony:?}"));
+        assert_eq!(verdict("BREAKDOWN"), format!("{:?}", ReplyVerdict::Accept));
+    }
+
+    #[test]
+    fn shell_quote_survives_quotes_and_spaces() {
+        for (raw, quoted) in [
+            ("plain", "'plain'"),
+            ("a b", "'a b'"),
+            ("it's", r"'it'\''s'"),
+        ] {
+            assert_eq!(shell_quote(raw), quoted);
+        }
+    }
+
+    #[test]
+    fn a_broken_config_panics() {
+        for config in ["not json", "[1]"] {
+            let result = std::panic::catch_unwind(|| parse_config(config));
+            assert!(result.is_err(), "{config}");
+        }
+    }
+}

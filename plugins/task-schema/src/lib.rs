@@ -204,3 +204,141 @@ fn route_for(payload: &Map<String, Value>, config: &Map<String, Value>) -> Optio
         _ => panic!("task-schema: plugin_config.routes.{key} must be a route name"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn message(payload: &str) -> Message {
+        Message {
+            id: "m-1".into(),
+            route: "tasks".into(),
+            sender: "tony".into(),
+            msg_type: "TASK".into(),
+            payload: payload.into(),
+            thread_id: "t-1".into(),
+            in_reply_to: None,
+            hops: 0,
+        }
+    }
+
+    const CONFIG: &str = r#"{"required": {"title": "string", "n": "integer"},
+        "max_len": {"title": 5}, "defaults": {"n": 3},
+        "route_by": "label", "routes": {"frontend": "frontend-tasks"}}"#;
+
+    fn rejected(reason: &str) -> MessageVerdict {
+        MessageVerdict::Reject(Rejection {
+            status: UNPROCESSABLE,
+            reason: reason.into(),
+        })
+    }
+
+    #[test]
+    fn check_message() {
+        let filled = |payload: &str| {
+            Some(Rewrite {
+                msg_type: "TASK".into(),
+                payload: payload.into(),
+            })
+        };
+        let cases = [
+            (r#"{"title": "fix", "n": 1}"#, MessageVerdict::Accept),
+            (
+                r#"{"title": "fix"}"#,
+                MessageVerdict::Rewrite(filled(r#"{"n":3,"title":"fix"}"#).unwrap()),
+            ),
+            (
+                r#"{"title": "css", "n": 1, "label": "frontend"}"#,
+                MessageVerdict::RouteTo(Reroute {
+                    route: "frontend-tasks".into(),
+                    rewrite: None,
+                }),
+            ),
+            (
+                r#"{"title": "css", "label": "frontend"}"#,
+                MessageVerdict::RouteTo(Reroute {
+                    route: "frontend-tasks".into(),
+                    rewrite: filled(r#"{"label":"frontend","n":3,"title":"css"}"#),
+                }),
+            ),
+            (
+                r#"{"title": "css", "n": 1, "label": "backend"}"#,
+                MessageVerdict::Accept,
+            ),
+            (
+                r#"{"n": 1}"#,
+                rejected("missing required field `title` (string)"),
+            ),
+            (
+                r#"{"title": 5, "n": 1.5}"#,
+                rejected(
+                    "field `n` must be an integer, got a number; field `title` must be a string, got a number",
+                ),
+            ),
+            (
+                r#"{"title": "too long", "n": 1}"#,
+                rejected("field `title` is too long: 8 characters, at most 5 allowed"),
+            ),
+            ("[1]", rejected("payload must be a JSON object")),
+            (
+                "{",
+                rejected(
+                    "payload is not valid JSON: EOF while parsing an object at line 1 column 1",
+                ),
+            ),
+        ];
+        for (payload, want) in cases {
+            let got = TaskSchema::check_message(message(payload), CONFIG.into());
+            assert_eq!(format!("{got:?}"), format!("{want:?}"), "{payload}");
+        }
+    }
+
+    #[test]
+    fn an_empty_config_accepts_any_object() {
+        let got = TaskSchema::check_message(message(r#"{"x": [1]}"#), "{}".into());
+        assert!(matches!(got, MessageVerdict::Accept), "{got:?}");
+    }
+
+    #[test]
+    fn a_broken_config_panics_instead_of_blaming_the_sender() {
+        for config in [
+            "not json",
+            "[]",
+            r#"{"required": {"title": "text"}}"#,
+            r#"{"max_len": {"title": -1}}"#,
+        ] {
+            let result = std::panic::catch_unwind(|| {
+                TaskSchema::check_message(message(r#"{"title": "x"}"#), config.into())
+            });
+            assert!(result.is_err(), "{config}");
+        }
+    }
+
+    #[test]
+    fn check_reply_wants_an_object() {
+        let reply = |payload: &str| Reply {
+            msg_type: "STATUS".into(),
+            payload: payload.into(),
+        };
+        let ok = TaskSchema::check_reply(message("{}"), reply("{}"), vec![], "{}".into());
+        assert!(matches!(ok, ReplyVerdict::Accept), "{ok:?}");
+        let bad = TaskSchema::check_reply(message("{}"), reply("[]"), vec![], "{}".into());
+        assert!(
+            matches!(&bad, ReplyVerdict::Reject(r) if r.reason == "STATUS reply payload must be a JSON object"),
+            "{bad:?}"
+        );
+    }
+
+    #[test]
+    fn type_names_take_an_article() {
+        for (kind, want) in [
+            ("string", "a string"),
+            ("integer", "an integer"),
+            ("object", "an object"),
+            ("null", "null"),
+            ("any", "anything"),
+        ] {
+            assert_eq!(with_article(kind), want);
+        }
+    }
+}
