@@ -15,7 +15,6 @@ use agent_inbox::plugins::{
 use agent_inbox_tests::*;
 use serde_json::{Value, json};
 
-
 /// The `plugin_limits` the READMEs advise for a JavaScript or Python plugin, as TOML.
 const ADVISED_TOML: &str = "{ memory_mib = 64, deadline_ms = 250, warm_calls = 100 }";
 
