@@ -87,13 +87,16 @@ fn type_value(v: Option<&Value>) -> Result<String, BodyError> {
     }
 }
 
-/// An optional id-like string: non-empty, at most [`MAX_ID_LEN`] bytes.
+/// An optional id-like string: non-empty, at most [`MAX_ID_LEN`] characters.
 fn id_value(v: Option<&Value>, key: &str) -> Result<Option<String>, BodyError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() <= MAX_ID_LEN && !s.is_empty() => Ok(Some(s.clone())),
+        // Counted in characters, as JSON Schema's maxLength (the API contract) counts them.
+        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_LEN => {
+            Ok(Some(s.clone()))
+        }
         Some(_) => Err(BodyError::BadField(format!(
-            "\"{key}\" must be a non-empty string of at most {MAX_ID_LEN} bytes"
+            "\"{key}\" must be a non-empty string of at most {MAX_ID_LEN} characters"
         ))),
     }
 }
@@ -130,8 +133,14 @@ impl Envelope {
         let msg_type = type_value(f.msg_type.as_ref())?;
         let hops = match &f.hops {
             None | Some(Value::Null) => 0,
+            // `154.0` is an integer to JSON Schema (and so to the API contract), so it is one here.
             Some(v) => v
                 .as_u64()
+                .or_else(|| {
+                    v.as_f64()
+                        .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= f64::from(u32::MAX))
+                        .map(|f| f as u64)
+                })
                 .and_then(|n| u32::try_from(n).ok())
                 .ok_or_else(|| {
                     BodyError::BadField("\"hops\" must be a non-negative integer".into())

@@ -4,6 +4,7 @@ mod agent_config;
 mod auth_limits;
 mod cli;
 mod compat;
+mod contract;
 mod core_loop;
 mod durability;
 mod errors;

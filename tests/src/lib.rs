@@ -556,20 +556,22 @@ impl BinHost {
     ) -> BinHost {
         write_by_rename(&dir.join("routes.toml"), toml);
         let log_path = dir.join(log);
-        let file = std::fs::File::create(&log_path).expect("create the log");
-        let child = std::process::Command::new(bin())
-            .args(["serve", "--config"])
-            .arg(dir.join("routes.toml"))
-            .envs(env.iter().copied())
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(file)
-            .spawn()
-            .expect("spawn serve");
+        let spawn = || {
+            let file = std::fs::File::create(&log_path).expect("create the log");
+            std::process::Command::new(bin())
+                .args(["serve", "--config"])
+                .arg(dir.join("routes.toml"))
+                .envs(env.iter().copied())
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(file)
+                .spawn()
+                .expect("spawn serve")
+        };
         let mut host = BinHost {
-            child,
+            child: spawn(),
             addr,
-            log_path,
+            log_path: log_path.clone(),
         };
         let url = host.url("/healthz");
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -580,8 +582,20 @@ impl BinHost {
                 return host;
             }
             if let Some(status) = host.child.try_wait().expect("try_wait") {
+                // A restart on the same port can find it taken for a moment by something else
+                // on the machine (seen once on CI): try again, and say who held it if it stays.
+                if host.log().contains("Address already in use") && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    host.child = spawn();
+                    continue;
+                }
+                let holders = std::process::Command::new("ss")
+                    .args(["-tanp", &format!("sport = :{}", addr.port())])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
                 panic!(
-                    "serve exited with {status} before answering; log:\n{}",
+                    "serve exited with {status} before answering; log:\n{}\nsockets on the port:\n{holders}",
                     host.log()
                 );
             }

@@ -123,6 +123,86 @@ impl ApiError {
         }
     }
 
+    /// One error of every kind a client can tell apart (every `code`), for the contract test
+    /// that holds them to `openapi.yaml`. The match makes a new variant fail to compile here
+    /// until it is added.
+    pub fn examples() -> Vec<ApiError> {
+        let all = vec![
+            ApiError::Body(BodyError::BadJson("x".into())),
+            ApiError::Body(BodyError::NotObject),
+            ApiError::Body(BodyError::MissingType),
+            ApiError::Body(BodyError::BadField("x".into())),
+            ApiError::BodyTooLarge(1),
+            ApiError::UnsupportedMediaType,
+            ApiError::Unauthorized,
+            ApiError::MethodNotAllowed("GET"),
+            ApiError::Conflict("x".into()),
+            ApiError::ReloadFailed("x".into()),
+            ApiError::AuthLimited(std::time::Duration::from_secs(1)),
+            ApiError::Signature(SignatureError::Missing),
+            ApiError::Signature(SignatureError::Stale),
+            ApiError::Signature(SignatureError::Bad),
+            ApiError::Inbox(InboxError::UnknownType(crate::router::NoRoute {
+                msg_type: "X".into(),
+                allowed: vec![],
+            })),
+            ApiError::Inbox(InboxError::UnknownReplyType {
+                got: "X".into(),
+                allowed: vec![],
+            }),
+            ApiError::Inbox(InboxError::LoopDetected { hops: 9, max: 8 }),
+            ApiError::Inbox(InboxError::Hook(HookError::Rejected {
+                plugin: "p".into(),
+                status: 400,
+                reason: "x".into(),
+            })),
+            ApiError::Inbox(InboxError::Hook(HookError::Failed {
+                plugin: "p".into(),
+                detail: "x".into(),
+            })),
+            ApiError::Inbox(InboxError::QueueFull {
+                route: "r".into(),
+                max_queued: 1,
+            }),
+            ApiError::Inbox(InboxError::ShuttingDown),
+            ApiError::Inbox(InboxError::BadToken),
+            ApiError::Inbox(InboxError::UnknownPeer {
+                peer: "p".into(),
+                known: vec![],
+            }),
+            ApiError::NOT_FOUND,
+            ApiError::Inbox(InboxError::NothingDead("r".into())),
+            ApiError::Inbox(InboxError::Store(crate::store::StoreError::Closed)),
+        ];
+        for e in &all {
+            match e {
+                ApiError::Body(_)
+                | ApiError::BodyTooLarge(_)
+                | ApiError::UnsupportedMediaType
+                | ApiError::Unauthorized
+                | ApiError::MethodNotAllowed(_)
+                | ApiError::Conflict(_)
+                | ApiError::ReloadFailed(_)
+                | ApiError::AuthLimited(_)
+                | ApiError::Signature(_)
+                | ApiError::Inbox(
+                    InboxError::UnknownType(_)
+                    | InboxError::UnknownReplyType { .. }
+                    | InboxError::LoopDetected { .. }
+                    | InboxError::Hook(_)
+                    | InboxError::QueueFull { .. }
+                    | InboxError::ShuttingDown
+                    | InboxError::BadToken
+                    | InboxError::UnknownPeer { .. }
+                    | InboxError::NotFound
+                    | InboxError::NothingDead(_)
+                    | InboxError::Store(_),
+                ) => {}
+            }
+        }
+        all
+    }
+
     /// Whether this is a failed credential (counted by the auth-failure limiter).
     pub fn is_auth_failure(&self) -> bool {
         matches!(

@@ -40,7 +40,30 @@ pub(super) async fn call(
                 status: "ok".into(),
             },
         )),
+        Endpoint::OpenApi => {
+            let mut resp = Response::new(Body::from(super::OPENAPI_JSON));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/json"),
+            );
+            Ok(resp)
+        }
     }
+}
+
+/// The `limit` query parameter: a positive integer, `default` when absent, and `max` when larger
+/// (a client asking for everything gets the most there is, not an error).
+fn limit(req: &Req, default: u32, max: u32) -> Result<u32, ApiError> {
+    let Some(text) = query(req, "limit") else {
+        return Ok(default);
+    };
+    if !text.bytes().all(|b| b.is_ascii_digit()) || text.bytes().all(|b| b == b'0') {
+        return Err(ApiError::Body(BodyError::BadField(
+            "limit must be a positive integer".into(),
+        )));
+    }
+    // All digits: only an overflow fails to parse, and that is over `max` too.
+    Ok(text.parse::<u32>().map_or(max, |n| n.min(max)))
 }
 
 fn who(snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
@@ -174,10 +197,7 @@ async fn list(
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     let who = who(snap, req)?;
-    let limit = query(req, "limit")
-        .and_then(|l| l.parse::<u32>().ok())
-        .unwrap_or(50)
-        .clamp(1, 500);
+    let limit = limit(req, 50, 500)?;
     let filter = MessageFilter {
         route: query(req, "route"),
         thread: query(req, "thread"),
@@ -219,11 +239,16 @@ async fn outbox(
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(snap, req)?;
-    let dead_only = query(req, "dead").is_some_and(|v| v != "0" && v != "false");
-    let limit = query(req, "limit")
-        .and_then(|l| l.parse::<u32>().ok())
-        .unwrap_or(100)
-        .clamp(1, 1000);
+    let dead_only = match query(req, "dead").as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return Err(ApiError::Body(BodyError::BadField(
+                "dead must be true, false, 1 or 0".into(),
+            )));
+        }
+    };
+    let limit = limit(req, 100, 1000)?;
     Ok(json(StatusCode::OK, &inbox.outbox(dead_only, limit).await?))
 }
 

@@ -40,6 +40,7 @@ enum Endpoint {
     AdminReload,
     Status,
     Health,
+    OpenApi,
 }
 
 /// One path segment of a pattern: literal, or a parameter.
@@ -89,7 +90,36 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
     ),
     (&[Lit("status")], Method::GET, Endpoint::Status),
     (&[Lit("healthz")], Method::GET, Endpoint::Health),
+    (&[Lit("openapi.json")], Method::GET, Endpoint::OpenApi),
 ];
+
+/// The API contract (`openapi.yaml`), as JSON: converted by `build.rs`.
+pub const OPENAPI_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/openapi.json"));
+
+/// Every path and method the server answers, in OpenAPI's form (`/message/{}` with the
+/// parameter unnamed): the contract test compares this with `openapi.yaml`.
+pub fn routes() -> Vec<(String, &'static str)> {
+    PATHS
+        .iter()
+        .map(|(pattern, method, _)| {
+            let path: String = pattern
+                .iter()
+                .map(|s| match s {
+                    Lit(l) => format!("/{l}"),
+                    Param => "/{}".to_owned(),
+                })
+                .collect();
+            (
+                path,
+                if *method == Method::POST {
+                    "post"
+                } else {
+                    "get"
+                },
+            )
+        })
+        .collect()
+}
 
 /// The endpoint of a path and method, with the path's parameters.
 fn resolve<'p>(path: &'p str, method: &Method) -> Result<(Endpoint, Vec<&'p str>), ApiError> {
@@ -152,7 +182,7 @@ pub async fn handle(
                 &server.trusted_proxies,
             );
             let kind = match endpoint {
-                Endpoint::Health => None,
+                Endpoint::Health | Endpoint::OpenApi => None,
                 Endpoint::Send => Some(Credential::Token),
                 _ => Some(Credential::Peer),
             };

@@ -1,0 +1,602 @@
+//! The HTTP API against its contract, `openapi.yaml`: the document the binary serves is that file;
+//! every answer a real inbox gives in a battery of real requests (every operation, its successes
+//! and its refusals, a turn with a reply, dead letters, the auth limiter, a full queue) has its
+//! status, headers and body in the document; and schemathesis, generating requests from the
+//! document, finds nothing against a live inbox.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use agent_inbox::model::now_ms;
+use agent_inbox::signature::{self, SigningKey};
+use agent_inbox_tests::*;
+use serde_json::{Value, json};
+
+/// A signed peer's key (Standard Webhooks).
+const KEY: &str = "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=";
+
+/// The contract, read from the repository.
+struct Contract {
+    doc: Value,
+    /// (method, path template, status) of every answer checked.
+    seen: std::sync::Mutex<BTreeSet<(String, String, u16)>>,
+}
+
+impl Contract {
+    /// The document the binary serves (`openapi.yaml`, converted by `host/build.rs`).
+    fn load() -> Contract {
+        Contract {
+            doc: serde_json::from_str(agent_inbox::http::OPENAPI_JSON).expect("JSON"),
+            seen: Default::default(),
+        }
+    }
+
+    /// Follows a local `$ref` (`#/components/...`).
+    fn deref<'a>(&'a self, v: &'a Value) -> &'a Value {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => self
+                .doc
+                .pointer(r.trim_start_matches('#'))
+                .unwrap_or_else(|| panic!("dangling $ref {r}")),
+            None => v,
+        }
+    }
+
+    /// Fails unless the document has `method path` answering `resp.status` with these headers and
+    /// this body.
+    fn check(&self, method: &str, path: &str, resp: &Resp) {
+        let what = format!("{method} {path} -> {}", resp.status);
+        let item = &self.doc["paths"][path];
+        assert!(item.is_object(), "{what}: the contract has no such path");
+        let op = &item[method.to_ascii_lowercase()];
+        let answer = if op.is_object() {
+            let status = resp.status.to_string();
+            let range = format!("{}XX", status.chars().next().unwrap_or('0'));
+            let answer = op["responses"]
+                .get(&status)
+                .or_else(|| op["responses"].get(&range))
+                .unwrap_or_else(|| {
+                    panic!("{what}: status not in the contract; body {}", resp.text)
+                });
+            self.deref(answer)
+        } else {
+            // A method the path does not take: 405, naming the ones it does.
+            assert_eq!(
+                resp.status, 405,
+                "{what}: the contract has no such operation"
+            );
+            let allowed: Vec<String> = item
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(m, _)| m.to_ascii_uppercase())
+                .collect();
+            let allow = resp.headers.get("allow").map(|v| v.to_str().unwrap_or(""));
+            assert_eq!(allow, Some(allowed.join(", ").as_str()), "{what}");
+            &self.doc["components"]["responses"]["MethodNotAllowed"]
+        };
+        for (name, header) in answer["headers"].as_object().into_iter().flatten() {
+            if self.deref(header)["required"] == true {
+                assert!(
+                    resp.headers.contains_key(name.as_str()),
+                    "{what}: no {name} header; headers {:?}",
+                    resp.headers
+                );
+            }
+        }
+        let schema = &answer["content"]["application/json"]["schema"];
+        if schema.is_null() {
+            assert!(
+                resp.text.is_empty(),
+                "{what}: a body the contract has none for"
+            );
+        } else {
+            let ct = resp
+                .headers
+                .get("content-type")
+                .map(|v| v.to_str().unwrap_or(""));
+            assert_eq!(ct, Some("application/json"), "{what}");
+            // The schema, with the document's components beside it so `#/components/...` resolves.
+            let rooted = json!({"allOf": [schema], "components": self.doc["components"]});
+            let validator = jsonschema::validator_for(&rooted).expect("a valid schema");
+            let errors: Vec<String> = validator
+                .iter_errors(&resp.json)
+                .map(|e| format!("{} at {}", e, e.instance_path()))
+                .collect();
+            assert!(
+                errors.is_empty(),
+                "{what}: {errors:#?}\nbody: {:#}",
+                resp.json
+            );
+        }
+        self.seen
+            .lock()
+            .expect("lock")
+            .insert((method.to_owned(), path.to_owned(), resp.status));
+    }
+
+    /// Every (method, path) in the document.
+    fn operations(&self) -> BTreeSet<(String, String)> {
+        let mut ops = BTreeSet::new();
+        for (path, item) in self.doc["paths"].as_object().expect("paths") {
+            for method in item.as_object().expect("a path item").keys() {
+                ops.insert((method.to_ascii_uppercase(), path.clone()));
+            }
+        }
+        ops
+    }
+}
+
+/// Waits until the turn of message `id` is in `state`.
+async fn wait_state(host: &impl Endpoint, id: &str, state: &str) {
+    eventually(Duration::from_secs(20), state, || async {
+        (view(host, id).await["turn"]["state"] == state).then_some(())
+    })
+    .await;
+}
+
+async fn call(
+    c: &Contract,
+    host: &impl Endpoint,
+    method: &str,
+    template: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> Resp {
+    let resp = request(method, &host.url(path), headers, body.to_owned()).await;
+    c.check(method, template, &resp);
+    resp
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_served_document_is_openapi_yaml() {
+    let host = start_host(&Toml::new().build()).await;
+    let served = request("GET", &host.url("/openapi.json"), &[], "").await;
+    assert_eq!(served.status, 200);
+    // Read by an independent YAML parser (PyYAML, which schemathesis brings).
+    let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.yaml");
+    let (ok, text) = run_tool(
+        "yaml2json.py",
+        &[yaml.to_str().expect("a UTF-8 path")],
+        b"",
+    );
+    assert!(ok, "{text}");
+    let from_yaml: Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(served.json, from_yaml);
+    host.stop().await;
+}
+
+#[test]
+fn the_path_table_is_the_documents() {
+    let doc = Contract::load();
+    let documented: BTreeSet<(String, String)> = doc
+        .operations()
+        .into_iter()
+        .map(|(m, p)| {
+            // `/messages/{id}` and `/messages/{}` are the same route.
+            let mut out = String::new();
+            let mut in_param = false;
+            for ch in p.chars() {
+                match ch {
+                    '{' => {
+                        in_param = true;
+                        out.push('{');
+                    }
+                    '}' => {
+                        in_param = false;
+                        out.push('}');
+                    }
+                    _ if in_param => {}
+                    _ => out.push(ch),
+                }
+            }
+            (m.to_ascii_lowercase(), out)
+        })
+        .collect();
+    let served: BTreeSet<(String, String)> = agent_inbox::http::routes()
+        .into_iter()
+        .map(|(p, m)| (m.to_owned(), p))
+        .collect();
+    assert_eq!(documented, served);
+}
+
+#[test]
+fn the_error_codes_are_the_documents() {
+    let doc = Contract::load();
+    let documented: BTreeSet<String> = doc.doc["components"]["schemas"]["ErrorCode"]["enum"]
+        .as_array()
+        .expect("an enum")
+        .iter()
+        .map(|v| v.as_str().expect("a string").to_owned())
+        .collect();
+    let served: BTreeSet<String> = agent_inbox::http::ApiError::examples()
+        .iter()
+        .map(|e| e.code().to_owned())
+        .collect();
+    assert_eq!(documented, served);
+}
+
+/// A config with every kind of route and peer: tony (shared secret) sends TASKs to an agent that
+/// replies STATUS, and anything to a mailbox; sw signs (Standard Webhooks).
+fn battery_config(tony_url: &str) -> String {
+    Toml::tasks(tony_url, &agent_command(&["--reply", "STATUS"]))
+        .server("max_body_bytes", "4096")
+        .server("auth_failure_limit", "0")
+        .peer("sw", "http://127.0.0.1:9/message", KEY)
+        .peer_key("sw", "auth", &quoted("standard-webhooks"))
+        .mailbox("notes", &["tony", "sw"], &["NOTE"])
+        .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_contract() {
+    let c = Contract::load();
+    let tony = PeerServer::start().await;
+    // The first delivery is refused for good (a dead letter); later ones succeed.
+    tony.script([400]);
+    let host = start_host(&battery_config(&tony.url())).await;
+    let admin = format!("Bearer {ADMIN}");
+    let admin = [("authorization", admin.as_str())];
+    let as_tony = [
+        ("x-shared-secret", TONY),
+        ("content-type", "application/json"),
+    ];
+    let c = &c;
+    let h = &host;
+
+    // Open endpoints.
+    call(c, h, "GET", "/healthz", "/healthz", &[], "").await;
+    call(c, h, "GET", "/openapi.json", "/openapi.json", &[], "").await;
+    call(c, h, "POST", "/healthz", "/healthz", &[], "").await;
+
+    // POST /message: received, duplicate, and every refusal.
+    let task = r#"{"type": "TASK", "payload": {"n": 1}, "id": "t-1"}"#;
+    let ack = call(c, h, "POST", "/message", "/message", &as_tony, task).await;
+    assert_eq!(ack.status, 202);
+    let task_id = ack.id();
+    let dup = call(c, h, "POST", "/message", "/message", &as_tony, task).await;
+    assert_eq!(dup.status, 200);
+    for (body, status) in [
+        ("{", 400),
+        ("[1]", 400),
+        (r#"{"payload": {}}"#, 400),
+        (r#"{"type": "NO SPACES"}"#, 400),
+        (r#"{"type": "UNROUTED"}"#, 422),
+        (r#"{"type": "NOTE", "hops": 8}"#, 422),
+        (
+            &format!(r#"{{"type": "NOTE", "payload": "{}"}}"#, "x".repeat(5000)),
+            413,
+        ),
+    ] {
+        let r = call(c, h, "POST", "/message", "/message", &as_tony, body).await;
+        assert_eq!(r.status, status, "{body:.40}: {:#}", r.json);
+    }
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/message",
+        "/message",
+        &[("x-shared-secret", "wrong")],
+        "{}",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let text = [("x-shared-secret", TONY), ("content-type", "text/plain")];
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/message",
+        "/message",
+        &text,
+        r#"{"type":"NOTE"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 415);
+    let r = call(c, h, "GET", "/message", "/message", &[], "").await;
+    assert_eq!(r.status, 405);
+
+    // POST /message/{peer}: by secret, signed, and each signature refusal.
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/message/{peer}",
+        "/message/tony",
+        &as_tony,
+        r#"{"type":"NOTE"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let body = r#"{"type": "NOTE"}"#;
+    let now = now_ms() / 1000;
+    let key = SigningKey::parse(KEY).expect("key");
+    let good = signature::sign(std::slice::from_ref(&key), "sw-1", now, body.as_bytes());
+    let (now_s, stale_s) = (now.to_string(), (now - 3600).to_string());
+    let stale = signature::sign(&[key], "sw-1", now - 3600, body.as_bytes());
+    for (ts, sig, status) in [
+        (now_s.as_str(), good.as_str(), 202),
+        (now_s.as_str(), good.as_str(), 200),
+        (now_s.as_str(), "v1,AAAA", 401),
+        (stale_s.as_str(), stale.as_str(), 401),
+    ] {
+        let headers = [
+            ("webhook-id", "sw-1"),
+            ("webhook-timestamp", ts),
+            ("webhook-signature", sig),
+            ("content-type", "application/json"),
+        ];
+        let r = call(
+            c,
+            h,
+            "POST",
+            "/message/{peer}",
+            "/message/sw",
+            &headers,
+            body,
+        )
+        .await;
+        assert_eq!(r.status, status, "{:#}", r.json);
+    }
+    let r = call(c, h, "POST", "/message/{peer}", "/message/sw", &[], body).await;
+    assert_eq!(r.code(), "missing_signature");
+
+    // The turn ran and its agent replied: /send's answer is in the agent's stdout.
+    let turn = wait_turn_end(h, ADMIN, &task_id).await;
+    assert_eq!(turn["turn"]["state"], "done", "{turn:#}");
+    let out = turn["turn"]["stdout_tail"].as_str().unwrap_or("");
+    let sent = out
+        .lines()
+        .find_map(|l| l.strip_prefix("sent STATUS 202 "))
+        .unwrap_or_else(|| panic!("no /send answer in the agent's stdout: {out}"));
+    let fake = Resp {
+        status: 202,
+        headers: {
+            // The agent saw these headers; the ones the contract requires are checked on the
+            // other 202s, so only the body is taken from the agent.
+            let mut hm = http::HeaderMap::new();
+            hm.insert("content-type", "application/json".parse().expect("header"));
+            hm.insert("x-config-hash", "from-the-agent".parse().expect("header"));
+            hm
+        },
+        json: serde_json::from_str(sent).expect("the agent printed JSON"),
+        text: sent.to_owned(),
+    };
+    c.check("POST", "/send", &fake);
+    let reply_id = fake.json["id"].as_str().expect("a reply id").to_owned();
+    let bearer = [
+        ("authorization", "Bearer not-a-token"),
+        ("content-type", "application/json"),
+    ];
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/send",
+        "/send",
+        &bearer,
+        r#"{"type":"STATUS"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 401);
+
+    // The reply's first delivery was refused for good: a dead letter, then requeued.
+    eventually(Duration::from_secs(20), "a dead letter", || async {
+        let r = admin_get(h, "/admin/outbox?dead=1").await;
+        (r.json["outbox"].as_array().is_some_and(|o| !o.is_empty())).then_some(())
+    })
+    .await;
+    call(
+        c,
+        h,
+        "GET",
+        "/admin/outbox",
+        "/admin/outbox?dead=1",
+        &admin,
+        "",
+    )
+    .await;
+    call(
+        c,
+        h,
+        "GET",
+        "/admin/outbox",
+        "/admin/outbox?dead=maybe",
+        &admin,
+        "",
+    )
+    .await;
+    let retry = format!("/admin/outbox/{reply_id}/retry");
+    let r = call(c, h, "POST", "/admin/outbox/{id}/retry", &retry, &admin, "").await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    tony.wait_for(1, Duration::from_secs(20)).await;
+    eventually(
+        Duration::from_secs(20),
+        "the retry to be delivered",
+        || async {
+            let v = view(h, &reply_id).await;
+            (v["reply"]["deliveries"][0]["state"] == "delivered").then_some(())
+        },
+    )
+    .await;
+    let r = call(c, h, "POST", "/admin/outbox/{id}/retry", &retry, &admin, "").await;
+    assert_eq!(r.status, 409);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/outbox/{id}/retry",
+        "/admin/outbox/nope/retry",
+        &admin,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    call(
+        c,
+        h,
+        "GET",
+        "/admin/outbox",
+        "/admin/outbox?limit=5",
+        &admin,
+        "",
+    )
+    .await;
+
+    // Reading, as the admin and as a peer.
+    for path in [
+        "/messages",
+        "/messages?route=tasks&limit=2",
+        "/messages?limit=0",
+    ] {
+        call(c, h, "GET", "/messages", path, &admin, "").await;
+    }
+    call(c, h, "GET", "/messages", "/messages", &as_tony, "").await;
+    call(c, h, "GET", "/messages", "/messages", &[], "").await;
+    for id in [task_id.as_str(), reply_id.as_str(), "no-such-id"] {
+        call(
+            c,
+            h,
+            "GET",
+            "/messages/{id}",
+            &format!("/messages/{id}"),
+            &admin,
+            "",
+        )
+        .await;
+    }
+
+    // Admin.
+    let send = r#"{"to": "tony", "type": "STATUS", "payload": {"note": "hi"}}"#;
+    let admin_json = [admin[0], ("content-type", "application/json")];
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/send",
+        "/admin/send",
+        &admin_json,
+        send,
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/send",
+        "/admin/send",
+        &admin_json,
+        r#"{"to": "nobody", "type": "X"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    call(c, h, "POST", "/admin/send", "/admin/send", &as_tony, send).await;
+    call(c, h, "POST", "/admin/reload", "/admin/reload", &admin, "").await;
+    call(c, h, "GET", "/status", "/status", &admin, "").await;
+    call(c, h, "GET", "/status", "/status", &[], "").await;
+    host.stop().await;
+
+    // The limiter's 429, and a full queue's 503.
+    let gate = tempfile::tempdir().expect("tempdir");
+    let gated = agent_command(&["--wait-for", path_str(&gate.path().join("open"))]);
+    let toml = Toml::tasks(&tony.url(), &gated)
+        .server("auth_failure_limit", "2")
+        .route("tasks", "agent", "{ max_concurrent = 1, max_queued = 1 }")
+        .build();
+    let host = start_host(&toml).await;
+    let h = &host;
+    let task = r#"{"type": "TASK"}"#;
+    let first = call(c, h, "POST", "/message", "/message", &as_tony, task).await;
+    wait_state(h, &first.id(), "running").await;
+    for status in [202, 503] {
+        let r = call(c, h, "POST", "/message", "/message", &as_tony, task).await;
+        assert_eq!(r.status, status, "{:#}", r.json);
+    }
+    for status in [401, 401, 429] {
+        let r = call(
+            c,
+            h,
+            "GET",
+            "/status",
+            "/status",
+            &[("authorization", "Bearer x")],
+            "",
+        )
+        .await;
+        assert_eq!(r.status, status, "{:#}", r.json);
+    }
+    std::fs::write(gate.path().join("open"), "").expect("open the gate");
+    host.stop().await;
+
+    // Every operation in the document was answered at least once with a success.
+    let seen = c.seen.lock().expect("lock").clone();
+    for (method, path) in c.operations() {
+        assert!(
+            seen.iter()
+                .any(|(m, p, s)| *m == method && *p == path && (200..300).contains(s)),
+            "{method} {path}: never answered with a success in this battery"
+        );
+    }
+}
+
+/// schemathesis (4.x, pinned in tests/tools/requirements.txt) generates requests from the
+/// contract, valid and invalid, and runs every check it has against a live inbox.
+///
+/// The config cannot spawn many agents: a mailbox takes any type, and the one agent route runs
+/// `true`. The auth limiter is off, or the generated bad credentials would lock the good ones out.
+/// Checks are all on; `tests/tools/schemathesis.toml` widens, for three operations only, which
+/// answers count as accepting valid data: a schema cannot say which peers, types and hop counts
+/// a config allows, so a valid-by-schema body may be refused by the config (400 unknown peer,
+/// 422 unknown type or loop).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schemathesis_finds_nothing() {
+    let toml = Toml::new()
+        .command(r#"["true"]"#)
+        .server("auth_failure_limit", "0")
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .schedule(&["0s", "1s"])
+        .agent_route("tasks", &["tony"], &["TASK"], &["STATUS"], &["tony"])
+        .route("inbox", "from", r#"["tony"]"#)
+        .route("inbox", "types", r#"["*"]"#)
+        .route("inbox", "mailbox", "true")
+        .build();
+    let host = start_host(&toml).await;
+    let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
+    let st = tools_python().with_file_name("st");
+    let work = tempfile::tempdir().expect("tempdir");
+    let url = host.url("/openapi.json");
+    let seed = std::env::var("SCHEMATHESIS_SEED").unwrap_or_else(|_| "20261128".into());
+    let out = tokio::process::Command::new(&st)
+        .current_dir(work.path())
+        .arg("--config-file")
+        .arg(tools.join("schemathesis.toml"))
+        .args(["run", &url, "--checks", "all", "--max-examples", "50"])
+        .args(["--seed", &seed, "--no-color"])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(600), out)
+        .await
+        .expect("schemathesis ends within 10 minutes")
+        .expect("run schemathesis");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "schemathesis failed (seed {seed}):\n{text}"
+    );
+    // It really ran every operation the document has, except the one it read the document from.
+    let ops = Contract::load().operations().len() - 1;
+    assert!(
+        text.contains(&format!("Operations:       {ops} selected / {ops} total")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("Tested: {ops}")), "{text}");
+    host.stop().await;
+}
