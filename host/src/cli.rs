@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::client::{self, AdminClient};
-use crate::config::Config;
+use crate::config::{Config, ConfigError, ConfigErrors};
 use crate::wire::{Ack, AdminSendBody, Detail, MessageList, Outbox, Reloaded, Requeued, Status};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -163,7 +163,16 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             crate::run(cfg, listener, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::load(&config).and_then(|cfg| {
+            // The files it names (plugins, certificates) must be there, and the TLS ones usable.
+            crate::snapshot::Files::read(&cfg)
+                .and_then(|files| crate::snapshot::tls_parts(&cfg, &files))
+                .map_err(|e| {
+                    let each = e.0.iter().map(|e| ConfigError::Syntax(e.to_string()));
+                    ConfigErrors(each.collect())
+                })?;
+            Ok(cfg)
+        }) {
             Ok(cfg) => {
                 for w in &cfg.warnings {
                     println!("warning: {w}");

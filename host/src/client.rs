@@ -19,7 +19,7 @@ use crate::wire::{Detail, ErrorBody, MessageList, Outbox};
 pub struct AdminClient {
     base: String,
     secret: Secret,
-    client: crate::relay::Client,
+    client: crate::tls::HttpsClient,
 }
 
 impl AdminClient {
@@ -38,13 +38,27 @@ impl AdminClient {
                 if addr.ip().is_unspecified() {
                     addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                format!("http://{addr}")
+                let scheme = if config.server.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{addr}")
             }
+        };
+        // An inbox whose certificate a private CA signed is reached trusting that CA.
+        let client = match config.server.tls.as_ref().and_then(|t| t.ca.as_ref()) {
+            Some(ca) => {
+                let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+                crate::tls::client_trusting(&pem)
+                    .with_context(|| format!("server.tls_ca {}", ca.display()))?
+            }
+            None => crate::tls::client(),
         };
         Ok(Self {
             base,
             secret,
-            client: crate::relay::client(),
+            client,
         })
     }
 

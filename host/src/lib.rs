@@ -37,6 +37,7 @@ pub mod shutdown;
 pub mod signature;
 pub mod snapshot;
 pub mod store;
+pub mod tls;
 pub mod token;
 pub mod turns;
 pub mod wire;

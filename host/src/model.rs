@@ -393,6 +393,9 @@ pub struct ReplyContext {
     pub reply_types: Vec<String>,
     /// When the token stops working if the turn runs to its timeout (RFC 3339).
     pub deadline: String,
+    /// The CA file that verifies the inbox's certificate, when no public root does: the reply
+    /// curl needs `--cacert` with it.
+    pub ca_file: Option<String>,
 }
 
 /// A reply as the agent sent it on `POST /send`, before any plugin has seen it.

@@ -25,9 +25,15 @@ pub fn render(m: &Message, ctx: &ReplyContext) -> String {
         s.push_str("\nNo reply is expected for this message.\n");
         return s;
     };
+    // A private CA's file goes first, so the command still reads as the article's.
+    let cacert = ctx
+        .ca_file
+        .as_ref()
+        .map(|ca| format!("--cacert '{ca}' "))
+        .unwrap_or_default();
     s.push_str(&format!(
         "\nTo send your response, POST to /send:\n\n  \
-         curl -s -X POST {url} \\\n    \
+         curl -s {cacert}-X POST {url} \\\n    \
          -H \"Authorization: Bearer {token}\" \\\n    \
          -H \"Content-Type: application/json\" \\\n    \
          -d '{{\"type\": \"{first}\", \"payload\": {{...}}}}'\n\n\
@@ -69,6 +75,7 @@ mod tests {
             token: "tok123".into(),
             reply_types: vec!["BREAKDOWN".into(), "STATUS".into()],
             deadline: "2026-01-01T00:00:00Z".into(),
+            ca_file: None,
         };
         let p = render(&message(), &ctx);
         for want in [
@@ -87,12 +94,31 @@ mod tests {
     }
 
     #[test]
+    fn a_private_ca_goes_into_the_curl() {
+        let ctx = ReplyContext {
+            url: "https://inbox.internal:8700/send".into(),
+            token: "t".into(),
+            reply_types: vec!["DONE".into()],
+            deadline: String::new(),
+            ca_file: Some("/etc/inbox/ca.pem".into()),
+        };
+        let p = render(&message(), &ctx);
+        assert!(
+            p.contains(
+                "curl -s --cacert '/etc/inbox/ca.pem' -X POST https://inbox.internal:8700/send"
+            ),
+            "{p}"
+        );
+    }
+
+    #[test]
     fn no_reply_types_means_no_instructions() {
         let ctx = ReplyContext {
             url: "u".into(),
             token: "t".into(),
             reply_types: vec![],
             deadline: String::new(),
+            ca_file: None,
         };
         let p = render(&message(), &ctx);
         assert!(p.contains("No reply is expected"));

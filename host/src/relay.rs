@@ -9,9 +9,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper_util::client::legacy::Client as HyperClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, watch};
 
@@ -20,26 +17,12 @@ use crate::events::{Event, Events};
 use crate::model::{AttemptOutcome, DeliveryState, Outbound, now_ms};
 use crate::snapshot::Active;
 use crate::store::{DueDelivery, Store, StoreError};
-
-/// HTTP(S) client used for deliveries.
-pub type Client = HyperClient<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+use crate::tls::HttpsClient;
 
 /// Longest `Retry-After` honoured; a peer asking for more is retried after this.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
 /// How long the loop sleeps when nothing is scheduled (a safety net; new work wakes it).
 const IDLE_POLL: Duration = Duration::from_secs(30);
-
-/// Builds the client: HTTP/1.1 over plain TCP or rustls with the webpki roots.
-pub fn client() -> Client {
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_webpki_roots()
-        .https_or_http()
-        .enable_http1()
-        .build();
-    HyperClient::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(https)
-}
 
 /// What one attempt's answer means.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,7 +80,7 @@ struct Attempted {
 }
 
 async fn attempt(
-    client: &Client,
+    client: &HttpsClient,
     peer: &Peer,
     body: Bytes,
     outbound_id: &str,
@@ -189,7 +172,7 @@ pub struct Relay {
     store: Store,
     active: Active,
     events: Events,
-    client: Client,
+    client: HttpsClient,
     wake: Notify,
     slots: Arc<Semaphore>,
 }
@@ -201,7 +184,7 @@ impl Relay {
             store,
             active,
             events,
-            client: client(),
+            client: crate::tls::client(),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(max_in_flight)),
         })
@@ -284,8 +267,10 @@ impl Relay {
                 error: format!("peer {:?} is no longer in the config", d.peer),
             },
             Some(peer) => {
+                // A peer with its own CA has its own client (built with the snapshot).
+                let client = snap.peer_clients.get(&d.peer).unwrap_or(&self.client);
                 let a = attempt(
-                    &self.client,
+                    client,
                     peer,
                     crate::wire::relayed(&d.outbound),
                     &d.outbound.id,

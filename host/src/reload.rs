@@ -244,7 +244,7 @@ impl Reloader {
     fn watched_files(&self) -> HashSet<PathBuf> {
         let snap = self.active.load();
         std::iter::once(self.path.as_path())
-            .chain(snap.config.plugin_paths())
+            .chain(snap.config.files())
             .filter_map(|file| Some(absolute_dir(file)?.join(file.file_name()?)))
             .collect()
     }

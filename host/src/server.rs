@@ -16,7 +16,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
@@ -65,6 +65,25 @@ impl Drop for AddressSlot {
             }
         }
     }
+}
+
+/// Serves one HTTP/1.1 connection over `io` (TCP, or TLS over TCP) until it ends, or until the
+/// graceful shutdown `watcher` belongs to ends it.
+async fn connection<I>(
+    io: I,
+    inbox: Arc<Inbox>,
+    remote: IpAddr,
+    watcher: Watcher,
+) -> Result<(), hyper::Error>
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| http::handle(inbox.clone(), remote, req));
+    let conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .serve_connection(TokioIo::new(io), svc);
+    watcher.watch(conn).await
 }
 
 /// Serves until `shutdown` completes, then drains the connections.
@@ -119,15 +138,33 @@ pub async fn serve(
         };
         // Acks are small; waiting for Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
+        // The TLS of the snapshot in force when the connection came: a renewed certificate
+        // serves from the next connection on.
+        let tls = inbox.active.load().tls.clone();
         let inbox = inbox.clone();
-        let svc = service_fn(move |req| http::handle(inbox.clone(), remote.ip(), req));
-        let conn = http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let ip = remote.ip();
+            let served = match tls {
+                None => connection(stream, inbox, ip, watcher).await,
+                Some(config) => {
+                    // The handshake counts against the header timeout, so a client that stalls
+                    // in it holds its permit no longer than one that stalls in its headers.
+                    let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
+                        Ok(Ok(tls)) => connection(tls, inbox, ip, watcher).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(client = %remote.ip(), error = %e, "TLS handshake failed");
+                            Ok(())
+                        }
+                        Err(_) => {
+                            tracing::debug!(client = %remote.ip(), "TLS handshake timed out");
+                            Ok(())
+                        }
+                    }
+                }
+            };
+            if let Err(e) = served {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

@@ -44,6 +44,17 @@ pub enum BuildError {
         #[source]
         source: std::io::Error,
     },
+    /// The server's certificate or key, or a peer's CA file, cannot be used.
+    #[error("{at}: {}: {source}", path.display())]
+    Tls {
+        /// The key in routes.toml.
+        at: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: crate::tls::TlsError,
+    },
     /// A route's plugin did not load.
     #[error("routes.{route}.plugin: {source}")]
     Plugin {
@@ -82,11 +93,11 @@ pub struct Files {
 }
 
 impl Files {
-    /// Reads every plugin file of `config`.
+    /// Reads every file `config` names (plugins, TLS certificates and keys).
     pub fn read(config: &Config) -> Result<Self, BuildErrors> {
         let mut bytes = HashMap::new();
         let mut errors = Vec::new();
-        for path in config.plugin_paths() {
+        for path in config.files() {
             match std::fs::read(path) {
                 Ok(b) => {
                     bytes.insert(path.to_path_buf(), b);
@@ -123,6 +134,11 @@ pub struct Snapshot {
     pub hash_header: http::HeaderValue,
     /// Loaded plugins, by route name.
     pub plugins: HashMap<String, RoutePlugin>,
+    /// The server's TLS, when it serves HTTPS itself: new connections use the snapshot's, so a
+    /// renewed certificate is served from the reload that reads it.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Clients for the peers that name a `ca_file`; the others use the relay's.
+    pub peer_clients: HashMap<String, crate::tls::HttpsClient>,
 }
 
 impl Snapshot {
@@ -163,6 +179,13 @@ impl Snapshot {
                 }),
             }
         }
+        let (tls, peer_clients) = match tls_parts(&config, &files) {
+            Ok(parts) => (parts.server, parts.peer_clients),
+            Err(e) => {
+                errors.extend(e.0);
+                (None, HashMap::new())
+            }
+        };
         if !errors.is_empty() {
             return Err(BuildErrors(errors));
         }
@@ -175,8 +198,69 @@ impl Snapshot {
             hash: files.hash,
             hash_header,
             plugins,
+            tls,
+            peer_clients,
         })
     }
+}
+
+/// The server's TLS config and the peers' own-CA clients, from the files the config names.
+/// `agent-inbox check` calls it too, so a bad certificate is found before a start or a reload.
+pub fn tls_parts(config: &Config, files: &Files) -> Result<TlsParts, BuildErrors> {
+    let mut errors = Vec::new();
+    let tls = config.server.tls.as_ref().and_then(|t| {
+        let (cert, key) = (files.bytes.get(&t.cert)?, files.bytes.get(&t.key)?);
+        crate::tls::server_config(cert, key)
+            .map_err(|source| {
+                errors.push(BuildError::Tls {
+                    at: "server.tls_cert".into(),
+                    path: t.cert.clone(),
+                    source,
+                })
+            })
+            .ok()
+    });
+    if let Some(ca) = config.server.tls.as_ref().and_then(|t| t.ca.as_ref())
+        && let Some(Err(source)) = files.bytes.get(ca).map(|b| crate::tls::certificates(b))
+    {
+        errors.push(BuildError::Tls {
+            at: "server.tls_ca".into(),
+            path: ca.clone(),
+            source,
+        });
+    }
+    let mut peer_clients = HashMap::new();
+    for peer in config.peers.values() {
+        let Some(ca) = &peer.ca_file else { continue };
+        let Some(pem) = files.bytes.get(ca) else {
+            continue;
+        };
+        match crate::tls::client_trusting(pem) {
+            Ok(client) => {
+                peer_clients.insert(peer.name.clone(), client);
+            }
+            Err(source) => errors.push(BuildError::Tls {
+                at: format!("peers.{}.ca_file", peer.name),
+                path: ca.clone(),
+                source,
+            }),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(BuildErrors(errors));
+    }
+    Ok(TlsParts {
+        server: tls,
+        peer_clients,
+    })
+}
+
+/// What [`tls_parts`] builds.
+pub struct TlsParts {
+    /// The server's TLS config, if it serves HTTPS.
+    pub server: Option<Arc<rustls::ServerConfig>>,
+    /// Clients for the peers with a `ca_file`.
+    pub peer_clients: HashMap<String, crate::tls::HttpsClient>,
 }
 
 /// The engine's limits for a plugin, from its routes.toml settings.

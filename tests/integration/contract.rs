@@ -157,11 +157,7 @@ async fn the_served_document_is_openapi_yaml() {
     assert_eq!(served.status, 200);
     // Read by an independent YAML parser (PyYAML, which schemathesis brings).
     let yaml = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.yaml");
-    let (ok, text) = run_tool(
-        "yaml2json.py",
-        &[yaml.to_str().expect("a UTF-8 path")],
-        b"",
-    );
+    let (ok, text) = run_tool("yaml2json.py", &[yaml.to_str().expect("a UTF-8 path")], b"");
     assert!(ok, "{text}");
     let from_yaml: Value = serde_json::from_str(&text).expect("JSON");
     assert_eq!(served.json, from_yaml);

@@ -86,6 +86,7 @@ fn reply_context(types: &[&str]) -> ReplyContext {
         token: "rt_0123".into(),
         reply_types: types.iter().map(|t| t.to_string()).collect(),
         deadline: "2026-11-24T12:00:00Z".into(),
+        ca_file: None,
     }
 }
 

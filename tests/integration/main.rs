@@ -18,4 +18,5 @@ mod reload;
 mod secrets;
 mod send;
 mod signed;
+mod tls;
 mod turns;

@@ -198,6 +198,8 @@ pub struct Peer {
     /// Its secrets, the current one first: inbound accepts any of them, outbound uses the first
     /// (or signs with each, for Standard Webhooks).
     pub secrets: Vec<Secret>,
+    /// The CA certificates (PEM) its `https` URL is verified with, instead of the public roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Peer {
@@ -248,6 +250,21 @@ pub struct Server {
     pub dedup_window: Duration,
     /// Finished records older than this are pruned.
     pub retention: Duration,
+    /// The inbox's own TLS, if it serves HTTPS itself.
+    pub tls: Option<Tls>,
+}
+
+/// `[server] tls_cert`, `tls_key`, `tls_ca`: the files the server's TLS is built from (read, and
+/// hashed into the config hash, by the snapshot; a renewal is a reload).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tls {
+    /// The certificate chain (PEM), leaf first.
+    pub cert: PathBuf,
+    /// Its private key (PEM).
+    pub key: PathBuf,
+    /// The CA (PEM) that verifies `cert` when no public root does (a private CA, or `cert`
+    /// itself when self-signed): agents' curl gets `--cacert` with it.
+    pub ca: Option<PathBuf>,
 }
 
 /// `[relay]`, validated.
@@ -387,6 +404,21 @@ impl Config {
             .values()
             .filter_map(|r| r.plugin.as_ref().map(|p| p.path.as_path()))
             .collect();
+        paths.sort();
+        paths.dedup();
+        paths
+    }
+
+    /// Every file besides routes.toml whose bytes make the active config: plugins, the server's
+    /// certificate, key and CA, and peers' CA files. The snapshot reads and hashes them; the
+    /// reloader watches them.
+    pub fn files(&self) -> Vec<&Path> {
+        let mut paths = self.plugin_paths();
+        if let Some(tls) = &self.server.tls {
+            paths.extend([tls.cert.as_path(), tls.key.as_path()]);
+            paths.extend(tls.ca.as_deref());
+        }
+        paths.extend(self.peers.values().filter_map(|p| p.ca_file.as_deref()));
         paths.sort();
         paths.dedup();
         paths

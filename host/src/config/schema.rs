@@ -43,6 +43,9 @@ pub(super) struct Server {
     pub(super) drain_secs: Option<u64>,
     pub(super) dedup_window_secs: Option<u64>,
     pub(super) retention_days: Option<u64>,
+    pub(super) tls_cert: Option<String>,
+    pub(super) tls_key: Option<String>,
+    pub(super) tls_ca: Option<String>,
 }
 
 /// `[agent]` and a route's `agent = { ... }` share this shape; the route's keys win.
@@ -75,6 +78,7 @@ pub(super) struct Peer {
     pub(super) auth: Option<String>,
     pub(super) secret_env: Option<OneOrMany>,
     pub(super) secret: Option<OneOrMany>,
+    pub(super) ca_file: Option<String>,
 }
 
 /// A value given once, or as a list (secrets during a rotation: the new one first).

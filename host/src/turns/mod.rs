@@ -184,8 +184,8 @@ impl Turns {
     fn public_url(&self, snap: &Snapshot) -> String {
         match (&snap.config.server.public_url, self.bound.get()) {
             (Some(u), _) => u.clone(),
-            (None, Some(addr)) => format!("http://{addr}"),
-            (None, None) => format!("http://{}", snap.config.server.listen),
+            (None, Some(addr)) => format!("{}://{addr}", scheme(snap)),
+            (None, None) => format!("{}://{}", scheme(snap), snap.config.server.listen),
         }
     }
 
@@ -227,5 +227,14 @@ impl Turns {
             .then(|| message.sender.clone())
             .into_iter()
             .collect()
+    }
+}
+
+/// `https` when the inbox serves TLS itself, else `http`.
+fn scheme(snap: &Snapshot) -> &'static str {
+    if snap.config.server.tls.is_some() {
+        "https"
+    } else {
+        "http"
     }
 }

@@ -51,6 +51,7 @@ pub(super) async fn run(
             std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms as u64),
         )
         .to_string(),
+        ca_file: ca_file(snap),
     };
     let prompt = match hooks::render_turn(snap, route_name, &message, &ctx).await {
         Ok(Some(text)) => text,
@@ -153,6 +154,12 @@ async fn finish(
     Ok(true)
 }
 
+/// `[server] tls_ca`, when the inbox serves TLS with a certificate no public root verifies.
+fn ca_file(snap: &Snapshot) -> Option<String> {
+    let ca = snap.config.server.tls.as_ref()?.ca.as_ref()?;
+    Some(ca.display().to_string())
+}
+
 fn invocation(
     snap: &Snapshot,
     settings: &AgentSettings,
@@ -178,7 +185,19 @@ fn invocation(
             ("INBOX_MESSAGE_TYPE".into(), m.msg_type.clone()),
             ("INBOX_REPLY_URL".into(), url.to_owned()),
             ("INBOX_REPLY_TOKEN".into(), token),
-        ],
+        ]
+        .into_iter()
+        // The inbox's private CA, for agents that reach /send their own way: INBOX_CA_FILE to
+        // pass on (`curl --cacert "$INBOX_CA_FILE"`), and Node's NODE_EXTRA_CA_CERTS, which adds
+        // to the public roots (OpenClaw is Node). Nothing that replaces the public roots (such
+        // as SSL_CERT_FILE): the agent's other HTTPS calls must keep working.
+        .chain(ca_file(snap).into_iter().flat_map(|ca| {
+            [
+                ("INBOX_CA_FILE".to_owned(), ca.clone()),
+                ("NODE_EXTRA_CA_CERTS".to_owned(), ca),
+            ]
+        }))
+        .collect(),
         env_remove: snap.config.secret_vars.clone(),
         timeout: settings.timeout,
         kill_grace: settings.kill_grace,

@@ -57,6 +57,14 @@ pub(super) fn peers(
                 PeerAuth::Secret
             }
         };
+        let ca_file = p.ca_file.as_deref().map(|f| c.base_dir.join(f));
+        if ca_file.is_some()
+            && url
+                .as_ref()
+                .is_some_and(|u| u.scheme_str() != Some("https"))
+        {
+            c.invalid(format!("{at}.ca_file"), "a CA file is for an https:// url");
+        }
         if let Some(url) = url
             && !secrets.is_empty()
         {
@@ -67,6 +75,7 @@ pub(super) fn peers(
                     url,
                     auth,
                     secrets,
+                    ca_file,
                 },
             );
         }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Checker, parse_duration, schema, secs};
 use crate::config::defaults::*;
-use crate::config::{ConfigError, Relay, Server};
+use crate::config::{ConfigError, Relay, Server, Tls};
 use crate::model::Synchronous;
 
 pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
@@ -56,6 +56,7 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
             format!("at most {MAX_JSON_DEPTH}: deeper payloads cannot be read back"),
         );
     }
+    let tls = tls(c, s, public_url.as_deref());
     let retention_days = c.positive(
         "server.retention_days",
         s.retention_days,
@@ -100,6 +101,36 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
         drain: secs(s.drain_secs, DEFAULT_DRAIN),
         dedup_window: secs(s.dedup_window_secs, DEFAULT_DEDUP_WINDOW),
         retention: Duration::from_secs(24 * 3600 * retention_days),
+        tls,
+    }
+}
+
+/// `tls_cert` and `tls_key` together, or neither; `tls_ca` only with them.
+fn tls(c: &mut Checker<'_>, s: &schema::Server, public_url: Option<&str>) -> Option<Tls> {
+    let path = |p: &Option<String>| p.as_deref().map(|p| c.base_dir.join(p));
+    let (cert, key, ca) = (path(&s.tls_cert), path(&s.tls_key), path(&s.tls_ca));
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            if let Some(u) = public_url
+                && !u.starts_with("https://")
+            {
+                c.invalid(
+                    "server.public_url",
+                    format!("{u:?}: the inbox serves TLS (tls_cert), so agents must reach it at https://"),
+                );
+            }
+            Some(Tls { cert, key, ca })
+        }
+        (None, None) => {
+            if ca.is_some() {
+                c.invalid("server.tls_ca", "needs tls_cert and tls_key");
+            }
+            None
+        }
+        _ => {
+            c.invalid("server.tls_cert", "tls_cert and tls_key go together");
+            None
+        }
     }
 }
 

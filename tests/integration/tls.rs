@@ -1,0 +1,299 @@
+//! The inbox's own TLS, with a CA and certificates made here: two inboxes talk over HTTPS (each
+//! trusting the other's private CA with `ca_file`), an agent replies by running the curl command
+//! of its instructions as written, and a renewed certificate is served after the reload that
+//! reads it, while a broken one is refused and the old one stays.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use agent_inbox::tls::{HttpsClient, client_trusting};
+use agent_inbox_tests::*;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// A private CA, and the files of certificates it signed.
+struct Pki {
+    dir: PathBuf,
+    ca: rcgen::CertifiedIssuer<'static, rcgen::KeyPair>,
+}
+
+impl Pki {
+    fn new(dir: &Path) -> Pki {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "agent-inbox test CA");
+        let key = rcgen::KeyPair::generate().expect("CA key");
+        let ca = rcgen::CertifiedIssuer::self_signed(params, key).expect("CA");
+        std::fs::write(dir.join("ca.pem"), ca.pem()).expect("write ca.pem");
+        Pki {
+            dir: dir.to_path_buf(),
+            ca,
+        }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// Issues a certificate for 127.0.0.1 and writes `name.pem` and `name.key` (by rename, as
+    /// a renewal tool does); returns the certificate's DER.
+    fn issue(&self, name: &str) -> Vec<u8> {
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".into()])
+                .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("sign");
+        write_by_rename(&self.dir.join(format!("{name}.key")), key.serialize_pem());
+        write_by_rename(&self.dir.join(format!("{name}.pem")), cert.pem());
+        cert.der().to_vec()
+    }
+
+    /// `[server]` keys serving certificate `name`.
+    fn serve(&self, toml: Toml, name: &str, addr: SocketAddr) -> Toml {
+        let path = |f: String| quoted(path_str(&self.dir.join(f)));
+        toml.listen(addr)
+            .server("public_url", &quoted(&format!("https://{addr}")))
+            .server("tls_cert", &path(format!("{name}.pem")))
+            .server("tls_key", &path(format!("{name}.key")))
+            .server("tls_ca", &quoted(path_str(&self.ca_file())))
+    }
+}
+
+/// An HTTPS request trusting `ca`.
+async fn https(
+    client: &HttpsClient,
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, Value) {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let req = b
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .expect("request");
+    let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
+        .await
+        .expect("an answer within 20 s")
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:?}"));
+    let status = resp.status().as_u16();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+/// The certificate a TLS server at `addr` presents, verified against `ca`.
+async fn presented(addr: SocketAddr, ca: &Path) -> Vec<u8> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in agent_inbox::tls::certificates(&std::fs::read(ca).expect("ca")).expect("pem") {
+        roots.add(cert).expect("root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake");
+    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+async fn bound() -> (TcpListener, SocketAddr) {
+    let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = l.local_addr().expect("addr");
+    (l, addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_inboxes_and_an_agent_talk_over_tls() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    pki.issue("a");
+    pki.issue("b");
+    let ((la, a), (lb, b)) = (bound().await, bound().await);
+    let ca = path_str(&pki.ca_file()).to_owned();
+    // A sends TASKs to B; B's agent replies STATUS by running its instructions' curl; the reply
+    // is relayed back to A's mailbox. Every hop is HTTPS with the private CA.
+    let a_toml = pki
+        .serve(Toml::new(), "a", a)
+        .schedule(FAST_RETRIES)
+        // One secret per link: A sends it to B and accepts it from B.
+        .peer("b", &format!("https://{b}/message"), TONY)
+        .peer_key("b", "ca_file", &quoted(&ca))
+        .mailbox("replies", &["b"], &["STATUS"])
+        .build();
+    let agent = toml_list(&[
+        "python3".to_owned(),
+        path_str(&agents_dir().join("prompt-curl.py")).to_owned(),
+    ]);
+    let b_toml = pki
+        .serve(Toml::new(), "b", b)
+        .command(&agent)
+        .agent("stdin", "true")
+        .agent("timeout_secs", "20")
+        .schedule(FAST_RETRIES)
+        .peer("a", &format!("https://{a}/message"), TONY)
+        .peer_key("a", "ca_file", &quoted(&ca))
+        .agent_route("tasks", &["a"], &["TASK"], &["STATUS"], &["a"])
+        .build();
+    let host_a = start_host_on(&a_toml, la).await;
+    let host_b = start_host_on(&b_toml, lb).await;
+    let client = client_trusting(&std::fs::read(pki.ca_file()).expect("ca")).expect("client");
+    let admin = format!("Bearer {ADMIN}");
+    let json_admin = [
+        ("authorization", admin.as_str()),
+        ("content-type", "application/json"),
+    ];
+
+    let (status, ack) = https(
+        &client,
+        "POST",
+        &format!("https://{a}/admin/send"),
+        &json_admin,
+        &json!({"to": "b", "type": "TASK", "payload": {"job": "over tls"}}).to_string(),
+    )
+    .await;
+    assert_eq!(status, 202, "{ack:#}");
+    let thread = ack["thread_id"].as_str().expect("thread").to_owned();
+
+    let reply = eventually(
+        Duration::from_secs(30),
+        "the reply in A's mailbox",
+        || async {
+            let (_, list) = https(
+                &client,
+                "GET",
+                &format!("https://{a}/messages?route=replies"),
+                &json_admin,
+                "",
+            )
+            .await;
+            list["messages"].as_array()?.first().cloned()
+        },
+    )
+    .await;
+    assert_eq!(reply["type"], "STATUS", "{reply:#}");
+    assert_eq!(reply["thread_id"], thread.as_str());
+    assert_eq!(reply["payload"]["followed"], "the instructions");
+
+    // On B, the turn's prompt had the CA in its curl, and the agent ran it over HTTPS.
+    let (_, list) = https(
+        &client,
+        "GET",
+        &format!("https://{b}/messages"),
+        &json_admin,
+        "",
+    )
+    .await;
+    let id = list["messages"][0]["id"]
+        .as_str()
+        .expect("B's message")
+        .to_owned();
+    // The reply can reach A before B's agent has exited: wait for the turn's end.
+    let detail = eventually(Duration::from_secs(20), "B's turn to end", || async {
+        let url = format!("https://{b}/messages/{id}");
+        let (_, detail) = https(&client, "GET", &url, &json_admin, "").await;
+        (detail["turn"]["state"] == "done").then_some(detail)
+    })
+    .await;
+    let out = detail["turn"]["stdout_tail"].as_str().unwrap_or("");
+    assert!(
+        out.contains(&format!("--cacert '{ca}'")) && out.contains(&format!("https://{b}/send")),
+        "{detail:#}"
+    );
+
+    // Plain HTTP to a TLS port is a failed handshake, not an answer and not a crash.
+    let plain = try_request("GET", &format!("http://{a}/healthz"), &[], "").await;
+    assert!(plain.is_err(), "{plain:?}");
+    let (status, _) = https(&client, "GET", &format!("https://{a}/healthz"), &[], "").await;
+    assert_eq!(status, 200);
+    host_a.stop().await;
+    host_b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renewed_certificate_is_served_and_a_broken_one_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    let first = pki.issue("inbox");
+    let (listener, addr) = bound().await;
+    let host = start_host_on(&pki.serve(Toml::new(), "inbox", addr).build(), listener).await;
+    assert_eq!(presented(addr, &pki.ca_file()).await, first);
+
+    // A renewal writes new files by rename; the watcher reloads and new connections get it.
+    let second = pki.issue("inbox");
+    assert_ne!(first, second);
+    eventually(
+        Duration::from_secs(20),
+        "the renewed certificate",
+        || async { (presented(addr, &pki.ca_file()).await == second).then_some(()) },
+    )
+    .await;
+
+    // A broken certificate is refused with the reason, and the last good one stays.
+    let client = client_trusting(&std::fs::read(pki.ca_file()).expect("ca")).expect("client");
+    write_by_rename(&dir.path().join("inbox.pem"), "not a certificate");
+    let admin = format!("Bearer {ADMIN}");
+    let (status, answer) = https(
+        &client,
+        "POST",
+        &format!("https://{addr}/admin/reload"),
+        &[("authorization", admin.as_str())],
+        "",
+    )
+    .await;
+    assert_eq!(status, 422, "{answer:#}");
+    assert_eq!(answer["error"]["code"], "reload_failed");
+    let message = answer["error"]["message"].as_str().unwrap_or("");
+    assert!(message.contains("server.tls_cert"), "{message}");
+    assert_eq!(presented(addr, &pki.ca_file()).await, second);
+    host.stop().await;
+}
+
+#[test]
+fn tls_keys_are_checked() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |extra: &str| {
+        let toml = Toml::new()
+            .build()
+            .replacen("[server]\n", &format!("[server]\n{extra}"), 1);
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, toml).expect("write");
+        let out = std::process::Command::new(bin())
+            .args(["check", "--config"])
+            .arg(&path)
+            .output()
+            .expect("run check");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned()
+                + &String::from_utf8_lossy(&out.stdout),
+        )
+    };
+    let (ok, text) = check("tls_cert = \"a.pem\"\n");
+    assert!(
+        !ok && text.contains("tls_cert and tls_key go together"),
+        "{text}"
+    );
+    let (ok, text) =
+        check("tls_cert = \"a.pem\"\ntls_key = \"a.key\"\npublic_url = \"http://127.0.0.1:1\"\n");
+    assert!(!ok && text.contains("https://"), "{text}");
+    let (ok, text) = check("tls_ca = \"ca.pem\"\n");
+    assert!(!ok && text.contains("needs tls_cert and tls_key"), "{text}");
+}
