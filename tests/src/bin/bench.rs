@@ -1,6 +1,6 @@
 //! Benchmarks: every figure is printed beside a baseline measured in the same run.
 //!
-//! `cargo run --release -p agent-inbox-tests --bin bench -- [SUITE...] [--secs N] [--quick]`
+//! `cargo run --release -p agent-inbox-tests --bin bench -- [SUITE...] [--secs N] [--quick] [--conns 1,16,64]`
 //!
 //! Servers run as child processes of this binary (`bench serve ...` is the real `agent-inbox` command,
 //! `bench bare ...` a bare hyper server), so their RSS can be read and the load generator does not share
@@ -77,12 +77,15 @@ fn bare_server(addr: &str) {
 struct Options {
     secs: f64,
     suites: Vec<String>,
+    /// Connection counts for the ack suite (`--conns 1,16,64`).
+    conns: Vec<usize>,
 }
 
 fn run_suites(args: &[String]) {
     let mut opts = Options {
         secs: 5.0,
         suites: Vec::new(),
+        conns: vec![1, 16, 64],
     };
     let mut i = 0;
     while i < args.len() {
@@ -92,6 +95,13 @@ fn run_suites(args: &[String]) {
                 opts.secs = args[i].parse().expect("--secs N");
             }
             "--quick" => opts.secs = 0.5,
+            "--conns" => {
+                i += 1;
+                opts.conns = args[i]
+                    .split(',')
+                    .map(|n| n.parse().expect("--conns N[,N...]"))
+                    .collect();
+            }
             s => opts.suites.push(s.to_owned()),
         }
         i += 1;
@@ -219,12 +229,14 @@ async fn start_inbox_with(server_extra: &str, routes: &str, plugins: &[(&str, Pa
     );
     let path = dir.path().join("routes.toml");
     std::fs::write(&path, toml).unwrap();
+    // The default log level, to a file, as a user runs it: a log line per accepted message is
+    // part of the cost (RUST_LOG=warn in the environment measures without it).
+    let log = std::fs::File::create(dir.path().join("inbox.log")).expect("create the log");
     let child = Command::new(std::env::current_exe().unwrap())
         .args(["serve", "--config"])
         .arg(&path)
-        .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(log)
         .spawn()
         .expect("spawn inbox");
     wait_ready(addr).await;
@@ -718,7 +730,7 @@ fn plugin_route() -> (String, Vec<(&'static str, PathBuf)>) {
 async fn ack_path(opts: &Options) {
     println!("\n## ack path: POST /message to a mailbox route, durable (synchronous = full)");
     let (route, plugins) = plugin_route();
-    for conns in [1, 16, 64] {
+    for &conns in &opts.conns {
         let s = start_bare().await;
         let bare = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
         drop(s);
