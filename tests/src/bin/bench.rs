@@ -247,9 +247,23 @@ async fn start_inbox_with(server_extra: &str, routes: &str, plugins: &[(&str, Pa
     }
 }
 
+/// Bytes the server process has caused to be written to storage so far (`write_bytes` in
+/// /proc/PID/io: the WAL, checkpoints into the database file, and the log).
+fn written(s: &Server) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/io", s.child.id()))
+        .ok()
+        .and_then(|io| {
+            io.lines()
+                .find_map(|l| l.strip_prefix("write_bytes: ")?.trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// What one load run measured.
 struct Load {
     requests: usize,
+    /// Successful requests, the warm-up's included.
+    acked: usize,
     errors: usize,
     secs: f64,
     latencies_us: Vec<u32>,
@@ -285,7 +299,7 @@ async fn load(addr: SocketAddr, path: &str, body: &str, conns: usize, secs: f64)
                 .expect("handshake");
             tokio::spawn(conn);
             let mut lat = Vec::new();
-            let (mut ok, mut errors) = (0usize, 0usize);
+            let (mut ok, mut errors, mut acked) = (0usize, 0usize, 0usize);
             while !stop.load(Ordering::Relaxed) {
                 let req = http::Request::post(path.as_str())
                     .header("host", "bench")
@@ -300,6 +314,7 @@ async fn load(addr: SocketAddr, path: &str, body: &str, conns: usize, secs: f64)
                 };
                 let status = resp.status();
                 let _ = resp.into_body().collect().await;
+                acked += usize::from(status.is_success());
                 if t >= start {
                     if status.is_success() {
                         ok += 1;
@@ -309,20 +324,22 @@ async fn load(addr: SocketAddr, path: &str, body: &str, conns: usize, secs: f64)
                     }
                 }
             }
-            (ok, errors, lat)
+            (ok, errors, lat, acked)
         }));
     }
     tokio::time::sleep_until((start + run).into()).await;
     stop.store(true, Ordering::Relaxed);
     let mut out = Load {
         requests: 0,
+        acked: 0,
         errors: 0,
         secs: run.as_secs_f64(),
         latencies_us: Vec::new(),
     };
     for t in tasks {
-        let (ok, errors, lat) = t.await.expect("load task");
+        let (ok, errors, lat, acked) = t.await.expect("load task");
         out.requests += ok;
+        out.acked += acked;
         out.errors += errors;
         out.latencies_us.extend(lat);
     }
@@ -735,7 +752,9 @@ async fn ack_path(opts: &Options) {
         let bare = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
         drop(s);
         let s = start_inbox("").await;
+        let before = written(&s);
         let inbox = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
+        let bytes = written(&s).saturating_sub(before);
         drop(s);
         let s = start_inbox_with("", &route, &plugins).await;
         let with_plugin = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
@@ -752,6 +771,11 @@ async fn ack_path(opts: &Options) {
             "  inbox p99 / bare p99: {:.2}x (target <= 2x); with plugin {:.2}x",
             inbox.pct(0.99) / bare.pct(0.99),
             with_plugin.pct(0.99) / bare.pct(0.99)
+        );
+        println!(
+            "  inbox wrote {:.0} bytes per acked message to storage (the process's write_bytes, WAL and checkpoints, over {} messages)",
+            bytes as f64 / inbox.acked.max(1) as f64,
+            inbox.acked
         );
     }
 }
