@@ -117,18 +117,21 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
-        let cap = {
+        // One look at the snapshot in force per connection: its per-address cap, and its TLS
+        // (so a renewed certificate serves from the next connection on).
+        let (cap, tls) = {
             let snap = inbox.active.load();
             let server = &snap.config.server;
             let proxy = server
                 .trusted_proxies
                 .iter()
                 .any(|net| net.contains(&remote.ip()));
-            if proxy {
+            let cap = if proxy {
                 0
             } else {
                 server.max_connections_per_ip
-            }
+            };
+            (cap, snap.tls.clone())
         };
         let pressed = permits.available_permits() < max_connections / 2;
         let Some(slot) = per_address.admit(remote.ip(), cap, pressed) else {
@@ -138,9 +141,6 @@ pub async fn serve(
         };
         // Acks are small; waiting for Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
-        // The TLS of the snapshot in force when the connection came: a renewed certificate
-        // serves from the next connection on.
-        let tls = inbox.active.load().tls.clone();
         let inbox = inbox.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {

@@ -78,23 +78,27 @@ pub fn client() -> HttpsClient {
 /// A client that trusts only the CA certificates in `ca_pem`, as `curl --cacert` does: for a
 /// peer (or this inbox) whose certificate a private CA signed, or that is self-signed.
 pub fn client_trusting(ca_pem: &[u8]) -> Result<HttpsClient, TlsError> {
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(client_config(ca_pem)?)
+        .https_or_http()
+        .enable_http1()
+        .build();
+    Ok(build(https))
+}
+
+/// The rustls client config that trusts only the CA certificates in `ca_pem`.
+pub fn client_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in certificates(ca_pem)? {
         roots
             .add(cert)
             .map_err(|e| TlsError::Rustls(e.to_string()))?;
     }
-    let config = rustls::ClientConfig::builder_with_provider(provider())
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?
         .with_root_certificates(roots)
-        .with_no_client_auth();
-    let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(config)
-        .https_or_http()
-        .enable_http1()
-        .build();
-    Ok(build(https))
+        .with_no_client_auth())
 }
 
 fn build(https: hyper_rustls::HttpsConnector<HttpConnector>) -> HttpsClient {

@@ -6,24 +6,13 @@
 #
 # Needs wrk, taskset and bc. Loopback only; stops by itself.
 set -eu
+SELF=$(realpath "$0")
 B=$(realpath "$1"); KIND=$2
 LUA=$(realpath "$(dirname "$0")/post-note.lua")
 DIR=$(mktemp -d)
 trap 'rm -rf "$DIR"' EXIT
 cd "$DIR"
-cat > cpu.toml <<TOML
-[server]
-listen = "127.0.0.1:8797"
-admin_secret = "bench-admin"
-data_dir = "data"
-[peers.load]
-url = "http://127.0.0.1:9/message"
-secret = "bench-secret"
-[routes.inbox]
-from = ["load"]
-types = ["*"]
-mailbox = true
-TOML
+sed s/PORT/8797/ "$(dirname "$SELF")/mailbox.toml" > "cpu.toml"
 if [ "$KIND" = inbox ]; then
   taskset -c 1 $B serve --config cpu.toml 2>/dev/null & P=$!
 else

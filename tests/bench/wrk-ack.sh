@@ -9,25 +9,14 @@
 # with `wrk -t2 -c64 --latency`, printing req/s and percentiles. Loopback only; stops by itself.
 # Needs wrk (`apt-get install wrk`). The server logs to a file at the default level.
 set -eu
+SELF=$(realpath "$0")
 BENCH=$(realpath "${1:-target/release/bench}")
 FILL=${2:-30}
 LUA=$(realpath "$(dirname "$0")/post-note.lua")
 command -v wrk >/dev/null || { echo "wrk is not installed (apt-get install wrk)" >&2; exit 2; }
 DIR=$(mktemp -d)
 trap 'kill $INBOX 2>/dev/null; rm -rf "$DIR"' EXIT
-cat > "$DIR/routes.toml" <<TOML
-[server]
-listen = "127.0.0.1:8795"
-admin_secret = "bench-admin"
-data_dir = "data"
-[peers.load]
-url = "http://127.0.0.1:9/message"
-secret = "bench-secret"
-[routes.inbox]
-from = ["load"]
-types = ["*"]
-mailbox = true
-TOML
+sed s/PORT/8795/ "$(dirname "$SELF")/mailbox.toml" > "$DIR/routes.toml"
 "$BENCH" serve --config "$DIR/routes.toml" 2>"$DIR/inbox.log" &
 INBOX=$!
 sleep 1

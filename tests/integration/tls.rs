@@ -94,17 +94,8 @@ async fn https(
 
 /// The certificate a TLS server at `addr` presents, verified against `ca`.
 async fn presented(addr: SocketAddr, ca: &Path) -> Vec<u8> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in agent_inbox::tls::certificates(&std::fs::read(ca).expect("ca")).expect("pem") {
-        roots.add(cert).expect("root");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let pem = std::fs::read(ca).expect("ca");
+    let config = agent_inbox::tls::client_config(&pem).expect("a client config");
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
