@@ -71,6 +71,9 @@ pub struct Invocation {
     pub work_dir: Option<PathBuf>,
     /// Directory for the prompt file; defaults to [`std::env::temp_dir`].
     pub temp_dir: Option<PathBuf>,
+    /// Notified to stop the turn early (its task was cancelled): the process group gets SIGTERM,
+    /// then SIGKILL after `kill_grace`, as on a timeout.
+    pub cancel: Option<std::sync::Arc<tokio::sync::Notify>>,
 }
 
 /// How a turn ended.
@@ -82,6 +85,8 @@ pub enum Ending {
     Failed,
     /// The agent ran past its timeout and was killed.
     TimedOut,
+    /// The turn was cancelled and the agent killed.
+    Canceled,
 }
 
 /// The result of one turn.
@@ -139,6 +144,9 @@ pub enum RunError {
     /// The agent ran past its timeout and its process group was killed.
     #[error("timed out after {0:?}")]
     TimedOut(Duration),
+    /// The turn was cancelled while the agent ran.
+    #[error("cancelled while the agent ran")]
+    Canceled,
 }
 
 impl RunError {
@@ -151,6 +159,7 @@ impl RunError {
             Self::PromptFile(_) => "prompt_file_failed",
             Self::Wait(_) => "wait_failed",
             Self::TimedOut(_) => "timed_out",
+            Self::Canceled => "canceled",
         }
     }
 }
@@ -242,6 +251,7 @@ pub async fn run(inv: Invocation) -> Outcome {
         output_cap,
         work_dir,
         temp_dir,
+        cancel,
     } = inv;
 
     if command.is_empty() {
@@ -285,6 +295,7 @@ pub async fn run(inv: Invocation) -> Outcome {
             kill_grace,
             output_cap,
         },
+        cancel,
     )
     .await;
     drop(prompt_file);
@@ -319,6 +330,7 @@ async fn supervise(
     env_remove: &[String],
     work_dir: Option<PathBuf>,
     limits: Limits,
+    cancel: Option<std::sync::Arc<tokio::sync::Notify>>,
 ) -> Outcome {
     let Some((program, rest)) = args.split_first() else {
         return Outcome::not_started(RunError::EmptyCommand, Duration::ZERO);
@@ -379,11 +391,23 @@ async fn supervise(
     let mut stderr = Reader::start(child.stderr.take(), limits.output_cap, &stop_rx);
     drop(stop_rx);
 
-    let (waited, timed_out) = match tokio::time::timeout(limits.timeout, child.wait()).await {
-        Ok(waited) => (waited, false),
-        Err(_) => {
-            warn!(pid, timeout = ?limits.timeout, "agent timed out; terminating its process group");
-            (terminate(&mut child, pgid, limits.kill_grace).await, true)
+    let canceled = async {
+        match &cancel {
+            Some(n) => n.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    let (waited, stopped) = tokio::select! {
+        waited = tokio::time::timeout(limits.timeout, child.wait()) => match waited {
+            Ok(waited) => (waited, None),
+            Err(_) => {
+                warn!(pid, timeout = ?limits.timeout, "agent timed out; terminating its process group");
+                (terminate(&mut child, pgid, limits.kill_grace).await, Some(Ending::TimedOut))
+            }
+        },
+        () = canceled => {
+            warn!(pid, "turn cancelled; terminating the agent's process group");
+            (terminate(&mut child, pgid, limits.kill_grace).await, Some(Ending::Canceled))
         }
     };
 
@@ -410,7 +434,10 @@ async fn supervise(
         Err(_) => (None, None),
     };
     let (ending, error) = match waited {
-        _ if timed_out => (Ending::TimedOut, Some(RunError::TimedOut(limits.timeout))),
+        _ if stopped == Some(Ending::TimedOut) => {
+            (Ending::TimedOut, Some(RunError::TimedOut(limits.timeout)))
+        }
+        _ if stopped == Some(Ending::Canceled) => (Ending::Canceled, Some(RunError::Canceled)),
         Ok(status) if status.success() => (Ending::Done, None),
         Ok(_) => (Ending::Failed, None),
         Err(e) => (Ending::Failed, Some(RunError::Wait(e))),
@@ -612,6 +639,7 @@ mod tests {
             env_remove: Vec::new(),
             work_dir: None,
             temp_dir: None,
+            cancel: None,
         }
     }
 

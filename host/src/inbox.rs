@@ -15,7 +15,7 @@ use crate::reload::Reloader;
 use crate::router::NoRoute;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Active, Snapshot};
-use crate::store::{Dedup, Inserted, MessageFilter, NewTurn, Store, StoreError};
+use crate::store::{Dedup, Inserted, MessageFilter, NewTurn, Store, StoreError, TaskLink};
 use crate::turns::Turns;
 use crate::wire::{
     Ack, AckStatus, AdminSendBody, Detail, Envelope, MessageDetail, MessageList, MessageView,
@@ -92,6 +92,11 @@ pub struct Incoming {
     pub envelope: Envelope,
     /// The `Idempotency-Key`, if any (else the envelope's `id` dedups).
     pub idempotency_key: Option<String>,
+    /// The route, when the front door chose it (an A2A skill); else the router picks by sender
+    /// and type. Plugins run either way and may reroute.
+    pub route: Option<String>,
+    /// The A2A task this message starts or continues, committed with it.
+    pub task: Option<TaskLink>,
 }
 
 /// Who is reading: the admin sees everything, a peer sees its own messages and what is addressed
@@ -136,6 +141,8 @@ impl Inbox {
             sender,
             envelope: e,
             idempotency_key,
+            route: chosen,
+            mut task,
         } = incoming;
         if e.hops >= config.server.max_hops {
             tracing::warn!(sender = %sender, msg_type = %e.msg_type, hops = e.hops, "loop detected");
@@ -144,7 +151,10 @@ impl Inbox {
                 max: config.server.max_hops,
             });
         }
-        let routed = snap.router.route(&sender, &e.msg_type)?;
+        let routed = match &chosen {
+            Some(r) => r.as_str(),
+            None => snap.router.route(&sender, &e.msg_type)?,
+        };
         let id = new_id();
         let mut message = Message {
             thread_id: e.thread_id.unwrap_or_else(|| id.clone()),
@@ -190,9 +200,15 @@ impl Inbox {
             turn_queued: turn.is_some(),
         };
         let route_name = message.route.clone();
+        if let Some(link) = &mut task {
+            link.input.message_id = Some(id.clone());
+            if let Some(t) = &mut link.new {
+                t.route = route_name.clone();
+            }
+        }
         // Detached, so a client that hangs up cannot leave a committed turn without its wake-up.
         let inserted = tokio::spawn(async move {
-            let inserted = store.insert_message(message, turn, dedup).await?;
+            let inserted = store.insert_message(message, turn, dedup, task).await?;
             if inserted == Inserted::New {
                 events.publish(event);
                 if turn.is_some() {

@@ -15,6 +15,7 @@
 //! - [`inbox`]: the use cases; [`wire`]: the JSON on the wire; [`http`] and [`server`]: the front door.
 //! - [`cli`] and [`client`]: the `agent-inbox` command line.
 
+pub mod a2a;
 pub mod agent;
 pub mod cli;
 pub mod client;

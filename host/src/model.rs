@@ -126,6 +126,9 @@ named_enum! {
         TimedOut = "timed_out",
         /// The host stopped while the agent ran.
         Interrupted = "interrupted",
+        /// Cancelled before it ended (an A2A `CancelTask`): dropped from the queue, or its agent
+        /// killed.
+        Canceled = "canceled",
     }
 }
 
@@ -381,6 +384,55 @@ pub enum AttemptOutcome {
     },
 }
 
+/// An A2A task: the unit of work an A2A client hands over. It starts with one inbox message and
+/// its turn; an answer to a question adds another message and turn to it. Its state is not
+/// stored: it follows from its turns and their replies (`a2a::state`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Task {
+    /// Its id (a UUIDv7, like a message's).
+    pub id: String,
+    /// The peer that created it: the only one that sees it, besides the admin.
+    pub owner: String,
+    /// Its A2A `contextId`, which is the inbox thread.
+    pub context_id: String,
+    /// The route (skill) it was sent to.
+    pub route: String,
+    /// When it was created (ms).
+    pub created_at: i64,
+    /// Why a plugin refused its first message; such a task has no message and no turn.
+    pub rejected: Option<String>,
+    /// When the client cancelled it.
+    pub canceled_at: Option<i64>,
+}
+
+/// One message an A2A client sent into a task, as it sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskInput {
+    /// The task.
+    pub task_id: String,
+    /// The inbox message it became (none for a rejected task's message).
+    pub message_id: Option<String>,
+    /// The client's `messageId`.
+    pub client_message_id: String,
+    /// The A2A `Message` as JSON text, for the task's history.
+    pub body: String,
+    /// When it arrived (ms).
+    pub at: i64,
+}
+
+/// Everything a task's state and its answer are made from, read together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The task.
+    pub task: Task,
+    /// The client's messages, oldest first.
+    pub inputs: Vec<TaskInput>,
+    /// Each input message's turn, by message id.
+    pub turns: Vec<(String, Turn)>,
+    /// The agent's replies on the task's turns, oldest first.
+    pub replies: Vec<Outbound>,
+}
+
 /// What the agent needs to reply: the built-in prompt and a render-turn plugin build their
 /// instructions from this.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -420,6 +472,7 @@ mod tests {
             TurnState::Failed,
             TurnState::TimedOut,
             TurnState::Interrupted,
+            TurnState::Canceled,
         ] {
             assert_eq!(s.as_str().parse::<TurnState>(), Ok(s));
             assert_eq!(

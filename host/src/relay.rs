@@ -86,7 +86,17 @@ async fn attempt(
     outbound_id: &str,
     timeout: Duration,
 ) -> Attempted {
-    let mut req = http::Request::post(peer.url.clone())
+    let (Some(url), Some(secret)) = (peer.url.clone(), peer.current_secret()) else {
+        return Attempted {
+            status: None,
+            verdict: Verdict::GiveUp,
+            error: Some(format!(
+                "peer {} has no url (it only calls this inbox over A2A)",
+                peer.name
+            )),
+        };
+    };
+    let mut req = http::Request::post(url)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header("idempotency-key", outbound_id)
         .header(
@@ -94,7 +104,7 @@ async fn attempt(
             concat!("agent-inbox/", env!("CARGO_PKG_VERSION")),
         );
     req = match &peer.auth {
-        PeerAuth::Secret => req.header("x-shared-secret", peer.current_secret().expose()),
+        PeerAuth::Secret => req.header("x-shared-secret", secret.expose()),
         PeerAuth::StandardWebhooks(keys) => {
             // The id is the outbound message's, the same on every attempt; the timestamp is this
             // attempt's. During a rotation every key signs, the new one first.

@@ -223,8 +223,14 @@ fn battery_config(tony_url: &str) -> String {
         .peer("sw", "http://127.0.0.1:9/message", KEY)
         .peer_key("sw", "auth", &quoted("standard-webhooks"))
         .mailbox("notes", &["tony", "sw"], &["NOTE"])
+        .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
+        .route("tasks", "a2a", r#"{ type = "TASK" }"#)
         .build()
+        + "[a2a]\n"
 }
+
+/// Tony's A2A token in the contract tests' configs (and tests/tools/schemathesis.toml).
+const TONY_A2A: &str = "tony-a2a-token";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_answer_matches_the_contract() {
@@ -494,6 +500,50 @@ async fn every_answer_matches_the_contract() {
     call(c, h, "POST", "/admin/reload", "/admin/reload", &admin, "").await;
     call(c, h, "GET", "/status", "/status", &admin, "").await;
     call(c, h, "GET", "/status", "/status", &[], "").await;
+    // A2A (last: its turn replies to tony, whose first delivery the script refuses): the card, a JSON-RPC result, a JSON-RPC error (in a 200), and the two HTTP refusals.
+    let card_path = "/.well-known/agent-card.json";
+    assert_eq!(
+        call(c, h, "GET", card_path, card_path, &[], "")
+            .await
+            .status,
+        200
+    );
+    let a2a_auth = format!("Bearer {TONY_A2A}");
+    let as_a2a = [
+        ("authorization", a2a_auth.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let send = r#"{"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {"message":
+        {"messageId": "c-1", "role": "ROLE_USER", "parts": [{"text": "hi"}]},
+        "configuration": {"returnImmediately": true}}}"#;
+    let sent = call(c, h, "POST", "/a2a", "/a2a", &as_a2a, send).await;
+    let state = &sent.json["result"]["task"]["status"]["state"];
+    assert!(
+        state == "TASK_STATE_SUBMITTED" || state == "TASK_STATE_WORKING",
+        "{:#}",
+        sent.json
+    );
+    let get = r#"{"jsonrpc": "2.0", "id": "g", "method": "GetTask", "params": {"id": "nope"}}"#;
+    let missing = call(c, h, "POST", "/a2a", "/a2a", &as_a2a, get).await;
+    assert_eq!(missing.json["error"]["code"], -32001);
+    let wrong = [
+        ("authorization", "Bearer wrong"),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(
+        call(c, h, "POST", "/a2a", "/a2a", &wrong, get).await.status,
+        401
+    );
+    let big = format!(
+        r#"{{"jsonrpc": "2.0", "id": 1, "method": "{}"}}"#,
+        "x".repeat(5000)
+    );
+    assert_eq!(
+        call(c, h, "POST", "/a2a", "/a2a", &as_a2a, &big)
+            .await
+            .status,
+        413
+    );
     host.stop().await;
 
     // The limiter's 429, and a full queue's 503.
@@ -559,7 +609,10 @@ async fn schemathesis_finds_nothing() {
         .route("inbox", "from", r#"["tony"]"#)
         .route("inbox", "types", r#"["*"]"#)
         .route("inbox", "mailbox", "true")
-        .build();
+        .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
+        .route("tasks", "a2a", r#"{ type = "TASK" }"#)
+        .build()
+        + "[a2a]\n";
     let host = start_host(&toml).await;
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
     let st = tools_python().with_file_name("st");

@@ -1,5 +1,6 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
+mod a2a;
 mod agent_config;
 mod auth_limits;
 mod cli;

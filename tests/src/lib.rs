@@ -1139,7 +1139,7 @@ pub async fn wait_turn_end(host: &impl Endpoint, admin: &str, id: &str) -> Value
         )
         .await;
         let state = r.json["turn"]["state"].as_str().unwrap_or("");
-        matches!(state, "done" | "failed" | "timed_out").then_some(r.json)
+        matches!(state, "done" | "failed" | "timed_out" | "canceled").then_some(r.json)
     })
     .await
 }

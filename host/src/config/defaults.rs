@@ -57,3 +57,8 @@ pub const DEFAULT_PLUGIN_DEADLINE_MS: u64 = 50;
 pub const DEFAULT_PLUGIN_MAX_INSTANCES: u32 = crate::plugins::DEFAULT_MAX_INSTANCES;
 /// Default `[plugins] cache_dir`, inside the data directory.
 pub const DEFAULT_PLUGIN_CACHE_DIR: &str = "plugin-cache";
+/// `[a2a] name`.
+pub const DEFAULT_A2A_NAME: &str = "agent-inbox";
+/// `[a2a] max_wait_secs`: a blocking `SendMessage` answers with the task as it stands after this.
+/// The official Python client gives up on a blocking call after 5 s, and streams instead.
+pub const DEFAULT_A2A_MAX_WAIT: Duration = Duration::from_secs(60);

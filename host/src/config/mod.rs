@@ -139,6 +139,43 @@ pub struct Route {
     pub plugin: Option<PluginSpec>,
     /// Reached only through another route's plugin (route-to), never by sender and type.
     pub internal: bool,
+    /// The route as an A2A skill, if A2A clients may send to it.
+    pub a2a: Option<RouteA2a>,
+}
+
+/// A route's `a2a = { ... }`: how it shows on the agent card and what its messages become.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RouteA2a {
+    /// The skill's id on the card (the route's name unless given).
+    pub skill: String,
+    /// The skill's name.
+    pub name: String,
+    /// What the skill does.
+    pub description: String,
+    /// The skill's tags.
+    pub tags: Vec<String>,
+    /// Example requests.
+    pub examples: Vec<String>,
+    /// The inbox type an A2A message on this route gets.
+    pub msg_type: String,
+    /// Whether a message naming no skill goes here (for the peers in `from`).
+    pub default: bool,
+    /// Reply types that ask the client a question: the task waits in `TASK_STATE_INPUT_REQUIRED`.
+    pub input_required_types: Vec<String>,
+}
+
+/// `[a2a]`: the A2A front door.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct A2a {
+    /// The agent card's name.
+    pub name: String,
+    /// The agent card's description.
+    pub description: String,
+    /// Longest a blocking `SendMessage` waits for the task to end before answering with it as it
+    /// stands.
+    pub max_wait: Duration,
+    /// Whether push URLs may point at loopback, link-local or private addresses.
+    pub allow_private_push_urls: bool,
 }
 
 /// A route's plugin: which component, its `plugin_config`, its limits.
@@ -186,13 +223,15 @@ pub enum PeerAuth {
     StandardWebhooks(Vec<crate::signature::SigningKey>),
 }
 
-/// A validated peer: another inbox that may send to us and receives our replies.
+/// A validated peer: another inbox that may send to us and receives our replies, or an A2A client.
 #[derive(Debug, Clone)]
 pub struct Peer {
     /// The peer's name (its key under `[peers]`).
     pub name: String,
-    /// Where messages to the peer are POSTed.
-    pub url: http::Uri,
+    /// Where messages to the peer are POSTed; `None` for a peer that only calls us over A2A.
+    pub url: Option<http::Uri>,
+    /// Its A2A bearer tokens, the current one first (any of them works).
+    pub a2a_tokens: Vec<Secret>,
     /// How it authenticates.
     pub auth: PeerAuth,
     /// Its secrets, the current one first: inbound accepts any of them, outbound uses the first
@@ -203,10 +242,9 @@ pub struct Peer {
 }
 
 impl Peer {
-    /// The secret sent to the peer.
-    pub fn current_secret(&self) -> &Secret {
-        // Validation keeps only peers with at least one secret.
-        &self.secrets[0]
+    /// The secret sent to the peer, if it has one (a peer with a `url` always does).
+    pub fn current_secret(&self) -> Option<&Secret> {
+        self.secrets.first()
     }
 }
 
@@ -297,6 +335,8 @@ pub struct Config {
     pub routes: BTreeMap<String, Route>,
     /// `[plugins]`.
     pub plugins: Plugins,
+    /// `[a2a]`, when the A2A front door is enabled.
+    pub a2a: Option<A2a>,
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).
@@ -428,14 +468,27 @@ impl Config {
     /// is compared, so timing says nothing; a Standard Webhooks peer's signing key is never
     /// accepted this way.
     pub fn peer_by_secret(&self, candidate: &[u8]) -> Option<&Peer> {
+        self.peer_holding(candidate, |p| &p.secrets)
+            .filter(|p| matches!(p.auth, PeerAuth::Secret))
+    }
+
+    /// The peer whose A2A token (any of its tokens) this is, if any; compared like
+    /// [`Config::peer_by_secret`].
+    pub fn peer_by_a2a_token(&self, candidate: &[u8]) -> Option<&Peer> {
+        self.peer_holding(candidate, |p| &p.a2a_tokens)
+    }
+
+    /// The peer one of whose `keys` is `candidate`: every key of every peer is compared, in
+    /// constant time each, whatever matches first.
+    fn peer_holding(&self, candidate: &[u8], keys: impl Fn(&Peer) -> &[Secret]) -> Option<&Peer> {
         let digest: [u8; 32] = Sha256::digest(candidate).into();
         let mut found = None;
         for peer in self.peers.values() {
             let mut matched = false;
-            for s in &peer.secrets {
+            for s in keys(peer) {
                 matched |= s.matches_digest(&digest);
             }
-            if matched && matches!(peer.auth, PeerAuth::Secret) {
+            if matched {
                 found = Some(peer);
             }
         }

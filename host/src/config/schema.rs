@@ -19,6 +19,37 @@ pub(super) struct File {
     pub(super) routes: BTreeMap<String, Route>,
     #[serde(default)]
     pub(super) plugins: Plugins,
+    pub(super) a2a: Option<A2a>,
+}
+
+/// `[a2a]`: the A2A front door.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct A2a {
+    pub(super) enabled: Option<bool>,
+    pub(super) name: Option<String>,
+    pub(super) description: Option<String>,
+    pub(super) max_wait_secs: Option<u64>,
+    pub(super) allow_private_push_urls: Option<bool>,
+}
+
+/// A route's `a2a = { ... }`: the route as a skill on the agent card.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RouteA2a {
+    #[serde(rename = "type")]
+    pub(super) msg_type: String,
+    pub(super) skill: Option<String>,
+    pub(super) name: Option<String>,
+    pub(super) description: Option<String>,
+    #[serde(default)]
+    pub(super) tags: Vec<String>,
+    #[serde(default)]
+    pub(super) examples: Vec<String>,
+    #[serde(default)]
+    pub(super) default: bool,
+    #[serde(default)]
+    pub(super) input_required_types: Vec<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -74,11 +105,13 @@ pub(super) struct Relay {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct Peer {
-    pub(super) url: String,
+    pub(super) url: Option<String>,
     pub(super) auth: Option<String>,
     pub(super) secret_env: Option<OneOrMany>,
     pub(super) secret: Option<OneOrMany>,
     pub(super) ca_file: Option<String>,
+    pub(super) a2a_token_env: Option<OneOrMany>,
+    pub(super) a2a_token: Option<OneOrMany>,
 }
 
 /// A value given once, or as a list (secrets during a rotation: the new one first).
@@ -117,6 +150,7 @@ pub(super) struct Route {
     pub(super) plugin: Option<String>,
     pub(super) plugin_config: Option<toml::Table>,
     pub(super) plugin_limits: Option<PluginLimits>,
+    pub(super) a2a: Option<RouteA2a>,
 }
 
 /// `[plugins]` defaults and a route's `plugin_limits = { ... }` share this shape.

@@ -4,7 +4,6 @@
 use bytes::Bytes;
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
-use http_body_util::Full;
 
 use crate::hooks::HookError;
 use crate::inbox::InboxError;
@@ -269,7 +268,7 @@ impl ApiError {
 
 /// An empty answer with just a status, for when even the error body cannot be built.
 pub(super) fn bare(status: StatusCode) -> Response<Body> {
-    let mut resp = Response::new(Full::new(Bytes::new()));
+    let mut resp = Response::new(Body::full(Bytes::new()));
     *resp.status_mut() = status;
     resp
 }

@@ -40,6 +40,8 @@ pub(super) async fn call(
                 status: "ok".into(),
             },
         )),
+        Endpoint::AgentCard => super::a2a::card(inbox, snap),
+        Endpoint::A2a => super::a2a::rpc(inbox, snap, req).await,
         Endpoint::OpenApi => {
             let mut resp = Response::new(Body::from(super::OPENAPI_JSON));
             resp.headers_mut().insert(
@@ -152,6 +154,8 @@ async fn message(
                 sender,
                 envelope,
                 idempotency_key,
+                route: None,
+                task: None,
             },
         )
         .await?;

@@ -4,6 +4,8 @@
 //! Nothing here runs an agent or touches the database directly: handlers read a request, call a
 //! use case, and write its typed answer (`wire`).
 
+mod a2a;
+mod body;
 mod error;
 mod extract;
 mod handlers;
@@ -16,15 +18,12 @@ use std::time::Instant;
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::Full;
 use hyper::body::Incoming;
 
+pub use self::body::Body;
 pub use self::error::ApiError;
 use crate::inbox::Inbox;
 use crate::limiter::{self, Credential};
-
-/// The response body type.
-pub type Body = Full<Bytes>;
 
 /// Every endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +40,8 @@ enum Endpoint {
     Status,
     Health,
     OpenApi,
+    AgentCard,
+    A2a,
 }
 
 /// One path segment of a pattern: literal, or a parameter.
@@ -91,6 +92,12 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
     (&[Lit("status")], Method::GET, Endpoint::Status),
     (&[Lit("healthz")], Method::GET, Endpoint::Health),
     (&[Lit("openapi.json")], Method::GET, Endpoint::OpenApi),
+    (
+        &[Lit(".well-known"), Lit("agent-card.json")],
+        Method::GET,
+        Endpoint::AgentCard,
+    ),
+    (&[Lit("a2a")], Method::POST, Endpoint::A2a),
 ];
 
 /// The API contract (`openapi.yaml`), as JSON: converted by `build.rs`.
@@ -153,7 +160,7 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
     let Ok(bytes) = serde_json::to_vec(body) else {
         return error::bare(StatusCode::INTERNAL_SERVER_ERROR);
     };
-    let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+    let mut resp = Response::new(Body::full(Bytes::from(bytes)));
     *resp.status_mut() = status;
     resp.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
@@ -182,7 +189,7 @@ pub async fn handle(
                 &server.trusted_proxies,
             );
             let kind = match endpoint {
-                Endpoint::Health | Endpoint::OpenApi => None,
+                Endpoint::Health | Endpoint::OpenApi | Endpoint::AgentCard => None,
                 Endpoint::Send => Some(Credential::Token),
                 _ => Some(Credential::Peer),
             };
@@ -206,6 +213,9 @@ pub async fn handle(
     // limit) or halfway through it: read the rest, so the client gets to read the refusal.
     req.drain().await;
     let mut resp = answer.unwrap_or_else(ApiError::into_response);
+    if resp.status() == StatusCode::UNAUTHORIZED && path.trim_matches('/') == "a2a" {
+        a2a::challenge(&mut resp);
+    }
     resp.headers_mut()
         .insert("x-config-hash", snap.hash_header.clone());
     Ok(resp)

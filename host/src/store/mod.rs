@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Turn, TurnEnd, TurnError,
-    TurnState,
+    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Task, TaskInput, TaskRecord,
+    Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -168,6 +168,33 @@ pub struct MessageFilter {
     pub limit: u32,
 }
 
+/// The A2A task a message belongs to, written in the message's transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskLink {
+    /// The task, when this message creates it; `None` for a follow-up to an existing task.
+    pub new: Option<Task>,
+    /// The client's message as it sent it (its `message_id` is the inbox message's).
+    pub input: TaskInput,
+}
+
+/// What cancelling a task did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Canceled {
+    /// The turn it cancelled, if one had not ended: (message id, route, state it was in).
+    pub turn: Option<(String, String, TurnState)>,
+}
+
+/// Which tasks to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TaskFilter {
+    /// Only this peer's.
+    pub owner: Option<String>,
+    /// Only this context's.
+    pub context_id: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
 /// The store; cheap to clone.
 #[derive(Clone)]
 pub enum Store {
@@ -195,15 +222,47 @@ impl Store {
         }
     }
 
-    /// Records an accepted message, and its queued turn if `turn` is given, durably; unless
-    /// `dedup` says it is a repeat or the route's queue is full.
+    /// Records an accepted message, and its queued turn if `turn` is given, and its A2A task if
+    /// `task` is given, durably; unless `dedup` says it is a repeat or the route's queue is full.
     pub async fn insert_message(
         &self,
         message: Message,
         turn: Option<NewTurn>,
         dedup: Option<Dedup>,
+        task: Option<TaskLink>,
     ) -> Result<Inserted, StoreError> {
-        backend!(self.insert_message(message, turn, dedup))
+        backend!(self.insert_message(message, turn, dedup, task))
+    }
+
+    /// Records a task without a message (a plugin refused its first one), with that message.
+    pub async fn insert_task(&self, task: Task, input: TaskInput) -> Result<(), StoreError> {
+        backend!(self.insert_task(task, input))
+    }
+
+    /// Cancels a task: records when, and cancels its latest turn unless that has ended (a queued
+    /// one leaves the queue; a running one's end is then refused, and its token stops working).
+    /// `None` if the task is unknown or was already cancelled.
+    pub async fn cancel_task(
+        &self,
+        task_id: &str,
+        at: i64,
+    ) -> Result<Option<Canceled>, StoreError> {
+        backend!(self.cancel_task(task_id, at))
+    }
+
+    /// One task with its inputs, their turns and replies.
+    pub async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        backend!(self.task(id))
+    }
+
+    /// The task a message belongs to, if any.
+    pub async fn task_of_message(&self, message_id: &str) -> Result<Option<String>, StoreError> {
+        backend!(self.task_of_message(message_id))
+    }
+
+    /// Tasks, newest first, filtered.
+    pub async fn tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        backend!(self.tasks(filter))
     }
 
     /// Claims the oldest queued turn of a route: marks it running, stores its token's hash, and

@@ -76,7 +76,7 @@ fn done() -> TurnEnd {
 async fn turns_are_claimed_oldest_first_once_and_fenced() {
     for (name, store, _dir) in backends() {
         for id in ["m1", "m2", "m3"] {
-            let inserted = store.insert_message(message(id), QUEUE, None).await;
+            let inserted = store.insert_message(message(id), QUEUE, None, None).await;
             assert_eq!(inserted.expect(name), Inserted::New, "{name}");
         }
         assert_eq!(store.queue_depth(), 3, "{name}");
@@ -137,14 +137,14 @@ async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
         };
         assert_eq!(
             store
-                .insert_message(message("a"), small, key(0))
+                .insert_message(message("a"), small, key(0), None)
                 .await
                 .expect(name),
             Inserted::New
         );
         assert_eq!(
             store
-                .insert_message(message("b"), small, None)
+                .insert_message(message("b"), small, None, None)
                 .await
                 .expect(name),
             Inserted::QueueFull { max_queued: 1 },
@@ -152,7 +152,7 @@ async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
         );
         assert_eq!(
             store
-                .insert_message(message("c"), small, key(0))
+                .insert_message(message("c"), small, key(0), None)
                 .await
                 .expect(name),
             Inserted::Duplicate("a".into()),
@@ -164,7 +164,7 @@ async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
         // Outside the window the key no longer counts; mailbox messages take no queue slot.
         assert_eq!(
             store
-                .insert_message(message("d"), None, key(now_ms() + 60_000))
+                .insert_message(message("d"), None, key(now_ms() + 60_000), None)
                 .await
                 .expect(name),
             Inserted::New
@@ -172,13 +172,13 @@ async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
         // A duplicate id is refused alone; the next write still works.
         assert!(
             store
-                .insert_message(message("d"), None, None)
+                .insert_message(message("d"), None, None, None)
                 .await
                 .is_err()
         );
         assert_eq!(
             store
-                .insert_message(message("e"), None, None)
+                .insert_message(message("e"), None, None, None)
                 .await
                 .expect(name),
             Inserted::New
@@ -192,7 +192,7 @@ async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
     for (name, store, _dir) in backends() {
         for id in ["a", "b"] {
             store
-                .insert_message(message(id), QUEUE, None)
+                .insert_message(message(id), QUEUE, None, None)
                 .await
                 .expect(name);
         }
@@ -240,7 +240,7 @@ async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
 async fn deliveries_are_claimed_once_and_dead_letters_replayed() {
     for (name, store, _dir) in backends() {
         store
-            .insert_message(message("m1"), QUEUE, None)
+            .insert_message(message("m1"), QUEUE, None, None)
             .await
             .expect(name);
         store
@@ -313,7 +313,7 @@ async fn pruning_keeps_unfinished_work() {
     for (name, store, _dir) in backends() {
         for id in ["a", "c"] {
             store
-                .insert_message(message(id), QUEUE, None)
+                .insert_message(message(id), QUEUE, None, None)
                 .await
                 .expect(name);
         }

@@ -40,6 +40,48 @@ pub struct Turns {
     /// Where the server listens, for the default public URL; set once after bind.
     bound: OnceLock<SocketAddr>,
     idle: Notify,
+    /// How to stop each turn running here, by message id.
+    cancels: Cancels,
+}
+
+/// The running turns' cancel signals, by message id: a cancelled task stops its agent at once on
+/// the host that runs it (another host's turn stops when its lease renewal finds it cancelled).
+#[derive(Default)]
+struct Cancels(Mutex<HashMap<String, Arc<Notify>>>);
+
+/// A running turn's entry in [`Cancels`]; removed when dropped.
+struct CancelGuard<'a> {
+    cancels: &'a Cancels,
+    id: String,
+    notify: Arc<Notify>,
+}
+
+impl Cancels {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn register(&self, id: &str) -> CancelGuard<'_> {
+        let notify = Arc::new(Notify::new());
+        self.lock().insert(id.to_owned(), notify.clone());
+        CancelGuard {
+            cancels: self,
+            id: id.to_owned(),
+            notify,
+        }
+    }
+}
+
+impl CancelGuard<'_> {
+    fn notify(&self) -> Arc<Notify> {
+        self.notify.clone()
+    }
+}
+
+impl Drop for CancelGuard<'_> {
+    fn drop(&mut self) {
+        self.cancels.lock().remove(&self.id);
+    }
 }
 
 impl Turns {
@@ -60,6 +102,7 @@ impl Turns {
             running: Mutex::new(HashMap::new()),
             bound: OnceLock::new(),
             idle: Notify::new(),
+            cancels: Cancels::default(),
         })
     }
 
@@ -80,6 +123,24 @@ impl Turns {
             self.wake(r);
         }
         Ok(self.store.queue_depth())
+    }
+
+    /// Stops the agent of a turn running on this host (its task was cancelled); `false` if no
+    /// such turn runs here.
+    pub fn cancel(&self, message_id: &str) -> bool {
+        match self.cancels.lock().get(message_id) {
+            Some(n) => {
+                // A stored permit: a cancel just before the agent starts still stops it.
+                n.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The public base URL (`public_url`, else the bound address).
+    pub fn base_url(&self, snap: &Snapshot) -> String {
+        self.public_url(snap)
     }
 
     /// Turns running now on this host, over all routes.

@@ -79,12 +79,16 @@ pub(super) async fn run(
         route: route_name.to_owned(),
         attempt: lease.generation,
     });
-    let run = agent::run(invocation(snap, settings, &message, prompt, &url, token));
-    let outcome = with_renewals(turns, &lease, run).await;
+    let mut inv = invocation(snap, settings, &message, prompt, &url, token);
+    let cancel = turns.cancels.register(id);
+    inv.cancel = Some(cancel.notify());
+    let outcome = with_renewals(turns, &lease, agent::run(inv)).await;
+    drop(cancel);
     let state = match outcome.ending {
         Ending::Done => TurnState::Done,
         Ending::Failed => TurnState::Failed,
         Ending::TimedOut => TurnState::TimedOut,
+        Ending::Canceled => TurnState::Canceled,
     };
     let end = TurnEnd {
         state,
@@ -143,7 +147,11 @@ async fn finish(
 ) -> Result<bool, StoreError> {
     let state = end.state;
     if !turns.store.end_turn(lease, end, token_expires_at).await? {
-        tracing::warn!(message_id = %message.id, "turn ended after its lease was lost; its result is not recorded");
+        if state == TurnState::Canceled {
+            tracing::info!(message_id = %message.id, "turn cancelled");
+        } else {
+            tracing::warn!(message_id = %message.id, "turn ended after its lease was lost (or its task was cancelled); its result is not recorded");
+        }
         return Ok(false);
     }
     turns.events.publish(Event::TurnEnded {
@@ -187,6 +195,12 @@ fn invocation(
             ("INBOX_REPLY_TOKEN".into(), token),
         ]
         .into_iter()
+        // The id the sender gave its message (an A2A messageId, or /message's `id`).
+        .chain(
+            m.sender_ref
+                .clone()
+                .map(|r| ("INBOX_SENDER_MESSAGE_ID".to_owned(), r)),
+        )
         // The inbox's private CA, for agents that reach /send their own way: INBOX_CA_FILE to
         // pass on (`curl --cacert "$INBOX_CA_FILE"`), and Node's NODE_EXTRA_CA_CERTS, which adds
         // to the public roots (OpenClaw is Node). Nothing that replaces the public roots (such
@@ -205,5 +219,6 @@ fn invocation(
         // Relative paths in the command resolve against routes.toml's directory, like every path in it.
         work_dir: Some(snap.config.base_dir.clone()),
         temp_dir: None,
+        cancel: None,
     }
 }

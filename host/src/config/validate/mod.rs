@@ -117,6 +117,7 @@ pub(super) fn validate(
     let peers = peers::peers(&mut c, &raw.peers, &server.admin_secrets);
     let routes = routes::routes(&mut c, &raw);
     let plugins = routes::plugins(&mut c, &raw.plugins, &server.data_dir, &routes);
+    let a2a = a2a(&mut c, raw.a2a.as_ref(), &routes);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -129,14 +130,50 @@ pub(super) fn validate(
         peers,
         routes,
         plugins,
+        a2a,
         secret_vars: raw
             .server
             .admin_secret_env
             .iter()
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
+            .chain(raw.peers.values().filter_map(|p| p.a2a_token_env.as_ref()))
             .flat_map(schema::OneOrMany::to_vec)
             .collect(),
         warnings: c.warnings,
+    })
+}
+
+/// `[a2a]`: enabled only when present and not `enabled = false`.
+fn a2a(
+    c: &mut Checker<'_>,
+    raw: Option<&schema::A2a>,
+    routes: &std::collections::BTreeMap<String, super::Route>,
+) -> Option<super::A2a> {
+    let raw = raw?;
+    if raw.enabled == Some(false) {
+        return None;
+    }
+    if !routes.values().any(|r| r.a2a.is_some()) {
+        c.warnings.push(
+            "a2a: no route has a2a = { ... }, so the agent card lists no skill and every SendMessage is refused"
+                .into(),
+        );
+    }
+    Some(super::A2a {
+        name: raw
+            .name
+            .clone()
+            .unwrap_or_else(|| super::DEFAULT_A2A_NAME.to_owned()),
+        description: raw
+            .description
+            .clone()
+            .unwrap_or_else(|| "Agents behind an agent-inbox".to_owned()),
+        max_wait: Duration::from_secs(c.positive(
+            "a2a.max_wait_secs",
+            raw.max_wait_secs,
+            super::DEFAULT_A2A_MAX_WAIT.as_secs(),
+        )),
+        allow_private_push_urls: raw.allow_private_push_urls.unwrap_or(false),
     })
 }
 

@@ -17,14 +17,17 @@ pub(super) fn peers(
         if !valid_name(name) {
             c.invalid(&at, "a peer name is letters, digits, '_', '-' or '.'");
         }
-        let url = match p.url.parse::<http::Uri>() {
-            Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+        let url = match p.url.as_deref().map(str::parse::<http::Uri>) {
+            None => None,
+            Some(Ok(u))
+                if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() =>
+            {
                 Some(u)
             }
-            _ => {
+            Some(_) => {
                 c.invalid(
                     format!("{at}.url"),
-                    format!("{:?} is not an http(s) URL", p.url),
+                    format!("{:?} is not an http(s) URL", p.url.as_deref().unwrap_or("")),
                 );
                 None
             }
@@ -34,8 +37,28 @@ pub(super) fn peers(
             p.secret_env.as_ref(),
             p.secret.as_ref(),
         );
-        if p.secret_env.is_none() && p.secret.is_none() {
-            c.invalid(&at, "needs secret_env (or, for local demos, secret)");
+        let a2a_tokens = c.secrets(
+            &format!("{at}.a2a_token"),
+            p.a2a_token_env.as_ref(),
+            p.a2a_token.as_ref(),
+        );
+        let has_secret = p.secret_env.is_some() || p.secret.is_some();
+        let has_token = p.a2a_token_env.is_some() || p.a2a_token.is_some();
+        if !has_secret && !has_token {
+            c.invalid(
+                &at,
+                "needs secret_env (or, for local demos, secret), or a2a_token_env for a peer that only speaks A2A",
+            );
+        } else if p.url.is_some() && !has_secret {
+            c.invalid(
+                &at,
+                "a peer with a url needs secret_env: it authenticates what we send it",
+            );
+        } else if p.url.is_none() && has_secret && !has_token {
+            c.invalid(
+                format!("{at}.url"),
+                "missing: replies are delivered to it (only a peer that speaks A2A alone has no url)",
+            );
         }
         let auth = match p.auth.as_deref() {
             None | Some("secret") => PeerAuth::Secret,
@@ -65,19 +88,57 @@ pub(super) fn peers(
         {
             c.invalid(format!("{at}.ca_file"), "a CA file is for an https:// url");
         }
-        if let Some(url) = url
-            && !secrets.is_empty()
-        {
+        if !secrets.is_empty() || !a2a_tokens.is_empty() {
             peers.insert(
                 name.clone(),
                 Peer {
                     name: name.clone(),
                     url,
+                    a2a_tokens,
                     auth,
                     secrets,
                     ca_file,
                 },
             );
+        }
+    }
+    // A bearer token names one caller, and is nobody's secret: a Standard Webhooks peer's signing
+    // key never travels as a bearer.
+    let all: Vec<(String, &Secret)> = peers
+        .iter()
+        .flat_map(|(n, p)| {
+            p.secrets
+                .iter()
+                .map(move |s| (format!("peers.{n}.secret"), s))
+                .chain(
+                    p.a2a_tokens
+                        .iter()
+                        .map(move |s| (format!("peers.{n}.a2a_token"), s)),
+                )
+        })
+        .chain(
+            admin_secrets
+                .iter()
+                .map(|s| ("server.admin_secret".to_owned(), s)),
+        )
+        .collect();
+    for (n, p) in &peers {
+        for (i, t) in p.a2a_tokens.iter().enumerate() {
+            let at = format!("peers.{n}.a2a_token");
+            let same = all
+                .iter()
+                .filter(|(other, s)| s.same_as(t) && *other != at)
+                .map(|(other, _)| other.clone())
+                .next();
+            let twice = p.a2a_tokens.iter().skip(i + 1).any(|u| u.same_as(t));
+            if let Some(other) = same {
+                c.invalid(
+                    &at,
+                    format!("same value as {other}; an A2A token must be its own"),
+                );
+            } else if twice {
+                c.invalid(&at, "lists the same token twice");
+            }
         }
     }
     // Authentication identifies the sender by its secret, so every secret (both of a peer in

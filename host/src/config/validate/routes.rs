@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{Checker, schema, valid_name, valid_type_name};
 use crate::config::defaults::*;
 use crate::config::{
-    AgentSettings, ConfigError, OnFailure, OnInterrupt, PluginSpec, Plugins, Route, RouteKind,
-    WILDCARD,
+    AgentSettings, ConfigError, OnFailure, OnInterrupt, PluginSpec, Plugins, Route, RouteA2a,
+    RouteKind, WILDCARD,
 };
 
 pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String, Route> {
@@ -29,12 +29,17 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
         }
         for (key, list) in [("from", &r.from), ("reply_to", &r.reply_to)] {
             for (i, peer) in list.iter().enumerate() {
-                if !raw.peers.contains_key(peer) {
-                    c.errors.push(ConfigError::UnknownPeer {
+                match raw.peers.get(peer) {
+                    None => c.errors.push(ConfigError::UnknownPeer {
                         at: format!("{at}.{key}[{i}]"),
                         peer: peer.clone(),
                         known: known_peers(),
-                    });
+                    }),
+                    Some(p) if key == "reply_to" && p.url.is_none() => c.invalid(
+                        format!("{at}.reply_to[{i}]"),
+                        format!("peer {peer:?} has no url to deliver replies to"),
+                    ),
+                    Some(_) => {}
                 }
             }
         }
@@ -43,7 +48,8 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                 at: format!("{at}.from"),
             });
         }
-        if r.types.is_empty() {
+        // An A2A route may take nothing through /message: A2A messages name it by skill.
+        if r.types.is_empty() && r.a2a.is_none() {
             c.errors.push(ConfigError::Empty {
                 at: format!("{at}.types"),
             });
@@ -100,7 +106,9 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
             }
             RouteKind::Mailbox
         } else {
-            if r.reply_types.is_empty() != r.reply_to.is_empty() {
+            // An A2A route's replies are the task's artifacts, so they need no peer to go to.
+            let artifacts_only = r.a2a.is_some() && r.reply_to.is_empty();
+            if r.reply_types.is_empty() != r.reply_to.is_empty() && !artifacts_only {
                 c.invalid(
                     &at,
                     "reply_types and reply_to go together: the agent replies with these types to these peers",
@@ -143,6 +151,7 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
         if r.plugin.is_none() && (r.plugin_config.is_some() || r.plugin_limits.is_some()) {
             c.invalid(&at, "plugin_config and plugin_limits need a plugin");
         }
+        let a2a = r.a2a.as_ref().map(|a| route_a2a(c, &at, name, r, a));
         routes.insert(
             name.clone(),
             Route {
@@ -154,11 +163,91 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                 reply_types: r.reply_types.clone(),
                 reply_to: r.reply_to.clone(),
                 kind,
+                a2a,
             },
         );
     }
-
+    a2a_skills(c, &routes);
     routes
+}
+
+/// A route's `a2a = { ... }`.
+fn route_a2a(
+    c: &mut Checker<'_>,
+    at: &str,
+    name: &str,
+    r: &schema::Route,
+    a: &schema::RouteA2a,
+) -> RouteA2a {
+    let at = format!("{at}.a2a");
+    if r.mailbox {
+        c.invalid(
+            &at,
+            "an A2A skill runs an agent: a mailbox route cannot be one",
+        );
+    }
+    if r.internal {
+        c.invalid(&at, "an internal route is reached only through a plugin");
+    }
+    if !valid_type_name(&a.msg_type) {
+        c.invalid(
+            format!("{at}.type"),
+            format!("{:?} is not a type name", a.msg_type),
+        );
+    }
+    let skill = a.skill.clone().unwrap_or_else(|| name.to_owned());
+    if !valid_name(&skill) {
+        c.invalid(
+            format!("{at}.skill"),
+            "a skill id is letters, digits, '_', '-' or '.'",
+        );
+    }
+    for (i, t) in a.input_required_types.iter().enumerate() {
+        if !r.reply_types.contains(t) {
+            c.invalid(
+                format!("{at}.input_required_types[{i}]"),
+                format!("{t:?} is not one of the route's reply_types"),
+            );
+        }
+    }
+    RouteA2a {
+        name: a.name.clone().unwrap_or_else(|| skill.clone()),
+        description: a
+            .description
+            .clone()
+            .unwrap_or_else(|| format!("Hands a {} to the agent behind route {name}", a.msg_type)),
+        skill,
+        tags: a.tags.clone(),
+        examples: a.examples.clone(),
+        msg_type: a.msg_type.clone(),
+        default: a.default,
+        input_required_types: a.input_required_types.clone(),
+    }
+}
+
+/// Skill ids name one route each, and each peer has at most one default skill.
+fn a2a_skills(c: &mut Checker<'_>, routes: &BTreeMap<String, Route>) {
+    let mut skills: HashMap<&str, &str> = HashMap::new();
+    let mut defaults: HashMap<&str, &str> = HashMap::new();
+    for (name, r) in routes {
+        let Some(a) = &r.a2a else { continue };
+        if let Some(other) = skills.insert(&a.skill, name) {
+            c.invalid(
+                format!("routes.{name}.a2a.skill"),
+                format!("skill {:?} is also routes.{other}'s", a.skill),
+            );
+        }
+        if a.default {
+            for peer in &r.from {
+                if let Some(other) = defaults.insert(peer, name) {
+                    c.invalid(
+                        format!("routes.{name}.a2a.default"),
+                        format!("routes.{other} is already peer {peer:?}'s default skill"),
+                    );
+                }
+            }
+        }
+    }
 }
 
 pub(super) fn plugins(

@@ -19,12 +19,12 @@ use rusqlite::Connection;
 use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
-    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Turn, TurnEnd, TurnError,
-    TurnState,
+    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Task, TaskInput, TaskRecord,
+    Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::store::{
-    Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, MessageFilter, NewTurn, StoreError,
-    TurnClaim,
+    Canceled, Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, MessageFilter, NewTurn,
+    StoreError, TaskFilter, TaskLink, TurnClaim,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -94,14 +94,50 @@ impl SqliteStore {
         message: Message,
         turn: Option<NewTurn>,
         dedup: Option<Dedup>,
+        task: Option<TaskLink>,
     ) -> Result<Inserted, StoreError> {
         self.writer
             .write(InsertMessage {
                 message,
                 turn,
                 dedup,
+                task,
             })
             .await
+    }
+
+    pub(super) async fn insert_task(&self, task: Task, input: TaskInput) -> Result<(), StoreError> {
+        self.writer.write(InsertTask { task, input }).await
+    }
+
+    pub(super) async fn cancel_task(
+        &self,
+        task_id: &str,
+        at: i64,
+    ) -> Result<Option<Canceled>, StoreError> {
+        self.writer
+            .write(CancelTask {
+                task_id: task_id.to_owned(),
+                at,
+            })
+            .await
+    }
+
+    pub(super) async fn task(&self, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| reads::task(c, &id)).await
+    }
+
+    pub(super) async fn task_of_message(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let id = message_id.to_owned();
+        self.read(move |c| reads::task_of_message(c, &id)).await
+    }
+
+    pub(super) async fn tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+        self.read(move |c| reads::tasks(c, &filter)).await
     }
 
     pub(super) async fn claim_turn(&self, claim: TurnClaim) -> Result<Option<Claimed>, StoreError> {
@@ -332,7 +368,10 @@ mod tests {
                     for i in 0..1800 {
                         let mut m = message(&format!("w{w}-{i}"));
                         m.payload = payload.clone();
-                        store.insert_message(m, None, None).await.expect("insert");
+                        store
+                            .insert_message(m, None, None, None)
+                            .await
+                            .expect("insert");
                     }
                 })
             })

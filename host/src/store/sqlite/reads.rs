@@ -5,9 +5,10 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{
-    Attempt, Delivery, DeliveryState, Message, Outbound, Turn, TurnError, TurnState,
+    Attempt, Delivery, DeliveryState, Message, Outbound, Task, TaskInput, TaskRecord, Turn,
+    TurnError, TurnState,
 };
-use crate::store::{MessageFilter, StoreError};
+use crate::store::{MessageFilter, StoreError, TaskFilter};
 use crate::token::{Grant, TokenHash};
 
 /// Declares an enum of the model as stored text, one way each.
@@ -306,6 +307,89 @@ pub(super) fn queued_per_route(c: &Connection) -> Result<Vec<(String, usize)>, S
             .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize)))?
             .collect::<Result<_, _>>()?,
     )
+}
+
+const TASK_COLUMNS: &str = "id, owner, context_id, route, created_at, rejected, canceled_at";
+
+fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
+    Ok(Task {
+        id: r.get(0)?,
+        owner: r.get(1)?,
+        context_id: r.get(2)?,
+        route: r.get(3)?,
+        created_at: r.get(4)?,
+        rejected: r.get(5)?,
+        canceled_at: r.get(6)?,
+    })
+}
+
+/// A task with its inputs, their turns and the replies on them.
+fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
+    let inputs: Vec<TaskInput> = c
+        .prepare_cached(
+            "SELECT task_id, message_id, client_message_id, body, at FROM task_inputs
+             WHERE task_id = ?1 ORDER BY seq",
+        )?
+        .query_map(params![task.id], |r| {
+            Ok(TaskInput {
+                task_id: r.get(0)?,
+                message_id: r.get(1)?,
+                client_message_id: r.get(2)?,
+                body: r.get(3)?,
+                at: r.get(4)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let (mut turns, mut replies) = (Vec::new(), Vec::new());
+    for id in inputs.iter().filter_map(|i| i.message_id.as_deref()) {
+        if let Some(t) = turn(c, id)? {
+            turns.push((id.to_owned(), t));
+        }
+        replies.extend(
+            c.prepare_cached(&format!(
+                "SELECT {OUTBOUND_COLUMNS} FROM replies WHERE in_reply_to = ?1 ORDER BY seq"
+            ))?
+            .query_map(params![id], outbound_row)?
+            .collect::<Result<Vec<_>, _>>()?,
+        );
+    }
+    Ok(TaskRecord {
+        task,
+        inputs,
+        turns,
+        replies,
+    })
+}
+
+pub(super) fn task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+    let found = c
+        .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
+        .query_row(params![id], task_row)
+        .optional()?;
+    found.map(|t| task_record(c, t)).transpose()
+}
+
+pub(super) fn task_of_message(
+    c: &Connection,
+    message_id: &str,
+) -> Result<Option<String>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT task_id FROM task_inputs WHERE message_id = ?1")?
+            .query_row(params![message_id], |r| r.get(0))
+            .optional()?,
+    )
+}
+
+pub(super) fn tasks(c: &Connection, f: &TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
+    let rows: Vec<Task> = c
+        .prepare_cached(&format!(
+            "SELECT {TASK_COLUMNS} FROM tasks
+             WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR context_id = ?2)
+             ORDER BY seq DESC LIMIT ?3"
+        ))?
+        .query_map(params![f.owner, f.context_id, f.limit], task_row)?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter().map(|t| task_record(c, t)).collect()
 }
 
 #[cfg(test)]

@@ -113,6 +113,30 @@ const MIGRATIONS: &[&str] = &[
     r#"
     DROP INDEX messages_sender;
     "#,
+    // Version 4: A2A tasks. A task's state is not stored: it follows from its inputs' turns and
+    // their replies. An input with no message is a rejected task's first message.
+    r#"
+    CREATE TABLE tasks (
+        seq         INTEGER PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        owner       TEXT NOT NULL,
+        context_id  TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        rejected    TEXT,
+        canceled_at INTEGER
+    );
+    CREATE INDEX tasks_owner ON tasks(owner, seq);
+    CREATE TABLE task_inputs (
+        seq               INTEGER PRIMARY KEY,
+        task_id           TEXT NOT NULL REFERENCES tasks(id),
+        message_id        TEXT UNIQUE,
+        client_message_id TEXT NOT NULL,
+        body              TEXT NOT NULL,
+        at                INTEGER NOT NULL
+    );
+    CREATE INDEX task_inputs_task ON task_inputs(task_id, seq);
+    "#,
 ];
 
 /// The newest schema version this binary knows.

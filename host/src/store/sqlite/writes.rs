@@ -4,15 +4,20 @@ use rusqlite::{OptionalExtension, params};
 
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
-use crate::model::{AttemptOutcome, DeliveryState, Message, Outbound, TurnEnd, TurnError, now_ms};
+use crate::model::{
+    AttemptOutcome, DeliveryState, Message, Outbound, Task, TaskInput, TurnEnd, TurnError,
+    TurnState, now_ms,
+};
 use crate::store::{
-    Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, NewTurn, StoreError, TurnClaim,
+    Canceled, Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, NewTurn, StoreError,
+    TaskLink, TurnClaim,
 };
 
 pub(super) struct InsertMessage {
     pub(super) message: Message,
     pub(super) turn: Option<NewTurn>,
     pub(super) dedup: Option<Dedup>,
+    pub(super) task: Option<TaskLink>,
 }
 
 impl Write for InsertMessage {
@@ -72,7 +77,117 @@ impl Write for InsertMessage {
                 up: true,
             });
         }
+        if let Some(link) = &self.task {
+            if let Some(task) = &link.new {
+                insert_task(c, task)?;
+            }
+            insert_input(c, &link.input)?;
+        }
         Ok(Inserted::New)
+    }
+}
+
+fn insert_task(c: &rusqlite::Connection, t: &Task) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO tasks (id, owner, context_id, route, created_at, rejected, canceled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        t.id,
+        t.owner,
+        t.context_id,
+        t.route,
+        t.created_at,
+        t.rejected,
+        t.canceled_at
+    ])?;
+    Ok(())
+}
+
+fn insert_input(c: &rusqlite::Connection, i: &TaskInput) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO task_inputs (task_id, message_id, client_message_id, body, at)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?
+    .execute(params![
+        i.task_id,
+        i.message_id,
+        i.client_message_id,
+        i.body,
+        i.at
+    ])?;
+    Ok(())
+}
+
+/// A task with no message: its first message was refused by a plugin.
+pub(super) struct InsertTask {
+    pub(super) task: Task,
+    pub(super) input: TaskInput,
+}
+
+impl Write for InsertTask {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        insert_task(tx.conn, &self.task)?;
+        insert_input(tx.conn, &self.input)
+    }
+}
+
+/// Cancels a task: records when, and cancels its latest turn if it has not ended.
+pub(super) struct CancelTask {
+    pub(super) task_id: String,
+    pub(super) at: i64,
+}
+
+impl Write for CancelTask {
+    type Output = Option<Canceled>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Option<Canceled>, StoreError> {
+        let c = tx.conn;
+        let changed = c
+            .prepare_cached(
+                "UPDATE tasks SET canceled_at = ?2 WHERE id = ?1 AND canceled_at IS NULL",
+            )?
+            .execute(params![self.task_id, self.at])?;
+        if changed == 0 {
+            return Ok(None);
+        }
+        let latest: Option<(String, String, TurnState)> = c
+            .prepare_cached(
+                "SELECT t.message_id, t.route, t.state FROM task_inputs i
+                 JOIN turns t ON t.message_id = i.message_id
+                 WHERE i.task_id = ?1 ORDER BY i.seq DESC LIMIT 1",
+            )?
+            .query_row(params![self.task_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let Some((message_id, route, state)) = latest else {
+            return Ok(Some(Canceled { turn: None }));
+        };
+        if state.is_final() {
+            return Ok(Some(Canceled { turn: None }));
+        }
+        // A running turn's end is then refused by end_turn's fence (state = 'running'), and its
+        // reply token stops working now.
+        c.prepare_cached(
+            "UPDATE turns SET state = 'canceled', ended_at = ?2,
+                              error = 'canceled: the client cancelled the task'
+             WHERE message_id = ?1",
+        )?
+        .execute(params![message_id, self.at])?;
+        c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
+            .execute(params![message_id, self.at])?;
+        if state == TurnState::Queued {
+            tx.effect(Effect::Queued {
+                route: route.clone(),
+                up: false,
+            });
+        }
+        Ok(Some(Canceled {
+            turn: Some((message_id, route, state)),
+        }))
     }
 }
 
@@ -432,7 +547,7 @@ impl Write for Prune {
             .prepare_cached(
                 "SELECT m.id FROM messages m LEFT JOIN turns t ON t.message_id = m.id
                  WHERE m.received_at < ?1
-                   AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted'))
+                   AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted', 'canceled'))
                    AND NOT EXISTS (SELECT 1 FROM replies r JOIN deliveries d ON d.reply_id = r.id
                                    WHERE r.in_reply_to = m.id AND d.state IN ('pending', 'retrying'))
                  ORDER BY m.seq LIMIT ?2",
@@ -445,6 +560,7 @@ impl Write for Prune {
                 "DELETE FROM deliveries WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
                 "DELETE FROM replies WHERE in_reply_to = ?1",
                 "DELETE FROM tokens WHERE message_id = ?1",
+                "DELETE FROM task_inputs WHERE message_id = ?1",
                 "DELETE FROM turns WHERE message_id = ?1",
                 "DELETE FROM messages WHERE id = ?1",
             ] {
@@ -472,6 +588,24 @@ impl Write for Prune {
                 c.prepare_cached(sql)?.execute(params![id])?;
             }
         }
-        Ok(ids.len() + orphans.len())
+        // Tasks whose messages have all gone (or a rejected one's, which never had one).
+        let tasks: Vec<String> = c
+            .prepare_cached(
+                "SELECT t.id FROM tasks t WHERE t.created_at < ?1
+                   AND NOT EXISTS (SELECT 1 FROM task_inputs i WHERE i.task_id = t.id
+                                   AND i.message_id IS NOT NULL)
+                 ORDER BY t.seq LIMIT ?2",
+            )?
+            .query_map(params![self.before, PRUNE_BATCH], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for id in &tasks {
+            for sql in [
+                "DELETE FROM task_inputs WHERE task_id = ?1",
+                "DELETE FROM tasks WHERE id = ?1",
+            ] {
+                c.prepare_cached(sql)?.execute(params![id])?;
+            }
+        }
+        Ok(ids.len() + orphans.len() + tasks.len())
     }
 }

@@ -1,0 +1,123 @@
+//! The A2A endpoints: the agent card, and JSON-RPC on `POST /a2a` (answers in JSON, or as
+//! Server-Sent Events for the streaming methods). A JSON-RPC error travels in a 200 answer, as
+//! the binding asks; only a failed authentication is a 401, and an oversized body a 413.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::{Response, StatusCode};
+use tokio::sync::mpsc;
+
+use super::extract::{Req, bearer, body, header};
+use super::{ApiError, Body, json};
+use crate::a2a::{self, A2aError, Answer, Caller, Version};
+use crate::inbox::Inbox;
+use crate::snapshot::Snapshot;
+
+/// How often an idle stream sends an SSE comment, so proxies keep it open.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// `GET /.well-known/agent-card.json`: the card of the config in force; 404 while `[a2a]` is off.
+pub(super) fn card(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>) -> Result<Response<Body>, ApiError> {
+    if snap.config.a2a.is_none() {
+        return Err(ApiError::NOT_FOUND);
+    }
+    let base = inbox.turns.base_url(snap);
+    let mut resp = json(StatusCode::OK, &a2a::card::card(&snap.config, &base));
+    // The card changes with a reload; a client may keep it a minute.
+    resp.headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    Ok(resp)
+}
+
+/// `POST /a2a`: one JSON-RPC request.
+pub(super) async fn rpc(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &mut Req,
+) -> Result<Response<Body>, ApiError> {
+    if snap.config.a2a.is_none() {
+        return Err(ApiError::NOT_FOUND);
+    }
+    let config = &snap.config;
+    // The caller is known before the body is read, so an unknown one costs no parsing.
+    let caller = match bearer(req) {
+        Some(t) if config.is_admin(t) => Caller::Admin,
+        Some(t) => match config.peer_by_a2a_token(t) {
+            Some(p) => Caller::Peer(p.name.clone()),
+            None => return Err(ApiError::Unauthorized),
+        },
+        None => return Err(ApiError::Unauthorized),
+    };
+    let bytes = match body(req, config.server.max_body_bytes).await {
+        // Not JSON at all: the binding's own error, in a 200, like every other JSON-RPC error.
+        Err(ApiError::UnsupportedMediaType) => {
+            let e =
+                A2aError::ContentType("the request's Content-Type must be application/json".into());
+            return Ok(rpc_json(&a2a::error_response(&serde_json::Value::Null, &e)));
+        }
+        other => other?,
+    };
+    let request = match a2a::parse_request(&bytes, config.server.max_json_depth) {
+        Ok(r) => r,
+        Err((id, e)) => return Ok(rpc_json(&a2a::error_response(&id, &e))),
+    };
+    let asked = header(req, "a2a-version").map(|v| String::from_utf8_lossy(v).into_owned());
+    if let Version::Unsupported(v) = a2a::version(asked.as_deref(), &request.method) {
+        let e = A2aError::VersionNotSupported(v);
+        return Ok(rpc_json(&a2a::error_response(&request.id, &e)));
+    }
+    let id = request.id;
+    match a2a::call(inbox, snap, &caller, &request.method, request.params).await {
+        Ok(Answer::Result(v)) => Ok(rpc_json(&a2a::result_response(&id, v))),
+        Ok(Answer::Stream(rx)) => Ok(sse(id, rx)),
+        Err(e) => {
+            if let A2aError::Internal(detail) = &e {
+                tracing::warn!(method = %request.method, error = %detail, "a2a: internal error");
+            }
+            Ok(rpc_json(&a2a::error_response(&id, &e)))
+        }
+    }
+}
+
+fn rpc_json(v: &serde_json::Value) -> Response<Body> {
+    json(StatusCode::OK, v)
+}
+
+/// An SSE answer: each stream response as one `data:` event wrapped in a JSON-RPC response.
+fn sse(id: serde_json::Value, mut rx: mpsc::Receiver<a2a::wire::StreamResponse>) -> Response<Body> {
+    let (tx, body_rx) = mpsc::channel::<Bytes>(4);
+    // Bounded by connections: it ends with its stream, or when the client goes.
+    tokio::spawn(async move {
+        let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+        keep_alive.tick().await;
+        loop {
+            let frame = tokio::select! {
+                item = rx.recv() => match item {
+                    Some(item) => {
+                        let v = a2a::result_response(&id, serde_json::to_value(&item).unwrap_or_default());
+                        Bytes::from(format!("data: {v}\n\n"))
+                    }
+                    None => return,
+                },
+                _ = keep_alive.tick() => Bytes::from_static(b": keep-alive\n\n"),
+            };
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut resp = Response::new(Body::stream(body_rx));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+/// The 401 of `/a2a` names the scheme, as the card does.
+pub(super) fn challenge(resp: &mut Response<Body>) {
+    resp.headers_mut()
+        .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+}

@@ -1,0 +1,471 @@
+//! The A2A front door: the official Python client end to end, and the edges in Rust (every error
+//! code, another peer's task, a repeated messageId, a plugin's refusal, a reload of the card, a
+//! task that survives kill -9).
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use agent_inbox_tests::*;
+use serde_json::{Value, json};
+
+const CLIENT: &str = "client-a2a-token";
+const OTHER: &str = "other-a2a-token";
+
+fn a2a_agent() -> String {
+    agents_dir().join("a2a-agent.py").display().to_string()
+}
+
+/// Peers `client` and `other` (A2A only: tokens, no url), route `ask` as the default skill, whose
+/// agent is tests/agents/a2a-agent.py; `route_keys` are more keys of the route, `agent_keys` more
+/// keys of its agent.
+fn config(route_keys: &str, agent_keys: &str) -> String {
+    format!(
+        r#"
+[server]
+admin_secret = "{ADMIN}"
+[a2a]
+name = "Test inbox"
+description = "A2A under test"
+max_wait_secs = 20
+[peers.client]
+a2a_token = "{CLIENT}"
+[peers.other]
+a2a_token = "{OTHER}"
+[routes.ask]
+from = ["client", "other"]
+reply_types = ["ANSWER", "QUESTION"]
+agent = {{ command = ["python3", "{agent}", "-m", "{{prompt}}"], timeout_secs = 60, kill_grace_secs = 1 {agent_keys} }}
+a2a = {{ type = "ASK", default = true, input_required_types = ["QUESTION"], tags = ["echo"] }}
+{route_keys}
+"#,
+        agent = a2a_agent()
+    )
+}
+
+/// One JSON-RPC call to `/a2a` with `token`; the whole answer.
+async fn rpc_as(host: &impl Endpoint, token: &str, method: &str, params: Value) -> Resp {
+    let auth = format!("Bearer {token}");
+    request(
+        "POST",
+        &host.url("/a2a"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+            ("a2a-version", "1.0"),
+        ],
+        json!({"jsonrpc": "2.0", "id": 7, "method": method, "params": params}).to_string(),
+    )
+    .await
+}
+
+/// The `result` of a call as `client`; panics on an error.
+async fn rpc(host: &impl Endpoint, method: &str, params: Value) -> Value {
+    let r = rpc_as(host, CLIENT, method, params).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(r.json.get("error").is_none(), "{method}: {:#}", r.json);
+    r.json["result"].clone()
+}
+
+/// The JSON-RPC error code of a call's answer (which must be an HTTP 200).
+fn code(r: &Resp) -> i64 {
+    assert_eq!(r.status, 200, "JSON-RPC errors travel in a 200: {}", r.text);
+    r.json["error"]["code"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no error: {:#}", r.json))
+}
+
+fn send_params(id: &str, text: &str) -> Value {
+    json!({
+        "message": {"messageId": id, "role": "ROLE_USER", "parts": [{"text": text}]},
+        "configuration": {"returnImmediately": true}
+    })
+}
+
+async fn wait_state(host: &impl Endpoint, id: &str, state: &str) -> Value {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let task = rpc(host, "GetTask", json!({"id": id})).await;
+        if task["status"]["state"] == state {
+            return task;
+        }
+        assert!(Instant::now() < end, "task never reached {state}: {task:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_python_client_drives_tasks_through_every_state() {
+    let host = start_host(&config("", "")).await;
+    let base = host.url("");
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run_tool(
+            "a2a_client.py",
+            &[base.trim_end_matches('/'), CLIENT, OTHER],
+            b"",
+        )
+    })
+    .await
+    .expect("the client ran");
+    assert!(ok, "a2a-sdk client failed:\n{out}");
+    for line in [
+        "returnImmediately + GetTask: COMPLETED",
+        "blocking SendMessage: COMPLETED",
+        "follow-up in the same contextId",
+        "INPUT_REQUIRED and its answer: COMPLETED",
+        "CancelTask on a running turn: CANCELED",
+        "'TASK_STATE_COMPLETED'] ['echo: sleep 1 streamed']",
+        "another peer's GetTask: TaskNotFoundError",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in:\n{out}");
+    }
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_error_has_the_spec_code_in_a_200() {
+    let host = start_host(&config("", "")).await;
+    let url = host.url("/a2a");
+    let raw = |body: &'static str, content_type: &'static str| {
+        let url = url.clone();
+        async move {
+            let auth = format!("Bearer {CLIENT}");
+            request(
+                "POST",
+                &url,
+                &[("authorization", &auth), ("content-type", content_type)],
+                body,
+            )
+            .await
+        }
+    };
+    assert_eq!(code(&raw("{not json", "application/json").await), -32700);
+    assert_eq!(code(&raw("[]", "application/json").await), -32600);
+    assert_eq!(
+        code(
+            &raw(
+                r#"{"jsonrpc":"2.0","id":1,"method":"Nope"}"#,
+                "application/json"
+            )
+            .await
+        ),
+        -32601
+    );
+    assert_eq!(
+        code(
+            &raw(
+                r#"{"jsonrpc":"2.0","id":1,"method":"GetTask","params":{}}"#,
+                "application/json"
+            )
+            .await
+        ),
+        -32602
+    );
+    let wrong_type = raw(
+        r#"{"jsonrpc":"2.0","id":1,"method":"GetTask"}"#,
+        "text/plain",
+    )
+    .await;
+    assert_eq!(code(&wrong_type), -32005);
+    let unknown = rpc_as(&host, CLIENT, "GetTask", json!({"id": "nope"})).await;
+    assert_eq!(code(&unknown), -32001);
+    assert_eq!(
+        unknown.json["error"]["data"][0]["reason"], "TASK_NOT_FOUND",
+        "{:#}",
+        unknown.json
+    );
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "CancelTask", json!({"id": "nope"})).await),
+        -32001
+    );
+    // A finished task: cannot be cancelled (-32002), takes no message (-32004), has no stream.
+    let done = rpc(&host, "SendMessage", send_params("e-1", "hi")).await;
+    let id = done["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&host, &id, "TASK_STATE_COMPLETED").await;
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "CancelTask", json!({"id": id})).await),
+        -32002
+    );
+    let mut more = send_params("e-2", "more");
+    more["message"]["taskId"] = json!(id);
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "SendMessage", more).await),
+        -32004
+    );
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "SubscribeToTask", json!({"id": id})).await),
+        -32004
+    );
+    // Push configs are not offered (yet): -32003 before any task lookup.
+    assert_eq!(
+        code(
+            &rpc_as(
+                &host,
+                CLIENT,
+                "CreateTaskPushNotificationConfig",
+                json!({"taskId": "nope", "url": "https://example.com/hook"})
+            )
+            .await
+        ),
+        -32003
+    );
+    // A url part is not fetched; a big raw part is not taken.
+    let url_part = json!({"message": {"messageId": "e-3", "role": "ROLE_USER",
+        "parts": [{"url": "https://example.com/x.pdf", "mediaType": "application/pdf"}]}});
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "SendMessage", url_part).await),
+        -32005
+    );
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "GetExtendedAgentCard", json!({})).await),
+        -32007
+    );
+    // An unknown skill names the ones there are.
+    let mut skill = send_params("e-4", "hi");
+    skill["message"]["metadata"] = json!({"skill": "nope"});
+    let r = rpc_as(&host, CLIENT, "SendMessage", skill).await;
+    assert_eq!(code(&r), -32602);
+    assert!(
+        r.json["error"]["message"].as_str().unwrap().contains("ask"),
+        "{:#}",
+        r.json
+    );
+    // Versions: 1.0 only; 0.3's methods without the header are 0.3.
+    let v = |version: &'static str, method: &'static str| {
+        let url = host.url("/a2a");
+        async move {
+            let auth = format!("Bearer {CLIENT}");
+            let mut headers = vec![
+                ("authorization", auth.as_str()),
+                ("content-type", "application/json"),
+            ];
+            if !version.is_empty() {
+                headers.push(("a2a-version", version));
+            }
+            request(
+                "POST",
+                &url,
+                &headers,
+                json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": {"id": "x"}})
+                    .to_string(),
+            )
+            .await
+        }
+    };
+    assert_eq!(code(&v("99.0", "GetTask").await), -32009);
+    assert_eq!(code(&v("0.3", "GetTask").await), -32009);
+    assert_eq!(code(&v("", "tasks/get").await), -32009);
+    assert_eq!(
+        code(&v("", "GetTask").await),
+        -32001,
+        "no header: served as 1.0"
+    );
+    // Only authentication is an HTTP error: 401 with the scheme, and 413 for a body too big.
+    let r = rpc_as(&host, "wrong-token", "GetTask", json!({"id": "x"})).await;
+    assert_eq!(r.status, 401);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let big = json!({"message": {"messageId": "big", "role": "ROLE_USER",
+        "parts": [{"text": "x".repeat(300_000)}]}});
+    assert_eq!(rpc_as(&host, CLIENT, "SendMessage", big).await.status, 413);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_is_visible_only_to_its_peer_and_the_admin() {
+    let host = start_host(&config("", "")).await;
+    let mine = rpc(&host, "SendMessage", send_params("v-1", "mine")).await;
+    let id = mine["task"]["id"].as_str().unwrap().to_owned();
+    for (method, params) in [
+        ("GetTask", json!({"id": id})),
+        ("CancelTask", json!({"id": id})),
+        ("SubscribeToTask", json!({"id": id})),
+        (
+            "SendMessage",
+            json!({"message": {"messageId": "v-2", "role": "ROLE_USER", "taskId": id,
+                "parts": [{"text": "hijack"}]}}),
+        ),
+    ] {
+        let r = rpc_as(&host, OTHER, method, params).await;
+        assert_eq!(code(&r), -32001, "{method}: {:#}", r.json);
+        assert!(
+            !r.text.contains("mine"),
+            "{method} leaked the task: {}",
+            r.text
+        );
+    }
+    let theirs = rpc_as(&host, OTHER, "ListTasks", json!({})).await;
+    assert_eq!(
+        theirs.json["result"]["tasks"],
+        json!([]),
+        "{:#}",
+        theirs.json
+    );
+    assert_eq!(theirs.json["result"]["nextPageToken"], "");
+    let admin = rpc_as(&host, ADMIN, "GetTask", json!({"id": id})).await;
+    assert_eq!(
+        admin.json["result"]["id"],
+        json!(id),
+        "the admin reads every task"
+    );
+    let listed = rpc(&host, "ListTasks", json!({"includeArtifacts": true})).await;
+    assert_eq!(listed["tasks"][0]["id"], json!(id));
+    assert_eq!(listed["totalSize"], 1);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_message_id_answers_with_the_same_task_and_runs_one_turn() {
+    let host = start_host(&config("", "")).await;
+    let a = rpc(&host, "SendMessage", send_params("dup-1", "once")).await;
+    let b = rpc(&host, "SendMessage", send_params("dup-1", "once")).await;
+    assert_eq!(a["task"]["id"], b["task"]["id"]);
+    let id = a["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&host, &id, "TASK_STATE_COMPLETED").await;
+    let listed = admin_get(&host, "/messages").await.json;
+    assert_eq!(
+        listed["messages"].as_array().unwrap().len(),
+        1,
+        "{listed:#}"
+    );
+    // The same messageId from another peer is another peer's message.
+    let c = rpc_as(&host, OTHER, "SendMessage", send_params("dup-1", "once")).await;
+    assert_ne!(c.json["result"]["task"]["id"], a["task"]["id"]);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_refusal_is_a_rejected_task_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let plugin = install_plugin("task-schema", dir.path(), "schema.wasm");
+    let keys = format!(
+        "plugin = {}\nplugin_config = {{ max_len = {{ text = 10 }} }}",
+        quoted(path_str(&plugin))
+    );
+    let host = start_host_in(&config(&keys, ""), dir).await;
+    let r = rpc(
+        &host,
+        "SendMessage",
+        send_params("p-1", "far more than ten characters"),
+    )
+    .await;
+    let task = &r["task"];
+    assert_eq!(task["status"]["state"], "TASK_STATE_REJECTED", "{r:#}");
+    let reason = task["status"]["message"]["parts"][0]["text"]
+        .as_str()
+        .unwrap();
+    assert!(reason.contains("text"), "{reason}");
+    // Stored: GetTask reads it later, and no turn ran.
+    let id = task["id"].as_str().unwrap();
+    let again = rpc(&host, "GetTask", json!({"id": id})).await;
+    assert_eq!(again["status"]["state"], "TASK_STATE_REJECTED");
+    let ok = rpc(&host, "SendMessage", send_params("p-2", "short")).await;
+    let ok_id = ok["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&host, &ok_id, "TASK_STATE_COMPLETED").await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_kills_a_running_agent_and_drops_a_queued_turn() {
+    // One agent at a time, so the second task waits in the queue.
+    let host = start_host(&config("", ", max_concurrent = 1")).await;
+    let running = rpc(&host, "SendMessage", send_params("c-1", "sleep 30")).await;
+    let queued = rpc(&host, "SendMessage", send_params("c-2", "after")).await;
+    let (r, q) = (
+        running["task"]["id"].as_str().unwrap().to_owned(),
+        queued["task"]["id"].as_str().unwrap().to_owned(),
+    );
+    wait_state(&host, &r, "TASK_STATE_WORKING").await;
+    assert_eq!(
+        rpc(&host, "GetTask", json!({"id": q})).await["status"]["state"],
+        "TASK_STATE_SUBMITTED"
+    );
+    let t0 = Instant::now();
+    let q_canceled = rpc(&host, "CancelTask", json!({"id": q})).await;
+    assert_eq!(q_canceled["status"]["state"], "TASK_STATE_CANCELED");
+    let r_canceled = rpc(&host, "CancelTask", json!({"id": r})).await;
+    assert_eq!(r_canceled["status"]["state"], "TASK_STATE_CANCELED");
+    // The agent's process group is signalled at once: its turn ends long before its 30 s sleep.
+    let listed = admin_get(&host, "/messages").await.json;
+    let ids: Vec<String> = listed["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_owned())
+        .collect();
+    for id in &ids {
+        let v = wait_turn_end(&host, ADMIN, id).await;
+        assert_eq!(v["turn"]["state"], "canceled", "{v:#}");
+    }
+    assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
+    // Cancelled stays cancelled, and cancelling again is refused as not cancelable.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        rpc(&host, "GetTask", json!({"id": r})).await["status"]["state"],
+        "TASK_STATE_CANCELED"
+    );
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "CancelTask", json!({"id": r})).await),
+        -32002
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_follows_the_config_and_its_reloads() {
+    let host = start_host(&config("", "")).await;
+    let card = request("GET", &host.url("/.well-known/agent-card.json"), &[], "").await;
+    assert_eq!(card.status, 200);
+    let c = &card.json;
+    assert_eq!(c["name"], "Test inbox");
+    assert_eq!(
+        c["supportedInterfaces"][0],
+        json!({"url": host.url("/a2a"), "protocolBinding": "JSONRPC", "protocolVersion": "1.0"})
+    );
+    assert!(c.get("url").is_none(), "no 0.3-style top-level url");
+    assert_eq!(c["skills"][0]["id"], "ask");
+    assert_eq!(
+        c["securityRequirements"][0]["schemes"]["bearer"],
+        json!({"list": []})
+    );
+    assert_eq!(
+        c["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"],
+        "Bearer"
+    );
+    host.rewrite_config(&config("", "").replace(
+        "tags = [\"echo\"] }",
+        "tags = [\"echo\"], skill = \"echo\", name = \"Echo\" }",
+    ));
+    // The file watcher may have swapped it in already: then this reload finds it unchanged.
+    let reloaded = admin_post(&host, "/admin/reload", "").await;
+    assert_eq!(reloaded.status, 200, "{:#}", reloaded.json);
+    let card = request("GET", &host.url("/.well-known/agent-card.json"), &[], "").await;
+    assert_eq!(card.json["skills"][0]["id"], "echo", "{:#}", card.json);
+    assert_eq!(card.json["skills"][0]["name"], "Echo");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_survives_kill_9_and_completes_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = unused_addr();
+    let toml = config("", "").replace(
+        "[server]\n",
+        &format!("[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\n"),
+    );
+    let mut inbox = BinHost::start(dir.path(), &toml, addr, "first.log").await;
+    let running = rpc(&inbox, "SendMessage", send_params("k-1", "sleep 2")).await;
+    let id = running["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&inbox, &id, "TASK_STATE_WORKING").await;
+    inbox.kill9();
+    let inbox = BinHost::start(dir.path(), &toml, addr, "second.log").await;
+    // Recovery re-runs the interrupted turn (on_interrupt = "rerun"), and the task follows it.
+    let task = wait_state(&inbox, &id, "TASK_STATE_COMPLETED").await;
+    let texts: Vec<&str> = task["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["parts"][0]["text"].as_str())
+        .collect();
+    assert!(texts.contains(&"echo: sleep 2"), "{task:#}");
+    assert_eq!(task["history"][0]["messageId"], "k-1");
+    inbox.stop();
+}
