@@ -37,6 +37,7 @@ pub mod server;
 pub mod shutdown;
 pub mod signature;
 pub mod snapshot;
+pub mod ssrf;
 pub mod store;
 pub mod tls;
 pub mod token;
@@ -133,6 +134,7 @@ pub async fn run(
     }
     let relay_task = tokio::spawn(relay.run(stopping.stopped()));
     let prune_task = tokio::spawn(prune_loop(inbox.clone(), stopping.stopped()));
+    let push_task = tokio::spawn(a2a::push::run(inbox.clone(), stopping.stopped()));
     let mut reload_tasks = Vec::new();
     if let Some(reloader) = &inbox.reloader {
         reload_tasks.push(tokio::spawn(reloader.clone().watch(stopping.stopped())));
@@ -174,6 +176,7 @@ pub async fn run(
     stopping.stop();
     let _ = relay_task.await;
     let _ = prune_task.await;
+    let _ = push_task.await;
     for t in reload_tasks {
         let _ = t.await;
     }

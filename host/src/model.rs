@@ -420,6 +420,48 @@ pub struct TaskInput {
     pub at: i64,
 }
 
+/// Where an A2A client wants a task's updates pushed (`TaskPushNotificationConfig`). The token and
+/// credentials are the client's secrets: never logged, never shown in full.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PushConfig {
+    /// The task.
+    pub task_id: String,
+    /// Its id within the task (the client's, or one we made).
+    pub id: String,
+    /// Where to POST.
+    pub url: String,
+    /// Sent as `X-A2A-Notification-Token`.
+    pub token: Option<String>,
+    /// `Authorization: <scheme> <credentials>`.
+    pub auth_scheme: Option<String>,
+    /// See `auth_scheme`.
+    pub credentials: Option<String>,
+    /// When it was made.
+    pub created_at: i64,
+}
+
+impl fmt::Debug for PushConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PushConfig")
+            .field("task_id", &self.task_id)
+            .field("id", &self.id)
+            .field("url", &self.url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The delivery target of a push: `a2a-push:<task id>/<config id>` (a peer name has no `:`).
+pub fn push_target(task_id: &str, config_id: &str) -> String {
+    format!("{PUSH_PREFIX}{task_id}/{config_id}")
+}
+
+/// A delivery target's push config key (task id, config id), if it is a push.
+pub fn parse_push_target(target: &str) -> Option<(&str, &str)> {
+    target.strip_prefix(PUSH_PREFIX)?.split_once('/')
+}
+
+const PUSH_PREFIX: &str = "a2a-push:";
+
 /// Everything a task's state and its answer are made from, read together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRecord {

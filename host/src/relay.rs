@@ -127,8 +127,18 @@ async fn attempt(
             };
         }
     };
+    exchange(client.request(req), timeout).await
+}
+
+/// Waits (within `timeout`) for the answer to a sent request and classifies it.
+async fn exchange(
+    sent: impl Future<
+        Output = Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>,
+    >,
+    timeout: Duration,
+) -> Attempted {
     let exchange = async {
-        let resp = client.request(req).await?;
+        let resp = sent.await?;
         let status = resp.status().as_u16();
         let ra = retry_after(resp.headers());
         // Read a little of the body for the record, and so the connection can be reused.
@@ -183,6 +193,8 @@ pub struct Relay {
     active: Active,
     events: Events,
     client: HttpsClient,
+    /// For push URLs a client gave: reaches public addresses only.
+    public: crate::ssrf::PublicClient,
     wake: Notify,
     slots: Arc<Semaphore>,
 }
@@ -195,6 +207,7 @@ impl Relay {
             active,
             events,
             client: crate::tls::client(),
+            public: crate::ssrf::public_client(),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(max_in_flight)),
         })
@@ -271,12 +284,44 @@ impl Relay {
         let snap = self.active.load_full();
         let relay_cfg = &snap.config.relay;
         let n = d.attempts + 1;
-        let record = match snap.config.peers.get(&d.peer) {
-            None => AttemptOutcome::Dead {
+        let push = crate::model::parse_push_target(&d.peer);
+        let config = match push {
+            Some((task, id)) => self.store.push_config(task, id).await,
+            None => Ok(None),
+        };
+        let record = match (push, config, snap.config.peers.get(&d.peer)) {
+            (Some(_), Err(e), _) => {
+                tracing::error!(error = %e, "relay: cannot read a push config");
+                if let Err(e) = self.store.release_delivery(&d.outbound.id, &d.peer).await {
+                    tracing::error!(error = %e, "cannot release a delivery; it is retried after a restart");
+                }
+                return;
+            }
+            (Some(_), Ok(None), _) => AttemptOutcome::Dead {
+                status: None,
+                error: "the push config was deleted".into(),
+            },
+            (Some(_), Ok(Some(config)), _) => {
+                let allow_private = snap
+                    .config
+                    .a2a
+                    .as_ref()
+                    .is_some_and(|a| a.allow_private_push_urls);
+                let a = self
+                    .push(
+                        &config,
+                        &d.outbound,
+                        allow_private,
+                        relay_cfg.attempt_timeout,
+                    )
+                    .await;
+                self.outcome(a, &relay_cfg.retry_schedule, n)
+            }
+            (None, _, None) => AttemptOutcome::Dead {
                 status: None,
                 error: format!("peer {:?} is no longer in the config", d.peer),
             },
-            Some(peer) => {
+            (None, _, Some(peer)) => {
                 // A peer with its own CA has its own client (built with the snapshot).
                 let client = snap.peer_clients.get(&d.peer).unwrap_or(&self.client);
                 let a = attempt(
@@ -287,32 +332,7 @@ impl Relay {
                     relay_cfg.attempt_timeout,
                 )
                 .await;
-                match a.verdict {
-                    Verdict::Delivered => AttemptOutcome::Delivered {
-                        status: a.status.unwrap_or(200),
-                    },
-                    Verdict::GiveUp => AttemptOutcome::Dead {
-                        status: a.status,
-                        error: a.error.unwrap_or_default(),
-                    },
-                    Verdict::Retry { retry_after } => {
-                        let jitter = rand::rng().random::<f64>();
-                        match next_delay(&relay_cfg.retry_schedule, n, retry_after, jitter) {
-                            Some(delay) => AttemptOutcome::Retry {
-                                status: a.status,
-                                error: a.error.unwrap_or_default(),
-                                next_at: now_ms() + delay.as_millis() as i64,
-                            },
-                            None => AttemptOutcome::Dead {
-                                status: a.status,
-                                error: format!(
-                                    "gave up after {n} attempts: {}",
-                                    a.error.unwrap_or_default()
-                                ),
-                            },
-                        }
-                    }
-                }
+                self.outcome(a, &relay_cfg.retry_schedule, n)
             }
         };
         match &record {
@@ -355,6 +375,84 @@ impl Relay {
                     tracing::error!(error = %e, "cannot release a delivery; it is retried after a restart");
                 }
             }
+        }
+    }
+
+    /// The attempt's record: delivered, dead, or retried on the schedule (`n` attempts made).
+    fn outcome(&self, a: Attempted, schedule: &[Duration], n: u32) -> AttemptOutcome {
+        match a.verdict {
+            Verdict::Delivered => AttemptOutcome::Delivered {
+                status: a.status.unwrap_or(200),
+            },
+            Verdict::GiveUp => AttemptOutcome::Dead {
+                status: a.status,
+                error: a.error.unwrap_or_default(),
+            },
+            Verdict::Retry { retry_after } => {
+                let jitter = rand::rng().random::<f64>();
+                match next_delay(schedule, n, retry_after, jitter) {
+                    Some(delay) => AttemptOutcome::Retry {
+                        status: a.status,
+                        error: a.error.unwrap_or_default(),
+                        next_at: now_ms() + delay.as_millis() as i64,
+                    },
+                    None => AttemptOutcome::Dead {
+                        status: a.status,
+                        error: format!(
+                            "gave up after {n} attempts: {}",
+                            a.error.unwrap_or_default()
+                        ),
+                    },
+                }
+            }
+        }
+    }
+
+    /// One push: the outbound message's payload (a `StreamResponse`) POSTed to the config's URL
+    /// with its credentials, through the client that reaches only public addresses unless
+    /// `allow_private`.
+    async fn push(
+        &self,
+        config: &crate::model::PushConfig,
+        outbound: &Outbound,
+        allow_private: bool,
+        timeout: Duration,
+    ) -> Attempted {
+        let give_up = |error: String| Attempted {
+            status: None,
+            verdict: Verdict::GiveUp,
+            error: Some(error),
+        };
+        let Ok(uri) = config.url.parse::<http::Uri>() else {
+            return give_up(format!("{:?} is not a URL", config.url));
+        };
+        if !allow_private && crate::ssrf::literal_not_public(&uri) {
+            return give_up(format!("{uri} is not a public address"));
+        }
+        let mut req = http::Request::post(uri)
+            .header(http::header::CONTENT_TYPE, "application/a2a+json")
+            .header("idempotency-key", outbound.id.as_str())
+            .header(
+                http::header::USER_AGENT,
+                concat!("agent-inbox/", env!("CARGO_PKG_VERSION")),
+            );
+        if let (Some(scheme), Some(credentials)) = (&config.auth_scheme, &config.credentials) {
+            req = req.header(
+                http::header::AUTHORIZATION,
+                format!("{scheme} {credentials}"),
+            );
+        }
+        if let Some(token) = &config.token {
+            req = req.header("x-a2a-notification-token", token.as_str());
+        }
+        let req = match req.body(Full::new(Bytes::from(outbound.payload.clone()))) {
+            Ok(r) => r,
+            Err(_) => return give_up("the push's headers are not valid HTTP".into()),
+        };
+        if allow_private {
+            exchange(self.client.request(req), timeout).await
+        } else {
+            exchange(self.public.request(req), timeout).await
         }
     }
 }

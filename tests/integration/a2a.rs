@@ -23,10 +23,13 @@ fn config(route_keys: &str, agent_keys: &str) -> String {
         r#"
 [server]
 admin_secret = "{ADMIN}"
+[relay]
+retry_schedule = ["0s", "1s", "1s", "1s", "2s", "2s", "4s"]
 [a2a]
 name = "Test inbox"
 description = "A2A under test"
 max_wait_secs = 20
+allow_private_push_urls = true
 [peers.client]
 a2a_token = "{CLIENT}"
 [peers.other]
@@ -114,10 +117,26 @@ async fn the_official_python_client_drives_tasks_through_every_state() {
         "INPUT_REQUIRED and its answer: COMPLETED",
         "CancelTask on a running turn: CANCELED",
         "'TASK_STATE_COMPLETED'] ['echo: sleep 1 streamed']",
+        "push after the receiver came back",
         "another peer's GetTask: TaskNotFoundError",
     ] {
         assert!(out.contains(line), "missing {line:?} in:\n{out}");
     }
+    // The push went through the outbox: its first attempt failed (the receiver was down), a
+    // later one delivered it.
+    let outbox = admin_get(&host, "/admin/outbox").await.json;
+    let pushes: Vec<&Value> = outbox["outbox"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|i| i["reply"]["type"] == "A2A_PUSH" && i["delivery"]["state"] == "delivered")
+        .collect();
+    assert!(
+        pushes
+            .iter()
+            .any(|i| i["delivery"]["attempts"].as_u64() >= Some(2)),
+        "{outbox:#}"
+    );
     host.stop().await;
 }
 
@@ -195,7 +214,6 @@ async fn every_error_has_the_spec_code_in_a_200() {
         code(&rpc_as(&host, CLIENT, "SubscribeToTask", json!({"id": id})).await),
         -32004
     );
-    // Push configs are not offered (yet): -32003 before any task lookup.
     assert_eq!(
         code(
             &rpc_as(
@@ -206,7 +224,7 @@ async fn every_error_has_the_spec_code_in_a_200() {
             )
             .await
         ),
-        -32003
+        -32001
     );
     // A url part is not fetched; a big raw part is not taken.
     let url_part = json!({"message": {"messageId": "e-3", "role": "ROLE_USER",
@@ -468,4 +486,40 @@ async fn a_task_survives_kill_9_and_completes_after_the_restart() {
     assert!(texts.contains(&"echo: sleep 2"), "{task:#}");
     assert_eq!(task["history"][0]["messageId"], "k-1");
     inbox.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_urls_to_private_addresses_are_refused() {
+    let host = start_host(&config("", "").replace("allow_private_push_urls = true", "")).await;
+    let done = rpc(&host, "SendMessage", send_params("s-1", "hi")).await;
+    let id = done["task"]["id"].as_str().unwrap().to_owned();
+    for url in [
+        "http://127.0.0.1:9/hook",
+        "http://localhost:9/hook",
+        "http://[::1]:9/hook",
+        "http://169.254.169.254/latest/meta-data",
+        "http://10.0.0.1/hook",
+        "http://[fd00::1]/hook",
+        "http://[::ffff:127.0.0.1]/hook",
+        "ftp://example.com/hook",
+    ] {
+        let r = rpc_as(
+            &host,
+            CLIENT,
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": id, "url": url}),
+        )
+        .await;
+        assert_eq!(code(&r), -32602, "{url}: {:#}", r.json);
+    }
+    // Inline, it is refused before a task is made.
+    let mut inline = send_params("s-2", "hi");
+    inline["configuration"]["taskPushNotificationConfig"] = json!({"url": "http://127.0.0.1:9/x"});
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "SendMessage", inline).await),
+        -32602
+    );
+    let listed = rpc(&host, "ListTasks", json!({})).await;
+    assert_eq!(listed["totalSize"], 1, "{listed:#}");
+    host.stop().await;
 }

@@ -7,7 +7,11 @@ The inbox's A2A route runs tests/agents/a2a-agent.py: "sleep N" sleeps, "ask" as
 first failure raises, so the exit status says whether all passed.
 """
 import asyncio
+import http.server
+import json
+import socket
 import sys
+import threading
 import uuid
 
 import httpx
@@ -20,12 +24,16 @@ from a2a.client import (
     InMemoryContextCredentialStore,
 )
 from a2a.types.a2a_pb2 import (
+    AuthenticationInfo,
     CancelTaskRequest,
+    GetTaskPushNotificationConfigRequest,
     GetTaskRequest,
     Message,
     Part,
     Role,
+    SendMessageConfiguration,
     SendMessageRequest,
+    TaskPushNotificationConfig,
     TaskState,
 )
 from a2a.utils.errors import TaskNotFoundError
@@ -84,9 +92,16 @@ async def until(client, task_id, states, limit=20.0):
         await asyncio.sleep(0.2)
 
 
+async def _first_config_id(client, task_id):
+    from a2a.types.a2a_pb2 import ListTaskPushNotificationConfigsRequest
+    listed = await client.list_task_push_notification_configs(
+        ListTaskPushNotificationConfigsRequest(task_id=task_id), context=CTX)
+    return listed.configs[0].id
+
+
 async def main():
-    async with httpx.AsyncClient() as http:
-        card = await A2ACardResolver(http, BASE).get_agent_card()
+    async with httpx.AsyncClient() as session:
+        card = await A2ACardResolver(session, BASE).get_agent_card()
     check(card.supported_interfaces[0].protocol_version == "1.0", "the card speaks 1.0")
     check(card.capabilities.streaming, "the card offers streaming")
     check(len(card.skills) >= 1, "the card lists the skill")
@@ -154,6 +169,55 @@ async def main():
           f"states only move forward: {states}")
     check(artifacts == ["echo: sleep 1 streamed"], f"the reply streams as an artifact: {artifacts}")
     print("streaming:", [TaskState.Name(s) for s in states], artifacts)
+
+    # A push to a receiver that is down at first: the relay retries, and it arrives once the
+    # receiver is back.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    received = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+            received.append((self.headers.get("authorization"),
+                             self.headers.get("x-a2a-notification-token"), body))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    config = TaskPushNotificationConfig(
+        url=f"http://127.0.0.1:{port}/hook", token="push-token",
+        authentication=AuthenticationInfo(scheme="Bearer", credentials="push-secret"))
+    request = SendMessageRequest(
+        message=message("pushed"),
+        configuration=SendMessageConfiguration(return_immediately=True,
+                                               task_push_notification_config=config))
+    pushed = None
+    async for event in polling.send_message(request, context=CTX):
+        pushed = event.task
+    await until(polling, pushed.id, {TaskState.TASK_STATE_COMPLETED})
+    await asyncio.sleep(1.5)
+    check(not received, "nothing can arrive while the receiver is down")
+    server = http.server.HTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    while not any(b["task"]["status"]["state"] == "TASK_STATE_COMPLETED" for _, _, b in received):
+        check(loop.time() < end, f"the push never arrived: {received}")
+        await asyncio.sleep(0.1)
+    server.shutdown()
+    auth, token, body = received[-1]
+    check(auth == "Bearer push-secret" and token == "push-token", f"push headers: {auth} {token}")
+    check(body["task"]["id"] == pushed.id, "the push names its task")
+    config_id = await _first_config_id(polling, pushed.id)
+    shown = await polling.get_task_push_notification_config(
+        GetTaskPushNotificationConfigRequest(task_id=pushed.id, id=config_id), context=CTX)
+    check("push-secret" not in str(shown) and "push-token" not in str(shown),
+          f"a push config's secrets are never shown: {shown}")
+    print("push after the receiver came back:", len(received), "push(es), COMPLETED last")
 
     # Another peer cannot see the task.
     try:

@@ -46,7 +46,7 @@ pub fn card(config: &Config, base: &str) -> Value {
         }],
         "capabilities": {
             "streaming": true,
-            "pushNotifications": false,
+            "pushNotifications": true,
             "extendedAgentCard": false,
         },
         "securitySchemes": {

@@ -8,6 +8,7 @@
 //! says something of it changed, and every second besides (another host may run its turn).
 
 pub mod card;
+pub mod push;
 mod rpc;
 pub mod state;
 pub mod wire;
@@ -183,7 +184,9 @@ pub async fn call(
         "CreateTaskPushNotificationConfig"
         | "GetTaskPushNotificationConfig"
         | "ListTaskPushNotificationConfigs"
-        | "DeleteTaskPushNotificationConfig" => Err(A2aError::PushNotSupported),
+        | "DeleteTaskPushNotificationConfig" => {
+            push::call(inbox, snap, caller, method, params).await
+        }
         "GetExtendedAgentCard" => Err(A2aError::ExtendedCardNotConfigured),
         other => Err(A2aError::MethodNotFound(other.chars().take(100).collect())),
     }
@@ -251,8 +254,13 @@ async fn send(
             )));
         }
     }
-    if p.configuration.task_push_notification_config.is_some() {
-        return Err(A2aError::PushNotSupported);
+    // An inline push config is checked before anything is accepted, stored once the task is.
+    let inline_push = match p.configuration.task_push_notification_config.clone() {
+        Some(v) => Some(parse::<push::ConfigParams>(v)?),
+        None => None,
+    };
+    if let Some(c) = &inline_push {
+        push::checked(snap, "", c.clone()).await?;
     }
     let history = history_length(p.configuration.history_length)?;
     let payload = payload_of(m)?;
@@ -376,6 +384,11 @@ async fn send(
             return Err(A2aError::Internal(e.to_string()));
         }
     };
+    if let Some(c) = inline_push {
+        let config = push::checked(snap, &task_id, c).await?;
+        inbox.store.put_push_config(config).await?;
+        push::push_task(inbox, &task_id).await;
+    }
     if streaming {
         return Ok(Answer::Stream(stream(inbox, task_id, true)));
     }

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Task, TaskInput, TaskRecord,
-    Turn, TurnEnd, TurnError, TurnState,
+    Attempt, AttemptOutcome, Delivery, Message, Outbound, PushConfig, Synchronous, Task, TaskInput,
+    TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -184,6 +184,21 @@ pub struct Canceled {
     pub turn: Option<(String, String, TurnState)>,
 }
 
+/// One push of a task's state through one push config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Push {
+    /// The body (a `StreamResponse`), as an outbound message delivered to the config's target.
+    pub outbound: Outbound,
+    /// The task.
+    pub task_id: String,
+    /// The config.
+    pub config_id: String,
+    /// What was pushed (state and time): the same key again pushes nothing.
+    pub state_key: String,
+    /// Whether this is the task's final state (nothing more to push through this config).
+    pub last: bool,
+}
+
 /// Which tasks to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TaskFilter {
@@ -263,6 +278,45 @@ impl Store {
     /// Tasks, newest first, filtered.
     pub async fn tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         backend!(self.tasks(filter))
+    }
+
+    /// Creates a push config, or replaces the one with its (task, id).
+    pub async fn put_push_config(&self, config: PushConfig) -> Result<(), StoreError> {
+        backend!(self.put_push_config(config))
+    }
+
+    /// Deletes a push config; `false` if there was none.
+    pub async fn delete_push_config(&self, task_id: &str, id: &str) -> Result<bool, StoreError> {
+        backend!(self.delete_push_config(task_id, id))
+    }
+
+    /// One push config.
+    pub async fn push_config(
+        &self,
+        task_id: &str,
+        id: &str,
+    ) -> Result<Option<PushConfig>, StoreError> {
+        backend!(self.push_config(task_id, id))
+    }
+
+    /// A task's push configs (only those with something left to push, if `pending_only`).
+    pub async fn push_configs(
+        &self,
+        task_id: &str,
+        pending_only: bool,
+    ) -> Result<Vec<PushConfig>, StoreError> {
+        backend!(self.push_configs(task_id, pending_only))
+    }
+
+    /// Tasks with a push config whose final state is not pushed yet.
+    pub async fn push_pending(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        backend!(self.push_pending(limit))
+    }
+
+    /// Records a push for delivery (an outbound message with one delivery to the config's
+    /// target), unless that state was pushed through that config already; `false` then.
+    pub async fn enqueue_push(&self, push: Push) -> Result<bool, StoreError> {
+        backend!(self.enqueue_push(push))
     }
 
     /// Claims the oldest queued turn of a route: marks it running, stores its token's hash, and

@@ -19,12 +19,12 @@ use rusqlite::Connection;
 use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
-    Attempt, AttemptOutcome, Delivery, Message, Outbound, Synchronous, Task, TaskInput, TaskRecord,
-    Turn, TurnEnd, TurnError, TurnState,
+    Attempt, AttemptOutcome, Delivery, Message, Outbound, PushConfig, Synchronous, Task, TaskInput,
+    TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::store::{
     Canceled, Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, MessageFilter, NewTurn,
-    StoreError, TaskFilter, TaskLink, TurnClaim,
+    Push, StoreError, TaskFilter, TaskLink, TurnClaim,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -138,6 +138,59 @@ impl SqliteStore {
 
     pub(super) async fn tasks(&self, filter: TaskFilter) -> Result<Vec<TaskRecord>, StoreError> {
         self.read(move |c| reads::tasks(c, &filter)).await
+    }
+
+    pub(super) async fn put_push_config(&self, config: PushConfig) -> Result<(), StoreError> {
+        self.writer.write(PutPushConfig(config)).await
+    }
+
+    pub(super) async fn delete_push_config(
+        &self,
+        task_id: &str,
+        id: &str,
+    ) -> Result<bool, StoreError> {
+        self.writer
+            .write(DeletePushConfig {
+                task_id: task_id.to_owned(),
+                id: id.to_owned(),
+            })
+            .await
+    }
+
+    pub(super) async fn push_config(
+        &self,
+        task_id: &str,
+        id: &str,
+    ) -> Result<Option<PushConfig>, StoreError> {
+        let (task_id, id) = (task_id.to_owned(), id.to_owned());
+        self.read(move |c| reads::push_config(c, &task_id, &id))
+            .await
+    }
+
+    pub(super) async fn push_configs(
+        &self,
+        task_id: &str,
+        pending_only: bool,
+    ) -> Result<Vec<PushConfig>, StoreError> {
+        let task_id = task_id.to_owned();
+        self.read(move |c| reads::push_configs(c, &task_id, pending_only))
+            .await
+    }
+
+    pub(super) async fn push_pending(&self, limit: u32) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| reads::push_pending(c, limit)).await
+    }
+
+    pub(super) async fn enqueue_push(&self, push: Push) -> Result<bool, StoreError> {
+        self.writer
+            .write(EnqueuePush {
+                outbound: push.outbound,
+                task_id: push.task_id,
+                config_id: push.config_id,
+                state_key: push.state_key,
+                last: push.last,
+            })
+            .await
     }
 
     pub(super) async fn claim_turn(&self, claim: TurnClaim) -> Result<Option<Claimed>, StoreError> {

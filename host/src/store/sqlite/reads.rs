@@ -5,8 +5,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{
-    Attempt, Delivery, DeliveryState, Message, Outbound, Task, TaskInput, TaskRecord, Turn,
-    TurnError, TurnState,
+    Attempt, Delivery, DeliveryState, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord,
+    Turn, TurnError, TurnState,
 };
 use crate::store::{MessageFilter, StoreError, TaskFilter};
 use crate::token::{Grant, TokenHash};
@@ -390,6 +390,53 @@ pub(super) fn tasks(c: &Connection, f: &TaskFilter) -> Result<Vec<TaskRecord>, S
         .query_map(params![f.owner, f.context_id, f.limit], task_row)?
         .collect::<Result<_, _>>()?;
     rows.into_iter().map(|t| task_record(c, t)).collect()
+}
+
+const PUSH_COLUMNS: &str = "task_id, id, url, token, auth_scheme, credentials, created_at";
+
+fn push_row(r: &Row<'_>) -> rusqlite::Result<PushConfig> {
+    Ok(PushConfig {
+        task_id: r.get(0)?,
+        id: r.get(1)?,
+        url: r.get(2)?,
+        token: r.get(3)?,
+        auth_scheme: r.get(4)?,
+        credentials: r.get(5)?,
+        created_at: r.get(6)?,
+    })
+}
+
+pub(super) fn push_config(
+    c: &Connection,
+    task_id: &str,
+    id: &str,
+) -> Result<Option<PushConfig>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {PUSH_COLUMNS} FROM push_configs WHERE task_id = ?1 AND id = ?2"
+    ))?
+    .query_row(params![task_id, id], push_row)
+    .optional()?)
+}
+
+pub(super) fn push_configs(
+    c: &Connection,
+    task_id: &str,
+    pending_only: bool,
+) -> Result<Vec<PushConfig>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {PUSH_COLUMNS} FROM push_configs WHERE task_id = ?1 AND (?2 = 0 OR done = 0)
+             ORDER BY created_at, id"
+    ))?
+    .query_map(params![task_id, pending_only], push_row)?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn push_pending(c: &Connection, limit: u32) -> Result<Vec<String>, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT DISTINCT task_id FROM push_configs WHERE done = 0 LIMIT ?1")?
+            .query_map(params![limit], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
+    )
 }
 
 #[cfg(test)]

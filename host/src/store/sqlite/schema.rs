@@ -136,6 +136,21 @@ const MIGRATIONS: &[&str] = &[
         at                INTEGER NOT NULL
     );
     CREATE INDEX task_inputs_task ON task_inputs(task_id, seq);
+    -- Push configs; `pushed` is the last task state pushed through one (so each change is
+    -- pushed once, by one host), `done` that its final state was.
+    CREATE TABLE push_configs (
+        task_id     TEXT NOT NULL REFERENCES tasks(id),
+        id          TEXT NOT NULL,
+        url         TEXT NOT NULL,
+        token       TEXT,
+        auth_scheme TEXT,
+        credentials TEXT,
+        created_at  INTEGER NOT NULL,
+        pushed      TEXT,
+        done        INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (task_id, id)
+    ) WITHOUT ROWID;
+    CREATE INDEX push_pending ON push_configs(task_id) WHERE done = 0;
     "#,
 ];
 

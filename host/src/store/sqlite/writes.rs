@@ -5,8 +5,8 @@ use rusqlite::{OptionalExtension, params};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    AttemptOutcome, DeliveryState, Message, Outbound, Task, TaskInput, TurnEnd, TurnError,
-    TurnState, now_ms,
+    AttemptOutcome, DeliveryState, Message, Outbound, PushConfig, Task, TaskInput, TurnEnd,
+    TurnError, TurnState, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, NewTurn, StoreError,
@@ -600,6 +600,7 @@ impl Write for Prune {
             .collect::<Result<_, _>>()?;
         for id in &tasks {
             for sql in [
+                "DELETE FROM push_configs WHERE task_id = ?1",
                 "DELETE FROM task_inputs WHERE task_id = ?1",
                 "DELETE FROM tasks WHERE id = ?1",
             ] {
@@ -607,5 +608,86 @@ impl Write for Prune {
             }
         }
         Ok(ids.len() + orphans.len() + tasks.len())
+    }
+}
+
+/// Creates or replaces a push config.
+pub(super) struct PutPushConfig(pub(super) PushConfig);
+
+impl Write for PutPushConfig {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let p = &self.0;
+        tx.conn
+            .prepare_cached(
+                "INSERT OR REPLACE INTO push_configs
+                     (task_id, id, url, token, auth_scheme, credentials, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                p.task_id,
+                p.id,
+                p.url,
+                p.token,
+                p.auth_scheme,
+                p.credentials,
+                p.created_at
+            ])?;
+        Ok(())
+    }
+}
+
+pub(super) struct DeletePushConfig {
+    pub(super) task_id: String,
+    pub(super) id: String,
+}
+
+impl Write for DeletePushConfig {
+    type Output = bool;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<bool, StoreError> {
+        Ok(tx
+            .conn
+            .prepare_cached("DELETE FROM push_configs WHERE task_id = ?1 AND id = ?2")?
+            .execute(params![self.task_id, self.id])?
+            > 0)
+    }
+}
+
+/// Queues one push of a task's state through one config, unless that state was pushed already.
+pub(super) struct EnqueuePush {
+    pub(super) outbound: Outbound,
+    pub(super) task_id: String,
+    pub(super) config_id: String,
+    pub(super) state_key: String,
+    pub(super) last: bool,
+}
+
+impl Write for EnqueuePush {
+    type Output = bool;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<bool, StoreError> {
+        let c = tx.conn;
+        let changed = c
+            .prepare_cached(
+                "UPDATE push_configs SET pushed = ?3, done = ?4
+                 WHERE task_id = ?1 AND id = ?2 AND done = 0 AND pushed IS NOT ?3",
+            )?
+            .execute(params![
+                self.task_id,
+                self.config_id,
+                self.state_key,
+                self.last
+            ])?;
+        if changed == 0 {
+            return Ok(false);
+        }
+        InsertOutbound {
+            outbound: self.outbound.clone(),
+            peers: vec![crate::model::push_target(&self.task_id, &self.config_id)],
+        }
+        .apply(tx)?;
+        Ok(true)
     }
 }

@@ -1,0 +1,209 @@
+//! Which addresses a URL that a client supplied (an A2A push URL) may reach: public ones only,
+//! unless the config allows private ones. Checked when the URL is given, and enforced where the
+//! connection is made, by a resolver that drops every address that is not public; so a name that
+//! resolves elsewhere later (DNS rebinding) still cannot reach a private address.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::dns::{GaiResolver, Name};
+use hyper_util::rt::TokioExecutor;
+
+/// An HTTPS client that connects only to public addresses.
+pub type PublicClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector<PublicOnly>>, Full<Bytes>>;
+
+/// Whether `ip` is a public unicast address: not loopback, link-local, private (RFC 1918),
+/// unique-local (fc00::/7), shared (100.64/10), unspecified, multicast, broadcast, documentation
+/// or reserved, and not an IPv4-mapped form of one.
+pub fn is_public(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_multicast()
+                || v4.is_broadcast()
+                || v4.is_documentation()
+                || o[0] == 0
+                || (o[0] == 100 && (o[1] & 0xc0) == 64)
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0)
+                || (o[0] == 198 && (o[1] & 0xfe) == 18)
+                || o[0] >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                || (s[0] == 0x0064 && s[1] == 0xff9b)
+                || s[0] == 0x0100)
+        }
+    }
+}
+
+/// Why a URL may not be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    /// Not an absolute http(s) URL.
+    #[error("{0:?} is not an http(s) URL")]
+    NotHttp(String),
+    /// It names, or resolves only to, addresses that are not public.
+    #[error(
+        "{0} is not a public address (loopback, link-local, private and unique-local ones are refused)"
+    )]
+    NotPublic(String),
+    /// Its name does not resolve.
+    #[error("cannot resolve {0}")]
+    Unresolved(String),
+}
+
+/// Checks a URL a client gave: http(s), and (unless `allow_private`) a host that is a public
+/// address or a name with at least one public address now. Delivery checks again, at connect
+/// time, through [`PublicOnly`].
+pub async fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlError> {
+    let uri: http::Uri = url.parse().map_err(|_| UrlError::NotHttp(url.into()))?;
+    let (Some("http" | "https"), Some(host)) = (uri.scheme_str(), uri.host()) else {
+        return Err(UrlError::NotHttp(url.into()));
+    };
+    if allow_private {
+        return Ok(uri);
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if let Ok(ip) = bare.parse::<IpAddr>() {
+        return if is_public(ip) {
+            Ok(uri)
+        } else {
+            Err(UrlError::NotPublic(ip.to_string()))
+        };
+    }
+    let port = uri.port_u16().unwrap_or(443);
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|_| UrlError::Unresolved(bare.into()))?
+        .collect();
+    if addrs.iter().any(|a| is_public(a.ip())) {
+        Ok(uri)
+    } else {
+        Err(UrlError::NotPublic(bare.into()))
+    }
+}
+
+/// Whether a URL's host is an IP literal that is not public (the connector does not resolve
+/// literals, so [`PublicOnly`] never sees them).
+pub fn literal_not_public(uri: &http::Uri) -> bool {
+    uri.host()
+        .map(|h| h.trim_start_matches('[').trim_end_matches(']'))
+        .and_then(|h| h.parse::<IpAddr>().ok())
+        .is_some_and(|ip| !is_public(ip))
+}
+
+/// A resolver that keeps only public addresses (none left: the name does not resolve).
+#[derive(Clone)]
+pub struct PublicOnly(GaiResolver);
+
+impl tower_service::Service<Name> for PublicOnly {
+    type Response = std::vec::IntoIter<SocketAddr>;
+    type Error = std::io::Error;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send + 'static>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, name: Name) -> Self::Future {
+        let host = name.as_str().to_owned();
+        let lookup = self.0.call(name);
+        Box::pin(async move {
+            let public: Vec<SocketAddr> = lookup.await?.filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(std::io::Error::other(format!(
+                    "{host} has no public address; push URLs may not reach private ones"
+                )));
+            }
+            Ok(public.into_iter())
+        })
+    }
+}
+
+/// An HTTPS client (public roots) that connects only to public addresses.
+pub fn public_client() -> PublicClient {
+    let mut http = HttpConnector::new_with_resolver(PublicOnly(GaiResolver::new()));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_webpki_roots()
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(std::time::Duration::from_secs(30))
+        .build(https)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_addresses_are_not_public() {
+        for private in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fe80::1",
+            "fd00::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "::",
+        ] {
+            assert!(!is_public(private.parse().unwrap()), "{private}");
+        }
+        for public in ["8.8.8.8", "1.1.1.1", "2606:4700:4700::1111"] {
+            assert!(is_public(public.parse().unwrap()), "{public}");
+        }
+    }
+
+    #[tokio::test]
+    async fn urls_are_checked_before_use() {
+        let refused = |u: &'static str| async move { check_url(u, false).await.err() };
+        assert!(matches!(
+            refused("ftp://x").await,
+            Some(UrlError::NotHttp(_))
+        ));
+        for u in [
+            "http://127.0.0.1:9/hook",
+            "http://[::1]/hook",
+            "http://169.254.169.254/latest/meta-data",
+            "http://localhost:8080/hook",
+            "https://[fd00::1]/x",
+        ] {
+            assert!(
+                matches!(refused(u).await, Some(UrlError::NotPublic(_))),
+                "{u}"
+            );
+        }
+        assert!(check_url("http://127.0.0.1:9/hook", true).await.is_ok());
+        assert!(check_url("https://8.8.8.8/hook", false).await.is_ok());
+    }
+}
