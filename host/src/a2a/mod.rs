@@ -349,6 +349,8 @@ async fn send(
             input: input.clone(),
         }),
     };
+    // A new task as it was committed, when nothing else touched it: answered without a read.
+    let mut committed = None;
     let task_id = match inbox.accept(snap, incoming).await {
         Ok(ack) if ack.status == AckStatus::Duplicate => {
             match inbox.store.task_of_message(&ack.id).await? {
@@ -365,7 +367,12 @@ async fn send(
                 }
             }
         }
-        Ok(_) => task_id,
+        Ok(ack) => {
+            if let Some(task) = &new_task {
+                committed = Some(just_committed(task, input, ack.id));
+            }
+            task_id
+        }
         Err(InboxError::Hook(HookError::Rejected { reason, plugin, .. })) => match new_task {
             Some(mut task) => {
                 tracing::info!(task = %task.id, plugin = %plugin, "A2A task rejected by the route's plugin");
@@ -393,7 +400,10 @@ async fn send(
         return Ok(Answer::Stream(stream(inbox, task_id, true)));
     }
     let mut task = if p.configuration.return_immediately {
-        view(snap, &load(inbox, caller, &task_id).await?).0
+        match committed {
+            Some(record) => view(snap, &record).0,
+            None => view(snap, &load(inbox, caller, &task_id).await?).0,
+        }
     } else {
         let max = snap
             .config
@@ -404,6 +414,34 @@ async fn send(
     };
     state::limit_history(&mut task, history);
     Ok(Answer::Result(json!({ "task": task })))
+}
+
+/// A new task as its commit left it: one input, its turn queued, no reply.
+fn just_committed(
+    task: &crate::model::Task,
+    mut input: TaskInput,
+    message_id: String,
+) -> TaskRecord {
+    input.message_id = Some(message_id.clone());
+    let turn = crate::model::Turn {
+        state: crate::model::TurnState::Queued,
+        attempts: 0,
+        exit_code: None,
+        signal: None,
+        error: None,
+        duration_ms: None,
+        stdout_tail: None,
+        stderr_tail: None,
+        queued_at: input.at,
+        started_at: None,
+        ended_at: None,
+    };
+    TaskRecord {
+        task: task.clone(),
+        inputs: vec![input],
+        turns: vec![(message_id, turn)],
+        replies: Vec::new(),
+    }
 }
 
 /// The route a new task goes to: the skill the message names, else the peer's default skill,

@@ -22,6 +22,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 
 const SECRET: &str = "bench-secret";
+const A2A_TOKEN: &str = "bench-a2a-token";
 const ADMIN: &str = "bench-admin";
 
 fn main() {
@@ -48,6 +49,10 @@ fn main() {
         }
         _ => run_suites(&args[1..]),
     }
+}
+
+fn new_id() -> String {
+    agent_inbox::model::new_id()
 }
 
 /// The baseline: hyper parsing the JSON body and answering 202, nothing else.
@@ -109,6 +114,7 @@ fn run_suites(args: &[String]) {
     if opts.suites.is_empty() {
         opts.suites = [
             "ack",
+            "a2a",
             "busy",
             "turns",
             "plugins",
@@ -136,8 +142,9 @@ fn run_suites(args: &[String]) {
             "busy" => rt.block_on(acks_while_agents_work(&opts)),
             "turns" => rt.block_on(turn_throughput(&opts)),
             "idle" => rt.block_on(idle_rss()),
+            "a2a" => rt.block_on(a2a_send(&opts)),
             other => panic!(
-                "unknown suite {other:?}; known: ack, busy, turns, plugins, reload, idle, durability"
+                "unknown suite {other:?}; known: ack, a2a, busy, turns, plugins, reload, idle, durability"
             ),
         }
     }
@@ -300,13 +307,26 @@ async fn load(addr: SocketAddr, path: &str, body: &str, conns: usize, secs: f64)
             tokio::spawn(conn);
             let mut lat = Vec::new();
             let (mut ok, mut errors, mut acked) = (0usize, 0usize, 0usize);
+            // A2A dedups by messageId: each request gets its own ("{n}" in the body).
+            let a2a = path == "/a2a";
+            let conn_id = new_id();
+            let mut n = 0u64;
             while !stop.load(Ordering::Relaxed) {
-                let req = http::Request::post(path.as_str())
+                let mut req = http::Request::post(path.as_str())
                     .header("host", "bench")
                     .header("content-type", "application/json")
-                    .header("x-shared-secret", SECRET)
-                    .body(Full::new(body.clone()))
-                    .unwrap();
+                    .header("x-shared-secret", SECRET);
+                let body = if a2a {
+                    n += 1;
+                    req = req
+                        .header("authorization", format!("Bearer {A2A_TOKEN}"))
+                        .header("a2a-version", "1.0");
+                    let text = std::str::from_utf8(&body).unwrap_or_default();
+                    Bytes::from(text.replace("{n}", &format!("{conn_id}-{n}")))
+                } else {
+                    body.clone()
+                };
+                let req = req.body(Full::new(body)).unwrap();
                 let t = Instant::now();
                 let Ok(resp) = send.send_request(req).await else {
                     errors += 1;
@@ -779,6 +799,42 @@ async fn ack_path(opts: &Options) {
         );
     }
 }
+
+/// A2A SendMessage with returnImmediately, beside POST /message and bare hyper, in one run: the
+/// task is committed with its message and queued turn before the answer. The skill's agent runs
+/// one at a time and sleeps, so the queue takes the load and agents cost nothing measurable.
+async fn a2a_send(opts: &Options) {
+    println!("\n## A2A SendMessage (returnImmediately) beside POST /message, durable");
+    let routes = format!(
+        "{MAILBOX}\n[a2a]\n[peers.client]\na2a_token = \"{A2A_TOKEN}\"\n\
+         [routes.ask]\nfrom = [\"client\"]\nreply_types = [\"ANSWER\"]\n\
+         agent = {{ command = [\"sleep\", \"600\"], max_concurrent = 1, max_queued = 100000000 }}\n\
+         a2a = {{ type = \"ASK\" }}\n"
+    );
+    for &conns in &opts.conns {
+        let mut bare = Vec::new();
+        let mut message = Vec::new();
+        let mut a2a = Vec::new();
+        // Alternating runs, so drift (disk, page cache) hits all three alike.
+        for _ in 0..3 {
+            let s = start_bare().await;
+            bare.push(load(s.addr, "/message", MESSAGE, conns, opts.secs).await);
+            drop(s);
+            let s = start_inbox_with("", &routes, &[]).await;
+            message.push(load(s.addr, "/message", MESSAGE, conns, opts.secs).await);
+            a2a.push(load(s.addr, "/a2a", A2A_SEND, conns, opts.secs).await);
+            drop(s);
+        }
+        let (bare, message, a2a) = (median(bare), median(message), median(a2a));
+        println!("  {conns} connection(s), medians of 3 alternating runs:");
+        row("bare hyper", &bare, None);
+        row("POST /message (mailbox)", &message, Some(&bare));
+        row("A2A SendMessage (returnImmediately)", &a2a, Some(&bare));
+    }
+}
+
+/// A SendMessage body; `{n}` becomes a unique messageId per request.
+const A2A_SEND: &str = r#"{"jsonrpc":"2.0","id":1,"method":"SendMessage","params":{"message":{"messageId":"{n}","role":"ROLE_USER","parts":[{"text":"Refactor the login page"}]},"configuration":{"returnImmediately":true}}}"#;
 
 /// POSTs `n` messages of `body` over `conns` connections; returns how many were acked.
 async fn send_n(addr: SocketAddr, body: &'static str, n: usize, conns: usize) -> usize {
