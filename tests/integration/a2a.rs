@@ -523,3 +523,101 @@ async fn push_urls_to_private_addresses_are_refused() {
     assert_eq!(listed["totalSize"], 1, "{listed:#}");
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_blocking_calls_end_with_the_task_as_it_stands_on_shutdown() {
+    let toml = config("", "").replace("[server]\n", "[server]\ndrain_secs = 20\n");
+    let host = start_host(&toml).await;
+    let long = rpc(&host, "SendMessage", send_params("d-1", "sleep 15")).await;
+    let id = long["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&host, &id, "TASK_STATE_WORKING").await;
+    let stream = tokio::spawn(rpc_as_owned(
+        host.url("/a2a"),
+        "SubscribeToTask",
+        json!({"id": id}),
+    ));
+    let blocking = tokio::spawn(rpc_as_owned(
+        host.url("/a2a"),
+        "SendMessage",
+        json!({"message": {"messageId": "d-2", "role": "ROLE_USER", "parts": [{"text": "sleep 15"}]}}),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t0 = Instant::now();
+    let stopping = tokio::spawn(host.stop());
+    // Both end within a second or so of the drain, long before the turns (15 s) or the drain
+    // (20 s) would.
+    let stream = tokio::time::timeout(Duration::from_secs(5), stream)
+        .await
+        .expect("the stream ends on shutdown")
+        .unwrap();
+    assert!(
+        stream.headers["content-type"] == "text/event-stream",
+        "{}",
+        stream.text
+    );
+    let last = stream
+        .text
+        .lines()
+        .rfind(|l| l.starts_with("data: "))
+        .unwrap();
+    assert!(last.contains("TASK_STATE_WORKING"), "{}", stream.text);
+    let blocked = tokio::time::timeout(Duration::from_secs(5), blocking)
+        .await
+        .expect("the blocking call answers on shutdown")
+        .unwrap();
+    let state = &blocked.json["result"]["task"]["status"]["state"];
+    assert!(
+        state == "TASK_STATE_WORKING" || state == "TASK_STATE_SUBMITTED",
+        "{:#}",
+        blocked.json
+    );
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    let _ = stopping.await;
+}
+
+async fn rpc_as_owned(url: String, method: &'static str, params: Value) -> Resp {
+    let auth = format!("Bearer {CLIENT}");
+    request(
+        "POST",
+        &url,
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        json!({"jsonrpc": "2.0", "id": 9, "method": method, "params": params}).to_string(),
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_reaches_no_private_address_once_they_are_disallowed() {
+    // Allowed when the config is set, then disallowed by a reload: the push that follows is
+    // refused at connect time, whatever the URL said when it was accepted.
+    let receiver = PeerServer::start().await;
+    receiver.otherwise(200);
+    let host = start_host(&config("", "")).await;
+    let hook = receiver.url().replace("127.0.0.1", "localhost");
+    let mut params = send_params("r-1", "sleep 2");
+    params["configuration"]["taskPushNotificationConfig"] = json!({"url": hook});
+    let sent = rpc(&host, "SendMessage", params).await;
+    let id = sent["task"]["id"].as_str().unwrap().to_owned();
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    host.rewrite_config(&config("", "").replace("allow_private_push_urls = true", ""));
+    admin_post(&host, "/admin/reload", "").await;
+    let before = receiver.received().len();
+    wait_state(&host, &id, "TASK_STATE_COMPLETED").await;
+    let dead = eventually(Duration::from_secs(20), "the push to fail", || async {
+        let outbox = admin_get(&host, "/admin/outbox?dead=1").await.json;
+        outbox["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["reply"]["type"] == "A2A_PUSH")
+            .cloned()
+    })
+    .await;
+    let error = dead["delivery"]["last_error"].as_str().unwrap_or("");
+    assert!(error.contains("public address"), "{dead:#}");
+    assert_eq!(receiver.received().len(), before, "nothing more arrived");
+    host.stop().await;
+}
