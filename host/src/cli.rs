@@ -12,6 +12,21 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+/// `--payload`: JSON as given, `@FILE` read from a file, or `-` read from stdin; checked to be
+/// JSON before anything is sent.
+fn read_payload(arg: &str) -> anyhow::Result<String> {
+    let text = if arg == "-" {
+        std::io::read_to_string(std::io::stdin()).context("read the payload from stdin")?
+    } else if let Some(path) = arg.strip_prefix('@') {
+        std::fs::read_to_string(path).with_context(|| format!("read the payload from {path}"))?
+    } else {
+        arg.to_owned()
+    };
+    serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        .context("the payload is not valid JSON")?;
+    Ok(text)
+}
+
 #[derive(Parser)]
 #[command(
     name = "agent-inbox",
@@ -72,13 +87,23 @@ enum Command {
         /// The message type, e.g. TASK.
         #[arg(long = "type")]
         msg_type: String,
-        /// The payload, as JSON.
+        /// The payload: JSON, `@FILE` to read it from a file, or `-` to read it from stdin.
         #[arg(long, default_value = "{}")]
         payload: String,
         /// Continue this thread instead of starting one.
         #[arg(long)]
         thread: Option<String>,
-        /// The routes file (for the server's address and admin secret).
+        /// A local agent's token (`[agents.NAME]`): send as that agent to `--url`, within its
+        /// `may_send`, instead of as the admin. Inside an agent's turn it is in the environment.
+        #[arg(long, env = "INBOX_AGENT_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+        /// The inbox's URL, for sending as an agent (no config file needed then).
+        #[arg(long, env = "INBOX_URL")]
+        url: Option<String>,
+        /// With an agent's token: the CA file that verifies the inbox's certificate.
+        #[arg(long, env = "INBOX_CA_FILE")]
+        cacert: Option<PathBuf>,
+        /// The routes file (for the server's address and admin secret, when sending as the admin).
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
     },
@@ -242,11 +267,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             msg_type,
             payload,
             thread,
+            token,
+            url,
+            cacert,
             config,
         } => {
-            serde_json::from_str::<serde::de::IgnoredAny>(&payload)
-                .context("--payload is not valid JSON")?;
-            let client = AdminClient::from_config(&load(&config)?)?;
+            let payload = read_payload(&payload)?;
             let body = AdminSendBody {
                 to,
                 msg_type,
@@ -254,10 +280,25 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 thread_id: thread,
                 in_reply_to: None,
             };
-            let ack: Ack = client
-                .expect(http::Method::POST, "/admin/send", Some(body.to_json()))
-                .await?;
-            println!("{}", ack.id);
+            match token {
+                // As an agent: its token, to its inbox; the answer as JSON, for a tool to read.
+                Some(token) => {
+                    let url = url
+                        .context("sending as an agent needs the inbox's URL: --url or INBOX_URL")?;
+                    let client = AdminClient::with_token(&url, &token, cacert.as_deref())?;
+                    let ack: Ack = client
+                        .expect(http::Method::POST, "/send", Some(body.to_json()))
+                        .await?;
+                    println!("{}", serde_json::to_string(&ack)?);
+                }
+                None => {
+                    let client = AdminClient::from_config(&load(&config)?)?;
+                    let ack: Ack = client
+                        .expect(http::Method::POST, "/admin/send", Some(body.to_json()))
+                        .await?;
+                    println!("{}", ack.id);
+                }
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Reload { config } => {

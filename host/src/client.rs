@@ -1,4 +1,4 @@
-//! The CLI's client for a running inbox: admin requests over HTTP, and their output as tables.
+//! The CLI's client for a running inbox: admin requests (or an agent's `send`) over HTTP, and their output as tables.
 //!
 //! The CLI goes through the server (not the database) so every record, retry and log line is made by
 //! the one process that owns the store.
@@ -58,6 +58,27 @@ impl AdminClient {
         Ok(Self {
             base,
             secret,
+            client,
+        })
+    }
+
+    /// Reaches the inbox at `url` with a bearer `token` (a local agent's), trusting `ca` if given
+    /// and the public roots otherwise.
+    pub fn with_token(
+        url: &str,
+        token: &str,
+        ca: Option<&std::path::Path>,
+    ) -> anyhow::Result<Self> {
+        let client = match ca {
+            Some(ca) => {
+                let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
+                crate::tls::client_trusting(&pem).with_context(|| format!("CA {}", ca.display()))?
+            }
+            None => crate::tls::client(),
+        };
+        Ok(Self {
+            base: url.trim_end_matches('/').to_owned(),
+            secret: Secret::new(token),
             client,
         })
     }

@@ -78,6 +78,25 @@ pub enum InboxError {
     /// `outbox retry` of an outbound message with no dead delivery.
     #[error("reply {0} has no dead deliveries to retry")]
     NothingDead(String),
+    /// A local agent asked for something its `may_send` does not allow, or a reply token tried
+    /// to start a thread.
+    #[error("{reason}; allowed: {}", if allowed.is_empty() { "nothing".to_owned() } else { allowed.join("; ") })]
+    NotAllowed {
+        /// What was refused.
+        reason: String,
+        /// What is allowed.
+        allowed: Vec<String>,
+    },
+    /// A local agent started more messages this minute than `max_per_minute`.
+    #[error("agent {agent} is over its {max} messages a minute; try again in {} s", retry_after.as_secs().max(1))]
+    RateLimited {
+        /// The agent.
+        agent: String,
+        /// Its limit.
+        max: u32,
+        /// When the window ends.
+        retry_after: std::time::Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -127,6 +146,8 @@ pub struct Inbox {
     pub reloader: Option<Arc<Reloader>>,
     /// Authentication failures per client address.
     pub limiter: crate::limiter::AuthLimiter,
+    /// Messages each local agent started this minute.
+    pub send_rate: crate::rate::SendRate,
 }
 
 impl Inbox {
@@ -302,7 +323,8 @@ impl Inbox {
         let id = outbound.id.clone();
         tracing::info!(
             reply = %id, message_id = %grant.message_id, route = %grant.route,
-            msg_type = %outbound.msg_type, peers = ?to, "reply queued"
+            agent = route.agent_id.as_deref().unwrap_or(""), msg_type = %outbound.msg_type,
+            peers = ?to, "reply queued"
         );
         self.relay.enqueue(outbound, to).await?;
         Ok(Ack {
@@ -320,6 +342,17 @@ impl Inbox {
                 known: snap.config.peers.keys().cloned().collect(),
             });
         }
+        self.start_thread(body, 0, "operator").await
+    }
+
+    /// Queues a message that starts (or continues) a thread with a peer, at `hops`; `who` sent
+    /// it, for the log.
+    async fn start_thread(
+        &self,
+        body: AdminSendBody,
+        hops: u32,
+        who: &str,
+    ) -> Result<Ack, InboxError> {
         let id = new_id();
         let outbound = Outbound {
             thread_id: body.thread_id.unwrap_or_else(|| id.clone()),
@@ -328,17 +361,74 @@ impl Inbox {
             route: None,
             msg_type: body.msg_type,
             payload: body.payload,
-            hops: 0,
+            hops,
             created_at: now_ms(),
         };
         let (id, thread_id) = (outbound.id.clone(), outbound.thread_id.clone());
-        tracing::info!(reply = %id, peer = %body.to, msg_type = %outbound.msg_type, "operator message queued");
+        tracing::info!(
+            reply = %id, sender = %who, peer = %body.to, msg_type = %outbound.msg_type,
+            thread = %thread_id, hops, "message queued"
+        );
         self.relay.enqueue(outbound, vec![body.to]).await?;
         Ok(Ack {
             status: AckStatus::Queued,
             id,
             thread_id: Some(thread_id),
         })
+    }
+
+    /// Sends a message as a local agent (`[agents.NAME]`, by its token): starts a thread with a
+    /// peer or continues one, within the agent's `may_send` and `max_per_minute`. A new thread
+    /// starts at hop 0; a thread it names continues that thread's hops, under `max_hops`.
+    pub async fn agent_send(
+        &self,
+        snap: &Snapshot,
+        agent: &config::LocalAgent,
+        body: AdminSendBody,
+    ) -> Result<Ack, InboxError> {
+        if !agent.may_send(&body.to, &body.msg_type) {
+            return Err(InboxError::NotAllowed {
+                reason: format!(
+                    "agent {} may not send {} to {}",
+                    agent.name, body.msg_type, body.to
+                ),
+                allowed: agent.allowed(),
+            });
+        }
+        if let Err(retry_after) =
+            self.send_rate
+                .take(&agent.name, agent.max_per_minute, std::time::Instant::now())
+        {
+            tracing::warn!(agent = %agent.name, "agent over its send rate");
+            return Err(InboxError::RateLimited {
+                agent: agent.name.clone(),
+                max: agent.max_per_minute,
+                retry_after,
+            });
+        }
+        let hops = match &body.thread_id {
+            None => 0,
+            Some(thread) => self.thread_hops(thread).await? + 1,
+        };
+        let max = snap.config.server.max_hops;
+        if hops >= max {
+            return Err(InboxError::LoopDetected { hops, max });
+        }
+        self.start_thread(body, hops, &format!("agent {}", agent.name))
+            .await
+    }
+
+    /// The most hops any message of a thread carried (0 for a thread this inbox has not seen).
+    async fn thread_hops(&self, thread: &str) -> Result<u32, InboxError> {
+        let messages = self
+            .store
+            .list_messages(MessageFilter {
+                thread: Some(thread.to_owned()),
+                limit: 50,
+                ..Default::default()
+            })
+            .await?;
+        Ok(messages.iter().map(|(m, _)| m.hops).max().unwrap_or(0))
     }
 
     /// Makes an outbound message's dead deliveries due again; returns how many.

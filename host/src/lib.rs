@@ -30,6 +30,7 @@ pub mod plugins;
 pub mod prompt;
 #[cfg(test)]
 mod properties;
+pub mod rate;
 pub mod relay;
 pub mod reload;
 pub mod router;
@@ -120,6 +121,7 @@ pub async fn run(
         shutdown: stopping.clone(),
         reloader,
         limiter: limiter::AuthLimiter::default(),
+        send_rate: rate::SendRate::default(),
     });
     let (rerun, failed) = turns
         .recover_interrupted()

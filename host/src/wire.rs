@@ -183,27 +183,34 @@ pub fn relayed(o: &Outbound) -> Bytes {
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
 }
 
-/// The body of `POST /send`: an agent's reply.
+/// The body of `POST /send` with a reply token: an agent's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendBody {
     /// Its type.
     pub msg_type: String,
     /// Its payload, as JSON text.
     pub payload: String,
+    /// It names a peer (`to`) or a thread: a new message, which a reply token cannot send.
+    pub starts_thread: bool,
 }
 
 impl SendBody {
     /// Parses and checks a `/send` body nested at most `max_depth` levels.
     pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Self, BodyError> {
         let f = fields(bytes, max_depth)?;
+        let starts_thread = [&f.to, &f.thread_id]
+            .iter()
+            .any(|v| v.as_ref().is_some_and(|v| !v.is_null()));
         Ok(Self {
             msg_type: type_value(f.msg_type.as_ref())?,
             payload: payload_value(f.payload),
+            starts_thread,
         })
     }
 }
 
-/// The body of `POST /admin/send`: a message an operator starts or continues a thread with.
+/// The body of `POST /admin/send`, and of `POST /send` with a local agent's token: a message an
+/// operator or an agent starts or continues a thread with.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminSendBody {
     /// The peer it goes to.

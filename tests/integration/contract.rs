@@ -227,6 +227,20 @@ fn battery_config(tony_url: &str) -> String {
         .route("tasks", "a2a", r#"{ type = "TASK" }"#)
         .build()
         + "[a2a]\n"
+        + &agents_toml()
+}
+
+/// The local agent's token in the contract tests' configs (and tests/tools/schemathesis.toml).
+const HELPER: &str = "helper-agent-token";
+
+/// A local agent `helper` that may send TASKs to tony (and, for the 429, `slow`, once a minute).
+fn agents_toml() -> String {
+    format!(
+        "[agents.helper]\ntoken = \"{HELPER}\"\nmay_send = [{{ to = [\"tony\"], types = [\"TASK\"] }}]\n\
+         max_per_minute = 100000\n\
+         [agents.slow]\ntoken = \"slow-agent-token\"\nmay_send = [{{ to = [\"tony\"], types = [\"TASK\"] }}]\n\
+         max_per_minute = 1\n"
+    )
 }
 
 /// Tony's A2A token in the contract tests' configs (and tests/tools/schemathesis.toml).
@@ -500,6 +514,31 @@ async fn every_answer_matches_the_contract() {
     call(c, h, "POST", "/admin/reload", "/admin/reload", &admin, "").await;
     call(c, h, "GET", "/status", "/status", &admin, "").await;
     call(c, h, "GET", "/status", "/status", &[], "").await;
+    // A local agent starts a thread (202), outside its may_send (403), over its rate (429).
+    let helper = format!("Bearer {HELPER}");
+    let as_helper = [
+        ("authorization", helper.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let task = r#"{"to": "tony", "type": "TASK", "payload": {"n": 2}}"#;
+    let r = call(c, h, "POST", "/send", "/send", &as_helper, task).await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    let note = r#"{"to": "tony", "type": "NOTE"}"#;
+    let r = call(c, h, "POST", "/send", "/send", &as_helper, note).await;
+    assert_eq!(r.status, 403, "{:#}", r.json);
+    let as_slow = [
+        ("authorization", "Bearer slow-agent-token"),
+        ("content-type", "application/json"),
+    ];
+    assert_eq!(
+        call(c, h, "POST", "/send", "/send", &as_slow, task)
+            .await
+            .status,
+        202
+    );
+    let r = call(c, h, "POST", "/send", "/send", &as_slow, task).await;
+    assert_eq!(r.status, 429, "{:#}", r.json);
+
     // A2A (last: its turn replies to tony, whose first delivery the script refuses): the card, a JSON-RPC result, a JSON-RPC error (in a 200), and the two HTTP refusals.
     let card_path = "/.well-known/agent-card.json";
     assert_eq!(
@@ -612,7 +651,8 @@ async fn schemathesis_finds_nothing() {
         .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
         .route("tasks", "a2a", r#"{ type = "TASK" }"#)
         .build()
-        + "[a2a]\n";
+        + "[a2a]\n"
+        + &agents_toml();
     let host = start_host(&toml).await;
     let tools = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools");
     let st = tools_python().with_file_name("st");

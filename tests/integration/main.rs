@@ -2,6 +2,7 @@
 
 mod a2a;
 mod agent_config;
+mod agents;
 mod auth_limits;
 mod cli;
 mod compat;

@@ -62,3 +62,5 @@ pub const DEFAULT_A2A_NAME: &str = "agent-inbox";
 /// `[a2a] max_wait_secs`: a blocking `SendMessage` answers with the task as it stands after this.
 /// The official Python client gives up on a blocking call after 5 s, and streams instead.
 pub const DEFAULT_A2A_MAX_WAIT: Duration = Duration::from_secs(60);
+/// `[agents.NAME] max_per_minute`: messages a local agent may start per minute.
+pub const DEFAULT_AGENT_MAX_PER_MINUTE: u32 = 30;

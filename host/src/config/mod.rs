@@ -141,6 +141,52 @@ pub struct Route {
     pub internal: bool,
     /// The route as an A2A skill, if A2A clients may send to it.
     pub a2a: Option<RouteA2a>,
+    /// The local agent (`[agents.NAME]`) that runs this route's turns: its replies and its own
+    /// messages share that identity, and its turns get its token.
+    pub agent_id: Option<String>,
+}
+
+/// `[agents.NAME]`: a local agent that may start conversations with `POST /send` and its own
+/// token.
+#[derive(Debug, Clone)]
+pub struct LocalAgent {
+    /// Its name (its key under `[agents]`).
+    pub name: String,
+    /// Its tokens, the current one first (any of them works).
+    pub tokens: Vec<Secret>,
+    /// Which peers it may message, with which types.
+    pub may_send: Vec<MaySend>,
+    /// Messages it may start per minute.
+    pub max_per_minute: u32,
+}
+
+/// One `may_send` rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MaySend {
+    /// These peers.
+    pub to: Vec<String>,
+    /// With these types.
+    pub types: Vec<String>,
+}
+
+impl LocalAgent {
+    /// Whether it may send `msg_type` to `peer`.
+    pub fn may_send(&self, peer: &str, msg_type: &str) -> bool {
+        self.may_send
+            .iter()
+            .any(|r| r.to.iter().any(|p| p == peer) && r.types.iter().any(|t| t == msg_type))
+    }
+
+    /// What it may send, for a refusal: `mel: TASK, STATUS; tony: NOTE`.
+    pub fn allowed(&self) -> Vec<String> {
+        self.may_send
+            .iter()
+            .flat_map(|r| {
+                r.to.iter()
+                    .map(move |p| format!("{p}: {}", r.types.join(", ")))
+            })
+            .collect()
+    }
 }
 
 /// A route's `a2a = { ... }`: how it shows on the agent card and what its messages become.
@@ -337,10 +383,33 @@ pub struct Config {
     pub plugins: Plugins,
     /// `[a2a]`, when the A2A front door is enabled.
     pub a2a: Option<A2a>,
+    /// `[agents]`, by name.
+    pub agents: BTreeMap<String, LocalAgent>,
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).
     pub warnings: Vec<String>,
+}
+
+/// The item one of whose `keys` is `candidate`: every key of every item is compared, in constant
+/// time each, whatever matches first, so the time says nothing about which matched.
+fn holder<'a, T>(
+    items: impl Iterator<Item = &'a T>,
+    candidate: &[u8],
+    keys: impl Fn(&T) -> &[Secret],
+) -> Option<&'a T> {
+    let digest: [u8; 32] = Sha256::digest(candidate).into();
+    let mut found = None;
+    for item in items {
+        let mut matched = false;
+        for s in keys(item) {
+            matched |= s.matches_digest(&digest);
+        }
+        if matched {
+            found = Some(item);
+        }
+    }
+    found
 }
 
 /// One problem in a config file, with where it is.
@@ -478,21 +547,15 @@ impl Config {
         self.peer_holding(candidate, |p| &p.a2a_tokens)
     }
 
-    /// The peer one of whose `keys` is `candidate`: every key of every peer is compared, in
-    /// constant time each, whatever matches first.
+    /// The local agent whose token (any of its tokens) this is, if any; compared like
+    /// [`Config::peer_by_secret`].
+    pub fn agent_by_token(&self, candidate: &[u8]) -> Option<&LocalAgent> {
+        holder(self.agents.values(), candidate, |a| &a.tokens)
+    }
+
+    /// The peer one of whose `keys` is `candidate`.
     fn peer_holding(&self, candidate: &[u8], keys: impl Fn(&Peer) -> &[Secret]) -> Option<&Peer> {
-        let digest: [u8; 32] = Sha256::digest(candidate).into();
-        let mut found = None;
-        for peer in self.peers.values() {
-            let mut matched = false;
-            for s in keys(peer) {
-                matched |= s.matches_digest(&digest);
-            }
-            if matched {
-                found = Some(peer);
-            }
-        }
-        found
+        holder(self.peers.values(), candidate, keys)
     }
 
     /// Whether `candidate` is one of the admin secrets.
@@ -548,6 +611,63 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn local_agents_and_a2a_peers_are_checked() {
+        let good = format!(
+            "{GOOD}\n[peers.client]\na2a_token = \"client-a2a\"\n\
+             [agents.planner]\ntoken = \"planner-token\"\n\
+             may_send = [{{ to = [\"mel\"], types = [\"TASK\", \"STATUS\"] }}]\n"
+        );
+        let c = Config::parse(&good, Path::new("."), env).expect("valid");
+        let planner = c.agent_by_token(b"planner-token").expect("the agent");
+        assert!(planner.may_send("mel", "TASK") && !planner.may_send("tony", "TASK"));
+        assert_eq!(planner.allowed(), ["mel: TASK, STATUS"]);
+        assert_eq!(planner.max_per_minute, DEFAULT_AGENT_MAX_PER_MINUTE);
+        assert_eq!(
+            c.peer_by_a2a_token(b"client-a2a").map(|p| p.name.as_str()),
+            Some("client")
+        );
+        assert!(c.peer_by_secret(b"client-a2a").is_none());
+        assert!(c.peers["client"].url.is_none());
+        for (extra, expected) in [
+            (
+                "[agents.a]\ntoken = \"mel-secret\"\n",
+                "agents.a.token: same value as peers.mel.secret",
+            ),
+            (
+                "[agents.a]\ntoken = \"x1\"\nmay_send = [{ to = [\"bob\"], types = [\"T\"] }]\n",
+                "agents.a.may_send[0].to: unknown peer \"bob\"",
+            ),
+            ("[agents.a]\nmay_send = []\n", "agents.a: needs token_env"),
+            (
+                "[peers.c]\na2a_token = \"c1\"\n[agents.a]\ntoken = \"x1\"\nmay_send = [{ to = [\"c\"], types = [\"T\"] }]\n",
+                "peer \"c\" has no url",
+            ),
+            (
+                "[peers.c]\na2a_token = \"admin\"\n",
+                "same value as server.admin_secret",
+            ),
+            ("[peers.c]\n", "needs secret_env"),
+        ] {
+            let errs = errors(&format!("{GOOD}\n{extra}"));
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "{extra}: {errs:?}"
+            );
+        }
+        let unknown = GOOD.replace(
+            "agent = { timeout_secs = 600 }",
+            "agent = { timeout_secs = 600 }\nagent_id = \"ghost\"",
+        );
+        assert!(
+            errors(&unknown)
+                .iter()
+                .any(|e| e.contains("routes.tasks.agent_id: no [agents.ghost]")),
+            "{:?}",
+            errors(&unknown)
+        );
     }
 
     #[test]

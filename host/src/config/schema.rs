@@ -20,6 +20,27 @@ pub(super) struct File {
     #[serde(default)]
     pub(super) plugins: Plugins,
     pub(super) a2a: Option<A2a>,
+    #[serde(default)]
+    pub(super) agents: BTreeMap<String, LocalAgent>,
+}
+
+/// `[agents.NAME]`: a local agent that may start conversations.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct LocalAgent {
+    pub(super) token_env: Option<OneOrMany>,
+    pub(super) token: Option<OneOrMany>,
+    #[serde(default)]
+    pub(super) may_send: Vec<MaySend>,
+    pub(super) max_per_minute: Option<u32>,
+}
+
+/// One `may_send` rule: these peers, these types.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct MaySend {
+    pub(super) to: Vec<String>,
+    pub(super) types: Vec<String>,
 }
 
 /// `[a2a]`: the A2A front door.
@@ -151,6 +172,7 @@ pub(super) struct Route {
     pub(super) plugin_config: Option<toml::Table>,
     pub(super) plugin_limits: Option<PluginLimits>,
     pub(super) a2a: Option<RouteA2a>,
+    pub(super) agent_id: Option<String>,
 }
 
 /// `[plugins]` defaults and a route's `plugin_limits = { ... }` share this shape.

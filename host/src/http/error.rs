@@ -76,6 +76,8 @@ impl ApiError {
                 | InboxError::UnknownReplyType { .. }
                 | InboxError::LoopDetected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 InboxError::NotFound => StatusCode::NOT_FOUND,
+                InboxError::NotAllowed { .. } => StatusCode::FORBIDDEN,
+                InboxError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 InboxError::Hook(HookError::Rejected { status, .. }) => {
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
                 }
@@ -117,6 +119,8 @@ impl ApiError {
                 InboxError::UnknownPeer { .. } => "bad_field",
                 InboxError::NotFound => "not_found",
                 InboxError::NothingDead(_) => "conflict",
+                InboxError::NotAllowed { .. } => "not_allowed",
+                InboxError::RateLimited { .. } => "rate_limited",
                 InboxError::Store(_) => "internal",
             },
         }
@@ -171,6 +175,15 @@ impl ApiError {
             }),
             ApiError::NOT_FOUND,
             ApiError::Inbox(InboxError::NothingDead("r".into())),
+            ApiError::Inbox(InboxError::NotAllowed {
+                reason: "x".into(),
+                allowed: vec![],
+            }),
+            ApiError::Inbox(InboxError::RateLimited {
+                agent: "a".into(),
+                max: 1,
+                retry_after: std::time::Duration::from_secs(1),
+            }),
             ApiError::Inbox(InboxError::Store(crate::store::StoreError::Closed)),
         ];
         for e in &all {
@@ -195,6 +208,8 @@ impl ApiError {
                     | InboxError::UnknownPeer { .. }
                     | InboxError::NotFound
                     | InboxError::NothingDead(_)
+                    | InboxError::NotAllowed { .. }
+                    | InboxError::RateLimited { .. }
                     | InboxError::Store(_),
                 ) => {}
             }
@@ -232,9 +247,10 @@ impl ApiError {
             message: self.public_message(),
             allowed: match &self {
                 ApiError::Inbox(InboxError::UnknownType(e)) => Some(e.allowed.clone()),
-                ApiError::Inbox(InboxError::UnknownReplyType { allowed, .. }) => {
-                    Some(allowed.clone())
-                }
+                ApiError::Inbox(
+                    InboxError::UnknownReplyType { allowed, .. }
+                    | InboxError::NotAllowed { allowed, .. },
+                ) => Some(allowed.clone()),
                 _ => None,
             },
             plugin: match &self {
@@ -253,6 +269,11 @@ impl ApiError {
             ApiError::MethodNotAllowed(allow) => {
                 resp.headers_mut()
                     .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+            }
+            ApiError::Inbox(InboxError::RateLimited { retry_after, .. }) => {
+                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
             }
             ApiError::AuthLimited(wait) => {
                 // Whole seconds, rounded up, so a client that waits this long is let in.

@@ -175,23 +175,35 @@ fn signed(req: &Req) -> signature::Signed<'_> {
     }
 }
 
+/// `POST /send`: with a turn's reply token, the agent's reply; with a local agent's token
+/// (`[agents.NAME]`), a message the agent starts or continues a thread with.
 async fn send(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
     req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
     let token = bearer(req).ok_or(ApiError::Unauthorized)?;
+    let limit = snap.config.server.max_body_bytes;
+    let depth = snap.config.server.max_json_depth;
+    if let Some(agent) = snap.config.agent_by_token(token) {
+        let bytes = body(req, limit).await?;
+        let ack = inbox
+            .agent_send(snap, agent, AdminSendBody::parse(&bytes, depth)?)
+            .await?;
+        return Ok(json(StatusCode::ACCEPTED, &ack));
+    }
     let token = std::str::from_utf8(token).map_err(|_| ApiError::Unauthorized)?;
     // The token is checked before the body is read, so an unknown caller costs no parsing.
     let grant = inbox.grant(token).await?;
-    let bytes = body(req, snap.config.server.max_body_bytes).await?;
-    let ack = inbox
-        .reply(
-            snap,
-            grant,
-            SendBody::parse(&bytes, snap.config.server.max_json_depth)?,
-        )
-        .await?;
+    let bytes = body(req, limit).await?;
+    let reply = SendBody::parse(&bytes, depth)?;
+    if reply.starts_thread {
+        return Err(ApiError::Inbox(crate::inbox::InboxError::NotAllowed {
+            reason: "a reply token answers its own turn: it cannot name a peer or a thread".into(),
+            allowed: vec!["the route's reply types, with no \"to\" or \"thread_id\"".into()],
+        }));
+    }
+    let ack = inbox.reply(snap, grant, reply).await?;
     Ok(json(StatusCode::ACCEPTED, &ack))
 }
 

@@ -168,6 +168,27 @@ fn ca_file(snap: &Snapshot) -> Option<String> {
     Some(ca.display().to_string())
 }
 
+/// `INBOX_AGENT_ID`, `INBOX_AGENT_TOKEN` and `INBOX_URL` for a route with `agent_id`.
+fn agent_env(snap: &Snapshot, route: &str, reply_url: &str) -> Vec<(String, String)> {
+    let agent = snap
+        .config
+        .routes
+        .get(route)
+        .and_then(|r| r.agent_id.as_ref())
+        .and_then(|id| snap.config.agents.get(id));
+    let (Some(agent), Some(token)) = (agent, agent.and_then(|a| a.tokens.first())) else {
+        return Vec::new();
+    };
+    vec![
+        ("INBOX_AGENT_ID".into(), agent.name.clone()),
+        ("INBOX_AGENT_TOKEN".into(), token.expose().to_owned()),
+        (
+            "INBOX_URL".into(),
+            reply_url.trim_end_matches("/send").to_owned(),
+        ),
+    ]
+}
+
 fn invocation(
     snap: &Snapshot,
     settings: &AgentSettings,
@@ -195,6 +216,9 @@ fn invocation(
             ("INBOX_REPLY_TOKEN".into(), token),
         ]
         .into_iter()
+        // The route's local agent: its identity and token, so the agent can start threads of
+        // its own (`agent-inbox send`) under the same name its replies carry.
+        .chain(agent_env(snap, &m.route, url))
         // The id the sender gave its message (an A2A messageId, or /message's `id`).
         .chain(
             m.sender_ref

@@ -3,6 +3,7 @@
 //! One function per section; they share a [`Checker`] that collects errors and warnings and reads
 //! secrets from the environment it is given, so validation stays pure.
 
+mod agents;
 mod peers;
 mod routes;
 mod server;
@@ -118,6 +119,8 @@ pub(super) fn validate(
     let routes = routes::routes(&mut c, &raw);
     let plugins = routes::plugins(&mut c, &raw.plugins, &server.data_dir, &routes);
     let a2a = a2a(&mut c, raw.a2a.as_ref(), &routes);
+    let agents = agents::agents(&mut c, &raw, &peers, &routes);
+    bearers_distinct(&mut c, &peers, &agents, &server.admin_secrets);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -131,16 +134,71 @@ pub(super) fn validate(
         routes,
         plugins,
         a2a,
+        agents,
         secret_vars: raw
             .server
             .admin_secret_env
             .iter()
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
             .chain(raw.peers.values().filter_map(|p| p.a2a_token_env.as_ref()))
+            .chain(raw.agents.values().filter_map(|a| a.token_env.as_ref()))
             .flat_map(schema::OneOrMany::to_vec)
             .collect(),
         warnings: c.warnings,
     })
+}
+
+/// Every bearer token (a peer's A2A token, a local agent's token) names one caller and is nobody
+/// else's credential: not another token, not a peer's secret (a Standard Webhooks signing key never
+/// travels as a bearer), not the admin secret.
+fn bearers_distinct(
+    c: &mut Checker<'_>,
+    peers: &std::collections::BTreeMap<String, super::Peer>,
+    agents: &std::collections::BTreeMap<String, super::LocalAgent>,
+    admin_secrets: &[Secret],
+) {
+    let mut all: Vec<(String, bool, &Secret)> = Vec::new();
+    for (n, p) in peers {
+        all.extend(
+            p.secrets
+                .iter()
+                .map(|s| (format!("peers.{n}.secret"), false, s)),
+        );
+        all.extend(
+            p.a2a_tokens
+                .iter()
+                .map(|s| (format!("peers.{n}.a2a_token"), true, s)),
+        );
+    }
+    for (n, a) in agents {
+        all.extend(
+            a.tokens
+                .iter()
+                .map(|s| (format!("agents.{n}.token"), true, s)),
+        );
+    }
+    all.extend(
+        admin_secrets
+            .iter()
+            .map(|s| ("server.admin_secret".to_owned(), false, s)),
+    );
+    for (i, (at, bearer, token)) in all.iter().enumerate() {
+        if !bearer {
+            continue;
+        }
+        let clash = all
+            .iter()
+            .enumerate()
+            .find(|(j, (_, _, other))| *j != i && other.same_as(token));
+        match clash {
+            Some((_, (other, ..))) if other == at => c.invalid(at, "lists the same token twice"),
+            Some((_, (other, ..))) => c.invalid(
+                at,
+                format!("same value as {other}; a bearer token must be its own"),
+            ),
+            None => {}
+        }
+    }
 }
 
 /// `[a2a]`: enabled only when present and not `enabled = false`.

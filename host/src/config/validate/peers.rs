@@ -102,45 +102,6 @@ pub(super) fn peers(
             );
         }
     }
-    // A bearer token names one caller, and is nobody's secret: a Standard Webhooks peer's signing
-    // key never travels as a bearer.
-    let all: Vec<(String, &Secret)> = peers
-        .iter()
-        .flat_map(|(n, p)| {
-            p.secrets
-                .iter()
-                .map(move |s| (format!("peers.{n}.secret"), s))
-                .chain(
-                    p.a2a_tokens
-                        .iter()
-                        .map(move |s| (format!("peers.{n}.a2a_token"), s)),
-                )
-        })
-        .chain(
-            admin_secrets
-                .iter()
-                .map(|s| ("server.admin_secret".to_owned(), s)),
-        )
-        .collect();
-    for (n, p) in &peers {
-        for (i, t) in p.a2a_tokens.iter().enumerate() {
-            let at = format!("peers.{n}.a2a_token");
-            let same = all
-                .iter()
-                .filter(|(other, s)| s.same_as(t) && *other != at)
-                .map(|(other, _)| other.clone())
-                .next();
-            let twice = p.a2a_tokens.iter().skip(i + 1).any(|u| u.same_as(t));
-            if let Some(other) = same {
-                c.invalid(
-                    &at,
-                    format!("same value as {other}; an A2A token must be its own"),
-                );
-            } else if twice {
-                c.invalid(&at, "lists the same token twice");
-            }
-        }
-    }
     // Authentication identifies the sender by its secret, so every secret (both of a peer in
     // the middle of a rotation too) names one sender.
     let secrets: Vec<(&String, &Secret)> = peers

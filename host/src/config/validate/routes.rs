@@ -164,6 +164,7 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                 reply_to: r.reply_to.clone(),
                 kind,
                 a2a,
+                agent_id: r.agent_id.clone(),
             },
         );
     }

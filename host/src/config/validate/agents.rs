@@ -1,0 +1,94 @@
+//! `[agents]`: local agents that start conversations, their tokens and what they may send; and
+//! that a route's `agent_id` names one of them.
+
+use std::collections::BTreeMap;
+
+use super::{Checker, schema, valid_name, valid_type_name};
+use crate::config::defaults::DEFAULT_AGENT_MAX_PER_MINUTE;
+use crate::config::{LocalAgent, MaySend, Peer, Route};
+
+pub(super) fn agents(
+    c: &mut Checker<'_>,
+    raw: &schema::File,
+    peers: &BTreeMap<String, Peer>,
+    routes: &BTreeMap<String, Route>,
+) -> BTreeMap<String, LocalAgent> {
+    let mut agents = BTreeMap::new();
+    for (name, a) in &raw.agents {
+        let at = format!("agents.{name}");
+        if !valid_name(name) {
+            c.invalid(&at, "an agent name is letters, digits, '_', '-' or '.'");
+        }
+        if a.token_env.is_none() && a.token.is_none() {
+            c.invalid(&at, "needs token_env (or, for local demos, token)");
+        }
+        let tokens = c.secrets(
+            &format!("{at}.token"),
+            a.token_env.as_ref(),
+            a.token.as_ref(),
+        );
+        let mut may_send = Vec::new();
+        for (i, rule) in a.may_send.iter().enumerate() {
+            let rat = format!("{at}.may_send[{i}]");
+            if rule.to.is_empty() || rule.types.is_empty() {
+                c.invalid(&rat, "names at least one peer (to) and one type (types)");
+            }
+            for peer in &rule.to {
+                match peers.get(peer) {
+                    None => c.invalid(
+                        format!("{rat}.to"),
+                        format!(
+                            "unknown peer {peer:?} (known: {})",
+                            peers.keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    ),
+                    Some(p) if p.url.is_none() => c.invalid(
+                        format!("{rat}.to"),
+                        format!("peer {peer:?} has no url to deliver to"),
+                    ),
+                    Some(_) => {}
+                }
+            }
+            for t in &rule.types {
+                if !valid_type_name(t) {
+                    c.invalid(format!("{rat}.types"), format!("{t:?} is not a type name"));
+                }
+            }
+            may_send.push(MaySend {
+                to: rule.to.clone(),
+                types: rule.types.clone(),
+            });
+        }
+        let max_per_minute = c.positive(
+            &format!("{at}.max_per_minute"),
+            a.max_per_minute,
+            DEFAULT_AGENT_MAX_PER_MINUTE,
+        );
+        agents.insert(
+            name.clone(),
+            LocalAgent {
+                name: name.clone(),
+                tokens,
+                may_send,
+                max_per_minute,
+            },
+        );
+    }
+    for (name, r) in routes {
+        if let Some(id) = &r.agent_id {
+            if !agents.contains_key(id) {
+                c.invalid(
+                    format!("routes.{name}.agent_id"),
+                    format!("no [agents.{id}]"),
+                );
+            }
+            if r.agent().is_none() {
+                c.invalid(
+                    format!("routes.{name}.agent_id"),
+                    "a mailbox has no agent to name",
+                );
+            }
+        }
+    }
+    agents
+}

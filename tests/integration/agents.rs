@@ -1,0 +1,387 @@
+//! Local agents start conversations: `[agents.NAME]` tokens on `POST /send`, `may_send`, the rate
+//! limit, revocation by reload, `agent-inbox send` run as an agent runs it, and two inboxes whose
+//! agents message each other (the two-Raspberry-Pi scenario).
+
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+const PLANNER: &str = "planner-token";
+const WORKER: &str = "worker-token";
+/// The secret the two inboxes share.
+const LINK: &str = "pi-link-secret";
+
+/// `[agents.NAME]` with a token, `may_send` (TOML) and a rate.
+fn agent(name: &str, token: &str, may_send: &str, per_minute: u32) -> String {
+    format!(
+        "[agents.{name}]\ntoken = \"{token}\"\nmay_send = {may_send}\nmax_per_minute = {per_minute}\n"
+    )
+}
+
+async fn send_as(host: &impl Endpoint, token: &str, body: Value) -> Resp {
+    let auth = format!("Bearer {token}");
+    request(
+        "POST",
+        &host.url("/send"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        body.to_string(),
+    )
+    .await
+}
+
+/// Messages of `route` on `host`, as the admin reads them.
+async fn route_messages(host: &impl Endpoint, route: &str) -> Vec<Value> {
+    admin_get(host, &format!("/messages?route={route}"))
+        .await
+        .json["messages"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+async fn wait_messages(host: &impl Endpoint, route: &str, n: usize) -> Vec<Value> {
+    eventually(Duration::from_secs(30), "messages on the route", || async {
+        let m = route_messages(host, route).await;
+        (m.len() >= n).then_some(m)
+    })
+    .await
+}
+
+/// Inbox "pi1" (agent `planner`, which may send TASK to pi2) and inbox "pi2" (route `tasks` from
+/// pi1, whose agent replies DONE; agent `worker`, which may send NOTE to pi1). Each is the other's
+/// peer; pi1 keeps pi2's DONEs in the mailbox `done`, pi2 keeps pi1's answers to NOTEs in `acks`.
+async fn two_pis() -> (Host, Host) {
+    let (l1, l2) = (
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let pi1 = Toml::new()
+        .command(&agent_command(&["--reply", "ACK"]))
+        .schedule(FAST_RETRIES)
+        .peer("pi2", &format!("http://{a2}/message"), LINK)
+        .mailbox("done", &["pi2"], &["DONE"])
+        .agent_route("notes", &["pi2"], &["NOTE"], &["ACK"], &["pi2"])
+        .build()
+        + &agent(
+            "planner",
+            PLANNER,
+            r#"[{ to = ["pi2"], types = ["TASK"] }]"#,
+            3,
+        );
+    let pi2 = Toml::new()
+        .command(&agent_command(&["--reply", "DONE"]))
+        .schedule(FAST_RETRIES)
+        .peer("pi1", &format!("http://{a1}/message"), LINK)
+        .agent_route("tasks", &["pi1"], &["TASK"], &["DONE"], &["pi1"])
+        .mailbox("acks", &["pi1"], &["ACK"])
+        .build()
+        + &agent(
+            "worker",
+            WORKER,
+            r#"[{ to = ["pi1"], types = ["NOTE"] }]"#,
+            10,
+        );
+    (start_host_on(&pi1, l1).await, start_host_on(&pi2, l2).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_on_two_inboxes_start_threads_and_get_their_answers_back() {
+    let (pi1, pi2) = two_pis().await;
+    // pi1's planner asks pi2 for something.
+    let ack = send_as(
+        &pi1,
+        PLANNER,
+        json!({"to": "pi2", "type": "TASK", "payload": {"title": "scan"}}),
+    )
+    .await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    let thread = ack.json["thread_id"].as_str().unwrap().to_owned();
+    // pi2 took it as a message of pi1's, on its route, in that thread, at hop 0.
+    let got = wait_messages(&pi2, "tasks", 1).await;
+    assert_eq!(got[0]["thread_id"], json!(thread), "{got:#?}");
+    assert_eq!(got[0]["sender"], "pi1");
+    // pi2's agent answered DONE, and it came back to pi1 into the same thread.
+    let back = wait_messages(&pi1, "done", 1).await;
+    assert_eq!(back[0]["thread_id"], json!(thread), "{back:#?}");
+    assert_eq!(back[0]["type"], "DONE");
+
+    // And the other way: pi2's worker notes something to pi1, whose agent acknowledges.
+    let ack = send_as(
+        &pi2,
+        WORKER,
+        json!({"to": "pi1", "type": "NOTE", "payload": {"text": "done scanning"}}),
+    )
+    .await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    let thread = ack.json["thread_id"].as_str().unwrap().to_owned();
+    let acks = wait_messages(&pi2, "acks", 1).await;
+    assert_eq!(acks[0]["thread_id"], json!(thread), "{acks:#?}");
+    pi1.stop().await;
+    pi2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_an_agent_may_not_do_is_refused() {
+    let (pi1, pi2) = two_pis().await;
+    // A peer outside may_send, and a type outside it: 403, naming what is allowed.
+    for body in [
+        json!({"to": "nobody", "type": "TASK"}),
+        json!({"to": "pi2", "type": "NOTE"}),
+    ] {
+        let r = send_as(&pi1, PLANNER, body.clone()).await;
+        assert_eq!(
+            (r.status, r.code().to_owned()),
+            (403, "not_allowed".into()),
+            "{body}: {:#}",
+            r.json
+        );
+        assert_eq!(
+            r.json["error"]["allowed"],
+            json!(["pi2: TASK"]),
+            "{:#}",
+            r.json
+        );
+    }
+    // The rate: three a minute, then 429 with Retry-After.
+    for _ in 0..3 {
+        assert_eq!(
+            send_as(&pi1, PLANNER, json!({"to": "pi2", "type": "TASK"}))
+                .await
+                .status,
+            202
+        );
+    }
+    let r = send_as(&pi1, PLANNER, json!({"to": "pi2", "type": "TASK"})).await;
+    assert_eq!(
+        (r.status, r.code().to_owned()),
+        (429, "rate_limited".into()),
+        "{:#}",
+        r.json
+    );
+    let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // A thread too long: max_hops applies to the hops the thread already has.
+    // pi1 has seen thread "deep" at hop 7; continuing it would be hop 8, max_hops.
+    let deep = post_message(
+        &pi1,
+        LINK,
+        json!({"type": "DONE", "thread_id": "deep", "hops": 7}),
+    )
+    .await;
+    assert_eq!(deep.status, 202, "{:#}", deep.json);
+    let text = std::fs::read_to_string(pi1.config_path()).unwrap()
+        + &agent(
+            "looper",
+            "looper-token",
+            r#"[{ to = ["pi2"], types = ["TASK"] }]"#,
+            10,
+        );
+    pi1.rewrite_config(&text);
+    admin_reload(&pi1).await;
+    let r = send_as(
+        &pi1,
+        "looper-token",
+        json!({"to": "pi2", "type": "TASK", "thread_id": "deep"}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.code().to_owned()),
+        (422, "loop_detected".into()),
+        "{:#}",
+        r.json
+    );
+    // An agent token is no admin secret.
+    let auth = format!("Bearer {PLANNER}");
+    for (method, path) in [
+        ("GET", "/status"),
+        ("GET", "/messages"),
+        ("POST", "/admin/send"),
+    ] {
+        let r = request(
+            method,
+            &pi1.url(path),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+            ],
+            r#"{"to":"pi2","type":"TASK"}"#,
+        )
+        .await;
+        assert_eq!(r.status, 401, "{method} {path}: {:#}", r.json);
+    }
+    // A reload that removes the agent revokes its token at once.
+    let without = std::fs::read_to_string(pi1.config_path()).unwrap();
+    let cut = without.find("[agents.looper]").unwrap();
+    pi1.rewrite_config(&without[..cut]);
+    admin_reload(&pi1).await;
+    let r = send_as(&pi1, "looper-token", json!({"to": "pi2", "type": "TASK"})).await;
+    assert_eq!(r.status, 401, "{:#}", r.json);
+    pi1.stop().await;
+    pi2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_token_cannot_start_a_thread() {
+    // The route's agent tries to send to a peer with its turn's reply token.
+    let record = tempfile::tempdir().unwrap();
+    let out = record.path().join("status");
+    let script = format!(
+        "import json, os, urllib.request, urllib.error\n\
+         req = urllib.request.Request(os.environ['INBOX_REPLY_URL'], method='POST', \
+         data=json.dumps({{'to': 'tony', 'type': 'STATUS'}}).encode(), headers={{\
+         'Authorization': 'Bearer ' + os.environ['INBOX_REPLY_TOKEN'], 'Content-Type': 'application/json'}})\n\
+         try:\n    urllib.request.urlopen(req); code = 202\n\
+         except urllib.error.HTTPError as e:\n    code = e.code\n\
+         open({:?}, 'w').write(str(code))\n",
+        path_str(&out)
+    );
+    let peer = PeerServer::start().await;
+    let toml = Toml::tasks(&peer.url(), &toml_list(&["python3", "-c", &script]))
+        .route("tasks", "reply_types", &toml_list(&["STATUS"]))
+        .build();
+    let host = start_host(&toml).await;
+    let m = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    wait_turn_end(&host, ADMIN, &m.id()).await;
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "403");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_inbox_send_works_as_an_agent_runs_it() {
+    let (pi1, pi2) = two_pis().await;
+    // Only the agent's environment: its token and the inbox's URL (and PATH for python3).
+    let out = tokio::task::spawn_blocking({
+        let url = pi1.url("");
+        move || {
+            use std::io::Write as _;
+            let mut child = std::process::Command::new(bin())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("INBOX_AGENT_TOKEN", PLANNER)
+                .env("INBOX_URL", url.trim_end_matches('/'))
+                .args(["send", "--to", "pi2", "--type", "TASK", "--payload", "-"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("run agent-inbox send");
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(br#"{"title": "from stdin"}"#)
+                .unwrap();
+            child.wait_with_output().unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ack: Value = serde_json::from_slice(&out.stdout).expect("the answer as JSON on stdout");
+    assert_eq!(ack["status"], "queued");
+    let got = wait_messages(&pi2, "tasks", 1).await;
+    assert_eq!(got[0]["thread_id"], ack["thread_id"]);
+    assert_eq!(got[0]["payload"], json!({"title": "from stdin"}));
+    // A refusal is a non-zero exit with the server's reason.
+    let refused = std::process::Command::new(bin())
+        .env_clear()
+        .env("INBOX_AGENT_TOKEN", PLANNER)
+        .env("INBOX_URL", pi1.url(""))
+        .args(["send", "--to", "pi2", "--type", "NOTE"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("pi2: TASK"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    pi1.stop().await;
+    pi2.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_route_hands_its_agent_the_token_to_start_threads() {
+    // pi1's route `kick` is run by the planner: its turn runs `agent-inbox send` with nothing but
+    // what the inbox put in its environment.
+    let (l1, l2) = (
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let bin = bin();
+    let send = toml_list(&[
+        path_str(&bin),
+        "send",
+        "--to",
+        "pi2",
+        "--type",
+        "TASK",
+        "--payload",
+        r#"{"title": "from a turn"}"#,
+    ]);
+    let pi1 = Toml::new()
+        .command(&send)
+        .peer("pi2", &format!("http://{a2}/message"), LINK)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .agent_route("kick", &["tony"], &["KICK"], &[], &[])
+        .route("kick", "agent_id", &quoted("planner"))
+        .build()
+        + &agent(
+            "planner",
+            PLANNER,
+            r#"[{ to = ["pi2"], types = ["TASK"] }]"#,
+            10,
+        );
+    let pi2 = Toml::new()
+        .command(&agent_command(&[]))
+        .peer("pi1", &format!("http://{a1}/message"), LINK)
+        .mailbox("tasks", &["pi1"], &["TASK"])
+        .build();
+    let (pi1, pi2) = (start_host_on(&pi1, l1).await, start_host_on(&pi2, l2).await);
+    let m = post_message(&pi1, TONY, json!({"type": "KICK"})).await;
+    let turn = wait_turn_end(&pi1, ADMIN, &m.id()).await;
+    assert_eq!(turn["turn"]["state"], "done", "{turn:#}");
+    let got = wait_messages(&pi2, "tasks", 1).await;
+    assert_eq!(got[0]["payload"], json!({"title": "from a turn"}));
+    pi1.stop().await;
+    pi2.stop().await;
+}
+
+#[test]
+fn the_openclaw_skill_is_well_formed_and_matches_the_cli() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../integrations/openclaw/agent-inbox");
+    let (ok, out) = run_tool(
+        "skill_check.py",
+        &[path_str(&dir), "agent-inbox", "INBOX_AGENT_TOKEN,INBOX_URL"],
+        b"",
+    );
+    assert!(ok, "{out}");
+    // What the skill teaches is what the command takes.
+    let help = std::process::Command::new(bin())
+        .args(["send", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let skill = std::fs::read_to_string(dir.join("SKILL.md")).unwrap();
+    for flag in ["--to", "--type", "--payload", "--thread"] {
+        assert!(
+            skill.contains(flag) && help.contains(flag),
+            "{flag}:\n{help}"
+        );
+    }
+    for var in ["INBOX_AGENT_TOKEN", "INBOX_URL"] {
+        assert!(help.contains(var), "{var}:\n{help}");
+    }
+}
