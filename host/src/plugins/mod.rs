@@ -43,6 +43,10 @@ use bindings::exports::agent_inbox::plugin::hooks::Guest;
 /// deadline fires; one wake-up per millisecond costs the process next to nothing.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
 
+/// Idle warm instances one plugin keeps (with `warm_calls` > 0): calls running at once each
+/// get one, and go back to the pool when they succeed.
+pub const WARM_POOL: usize = 4;
+
 /// Default for [`EngineConfig::max_instances`] (and routes.toml's `[plugins] max_instances`).
 pub const DEFAULT_MAX_INSTANCES: u32 = 256;
 
@@ -442,7 +446,7 @@ impl Engine {
                 load_time,
                 limits,
                 pre,
-                warm: Mutex::new(None),
+                warm: Mutex::new(Vec::new()),
             }),
         })
     }
@@ -517,9 +521,9 @@ struct PluginInner {
     load_time: Duration,
     limits: Limits,
     pre: bindings::PluginPre<State>,
-    /// The idle warm instance, if [`Reuse::Warm`]. It belongs to this `Plugin`, so a reloaded
-    /// (new) version of the plugin never inherits it.
-    warm: Mutex<Option<Instance>>,
+    /// Idle warm instances, if [`Reuse::Warm`], at most [`WARM_POOL`]. They belong to this
+    /// `Plugin`, so a reloaded (new) version of the plugin never inherits one.
+    warm: Mutex<Vec<Instance>>,
 }
 
 impl fmt::Debug for Plugin {
@@ -773,7 +777,7 @@ impl Plugin {
     fn take_warm(&self) -> Option<Instance> {
         match self.inner.limits.reuse {
             Reuse::Fresh => None,
-            Reuse::Warm { .. } => lock(&self.inner.warm).take(),
+            Reuse::Warm { .. } => lock(&self.inner.warm).pop(),
         }
     }
 
@@ -781,10 +785,11 @@ impl Plugin {
         if let Reuse::Warm { max_calls } = self.inner.limits.reuse
             && instance.calls < max_calls
         {
-            let mut slot = lock(&self.inner.warm);
-            // With calls in parallel only one instance stays warm; the others are dropped.
-            if slot.is_none() {
-                *slot = Some(instance);
+            let mut idle = lock(&self.inner.warm);
+            // One warm instance per call that runs at once, up to the pool's bound; past it the
+            // instance is dropped (it holds a slot of the engine's instance pool while idle).
+            if idle.len() < WARM_POOL {
+                idle.push(instance);
             }
         }
     }

@@ -779,12 +779,22 @@ async fn ack_path(opts: &Options) {
         let s = start_inbox_with("", &route, &plugins).await;
         let with_plugin = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
         drop(s);
+        // The same plugin with warm instances (warm_calls), from the per-plugin warm pool.
+        let warm = format!("{route}plugin_limits = {{ warm_calls = 100000 }}\n");
+        let s = start_inbox_with("", &warm, &plugins).await;
+        let with_warm = load(s.addr, "/message", MESSAGE, conns, opts.secs).await;
+        drop(s);
         println!("  {conns} connection(s):");
         row("bare hyper", &bare, None);
         row("inbox", &inbox, Some(&bare));
         row(
             "inbox + task-schema check-message",
             &with_plugin,
+            Some(&bare),
+        );
+        row(
+            "inbox + task-schema, warm instances",
+            &with_warm,
             Some(&bare),
         );
         println!(
