@@ -72,6 +72,28 @@ fn takes(route: &Route, sender: &str, msg_type: &str) -> bool {
             .any(|t| t == msg_type || t == crate::config::WILDCARD)
 }
 
+/// Runs a hook call, counting its time and, if it fails, the failure.
+async fn timed<T, E>(
+    route: &str,
+    hook: &str,
+    call: impl Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    let started = std::time::Instant::now();
+    let out = call.await;
+    let m = crate::metrics::get();
+    let labels = crate::metrics::Hook {
+        route: route.to_owned(),
+        hook: hook.to_owned(),
+    };
+    m.plugin_seconds
+        .get_or_create(&labels)
+        .observe(started.elapsed().as_secs_f64());
+    if out.is_err() {
+        m.plugin_failures.get_or_create(&labels).inc();
+    }
+    out
+}
+
 /// Runs check-message of the route `m.route` names, if it has a plugin.
 pub async fn check_message<'s>(snap: &'s Snapshot, m: &Message) -> Result<Checked<'s>, HookError> {
     let route_name = |name: &str| -> Option<&'s str> {
@@ -88,11 +110,13 @@ pub async fn check_message<'s>(snap: &'s Snapshot, m: &Message) -> Result<Checke
     let Some(p) = snap.plugins.get(&m.route) else {
         return Ok(unchanged());
     };
-    let verdict = p
-        .plugin
-        .check_message(m, &p.spec.config_json)
-        .await
-        .map_err(|e| failed(p, e))?;
+    let verdict = timed(
+        &m.route,
+        "check-message",
+        p.plugin.check_message(m, &p.spec.config_json),
+    )
+    .await
+    .map_err(|e| failed(p, e))?;
     let (route, rewrite) = match verdict {
         MessageVerdict::Accept => return Ok(unchanged()),
         MessageVerdict::Reject(r) => {
@@ -159,10 +183,13 @@ pub async fn render_turn(
     let Some(p) = snap.plugins.get(route) else {
         return Ok(None);
     };
-    p.plugin
-        .render_turn(m, ctx, &p.spec.config_json)
-        .await
-        .map_err(|e| failed(p, e))
+    timed(
+        route,
+        "render-turn",
+        p.plugin.render_turn(m, ctx, &p.spec.config_json),
+    )
+    .await
+    .map_err(|e| failed(p, e))
 }
 
 /// Runs the route's check-reply (if it has a plugin) on a reply to `answered`, and checks what it
@@ -180,11 +207,14 @@ pub async fn check_reply(
     let Some(p) = snap.plugins.get(&route.name) else {
         return Ok(as_sent(draft));
     };
-    let verdict = p
-        .plugin
-        .check_reply(answered, &draft, &route.reply_to, &p.spec.config_json)
-        .await
-        .map_err(|e| failed(p, e))?;
+    let verdict = timed(
+        &route.name,
+        "check-reply",
+        p.plugin
+            .check_reply(answered, &draft, &route.reply_to, &p.spec.config_json),
+    )
+    .await
+    .map_err(|e| failed(p, e))?;
     match verdict {
         ReplyVerdict::Accept => Ok(as_sent(draft)),
         ReplyVerdict::Reject(r) => {

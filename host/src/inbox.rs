@@ -148,6 +148,8 @@ pub struct Inbox {
     pub limiter: crate::limiter::AuthLimiter,
     /// Messages each local agent started this minute.
     pub send_rate: crate::rate::SendRate,
+    /// Set once recovery has run and the inbox serves (for `/readyz`).
+    pub ready: std::sync::atomic::AtomicBool,
 }
 
 impl Inbox {
@@ -221,6 +223,16 @@ impl Inbox {
             turn_queued: turn.is_some(),
         };
         let route_name = message.route.clone();
+        // A type no route names (a wildcard route's, or a plugin's rewrite) is `other`: the
+        // label stays bounded by the config.
+        let accepted = crate::metrics::RouteType {
+            route: route_name.clone(),
+            msg_type: if route.types.contains(&message.msg_type) {
+                message.msg_type.clone()
+            } else {
+                "other".into()
+            },
+        };
         if let Some(link) = &mut task {
             link.input.message_id = Some(id.clone());
             if let Some(t) = &mut link.new {
@@ -231,6 +243,10 @@ impl Inbox {
         let inserted = tokio::spawn(async move {
             let inserted = store.insert_message(message, turn, dedup, task).await?;
             if inserted == Inserted::New {
+                crate::metrics::get()
+                    .accepted
+                    .get_or_create(&accepted)
+                    .inc();
                 events.publish(event);
                 if turn.is_some() {
                     turns.wake(&route_name);

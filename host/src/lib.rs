@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod http;
 pub mod inbox;
 pub mod limiter;
+pub mod metrics;
 pub mod model;
 pub mod plugins;
 pub mod prompt;
@@ -122,6 +123,7 @@ pub async fn run(
         reloader,
         limiter: limiter::AuthLimiter::default(),
         send_rate: rate::SendRate::default(),
+        ready: std::sync::atomic::AtomicBool::new(false),
     });
     let (rerun, failed) = turns
         .recover_interrupted()
@@ -134,6 +136,8 @@ pub async fn run(
     if queued > 0 {
         tracing::info!(queued, "turns queued from before the start");
     }
+    metrics::get().set_config(&inbox.active.load().hash);
+    inbox.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let relay_task = tokio::spawn(relay.run(stopping.stopped()));
     let prune_task = tokio::spawn(prune_loop(inbox.clone(), stopping.stopped()));
     let push_task = tokio::spawn(a2a::push::run(inbox.clone(), stopping.stopped()));
@@ -326,6 +330,9 @@ mod architecture {
                 ],
             ),
             ("model", &["store", "config", "plugins", "http"]),
+            // The A2A door speaks JSON values to `http`, never HTTP types back, and runs no
+            // agent itself.
+            ("a2a", &["http", "server", "agent", "turns"]),
         ];
         for (module, banned) in forbidden {
             let bad: Vec<_> = banned
@@ -333,6 +340,10 @@ mod architecture {
                 .filter(|b| names(module).contains(**b))
                 .collect();
             assert!(bad.is_empty(), "{module} must not name {bad:?}");
+        }
+        // Leaves everyone may use name nothing of the crate.
+        for leaf in ["metrics", "rate", "ssrf"] {
+            assert!(names(leaf).is_empty(), "{leaf} names {:?}", names(leaf));
         }
         // No module names one that names it back, at any distance.
         for start in map.keys().filter(|m| *m != "lib" && *m != "main") {

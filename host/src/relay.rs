@@ -284,6 +284,7 @@ impl Relay {
         let snap = self.active.load_full();
         let relay_cfg = &snap.config.relay;
         let n = d.attempts + 1;
+        let started = std::time::Instant::now();
         let push = crate::model::parse_push_target(&d.peer);
         let config = match push {
             Some((task, id)) => self.store.push_config(task, id).await,
@@ -356,6 +357,31 @@ impl Relay {
             AttemptOutcome::Retry { .. } => DeliveryState::Retrying,
             AttemptOutcome::Dead { .. } => DeliveryState::Dead,
         };
+        // Every push target counts as one peer: a label per task would be unbounded.
+        let peer = if push.is_some() {
+            "a2a-push"
+        } else {
+            d.peer.as_str()
+        };
+        let metrics = crate::metrics::get();
+        metrics
+            .attempts
+            .get_or_create(&crate::metrics::PeerOutcome {
+                peer: peer.to_owned(),
+                outcome: match state {
+                    DeliveryState::Delivered => "delivered",
+                    DeliveryState::Retrying | DeliveryState::Pending => "retry",
+                    DeliveryState::Dead => "dead",
+                }
+                .to_owned(),
+            })
+            .inc();
+        metrics
+            .attempt_seconds
+            .get_or_create(&crate::metrics::Peer {
+                peer: peer.to_owned(),
+            })
+            .observe(started.elapsed().as_secs_f64());
         match self
             .store
             .record_attempt(&d.outbound.id, &d.peer, record)

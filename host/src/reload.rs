@@ -160,6 +160,13 @@ impl Reloader {
                 st.loaded_at = now_ms();
                 st.last_reload_error = None;
                 st.reloads_ok += 1;
+                let m = crate::metrics::get();
+                m.reloads
+                    .get_or_create(&crate::metrics::Outcome {
+                        outcome: "applied".into(),
+                    })
+                    .inc();
+                m.set_config(&hash);
                 tracing::info!(
                     %why, config_hash = %hash, took_ms = started.elapsed().as_millis() as u64,
                     "config reloaded"
@@ -171,6 +178,12 @@ impl Reloader {
                 let mut st = self.lock();
                 st.last_reload_error = Some(e.to_string());
                 st.reloads_failed += 1;
+                crate::metrics::get()
+                    .reloads
+                    .get_or_create(&crate::metrics::Outcome {
+                        outcome: "failed".into(),
+                    })
+                    .inc();
                 Err(e)
             }
         }

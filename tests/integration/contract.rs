@@ -86,16 +86,24 @@ impl Contract {
             }
         }
         let schema = &answer["content"]["application/json"]["schema"];
-        if schema.is_null() {
+        let ct = resp
+            .headers
+            .get("content-type")
+            .map(|v| v.to_str().unwrap_or(""));
+        if let Some(text) = answer["content"]["text/plain"].as_object() {
+            // A text answer (the metrics): its media type, and a body.
+            assert!(text.contains_key("schema"), "{what}");
+            assert!(
+                ct.is_some_and(|c| c.starts_with("text/plain")),
+                "{what}: {ct:?}"
+            );
+            assert!(!resp.text.is_empty(), "{what}: an empty text body");
+        } else if schema.is_null() {
             assert!(
                 resp.text.is_empty(),
                 "{what}: a body the contract has none for"
             );
         } else {
-            let ct = resp
-                .headers
-                .get("content-type")
-                .map(|v| v.to_str().unwrap_or(""));
             assert_eq!(ct, Some("application/json"), "{what}");
             // The schema, with the document's components beside it so `#/components/...` resolves.
             let rooted = json!({"allOf": [schema], "components": self.doc["components"]});
@@ -264,6 +272,16 @@ async fn every_answer_matches_the_contract() {
 
     // Open endpoints.
     call(c, h, "GET", "/healthz", "/healthz", &[], "").await;
+    assert_eq!(
+        call(c, h, "GET", "/readyz", "/readyz", &[], "")
+            .await
+            .status,
+        200
+    );
+    let metrics = call(c, h, "GET", "/metrics", "/metrics", &admin, "").await;
+    assert_eq!(metrics.status, 200);
+    let r = call(c, h, "GET", "/metrics", "/metrics", &[], "").await;
+    assert_eq!(r.status, 401);
     call(c, h, "GET", "/openapi.json", "/openapi.json", &[], "").await;
     call(c, h, "POST", "/healthz", "/healthz", &[], "").await;
 

@@ -13,6 +13,7 @@ mod errors;
 mod examples;
 mod limits;
 mod loops;
+mod observability;
 mod plugins;
 mod reads;
 mod relay;

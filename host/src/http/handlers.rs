@@ -41,6 +41,8 @@ pub(super) async fn call(
             },
         )),
         Endpoint::AgentCard => super::a2a::card(inbox, snap),
+        Endpoint::Metrics => metrics(inbox, snap, req),
+        Endpoint::Ready => ready(inbox).await,
         Endpoint::A2a => super::a2a::rpc(inbox, snap, req).await,
         Endpoint::OpenApi => {
             let mut resp = Response::new(Body::from(super::OPENAPI_JSON));
@@ -338,4 +340,69 @@ fn status(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>, req: &Req) -> Result<Respons
             draining: inbox.shutdown.is_draining(),
         },
     ))
+}
+
+/// `GET /metrics` (the admin bearer): Prometheus text, with the queue and running gauges read now.
+fn metrics(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Req,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let m = crate::metrics::get();
+    // Gauges of routes that went quiet are set to 0 rather than left at their last value.
+    m.queued.clear();
+    m.running.clear();
+    for r in snap.config.routes.values().filter(|r| r.agent().is_some()) {
+        let route = crate::metrics::Route {
+            route: r.name.clone(),
+        };
+        m.queued.get_or_create(&route).set(0);
+        m.running.get_or_create(&route).set(0);
+    }
+    for (route, n) in inbox.store.queue_depths() {
+        m.queued
+            .get_or_create(&crate::metrics::Route { route })
+            .set(n as i64);
+    }
+    for (route, n) in inbox.turns.running_by_route() {
+        m.running
+            .get_or_create(&crate::metrics::Route { route })
+            .set(n as i64);
+    }
+    let mut resp = Response::new(Body::full(m.encode()));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok(resp)
+}
+
+/// `GET /readyz`: 200 once the config is loaded, recovery has run and the store answers; 503
+/// before, while draining, or when the store does not answer.
+async fn ready(inbox: &Arc<Inbox>) -> Result<Response<Body>, ApiError> {
+    use std::sync::atomic::Ordering;
+    let why = if !inbox.ready.load(Ordering::SeqCst) {
+        Some("starting")
+    } else if inbox.shutdown.is_draining() {
+        Some("draining")
+    } else if let Err(e) = inbox.store.ping().await {
+        tracing::warn!(error = %e, "readiness: the store does not answer");
+        Some("the store does not answer")
+    } else {
+        None
+    };
+    let (status, body) = match why {
+        None => (
+            StatusCode::OK,
+            Health {
+                status: "ready".into(),
+            },
+        ),
+        Some(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Health { status: why.into() },
+        ),
+    };
+    Ok(json(status, &body))
 }

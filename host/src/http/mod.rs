@@ -42,6 +42,8 @@ enum Endpoint {
     OpenApi,
     AgentCard,
     A2a,
+    Metrics,
+    Ready,
 }
 
 /// One path segment of a pattern: literal, or a parameter.
@@ -98,6 +100,8 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
         Endpoint::AgentCard,
     ),
     (&[Lit("a2a")], Method::POST, Endpoint::A2a),
+    (&[Lit("metrics")], Method::GET, Endpoint::Metrics),
+    (&[Lit("readyz")], Method::GET, Endpoint::Ready),
 ];
 
 /// The API contract (`openapi.yaml`), as JSON: converted by `build.rs`.
@@ -155,6 +159,21 @@ fn resolve<'p>(path: &'p str, method: &Method) -> Result<(Endpoint, Vec<&'p str>
     Err(other_method.map_or(ApiError::NOT_FOUND, ApiError::MethodNotAllowed))
 }
 
+/// The ack time of a `/message` request, or its refusal's code.
+fn count_message(answer: &Result<Response<Body>, ApiError>, started: Instant) {
+    let m = crate::metrics::get();
+    match answer {
+        Ok(_) => m.ack_seconds.observe(started.elapsed().as_secs_f64()),
+        Err(e) => {
+            m.refused
+                .get_or_create(&crate::metrics::Code {
+                    code: e.code().to_owned(),
+                })
+                .inc();
+        }
+    }
+}
+
 /// A JSON answer.
 fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
     let Ok(bytes) = serde_json::to_vec(body) else {
@@ -189,7 +208,9 @@ pub async fn handle(
                 &server.trusted_proxies,
             );
             let kind = match endpoint {
-                Endpoint::Health | Endpoint::OpenApi | Endpoint::AgentCard => None,
+                Endpoint::Health | Endpoint::OpenApi | Endpoint::AgentCard | Endpoint::Ready => {
+                    None
+                }
                 Endpoint::Send => Some(Credential::Token),
                 _ => Some(Credential::Peer),
             };
@@ -197,7 +218,11 @@ pub async fn handle(
                 // Limited: the credentials are not even looked at.
                 Some(Err(wait)) => Err(ApiError::AuthLimited(wait)),
                 _ => {
+                    let started = Instant::now();
                     let answer = handlers::call(endpoint, &params, &inbox, &snap, &mut req).await;
+                    if matches!(endpoint, Endpoint::Message | Endpoint::MessageFrom) {
+                        count_message(&answer, started);
+                    }
                     if let (Some(k), Err(e)) = (kind, &answer)
                         && e.is_auth_failure()
                     {

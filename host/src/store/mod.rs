@@ -373,6 +373,18 @@ impl Store {
         }
     }
 
+    /// Turns queued, per route that has any.
+    pub fn queue_depths(&self) -> Vec<(String, usize)> {
+        match self {
+            Store::Sqlite(s) => s.queue_depths(),
+        }
+    }
+
+    /// Whether the store answers a read.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        backend!(self.ping())
+    }
+
     /// Records an outbound message with one pending delivery per peer.
     pub async fn insert_outbound(
         &self,

@@ -143,6 +143,14 @@ impl Turns {
         self.public_url(snap)
     }
 
+    /// Turns running now on this host, per route.
+    pub fn running_by_route(&self) -> Vec<(String, usize)> {
+        let mut r: Vec<(String, usize)> =
+            self.lock().iter().map(|(k, v)| (k.clone(), *v)).collect();
+        r.sort();
+        r
+    }
+
     /// Turns running now on this host, over all routes.
     pub fn running(&self) -> usize {
         self.lock().values().sum()

@@ -146,6 +146,7 @@ async fn finish(
     token_expires_at: i64,
 ) -> Result<bool, StoreError> {
     let state = end.state;
+    let ran = std::time::Duration::from_millis(end.duration_ms.max(0) as u64);
     if !turns.store.end_turn(lease, end, token_expires_at).await? {
         if state == TurnState::Canceled {
             tracing::info!(message_id = %message.id, "turn cancelled");
@@ -159,6 +160,18 @@ async fn finish(
         route: message.route.clone(),
         state,
     });
+    let m = crate::metrics::get();
+    m.turns
+        .get_or_create(&crate::metrics::RouteState {
+            route: message.route.clone(),
+            state: state.as_str().to_owned(),
+        })
+        .inc();
+    m.turn_seconds
+        .get_or_create(&crate::metrics::Route {
+            route: message.route.clone(),
+        })
+        .observe(ran.as_secs_f64());
     Ok(true)
 }
 

@@ -264,6 +264,22 @@ impl SqliteStore {
         self.queues.queued().values().sum()
     }
 
+    pub(super) fn queue_depths(&self) -> Vec<(String, usize)> {
+        let mut depths: Vec<(String, usize)> = self
+            .queues
+            .queued()
+            .iter()
+            .map(|(r, n)| (r.clone(), *n))
+            .collect();
+        depths.sort();
+        depths
+    }
+
+    pub(super) async fn ping(&self) -> Result<(), StoreError> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |_| Ok(()))?))
+            .await
+    }
+
     pub(super) async fn insert_outbound(
         &self,
         outbound: Outbound,

@@ -289,6 +289,9 @@ fn commit_batch(
     // Almost every batch applies cleanly, so try it without per-write savepoints (they cost as much
     // as a small insert); if any write fails, roll back and redo the batch isolating each write.
     effects.clear();
+    let started = std::time::Instant::now();
+    let m = crate::metrics::get();
+    m.commit_batch.observe(batch.len() as f64);
     let first = apply_batch(conn, batch, queues, claimed, effects, false);
     let result = match first {
         Ok(results) => Ok(results),
@@ -297,6 +300,7 @@ fn commit_batch(
             apply_batch(conn, batch, queues, claimed, effects, true)
         }
     };
+    m.commit_seconds.observe(started.elapsed().as_secs_f64());
     result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "store commit failed");
         effects.clear();

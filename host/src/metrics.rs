@@ -1,0 +1,256 @@
+//! Prometheus metrics: one registry per process, filled where things happen and read at
+//! `GET /metrics` in the text exposition format.
+//!
+//! Labels stay bounded: routes, peers, hooks, states, error codes and configured types only. No
+//! message, thread or task id is ever a label; a type no route names is counted as `other`, and
+//! every A2A push target as the one peer `a2a-push`. Updating a metric is an atomic add (a label
+//! lookup under a read lock the first time), cheap enough for the ack path.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of one route and one type.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteType {
+    /// The route.
+    pub route: String,
+    /// The type (a configured one, or `other`).
+    pub msg_type: String,
+}
+
+/// A refusal's error code.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Code {
+    /// The stable error code.
+    pub code: String,
+}
+
+/// One route.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Route {
+    /// The route.
+    pub route: String,
+}
+
+/// A route and how a turn ended.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteState {
+    /// The route.
+    pub route: String,
+    /// The turn's final state.
+    pub state: String,
+}
+
+/// A peer and an attempt's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerOutcome {
+    /// The peer (`a2a-push` for every push).
+    pub peer: String,
+    /// `delivered`, `retry` or `dead`.
+    pub outcome: String,
+}
+
+/// One peer.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Peer {
+    /// The peer.
+    pub peer: String,
+}
+
+/// A route's plugin hook.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Hook {
+    /// The route.
+    pub route: String,
+    /// `check-message`, `check-reply` or `render-turn`.
+    pub hook: String,
+}
+
+/// A reload's outcome.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    /// `applied` or `failed`.
+    pub outcome: String,
+}
+
+/// The config in force.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ConfigHash {
+    /// Its hash.
+    pub hash: String,
+}
+
+type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+
+/// Every metric the inbox keeps.
+pub struct Metrics {
+    registry: Registry,
+    /// Messages committed, by route and type.
+    pub accepted: Family<RouteType, Counter>,
+    /// Messages refused, by error code.
+    pub refused: Family<Code, Counter>,
+    /// Time from a request's arrival to its ack (`POST /message`).
+    pub ack_seconds: Histogram,
+    /// Turns queued, by route (set at scrape time).
+    pub queued: Family<Route, Gauge>,
+    /// Turns running on this host, by route (set at scrape time).
+    pub running: Family<Route, Gauge>,
+    /// Turns ended, by route and state.
+    pub turns: Family<RouteState, Counter>,
+    /// How long an agent ran, by route.
+    pub turn_seconds: Histograms<Route>,
+    /// Delivery attempts, by peer and outcome.
+    pub attempts: Family<PeerOutcome, Counter>,
+    /// How long an attempt took, by peer.
+    pub attempt_seconds: Histograms<Peer>,
+    /// Plugin calls, by route and hook.
+    pub plugin_seconds: Histograms<Hook>,
+    /// Plugin calls that failed (trap, deadline, memory, a bad answer), by route and hook.
+    pub plugin_failures: Family<Hook, Counter>,
+    /// Config reloads, applied or failed.
+    pub reloads: Family<Outcome, Counter>,
+    /// 1 for the hash of the config in force.
+    pub config: Family<ConfigHash, Gauge>,
+    /// Writes committed together, per store commit.
+    pub commit_batch: Histogram,
+    /// How long a store commit took (the fsync included).
+    pub commit_seconds: Histogram,
+}
+
+fn latency() -> Histogram {
+    // 50 us to about 3.3 min.
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 22))
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let m = Self {
+            registry: Registry::with_prefix("inbox"),
+            accepted: Family::default(),
+            refused: Family::default(),
+            ack_seconds: latency(),
+            queued: Family::default(),
+            running: Family::default(),
+            turns: Family::default(),
+            turn_seconds: Family::new_with_constructor(latency),
+            attempts: Family::default(),
+            attempt_seconds: Family::new_with_constructor(latency),
+            plugin_seconds: Family::new_with_constructor(latency),
+            plugin_failures: Family::default(),
+            reloads: Family::default(),
+            config: Family::default(),
+            commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
+            commit_seconds: latency(),
+        };
+        let mut m = m;
+        let r = &mut m.registry;
+        r.register(
+            "messages_accepted",
+            "Messages committed, by route and type",
+            m.accepted.clone(),
+        );
+        r.register(
+            "messages_refused",
+            "Messages refused, by error code",
+            m.refused.clone(),
+        );
+        r.register(
+            "ack_seconds",
+            "Time to ack a POST /message",
+            m.ack_seconds.clone(),
+        );
+        r.register("turns_queued", "Turns waiting, by route", m.queued.clone());
+        r.register(
+            "turns_running",
+            "Turns running on this host, by route",
+            m.running.clone(),
+        );
+        r.register(
+            "turns_ended",
+            "Turns ended, by route and state",
+            m.turns.clone(),
+        );
+        r.register(
+            "turn_seconds",
+            "How long agents ran, by route",
+            m.turn_seconds.clone(),
+        );
+        r.register(
+            "delivery_attempts",
+            "Delivery attempts, by peer and outcome",
+            m.attempts.clone(),
+        );
+        r.register(
+            "delivery_attempt_seconds",
+            "Delivery attempt time, by peer",
+            m.attempt_seconds.clone(),
+        );
+        r.register(
+            "plugin_call_seconds",
+            "Plugin call time, by route and hook",
+            m.plugin_seconds.clone(),
+        );
+        r.register(
+            "plugin_failures",
+            "Plugin calls that failed, by route and hook",
+            m.plugin_failures.clone(),
+        );
+        r.register(
+            "reloads",
+            "Config reloads, applied or failed",
+            m.reloads.clone(),
+        );
+        r.register(
+            "config_info",
+            "1 for the hash of the config in force",
+            m.config.clone(),
+        );
+        r.register(
+            "store_commit_batch_size",
+            "Writes per store commit",
+            m.commit_batch.clone(),
+        );
+        r.register(
+            "store_commit_seconds",
+            "Store commit time, fsync included",
+            m.commit_seconds.clone(),
+        );
+        m
+    }
+
+    /// The registry as Prometheus text.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Marks `hash` as the config in force.
+    pub fn set_config(&self, hash: &str) {
+        self.config.clear();
+        self.config
+            .get_or_create(&ConfigHash {
+                hash: hash.to_owned(),
+            })
+            .set(1);
+    }
+}
+
+/// The process's metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(Metrics::new)
+}
+
+/// A duration in seconds, for a histogram.
+pub fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}

@@ -1,0 +1,187 @@
+//! Seeing inside a running inbox: Prometheus metrics, JSON logs, readiness. The inbox runs as its
+//! own process ([`BinHost`]), so its metrics are its own.
+
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::{Value, json};
+
+/// The value of one sample line (`name{labels} value`) in Prometheus text.
+fn sample(text: &str, name_and_labels: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(name_and_labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn scrape(host: &BinHost) -> String {
+    let r = admin_get(host, "/metrics").await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        r.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain"),
+        "{:?}",
+        r.headers
+    );
+    r.text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_what_happened_with_bounded_labels() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = PeerServer::start().await;
+    let addr = unused_addr();
+    let toml = Toml::tasks(&peer.url(), &agent_command(&["--reply", "STATUS"]))
+        .listen(addr)
+        .server("data_dir", &quoted("data"))
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build();
+    let host = BinHost::start(dir.path(), &toml, addr, "inbox.log").await;
+    let task = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "thread_id": "thread-xyz"}),
+    )
+    .await;
+    assert_eq!(task.status, 202);
+    let note = post_message(&host, TONY, json!({"type": "NOTE"})).await;
+    assert_eq!(note.status, 202);
+    let refused = post_message(&host, TONY, json!({"type": "NOPE"})).await;
+    assert_eq!(refused.status, 422);
+    wait_turn_state(&host, &task.id(), "done").await;
+    peer.wait_for(1, Duration::from_secs(20)).await;
+    let text = eventually(Duration::from_secs(10), "the delivery counted", || async {
+        let t = scrape(&host).await;
+        sample(
+            &t,
+            r#"inbox_delivery_attempts_total{peer="tony",outcome="delivered"}"#,
+        )
+        .is_some()
+        .then_some(t)
+    })
+    .await;
+    for (line, at_least) in [
+        (
+            r#"inbox_messages_accepted_total{route="tasks",msg_type="TASK"}"#,
+            1.0,
+        ),
+        (
+            r#"inbox_messages_accepted_total{route="notes",msg_type="NOTE"}"#,
+            1.0,
+        ),
+        (r#"inbox_messages_refused_total{code="unknown_type"}"#, 1.0),
+        ("inbox_ack_seconds_count", 2.0),
+        (
+            r#"inbox_turns_ended_total{route="tasks",state="done"}"#,
+            1.0,
+        ),
+        (r#"inbox_turn_seconds_count{route="tasks"}"#, 1.0),
+        (
+            r#"inbox_delivery_attempts_total{peer="tony",outcome="delivered"}"#,
+            1.0,
+        ),
+        (r#"inbox_delivery_attempt_seconds_count{peer="tony"}"#, 1.0),
+        ("inbox_store_commit_seconds_count", 1.0),
+        ("inbox_store_commit_batch_size_count", 1.0),
+        (r#"inbox_turns_queued{route="tasks"}"#, 0.0),
+        (r#"inbox_turns_running{route="tasks"}"#, 0.0),
+    ] {
+        let v = sample(&text, line).unwrap_or_else(|| panic!("no {line} in:\n{text}"));
+        assert!(v >= at_least, "{line} = {v}:\n{text}");
+    }
+    let hash = task.headers["x-config-hash"].to_str().unwrap().to_owned();
+    assert!(
+        text.contains("inbox_config_info{hash=\"") && text.contains(&hash[..8]),
+        "the config hash {hash}:\n{text}"
+    );
+    // No id is ever a label.
+    for id in [task.id(), note.id(), "thread-xyz".to_owned()] {
+        assert!(!text.contains(&id), "{id} in:\n{text}");
+    }
+    // A reload is counted.
+    std::fs::write(
+        dir.path().join("routes.toml"),
+        toml.replace("[routes.notes]", "# reloaded\n[routes.notes]"),
+    )
+    .unwrap();
+    let r = admin_post(&host, "/admin/reload", "").await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    let text = scrape(&host).await;
+    assert!(
+        sample(&text, r#"inbox_reloads_total{outcome="applied"}"#).unwrap_or(0.0) >= 1.0,
+        "{text}"
+    );
+    // The admin bearer only.
+    let r = request(
+        "GET",
+        &host.url("/metrics"),
+        &[("x-shared-secret", TONY)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_are_one_object_per_line_and_readiness_follows_the_drain() {
+    let dir = tempfile::tempdir().unwrap();
+    let peer = PeerServer::start().await;
+    let addr = unused_addr();
+    let toml = Toml::tasks(&peer.url(), &agent_command(&["--sleep", "3"]))
+        .listen(addr)
+        .server("data_dir", &quoted("data"))
+        .server("drain_secs", "20")
+        .build();
+    let mut host = BinHost::start_with_env(
+        dir.path(),
+        &toml,
+        addr,
+        "inbox.log",
+        &[("INBOX_LOG_FORMAT", "json")],
+    )
+    .await;
+    let ready = request("GET", &host.url("/readyz"), &[], "").await;
+    assert_eq!(
+        (ready.status, ready.json["status"].clone()),
+        (200, json!("ready"))
+    );
+    let m = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    assert_eq!(m.status, 202);
+    eventually(Duration::from_secs(10), "the turn to start", || async {
+        let v = admin_get(&host, &format!("/messages/{}", m.id()))
+            .await
+            .json;
+        (v["turn"]["state"] == "running").then_some(())
+    })
+    .await;
+    // Draining (the turn still runs): not ready.
+    host.signal("TERM");
+    let draining = eventually(Duration::from_secs(5), "readyz to say draining", || async {
+        let r = try_request("GET", &host.url("/readyz"), &[], "")
+            .await
+            .ok()?;
+        (r.status == 503).then_some(r)
+    })
+    .await;
+    assert_eq!(draining.json["status"], "draining");
+    host.wait_exit();
+    let log = host.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let received = lines
+        .iter()
+        .find(|l| l["message"] == "message received")
+        .unwrap_or_else(|| panic!("no 'message received' line in:\n{log}"));
+    assert_eq!(received["message_id"], json!(m.id()));
+    assert_eq!(received["level"], "INFO");
+    assert!(
+        !log.contains(TONY) && !log.contains(ADMIN),
+        "a secret in the log"
+    );
+}
