@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::client::{self, AdminClient};
 use crate::config::{Config, ConfigError, ConfigErrors};
@@ -119,7 +120,30 @@ enum Command {
         /// With an agent's token: the CA file that verifies the inbox's certificate.
         #[arg(long, env = "INBOX_CA_FILE")]
         cacert: Option<PathBuf>,
+        /// Wait for the answer in the thread: progress on stderr as it happens, then the answer's
+        /// payload on stdout. Exit 0 answered, 2 no answer in time, 3 the answer is TURN_FAILED,
+        /// 4 the message could not be delivered (a dead letter). With the admin secret.
+        #[arg(long)]
+        wait: bool,
+        /// With --wait: how long to wait, in seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
         /// The routes file (for the server's address and admin secret, when sending as the admin).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Follow what happens as it happens: messages, turns, replies, deliveries, reloads.
+    Tail {
+        /// Only this route's messages and turns.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only this thread's messages and replies.
+        #[arg(long)]
+        thread: Option<String>,
+        /// One JSON object per line instead of text.
+        #[arg(long)]
+        json: bool,
+        /// The routes file (for the server's address and admin secret).
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
     },
@@ -294,6 +318,8 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             token,
             url,
             cacert,
+            wait,
+            timeout,
             config,
         } => {
             let payload = read_payload(&payload)?;
@@ -304,6 +330,12 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 thread_id: thread,
                 in_reply_to: None,
             };
+            if wait && token.is_some() {
+                anyhow::bail!(
+                    "--wait reads the inbox's events, which takes the admin secret; an agent gets \
+                     its answer as a new turn in the thread instead"
+                );
+            }
             match token {
                 // As an agent: its token, to its inbox; the answer as JSON, for a tool to read.
                 Some(token) => {
@@ -315,6 +347,11 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                         .await?;
                     println!("{}", serde_json::to_string(&ack)?);
                 }
+                None if wait => {
+                    let client = AdminClient::from_config(&load(&config)?)?;
+                    return crate::live::send_and_wait(&client, body, Duration::from_secs(timeout))
+                        .await;
+                }
                 None => {
                     let client = AdminClient::from_config(&load(&config)?)?;
                     let ack: Ack = client
@@ -324,6 +361,15 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Tail {
+            route,
+            thread,
+            json,
+            config,
+        } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            crate::live::tail(&client, route, thread, json).await
         }
         Command::Reload { config } => {
             let client = AdminClient::from_config(&load(&config)?)?;

@@ -98,15 +98,47 @@ impl AdminClient {
             .header("authorization", format!("Bearer {}", self.secret.expose()))
             .header("content-type", "application/json")
             .body(Full::new(bytes))?;
-        let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
+        let resp = self.send(req, &url).await?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        Ok((status, body))
+    }
+
+    /// Sends a built request; the answer's head within 30 s, or an error naming the URL.
+    async fn send(
+        &self,
+        req: http::Request<Full<Bytes>>,
+        url: &str,
+    ) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .with_context(|| format!("{url}: no answer within 30s"))?
             .with_context(|| {
                 format!("cannot reach the inbox at {url}; is `agent-inbox serve` running?")
-            })?;
-        let status = resp.status();
-        let body = resp.into_body().collect().await?.to_bytes();
-        Ok((status, body))
+            })
+    }
+
+    /// Opens `GET path` as a Server-Sent Events stream (`/events`).
+    pub async fn events(&self, path: &str) -> anyhow::Result<EventStream> {
+        let url = format!("{}{path}", self.base);
+        let req = http::Request::get(&url)
+            .header("authorization", format!("Bearer {}", self.secret.expose()))
+            .header("accept", "text/event-stream")
+            .body(Full::new(Bytes::new()))?;
+        let resp = self.send(req, &url).await?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await?.to_bytes();
+            let msg = match serde_json::from_slice::<ErrorBody>(&bytes) {
+                Ok(e) => e.error.message,
+                Err(_) => String::from_utf8_lossy(&bytes).into_owned(),
+            };
+            bail!("the inbox answered {status}: {msg}");
+        }
+        Ok(EventStream {
+            body: resp.into_body(),
+            buf: Vec::new(),
+        })
     }
 
     /// Sends a request and parses a 2xx answer as `T`; any other answer is an error carrying the
@@ -306,4 +338,42 @@ pub fn outbox_table(outbox: &Outbox) -> String {
         ],
         &rows,
     )
+}
+
+/// An open `/events` stream: one JSON value per event.
+pub struct EventStream {
+    body: hyper::body::Incoming,
+    buf: Vec<u8>,
+}
+
+impl EventStream {
+    /// The next event; `None` when the server ends the stream.
+    pub async fn next(&mut self) -> Option<anyhow::Result<Value>> {
+        loop {
+            // One event per blank-line-terminated block; only its `data:` lines count.
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let block: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8_lossy(&block);
+                let data: Vec<&str> = text
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(str::trim_start)
+                    .collect();
+                if data.is_empty() {
+                    continue;
+                }
+                return Some(
+                    serde_json::from_str(&data.join("\n")).context("an event that is not JSON"),
+                );
+            }
+            match self.body.frame().await? {
+                Ok(frame) => {
+                    if let Some(d) = frame.data_ref() {
+                        self.buf.extend_from_slice(d);
+                    }
+                }
+                Err(e) => return Some(Err(e.into())),
+            }
+        }
+    }
 }

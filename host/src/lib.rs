@@ -25,6 +25,7 @@ pub mod hooks;
 pub mod http;
 pub mod inbox;
 pub mod limiter;
+pub mod live;
 pub mod metrics;
 pub mod model;
 pub mod plugins;

@@ -185,3 +185,171 @@ async fn json_logs_are_one_object_per_line_and_readiness_follows_the_drain() {
         "a secret in the log"
     );
 }
+
+/// Inbox A (the operator's: its config names its own address, for the CLI) and inbox B, whose
+/// route `tasks` answers A's TASKs with DONE, and `fails` fails (a TURN_FAILED goes back).
+async fn a_and_b() -> (Host, Host) {
+    let (la, lb) = (
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let (a, b) = (la.local_addr().unwrap(), lb.local_addr().unwrap());
+    let toml_a = Toml::new()
+        .server("public_url", &quoted(&format!("http://{a}")))
+        .schedule(FAST_RETRIES)
+        .peer("b", &format!("http://{b}/message"), "a-b-secret")
+        .mailbox("answers", &["b"], &["DONE", "TURN_FAILED"])
+        .build();
+    let toml_b = Toml::new()
+        .command(&agent_command(&[
+            "--reply",
+            "DONE",
+            "--payload",
+            r#"{"result": 42}"#,
+        ]))
+        .schedule(FAST_RETRIES)
+        .peer("a", &format!("http://{a}/message"), "a-b-secret")
+        .agent_route("tasks", &["a"], &["TASK"], &["DONE"], &["a"])
+        .agent_route("fails", &["a"], &["FAIL"], &["DONE"], &["a"])
+        .route("fails", "agent", r#"{ command = ["false"] }"#)
+        .agent_route("slow", &["a"], &["SLOW"], &["DONE"], &["a"])
+        .route(
+            "slow",
+            "agent",
+            &format!("{{ command = {} }}", agent_command(&["--sleep", "20"])),
+        )
+        .build();
+    (
+        start_host_on(&toml_a, la).await,
+        start_host_on(&toml_b, lb).await,
+    )
+}
+
+/// Runs the real CLI with `args` (and `--config` A's routes.toml); its exit code, stdout, stderr.
+async fn cli(a: &Host, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args).arg("--config").arg(a.config_path());
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
+        .await
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_follows_the_conversation_to_its_answer() {
+    let (a, b) = a_and_b().await;
+    let (code, out, err) = cli(
+        &a,
+        &[
+            "send",
+            "--to",
+            "b",
+            "--type",
+            "TASK",
+            "--wait",
+            "--timeout",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({"result": 42}),
+        "{out}"
+    );
+    for progress in [
+        "queued ",
+        "sent to b (attempt 1): delivered",
+        "answered: DONE",
+    ] {
+        assert!(err.contains(progress), "no {progress:?} in:\n{err}");
+    }
+    // A turn that fails on the other side answers TURN_FAILED: exit 3.
+    let (code, out, err) = cli(
+        &a,
+        &[
+            "send",
+            "--to",
+            "b",
+            "--type",
+            "FAIL",
+            "--wait",
+            "--timeout",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(code, 3, "stdout:\n{out}\nstderr:\n{err}");
+    assert!(err.contains("answered: TURN_FAILED"), "{err}");
+    // No answer in time: exit 2.
+    let (code, _, err) = cli(
+        &a,
+        &[
+            "send",
+            "--to",
+            "b",
+            "--type",
+            "SLOW",
+            "--wait",
+            "--timeout",
+            "2",
+        ],
+    )
+    .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("no answer within 2 s"), "{err}");
+    a.stop().await;
+    b.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_events_as_they_happen() {
+    let (a, b) = a_and_b().await;
+    let mut tail = std::process::Command::new(bin())
+        .args(["tail", "--json", "--config"])
+        .arg(a.config_path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut seen = Vec::new();
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let done = line.contains("\"message_accepted\"");
+            seen.push(line);
+            if done {
+                break;
+            }
+        }
+        seen
+    });
+    // The tail is connected once it prints; give it a moment, then make something happen.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (code, _, err) = cli(&a, &["send", "--to", "b", "--type", "TASK"]).await;
+    assert_eq!(code, 0, "{err}");
+    let seen = tokio::task::spawn_blocking(move || lines.join().unwrap())
+        .await
+        .unwrap();
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let events: Vec<Value> = seen
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
+    for kind in ["outbound_queued", "delivery_attempted", "message_accepted"] {
+        assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
+    }
+    a.stop().await;
+    b.stop().await;
+}

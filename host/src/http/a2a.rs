@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, HeaderValue, WWW_AUTHENTICATE};
 use http::{Response, StatusCode};
 use tokio::sync::mpsc;
 
@@ -109,11 +109,7 @@ fn sse(id: serde_json::Value, mut rx: mpsc::Receiver<a2a::wire::StreamResponse>)
             }
         }
     });
-    let mut resp = Response::new(Body::stream(body_rx));
-    let h = resp.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
+    super::body::event_stream(body_rx)
 }
 
 /// The 401 of `/a2a` names the scheme, as the card does.

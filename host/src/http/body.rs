@@ -32,6 +32,16 @@ impl Body {
     }
 }
 
+/// A `200 text/event-stream` answer whose body is what `rx` gets.
+pub(super) fn event_stream(rx: mpsc::Receiver<Bytes>) -> http::Response<Body> {
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
+    let mut resp = http::Response::new(Body::stream(rx));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
 impl From<&'static str> for Body {
     fn from(s: &'static str) -> Self {
         Body::full(s)

@@ -43,6 +43,29 @@ pub(super) async fn call(
         Endpoint::AgentCard => super::a2a::card(inbox, snap),
         Endpoint::Metrics => metrics(inbox, snap, req),
         Endpoint::Ready => ready(inbox).await,
+        Endpoint::Events => {
+            require_admin(snap, req)?;
+            let lasts = match query(req, "timeout") {
+                None => None,
+                Some(t) => Some(std::time::Duration::from_secs(
+                    t.parse::<u32>()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| {
+                            ApiError::Body(BodyError::BadField(
+                                "timeout must be a positive number of seconds".into(),
+                            ))
+                        })?
+                        .into(),
+                )),
+            };
+            Ok(super::live::events(
+                inbox,
+                query(req, "route"),
+                query(req, "thread"),
+                lasts,
+            ))
+        }
         Endpoint::A2a => super::a2a::rpc(inbox, snap, req).await,
         Endpoint::OpenApi => {
             let mut resp = Response::new(Body::from(super::OPENAPI_JSON));

@@ -9,6 +9,7 @@ mod body;
 mod error;
 mod extract;
 mod handlers;
+mod live;
 
 use std::convert::Infallible;
 use std::net::IpAddr;
@@ -44,6 +45,7 @@ enum Endpoint {
     A2a,
     Metrics,
     Ready,
+    Events,
 }
 
 /// One path segment of a pattern: literal, or a parameter.
@@ -102,6 +104,7 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
     (&[Lit("a2a")], Method::POST, Endpoint::A2a),
     (&[Lit("metrics")], Method::GET, Endpoint::Metrics),
     (&[Lit("readyz")], Method::GET, Endpoint::Ready),
+    (&[Lit("events")], Method::GET, Endpoint::Events),
 ];
 
 /// The API contract (`openapi.yaml`), as JSON: converted by `build.rs`.

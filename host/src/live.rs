@@ -1,0 +1,176 @@
+//! The live command line: `agent-inbox tail` prints the events feed as it happens, and
+//! `agent-inbox send --wait` follows one conversation until its answer arrives. Both read
+//! `GET /events` (Server-Sent Events) through the CLI's client.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::Value;
+
+use crate::client::AdminClient;
+use crate::wire::{Ack, AdminSendBody};
+
+/// Exit code: no answer in time.
+pub const EXIT_TIMEOUT: u8 = 2;
+/// Exit code: the answer is a `TURN_FAILED` notice.
+pub const EXIT_TURN_FAILED: u8 = 3;
+/// Exit code: the message could not be delivered.
+pub const EXIT_DEAD: u8 = 4;
+/// How often `--wait` also reads the thread, in case an event was missed.
+const RECHECK: Duration = Duration::from_secs(2);
+
+/// One event as a line of text: the time, what happened, and its fields.
+fn line(e: &Value) -> String {
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let time = now.get(11..19).unwrap_or(&now);
+    let kind = e["event"].as_str().unwrap_or("event");
+    let fields: Vec<String> = e
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter(|(k, _)| *k != "event")
+        .map(|(k, v)| match v {
+            Value::String(s) => format!("{k}={s}"),
+            other => format!("{k}={other}"),
+        })
+        .collect();
+    format!("{time} {kind} {}", fields.join(" "))
+}
+
+/// `agent-inbox tail`: until the server ends the stream (or the user stops it).
+pub async fn tail(
+    client: &AdminClient,
+    route: Option<String>,
+    thread: Option<String>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    if let Some(r) = &route {
+        q.append_pair("route", r);
+    }
+    if let Some(t) = &thread {
+        q.append_pair("thread", t);
+    }
+    let mut events = client.events(&format!("/events?{}", q.finish())).await?;
+    while let Some(e) = events.next().await {
+        let e = e?;
+        if json {
+            println!("{e}");
+        } else {
+            println!("{}", line(&e));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `agent-inbox send --wait`: sends, then follows the thread until an answer arrives.
+pub async fn send_and_wait(
+    client: &AdminClient,
+    body: AdminSendBody,
+    timeout: Duration,
+) -> anyhow::Result<ExitCode> {
+    // Subscribed before sending, so no event of the conversation can come first.
+    let mut events = client.events("/events").await?;
+    let peer = body.to.clone();
+    let ack: Ack = client
+        .expect(http::Method::POST, "/admin/send", Some(body.to_json()))
+        .await?;
+    let thread = ack.thread_id.clone().unwrap_or_default();
+    eprintln!("queued {} to {peer} in thread {thread}", ack.id);
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut recheck = tokio::time::interval(RECHECK);
+    loop {
+        let answer = tokio::select! {
+            e = events.next() => match e {
+                Some(Ok(e)) => on_event(&e, &ack, &thread),
+                Some(Err(e)) => return Err(e),
+                None => anyhow::bail!("the inbox closed the event stream (is it shutting down?)"),
+            },
+            _ = recheck.tick() => answered(client, &thread, &ack.id).await?.map(Step::Answered),
+            () = tokio::time::sleep_until(deadline) => {
+                eprintln!("no answer within {} s", timeout.as_secs());
+                return Ok(ExitCode::from(EXIT_TIMEOUT));
+            }
+        };
+        match answer {
+            None => {}
+            Some(Step::Dead(why)) => {
+                eprintln!("could not be delivered: {why}");
+                return Ok(ExitCode::from(EXIT_DEAD));
+            }
+            Some(Step::Answered(id)) => {
+                let shown: Value = client
+                    .expect(http::Method::GET, &format!("/messages/{id}"), None)
+                    .await?;
+                let m = &shown["message"];
+                let kind = m["type"].as_str().unwrap_or("");
+                eprintln!("answered: {kind} {id}");
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&m["payload"]).context("the answer's payload")?
+                );
+                return Ok(if kind == "TURN_FAILED" {
+                    ExitCode::from(EXIT_TURN_FAILED)
+                } else {
+                    ExitCode::SUCCESS
+                });
+            }
+        }
+    }
+}
+
+enum Step {
+    Answered(String),
+    Dead(String),
+}
+
+/// What an event means for the conversation: progress is printed, an answer or a dead letter
+/// ends the wait.
+fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
+    match e["event"].as_str() {
+        Some("delivery_attempted") if e["id"] == ack.id.as_str() => {
+            let state = e["state"].as_str().unwrap_or("");
+            eprintln!(
+                "sent to {} (attempt {}): {state}",
+                e["peer"].as_str().unwrap_or("?"),
+                e["attempt"]
+            );
+            (state == "dead").then(|| {
+                Step::Dead(format!(
+                    "see `agent-inbox outbox list --dead`; reply {}",
+                    ack.id
+                ))
+            })
+        }
+        Some("message_accepted") if e["thread_id"] == thread => {
+            e["id"].as_str().map(|id| Step::Answered(id.to_owned()))
+        }
+        Some("lagged") => {
+            eprintln!(
+                "(missed {} events; reading the thread instead)",
+                e["missed"]
+            );
+            None
+        }
+        _ => None,
+    }
+}
+
+/// A message in `thread` other than our own outbound one, if one has arrived.
+async fn answered(client: &AdminClient, thread: &str, own: &str) -> anyhow::Result<Option<String>> {
+    let mut q = form_urlencoded::Serializer::new(String::new());
+    q.append_pair("thread", thread);
+    q.append_pair("limit", "1");
+    let list: Value = client
+        .expect(
+            http::Method::GET,
+            &format!("/messages?{}", q.finish()),
+            None,
+        )
+        .await?;
+    Ok(list["messages"][0]["id"]
+        .as_str()
+        .filter(|id| *id != own)
+        .map(str::to_owned))
+}
