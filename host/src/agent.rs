@@ -147,6 +147,9 @@ pub enum RunError {
     /// The turn was cancelled while the agent ran.
     #[error("cancelled while the agent ran")]
     Canceled,
+    /// The OpenClaw gateway refused the run, failed it, or could not be reached.
+    #[error("{0}")]
+    Gateway(String),
 }
 
 impl RunError {
@@ -160,6 +163,7 @@ impl RunError {
             Self::Wait(_) => "wait_failed",
             Self::TimedOut(_) => "timed_out",
             Self::Canceled => "canceled",
+            Self::Gateway(_) => "gateway_failed",
         }
     }
 }

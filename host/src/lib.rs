@@ -21,6 +21,7 @@ pub mod cli;
 pub mod client;
 pub mod config;
 pub mod events;
+pub mod gateway;
 pub mod hooks;
 pub mod http;
 pub mod inbox;

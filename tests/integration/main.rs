@@ -11,6 +11,7 @@ mod core_loop;
 mod durability;
 mod errors;
 mod examples;
+mod gateway;
 mod limits;
 mod loops;
 mod observability;

@@ -109,6 +109,31 @@ pub struct AgentSettings {
     pub on_failure: OnFailure,
     /// What a turn interrupted by a host stop does.
     pub on_interrupt: OnInterrupt,
+    /// How the agent is reached: a command per turn (the default), or the OpenClaw gateway.
+    pub driver: Driver,
+}
+
+/// How a turn's agent is run.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// `command`, a subprocess per turn.
+    Command,
+    /// A POST to an OpenClaw gateway's `/hooks/agent`, waiting for the run to complete.
+    OpenClawGateway(Box<Gateway>),
+}
+
+/// `agent = { driver = "openclaw-gateway", url, token_env, agent_id, session_prefix }`.
+#[derive(Debug, Clone)]
+pub struct Gateway {
+    /// The gateway's hook endpoint, e.g. `http://127.0.0.1:18789/hooks/agent`.
+    pub url: http::Uri,
+    /// Its hook token (`hooks.token` in the gateway's config).
+    pub token: Secret,
+    /// The OpenClaw agent that runs the turns.
+    pub agent_id: String,
+    /// Prefix of the session key (`<prefix><thread id>`), which the gateway's
+    /// `hooks.allowedSessionKeyPrefixes` must admit.
+    pub session_prefix: String,
 }
 
 /// What a route does with a message it accepts.

@@ -113,6 +113,11 @@ pub(super) struct Agent {
     pub(super) output_cap_bytes: Option<usize>,
     pub(super) on_failure: Option<String>,
     pub(super) on_interrupt: Option<String>,
+    pub(super) driver: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) token_env: Option<String>,
+    pub(super) agent_id: Option<String>,
+    pub(super) session_prefix: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]

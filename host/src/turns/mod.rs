@@ -42,6 +42,8 @@ pub struct Turns {
     idle: Notify,
     /// How to stop each turn running here, by message id.
     cancels: Cancels,
+    /// For agents reached over HTTP (the OpenClaw gateway driver).
+    client: crate::tls::HttpsClient,
 }
 
 /// The running turns' cancel signals, by message id: a cancelled task stops its agent at once on
@@ -103,6 +105,7 @@ impl Turns {
             bound: OnceLock::new(),
             idle: Notify::new(),
             cancels: Cancels::default(),
+            client: crate::tls::client(),
         })
     }
 

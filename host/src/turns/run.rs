@@ -4,8 +4,9 @@
 use std::time::Duration;
 
 use crate::agent::{self, Ending, Invocation, Vars};
-use crate::config::{AgentSettings, OnFailure};
+use crate::config::{AgentSettings, Driver, OnFailure};
 use crate::events::Event;
+use crate::gateway::{self, GatewayTurn};
 use crate::model::{Message, ReplyContext, TurnEnd, TurnError, TurnState, now_ms};
 use crate::snapshot::Snapshot;
 use crate::store::{Claimed, Lease, StoreError};
@@ -79,10 +80,25 @@ pub(super) async fn run(
         route: route_name.to_owned(),
         attempt: lease.generation,
     });
-    let mut inv = invocation(snap, settings, &message, prompt, &url, token);
     let cancel = turns.cancels.register(id);
-    inv.cancel = Some(cancel.notify());
-    let outcome = with_renewals(turns, &lease, agent::run(inv)).await;
+    let outcome = match &settings.driver {
+        Driver::Command => {
+            let mut inv = invocation(snap, settings, &message, prompt, &url, token);
+            inv.cancel = Some(cancel.notify());
+            with_renewals(turns, &lease, agent::run(inv)).await
+        }
+        Driver::OpenClawGateway(g) => {
+            let turn = GatewayTurn {
+                prompt,
+                thread_id: message.thread_id.clone(),
+                // A rerun (a new claim, with a new reply token) is a new run for the gateway.
+                run_key: format!("{id}:{}", lease.generation),
+                timeout: settings.timeout,
+                cancel: Some(cancel.notify()),
+            };
+            with_renewals(turns, &lease, gateway::run(g, &turns.client, turn)).await
+        }
+    };
     drop(cancel);
     let state = match outcome.ending {
         Ending::Done => TurnState::Done,

@@ -142,6 +142,14 @@ pub(super) fn validate(
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
             .chain(raw.peers.values().filter_map(|p| p.a2a_token_env.as_ref()))
             .chain(raw.agents.values().filter_map(|a| a.token_env.as_ref()))
+            .chain(
+                std::iter::once(&raw.agent)
+                    .chain(raw.routes.values().filter_map(|r| r.agent.as_ref()))
+                    .filter_map(|a| a.token_env.clone())
+                    .map(schema::OneOrMany::One)
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
             .flat_map(schema::OneOrMany::to_vec)
             .collect(),
         warnings: c.warnings,

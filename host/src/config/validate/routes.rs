@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{Checker, schema, valid_name, valid_type_name};
 use crate::config::defaults::*;
 use crate::config::{
-    AgentSettings, ConfigError, OnFailure, OnInterrupt, PluginSpec, Plugins, Route, RouteA2a,
-    RouteKind, WILDCARD,
+    AgentSettings, ConfigError, Driver, Gateway, OnFailure, OnInterrupt, PluginSpec, Plugins,
+    Route, RouteA2a, RouteKind, WILDCARD,
 };
 
 pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String, Route> {
@@ -285,7 +285,11 @@ pub(super) fn agent_settings(
     let o = over.cloned().unwrap_or_default();
     let d = defaults;
     let at = format!("{at}.agent");
-    let mut command = o.command.or_else(|| d.command.clone()).unwrap_or_default();
+    let mut command = o
+        .command
+        .clone()
+        .or_else(|| d.command.clone())
+        .unwrap_or_default();
     // A program given as a relative path ("agents/run.sh") is relative to routes.toml's directory;
     // a bare name ("openclaw") is looked up in PATH.
     if let Some(program) = command.first_mut()
@@ -302,12 +306,25 @@ pub(super) fn agent_settings(
              {{prompt_file}} or stdin = true where the agent allows it"
         ));
     }
-    if command.is_empty() || command[0].is_empty() {
-        c.invalid(
-            format!("{at}.command"),
-            "no agent command: set [agent] command or the route's agent.command",
-        );
-    }
+    let driver = match o.driver.as_deref().or(d.driver.as_deref()) {
+        None | Some("command") => {
+            if command.is_empty() || command[0].is_empty() {
+                c.invalid(
+                    format!("{at}.command"),
+                    "no agent command: set [agent] command or the route's agent.command",
+                );
+            }
+            Driver::Command
+        }
+        Some("openclaw-gateway") => gateway(c, &at, &o, d),
+        Some(other) => {
+            c.invalid(
+                format!("{at}.driver"),
+                format!("{other:?} is not \"command\" or \"openclaw-gateway\""),
+            );
+            Driver::Command
+        }
+    };
     let on_failure = match o.on_failure.or_else(|| d.on_failure.clone()).as_deref() {
         None | Some("notify") => OnFailure::Notify,
         Some("ignore") => OnFailure::Ignore,
@@ -360,5 +377,61 @@ pub(super) fn agent_settings(
         ),
         on_failure,
         on_interrupt,
+        driver,
+    }
+}
+
+/// The OpenClaw gateway driver's settings: the route's keys over `[agent]`'s.
+fn gateway(c: &mut Checker<'_>, at: &str, o: &schema::Agent, d: &schema::Agent) -> Driver {
+    let url = o.url.clone().or_else(|| d.url.clone());
+    let url = match url.as_deref().map(str::parse::<http::Uri>) {
+        Some(Ok(u)) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => {
+            Some(u)
+        }
+        Some(_) => {
+            c.invalid(format!("{at}.url"), "not an http(s) URL");
+            None
+        }
+        None => {
+            c.invalid(
+                format!("{at}.url"),
+                "the gateway's hook endpoint, e.g. http://127.0.0.1:18789/hooks/agent",
+            );
+            None
+        }
+    };
+    let var = o.token_env.clone().or_else(|| d.token_env.clone());
+    let token = match &var {
+        None => {
+            c.invalid(
+                format!("{at}.token_env"),
+                "the variable holding the gateway's hooks.token",
+            );
+            Vec::new()
+        }
+        Some(var) => c.secrets(
+            &format!("{at}.token"),
+            Some(&schema::OneOrMany::One(var.clone())),
+            None,
+        ),
+    };
+    let agent_id = o
+        .agent_id
+        .clone()
+        .or_else(|| d.agent_id.clone())
+        .unwrap_or_else(|| "main".into());
+    let session_prefix = o
+        .session_prefix
+        .clone()
+        .or_else(|| d.session_prefix.clone())
+        .unwrap_or_else(|| "hook:inbox:".into());
+    match (url, token.into_iter().next()) {
+        (Some(url), Some(token)) => Driver::OpenClawGateway(Box::new(Gateway {
+            url,
+            token,
+            agent_id,
+            session_prefix,
+        })),
+        _ => Driver::Command,
     }
 }
