@@ -20,6 +20,7 @@ pub mod agent;
 pub mod cli;
 pub mod client;
 pub mod config;
+pub mod console;
 pub mod events;
 pub mod gateway;
 pub mod hooks;

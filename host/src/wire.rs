@@ -481,6 +481,32 @@ pub struct Status {
     pub turns_queued: usize,
     /// Whether shutdown has begun.
     pub draining: bool,
+    /// The routes in force, with their plugins, limits and queues.
+    pub routes: Vec<RouteStatus>,
+}
+
+/// One route as `GET /status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteStatus {
+    /// Its name.
+    pub name: String,
+    /// `agent` or `mailbox`.
+    pub kind: String,
+    /// Peers that may send to it.
+    pub from: Vec<String>,
+    /// Types it takes.
+    pub types: Vec<String>,
+    /// Its plugin's file name, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugin: Option<String>,
+    /// Agents at once (agent routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
+    /// Turns waiting at most (agent routes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_queued: Option<usize>,
+    /// Turns waiting now.
+    pub queued: usize,
 }
 
 /// `GET /healthz`.
@@ -615,6 +641,7 @@ mod tests {
             turns_running: 1,
             turns_queued: 2,
             draining: false,
+            routes: vec![],
         };
         let text = serde_json::to_string(&status).expect("json");
         assert!(!text.contains("reloads_ok"));

@@ -92,9 +92,15 @@ impl Contract {
             .map(|v| v.to_str().unwrap_or(""));
         // A text answer the contract has (the metrics, an event stream) is checked as text.
         let media = ct.map(|c| c.split(';').next().unwrap_or("").trim());
-        let text_type = ["text/plain", "text/event-stream"]
-            .into_iter()
-            .find(|t| answer["content"][*t].is_object() && media == Some(*t));
+        let text_type = [
+            "text/plain",
+            "text/event-stream",
+            "text/html",
+            "text/javascript",
+            "text/css",
+        ]
+        .into_iter()
+        .find(|t| answer["content"][*t].is_object() && media == Some(*t));
         if let Some(media) = text_type {
             // A text answer (the metrics, an event stream): its media type, and a body.
             assert!(ct.is_some_and(|c| c.starts_with(media)), "{what}: {ct:?}");
@@ -283,6 +289,54 @@ async fn every_answer_matches_the_contract() {
     assert_eq!(metrics.status, 200);
     let r = call(c, h, "GET", "/metrics", "/metrics", &[], "").await;
     assert_eq!(r.status, 401);
+    // The console: its pages, a failed and a good sign-in, and a read with the session cookie.
+    for page in ["/console", "/console/app.js", "/console/style.css"] {
+        assert_eq!(call(c, h, "GET", page, page, &[], "").await.status, 200);
+    }
+    let form = [("content-type", "application/x-www-form-urlencoded")];
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/console/login",
+        "/console/login",
+        &form,
+        "secret=nope",
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    let good = format!("secret={ADMIN}");
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/console/login",
+        "/console/login",
+        &form,
+        &good,
+    )
+    .await;
+    assert_eq!(r.status, 303);
+    let cookie = r.headers["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_owned();
+    let with_cookie = [("cookie", cookie.as_str())];
+    assert_eq!(
+        call(c, h, "GET", "/status", "/status", &with_cookie, "")
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        call(c, h, "POST", "/console/logout", "/console/logout", &[], "")
+            .await
+            .status,
+        303
+    );
     let events = call(c, h, "GET", "/events", "/events?timeout=1", &admin, "").await;
     assert_eq!(events.status, 200);
     let r = call(c, h, "GET", "/events", "/events?timeout=0", &admin, "").await;
@@ -645,7 +699,10 @@ async fn every_answer_matches_the_contract() {
     for (method, path) in c.operations() {
         assert!(
             seen.iter()
-                .any(|(m, p, s)| *m == method && *p == path && (200..300).contains(s)),
+                // A 303 is the success of a form post (the console's sign-in and sign-out).
+                .any(|(m, p, s)| *m == method
+                    && *p == path
+                    && ((200..300).contains(s) || *s == 303)),
             "{method} {path}: never answered with a success in this battery"
         );
     }

@@ -6,6 +6,7 @@ mod agents;
 mod auth_limits;
 mod cli;
 mod compat;
+mod console;
 mod contract;
 mod core_loop;
 mod durability;

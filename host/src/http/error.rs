@@ -27,6 +27,9 @@ pub enum ApiError {
     /// Wrong or missing credentials (never says which part).
     #[error("unauthorized")]
     Unauthorized,
+    /// The console's sign-in with a wrong secret: the sign-in page again, with a 401.
+    #[error("that is not the admin secret")]
+    LoginFailed,
     /// Known path, wrong method; carries the methods it allows.
     #[error("method not allowed; this path takes {0}")]
     MethodNotAllowed(&'static str),
@@ -63,7 +66,9 @@ impl ApiError {
             ApiError::Body(_) => StatusCode::BAD_REQUEST,
             ApiError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized | ApiError::Signature(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized | ApiError::Signature(_) | ApiError::LoginFailed => {
+                StatusCode::UNAUTHORIZED
+            }
             ApiError::AuthLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -100,7 +105,7 @@ impl ApiError {
             ApiError::Body(BodyError::BadField(_)) => "bad_field",
             ApiError::BodyTooLarge(_) => "body_too_large",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::LoginFailed => "unauthorized",
             ApiError::AuthLimited(_) => "too_many_auth_failures",
             ApiError::Signature(SignatureError::Missing) => "missing_signature",
             ApiError::Signature(SignatureError::Stale) => "stale_signature",
@@ -138,6 +143,7 @@ impl ApiError {
             ApiError::BodyTooLarge(1),
             ApiError::UnsupportedMediaType,
             ApiError::Unauthorized,
+            ApiError::LoginFailed,
             ApiError::MethodNotAllowed("GET"),
             ApiError::Conflict("x".into()),
             ApiError::ReloadFailed("x".into()),
@@ -192,6 +198,7 @@ impl ApiError {
                 | ApiError::BodyTooLarge(_)
                 | ApiError::UnsupportedMediaType
                 | ApiError::Unauthorized
+                | ApiError::LoginFailed
                 | ApiError::MethodNotAllowed(_)
                 | ApiError::Conflict(_)
                 | ApiError::ReloadFailed(_)
@@ -221,7 +228,10 @@ impl ApiError {
     pub fn is_auth_failure(&self) -> bool {
         matches!(
             self,
-            ApiError::Unauthorized | ApiError::Signature(_) | ApiError::Inbox(InboxError::BadToken)
+            ApiError::Unauthorized
+                | ApiError::LoginFailed
+                | ApiError::Signature(_)
+                | ApiError::Inbox(InboxError::BadToken)
         )
     }
 
@@ -235,6 +245,11 @@ impl ApiError {
 
     /// The answer: status, JSON body, and the headers some errors carry.
     pub fn into_response(self) -> Response<Body> {
+        if let ApiError::LoginFailed = self {
+            let mut resp = super::console::html(crate::console::login(Some(&self.to_string())));
+            *resp.status_mut() = StatusCode::UNAUTHORIZED;
+            return resp;
+        }
         match &self {
             ApiError::Inbox(InboxError::Store(e)) => tracing::error!(error = %e, "internal error"),
             ApiError::Inbox(InboxError::Hook(HookError::Failed { plugin, detail })) => {

@@ -81,10 +81,22 @@ pub(super) fn bearer(req: &Req) -> Option<&[u8]> {
 /// Reads the body: checks the media type and the size (before and while reading). A body over
 /// the limit is drained before the refusal, so the client reads it.
 pub(super) async fn body(req: &mut Req, limit: usize) -> Result<Bytes, ApiError> {
+    body_of(req, limit, |essence| {
+        essence == "application/json" || essence.ends_with("+json")
+    })
+    .await
+}
+
+/// Like [`body`], for a body whose media type `accept` takes (a missing Content-Type is taken).
+pub(super) async fn body_of(
+    req: &mut Req,
+    limit: usize,
+    accept: fn(&str) -> bool,
+) -> Result<Bytes, ApiError> {
     if let Some(ct) = req.parts.headers.get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
-        if essence != "application/json" && !essence.ends_with("+json") {
+        if !accept(essence) {
             return Err(ApiError::UnsupportedMediaType);
         }
     }

@@ -43,6 +43,17 @@ pub(super) async fn call(
         Endpoint::AgentCard => super::a2a::card(inbox, snap),
         Endpoint::Metrics => metrics(inbox, snap, req),
         Endpoint::Ready => ready(inbox).await,
+        Endpoint::Console => Ok(super::console::page(snap, req)),
+        Endpoint::ConsoleJs => Ok(super::console::asset(
+            crate::console::APP_JS,
+            "text/javascript; charset=utf-8",
+        )),
+        Endpoint::ConsoleCss => Ok(super::console::asset(
+            crate::console::STYLE_CSS,
+            "text/css; charset=utf-8",
+        )),
+        Endpoint::ConsoleLogin => super::console::login(snap, req).await,
+        Endpoint::ConsoleLogout => Ok(super::console::logout()),
         Endpoint::Events => {
             require_admin(snap, req)?;
             let lasts = match query(req, "timeout") {
@@ -93,8 +104,16 @@ fn limit(req: &Req, default: u32, max: u32) -> Result<u32, ApiError> {
     Ok(text.parse::<u32>().map_or(max, |n| n.min(max)))
 }
 
+/// Who a request is: a bearer or peer secret, or else a console session (the admin; a POST must
+/// also carry the session's CSRF token).
 fn who(snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
-    reader(&snap.config, bearer(req), header(req, "x-shared-secret")).ok_or(ApiError::Unauthorized)
+    if let Some(r) = reader(&snap.config, bearer(req), header(req, "x-shared-secret")) {
+        return Ok(r);
+    }
+    if super::console::admin_session(snap, req) {
+        return Ok(Reader::Admin);
+    }
+    Err(ApiError::Unauthorized)
 }
 
 fn require_admin(snap: &Snapshot, req: &Req) -> Result<(), ApiError> {
@@ -361,6 +380,31 @@ fn status(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>, req: &Req) -> Result<Respons
             turns_running: inbox.turns.running(),
             turns_queued: inbox.store.queue_depth(),
             draining: inbox.shutdown.is_draining(),
+            routes: {
+                let depths: std::collections::HashMap<String, usize> =
+                    inbox.store.queue_depths().into_iter().collect();
+                snap.config
+                    .routes
+                    .values()
+                    .map(|r| wire::RouteStatus {
+                        name: r.name.clone(),
+                        kind: if r.agent().is_some() {
+                            "agent"
+                        } else {
+                            "mailbox"
+                        }
+                        .into(),
+                        from: r.from.clone(),
+                        types: r.types.clone(),
+                        plugin: r.plugin.as_ref().and_then(|p| {
+                            p.path.file_name().map(|n| n.to_string_lossy().into_owned())
+                        }),
+                        max_concurrent: r.agent().map(|a| a.max_concurrent),
+                        max_queued: r.agent().map(|a| a.max_queued),
+                        queued: depths.get(&r.name).copied().unwrap_or(0),
+                    })
+                    .collect()
+            },
         },
     ))
 }

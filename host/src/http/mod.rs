@@ -6,6 +6,7 @@
 
 mod a2a;
 mod body;
+mod console;
 mod error;
 mod extract;
 mod handlers;
@@ -46,6 +47,11 @@ enum Endpoint {
     Metrics,
     Ready,
     Events,
+    Console,
+    ConsoleJs,
+    ConsoleCss,
+    ConsoleLogin,
+    ConsoleLogout,
 }
 
 /// One path segment of a pattern: literal, or a parameter.
@@ -105,6 +111,27 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
     (&[Lit("metrics")], Method::GET, Endpoint::Metrics),
     (&[Lit("readyz")], Method::GET, Endpoint::Ready),
     (&[Lit("events")], Method::GET, Endpoint::Events),
+    (&[Lit("console")], Method::GET, Endpoint::Console),
+    (
+        &[Lit("console"), Lit("app.js")],
+        Method::GET,
+        Endpoint::ConsoleJs,
+    ),
+    (
+        &[Lit("console"), Lit("style.css")],
+        Method::GET,
+        Endpoint::ConsoleCss,
+    ),
+    (
+        &[Lit("console"), Lit("login")],
+        Method::POST,
+        Endpoint::ConsoleLogin,
+    ),
+    (
+        &[Lit("console"), Lit("logout")],
+        Method::POST,
+        Endpoint::ConsoleLogout,
+    ),
 ];
 
 /// The API contract (`openapi.yaml`), as JSON: converted by `build.rs`.
@@ -211,9 +238,14 @@ pub async fn handle(
                 &server.trusted_proxies,
             );
             let kind = match endpoint {
-                Endpoint::Health | Endpoint::OpenApi | Endpoint::AgentCard | Endpoint::Ready => {
-                    None
-                }
+                Endpoint::Health
+                | Endpoint::OpenApi
+                | Endpoint::AgentCard
+                | Endpoint::Ready
+                | Endpoint::Console
+                | Endpoint::ConsoleJs
+                | Endpoint::ConsoleCss
+                | Endpoint::ConsoleLogout => None,
                 Endpoint::Send => Some(Credential::Token),
                 _ => Some(Credential::Peer),
             };
