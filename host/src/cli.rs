@@ -122,7 +122,7 @@ enum Command {
         cacert: Option<PathBuf>,
         /// Wait for the answer in the thread: progress on stderr as it happens, then the answer's
         /// payload on stdout. Exit 0 answered, 2 no answer in time, 3 the answer is TURN_FAILED,
-        /// 4 the message could not be delivered (a dead letter). With the admin secret.
+        /// 4 the message could not be delivered (a dead letter). As the admin or as an agent.
         #[arg(long)]
         wait: bool,
         /// With --wait: how long to wait, in seconds.
@@ -330,13 +330,19 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 thread_id: thread,
                 in_reply_to: None,
             };
-            if wait && token.is_some() {
-                anyhow::bail!(
-                    "--wait reads the inbox's events, which takes the admin secret; an agent gets \
-                     its answer as a new turn in the thread instead"
-                );
-            }
             match token {
+                Some(token) if wait => {
+                    let url = url
+                        .context("sending as an agent needs the inbox's URL: --url or INBOX_URL")?;
+                    let client = AdminClient::with_token(&url, &token, cacert.as_deref())?;
+                    return crate::live::send_and_wait(
+                        &client,
+                        crate::live::As::Agent,
+                        body,
+                        Duration::from_secs(timeout),
+                    )
+                    .await;
+                }
                 // As an agent: its token, to its inbox; the answer as JSON, for a tool to read.
                 Some(token) => {
                     let url = url
@@ -349,8 +355,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 }
                 None if wait => {
                     let client = AdminClient::from_config(&load(&config)?)?;
-                    return crate::live::send_and_wait(&client, body, Duration::from_secs(timeout))
-                        .await;
+                    return crate::live::send_and_wait(
+                        &client,
+                        crate::live::As::Admin,
+                        body,
+                        Duration::from_secs(timeout),
+                    )
+                    .await;
                 }
                 None => {
                     let client = AdminClient::from_config(&load(&config)?)?;

@@ -126,6 +126,8 @@ pub enum Reader {
     Admin,
     /// A peer, by name.
     Peer(String),
+    /// A local agent, by name: it sees the threads it started, and what arrived in them.
+    Agent(String),
 }
 
 /// Everything the use cases share.
@@ -335,6 +337,7 @@ impl Inbox {
             thread_id: grant.thread_id,
             hops: grant.hops + 1,
             created_at: now_ms(),
+            agent: route.agent_id.clone(),
         };
         let id = outbound.id.clone();
         tracing::info!(
@@ -358,16 +361,16 @@ impl Inbox {
                 known: snap.config.peers.keys().cloned().collect(),
             });
         }
-        self.start_thread(body, 0, "operator").await
+        self.start_thread(body, 0, None).await
     }
 
-    /// Queues a message that starts (or continues) a thread with a peer, at `hops`; `who` sent
-    /// it, for the log.
+    /// Queues a message that starts (or continues) a thread with a peer, at `hops`, sent by the
+    /// operator or by local agent `agent`.
     async fn start_thread(
         &self,
         body: AdminSendBody,
         hops: u32,
-        who: &str,
+        agent: Option<&str>,
     ) -> Result<Ack, InboxError> {
         let id = new_id();
         let outbound = Outbound {
@@ -379,10 +382,12 @@ impl Inbox {
             payload: body.payload,
             hops,
             created_at: now_ms(),
+            agent: agent.map(str::to_owned),
         };
         let (id, thread_id) = (outbound.id.clone(), outbound.thread_id.clone());
         tracing::info!(
-            reply = %id, sender = %who, peer = %body.to, msg_type = %outbound.msg_type,
+            reply = %id, sender = agent.unwrap_or("operator"), peer = %body.to,
+            msg_type = %outbound.msg_type,
             thread = %thread_id, hops, "message queued"
         );
         self.relay.enqueue(outbound, vec![body.to]).await?;
@@ -430,8 +435,7 @@ impl Inbox {
         if hops >= max {
             return Err(InboxError::LoopDetected { hops, max });
         }
-        self.start_thread(body, hops, &format!("agent {}", agent.name))
-            .await
+        self.start_thread(body, hops, Some(&agent.name)).await
     }
 
     /// The most hops any message of a thread carried (0 for a thread this inbox has not seen).
@@ -468,6 +472,16 @@ impl Inbox {
         mut filter: MessageFilter,
     ) -> Result<MessageList, InboxError> {
         let mut replies = None;
+        if let Reader::Agent(agent) = who {
+            // Only a thread it started, named: there is no listing of everything for an agent.
+            let theirs = match &filter.thread {
+                Some(t) => self.store.agent_started(agent, t).await?,
+                None => false,
+            };
+            if !theirs {
+                return Err(InboxError::NotFound);
+            }
+        }
         if let Reader::Peer(peer) = who {
             filter.sender = Some(peer.clone());
             let to_peer = self
@@ -489,12 +503,17 @@ impl Inbox {
     /// One message with its turn and replies, or one outbound message with its deliveries.
     pub async fn show(&self, who: &Reader, id: &str) -> Result<Detail, InboxError> {
         let may_see = |deliveries: &[crate::model::Delivery]| match who {
-            Reader::Admin => true,
+            Reader::Admin | Reader::Agent(_) => true,
             Reader::Peer(p) => deliveries.iter().any(|d| d.peer == *p),
         };
         if let Some(m) = self.store.message(id).await? {
             if let Reader::Peer(p) = who
                 && *p != m.sender
+            {
+                return Err(InboxError::NotFound);
+            }
+            if let Reader::Agent(a) = who
+                && !self.store.agent_started(a, &m.thread_id).await?
             {
                 return Err(InboxError::NotFound);
             }
@@ -513,6 +532,11 @@ impl Inbox {
         if let Some((o, d)) = self.store.outbound(id).await?
             && may_see(&d)
         {
+            if let Reader::Agent(a) = who
+                && !self.store.agent_started(a, &o.thread_id).await?
+            {
+                return Err(InboxError::NotFound);
+            }
             return Ok(Detail::Outbound(OutboundDetail {
                 reply: OutboundView::new(&o, Some(&own_deliveries(who, &d))),
             }));
@@ -544,7 +568,7 @@ fn own_deliveries(
     deliveries
         .iter()
         .filter(|d| match who {
-            Reader::Admin => true,
+            Reader::Admin | Reader::Agent(_) => true,
             Reader::Peer(p) => d.peer == *p,
         })
         .cloned()

@@ -64,19 +64,45 @@ pub async fn tail(
     Ok(ExitCode::SUCCESS)
 }
 
+/// Who sends with `--wait`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// The operator (`/admin/send`), who may follow every event: it subscribes before sending.
+    Admin,
+    /// A local agent (`/send` with its token), who may follow only a thread it started: it
+    /// subscribes to the thread once it has one (and reads the thread every 2 s besides).
+    Agent,
+}
+
 /// `agent-inbox send --wait`: sends, then follows the thread until an answer arrives.
 pub async fn send_and_wait(
     client: &AdminClient,
+    who: As,
     body: AdminSendBody,
     timeout: Duration,
 ) -> anyhow::Result<ExitCode> {
-    // Subscribed before sending, so no event of the conversation can come first.
-    let mut events = client.events("/events").await?;
+    // The operator subscribes before sending, so no event of the conversation can come first.
+    let early = match who {
+        As::Admin => Some(client.events("/events").await?),
+        As::Agent => None,
+    };
     let peer = body.to.clone();
+    let path = match who {
+        As::Admin => "/admin/send",
+        As::Agent => "/send",
+    };
     let ack: Ack = client
-        .expect(http::Method::POST, "/admin/send", Some(body.to_json()))
+        .expect(http::Method::POST, path, Some(body.to_json()))
         .await?;
     let thread = ack.thread_id.clone().unwrap_or_default();
+    let mut events = match early {
+        Some(e) => e,
+        None => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("thread", &thread);
+            client.events(&format!("/events?{}", q.finish())).await?
+        }
+    };
     eprintln!("queued {} to {peer} in thread {thread}", ack.id);
     let deadline = tokio::time::Instant::now() + timeout;
     let mut recheck = tokio::time::interval(RECHECK);

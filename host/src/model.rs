@@ -212,6 +212,9 @@ pub struct Outbound {
     pub hops: u32,
     /// When it was queued.
     pub created_at: i64,
+    /// The local agent (`[agents.NAME]`) that sent it: by its own token, or as the `agent_id` of
+    /// the route whose turn replied.
+    pub agent: Option<String>,
 }
 
 /// Why a turn failed: a stable code for machines and a detail for people.

@@ -617,6 +617,7 @@ mod tests {
             thread_id: "t1".into(),
             hops: 2,
             created_at: 0,
+            agent: None,
         };
         let e = Envelope::parse(&relayed(&o), 64).expect("parses");
         assert_eq!(

@@ -200,7 +200,7 @@ async fn what_an_agent_may_not_do_is_refused() {
     let auth = format!("Bearer {PLANNER}");
     for (method, path) in [
         ("GET", "/status"),
-        ("GET", "/messages"),
+        ("GET", "/admin/outbox"),
         ("POST", "/admin/send"),
     ] {
         let r = request(
@@ -292,6 +292,50 @@ async fn agent_inbox_send_works_as_an_agent_runs_it() {
     let got = wait_messages(&pi2, "tasks", 1).await;
     assert_eq!(got[0]["thread_id"], ack["thread_id"]);
     assert_eq!(got[0]["payload"], json!({"title": "from stdin"}));
+    // --wait: the answer (pi2's agent's DONE, back on pi1 in the thread) on stdout.
+    let waited = tokio::task::spawn_blocking({
+        let url = pi1.url("");
+        move || {
+            std::process::Command::new(bin())
+                .env_clear()
+                .env("PATH", std::env::var("PATH").unwrap_or_default())
+                .env("INBOX_AGENT_TOKEN", PLANNER)
+                .env("INBOX_URL", url.trim_end_matches('/'))
+                .args([
+                    "send",
+                    "--to",
+                    "pi2",
+                    "--type",
+                    "TASK",
+                    "--wait",
+                    "--timeout",
+                    "30",
+                ])
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&waited.stderr);
+    assert!(waited.status.success(), "{err}");
+    assert!(err.contains("answered: DONE"), "{err}");
+    let answer: Value = serde_json::from_slice(&waited.stdout).expect("the answer's payload");
+    assert!(answer.is_object(), "{answer}");
+    // What an agent may read: the threads it started, nothing else.
+    let auth = format!("Bearer {PLANNER}");
+    let mine = format!("/messages?thread={}", ack["thread_id"].as_str().unwrap());
+    let r = request("GET", &pi1.url(&mine), &[("authorization", &auth)], "").await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    for path in [
+        "/messages",
+        "/messages?thread=not-mine",
+        "/events",
+        "/events?thread=not-mine&timeout=1",
+    ] {
+        let r = request("GET", &pi1.url(path), &[("authorization", &auth)], "").await;
+        assert_eq!(r.status, 404, "{path}: {:#}", r.json);
+    }
     // A refusal is a non-zero exit with the server's reason.
     let refused = std::process::Command::new(bin())
         .env_clear()

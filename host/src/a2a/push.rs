@@ -210,6 +210,7 @@ async fn try_push(inbox: &Arc<Inbox>, task_id: &str) -> Result<(), A2aError> {
             thread_id: record.task.context_id.clone(),
             hops: 0,
             created_at: now_ms(),
+            agent: None,
         };
         let push = Push {
             outbound,

@@ -289,6 +289,7 @@ mod tests {
                     thread_id: "c1".into(),
                     hops: 1,
                     created_at: 2_500 + i as i64,
+                    agent: None,
                 })
                 .collect(),
         }

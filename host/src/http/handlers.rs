@@ -55,7 +55,15 @@ pub(super) async fn call(
         Endpoint::ConsoleLogin => super::console::login(snap, req).await,
         Endpoint::ConsoleLogout => Ok(super::console::logout()),
         Endpoint::Events => {
-            require_admin(snap, req)?;
+            // The admin follows everything; a local agent, one thread it started.
+            if let Reader::Agent(agent) = who(snap, req)? {
+                let thread = query(req, "thread").ok_or(ApiError::NOT_FOUND)?;
+                if !inbox.store.agent_started(&agent, &thread).await? {
+                    return Err(ApiError::NOT_FOUND);
+                }
+            } else {
+                require_admin(snap, req)?;
+            }
             let lasts = match query(req, "timeout") {
                 None => None,
                 Some(t) => Some(std::time::Duration::from_secs(
@@ -113,13 +121,16 @@ fn who(snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
     if super::console::admin_session(snap, req) {
         return Ok(Reader::Admin);
     }
+    if let Some(agent) = bearer(req).and_then(|t| snap.config.agent_by_token(t)) {
+        return Ok(Reader::Agent(agent.name.clone()));
+    }
     Err(ApiError::Unauthorized)
 }
 
 fn require_admin(snap: &Snapshot, req: &Req) -> Result<(), ApiError> {
     match who(snap, req)? {
         Reader::Admin => Ok(()),
-        Reader::Peer(_) => Err(ApiError::Unauthorized),
+        Reader::Peer(_) | Reader::Agent(_) => Err(ApiError::Unauthorized),
     }
 }
 

@@ -270,6 +270,11 @@ impl Store {
         backend!(self.task(id))
     }
 
+    /// Whether local agent `agent` sent a message in `thread` (so it may follow that thread).
+    pub async fn agent_started(&self, agent: &str, thread: &str) -> Result<bool, StoreError> {
+        backend!(self.agent_started(agent, thread))
+    }
+
     /// The task a message belongs to, if any.
     pub async fn task_of_message(&self, message_id: &str) -> Result<Option<String>, StoreError> {
         backend!(self.task_of_message(message_id))

@@ -43,6 +43,7 @@ fn outbound(id: &str, answers: &str) -> Outbound {
         thread_id: answers.into(),
         hops: 1,
         created_at: now_ms(),
+        agent: None,
     }
 }
 

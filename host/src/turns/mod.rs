@@ -286,6 +286,7 @@ impl Turns {
             thread_id: message.thread_id.clone(),
             hops: message.hops + 1,
             created_at: now_ms(),
+            agent: None,
         };
         tracing::info!(message_id = %message.id, reply = %notice.id, peers = ?to, "failure notice queued");
         self.relay.enqueue(notice, to).await

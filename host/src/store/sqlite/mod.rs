@@ -128,6 +128,16 @@ impl SqliteStore {
         self.read(move |c| reads::task(c, &id)).await
     }
 
+    pub(super) async fn agent_started(
+        &self,
+        agent: &str,
+        thread: &str,
+    ) -> Result<bool, StoreError> {
+        let (agent, thread) = (agent.to_owned(), thread.to_owned());
+        self.read(move |c| reads::agent_started(c, &agent, &thread))
+            .await
+    }
+
     pub(super) async fn task_of_message(
         &self,
         message_id: &str,

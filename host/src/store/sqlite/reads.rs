@@ -47,9 +47,9 @@ pub(super) const MESSAGE_COLUMNS: &str = "id, sender, route, type, payload, thre
 const MESSAGE_COLUMNS_M: &str = "m.id, m.sender, m.route, m.type, m.payload, m.thread_id, \
                                  m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
 const OUTBOUND_COLUMNS: &str =
-    "id, in_reply_to, route, type, payload, thread_id, hops, created_at, seq";
+    "id, in_reply_to, route, type, payload, thread_id, hops, created_at, agent";
 pub(super) const OUTBOUND_COLUMNS_R: &str = "r.id, r.in_reply_to, r.route, r.type, r.payload, \
-                                             r.thread_id, r.hops, r.created_at, r.seq";
+                                             r.thread_id, r.hops, r.created_at, r.agent";
 
 pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
@@ -77,6 +77,7 @@ pub(super) fn outbound_row(r: &Row<'_>) -> rusqlite::Result<Outbound> {
         thread_id: r.get(5)?,
         hops: r.get(6)?,
         created_at: r.get(7)?,
+        agent: r.get(8)?,
     })
 }
 
@@ -367,6 +368,15 @@ pub(super) fn task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, Store
         .query_row(params![id], task_row)
         .optional()?;
     found.map(|t| task_record(c, t)).transpose()
+}
+
+pub(super) fn agent_started(c: &Connection, agent: &str, thread: &str) -> Result<bool, StoreError> {
+    Ok(
+        c.prepare_cached("SELECT 1 FROM replies WHERE agent = ?1 AND thread_id = ?2 LIMIT 1")?
+            .query_row(params![agent, thread], |_| Ok(()))
+            .optional()?
+            .is_some(),
+    )
 }
 
 pub(super) fn task_of_message(

@@ -151,6 +151,10 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (task_id, id)
     ) WITHOUT ROWID;
     CREATE INDEX push_pending ON push_configs(task_id) WHERE done = 0;
+    -- The local agent (`[agents.NAME]`) that sent an outbound message: what it may read back is
+    -- the threads it started.
+    ALTER TABLE replies ADD COLUMN agent TEXT;
+    CREATE INDEX replies_agent ON replies(agent, thread_id) WHERE agent IS NOT NULL;
     "#,
 ];
 

@@ -356,8 +356,9 @@ impl Write for InsertOutbound {
     fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         let (c, o) = (tx.conn, &self.outbound);
         c.prepare_cached(
-            "INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            "INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at,
+                                  agent)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
             o.id,
@@ -367,7 +368,8 @@ impl Write for InsertOutbound {
             o.payload,
             o.thread_id,
             o.hops,
-            o.created_at
+            o.created_at,
+            o.agent
         ])?;
         let mut stmt = c.prepare_cached(
             "INSERT INTO deliveries (reply_id, peer, state, next_attempt_at) VALUES (?1, ?2, 'pending', ?3)",
