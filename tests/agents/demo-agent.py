@@ -30,7 +30,7 @@ try:
     task = json.loads(payload_text)
 except ValueError:
     task = {}
-title = task.get("title") if isinstance(task, dict) else None
+title = (task.get("title") or task.get("text")) if isinstance(task, dict) else None
 title = title or "the task"
 steps = [f"Understand {title}", f"Do {title}", f"Check {title}"]
 

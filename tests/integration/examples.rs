@@ -542,3 +542,80 @@ async fn example_plugin_costs() {
         }
     }
 }
+
+/// The repository's routes.toml, as the README's quick start runs it (on another port): a TASK
+/// from the demo peer is broken down by the demo agent and the BREAKDOWN lands in the mailbox, and
+/// an A2A client's task completes with the breakdown as its artifact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_demo_config_works_as_the_readme_says() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("tests/agents")).unwrap();
+    std::fs::copy(
+        root.join("tests/agents/demo-agent.py"),
+        dir.path().join("tests/agents/demo-agent.py"),
+    )
+    .unwrap();
+    let addr = unused_addr();
+    let toml = std::fs::read_to_string(root.join("routes.toml"))
+        .unwrap()
+        .replace("127.0.0.1:8700", &addr.to_string());
+    let host = BinHost::start(dir.path(), &toml, addr, "inbox.log").await;
+    let auth = [
+        ("x-shared-secret", "demo-secret"),
+        ("content-type", "application/json"),
+    ];
+    let r = request(
+        "POST",
+        &host.url("/message"),
+        &auth,
+        serde_json::json!({"type": "TASK", "payload": {"title": "Ship it"}}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    let thread = r.json["thread_id"].as_str().unwrap().to_owned();
+    let answer = eventually(
+        Duration::from_secs(30),
+        "the breakdown in the mailbox",
+        || async {
+            let list = admin_get_with(&host, "demo-admin-secret", "/messages?route=replies").await;
+            list.json["messages"]
+                .as_array()
+                .and_then(|m| m.first().cloned())
+        },
+    )
+    .await;
+    assert_eq!(answer["type"], "BREAKDOWN");
+    assert_eq!(answer["thread_id"], serde_json::json!(thread));
+    assert_eq!(answer["payload"]["steps"][0], "Understand Ship it");
+
+    let a2a = request(
+        "POST",
+        &host.url("/a2a"),
+        &[
+            ("authorization", "Bearer demo-a2a-token"),
+            ("content-type", "application/json"),
+            ("a2a-version", "1.0"),
+        ],
+        serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "SendMessage", "params": {
+            "message": {"messageId": "m-1", "role": "ROLE_USER", "parts": [{"text": "Plan the release"}]}}})
+        .to_string(),
+    )
+    .await;
+    let task = &a2a.json["result"]["task"];
+    assert_eq!(
+        task["status"]["state"], "TASK_STATE_COMPLETED",
+        "{:#}",
+        a2a.json
+    );
+    assert_eq!(
+        task["artifacts"][0]["parts"][0]["data"]["payload"]["steps"][0],
+        "Understand Plan the release"
+    );
+    host.stop();
+}
+
+async fn admin_get_with(host: &impl Endpoint, secret: &str, path: &str) -> Resp {
+    let auth = format!("Bearer {secret}");
+    request("GET", &host.url(path), &[("authorization", &auth)], "").await
+}
