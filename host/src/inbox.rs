@@ -537,9 +537,9 @@ impl Inbox {
             {
                 return Err(InboxError::NotFound);
             }
-            return Ok(Detail::Outbound(OutboundDetail {
+            return Ok(Detail::Outbound(Box::new(OutboundDetail {
                 reply: OutboundView::new(&o, Some(&own_deliveries(who, &d))),
-            }));
+            })));
         }
         Err(InboxError::NotFound)
     }

@@ -354,6 +354,10 @@ pub struct OutboundView {
     pub hops: u32,
     /// When it was queued.
     pub created_at: i64,
+    /// The local agent that sent it (`[agents.NAME]`: by its token, or as its route's
+    /// `agent_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<String>,
     /// Its deliveries, where the answer has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<Vec<Delivery>>,
@@ -371,6 +375,7 @@ impl OutboundView {
             thread_id: o.thread_id.clone(),
             hops: o.hops,
             created_at: o.created_at,
+            agent: o.agent.clone(),
             deliveries: deliveries.map(<[Delivery]>::to_vec),
         }
     }
@@ -411,7 +416,7 @@ pub enum Detail {
     /// The id is a message's.
     Message(Box<MessageDetail>),
     /// The id is an outbound message's.
-    Outbound(OutboundDetail),
+    Outbound(Box<OutboundDetail>),
 }
 
 /// One row of `GET /admin/outbox`.

@@ -327,6 +327,16 @@ async fn agent_inbox_send_works_as_an_agent_runs_it() {
     let mine = format!("/messages?thread={}", ack["thread_id"].as_str().unwrap());
     let r = request("GET", &pi1.url(&mine), &[("authorization", &auth)], "").await;
     assert_eq!(r.status, 200, "{:#}", r.json);
+    // The answers say which agent sent what.
+    let sent = admin_get(&pi1, "/admin/outbox").await.json;
+    assert!(
+        sent["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["reply"]["agent"] == "planner"),
+        "{sent:#}"
+    );
     for path in [
         "/messages",
         "/messages?thread=not-mine",
