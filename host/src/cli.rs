@@ -8,7 +8,10 @@ use std::time::Duration;
 
 use crate::client::{self, AdminClient};
 use crate::config::{Config, ConfigError, ConfigErrors};
-use crate::wire::{Ack, AdminSendBody, Detail, MessageList, Outbox, Reloaded, Requeued, Status};
+use crate::wire::{
+    Ack, AdminSendBody, ApprovalList, ApprovalView, DecideBody, Detail, MessageList, Outbox,
+    Reloaded, Requeued, Status,
+};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -163,6 +166,52 @@ enum Command {
     Outbox {
         #[command(subcommand)]
         command: OutboxCommand,
+    },
+    /// List what waits for a person's approval: messages whose turns wait to run, and replies
+    /// that wait to be sent.
+    Pending {
+        /// Decided items too, newest first.
+        #[arg(long)]
+        all: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Approve a held item: the message's turn runs, or the reply is sent (edited, with
+    /// --payload).
+    Approve {
+        /// The held message's or reply's id (`agent-inbox pending` lists them).
+        id: String,
+        /// For a held reply: the payload to send instead of the agent's. JSON, `@FILE` or `-`.
+        #[arg(long)]
+        payload: Option<String>,
+        /// Who decides, recorded with the decision.
+        #[arg(long, env = "USER")]
+        by: String,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Reject a held item: the message's turn never runs (the route's reply_to get TURN_FAILED
+    /// with the reason), or the reply is never sent.
+    Reject {
+        /// The held message's or reply's id.
+        id: String,
+        /// Why; kept with the decision and sent with the TURN_FAILED notice.
+        #[arg(long)]
+        reason: String,
+        /// Who decides, recorded with the decision.
+        #[arg(long, env = "USER")]
+        by: String,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
     },
     /// List messages, or show one with its turn and replies.
     Messages {
@@ -432,6 +481,54 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             println!("{id}: {} deliveries queued again", r.deliveries);
             Ok(ExitCode::SUCCESS)
         }
+        Command::Pending {
+            all,
+            limit,
+            json,
+            config,
+        } => {
+            let client = AdminClient::from_config(&load(&config)?)?;
+            let path = format!(
+                "/admin/approvals?limit={limit}{}",
+                if all { "&all=true" } else { "" }
+            );
+            let list: ApprovalList = client.expect(http::Method::GET, &path, None).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                print!("{}", client::approvals_table(&list));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Approve {
+            id,
+            payload,
+            by,
+            config,
+        } => {
+            let payload = payload
+                .map(|p| read_payload(&p).and_then(|t| Ok(serde_json::from_str(&t)?)))
+                .transpose()?;
+            let body = DecideBody {
+                by,
+                reason: None,
+                payload,
+            };
+            decide(&config, &id, "approve", body).await
+        }
+        Command::Reject {
+            id,
+            reason,
+            by,
+            config,
+        } => {
+            let body = DecideBody {
+                by,
+                reason: Some(reason),
+                payload: None,
+            };
+            decide(&config, &id, "reject", body).await
+        }
         Command::Messages {
             id,
             route,
@@ -473,6 +570,37 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Sends a decision on a held item and prints what was recorded.
+async fn decide(
+    config: &std::path::Path,
+    id: &str,
+    verb: &str,
+    body: DecideBody,
+) -> anyhow::Result<ExitCode> {
+    let client = AdminClient::from_config(&load(config)?)?;
+    let id_path: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
+    let v: ApprovalView = client
+        .expect(
+            http::Method::POST,
+            &format!("/admin/approvals/{id_path}/{verb}"),
+            Some(serde_json::to_value(&body)?),
+        )
+        .await?;
+    println!(
+        "{} {}: {} by {}{}",
+        v.kind.as_str(),
+        v.id,
+        v.state,
+        v.decided_by.as_deref().unwrap_or("?"),
+        if v.original_payload.is_some() {
+            " (edited; the original is kept)"
+        } else {
+            ""
+        }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::config::{Config, Secret};
 use crate::model::Delivery;
-use crate::wire::{Detail, ErrorBody, MessageList, Outbox};
+use crate::wire::{ApprovalList, Detail, ErrorBody, MessageList, Outbox};
 
 /// Talks to the inbox a config describes, as its admin.
 pub struct AdminClient {
@@ -338,6 +338,39 @@ pub fn outbox_table(outbox: &Outbox) -> String {
         ],
         &rows,
     )
+}
+
+/// `GET /admin/approvals` as a table: what waits, what it is, and (for decided ones) who said.
+pub fn approvals_table(list: &ApprovalList) -> String {
+    let rows: Vec<Vec<String>> = list
+        .approvals
+        .iter()
+        .map(|item| {
+            let a = &item.approval;
+            let (what, payload) = match (&item.reply, &item.message) {
+                (Some(r), _) => (format!("reply {}", r.msg_type), r.payload.to_string()),
+                (None, Some(m)) => (
+                    format!("{} from {}", m.msg_type, m.sender),
+                    m.payload.to_string(),
+                ),
+                (None, None) => ("(gone)".to_owned(), String::new()),
+            };
+            let decided = match (&a.decided_by, &a.decision_reason) {
+                (Some(by), Some(why)) => format!("{} by {by}: {why}", a.state),
+                (Some(by), None) => format!("{} by {by}", a.state),
+                _ => format!("until {}", time(Some(a.expires_at))),
+            };
+            vec![
+                a.id.clone(),
+                a.kind.to_string(),
+                a.route.clone(),
+                what,
+                payload.chars().take(50).collect(),
+                decided.chars().take(60).collect(),
+            ]
+        })
+        .collect();
+    table(&["ID", "KIND", "ROUTE", "WHAT", "PAYLOAD", "STATE"], &rows)
 }
 
 /// An open `/events` stream: one JSON value per event.

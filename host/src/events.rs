@@ -8,7 +8,7 @@
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use crate::model::{DeliveryState, TurnState};
+use crate::model::{ApprovalKind, DeliveryState, TurnState, Verdict};
 
 /// Events kept for subscribers that have not read them yet.
 const CAPACITY: usize = 1024;
@@ -71,6 +71,36 @@ pub enum Event {
         attempt: u32,
         /// The delivery's state after it.
         state: DeliveryState,
+    },
+    /// Something started waiting for a person: a message's turn, or an agent's reply.
+    ApprovalWaiting {
+        /// The held message or reply.
+        id: String,
+        /// Which.
+        kind: ApprovalKind,
+        /// Its route.
+        route: String,
+        /// Its thread.
+        thread_id: String,
+        /// Why it waits.
+        reason: String,
+    },
+    /// A person (or the timeout) decided on a held item.
+    ApprovalDecided {
+        /// The held message or reply.
+        id: String,
+        /// Which.
+        kind: ApprovalKind,
+        /// Its route.
+        route: String,
+        /// Its thread.
+        thread_id: String,
+        /// The message it is (inbound) or answers (outbound).
+        message_id: Option<String>,
+        /// What was decided.
+        verdict: Verdict,
+        /// Who decided.
+        by: String,
     },
     /// A new config is in force.
     ConfigReloaded {

@@ -49,6 +49,8 @@ pub struct Checked<'s> {
     pub msg_type: String,
     /// Its payload, perhaps rewritten.
     pub payload: String,
+    /// Why the plugin asked a person to approve its turn first (`hold`), if it did.
+    pub hold: Option<String>,
 }
 
 /// Refuses a rewritten payload nested deeper than the inbox accepts from a client.
@@ -106,6 +108,7 @@ pub async fn check_message<'s>(snap: &'s Snapshot, m: &Message) -> Result<Checke
         route: route_name(&m.route).unwrap_or_default(),
         msg_type: m.msg_type.clone(),
         payload: m.payload.clone(),
+        hold: None,
     };
     let Some(p) = snap.plugins.get(&m.route) else {
         return Ok(unchanged());
@@ -119,6 +122,13 @@ pub async fn check_message<'s>(snap: &'s Snapshot, m: &Message) -> Result<Checke
     .map_err(|e| failed(p, e))?;
     let (route, rewrite) = match verdict {
         MessageVerdict::Accept => return Ok(unchanged()),
+        MessageVerdict::Hold { reason } => {
+            tracing::info!(plugin = %p.name(), message_id = %m.id, reason = %reason, "plugin asked for approval");
+            return Ok(Checked {
+                hold: Some(reason),
+                ..unchanged()
+            });
+        }
         MessageVerdict::Reject(r) => {
             tracing::info!(plugin = %p.name(), message_id = %m.id, status = r.status, reason = %r.reason, "plugin rejected a message");
             return Err(HookError::Rejected {
@@ -160,6 +170,7 @@ pub async fn check_message<'s>(snap: &'s Snapshot, m: &Message) -> Result<Checke
         route: name,
         msg_type,
         payload,
+        hold: None,
     })
 }
 

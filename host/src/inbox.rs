@@ -7,19 +7,22 @@
 
 use std::sync::Arc;
 
+use crate::approval::Waiting;
 use crate::events::{Event, Events};
 use crate::hooks::{self, HookError};
+use crate::model::ApprovalKind;
+use crate::model::DeliveryState;
 use crate::model::{Draft, Message, Outbound, new_id, now_ms};
 use crate::relay::Relay;
 use crate::reload::Reloader;
 use crate::router::NoRoute;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Active, Snapshot};
-use crate::store::{Dedup, Inserted, MessageFilter, NewTurn, Store, StoreError, TaskLink};
+use crate::store::{Dedup, Hold, Inserted, MessageFilter, NewTurn, Store, StoreError, TaskLink};
 use crate::turns::Turns;
 use crate::wire::{
-    Ack, AckStatus, AdminSendBody, Detail, Envelope, MessageDetail, MessageList, MessageView,
-    OutboundDetail, OutboundView, Outbox, OutboxItem, SendBody,
+    Ack, AckStatus, AdminSendBody, ApprovalItem, ApprovalList, Detail, Envelope, MessageDetail,
+    MessageList, MessageView, OutboundDetail, OutboundView, Outbox, OutboxItem, SendBody,
 };
 use crate::{config, token};
 
@@ -132,6 +135,8 @@ pub enum Reader {
 
 /// Everything the use cases share.
 pub struct Inbox {
+    /// What waits for a person, and the decisions on it.
+    pub approvals: Arc<crate::approval::Approvals>,
     /// The config snapshot in force.
     pub active: Active,
     /// Durable state.
@@ -213,16 +218,40 @@ impl Inbox {
                 key,
                 since: message.received_at - config.server.dedup_window.as_millis() as i64,
             });
+        // Held for a person by the route's `approve`, or by the plugin for this message.
+        let hold = match (&checked.hold, route.approve.inbound) {
+            (Some(why), _) => Some(format!("plugin: {why}")),
+            (None, true) => Some(format!("route {} approves inbound messages", route.name)),
+            (None, false) => None,
+        };
         let turn = route.agent().map(|a| NewTurn {
             max_queued: a.max_queued,
+            hold: hold.clone().map(|reason| Hold {
+                reason,
+                expires_at: message.received_at + route.approval_timeout.as_millis() as i64,
+            }),
         });
+        let waiting = turn
+            .as_ref()
+            .and_then(|t| t.hold.as_ref())
+            .map(|h| Waiting {
+                id: id.clone(),
+                kind: ApprovalKind::Inbound,
+                route: message.route.clone(),
+                sender: message.sender.clone(),
+                msg_type: message.msg_type.clone(),
+                thread_id: thread_id.clone(),
+                reason: h.reason.clone(),
+            });
+        let queued = turn.as_ref().is_some_and(|t| t.hold.is_none());
+        let approvals = self.approvals.clone();
         let (store, turns, events) = (self.store.clone(), self.turns.clone(), self.events.clone());
         let event = Event::MessageAccepted {
             id: id.clone(),
             route: message.route.clone(),
             thread_id: thread_id.clone(),
             msg_type: message.msg_type.clone(),
-            turn_queued: turn.is_some(),
+            turn_queued: queued,
         };
         let route_name = message.route.clone();
         // A type no route names (a wildcard route's, or a plugin's rewrite) is `other`: the
@@ -250,8 +279,11 @@ impl Inbox {
                     .get_or_create(&accepted)
                     .inc();
                 events.publish(event);
-                if turn.is_some() {
+                if queued {
                     turns.wake(&route_name);
+                }
+                if let Some(w) = waiting {
+                    approvals.waiting(w);
                 }
             }
             Ok::<_, StoreError>(inserted)
@@ -343,9 +375,28 @@ impl Inbox {
         tracing::info!(
             reply = %id, message_id = %grant.message_id, route = %grant.route,
             agent = route.agent_id.as_deref().unwrap_or(""), msg_type = %outbound.msg_type,
-            peers = ?to, "reply queued"
+            peers = ?to, held = route.approve.outbound, "reply queued"
         );
-        self.relay.enqueue(outbound, to).await?;
+        if route.approve.outbound {
+            let reason = format!("route {} approves outbound replies", route.name);
+            let waiting = Waiting {
+                id: id.clone(),
+                kind: ApprovalKind::Outbound,
+                route: route.name.clone(),
+                sender: route.agent_id.clone().unwrap_or_else(|| route.name.clone()),
+                msg_type: outbound.msg_type.clone(),
+                thread_id: outbound.thread_id.clone(),
+                reason: reason.clone(),
+            };
+            let hold = Hold {
+                reason,
+                expires_at: outbound.created_at + route.approval_timeout.as_millis() as i64,
+            };
+            self.relay.hold(outbound, to, hold).await?;
+            self.approvals.waiting(waiting);
+        } else {
+            self.relay.enqueue(outbound, to).await?;
+        }
         Ok(Ack {
             status: AckStatus::Queued,
             id,
@@ -502,9 +553,23 @@ impl Inbox {
 
     /// One message with its turn and replies, or one outbound message with its deliveries.
     pub async fn show(&self, who: &Reader, id: &str) -> Result<Detail, InboxError> {
+        // A peer sees a reply once it is on its way: not while a person holds it, nor after
+        // they rejected it.
         let may_see = |deliveries: &[crate::model::Delivery]| match who {
             Reader::Admin | Reader::Agent(_) => true,
-            Reader::Peer(p) => deliveries.iter().any(|d| d.peer == *p),
+            Reader::Peer(p) => deliveries.iter().any(|d| {
+                d.peer == *p && !matches!(d.state, DeliveryState::Held | DeliveryState::Withheld)
+            }),
+        };
+        let approvals = match who {
+            Reader::Admin => self.store.approvals_for(id).await?,
+            _ => Vec::new(),
+        };
+        let approval_of = |id: &str| {
+            approvals
+                .iter()
+                .find(|a| a.id == id)
+                .map(crate::wire::ApprovalView::new)
         };
         if let Some(m) = self.store.message(id).await? {
             if let Reader::Peer(p) = who
@@ -525,8 +590,12 @@ impl Inbox {
                 replies: replies
                     .iter()
                     .filter(|(_, d)| may_see(d))
-                    .map(|(o, d)| OutboundView::new(o, Some(&own_deliveries(who, d))))
+                    .map(|(o, d)| OutboundView {
+                        approval: approval_of(&o.id),
+                        ..OutboundView::new(o, Some(&own_deliveries(who, d)))
+                    })
                     .collect(),
+                approval: approval_of(id),
             })));
         }
         if let Some((o, d)) = self.store.outbound(id).await?
@@ -537,11 +606,62 @@ impl Inbox {
             {
                 return Err(InboxError::NotFound);
             }
+            let approval = match who {
+                Reader::Admin => self.store.approval(id).await?,
+                _ => None,
+            };
             return Ok(Detail::Outbound(Box::new(OutboundDetail {
-                reply: OutboundView::new(&o, Some(&own_deliveries(who, &d))),
+                reply: OutboundView {
+                    approval: approval.as_ref().map(crate::wire::ApprovalView::new),
+                    ..OutboundView::new(&o, Some(&own_deliveries(who, &d)))
+                },
             })));
         }
         Err(InboxError::NotFound)
+    }
+
+    /// Held items with what they hold: those waiting (oldest deadline first), or all (newest
+    /// first).
+    pub async fn approvals(
+        &self,
+        waiting_only: bool,
+        limit: u32,
+    ) -> Result<ApprovalList, InboxError> {
+        let mut items = Vec::new();
+        for a in self.store.approvals(waiting_only, limit).await? {
+            items.push(self.approval_item(a).await?);
+        }
+        Ok(ApprovalList { approvals: items })
+    }
+
+    /// One held item with what it holds.
+    pub async fn approval(&self, id: &str) -> Result<ApprovalItem, InboxError> {
+        let a = self.store.approval(id).await?.ok_or(InboxError::NotFound)?;
+        self.approval_item(a).await
+    }
+
+    async fn approval_item(&self, a: crate::model::Approval) -> Result<ApprovalItem, InboxError> {
+        let message = match &a.message_id {
+            Some(m) => self.store.message(m).await?,
+            None => None,
+        };
+        let turn_state = match (&message, a.kind) {
+            (Some(m), ApprovalKind::Inbound) => self.store.turn(&m.id).await?.map(|t| t.state),
+            _ => None,
+        };
+        let reply = match a.kind {
+            ApprovalKind::Outbound => self
+                .store
+                .outbound(&a.id)
+                .await?
+                .map(|(o, d)| OutboundView::new(&o, Some(&d))),
+            ApprovalKind::Inbound => None,
+        };
+        Ok(ApprovalItem {
+            approval: crate::wire::ApprovalView::new(&a),
+            message: message.as_ref().map(|m| MessageView::new(m, turn_state)),
+            reply,
+        })
     }
 
     /// Deliveries with their outbound messages, newest first; only dead letters if `dead_only`.

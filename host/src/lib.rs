@@ -17,6 +17,7 @@
 
 pub mod a2a;
 pub mod agent;
+pub mod approval;
 pub mod cli;
 pub mod client;
 pub mod config;
@@ -116,7 +117,15 @@ pub async fn run(
             Arc::new(move |config, files| Snapshot::build(config, files, &engine));
         reload::Reloader::new(path, active.clone(), build, events.clone())
     });
+    let (approvals, notify_rx) = approval::Approvals::new(
+        store.clone(),
+        active.clone(),
+        relay.clone(),
+        turns.clone(),
+        events.clone(),
+    );
     let inbox = Arc::new(Inbox {
+        approvals: approvals.clone(),
         active,
         store,
         turns: turns.clone(),
@@ -144,6 +153,8 @@ pub async fn run(
     let relay_task = tokio::spawn(relay.run(stopping.stopped()));
     let prune_task = tokio::spawn(prune_loop(inbox.clone(), stopping.stopped()));
     let push_task = tokio::spawn(a2a::push::run(inbox.clone(), stopping.stopped()));
+    let timeout_task = tokio::spawn(approvals.clone().run_timeouts(stopping.stopped()));
+    let notify_task = tokio::spawn(approvals.run_notifier(notify_rx, stopping.stopped()));
     let mut reload_tasks = Vec::new();
     if let Some(reloader) = &inbox.reloader {
         reload_tasks.push(tokio::spawn(reloader.clone().watch(stopping.stopped())));
@@ -186,6 +197,8 @@ pub async fn run(
     let _ = relay_task.await;
     let _ = prune_task.await;
     let _ = push_task.await;
+    let _ = timeout_task.await;
+    let _ = notify_task.await;
     for t in reload_tasks {
         let _ = t.await;
     }

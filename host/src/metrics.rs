@@ -73,6 +73,28 @@ pub struct Hook {
     pub hook: String,
 }
 
+/// A held item's route and kind.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Held {
+    /// The route.
+    pub route: String,
+    /// `inbound` or `outbound`.
+    pub kind: String,
+}
+
+/// A decision on a held item.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Decided {
+    /// The route.
+    pub route: String,
+    /// `inbound` or `outbound`.
+    pub kind: String,
+    /// `approved` or `rejected`.
+    pub verdict: String,
+    /// `console`, `api` or `timeout`.
+    pub via: String,
+}
+
 /// A reload's outcome.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -118,6 +140,12 @@ pub struct Metrics {
     pub reloads: Family<Outcome, Counter>,
     /// 1 for the hash of the config in force.
     pub config: Family<ConfigHash, Gauge>,
+    /// Items that started waiting for a person, by route and kind.
+    pub approvals_held: Family<Held, Counter>,
+    /// Decisions on held items, by route, kind, verdict and where they were made.
+    pub approval_decisions: Family<Decided, Counter>,
+    /// `[approval] notify_command` runs that failed, timed out or were dropped (queue full).
+    pub approval_notify_failures: Counter,
     /// Writes committed together, per store commit.
     pub commit_batch: Histogram,
     /// How long a store commit took (the fsync included).
@@ -146,6 +174,9 @@ impl Metrics {
             plugin_failures: Family::default(),
             reloads: Family::default(),
             config: Family::default(),
+            approvals_held: Family::default(),
+            approval_decisions: Family::default(),
+            approval_notify_failures: Counter::default(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             commit_seconds: latency(),
         };
@@ -211,6 +242,21 @@ impl Metrics {
             "config_info",
             "1 for the hash of the config in force",
             m.config.clone(),
+        );
+        r.register(
+            "approvals_held",
+            "Items that started waiting for a person, by route and kind",
+            m.approvals_held.clone(),
+        );
+        r.register(
+            "approval_decisions",
+            "Decisions on held items, by route, kind, verdict and where made",
+            m.approval_decisions.clone(),
+        );
+        r.register(
+            "approval_notify_failures",
+            "approval notify_command runs that failed, timed out or were dropped",
+            m.approval_notify_failures.clone(),
         );
         r.register(
             "store_commit_batch_size",

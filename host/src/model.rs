@@ -129,13 +129,21 @@ named_enum! {
         /// Cancelled before it ended (an A2A `CancelTask`): dropped from the queue, or its agent
         /// killed.
         Canceled = "canceled",
+        /// Held for a person to approve before it joins the queue (`approve = "inbound"`, or a
+        /// plugin's `hold`).
+        AwaitingApproval = "awaiting_approval",
+        /// A person rejected it, or its approval timed out: its agent never ran.
+        Rejected = "rejected",
     }
 }
 
 impl TurnState {
     /// Whether the turn is over (nothing more will run for it).
     pub fn is_final(self) -> bool {
-        !matches!(self, TurnState::Queued | TurnState::Running)
+        !matches!(
+            self,
+            TurnState::Queued | TurnState::Running | TurnState::AwaitingApproval
+        )
     }
 }
 
@@ -150,7 +158,92 @@ named_enum! {
         Delivered = "delivered",
         /// A dead letter: a non-retryable answer or the schedule ran out; `outbox retry` replays it.
         Dead = "dead",
+        /// Held until a person approves the reply (`approve = "outbound"`): not tried, not shown
+        /// to the peer.
+        Held = "held",
+        /// A person rejected the reply (or its approval timed out): never sent.
+        Withheld = "withheld",
     }
+}
+
+named_enum! {
+    /// What waits for a person: an inbound message's turn, or an agent's outbound reply.
+    ApprovalKind, "approval kind" {
+        /// A message's turn, before its agent runs.
+        Inbound = "inbound",
+        /// An agent's reply, before it is delivered.
+        Outbound = "outbound",
+    }
+}
+
+named_enum! {
+    /// A person's decision on a held item.
+    Verdict, "verdict" {
+        /// Go ahead: the turn joins the queue, or the reply is delivered (perhaps edited).
+        Approved = "approved",
+        /// Stop: the turn ends `rejected`, or the reply is never sent.
+        Rejected = "rejected",
+    }
+}
+
+/// Something held for a person to look at, with the decision once there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// The held item's id: the message's (inbound) or the outbound message's.
+    pub id: String,
+    /// Which kind it is.
+    pub kind: ApprovalKind,
+    /// The route it belongs to.
+    pub route: String,
+    /// The inbound message: the held one, or the one the held reply answers.
+    pub message_id: Option<String>,
+    /// Its conversation.
+    pub thread_id: String,
+    /// Why it waits: the route's `approve`, or a plugin's reason.
+    pub reason: String,
+    /// When it started waiting (ms).
+    pub created_at: i64,
+    /// When it is rejected on its own if nobody decides (ms).
+    pub expires_at: i64,
+    /// The decision, once made.
+    pub decision: Option<Decision>,
+}
+
+/// A decision on a held item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Decision {
+    /// Approved or rejected.
+    pub verdict: Verdict,
+    /// Who decided: the name the person gave, or `timeout`.
+    pub by: String,
+    /// Where: `console`, `api` (the admin API and the CLI) or `timeout`.
+    pub via: String,
+    /// When (ms).
+    pub at: i64,
+    /// The person's reason (required to reject).
+    pub reason: Option<String>,
+    /// For an approved reply whose payload the person edited: the agent's original payload (the
+    /// outbound message now carries the edited one, which is what was sent).
+    pub original_payload: Option<String>,
+}
+
+/// A held item's decision to record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decide {
+    /// The held item.
+    pub id: String,
+    /// The decision (its `original_payload` is filled in by the store when `edited` is set).
+    pub verdict: Verdict,
+    /// Who.
+    pub by: String,
+    /// Where.
+    pub via: String,
+    /// When (ms).
+    pub at: i64,
+    /// Why (to reject).
+    pub reason: Option<String>,
+    /// A new payload for a held reply (JSON text), to send instead of the agent's.
+    pub edited: Option<String>,
 }
 
 named_enum! {
@@ -474,8 +567,11 @@ pub struct TaskRecord {
     pub inputs: Vec<TaskInput>,
     /// Each input message's turn, by message id.
     pub turns: Vec<(String, Turn)>,
-    /// The agent's replies on the task's turns, oldest first.
+    /// The agent's replies on the task's turns, oldest first (none that wait for a person, or
+    /// that a person rejected).
     pub replies: Vec<Outbound>,
+    /// Whether a reply on the task waits for a person.
+    pub held: bool,
 }
 
 /// What the agent needs to reply: the built-in prompt and a render-turn plugin build their
@@ -518,6 +614,8 @@ mod tests {
             TurnState::TimedOut,
             TurnState::Interrupted,
             TurnState::Canceled,
+            TurnState::AwaitingApproval,
+            TurnState::Rejected,
         ] {
             assert_eq!(s.as_str().parse::<TurnState>(), Ok(s));
             assert_eq!(

@@ -16,7 +16,7 @@ use crate::config::{Peer, PeerAuth};
 use crate::events::{Event, Events};
 use crate::model::{AttemptOutcome, DeliveryState, Outbound, now_ms};
 use crate::snapshot::Active;
-use crate::store::{DueDelivery, Store, StoreError};
+use crate::store::{DueDelivery, Hold, Store, StoreError};
 use crate::tls::HttpsClient;
 
 /// Longest `Retry-After` honoured; a peer asking for more is retried after this.
@@ -222,10 +222,36 @@ impl Relay {
             msg_type: outbound.msg_type.clone(),
             peers: peers.clone(),
         };
-        self.store.insert_outbound(outbound, peers).await?;
+        self.store.insert_outbound(outbound, peers, None).await?;
         self.events.publish(event);
         self.wake();
         Ok(())
+    }
+
+    /// Records an outbound message whose deliveries wait for a person ([`Relay::released`]
+    /// starts them once approved). Nothing is announced: the reply is not on its way yet.
+    pub async fn hold(
+        &self,
+        outbound: Outbound,
+        peers: Vec<String>,
+        hold: Hold,
+    ) -> Result<(), StoreError> {
+        self.store
+            .insert_outbound(outbound, peers, Some(hold))
+            .await
+    }
+
+    /// Announces a held outbound message a person approved (its deliveries are due now) and
+    /// starts delivering it.
+    pub fn released(&self, outbound: &Outbound, peers: Vec<String>) {
+        self.events.publish(Event::OutboundQueued {
+            id: outbound.id.clone(),
+            in_reply_to: outbound.in_reply_to.clone(),
+            thread_id: outbound.thread_id.clone(),
+            msg_type: outbound.msg_type.clone(),
+            peers,
+        });
+        self.wake();
     }
 
     /// Tells the loop that something may be due (e.g. a dead letter made due again).
@@ -372,6 +398,8 @@ impl Relay {
                     DeliveryState::Delivered => "delivered",
                     DeliveryState::Retrying | DeliveryState::Pending => "retry",
                     DeliveryState::Dead => "dead",
+                    // Not outcomes of an attempt; listed so a new state is a compile error here.
+                    DeliveryState::Held | DeliveryState::Withheld => "other",
                 }
                 .to_owned(),
             })

@@ -10,7 +10,8 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use crate::model::{
-    Delivery, MAX_TYPE_LEN, Message, Outbound, Turn, TurnState, nests_deeper_than, valid_type_name,
+    Approval, ApprovalKind, Delivery, MAX_TYPE_LEN, Message, Outbound, Turn, TurnState,
+    nests_deeper_than, valid_type_name,
 };
 
 /// Longest id, thread id or reference accepted from a client.
@@ -358,6 +359,9 @@ pub struct OutboundView {
     /// `agent_id`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
+    /// Whether it waited for a person, and what they decided (the admin's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalView>,
     /// Its deliveries, where the answer has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<Vec<Delivery>>,
@@ -376,6 +380,7 @@ impl OutboundView {
             hops: o.hops,
             created_at: o.created_at,
             agent: o.agent.clone(),
+            approval: None,
             deliveries: deliveries.map(<[Delivery]>::to_vec),
         }
     }
@@ -400,6 +405,9 @@ pub struct MessageDetail {
     pub turn: Option<Turn>,
     /// Outbound messages answering it, with their deliveries.
     pub replies: Vec<OutboundView>,
+    /// Whether its turn waited for a person, and what they decided (the admin's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalView>,
 }
 
 /// `GET /messages/{id}` for an outbound message.
@@ -660,4 +668,110 @@ mod tests {
         let v = serde_json::to_value(&ack).expect("json");
         assert_eq!(v, serde_json::json!({"status": "duplicate", "id": "m"}));
     }
+}
+
+/// The body of `POST /admin/approvals/{id}/approve` and `.../reject`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DecideBody {
+    /// Who decides: the person's name, recorded with the decision.
+    pub by: String,
+    /// Why (required to reject; kept, and sent with the `TURN_FAILED` notice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// For a held reply, the payload to send instead of the agent's (approve only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Value>,
+}
+
+impl DecideBody {
+    /// Parses a decision body nested at most `max_depth` levels.
+    pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Self, BodyError> {
+        if crate::model::nests_deeper_than(bytes, max_depth) {
+            return Err(BodyError::BadField(format!(
+                "the body nests deeper than {max_depth} levels"
+            )));
+        }
+        let v: Value =
+            serde_json::from_slice(bytes).map_err(|e| BodyError::BadJson(e.to_string()))?;
+        if !v.is_object() {
+            return Err(BodyError::NotObject);
+        }
+        serde_json::from_value(v).map_err(|e| BodyError::BadField(e.to_string()))
+    }
+}
+
+/// A held item as the API shows it: what waits, why, and the decision once made.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalView {
+    /// The held message's or reply's id (what `approve` and `reject` take).
+    pub id: String,
+    /// `inbound` (a message's turn) or `outbound` (an agent's reply).
+    pub kind: ApprovalKind,
+    /// `waiting`, `approved` or `rejected`.
+    pub state: String,
+    /// Its route.
+    pub route: String,
+    /// The message: the held one, or the one the held reply answers.
+    pub message_id: Option<String>,
+    /// Its thread.
+    pub thread_id: String,
+    /// Why it waits.
+    pub reason: String,
+    /// When it started waiting (ms).
+    pub created_at: i64,
+    /// When it is rejected on its own if nobody decides (ms).
+    pub expires_at: i64,
+    /// Who decided: the name given, or `timeout`.
+    pub decided_by: Option<String>,
+    /// Where: `console`, `api` or `timeout`.
+    pub via: Option<String>,
+    /// When (ms).
+    pub decided_at: Option<i64>,
+    /// The reason given with the decision.
+    pub decision_reason: Option<String>,
+    /// For a reply approved with an edit: the agent's own payload (the reply carries the edited
+    /// one, which is what was sent).
+    pub original_payload: Option<Value>,
+}
+
+impl ApprovalView {
+    /// The view of a stored approval.
+    pub fn new(a: &Approval) -> Self {
+        let d = a.decision.as_ref();
+        Self {
+            id: a.id.clone(),
+            kind: a.kind,
+            state: d.map_or("waiting", |d| d.verdict.as_str()).to_owned(),
+            route: a.route.clone(),
+            message_id: a.message_id.clone(),
+            thread_id: a.thread_id.clone(),
+            reason: a.reason.clone(),
+            created_at: a.created_at,
+            expires_at: a.expires_at,
+            decided_by: d.map(|d| d.by.clone()),
+            via: d.map(|d| d.via.clone()),
+            decided_at: d.map(|d| d.at),
+            decision_reason: d.and_then(|d| d.reason.clone()),
+            original_payload: d.and_then(|d| d.original_payload.as_deref().map(shown)),
+        }
+    }
+}
+
+/// One held item with what it holds: the message, and the reply if it is one.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalItem {
+    /// The item and its decision.
+    pub approval: ApprovalView,
+    /// The inbound message (held, or answered by the held reply), if still stored.
+    pub message: Option<MessageView>,
+    /// The held reply, for an outbound item.
+    pub reply: Option<OutboundView>,
+}
+
+/// `GET /admin/approvals`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalList {
+    /// Waiting items, oldest deadline first; or all, newest first.
+    pub approvals: Vec<ApprovalItem>,
 }

@@ -240,6 +240,8 @@ fn battery_config(tony_url: &str) -> String {
         .mailbox("notes", &["tony", "sw"], &["NOTE"])
         .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
         .route("tasks", "a2a", r#"{ type = "TASK" }"#)
+        .agent_route("held", &["tony"], &["HELD"], &["STATUS"], &["tony"])
+        .route("held", "approve", &quoted("both"))
         .build()
         + "[a2a]\n"
         + &agents_toml()
@@ -660,6 +662,134 @@ async fn every_answer_matches_the_contract() {
             .status,
         413
     );
+
+    // A person in the loop: a HELD message waits, is approved; its reply waits, is edited and
+    // approved.
+    let held = call(
+        c,
+        h,
+        "POST",
+        "/message",
+        "/message",
+        &as_tony,
+        r#"{"type": "HELD"}"#,
+    )
+    .await;
+    assert_eq!(held.status, 202, "{:#}", held.json);
+    let held = held.id();
+    wait_state(h, &held, "awaiting_approval").await;
+    let list = "/admin/approvals";
+    for (path, status) in [
+        ("/admin/approvals", 200),
+        ("/admin/approvals?all=true&limit=5", 200),
+        ("/admin/approvals?all=maybe", 400),
+        ("/admin/approvals", 401),
+    ] {
+        let who: &[(&str, &str)] = if status == 401 { &as_tony } else { &admin };
+        let r = call(c, h, "GET", list, path, who, "").await;
+        assert_eq!(r.status, status, "{path}: {:#}", r.json);
+    }
+    let one = "/admin/approvals/{id}";
+    let r = call(
+        c,
+        h,
+        "GET",
+        one,
+        &format!("/admin/approvals/{held}"),
+        &admin,
+        "",
+    )
+    .await;
+    assert_eq!(r.json["approval"]["state"], "waiting", "{:#}", r.json);
+    let r = call(c, h, "GET", one, "/admin/approvals/nope", &admin, "").await;
+    assert_eq!(r.status, 404);
+    let (approve, reject) = (
+        "/admin/approvals/{id}/approve",
+        "/admin/approvals/{id}/reject",
+    );
+    let admin_json = [
+        ("authorization", admin[0].1),
+        ("content-type", "application/json"),
+    ];
+    let at = |verb: &str, id: &str| format!("/admin/approvals/{id}/{verb}");
+    let by = r#"{"by": "c"}"#;
+    // A reject with no reason, an unknown id, the approval, and a second decision.
+    for (template, verb, id, status) in [
+        (reject, "reject", held.as_str(), 400),
+        (approve, "approve", "nope", 404),
+        (approve, "approve", held.as_str(), 200),
+        (approve, "approve", held.as_str(), 409),
+    ] {
+        let r = call(c, h, "POST", template, &at(verb, id), &admin_json, by).await;
+        assert_eq!(r.status, status, "{verb} {id}: {:#}", r.json);
+    }
+    let reply = eventually(Duration::from_secs(20), "the held reply", || async {
+        let r = admin_get(h, "/admin/approvals").await;
+        r.json["approvals"]
+            .as_array()
+            .and_then(|a| a.first())
+            .map(|i| i["approval"]["id"].as_str().unwrap_or_default().to_owned())
+    })
+    .await;
+    call(
+        c,
+        h,
+        "GET",
+        one,
+        &format!("/admin/approvals/{reply}"),
+        &admin,
+        "",
+    )
+    .await;
+    let edit = r#"{"by": "c", "payload": {"edited": true}}"#;
+    let r = call(
+        c,
+        h,
+        "POST",
+        approve,
+        &at("approve", &reply),
+        &admin_json,
+        edit,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    for id in [held.as_str(), reply.as_str()] {
+        call(
+            c,
+            h,
+            "GET",
+            "/messages/{id}",
+            &format!("/messages/{id}"),
+            &admin,
+            "",
+        )
+        .await;
+    }
+    // Another HELD message, rejected.
+    let other = call(
+        c,
+        h,
+        "POST",
+        "/message",
+        "/message",
+        &as_tony,
+        r#"{"type": "HELD"}"#,
+    )
+    .await;
+    let other = other.id();
+    wait_state(h, &other, "awaiting_approval").await;
+    let why = r#"{"by": "c", "reason": "no"}"#;
+    let r = call(
+        c,
+        h,
+        "POST",
+        reject,
+        &at("reject", &other),
+        &admin_json,
+        why,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
     host.stop().await;
 
     // The limiter's 429, and a full queue's 503.

@@ -3,6 +3,7 @@
 mod a2a;
 mod agent_config;
 mod agents;
+mod approvals;
 mod auth_limits;
 mod cli;
 mod compat;

@@ -1311,41 +1311,55 @@ fn build_plugins() -> Result<PathBuf, String> {
 pub fn shaper_wasm() -> PathBuf {
     static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
     BUILT
-        .get_or_init(|| {
-            let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
-            let target = tests
-                .parent()
-                .ok_or("no workspace root")?
-                .join("target")
-                .join("test-plugins");
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let out = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "--release",
-                    "--locked",
-                    "--target",
-                    "wasm32-wasip2",
-                ])
-                .arg("--manifest-path")
-                .arg(tests.join("plugins").join("shaper").join("Cargo.toml"))
-                .env("CARGO_TARGET_DIR", &target)
-                .output()
-                .map_err(|e| format!("cannot run cargo to build the shaper plugin: {e}"))?;
-            if !out.status.success() {
-                return Err(format!(
-                    "building tests/plugins/shaper failed:\n{}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(target
-                .join("wasm32-wasip2")
-                .join("release")
-                .join("shaper.wasm"))
-        })
+        .get_or_init(|| build_test_plugin("shaper"))
         .as_ref()
         .unwrap_or_else(|e| panic!("{e}"))
         .clone()
+}
+
+/// Builds the test-only plugin `tests/plugins/legacy`, made against the 0.1.0 WIT (before
+/// `hold`), once per test run and returns its component.
+pub fn legacy_wasm() -> PathBuf {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| build_test_plugin("legacy"))
+        .as_ref()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .clone()
+}
+
+/// Builds `tests/plugins/<name>` (its own workspace and lock file) for `wasm32-wasip2`.
+fn build_test_plugin(name: &str) -> Result<PathBuf, String> {
+    let tests = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = tests
+        .parent()
+        .ok_or("no workspace root")?
+        .join("target")
+        .join("test-plugins");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let out = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--release",
+            "--locked",
+            "--target",
+            "wasm32-wasip2",
+        ])
+        .arg("--manifest-path")
+        .arg(tests.join("plugins").join(name).join("Cargo.toml"))
+        .env("CARGO_TARGET_DIR", &target)
+        .output()
+        .map_err(|e| format!("cannot run cargo to build the {name} plugin: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "building tests/plugins/{name} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(target
+        .join("wasm32-wasip2")
+        .join("release")
+        .join(format!("{name}.wasm")))
 }
 
 /// Copies plugin `name` into `dir` as `file` (so a test can replace it without touching others).

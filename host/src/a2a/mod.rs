@@ -441,6 +441,7 @@ fn just_committed(
         inputs: vec![input],
         turns: vec![(message_id, turn)],
         replies: Vec::new(),
+        held: false,
     }
 }
 
@@ -802,9 +803,11 @@ async fn watch(
             Event::TurnStarted { message_id, .. } | Event::TurnEnded { message_id, .. } => {
                 ids.contains(message_id.as_str())
             }
-            Event::OutboundQueued { in_reply_to, .. } => {
-                in_reply_to.as_deref().is_some_and(|m| ids.contains(m))
-            }
+            Event::OutboundQueued { in_reply_to, .. }
+            | Event::ApprovalDecided {
+                message_id: in_reply_to,
+                ..
+            } => in_reply_to.as_deref().is_some_and(|m| ids.contains(m)),
             _ => false,
         };
         let wait = async {

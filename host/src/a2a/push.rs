@@ -241,7 +241,8 @@ pub async fn run(inbox: Arc<Inbox>, mut stop: watch::Receiver<bool>) {
                 Ok(Event::TurnStarted { message_id, .. } | Event::TurnEnded { message_id, .. }) => {
                     on_message(&inbox, &message_id).await;
                 }
-                Ok(Event::OutboundQueued { in_reply_to: Some(message_id), .. }) => {
+                Ok(Event::OutboundQueued { in_reply_to: Some(message_id), .. }
+                    | Event::ApprovalDecided { message_id: Some(message_id), .. }) => {
                     on_message(&inbox, &message_id).await;
                 }
                 Ok(_) => {}

@@ -49,12 +49,25 @@ pub fn view(record: &TaskRecord, route: Option<&Route>) -> (Task, i64) {
     } else if let Some(turn) = turn {
         let ended = turn.ended_at.unwrap_or(turn.queued_at);
         match turn.state {
-            TurnState::Queued => (TaskState::Submitted, None, turn.queued_at),
+            // Waiting for a person is waiting to start, as far as the client can tell.
+            TurnState::Queued | TurnState::AwaitingApproval => {
+                (TaskState::Submitted, None, turn.queued_at)
+            }
+            TurnState::Rejected => (
+                TaskState::Rejected,
+                Some(agent_text(turn.error.as_ref().map_or_else(
+                    || "rejected by the operator".to_owned(),
+                    |e| e.detail.clone(),
+                ))),
+                ended,
+            ),
             TurnState::Running => (
                 TaskState::Working,
                 None,
                 turn.started_at.unwrap_or(turn.queued_at),
             ),
+            // The agent answered, but a person has yet to let the answer out.
+            TurnState::Done if record.held => (TaskState::Working, None, ended),
             TurnState::Done => {
                 let last = record
                     .replies
@@ -247,6 +260,7 @@ mod tests {
             canceled_at: None,
         };
         TaskRecord {
+            held: false,
             task,
             inputs: vec![TaskInput {
                 task_id: "t1".into(),

@@ -19,6 +19,10 @@ pub const DEFAULT_SIGNATURE_TOLERANCE: Duration = Duration::from_secs(300);
 pub const DEFAULT_AUTH_FAILURE_LIMIT: u32 = 20;
 /// Default `[server] auth_failure_window_secs`.
 pub const DEFAULT_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
+/// Default route `approval_timeout_secs` (and `[approval] timeout_secs`): a day.
+pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(86_400);
+/// Default `[approval] notify_timeout_secs`.
+pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default `[server] max_hops`.
 pub const DEFAULT_MAX_HOPS: u32 = 8;
 /// Default `[server] data_dir`, relative to routes.toml.

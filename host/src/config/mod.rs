@@ -169,6 +169,29 @@ pub struct Route {
     /// The local agent (`[agents.NAME]`) that runs this route's turns: its replies and its own
     /// messages share that identity, and its turns get its token.
     pub agent_id: Option<String>,
+    /// What waits for a person on this route (`approve = ...`).
+    pub approve: Approve,
+    /// How long a held item waits before it is rejected on its own.
+    pub approval_timeout: Duration,
+}
+
+/// A route's `approve`: which of its messages' turns and its agent's replies wait for a person.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Approve {
+    /// Each message's turn waits before its agent runs (`"inbound"`, `"both"`).
+    pub inbound: bool,
+    /// Each reply the agent sends waits before it is delivered (`"outbound"`, `"both"`).
+    pub outbound: bool,
+}
+
+/// `[approval]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    /// argv run when an item starts waiting, with `{id}` `{kind}` `{route}` `{sender}` `{type}`
+    /// `{thread_id}` `{reason}` `{url}` replaced; none if not set.
+    pub notify_command: Option<Vec<String>>,
+    /// How long one notify command may run before it is killed.
+    pub notify_timeout: Duration,
 }
 
 /// `[agents.NAME]`: a local agent that may start conversations with `POST /send` and its own
@@ -410,6 +433,8 @@ pub struct Config {
     pub a2a: Option<A2a>,
     /// `[agents]`, by name.
     pub agents: BTreeMap<String, LocalAgent>,
+    /// `[approval]`.
+    pub approval: Approval,
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).

@@ -22,6 +22,17 @@ pub(super) struct File {
     pub(super) a2a: Option<A2a>,
     #[serde(default)]
     pub(super) agents: BTreeMap<String, LocalAgent>,
+    #[serde(default)]
+    pub(super) approval: Approval,
+}
+
+/// `[approval]`: defaults for held items, and who to tell.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Approval {
+    pub(super) timeout_secs: Option<u64>,
+    pub(super) notify_command: Option<Vec<String>>,
+    pub(super) notify_timeout_secs: Option<u64>,
 }
 
 /// `[agents.NAME]`: a local agent that may start conversations.
@@ -178,6 +189,8 @@ pub(super) struct Route {
     pub(super) plugin_limits: Option<PluginLimits>,
     pub(super) a2a: Option<RouteA2a>,
     pub(super) agent_id: Option<String>,
+    pub(super) approve: Option<String>,
+    pub(super) approval_timeout_secs: Option<u64>,
 }
 
 /// `[plugins]` defaults and a route's `plugin_limits = { ... }` share this shape.

@@ -6,13 +6,16 @@ use http::{Response, StatusCode};
 
 use super::extract::{Req, bearer, body, header, query, segment};
 use super::{ApiError, Body, Endpoint, json};
+use crate::approval::{self, DecideError};
 use crate::config::PeerAuth;
 use crate::inbox::{Inbox, Incoming as Arrived, Reader, reader};
+use crate::model::Verdict;
 use crate::signature;
 use crate::snapshot::Snapshot;
 use crate::store::MessageFilter;
 use crate::wire::{
-    self, AdminSendBody, BodyError, Envelope, Health, Reloaded, Reloads, Requeued, SendBody, Status,
+    self, AdminSendBody, ApprovalView, BodyError, DecideBody, Envelope, Health, Reloaded, Reloads,
+    Requeued, SendBody, Status,
 };
 
 pub(super) async fn call(
@@ -33,6 +36,13 @@ pub(super) async fn call(
         Endpoint::AdminOutbox => outbox(inbox, snap, req).await,
         Endpoint::OutboxRetry => outbox_retry(inbox, snap, req, &param()).await,
         Endpoint::AdminReload => admin_reload(inbox, snap, req).await,
+        Endpoint::Approvals => approvals(inbox, snap, req).await,
+        Endpoint::ApprovalById => {
+            require_admin(snap, req)?;
+            Ok(json(StatusCode::OK, &inbox.approval(&param()).await?))
+        }
+        Endpoint::Approve => decide(inbox, snap, req, &param(), Verdict::Approved).await,
+        Endpoint::Reject => decide(inbox, snap, req, &param(), Verdict::Rejected).await,
         Endpoint::Status => status(inbox, snap, req),
         Endpoint::Health => Ok(json(
             StatusCode::OK,
@@ -339,6 +349,66 @@ async fn outbox_retry(
             deliveries,
         },
     ))
+}
+
+/// `GET /admin/approvals`: what waits (`?all=true`: decided ones too, newest first).
+async fn approvals(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Req,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let waiting_only = match query(req, "all").as_deref() {
+        None | Some("0" | "false") => true,
+        Some("1" | "true") => false,
+        Some(_) => {
+            return Err(ApiError::Body(BodyError::BadField(
+                "all must be true, false, 1 or 0".into(),
+            )));
+        }
+    };
+    let limit = limit(req, 100, 1000)?;
+    Ok(json(
+        StatusCode::OK,
+        &inbox.approvals(waiting_only, limit).await?,
+    ))
+}
+
+/// `POST /admin/approvals/{id}/approve` and `.../reject`: a person's decision. From the console
+/// (a session) it is recorded `via = console`, with the admin bearer `via = api`.
+async fn decide(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &mut Req,
+    id: &str,
+    verdict: Verdict,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(snap, req)?;
+    let via = if bearer(req).is_some_and(|t| snap.config.is_admin(t)) {
+        "api"
+    } else {
+        "console"
+    };
+    let bytes = body(req, snap.config.server.max_body_bytes).await?;
+    let b = DecideBody::parse(&bytes, snap.config.server.max_json_depth)?;
+    let decided = inbox
+        .approvals
+        .decide(approval::Request {
+            id: id.to_owned(),
+            verdict,
+            by: b.by,
+            via,
+            reason: b.reason,
+            payload: b.payload,
+        })
+        .await
+        .map_err(|e| match e {
+            DecideError::NotFound => ApiError::NOT_FOUND,
+            DecideError::Already(_) => ApiError::Conflict(e.to_string()),
+            DecideError::Invalid(why) => ApiError::Body(BodyError::BadField(why)),
+            DecideError::Store(e) => e.into(),
+        })?;
+    Ok(json(StatusCode::OK, &ApprovalView::new(&decided)))
 }
 
 async fn admin_reload(

@@ -29,6 +29,12 @@ fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> bool {
             (Some(route.as_str()), None)
         }
         Event::OutboundQueued { thread_id, .. } => (None, Some(thread_id.as_str())),
+        Event::ApprovalWaiting {
+            route, thread_id, ..
+        }
+        | Event::ApprovalDecided {
+            route, thread_id, ..
+        } => (Some(route.as_str()), Some(thread_id.as_str())),
         Event::DeliveryAttempted { .. } | Event::ConfigReloaded { .. } => (None, None),
     };
     route.is_none_or(|want| r.is_none_or(|r| r == want))

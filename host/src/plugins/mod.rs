@@ -9,6 +9,7 @@
 
 mod cache;
 mod sandbox;
+mod v0_1;
 
 use std::fmt;
 use std::future::Future;
@@ -34,7 +35,6 @@ mod bindings {
 }
 
 use bindings::agent_inbox::plugin::types as wit;
-use bindings::exports::agent_inbox::plugin::hooks::Guest;
 
 /// How long the ticker waits between epoch increments unless [`EngineConfig`] says otherwise.
 ///
@@ -171,6 +171,11 @@ pub enum MessageVerdict {
     },
     /// Refuse it.
     Reject(Rejection),
+    /// Take it on its route, but hold its turn for a person to approve.
+    Hold {
+        /// Why, for the person who decides.
+        reason: String,
+    },
 }
 
 /// What `check-reply` decided.
@@ -351,6 +356,8 @@ impl Engine {
         let mut linker = Linker::<State>::new(&wasmtime);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker)?;
         bindings::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
+        // Components built against 0.1.0 import its `host`; one linker serves both worlds.
+        v0_1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
 
         let compat_hash = cache::engine_hash(&wasmtime);
         spawn_epoch_ticker(wasmtime.weak(), config.epoch_tick)?;
@@ -425,11 +432,18 @@ impl Engine {
             .linker
             .instantiate_pre(&component)
             .map_err(|e| load_error(format!("{e:#}")))?;
-        let pre = bindings::PluginPre::new(pre).map_err(|e| {
-            load_error(format!(
-                "does not export the agent-inbox:plugin hooks interface: {e:#}"
-            ))
-        })?;
+        // The current world first; else a component built against 0.1.0.
+        let pre = match bindings::PluginPre::new(pre.clone()) {
+            Ok(p) => Pre::Current(p),
+            Err(current) => match v0_1::PluginPre::new(pre) {
+                Ok(p) => Pre::V0_1(p),
+                Err(_) => {
+                    return Err(load_error(format!(
+                        "does not export the agent-inbox:plugin hooks interface (0.2.0, or 0.1.0): {current:#}"
+                    )));
+                }
+            },
+        };
         let load_time = started.elapsed();
         tracing::info!(
             plugin = name,
@@ -520,7 +534,7 @@ struct PluginInner {
     from_cache: bool,
     load_time: Duration,
     limits: Limits,
-    pre: bindings::PluginPre<State>,
+    pre: Pre,
     /// Idle warm instances, if [`Reuse::Warm`], at most [`WARM_POOL`]. They belong to this
     /// `Plugin`, so a reloaded (new) version of the plugin never inherits one.
     warm: Mutex<Vec<Instance>>,
@@ -537,10 +551,40 @@ impl fmt::Debug for Plugin {
     }
 }
 
+/// A component ready to instantiate, by the world it was built against.
+enum Pre {
+    /// `agent-inbox:plugin@0.2.0`.
+    Current(bindings::PluginPre<State>),
+    /// `agent-inbox:plugin@0.1.0`, without `hold`.
+    V0_1(v0_1::PluginPre<State>),
+}
+
+impl Pre {
+    fn engine(&self) -> &wasmtime::Engine {
+        match self {
+            Pre::Current(p) => p.engine(),
+            Pre::V0_1(p) => p.engine(),
+        }
+    }
+
+    async fn instantiate(&self, store: &mut Store<State>) -> wasmtime::Result<Hooks> {
+        Ok(match self {
+            Pre::Current(p) => Hooks::Current(p.instantiate_async(store).await?),
+            Pre::V0_1(p) => Hooks::V0_1(p.instantiate_async(store).await?),
+        })
+    }
+}
+
+/// An instance's exports, by world.
+enum Hooks {
+    Current(bindings::Plugin),
+    V0_1(v0_1::Plugin),
+}
+
 /// A live instance with its store.
 struct Instance {
     store: Store<State>,
-    hooks: bindings::Plugin,
+    hooks: Hooks,
     calls: u32,
 }
 
@@ -550,10 +594,11 @@ trait Hook: Send + Sync {
     type Out: Send;
     /// Its name in the WIT, for logs and errors.
     const NAME: &'static str;
-    /// Calls it on an instance.
+    /// Calls it on an instance (of either world: a 0.1.0 one gets its arguments and answers
+    /// converted).
     fn call<'a>(
         &'a self,
-        guest: &'a Guest,
+        hooks: &'a Hooks,
         store: &'a mut Store<State>,
     ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a;
 }
@@ -566,12 +611,20 @@ struct CheckMessage {
 impl Hook for CheckMessage {
     type Out = wit::MessageVerdict;
     const NAME: &'static str = "check-message";
-    fn call<'a>(
-        &'a self,
-        guest: &'a Guest,
-        store: &'a mut Store<State>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a {
-        guest.call_check_message(store, &self.message, &self.config)
+    async fn call(&self, hooks: &Hooks, store: &mut Store<State>) -> wasmtime::Result<Self::Out> {
+        match hooks {
+            Hooks::Current(h) => {
+                let g = h.agent_inbox_plugin_hooks();
+                g.call_check_message(store, &self.message, &self.config)
+                    .await
+            }
+            Hooks::V0_1(h) => {
+                let g = h.agent_inbox_plugin_hooks();
+                let m = v0_1::message(&self.message);
+                let v = g.call_check_message(store, &m, &self.config).await?;
+                Ok(v0_1::message_verdict(v))
+            }
+        }
     }
 }
 
@@ -584,12 +637,19 @@ struct RenderTurn {
 impl Hook for RenderTurn {
     type Out = Option<String>;
     const NAME: &'static str = "render-turn";
-    fn call<'a>(
-        &'a self,
-        guest: &'a Guest,
-        store: &'a mut Store<State>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a {
-        guest.call_render_turn(store, &self.message, &self.context, &self.config)
+    async fn call(&self, hooks: &Hooks, store: &mut Store<State>) -> wasmtime::Result<Self::Out> {
+        match hooks {
+            Hooks::Current(h) => {
+                let g = h.agent_inbox_plugin_hooks();
+                g.call_render_turn(store, &self.message, &self.context, &self.config)
+                    .await
+            }
+            Hooks::V0_1(h) => {
+                let g = h.agent_inbox_plugin_hooks();
+                let (m, c) = (v0_1::message(&self.message), v0_1::context(&self.context));
+                g.call_render_turn(store, &m, &c, &self.config).await
+            }
+        }
     }
 }
 
@@ -603,18 +663,28 @@ struct CheckReply {
 impl Hook for CheckReply {
     type Out = wit::ReplyVerdict;
     const NAME: &'static str = "check-reply";
-    fn call<'a>(
-        &'a self,
-        guest: &'a Guest,
-        store: &'a mut Store<State>,
-    ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a {
-        guest.call_check_reply(
-            store,
-            &self.message,
-            &self.reply,
-            &self.reply_to,
-            &self.config,
-        )
+    async fn call(&self, hooks: &Hooks, store: &mut Store<State>) -> wasmtime::Result<Self::Out> {
+        match hooks {
+            Hooks::Current(h) => {
+                let g = h.agent_inbox_plugin_hooks();
+                g.call_check_reply(
+                    store,
+                    &self.message,
+                    &self.reply,
+                    &self.reply_to,
+                    &self.config,
+                )
+                .await
+            }
+            Hooks::V0_1(h) => {
+                let g = h.agent_inbox_plugin_hooks();
+                let (m, r) = (v0_1::message(&self.message), v0_1::reply(&self.reply));
+                let v = g
+                    .call_check_reply(store, &m, &r, &self.reply_to, &self.config)
+                    .await?;
+                Ok(v0_1::reply_verdict(v))
+            }
+        }
     }
 }
 
@@ -736,7 +806,7 @@ impl Plugin {
         store.set_epoch_deadline(1);
         let instantiated = tokio::time::timeout(
             limits.deadline + BACKSTOP_GRACE,
-            self.inner.pre.instantiate_async(&mut store),
+            self.inner.pre.instantiate(&mut store),
         )
         .await;
         let stderr = store.data_mut().flush_output("instantiate");
@@ -764,10 +834,9 @@ impl Plugin {
         let Instance { store, hooks, .. } = instance;
         store.data_mut().begin_call(deadline);
         store.set_epoch_deadline(1);
-        let guest = hooks.agent_inbox_plugin_hooks();
         // The epoch callback stops wasm that computes; this backstop stops a plugin parked in a
         // host call (e.g. a WASI sleep), which never reaches an epoch check.
-        match tokio::time::timeout(deadline + BACKSTOP_GRACE, hook.call(guest, store)).await {
+        match tokio::time::timeout(deadline + BACKSTOP_GRACE, hook.call(hooks, store)).await {
             Ok(Ok(returned)) => Ok(returned),
             Ok(Err(error)) => Err(CallFailure::Wasm(error)),
             Err(_elapsed) => Err(CallFailure::Backstop),
@@ -885,6 +954,7 @@ impl Plugin {
                 }
             }
             wit::MessageVerdict::Reject(r) => MessageVerdict::Reject(r.into()),
+            wit::MessageVerdict::Hold(reason) => MessageVerdict::Hold { reason },
         })
     }
 

@@ -16,8 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    Attempt, AttemptOutcome, Delivery, Message, Outbound, PushConfig, Synchronous, Task, TaskInput,
-    TaskRecord, Turn, TurnEnd, TurnError, TurnState,
+    Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig,
+    Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -83,10 +83,33 @@ pub struct Dedup {
 }
 
 /// A turn to enqueue with its message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewTurn {
     /// Refuse the message if its route already has this many turns waiting.
     pub max_queued: usize,
+    /// Hold the turn for a person to approve before it joins the queue.
+    pub hold: Option<Hold>,
+}
+
+/// Something held for a person: why, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hold {
+    /// Why it waits (the route's setting, or a plugin's reason).
+    pub reason: String,
+    /// When it is rejected on its own (ms).
+    pub expires_at: i64,
+}
+
+/// What recording a decision did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decided {
+    /// Nothing with that id waits or waited.
+    NotFound,
+    /// It was decided before (or its task was cancelled); nothing changed. As it stands.
+    Already(Approval),
+    /// Recorded now: the turn joined the queue or ended `rejected`; the reply's deliveries are
+    /// due or withheld.
+    Now(Approval),
 }
 
 /// What inserting a message did.
@@ -390,13 +413,47 @@ impl Store {
         backend!(self.ping())
     }
 
-    /// Records an outbound message with one pending delivery per peer.
+    /// Records an outbound message with one pending delivery per peer; with `hold`, the
+    /// deliveries wait (`held`) until a person decides.
     pub async fn insert_outbound(
         &self,
         outbound: Outbound,
         peers: Vec<String>,
+        hold: Option<Hold>,
     ) -> Result<(), StoreError> {
-        backend!(self.insert_outbound(outbound, peers))
+        backend!(self.insert_outbound(outbound, peers, hold))
+    }
+
+    /// Records a person's (or the timeout's) decision on a held item, and acts on it in the same
+    /// transaction: an approved turn joins its route's queue, a rejected one ends `rejected`; an
+    /// approved reply's deliveries become due (with the edited payload, the original kept), a
+    /// rejected one's are withheld.
+    pub async fn decide(&self, decide: Decide) -> Result<Decided, StoreError> {
+        backend!(self.decide(decide))
+    }
+
+    /// One held item, decided or not.
+    pub async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        backend!(self.approval(id))
+    }
+
+    /// Held items: those still waiting, oldest first (`waiting_only`), or all, newest first.
+    pub async fn approvals(
+        &self,
+        waiting_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
+        backend!(self.approvals(waiting_only, limit))
+    }
+
+    /// Held items on the messages of a thread, or answering a message (`message_id`).
+    pub async fn approvals_for(&self, message_id: &str) -> Result<Vec<Approval>, StoreError> {
+        backend!(self.approvals_for(message_id))
+    }
+
+    /// Waiting items whose deadline has passed by `now`, at most `limit`.
+    pub async fn expired_approvals(&self, now: i64, limit: u32) -> Result<Vec<String>, StoreError> {
+        backend!(self.expired_approvals(now, limit))
     }
 
     /// Claims up to `limit` deliveries due by `now`, soonest first, none already claimed: each

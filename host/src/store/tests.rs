@@ -47,7 +47,10 @@ fn outbound(id: &str, answers: &str) -> Outbound {
     }
 }
 
-const QUEUE: Option<NewTurn> = Some(NewTurn { max_queued: 100 });
+const QUEUE: Option<NewTurn> = Some(NewTurn {
+    max_queued: 100,
+    hold: None,
+});
 
 fn claim(route: &str) -> (String, TurnClaim) {
     let (tok, hash) = token::mint();
@@ -129,7 +132,10 @@ async fn turns_are_claimed_oldest_first_once_and_fenced() {
 #[tokio::test]
 async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
     for (name, store, _dir) in backends() {
-        let small = Some(NewTurn { max_queued: 1 });
+        let small = Some(NewTurn {
+            max_queued: 1,
+            hold: None,
+        });
         let key = |since| {
             Some(Dedup {
                 key: "k1".into(),
@@ -138,14 +144,14 @@ async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
         };
         assert_eq!(
             store
-                .insert_message(message("a"), small, key(0), None)
+                .insert_message(message("a"), small.clone(), key(0), None)
                 .await
                 .expect(name),
             Inserted::New
         );
         assert_eq!(
             store
-                .insert_message(message("b"), small, None, None)
+                .insert_message(message("b"), small.clone(), None, None)
                 .await
                 .expect(name),
             Inserted::QueueFull { max_queued: 1 },
@@ -245,7 +251,11 @@ async fn deliveries_are_claimed_once_and_dead_letters_replayed() {
             .await
             .expect(name);
         store
-            .insert_outbound(outbound("r1", "m1"), vec!["tony".into(), "mel".into()])
+            .insert_outbound(
+                outbound("r1", "m1"),
+                vec!["tony".into(), "mel".into()],
+                None,
+            )
             .await
             .expect(name);
         let due = store.claim_deliveries(now_ms(), 10).await.expect(name);
@@ -319,7 +329,7 @@ async fn pruning_keeps_unfinished_work() {
                 .expect(name);
         }
         store
-            .insert_outbound(outbound("r", "a"), vec!["tony".into()])
+            .insert_outbound(outbound("r", "a"), vec!["tony".into()], None)
             .await
             .expect(name);
         let later = now_ms() + 1000;
@@ -347,5 +357,244 @@ async fn pruning_keeps_unfinished_work() {
             store.message("c").await.expect(name).is_some(),
             "queued work is kept"
         );
+    }
+}
+
+fn held(reason: &str, expires_at: i64) -> Option<NewTurn> {
+    Some(NewTurn {
+        max_queued: 100,
+        hold: Some(Hold {
+            reason: reason.into(),
+            expires_at,
+        }),
+    })
+}
+
+fn decision(
+    id: &str,
+    verdict: crate::model::Verdict,
+    edited: Option<&str>,
+) -> crate::model::Decide {
+    crate::model::Decide {
+        id: id.into(),
+        verdict,
+        by: "alice".into(),
+        via: "api".into(),
+        at: now_ms(),
+        reason: Some("because".into()),
+        edited: edited.map(str::to_owned),
+    }
+}
+
+#[tokio::test]
+async fn a_held_turn_waits_until_approved_and_a_rejected_one_never_runs() {
+    use crate::model::Verdict;
+    for (name, store, _dir) in backends() {
+        let far = now_ms() + 3_600_000;
+        for id in ["h1", "h2"] {
+            store
+                .insert_message(message(id), held("route approves", far), None, None)
+                .await
+                .expect(name);
+        }
+        let turn = store.turn("h1").await.expect(name).expect("turn");
+        assert_eq!(turn.state, TurnState::AwaitingApproval, "{name}");
+        // Nothing to claim: waiting is not queued.
+        assert!(
+            store
+                .claim_turn(claim("tasks").1)
+                .await
+                .expect(name)
+                .is_none(),
+            "{name}"
+        );
+        assert_eq!(store.queue_depth(), 0, "{name}");
+        let waiting = store.approvals(true, 10).await.expect(name);
+        assert_eq!(waiting.len(), 2, "{name}");
+        assert_eq!(waiting[0].reason, "route approves", "{name}");
+
+        let Decided::Now(a) = store
+            .decide(decision("h1", Verdict::Approved, None))
+            .await
+            .expect(name)
+        else {
+            panic!("{name}: not decided");
+        };
+        let d = a.decision.expect("decision");
+        assert_eq!(
+            (d.verdict, d.by.as_str()),
+            (Verdict::Approved, "alice"),
+            "{name}"
+        );
+        // Approved: it is queued, and a claim takes it.
+        let claimed = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("claimed");
+        assert_eq!(claimed.message.id, "h1", "{name}");
+        // A second decision changes nothing.
+        assert!(
+            matches!(
+                store
+                    .decide(decision("h1", Verdict::Rejected, None))
+                    .await
+                    .expect(name),
+                Decided::Already(_)
+            ),
+            "{name}"
+        );
+
+        store
+            .decide(decision("h2", Verdict::Rejected, None))
+            .await
+            .expect(name);
+        let turn = store.turn("h2").await.expect(name).expect("turn");
+        assert_eq!(turn.state, TurnState::Rejected, "{name}");
+        assert_eq!(
+            turn.error.map(|e| e.to_string()).as_deref(),
+            Some("rejected: because"),
+            "{name}"
+        );
+        assert!(
+            store
+                .claim_turn(claim("tasks").1)
+                .await
+                .expect(name)
+                .is_none(),
+            "{name}"
+        );
+        assert!(
+            store.approvals(true, 10).await.expect(name).is_empty(),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                store
+                    .decide(decision("nope", Verdict::Approved, None))
+                    .await
+                    .expect(name),
+                Decided::NotFound
+            ),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_held_reply_is_not_delivered_until_approved_and_an_edit_keeps_the_original() {
+    use crate::model::Verdict;
+    for (name, store, _dir) in backends() {
+        store
+            .insert_message(message("m1"), QUEUE, None, None)
+            .await
+            .expect(name);
+        let hold = || {
+            Some(Hold {
+                reason: "outbound".into(),
+                expires_at: now_ms() + 60_000,
+            })
+        };
+        let mut o = outbound("r1", "m1");
+        o.payload = r#"{"text":"as the agent wrote it"}"#.into();
+        store
+            .insert_outbound(o, vec!["tony".into()], hold())
+            .await
+            .expect(name);
+        store
+            .insert_outbound(outbound("r2", "m1"), vec!["tony".into()], hold())
+            .await
+            .expect(name);
+        let far = now_ms() + 3_600_000;
+        assert!(
+            store
+                .claim_deliveries(far, 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}"
+        );
+        let (_, d) = store.outbound("r1").await.expect(name).expect("r1");
+        assert_eq!(d[0].state, DeliveryState::Held, "{name}");
+        assert!(
+            store
+                .outbound_to_peer("tony", None, 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}: a held reply is shown to its peer"
+        );
+
+        store
+            .decide(decision(
+                "r1",
+                Verdict::Approved,
+                Some(r#"{"text":"edited"}"#),
+            ))
+            .await
+            .expect(name);
+        let due = store.claim_deliveries(far, 10).await.expect(name);
+        assert_eq!(due.len(), 1, "{name}");
+        assert_eq!(due[0].outbound.payload, r#"{"text":"edited"}"#, "{name}");
+        let a = store.approval("r1").await.expect(name).expect("approval");
+        assert_eq!(
+            a.decision.and_then(|d| d.original_payload).as_deref(),
+            Some(r#"{"text":"as the agent wrote it"}"#),
+            "{name}"
+        );
+
+        store
+            .decide(decision("r2", Verdict::Rejected, None))
+            .await
+            .expect(name);
+        let (_, d) = store.outbound("r2").await.expect(name).expect("r2");
+        assert_eq!(d[0].state, DeliveryState::Withheld, "{name}");
+        assert_eq!(
+            d[0].last_error.as_deref(),
+            Some("rejected by alice: because"),
+            "{name}"
+        );
+        assert_eq!(
+            store.approvals_for("m1").await.expect(name).len(),
+            2,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn approvals_past_their_deadline_are_found_and_waiting_ones_survive_a_reopen() {
+    for (name, store, dir) in backends() {
+        let now = now_ms();
+        store
+            .insert_message(message("old"), held("x", now - 1), None, None)
+            .await
+            .expect(name);
+        store
+            .insert_message(message("new"), held("x", now + 60_000), None, None)
+            .await
+            .expect(name);
+        assert_eq!(
+            store.expired_approvals(now, 10).await.expect(name),
+            vec!["old".to_owned()],
+            "{name}"
+        );
+        drop(store);
+        let store = Store::open(&Settings::Sqlite {
+            data_dir: dir.path().to_owned(),
+            synchronous: Synchronous::Full,
+        })
+        .expect("reopen");
+        assert_eq!(
+            store.approvals(true, 10).await.expect(name).len(),
+            2,
+            "{name}"
+        );
+        assert!(
+            store.recover_interrupted().await.expect(name).is_empty(),
+            "{name}"
+        );
+        let turn = store.turn("new").await.expect(name).expect("turn");
+        assert_eq!(turn.state, TurnState::AwaitingApproval, "{name}");
     }
 }

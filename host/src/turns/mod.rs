@@ -261,8 +261,9 @@ impl Turns {
         }
     }
 
-    /// Relays `TURN_FAILED` so the other side does not wait for a reply that will never come.
-    async fn notify_failure(
+    /// Relays `TURN_FAILED` so the other side does not wait for a reply that will never come. A
+    /// turn a person rejected carries their reason.
+    pub async fn notify_failure(
         &self,
         message: &Message,
         route: &str,
@@ -272,11 +273,17 @@ impl Turns {
         if to.is_empty() {
             return Ok(());
         }
-        let payload = serde_json::json!({
+        let mut payload = serde_json::json!({
             "state": end.state.as_str(),
             "exit_code": end.exit_code,
             "error": end.error.as_ref().map(|e| e.code.as_str()),
         });
+        // Only a person's words go out: an agent's error detail may hold its internals.
+        if end.state == crate::model::TurnState::Rejected
+            && let Some(e) = &end.error
+        {
+            payload["reason"] = e.detail.clone().into();
+        }
         let notice = Outbound {
             id: new_id(),
             in_reply_to: Some(message.id.clone()),

@@ -2,8 +2,11 @@
 //! and can send it to another route by one of its fields.
 //!
 //! Config: `{"required": {"title": "string"}, "max_len": {"title": 200}, "defaults": {"priority": 3},
-//! "route_by": "label", "routes": {"frontend": "frontend-tasks"}}`; every key is optional. Fields
-//! missing from the payload are filled in from `defaults` (a rewrite) before it is checked.
+//! "route_by": "label", "routes": {"frontend": "frontend-tasks"}, "hold_when": {"priority": 1},
+//! "hold_words": ["delete", "credentials"]}`; every key is optional. Fields missing from the payload
+//! are filled in from `defaults` (a rewrite) before it is checked. A message that passes and has a
+//! `hold_when` field at its value, or a `hold_words` word anywhere in its payload (any case), is
+//! held for a person to approve before its agent runs (`hold`, WIT 0.2.0).
 
 wit_bindgen::generate!({
     path: "../../wit",
@@ -41,6 +44,10 @@ impl Guest for TaskSchema {
         let problems = check_payload(&payload, &config);
         if !problems.is_empty() {
             return reject(problems.join("; "));
+        }
+        if let Some(why) = hold_reason(&payload, &config) {
+            // A hold keeps the route; the defaults it would have filled in are left out.
+            return MessageVerdict::Hold(why);
         }
         let route = route_for(&payload, &config);
         let rewrite = filled.then(|| Rewrite {
@@ -144,6 +151,31 @@ fn check_payload(payload: &Map<String, Value>, config: &Map<String, Value>) -> V
         }
     }
     problems
+}
+
+/// Why a person should look at this payload first, if the config says so: a `hold_when` field at
+/// its value, or a `hold_words` word in the payload's text.
+fn hold_reason(payload: &Map<String, Value>, config: &Map<String, Value>) -> Option<String> {
+    if let Some(when) = config_object(config, "hold_when") {
+        for (field, value) in when {
+            if payload.get(field) == Some(value) {
+                return Some(format!("field `{field}` is {value}"));
+            }
+        }
+    }
+    let words = match config.get("hold_words") {
+        None | Some(Value::Null) => return None,
+        Some(Value::Array(words)) => words,
+        Some(_) => panic!("task-schema: plugin_config.hold_words must be a list of words"),
+    };
+    let text = Value::Object(payload.clone()).to_string().to_lowercase();
+    words.iter().find_map(|w| {
+        let Value::String(w) = w else {
+            panic!("task-schema: plugin_config.hold_words must be a list of words");
+        };
+        text.contains(&w.to_lowercase())
+            .then(|| format!("the payload mentions {w:?}"))
+    })
 }
 
 /// Type names the config may use.

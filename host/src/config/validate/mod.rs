@@ -120,6 +120,7 @@ pub(super) fn validate(
     let plugins = routes::plugins(&mut c, &raw.plugins, &server.data_dir, &routes);
     let a2a = a2a(&mut c, raw.a2a.as_ref(), &routes);
     let agents = agents::agents(&mut c, &raw, &peers, &routes);
+    let approval = routes::approval(&mut c, &raw.approval);
     bearers_distinct(&mut c, &peers, &agents, &server.admin_secrets);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
@@ -135,6 +136,7 @@ pub(super) fn validate(
         plugins,
         a2a,
         agents,
+        approval,
         secret_vars: raw
             .server
             .admin_secret_env

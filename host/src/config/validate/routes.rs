@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{Checker, schema, valid_name, valid_type_name};
 use crate::config::defaults::*;
 use crate::config::{
-    AgentSettings, ConfigError, Driver, Gateway, OnFailure, OnInterrupt, PluginSpec, Plugins,
-    Route, RouteA2a, RouteKind, WILDCARD,
+    AgentSettings, Approval, Approve, ConfigError, Driver, Gateway, OnFailure, OnInterrupt,
+    PluginSpec, Plugins, Route, RouteA2a, RouteKind, WILDCARD,
 };
 
 pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String, Route> {
@@ -152,6 +152,18 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
             c.invalid(&at, "plugin_config and plugin_limits need a plugin");
         }
         let a2a = r.a2a.as_ref().map(|a| route_a2a(c, &at, name, r, a));
+        let approve = approve(c, &at, r);
+        // `[approval] timeout_secs` is checked once, in `approval`.
+        let approval_timeout = Duration::from_secs(
+            c.positive(
+                &format!("{at}.approval_timeout_secs"),
+                r.approval_timeout_secs,
+                raw.approval
+                    .timeout_secs
+                    .filter(|s| *s > 0)
+                    .unwrap_or(DEFAULT_APPROVAL_TIMEOUT.as_secs()),
+            ),
+        );
         routes.insert(
             name.clone(),
             Route {
@@ -165,11 +177,79 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                 kind,
                 a2a,
                 agent_id: r.agent_id.clone(),
+                approve,
+                approval_timeout,
             },
         );
     }
     a2a_skills(c, &routes);
     routes
+}
+
+/// A route's `approve = "none" | "inbound" | "outbound" | "both"`.
+fn approve(c: &mut Checker<'_>, at: &str, r: &schema::Route) -> Approve {
+    let at = format!("{at}.approve");
+    let a = match r.approve.as_deref() {
+        None | Some("none") => Approve::default(),
+        Some("inbound") => Approve {
+            inbound: true,
+            outbound: false,
+        },
+        Some("outbound") => Approve {
+            inbound: false,
+            outbound: true,
+        },
+        Some("both") => Approve {
+            inbound: true,
+            outbound: true,
+        },
+        Some(other) => {
+            c.invalid(
+                &at,
+                format!("{other:?} is not one of \"none\", \"inbound\", \"outbound\", \"both\""),
+            );
+            Approve::default()
+        }
+    };
+    // Approval holds an agent's turn or its replies: a mailbox route has neither.
+    if r.mailbox && (a.inbound || a.outbound) {
+        c.invalid(
+            &at,
+            "a mailbox route runs no agent: there is nothing to hold",
+        );
+    }
+    if a.outbound && r.reply_types.is_empty() {
+        c.invalid(
+            &at,
+            "\"outbound\" holds the agent's replies, but the route has no reply_types",
+        );
+    }
+    a
+}
+
+/// `[approval]`.
+pub(super) fn approval(c: &mut Checker<'_>, a: &schema::Approval) -> Approval {
+    if let Some(argv) = &a.notify_command
+        && argv.first().is_none_or(|p| p.trim().is_empty())
+    {
+        c.invalid(
+            "approval.notify_command",
+            "an argv list whose first entry is the program",
+        );
+    }
+    c.positive(
+        "approval.timeout_secs",
+        a.timeout_secs,
+        DEFAULT_APPROVAL_TIMEOUT.as_secs(),
+    );
+    Approval {
+        notify_command: a.notify_command.clone(),
+        notify_timeout: Duration::from_secs(c.positive(
+            "approval.notify_timeout_secs",
+            a.notify_timeout_secs,
+            DEFAULT_NOTIFY_TIMEOUT.as_secs(),
+        )),
+    }
 }
 
 /// A route's `a2a = { ... }`.

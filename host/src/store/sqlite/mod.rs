@@ -19,12 +19,12 @@ use rusqlite::Connection;
 use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
-    Attempt, AttemptOutcome, Delivery, Message, Outbound, PushConfig, Synchronous, Task, TaskInput,
-    TaskRecord, Turn, TurnEnd, TurnError, TurnState,
+    Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig,
+    Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::store::{
-    Canceled, Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, MessageFilter, NewTurn,
-    Push, StoreError, TaskFilter, TaskLink, TurnClaim,
+    Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
+    MessageFilter, NewTurn, Push, StoreError, TaskFilter, TaskLink, TurnClaim,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -294,8 +294,50 @@ impl SqliteStore {
         &self,
         outbound: Outbound,
         peers: Vec<String>,
+        hold: Option<Hold>,
     ) -> Result<(), StoreError> {
-        self.writer.write(InsertOutbound { outbound, peers }).await
+        self.writer
+            .write(InsertOutbound {
+                outbound,
+                peers,
+                hold,
+            })
+            .await
+    }
+
+    pub(super) async fn decide(&self, decide: Decide) -> Result<Decided, StoreError> {
+        self.writer.write(DecideWrite(decide)).await
+    }
+
+    pub(super) async fn approval(&self, id: &str) -> Result<Option<Approval>, StoreError> {
+        let id = id.to_owned();
+        self.read(move |c| reads::approval(c, &id)).await
+    }
+
+    pub(super) async fn approvals(
+        &self,
+        waiting_only: bool,
+        limit: u32,
+    ) -> Result<Vec<Approval>, StoreError> {
+        self.read(move |c| reads::approvals(c, waiting_only, limit))
+            .await
+    }
+
+    pub(super) async fn approvals_for(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<Approval>, StoreError> {
+        let id = message_id.to_owned();
+        self.read(move |c| reads::approvals_for(c, &id)).await
+    }
+
+    pub(super) async fn expired_approvals(
+        &self,
+        now: i64,
+        limit: u32,
+    ) -> Result<Vec<String>, StoreError> {
+        self.read(move |c| reads::expired_approvals(c, now, limit))
+            .await
     }
 
     pub(super) async fn claim_deliveries(

@@ -5,8 +5,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::model::{
-    Attempt, Delivery, DeliveryState, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord,
-    Turn, TurnError, TurnState,
+    Approval, ApprovalKind, Attempt, Decision, Delivery, DeliveryState, Message, Outbound,
+    PushConfig, Task, TaskInput, TaskRecord, Turn, TurnError, TurnState, Verdict,
 };
 use crate::store::{MessageFilter, StoreError, TaskFilter};
 use crate::token::{Grant, TokenHash};
@@ -32,6 +32,8 @@ macro_rules! text_enum {
 
 text_enum!(TurnState);
 text_enum!(DeliveryState);
+text_enum!(ApprovalKind);
+text_enum!(Verdict);
 
 /// Stored as `code: detail`.
 struct StoredTurnError(TurnError);
@@ -251,6 +253,7 @@ pub(super) fn outbound_to_peer(
     Ok(c.prepare_cached(&format!(
         "SELECT {OUTBOUND_COLUMNS_R} FROM replies r JOIN deliveries d ON d.reply_id = r.id
          WHERE d.peer = ?1 AND (?2 IS NULL OR r.thread_id = ?2)
+           AND d.state NOT IN ('held', 'withheld')
          ORDER BY r.seq DESC LIMIT ?3"
     ))?
     .query_map(params![peer, thread, limit], outbound_row)?
@@ -341,24 +344,37 @@ fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
             })
         })?
         .collect::<Result<_, _>>()?;
-    let (mut turns, mut replies) = (Vec::new(), Vec::new());
+    let (mut turns, mut replies, mut held) = (Vec::new(), Vec::new(), false);
     for id in inputs.iter().filter_map(|i| i.message_id.as_deref()) {
         if let Some(t) = turn(c, id)? {
             turns.push((id.to_owned(), t));
         }
+        // A reply still waiting for a person, or rejected by one, is not part of the task.
         replies.extend(
             c.prepare_cached(&format!(
-                "SELECT {OUTBOUND_COLUMNS} FROM replies WHERE in_reply_to = ?1 ORDER BY seq"
+                "SELECT {OUTBOUND_COLUMNS_R} FROM replies r WHERE r.in_reply_to = ?1
+                   AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.id = r.id
+                                   AND (a.verdict IS NULL OR a.verdict = 'rejected'))
+                 ORDER BY r.seq"
             ))?
             .query_map(params![id], outbound_row)?
             .collect::<Result<Vec<_>, _>>()?,
         );
+        held |= c
+            .prepare_cached(
+                "SELECT 1 FROM approvals WHERE message_id = ?1 AND kind = 'outbound'
+                   AND verdict IS NULL LIMIT 1",
+            )?
+            .query_row(params![id], |_| Ok(()))
+            .optional()?
+            .is_some();
     }
     Ok(TaskRecord {
         task,
         inputs,
         turns,
         replies,
+        held,
     })
 }
 
@@ -447,6 +463,84 @@ pub(super) fn push_pending(c: &Connection, limit: u32) -> Result<Vec<String>, St
             .query_map(params![limit], |r| r.get(0))?
             .collect::<Result<_, _>>()?,
     )
+}
+
+const APPROVAL_COLUMNS: &str = "id, kind, route, message_id, thread_id, reason, created_at, \
+                                expires_at, verdict, decided_by, via, decided_at, \
+                                decision_reason, original_payload";
+
+fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
+    let verdict: Option<Verdict> = r.get(8)?;
+    Ok(Approval {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        route: r.get(2)?,
+        message_id: r.get(3)?,
+        thread_id: r.get(4)?,
+        reason: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        decision: match verdict {
+            None => None,
+            Some(verdict) => Some(Decision {
+                verdict,
+                by: r.get::<_, Option<String>>(9)?.unwrap_or_default(),
+                via: r.get::<_, Option<String>>(10)?.unwrap_or_default(),
+                at: r.get::<_, Option<i64>>(11)?.unwrap_or_default(),
+                reason: r.get(12)?,
+                original_payload: r.get(13)?,
+            }),
+        },
+    })
+}
+
+pub(super) fn approval(c: &Connection, id: &str) -> Result<Option<Approval>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"
+    ))?
+    .query_row(params![id], approval_row)
+    .optional()?)
+}
+
+pub(super) fn approvals(
+    c: &Connection,
+    waiting_only: bool,
+    limit: u32,
+) -> Result<Vec<Approval>, StoreError> {
+    // Waiting ones through their partial index, in the order they would time out (which is the
+    // order they arrived in, per route timeout).
+    let sql = if waiting_only {
+        format!(
+            "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE verdict IS NULL
+             ORDER BY expires_at, created_at LIMIT ?1"
+        )
+    } else {
+        format!("SELECT {APPROVAL_COLUMNS} FROM approvals ORDER BY created_at DESC LIMIT ?1")
+    };
+    Ok(c.prepare_cached(&sql)?
+        .query_map(params![limit], approval_row)?
+        .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn approvals_for(c: &Connection, message_id: &str) -> Result<Vec<Approval>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE message_id = ?1 ORDER BY created_at"
+    ))?
+    .query_map(params![message_id], approval_row)?
+    .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn expired_approvals(
+    c: &Connection,
+    now: i64,
+    limit: u32,
+) -> Result<Vec<String>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT id FROM approvals WHERE verdict IS NULL AND expires_at <= ?1
+             ORDER BY expires_at LIMIT ?2",
+    )?
+    .query_map(params![now, limit], |r| r.get(0))?
+    .collect::<Result<_, _>>()?)
 }
 
 #[cfg(test)]

@@ -156,6 +156,30 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE replies ADD COLUMN agent TEXT;
     CREATE INDEX replies_agent ON replies(agent, thread_id) WHERE agent IS NOT NULL;
     "#,
+    // Version 5: what waits for a person. `id` is the held message's (its turn waits in
+    // `awaiting_approval`) or the held reply's (its deliveries wait in `held`); the decision
+    // columns stay NULL until someone (or the timeout) decides. Waiting rows are found by
+    // deadline through a partial index that holds only them.
+    r#"
+    CREATE TABLE approvals (
+        id               TEXT PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        route            TEXT NOT NULL,
+        message_id       TEXT,
+        thread_id        TEXT NOT NULL,
+        reason           TEXT NOT NULL,
+        created_at       INTEGER NOT NULL,
+        expires_at       INTEGER NOT NULL,
+        verdict          TEXT,
+        decided_by       TEXT,
+        via              TEXT,
+        decided_at       INTEGER,
+        decision_reason  TEXT,
+        original_payload TEXT
+    );
+    CREATE INDEX approvals_waiting ON approvals(expires_at) WHERE verdict IS NULL;
+    CREATE INDEX approvals_message ON approvals(message_id);
+    "#,
 ];
 
 /// The newest schema version this binary knows.

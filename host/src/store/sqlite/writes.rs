@@ -5,12 +5,12 @@ use rusqlite::{OptionalExtension, params};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    AttemptOutcome, DeliveryState, Message, Outbound, PushConfig, Task, TaskInput, TurnEnd,
-    TurnError, TurnState, now_ms,
+    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, Task,
+    TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
-    Canceled, Claimed, Dedup, DueDelivery, Inserted, Interrupted, Lease, NewTurn, StoreError,
-    TaskLink, TurnClaim,
+    Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
+    StoreError, TaskLink, TurnClaim,
 };
 
 pub(super) struct InsertMessage {
@@ -36,7 +36,7 @@ impl Write for InsertMessage {
                 return Ok(Inserted::Duplicate(id));
             }
         }
-        if let Some(turn) = self.turn
+        if let Some(turn) = &self.turn
             && tx.queued(&m.route) >= turn.max_queued
         {
             return Ok(Inserted::QueueFull {
@@ -67,15 +67,35 @@ impl Write for InsertMessage {
             m.received_at,
             m.mailbox
         ])?;
-        if self.turn.is_some() {
-            c.prepare_cached(
-                "INSERT INTO turns (message_id, route, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
-            )?
-            .execute(params![m.id, m.route, m.received_at])?;
-            tx.effect(Effect::Queued {
-                route: m.route.clone(),
-                up: true,
-            });
+        match self.turn.as_ref().map(|t| &t.hold) {
+            None => {}
+            Some(None) => {
+                c.prepare_cached(
+                    "INSERT INTO turns (message_id, route, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
+                )?
+                .execute(params![m.id, m.route, m.received_at])?;
+                tx.effect(Effect::Queued {
+                    route: m.route.clone(),
+                    up: true,
+                });
+            }
+            Some(Some(hold)) => {
+                c.prepare_cached(
+                    "INSERT INTO turns (message_id, route, state, queued_at)
+                     VALUES (?1, ?2, 'awaiting_approval', ?3)",
+                )?
+                .execute(params![m.id, m.route, m.received_at])?;
+                insert_approval(
+                    c,
+                    &m.id,
+                    ApprovalKind::Inbound,
+                    &m.route,
+                    Some(&m.id),
+                    &m.thread_id,
+                    hold,
+                    m.received_at,
+                )?;
+            }
         }
         if let Some(link) = &self.task {
             if let Some(task) = &link.new {
@@ -85,6 +105,39 @@ impl Write for InsertMessage {
         }
         Ok(Inserted::New)
     }
+}
+
+/// Records that `id` waits for a person.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one per column; both callers have them as separate fields"
+)]
+fn insert_approval(
+    c: &rusqlite::Connection,
+    id: &str,
+    kind: ApprovalKind,
+    route: &str,
+    message_id: Option<&str>,
+    thread_id: &str,
+    hold: &Hold,
+    at: i64,
+) -> Result<(), StoreError> {
+    c.prepare_cached(
+        "INSERT INTO approvals (id, kind, route, message_id, thread_id, reason, created_at,
+                                expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?
+    .execute(params![
+        id,
+        kind.as_str(),
+        route,
+        message_id,
+        thread_id,
+        hold.reason,
+        at,
+        hold.expires_at
+    ])?;
+    Ok(())
 }
 
 fn insert_task(c: &rusqlite::Connection, t: &Task) -> Result<(), StoreError> {
@@ -185,6 +238,13 @@ impl Write for CancelTask {
                 up: false,
             });
         }
+        // A turn waiting for a person no longer does: the client decided for it.
+        c.prepare_cached(
+            "UPDATE approvals SET verdict = 'rejected', decided_by = 'client', via = 'a2a',
+                                  decided_at = ?2, decision_reason = 'the client cancelled the task'
+             WHERE id = ?1 AND verdict IS NULL",
+        )?
+        .execute(params![message_id, self.at])?;
         Ok(Some(Canceled {
             turn: Some((message_id, route, state)),
         }))
@@ -348,6 +408,7 @@ impl Write for FailInterrupted {
 pub(super) struct InsertOutbound {
     pub(super) outbound: Outbound,
     pub(super) peers: Vec<String>,
+    pub(super) hold: Option<Hold>,
 }
 
 impl Write for InsertOutbound {
@@ -371,11 +432,28 @@ impl Write for InsertOutbound {
             o.created_at,
             o.agent
         ])?;
+        // A held delivery has no due time, so no claim finds it until it is approved.
+        let (state, due) = match &self.hold {
+            None => (DeliveryState::Pending, Some(o.created_at)),
+            Some(_) => (DeliveryState::Held, None),
+        };
         let mut stmt = c.prepare_cached(
-            "INSERT INTO deliveries (reply_id, peer, state, next_attempt_at) VALUES (?1, ?2, 'pending', ?3)",
+            "INSERT INTO deliveries (reply_id, peer, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for p in &self.peers {
-            stmt.execute(params![o.id, p, o.created_at])?;
+            stmt.execute(params![o.id, p, state.as_str(), due])?;
+        }
+        if let Some(hold) = &self.hold {
+            insert_approval(
+                c,
+                &o.id,
+                ApprovalKind::Outbound,
+                o.route.as_deref().unwrap_or_default(),
+                o.in_reply_to.as_deref(),
+                &o.thread_id,
+                hold,
+                o.created_at,
+            )?;
         }
         Ok(())
     }
@@ -549,9 +627,10 @@ impl Write for Prune {
             .prepare_cached(
                 "SELECT m.id FROM messages m LEFT JOIN turns t ON t.message_id = m.id
                  WHERE m.received_at < ?1
-                   AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted', 'canceled'))
+                   AND (t.state IS NULL OR t.state IN ('done', 'failed', 'timed_out', 'interrupted', 'canceled', 'rejected'))
                    AND NOT EXISTS (SELECT 1 FROM replies r JOIN deliveries d ON d.reply_id = r.id
-                                   WHERE r.in_reply_to = m.id AND d.state IN ('pending', 'retrying'))
+                                   WHERE r.in_reply_to = m.id AND d.state IN ('pending', 'retrying', 'held'))
+                   AND NOT EXISTS (SELECT 1 FROM approvals a WHERE a.message_id = m.id AND a.verdict IS NULL)
                  ORDER BY m.seq LIMIT ?2",
             )?
             .query_map(params![self.before, PRUNE_BATCH], |r| r.get(0))?
@@ -561,6 +640,7 @@ impl Write for Prune {
                 "DELETE FROM attempts WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
                 "DELETE FROM deliveries WHERE reply_id IN (SELECT id FROM replies WHERE in_reply_to = ?1)",
                 "DELETE FROM replies WHERE in_reply_to = ?1",
+                "DELETE FROM approvals WHERE message_id = ?1",
                 "DELETE FROM tokens WHERE message_id = ?1",
                 "DELETE FROM task_inputs WHERE message_id = ?1",
                 "DELETE FROM turns WHERE message_id = ?1",
@@ -576,7 +656,7 @@ impl Write for Prune {
                 "SELECT r.id FROM replies r WHERE r.created_at < ?1
                    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.in_reply_to)
                    AND NOT EXISTS (SELECT 1 FROM deliveries d WHERE d.reply_id = r.id
-                                   AND d.state IN ('pending', 'retrying'))
+                                   AND d.state IN ('pending', 'retrying', 'held'))
                  ORDER BY r.seq LIMIT ?2",
             )?
             .query_map(params![self.before, PRUNE_BATCH], |r| r.get(0))?
@@ -585,6 +665,7 @@ impl Write for Prune {
             for sql in [
                 "DELETE FROM attempts WHERE reply_id = ?1",
                 "DELETE FROM deliveries WHERE reply_id = ?1",
+                "DELETE FROM approvals WHERE id = ?1",
                 "DELETE FROM replies WHERE id = ?1",
             ] {
                 c.prepare_cached(sql)?.execute(params![id])?;
@@ -688,8 +769,103 @@ impl Write for EnqueuePush {
         InsertOutbound {
             outbound: self.outbound.clone(),
             peers: vec![crate::model::push_target(&self.task_id, &self.config_id)],
+            hold: None,
         }
         .apply(tx)?;
         Ok(true)
+    }
+}
+
+/// Records a decision on a held item and acts on it (see `Store::decide`).
+pub(super) struct DecideWrite(pub(super) Decide);
+
+impl Write for DecideWrite {
+    type Output = Decided;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Decided, StoreError> {
+        let (c, d) = (tx.conn, &self.0);
+        let Some(mut approval) = super::reads::approval(c, &d.id)? else {
+            return Ok(Decided::NotFound);
+        };
+        if approval.decision.is_some() {
+            return Ok(Decided::Already(approval));
+        }
+        let mut original_payload = None;
+        match (approval.kind, d.verdict) {
+            (ApprovalKind::Inbound, Verdict::Approved) => {
+                let moved = c
+                    .prepare_cached(
+                        "UPDATE turns SET state = 'queued'
+                         WHERE message_id = ?1 AND state = 'awaiting_approval'",
+                    )?
+                    .execute(params![d.id])?;
+                if moved > 0 {
+                    tx.effect(Effect::Queued {
+                        route: approval.route.clone(),
+                        up: true,
+                    });
+                }
+            }
+            (ApprovalKind::Inbound, Verdict::Rejected) => {
+                let error = TurnError::new("rejected", d.reason.clone().unwrap_or_default());
+                c.prepare_cached(
+                    "UPDATE turns SET state = 'rejected', ended_at = ?2, error = ?3
+                     WHERE message_id = ?1 AND state = 'awaiting_approval'",
+                )?
+                .execute(params![d.id, d.at, error.to_string()])?;
+            }
+            (ApprovalKind::Outbound, Verdict::Approved) => {
+                if let Some(edited) = &d.edited {
+                    original_payload = c
+                        .prepare_cached("SELECT payload FROM replies WHERE id = ?1")?
+                        .query_row(params![d.id], |r| r.get::<_, String>(0))
+                        .optional()?;
+                    c.prepare_cached("UPDATE replies SET payload = ?2 WHERE id = ?1")?
+                        .execute(params![d.id, edited])?;
+                }
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2
+                     WHERE reply_id = ?1 AND state = 'held'",
+                )?
+                .execute(params![d.id, d.at])?;
+            }
+            (ApprovalKind::Outbound, Verdict::Rejected) => {
+                c.prepare_cached(
+                    "UPDATE deliveries SET state = 'withheld', last_error = ?2
+                     WHERE reply_id = ?1 AND state = 'held'",
+                )?
+                .execute(params![
+                    d.id,
+                    format!(
+                        "rejected by {}: {}",
+                        d.by,
+                        d.reason.as_deref().unwrap_or_default()
+                    )
+                ])?;
+            }
+        }
+        c.prepare_cached(
+            "UPDATE approvals SET verdict = ?2, decided_by = ?3, via = ?4, decided_at = ?5,
+                                  decision_reason = ?6, original_payload = ?7
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            d.id,
+            d.verdict.as_str(),
+            d.by,
+            d.via,
+            d.at,
+            d.reason,
+            original_payload
+        ])?;
+        approval.decision = Some(crate::model::Decision {
+            verdict: d.verdict,
+            by: d.by.clone(),
+            via: d.via.clone(),
+            at: d.at,
+            reason: d.reason.clone(),
+            original_payload,
+        });
+        Ok(Decided::Now(approval))
     }
 }

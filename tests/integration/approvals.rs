@@ -1,0 +1,440 @@
+//! A person in the loop: `approve = "inbound" | "outbound" | "both"`, a plugin's `hold`, the
+//! decisions through the admin API and the command line, the timeout, the notify command, and
+//! waiting items across a `kill -9`.
+
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use agent_inbox_tests::*;
+use serde_json::{Value, json};
+
+/// tony's TASKs run the test agent, which replies STATUS (with `payload`, if given) to tony; the
+/// route approves as `approve` says.
+fn held_config(tony: &str, approve: &str, payload: Option<&str>) -> Toml {
+    let mut args = vec!["--reply", "STATUS"];
+    if let Some(p) = payload {
+        args.extend(["--payload", p]);
+    }
+    Toml::tasks(tony, &agent_command(&args)).route("tasks", "approve", &quoted(approve))
+}
+
+async fn decide(host: &impl Endpoint, id: &str, verb: &str, body: Value) -> Resp {
+    admin_post(
+        host,
+        &format!("/admin/approvals/{id}/{verb}"),
+        &body.to_string(),
+    )
+    .await
+}
+
+/// The waiting items, as `GET /admin/approvals` lists them.
+async fn waiting(host: &impl Endpoint) -> Vec<Value> {
+    let r = admin_get(host, "/admin/approvals").await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    r.json["approvals"].as_array().cloned().unwrap_or_default()
+}
+
+/// Waits until the message's turn is in `state`, and returns the message's detail.
+async fn turn_state(host: &impl Endpoint, id: &str, state: &str) -> Value {
+    eventually(Duration::from_secs(30), state, || async {
+        let v = view(host, id).await;
+        (v["turn"]["state"] == state).then_some(v)
+    })
+    .await
+}
+
+/// Runs the binary (as an operator would) to completion.
+async fn cli(args: &[&str]) -> (bool, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new(bin())
+            .args(args)
+            .env("USER", "cli-user")
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("the command finished")
+    .expect("run the binary");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn config_arg(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_inbound_message_waits_for_approval_then_its_turn_runs() {
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let notes = dir.path().join("notified");
+    let notify = format!(
+        "[approval]\nnotify_command = [\"sh\", \"-c\", \"echo \\\"$0 $1 $2\\\" >> {}\", \"{{kind}}\", \"{{id}}\", \"{{url}}\"]\n",
+        notes.display()
+    );
+    let toml = held_config(&tony.url(), "inbound", None).build() + &notify;
+    let host = start_host_in(&toml, dir).await;
+    let r = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"title": "deploy"}}),
+    )
+    .await;
+    // Acked as usual: durable, 202.
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    let id = r.id();
+    turn_state(&host, &id, "awaiting_approval").await;
+    let items = waiting(&host).await;
+    assert_eq!(items.len(), 1, "{items:#?}");
+    let item = &items[0];
+    assert_eq!(item["approval"]["id"], id.as_str());
+    assert_eq!(item["approval"]["kind"], "inbound");
+    assert_eq!(item["approval"]["state"], "waiting");
+    assert_eq!(item["message"]["payload"]["title"], "deploy");
+    assert!(
+        item["approval"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("approves inbound"),
+        "{item:#}"
+    );
+    // The notify command ran, off the request path, with the placeholders filled in.
+    let line = eventually(Duration::from_secs(10), "the notify command", || async {
+        std::fs::read_to_string(&notes).ok()
+    })
+    .await;
+    assert!(
+        line.starts_with(&format!("inbound {id} http://")) && line.contains("/console"),
+        "{line}"
+    );
+    // Nothing runs while it waits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(tony.received().is_empty(), "the agent ran before approval");
+    assert_eq!(view(&host, &id).await["turn"]["attempts"], 0);
+
+    // A decision needs a name; a reject needs a reason; an inbound message cannot be edited.
+    let r = decide(&host, &id, "approve", json!({})).await;
+    assert_eq!(r.status, 400, "{:#}", r.json);
+    let r = decide(&host, &id, "reject", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 400, "{:#}", r.json);
+    assert!(r.text.contains("reason"), "{}", r.text);
+    let r = decide(
+        &host,
+        &id,
+        "approve",
+        json!({"by": "alice", "payload": {"x": 1}}),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{:#}", r.json);
+    let r = decide(&host, "no-such-id", "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 404, "{:#}", r.json);
+
+    let r = decide(&host, &id, "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    assert_eq!(r.json["state"], "approved");
+    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "STATUS");
+    let v = turn_state(&host, &id, "done").await;
+    // Who decided, and when, is on the message.
+    assert_eq!(v["approval"]["state"], "approved", "{v:#}");
+    assert_eq!(v["approval"]["decided_by"], "alice");
+    assert_eq!(v["approval"]["via"], "api");
+    assert!(v["approval"]["decided_at"].as_i64().unwrap() > 0);
+    // Decided once.
+    let r = decide(&host, &id, "reject", json!({"by": "bob", "reason": "late"})).await;
+    assert_eq!(r.status, 409, "{:#}", r.json);
+    assert!(waiting(&host).await.is_empty());
+    let all = admin_get(&host, "/admin/approvals?all=true").await;
+    assert_eq!(all.json["approvals"][0]["approval"]["decided_by"], "alice");
+    // And in the metrics.
+    let m = admin_get(&host, "/metrics").await.text;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("inbox_approval_decisions_total{")
+                && l.contains("verdict=\"approved\"")
+                && l.contains("via=\"api\"")),
+        "{m}"
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejected_message_never_runs_and_the_peer_hears_why() {
+    let tony = PeerServer::start().await;
+    let host = start_host(&held_config(&tony.url(), "inbound", None).build()).await;
+    let id = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"title": "rm -rf /"}}),
+    )
+    .await
+    .id();
+    turn_state(&host, &id, "awaiting_approval").await;
+    let r = decide(
+        &host,
+        &id,
+        "reject",
+        json!({"by": "alice", "reason": "not on production"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED", "{:#}", got[0].body);
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
+    assert_eq!(got[0].body["payload"]["state"], "rejected");
+    assert_eq!(got[0].body["payload"]["reason"], "not on production");
+    let v = turn_state(&host, &id, "rejected").await;
+    assert_eq!(v["turn"]["attempts"], 0, "the agent ran: {v:#}");
+    assert_eq!(v["approval"]["decision_reason"], "not on production");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tony.received().len(), 1, "more than the notice arrived");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nobody_deciding_rejects_on_its_own() {
+    let tony = PeerServer::start().await;
+    let toml = held_config(&tony.url(), "inbound", None)
+        .route("tasks", "approval_timeout_secs", "1")
+        .build();
+    let host = start_host(&toml).await;
+    let id = post_message(&host, TONY, json!({"type": "TASK", "payload": {}}))
+        .await
+        .id();
+    let v = turn_state(&host, &id, "rejected").await;
+    assert_eq!(v["approval"]["decided_by"], "timeout", "{v:#}");
+    assert_eq!(v["approval"]["via"], "timeout");
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED");
+    assert!(
+        got[0].body["payload"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("approval_timeout_secs"),
+        "{:#}",
+        got[0].body
+    );
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() {
+    let tony = PeerServer::start().await;
+    // The command line finds the inbox through the config's `listen`.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let toml = held_config(&tony.url(), "outbound", Some(r#"{"text":"draft"}"#))
+        .listen(listener.local_addr().unwrap())
+        .build();
+    let host = start_host_on(&toml, listener).await;
+    let config = config_arg(&host.config_path());
+    let mut ids = Vec::new();
+    for title in ["one", "two"] {
+        let id = post_message(
+            &host,
+            TONY,
+            json!({"type": "TASK", "payload": {"title": title}}),
+        )
+        .await
+        .id();
+        turn_state(&host, &id, "done").await;
+        ids.push(id);
+    }
+    let replies = eventually(Duration::from_secs(20), "two held replies", || async {
+        let items = waiting(&host).await;
+        (items.len() == 2).then_some(items)
+    })
+    .await;
+    for item in &replies {
+        assert_eq!(item["approval"]["kind"], "outbound");
+        assert_eq!(item["reply"]["payload"]["text"], "draft");
+        assert_eq!(item["reply"]["deliveries"][0]["state"], "held");
+    }
+    let reply_of = |message: &str| {
+        replies
+            .iter()
+            .find(|i| i["approval"]["message_id"] == message)
+            .map(|i| i["approval"]["id"].as_str().unwrap().to_owned())
+            .expect("a held reply for each message")
+    };
+    let (first, second) = (reply_of(&ids[0]), reply_of(&ids[1]));
+    // Held: not sent, and the peer cannot read it either.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(tony.received().is_empty(), "a held reply went out");
+    let mine = request(
+        "GET",
+        &host.url("/messages"),
+        &[("x-shared-secret", TONY)],
+        "",
+    )
+    .await;
+    assert_eq!(mine.json["replies"], json!([]), "{:#}", mine.json);
+    let (ok, out) = cli(&["pending", "--config", &config]).await;
+    assert!(
+        ok && out.contains(&first) && out.contains("reply STATUS"),
+        "{out}"
+    );
+
+    // Edited, then approved from the command line: the peer gets the edit.
+    let (ok, out) = cli(&[
+        "approve",
+        &first,
+        "--payload",
+        r#"{"text":"edited by a person"}"#,
+        "--config",
+        &config,
+    ])
+    .await;
+    assert!(ok, "{out}");
+    assert!(out.contains("approved by cli-user"), "{out}");
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(
+        got[0].body["payload"],
+        json!({"text": "edited by a person"})
+    );
+    let v = view(&host, &first).await;
+    assert_eq!(v["reply"]["payload"]["text"], "edited by a person");
+    assert_eq!(
+        v["reply"]["approval"]["original_payload"],
+        json!({"text": "draft"})
+    );
+    assert_eq!(v["reply"]["approval"]["decided_by"], "cli-user");
+
+    // Rejected: never sent, and the record says why.
+    let (ok, out) = cli(&[
+        "reject",
+        &second,
+        "--reason",
+        "leaks a hostname",
+        "--by",
+        "bob",
+        "--config",
+        &config,
+    ])
+    .await;
+    assert!(ok, "{out}");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(tony.received().len(), 1, "a rejected reply went out");
+    let v = view(&host, &second).await;
+    let d = &v["reply"]["deliveries"][0];
+    assert_eq!(d["state"], "withheld", "{v:#}");
+    assert_eq!(d["last_error"], "rejected by bob: leaks a hostname");
+    assert_eq!(v["reply"]["approval"]["state"], "rejected");
+    // Nothing is left waiting, and `outbox retry` has no dead letter to replay.
+    assert!(waiting(&host).await.is_empty());
+    let r = admin_post(&host, &format!("/admin/outbox/{second}/retry"), "").await;
+    assert_eq!(r.status, 409, "{:#}", r.json);
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_holds_by_payload_beside_a_plugin_built_for_the_old_wit() {
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    install_plugin("task-schema", dir.path(), "task-schema.wasm");
+    std::fs::copy(legacy_wasm(), dir.path().join("legacy.wasm")).unwrap();
+    let toml = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
+        .route("tasks", "plugin", &quoted("task-schema.wasm"))
+        .route_table("tasks", "plugin_config", r#"hold_words = ["production"]"#)
+        .agent_route("old", &["tony"], &["OLD"], &["STATUS"], &["tony"])
+        .route("old", "plugin", &quoted("legacy.wasm"))
+        .build();
+    let host = start_host_in(&toml, dir).await;
+    // The payload decides: this one waits, that one runs at once.
+    let held = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"title": "restart Production"}}),
+    )
+    .await;
+    assert_eq!(held.status, 202, "{:#}", held.json);
+    let free = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"title": "tidy"}}),
+    )
+    .await;
+    turn_state(&host, &free.id(), "done").await;
+    let v = turn_state(&host, &held.id(), "awaiting_approval").await;
+    assert_eq!(
+        v["approval"]["reason"], "plugin: the payload mentions \"production\"",
+        "{v:#}"
+    );
+    // The 0.1.0 plugin still loads and runs its hooks: it refuses, and it writes the prompt.
+    let r = post_message(
+        &host,
+        TONY,
+        json!({"type": "OLD", "payload": {"refuse": true}}),
+    )
+    .await;
+    assert_eq!(r.status, 422, "{:#}", r.json);
+    assert_eq!(r.json["error"]["message"], "refused by a 0.1.0 plugin");
+    let old = post_message(&host, TONY, json!({"type": "OLD", "payload": {"x": 1}})).await;
+    assert_eq!(old.status, 202, "{:#}", old.json);
+    turn_state(&host, &old.id(), "done").await;
+
+    let r = decide(&host, &held.id(), "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    turn_state(&host, &held.id(), "done").await;
+    // tidy, the 0.1.0 route's turn, and the approved one each replied.
+    tony.wait_for(3, Duration::from_secs(20)).await;
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_items_survive_kill_9_and_are_decided_after_the_restart() {
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = held_config(&tony.url(), "both", Some(r#"{"text":"answer"}"#))
+        .listen(addr)
+        .build();
+    let mut host = BinHost::start(dir.path(), &toml, addr, "log1").await;
+    let first = post_message(&host, TONY, json!({"type": "TASK", "payload": {"n": 1}}))
+        .await
+        .id();
+    let second = post_message(&host, TONY, json!({"type": "TASK", "payload": {"n": 2}}))
+        .await
+        .id();
+    turn_state(&host, &second, "awaiting_approval").await;
+    // The first is approved and replies; its reply waits too.
+    decide(&host, &first, "approve", json!({"by": "alice"})).await;
+    turn_state(&host, &first, "done").await;
+    let reply = eventually(Duration::from_secs(20), "the held reply", || async {
+        waiting(&host)
+            .await
+            .into_iter()
+            .find(|i| i["approval"]["kind"] == "outbound")
+            .map(|i| i["approval"]["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    host.kill9();
+    let host = BinHost::start(dir.path(), &toml, addr, "log2").await;
+    // Both still wait: the message's turn and the reply.
+    let items = waiting(&host).await;
+    let ids: Vec<&str> = items
+        .iter()
+        .map(|i| i["approval"]["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        ids.contains(&second.as_str()) && ids.contains(&reply.as_str()),
+        "{items:#?}"
+    );
+    assert_eq!(
+        view(&host, &second).await["turn"]["state"],
+        "awaiting_approval"
+    );
+    assert!(tony.received().is_empty());
+    decide(&host, &reply, "approve", json!({"by": "alice"})).await;
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["payload"]["text"], "answer");
+    decide(&host, &second, "approve", json!({"by": "alice"})).await;
+    turn_state(&host, &second, "done").await;
+    host.stop();
+}
