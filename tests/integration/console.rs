@@ -122,3 +122,104 @@ async fn a_console_session_needs_its_csrf_token_to_change_anything() {
     assert_eq!(forged.status, 401);
     host.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approve_from_the_console_in_a_real_browser() {
+    let tony = PeerServer::start().await;
+    let toml = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
+        .route("tasks", "approve", &quoted("inbound"))
+        .build();
+    // The venv first (its first use installs it).
+    tokio::task::spawn_blocking(tools_python).await.unwrap();
+    let host = start_host(&toml).await;
+    let waiting = |r: &Resp, id: &str| {
+        r.json["approvals"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|i| i["approval"]["id"] == id))
+    };
+
+    // An earlier message of the thread, approved over the API: the thread the console shows has
+    // a decided message with a reply before the one that waits.
+    let first = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "thread_id": "release-thread", "payload": {"title": "Draft the notes"}}),
+    )
+    .await;
+    assert_eq!(first.status, 202, "{:#}", first.json);
+    let first = first.id();
+    let ok = admin_post(
+        &host,
+        &format!("/admin/approvals/{first}/approve"),
+        &json!({"by": "Bo Operator"}).to_string(),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{:#}", ok.json);
+    wait_turn_state(&host, &first, "done").await;
+    tony.wait_for(1, Duration::from_secs(20)).await;
+
+    // The one the browser approves: acked, its turn held.
+    let m = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "thread_id": "release-thread", "payload": {
+            "title": "Ship the release", "notes": "<b>not bold</b>"}}),
+    )
+    .await;
+    assert_eq!(m.status, 202, "{:#}", m.json);
+    let id = m.id();
+    let list = admin_get(&host, "/admin/approvals").await;
+    assert_eq!(list.status, 200, "{:#}", list.json);
+    let items = list.json["approvals"].as_array().unwrap();
+    assert_eq!(items.len(), 1, "{:#}", list.json);
+    assert_eq!(items[0]["approval"]["id"], id.as_str());
+    assert_eq!(items[0]["approval"]["state"], "waiting");
+    assert_eq!(items[0]["approval"]["kind"], "inbound");
+    assert_eq!(items[0]["message"]["id"], id.as_str());
+    assert_eq!(view(&host, &id).await["turn"]["state"], "awaiting_approval");
+
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-shots");
+    let base = host.url("");
+    let (run_id, run_shots) = (id.clone(), shots.clone());
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run_tool(
+            "console_approval_check.py",
+            &[
+                base.trim_end_matches('/'),
+                ADMIN,
+                &run_id,
+                path_str(&run_shots),
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "the browser check failed:\n{out}");
+    for step in [
+        "signed in",
+        "the nav shows 1 item waiting",
+        "the held message waits in the queue, with its thread of 2 messages",
+        "deciding without a name is refused in the browser",
+        "rejecting without a reason is refused in the browser",
+        "approved as Ada Reviewer; the item left the waiting list",
+        "it is listed as decided: approved, by the approver, via the console",
+        "the approver's name is remembered",
+        "the thread shows the turn done, approved by the approver via the console",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+    assert!(shots.join("console-approvals.png").is_file());
+
+    // The approved turn ran and its reply reached tony; the decision is on the message.
+    let got = tony.wait_for(2, Duration::from_secs(20)).await;
+    assert_eq!(got[1].body["type"], "STATUS");
+    let v = wait_turn_state(&host, &id, "done").await;
+    let a = &v["approval"];
+    assert_eq!(a["state"], "approved", "{v:#}");
+    assert_eq!(a["via"], "console", "{v:#}");
+    assert_eq!(a["decided_by"], "Ada Reviewer", "{v:#}");
+    assert!(a["decision_reason"].is_null(), "{v:#}");
+    assert!(!waiting(&admin_get(&host, "/admin/approvals").await, &id));
+    host.stop().await;
+}
