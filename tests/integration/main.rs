@@ -6,6 +6,7 @@ mod agents;
 mod approvals;
 mod auth_limits;
 mod cli;
+mod cluster;
 mod compat;
 mod console;
 mod contract;

@@ -23,6 +23,12 @@ pub const DEFAULT_AUTH_FAILURE_WINDOW: Duration = Duration::from_secs(60);
 pub const DEFAULT_APPROVAL_TIMEOUT: Duration = Duration::from_secs(86_400);
 /// Default `[approval] notify_timeout_secs`.
 pub const DEFAULT_NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default `[store] lease_secs`: how long a claimed turn or delivery stays a host's unrenewed.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(30);
+/// Default `[store] renew_secs`.
+pub const DEFAULT_LEASE_RENEWAL: Duration = Duration::from_secs(10);
+/// Default `[store] pool_size`.
+pub const DEFAULT_POOL_SIZE: usize = 16;
 /// Default `[server] max_hops`.
 pub const DEFAULT_MAX_HOPS: u32 = 8;
 /// Default `[server] data_dir`, relative to routes.toml.

@@ -184,6 +184,45 @@ pub struct Approve {
     pub outbound: bool,
 }
 
+/// `[store]`: where the inbox keeps its state.
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    /// SQLite in `server.data_dir` with `server.synchronous` (the default).
+    Sqlite,
+    /// PostgreSQL, which several hosts may share.
+    Postgres(Postgres),
+}
+
+/// `[store] kind = "postgres"`.
+#[derive(Debug, Clone)]
+pub struct Postgres {
+    /// The connection URL (a secret: it may hold the password).
+    pub url: Secret,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// TLS to the database.
+    pub sslmode: SslMode,
+    /// CA file for `verify-full` (else the public roots).
+    pub ca_file: Option<PathBuf>,
+    /// The schema to use instead of the database's default (`search_path`).
+    pub schema: Option<String>,
+    /// How long a claimed turn or delivery stays this host's without renewal.
+    pub lease: Duration,
+    /// How often a running turn renews its lease.
+    pub renew: Duration,
+}
+
+/// `[store] sslmode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    /// No TLS.
+    Disable,
+    /// TLS, the certificate not checked.
+    Require,
+    /// TLS, the certificate and host name checked.
+    VerifyFull,
+}
+
 /// `[approval]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Approval {
@@ -384,6 +423,8 @@ pub struct Server {
     pub retention: Duration,
     /// The inbox's own TLS, if it serves HTTPS itself.
     pub tls: Option<Tls>,
+    /// This host's name among the hosts sharing a store (`host_id`, else `hostname:port`).
+    pub host_id: String,
 }
 
 /// `[server] tls_cert`, `tls_key`, `tls_ca`: the files the server's TLS is built from (read, and
@@ -435,6 +476,8 @@ pub struct Config {
     pub agents: BTreeMap<String, LocalAgent>,
     /// `[approval]`.
     pub approval: Approval,
+    /// `[store]` (read at start; a reload keeps the store it has).
+    pub store: StoreConfig,
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).

@@ -24,6 +24,25 @@ pub(super) struct File {
     pub(super) agents: BTreeMap<String, LocalAgent>,
     #[serde(default)]
     pub(super) approval: Approval,
+    #[serde(default)]
+    pub(super) store: Store,
+}
+
+/// `[store]`: where the inbox keeps its state (read at start only).
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Store {
+    pub(super) kind: Option<String>,
+    pub(super) data_dir: Option<String>,
+    pub(super) synchronous: Option<String>,
+    pub(super) url_env: Option<String>,
+    pub(super) url: Option<String>,
+    pub(super) pool_size: Option<usize>,
+    pub(super) sslmode: Option<String>,
+    pub(super) ca_file: Option<String>,
+    pub(super) schema: Option<String>,
+    pub(super) lease_secs: Option<u64>,
+    pub(super) renew_secs: Option<u64>,
 }
 
 /// `[approval]`: defaults for held items, and who to tell.
@@ -109,6 +128,7 @@ pub(super) struct Server {
     pub(super) tls_cert: Option<String>,
     pub(super) tls_key: Option<String>,
     pub(super) tls_ca: Option<String>,
+    pub(super) host_id: Option<String>,
 }
 
 /// `[agent]` and a route's `agent = { ... }` share this shape; the route's keys win.

@@ -8,6 +8,7 @@ use http::{Response, StatusCode};
 use crate::hooks::HookError;
 use crate::inbox::InboxError;
 use crate::signature::SignatureError;
+use crate::store::StoreError;
 use crate::wire::{BodyError, ErrorBody, ErrorDetail};
 
 use super::{Body, json};
@@ -86,9 +87,9 @@ impl ApiError {
                 InboxError::Hook(HookError::Rejected { status, .. }) => {
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
                 }
-                InboxError::QueueFull { .. } | InboxError::ShuttingDown => {
-                    StatusCode::SERVICE_UNAVAILABLE
-                }
+                InboxError::QueueFull { .. }
+                | InboxError::ShuttingDown
+                | InboxError::Store(StoreError::Unavailable(_)) => StatusCode::SERVICE_UNAVAILABLE,
                 InboxError::Hook(HookError::Failed { .. }) | InboxError::Store(_) => {
                     StatusCode::INTERNAL_SERVER_ERROR
                 }
@@ -126,6 +127,7 @@ impl ApiError {
                 InboxError::NothingDead(_) => "conflict",
                 InboxError::NotAllowed { .. } => "not_allowed",
                 InboxError::RateLimited { .. } => "rate_limited",
+                InboxError::Store(StoreError::Unavailable(_)) => "store_unavailable",
                 InboxError::Store(_) => "internal",
             },
         }
@@ -191,6 +193,7 @@ impl ApiError {
                 retry_after: std::time::Duration::from_secs(1),
             }),
             ApiError::Inbox(InboxError::Store(crate::store::StoreError::Closed)),
+            ApiError::Inbox(InboxError::Store(StoreError::Unavailable("down".into()))),
         ];
         for e in &all {
             match e {
@@ -238,6 +241,9 @@ impl ApiError {
     /// The message for the client: internal detail stays in the log.
     fn public_message(&self) -> String {
         match self {
+            ApiError::Inbox(InboxError::Store(StoreError::Unavailable(_))) => {
+                "the database is unavailable; nothing was recorded, try again".into()
+            }
             ApiError::Inbox(InboxError::Store(_)) => "internal error".into(),
             other => other.to_string(),
         }
@@ -251,6 +257,9 @@ impl ApiError {
             return resp;
         }
         match &self {
+            ApiError::Inbox(InboxError::Store(e @ StoreError::Unavailable(_))) => {
+                tracing::warn!(error = %e, "refused: the store is unavailable")
+            }
             ApiError::Inbox(InboxError::Store(e)) => tracing::error!(error = %e, "internal error"),
             ApiError::Inbox(InboxError::Hook(HookError::Failed { plugin, detail })) => {
                 tracing::error!(plugin = %plugin, error = %detail, "plugin failed")
@@ -280,6 +289,10 @@ impl ApiError {
             ApiError::Inbox(InboxError::QueueFull { .. } | InboxError::ShuttingDown) => {
                 resp.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
+            ApiError::Inbox(InboxError::Store(StoreError::Unavailable(_))) => {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
             }
             ApiError::MethodNotAllowed(allow) => {
                 resp.headers_mut()

@@ -7,9 +7,12 @@
 //! that lease; due deliveries are claimed the same way, so a backend shared by several hosts
 //! hands each piece of work to one of them. Nothing outside this module names a database crate.
 
+mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
+
+pub use postgres::{PgSettings, PgTls, describe as describe_postgres};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -47,6 +50,13 @@ pub enum StoreError {
     /// SQLite said no. Shared, so one failed batch can report to every request in it.
     #[error("database: {0}")]
     Sqlite(#[source] Arc<rusqlite::Error>),
+    /// PostgreSQL refused a statement.
+    #[error("database: {0}")]
+    Postgres(#[source] Arc<tokio_postgres::Error>),
+    /// The database cannot be reached now (down, cut off, no free connection in time): nothing
+    /// was written; try again.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
     /// The writer is gone (shutdown or a crash).
     #[error("the store is closed")]
     Closed,
@@ -71,6 +81,8 @@ pub enum Settings {
         /// How durable a commit is.
         synchronous: Synchronous,
     },
+    /// PostgreSQL, shared by several hosts.
+    Postgres(PgSettings),
 }
 
 /// Idempotency for one message: the sender's key and how far back a repeat counts.
@@ -238,6 +250,8 @@ pub struct TaskFilter {
 pub enum Store {
     /// The embedded SQLite backend.
     Sqlite(sqlite::SqliteStore),
+    /// PostgreSQL, shared by several hosts.
+    Postgres(postgres::PgStore),
 }
 
 /// Forwards a call to the backend.
@@ -245,19 +259,27 @@ macro_rules! backend {
     ($self:ident.$method:ident($($arg:expr),*)) => {
         match $self {
             Store::Sqlite(s) => s.$method($($arg),*).await,
+            Store::Postgres(s) => s.$method($($arg),*).await,
         }
     };
 }
 
 impl Store {
     /// Opens (creating and migrating if needed) the store the settings name.
-    pub fn open(settings: &Settings) -> Result<Store, StoreError> {
+    pub async fn open(settings: &Settings) -> Result<Store, StoreError> {
         match settings {
             Settings::Sqlite {
                 data_dir,
                 synchronous,
             } => sqlite::SqliteStore::open(data_dir, *synchronous).map(Store::Sqlite),
+            Settings::Postgres(pg) => postgres::PgStore::open(pg).await.map(Store::Postgres),
         }
+    }
+
+    /// Whether other hosts may share this store (their leases must be watched, their work may
+    /// arrive without a local wake-up).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Postgres(_))
     }
 
     /// Records an accepted message, and its queued turn if `turn` is given, and its A2A task if
@@ -398,6 +420,7 @@ impl Store {
     pub fn queue_depth(&self) -> usize {
         match self {
             Store::Sqlite(s) => s.queue_depth(),
+            Store::Postgres(s) => s.queue_depth(),
         }
     }
 
@@ -405,6 +428,7 @@ impl Store {
     pub fn queue_depths(&self) -> Vec<(String, usize)> {
         match self {
             Store::Sqlite(s) => s.queue_depths(),
+            Store::Postgres(s) => s.queue_depths(),
         }
     }
 

@@ -5,15 +5,45 @@ use super::*;
 use crate::model::{DeliveryState, TurnState, now_ms};
 use crate::token;
 
-/// A fresh store of each backend, each in its own temp dir (kept alive beside it).
-fn backends() -> Vec<(&'static str, Store, tempfile::TempDir)> {
+/// The variable naming the PostgreSQL the store tests use (`.ci/run` sets it).
+pub(crate) const TEST_DATABASE_URL: &str = "INBOX_TEST_DATABASE_URL";
+
+/// A fresh store of each backend with the settings that open it again: SQLite in its own temp
+/// dir (kept alive beside it), and PostgreSQL in a schema of its own when `INBOX_TEST_DATABASE_URL`
+/// names a database. Under `CI=true` a missing database fails the test instead of skipping it.
+async fn backends() -> Vec<(&'static str, Store, (tempfile::TempDir, Settings))> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let sqlite = Store::open(&Settings::Sqlite {
+    let settings = Settings::Sqlite {
         data_dir: dir.path().to_owned(),
         synchronous: Synchronous::Full,
-    })
-    .expect("open sqlite");
-    vec![("sqlite", sqlite, dir)]
+    };
+    let sqlite = Store::open(&settings).await.expect("open sqlite");
+    let mut all = vec![("sqlite", sqlite, (dir, settings))];
+    match std::env::var(TEST_DATABASE_URL) {
+        Ok(url) => {
+            let settings = Settings::Postgres(PgSettings {
+                url,
+                pool_size: 4,
+                tls: PgTls::Disable,
+                schema: Some(format!("t_{}", crate::model::new_id().replace('-', ""))),
+                owner: format!("test-host/{}", crate::model::new_id()),
+                lease: Duration::from_secs(30),
+            });
+            let pg = Store::open(&settings).await.expect("open postgres");
+            all.push((
+                "postgres",
+                pg,
+                (tempfile::tempdir().expect("tempdir"), settings),
+            ));
+        }
+        Err(_) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!(
+                "CI=true but {TEST_DATABASE_URL} is not set: the PostgreSQL store tests cannot run"
+            )
+        }
+        Err(_) => {}
+    }
+    all
 }
 
 /// A TASK from tony on route tasks, its own thread.
@@ -78,7 +108,7 @@ fn done() -> TurnEnd {
 
 #[tokio::test]
 async fn turns_are_claimed_oldest_first_once_and_fenced() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         for id in ["m1", "m2", "m3"] {
             let inserted = store.insert_message(message(id), QUEUE, None, None).await;
             assert_eq!(inserted.expect(name), Inserted::New, "{name}");
@@ -131,7 +161,7 @@ async fn turns_are_claimed_oldest_first_once_and_fenced() {
 
 #[tokio::test]
 async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         let small = Some(NewTurn {
             max_queued: 1,
             hold: None,
@@ -196,18 +226,27 @@ async fn a_full_queue_refuses_and_a_duplicate_writes_nothing() {
 
 #[tokio::test]
 async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
-    for (name, store, _dir) in backends() {
+    for (name, old, (_dir, settings)) in backends().await {
         for id in ["a", "b"] {
-            store
-                .insert_message(message(id), QUEUE, None, None)
+            old.insert_message(message(id), QUEUE, None, None)
                 .await
                 .expect(name);
         }
-        let a = store
+        let a = old
             .claim_turn(claim("tasks").1)
             .await
             .expect(name)
             .expect("a");
+        // The host restarts: the same file, or a new incarnation of the same host id.
+        let store = match &settings {
+            Settings::Postgres(p) => Store::open(&Settings::Postgres(PgSettings {
+                owner: format!("test-host/{}", crate::model::new_id()),
+                ..p.clone()
+            }))
+            .await
+            .expect(name),
+            Settings::Sqlite { .. } => old.clone(),
+        };
         let rec = store.recover_interrupted().await.expect(name);
         assert_eq!(
             rec,
@@ -222,7 +261,7 @@ async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
         assert_eq!(turn.state, TurnState::Interrupted);
         assert_eq!(turn.error.map(|e| e.code), Some("interrupted".into()));
         assert!(
-            !store.end_turn(&a.lease, done(), 0).await.expect(name),
+            !old.end_turn(&a.lease, done(), 0).await.expect(name),
             "{name}"
         );
         store.requeue("a").await.expect(name);
@@ -245,7 +284,7 @@ async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
 
 #[tokio::test]
 async fn deliveries_are_claimed_once_and_dead_letters_replayed() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store
             .insert_message(message("m1"), QUEUE, None, None)
             .await
@@ -321,7 +360,7 @@ async fn deliveries_are_claimed_once_and_dead_letters_replayed() {
 
 #[tokio::test]
 async fn pruning_keeps_unfinished_work() {
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         for id in ["a", "c"] {
             store
                 .insert_message(message(id), QUEUE, None, None)
@@ -389,7 +428,7 @@ fn decision(
 #[tokio::test]
 async fn a_held_turn_waits_until_approved_and_a_rejected_one_never_runs() {
     use crate::model::Verdict;
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         let far = now_ms() + 3_600_000;
         for id in ["h1", "h2"] {
             store
@@ -484,7 +523,7 @@ async fn a_held_turn_waits_until_approved_and_a_rejected_one_never_runs() {
 #[tokio::test]
 async fn a_held_reply_is_not_delivered_until_approved_and_an_edit_keeps_the_original() {
     use crate::model::Verdict;
-    for (name, store, _dir) in backends() {
+    for (name, store, _dir) in backends().await {
         store
             .insert_message(message("m1"), QUEUE, None, None)
             .await
@@ -564,7 +603,7 @@ async fn a_held_reply_is_not_delivered_until_approved_and_an_edit_keeps_the_orig
 
 #[tokio::test]
 async fn approvals_past_their_deadline_are_found_and_waiting_ones_survive_a_reopen() {
-    for (name, store, dir) in backends() {
+    for (name, store, (_dir, settings)) in backends().await {
         let now = now_ms();
         store
             .insert_message(message("old"), held("x", now - 1), None, None)
@@ -580,11 +619,7 @@ async fn approvals_past_their_deadline_are_found_and_waiting_ones_survive_a_reop
             "{name}"
         );
         drop(store);
-        let store = Store::open(&Settings::Sqlite {
-            data_dir: dir.path().to_owned(),
-            synchronous: Synchronous::Full,
-        })
-        .expect("reopen");
+        let store = Store::open(&settings).await.expect("reopen");
         assert_eq!(
             store.approvals(true, 10).await.expect(name).len(),
             2,
@@ -596,5 +631,148 @@ async fn approvals_past_their_deadline_are_found_and_waiting_ones_survive_a_reop
         );
         let turn = store.turn("new").await.expect(name).expect("turn");
         assert_eq!(turn.state, TurnState::AwaitingApproval, "{name}");
+    }
+}
+
+/// Another host's store on the same database: a different host id, a short lease.
+async fn other_host(settings: &Settings, lease: Duration) -> Option<Store> {
+    let Settings::Postgres(p) = settings else {
+        return None;
+    };
+    Some(
+        Store::open(&Settings::Postgres(PgSettings {
+            owner: format!("other-host/{}", crate::model::new_id()),
+            lease,
+            ..p.clone()
+        }))
+        .await
+        .expect("open the other host's store"),
+    )
+}
+
+#[tokio::test]
+async fn a_lease_is_one_hosts_until_it_runs_out_then_another_takes_the_turn_over() {
+    for (name, store, (_dir, settings)) in backends().await {
+        let Some(other) = other_host(&settings, Duration::from_secs(1)).await else {
+            continue;
+        };
+        for id in ["a", "b"] {
+            store
+                .insert_message(message(id), QUEUE, None, None)
+                .await
+                .expect(name);
+        }
+        // Each claim takes a different turn: SKIP LOCKED, then the row is running.
+        let mine = other
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("a");
+        let theirs = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("b");
+        assert_eq!(
+            (mine.message.id.as_str(), theirs.message.id.as_str()),
+            ("a", "b")
+        );
+        assert!(
+            store
+                .claim_turn(claim("tasks").1)
+                .await
+                .expect(name)
+                .is_none()
+        );
+        // A live lease is nobody else's to recover.
+        assert!(
+            store.recover_interrupted().await.expect(name).is_empty(),
+            "{name}"
+        );
+        assert!(
+            other
+                .renew_lease(&mine.lease, Duration::from_secs(1))
+                .await
+                .expect(name)
+        );
+        // The other host stops renewing (it is paused, or gone): once the lease has run out,
+        // this host takes the turn over, and the stale holder's end is refused.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        let rec = store.recover_interrupted().await.expect(name);
+        assert_eq!(
+            rec.iter()
+                .map(|r| r.message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
+        store.requeue("a").await.expect(name);
+        let again = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("a again");
+        assert_eq!(again.lease.generation, 2);
+        assert!(
+            !other
+                .renew_lease(&mine.lease, Duration::from_secs(1))
+                .await
+                .expect(name)
+        );
+        assert!(
+            !other.end_turn(&mine.lease, done(), 0).await.expect(name),
+            "a stale end was recorded"
+        );
+        assert!(store.end_turn(&again.lease, done(), 0).await.expect(name));
+        // A delivery is claimed by one host at a time, until its lease runs out.
+        store
+            .insert_outbound(outbound("r1", "a"), vec!["tony".into()], None)
+            .await
+            .expect(name);
+        let far = now_ms() + 60_000;
+        assert_eq!(other.claim_deliveries(far, 10).await.expect(name).len(), 1);
+        assert!(
+            store
+                .claim_deliveries(far, 10)
+                .await
+                .expect(name)
+                .is_empty()
+        );
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert_eq!(
+            store.claim_deliveries(far, 10).await.expect(name).len(),
+            1,
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn one_idempotency_key_sent_to_two_hosts_at_once_makes_one_message() {
+    for (name, store, (_dir, settings)) in backends().await {
+        let Some(other) = other_host(&settings, Duration::from_secs(30)).await else {
+            continue;
+        };
+        let key = || {
+            Some(Dedup {
+                key: "same".into(),
+                since: 0,
+            })
+        };
+        let mut both = Vec::new();
+        for (i, s) in [store.clone(), other.clone()].into_iter().enumerate() {
+            both.push(tokio::spawn(async move {
+                s.insert_message(message(&format!("m{i}")), QUEUE, key(), None)
+                    .await
+            }));
+        }
+        let mut new = 0;
+        for h in both {
+            match h.await.expect("join").expect(name) {
+                Inserted::New => new += 1,
+                Inserted::Duplicate(_) => {}
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert_eq!(new, 1, "{name}");
     }
 }

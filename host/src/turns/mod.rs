@@ -141,6 +141,14 @@ impl Turns {
         }
     }
 
+    /// How long a lease lasts and how often a running turn renews it.
+    fn lease_times(&self) -> (Duration, Duration) {
+        match &self.active.load().config.store {
+            crate::config::StoreConfig::Postgres(p) => (p.lease, p.renew),
+            crate::config::StoreConfig::Sqlite => (LEASE, LEASE_RENEWAL),
+        }
+    }
+
     /// The public base URL (`public_url`, else the bound address).
     pub fn base_url(&self, snap: &Snapshot) -> String {
         self.public_url(snap)

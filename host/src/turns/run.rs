@@ -12,7 +12,7 @@ use crate::snapshot::Snapshot;
 use crate::store::{Claimed, Lease, StoreError};
 use crate::{hooks, prompt};
 
-use super::{LEASE, LEASE_RENEWAL, Turns};
+use super::Turns;
 
 /// Runs a claimed turn to its end and records it.
 pub(super) async fn run(
@@ -139,14 +139,20 @@ pub(super) async fn run(
 /// by the store's fence).
 async fn with_renewals<T>(turns: &Turns, lease: &Lease, work: impl Future<Output = T>) -> T {
     tokio::pin!(work);
-    let mut renew = tokio::time::interval(LEASE_RENEWAL);
+    let (length, every) = turns.lease_times();
+    let mut renew = tokio::time::interval(every);
     renew.tick().await;
     loop {
         tokio::select! {
             out = &mut work => return out,
-            _ = renew.tick() => match turns.store.renew_lease(lease, LEASE).await {
+            _ = renew.tick() => match turns.store.renew_lease(lease, length).await {
                 Ok(true) => {}
-                Ok(false) => tracing::warn!(message_id = %lease.message_id, "this host lost the turn's lease"),
+                // Cancelled on another host, or taken over after this host was cut off past its
+                // lease: either way the agent must stop (its end will be refused).
+                Ok(false) => {
+                    tracing::warn!(message_id = %lease.message_id, "this host lost the turn's lease (cancelled, or taken over); stopping its agent");
+                    turns.cancel(&lease.message_id);
+                }
                 Err(e) => tracing::warn!(message_id = %lease.message_id, error = %e, "cannot renew the turn's lease"),
             },
         }

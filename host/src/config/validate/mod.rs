@@ -113,7 +113,8 @@ pub(super) fn validate(
         warnings: Vec::new(),
         env,
     };
-    let server = server::server(&mut c, &raw.server);
+    let mut server = server::server(&mut c, &raw.server);
+    let store = server::store(&mut c, &raw.store, &mut server);
     let relay = server::relay(&mut c, &raw.relay);
     let peers = peers::peers(&mut c, &raw.peers, &server.admin_secrets);
     let routes = routes::routes(&mut c, &raw);
@@ -137,6 +138,7 @@ pub(super) fn validate(
         a2a,
         agents,
         approval,
+        store,
         secret_vars: raw
             .server
             .admin_secret_env
@@ -144,6 +146,14 @@ pub(super) fn validate(
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
             .chain(raw.peers.values().filter_map(|p| p.a2a_token_env.as_ref()))
             .chain(raw.agents.values().filter_map(|a| a.token_env.as_ref()))
+            .chain(
+                raw.store
+                    .url_env
+                    .iter()
+                    .map(|v| schema::OneOrMany::One(v.clone()))
+                    .collect::<Vec<_>>()
+                    .iter(),
+            )
             .chain(
                 std::iter::once(&raw.agent)
                     .chain(raw.routes.values().filter_map(|r| r.agent.as_ref()))

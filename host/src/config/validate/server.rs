@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::{Checker, parse_duration, schema, secs};
 use crate::config::defaults::*;
-use crate::config::{ConfigError, Relay, Server, Tls};
+use crate::config::{ConfigError, Postgres, Relay, Secret, Server, SslMode, StoreConfig, Tls};
 use crate::model::Synchronous;
 
 pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
@@ -102,6 +102,161 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
         dedup_window: secs(s.dedup_window_secs, DEFAULT_DEDUP_WINDOW),
         retention: Duration::from_secs(24 * 3600 * retention_days),
         tls,
+        host_id: host_id(c, s, listen),
+    }
+}
+
+/// `host_id`, else the machine's name and the port: stable across restarts, and two inboxes on
+/// one machine differ by port.
+fn host_id(c: &mut Checker<'_>, s: &schema::Server, listen: SocketAddr) -> String {
+    match &s.host_id {
+        Some(id) if id.is_empty() || id.contains('/') || id.len() > 100 => {
+            c.invalid(
+                "server.host_id",
+                "1 to 100 characters, without '/' (it is followed by a start id in leases)",
+            );
+            id.clone()
+        }
+        Some(id) => id.clone(),
+        None => {
+            let name = nix::unistd::gethostname()
+                .ok()
+                .and_then(|n| n.into_string().ok())
+                .filter(|n| !n.is_empty())
+                .unwrap_or_else(|| "localhost".into());
+            format!("{name}:{}", listen.port())
+        }
+    }
+}
+
+/// `[store]`: SQLite (the default; its keys may also stay in `[server]`) or PostgreSQL. Its
+/// `data_dir` and `synchronous`, when given, set the server's.
+pub(super) fn store(c: &mut Checker<'_>, s: &schema::Store, server: &mut Server) -> StoreConfig {
+    let kind = s.kind.as_deref().unwrap_or("sqlite");
+    let pg_keys = [
+        ("url_env", s.url_env.is_some()),
+        ("url", s.url.is_some()),
+        ("pool_size", s.pool_size.is_some()),
+        ("sslmode", s.sslmode.is_some()),
+        ("ca_file", s.ca_file.is_some()),
+        ("schema", s.schema.is_some()),
+        ("lease_secs", s.lease_secs.is_some()),
+        ("renew_secs", s.renew_secs.is_some()),
+    ];
+    match kind {
+        "sqlite" => {
+            for (key, set) in pg_keys {
+                if set {
+                    c.invalid(format!("store.{key}"), "only for kind = \"postgres\"");
+                }
+            }
+            if let Some(d) = &s.data_dir {
+                server.data_dir = c.base_dir.join(d);
+            }
+            if let Some(mode) = &s.synchronous {
+                match mode.parse::<Synchronous>() {
+                    Ok(m) => server.synchronous = m,
+                    Err(e) => c.invalid(
+                        "store.synchronous",
+                        format!("{:?} is not \"full\", \"normal\" or \"off\"", e.value),
+                    ),
+                }
+            }
+            StoreConfig::Sqlite
+        }
+        "postgres" => {
+            for (key, set) in [
+                ("data_dir", s.data_dir.is_some()),
+                ("synchronous", s.synchronous.is_some()),
+            ] {
+                if set {
+                    c.invalid(format!("store.{key}"), "only for kind = \"sqlite\"");
+                }
+            }
+            let url = match (&s.url_env, &s.url) {
+                (Some(_), Some(_)) => {
+                    c.invalid("store.url", "set either url_env or url, not both");
+                    None
+                }
+                (Some(var), None) => match (c.env)(var) {
+                    Some(v) if !v.is_empty() => Some(v),
+                    _ => {
+                        c.errors.push(ConfigError::UnsetSecret {
+                            at: "store.url_env".into(),
+                            var: var.clone(),
+                        });
+                        None
+                    }
+                },
+                (None, Some(u)) => {
+                    c.warnings.push(
+                        "store.url: a literal database URL is in the file; use url_env outside local demos".into(),
+                    );
+                    Some(u.clone())
+                }
+                (None, None) => {
+                    c.invalid(
+                        "store.url_env",
+                        "kind = \"postgres\" needs url_env (or url)",
+                    );
+                    None
+                }
+            };
+            let sslmode = match s.sslmode.as_deref() {
+                None | Some("disable") => SslMode::Disable,
+                Some("require") => SslMode::Require,
+                Some("verify-full") => SslMode::VerifyFull,
+                Some(other) => {
+                    c.invalid(
+                        "store.sslmode",
+                        format!("{other:?} is not \"disable\", \"require\" or \"verify-full\""),
+                    );
+                    SslMode::Disable
+                }
+            };
+            let ca_file = s.ca_file.as_deref().map(|p| c.base_dir.join(p));
+            if ca_file.is_some() && sslmode != SslMode::VerifyFull {
+                c.invalid("store.ca_file", "only with sslmode = \"verify-full\"");
+            }
+            if s.schema.as_ref().is_some_and(|n| {
+                !(1..=63).contains(&n.len())
+                    || !n.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            }) {
+                c.invalid("store.schema", "letters, digits and '_', at most 63");
+            }
+            let lease = Duration::from_secs(c.positive(
+                "store.lease_secs",
+                s.lease_secs,
+                DEFAULT_LEASE.as_secs(),
+            ));
+            let renew = Duration::from_secs(c.positive(
+                "store.renew_secs",
+                s.renew_secs,
+                DEFAULT_LEASE_RENEWAL.as_secs(),
+            ));
+            if renew * 2 > lease {
+                c.invalid(
+                    "store.renew_secs",
+                    "at most half of lease_secs, so one late renewal does not lose the lease",
+                );
+            }
+            StoreConfig::Postgres(Postgres {
+                url: Secret::new(url.unwrap_or_default()),
+                pool_size: c.positive("store.pool_size", s.pool_size, DEFAULT_POOL_SIZE),
+                sslmode,
+                ca_file,
+                schema: s.schema.clone(),
+                lease,
+                renew,
+            })
+        }
+        other => {
+            c.invalid(
+                "store.kind",
+                format!("{other:?} is not \"sqlite\" or \"postgres\""),
+            );
+            StoreConfig::Sqlite
+        }
     }
 }
 

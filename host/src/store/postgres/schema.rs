@@ -1,0 +1,220 @@
+//! The PostgreSQL schema as versioned migrations, applied at start under an advisory lock so that
+//! hosts starting together do not race, and refused when the database is newer than the binary.
+
+use deadpool_postgres::Client;
+
+use crate::store::StoreError;
+
+/// The advisory lock key the migrations run under (any fixed number; "inbox" in ASCII).
+const MIGRATION_LOCK: i64 = 0x0069_6e62_6f78;
+
+/// Migrations, in order; `inbox_schema.version` records how many have run. Append, never edit one
+/// that has shipped.
+///
+/// Times the hosts write (`received_at`, `next_attempt_at`, ...) are ms since the epoch from the
+/// host, as in SQLite; leases are `timestamptz` from the database's own clock (`now()`), so a host
+/// whose clock is off cannot take or keep a lease it should not.
+const MIGRATIONS: &[&str] = &[r#"
+    CREATE TABLE messages (
+        seq         BIGSERIAL PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        sender      TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        type        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        thread_id   TEXT NOT NULL,
+        in_reply_to TEXT,
+        hops        BIGINT NOT NULL,
+        sender_ref  TEXT,
+        received_at BIGINT NOT NULL,
+        mailbox     BOOLEAN NOT NULL
+    );
+    CREATE INDEX messages_route ON messages(route, seq);
+    CREATE INDEX messages_thread ON messages(thread_id, seq);
+    CREATE TABLE turns (
+        seq         BIGSERIAL,
+        message_id  TEXT PRIMARY KEY REFERENCES messages(id),
+        route       TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        attempts    BIGINT NOT NULL DEFAULT 0,
+        exit_code   BIGINT,
+        signal      BIGINT,
+        error       TEXT,
+        duration_ms BIGINT,
+        stdout_tail TEXT,
+        stderr_tail TEXT,
+        queued_at   BIGINT NOT NULL,
+        started_at  BIGINT,
+        ended_at    BIGINT,
+        leased_by   TEXT,
+        lease_until TIMESTAMPTZ
+    );
+    CREATE INDEX turns_queued ON turns(route, seq) WHERE state = 'queued';
+    CREATE INDEX turns_running ON turns(lease_until) WHERE state = 'running';
+    CREATE TABLE tokens (
+        hash        BYTEA PRIMARY KEY,
+        message_id  TEXT NOT NULL REFERENCES messages(id),
+        route       TEXT NOT NULL,
+        expires_at  BIGINT NOT NULL
+    );
+    CREATE INDEX tokens_message ON tokens(message_id);
+    CREATE TABLE replies (
+        seq         BIGSERIAL PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        in_reply_to TEXT,
+        route       TEXT,
+        type        TEXT NOT NULL,
+        payload     TEXT NOT NULL,
+        thread_id   TEXT NOT NULL,
+        hops        BIGINT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        agent       TEXT
+    );
+    CREATE INDEX replies_parent ON replies(in_reply_to);
+    CREATE INDEX replies_agent ON replies(agent, thread_id) WHERE agent IS NOT NULL;
+    CREATE TABLE deliveries (
+        reply_id        TEXT NOT NULL REFERENCES replies(id),
+        peer            TEXT NOT NULL,
+        state           TEXT NOT NULL,
+        attempts        BIGINT NOT NULL DEFAULT 0,
+        next_attempt_at BIGINT,
+        last_status     BIGINT,
+        last_error      TEXT,
+        delivered_at    BIGINT,
+        leased_by       TEXT,
+        lease_until     TIMESTAMPTZ,
+        PRIMARY KEY (reply_id, peer)
+    );
+    CREATE INDEX deliveries_due ON deliveries(next_attempt_at) WHERE next_attempt_at IS NOT NULL;
+    CREATE INDEX deliveries_peer ON deliveries(peer);
+    CREATE TABLE attempts (
+        seq      BIGSERIAL PRIMARY KEY,
+        reply_id TEXT NOT NULL,
+        peer     TEXT NOT NULL,
+        n        BIGINT NOT NULL,
+        at       BIGINT NOT NULL,
+        status   BIGINT,
+        error    TEXT
+    );
+    CREATE INDEX attempts_reply ON attempts(reply_id, peer, n);
+    CREATE TABLE dedup (
+        sender     TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        message_id TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        PRIMARY KEY (sender, key)
+    );
+    CREATE INDEX dedup_age ON dedup(created_at);
+    CREATE TABLE tasks (
+        seq         BIGSERIAL PRIMARY KEY,
+        id          TEXT NOT NULL UNIQUE,
+        owner       TEXT NOT NULL,
+        context_id  TEXT NOT NULL,
+        route       TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        rejected    TEXT,
+        canceled_at BIGINT
+    );
+    CREATE INDEX tasks_owner ON tasks(owner, seq);
+    CREATE TABLE task_inputs (
+        seq               BIGSERIAL PRIMARY KEY,
+        task_id           TEXT NOT NULL REFERENCES tasks(id),
+        message_id        TEXT UNIQUE,
+        client_message_id TEXT NOT NULL,
+        body              TEXT NOT NULL,
+        at                BIGINT NOT NULL
+    );
+    CREATE INDEX task_inputs_task ON task_inputs(task_id, seq);
+    CREATE TABLE push_configs (
+        task_id     TEXT NOT NULL REFERENCES tasks(id),
+        id          TEXT NOT NULL,
+        url         TEXT NOT NULL,
+        token       TEXT,
+        auth_scheme TEXT,
+        credentials TEXT,
+        created_at  BIGINT NOT NULL,
+        pushed      TEXT,
+        done        BOOLEAN NOT NULL DEFAULT false,
+        PRIMARY KEY (task_id, id)
+    );
+    CREATE INDEX push_pending ON push_configs(task_id) WHERE NOT done;
+    CREATE TABLE approvals (
+        id               TEXT PRIMARY KEY,
+        kind             TEXT NOT NULL,
+        route            TEXT NOT NULL,
+        message_id       TEXT,
+        thread_id        TEXT NOT NULL,
+        reason           TEXT NOT NULL,
+        created_at       BIGINT NOT NULL,
+        expires_at       BIGINT NOT NULL,
+        verdict          TEXT,
+        decided_by       TEXT,
+        via              TEXT,
+        decided_at       BIGINT,
+        decision_reason  TEXT,
+        original_payload TEXT
+    );
+    CREATE INDEX approvals_waiting ON approvals(expires_at) WHERE verdict IS NULL;
+    CREATE INDEX approvals_message ON approvals(message_id);
+    CREATE TABLE hosts (
+        host_id     TEXT PRIMARY KEY,
+        incarnation TEXT NOT NULL,
+        version     TEXT NOT NULL,
+        config_hash TEXT NOT NULL,
+        started_at  TIMESTAMPTZ NOT NULL,
+        last_seen   TIMESTAMPTZ NOT NULL,
+        running     BIGINT NOT NULL
+    );
+"#];
+
+/// The newest schema version this binary knows.
+pub(super) fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Brings the schema up to date under the advisory lock; refuses a database a newer binary wrote.
+/// `at` names the database in errors (never with its password).
+pub(super) async fn migrate(client: &mut Client, at: &str) -> Result<(), StoreError> {
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    let result = apply(client, at).await;
+    // Unlocked whatever happened; a lost connection releases it anyway.
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK])
+        .await;
+    result
+}
+
+async fn apply(client: &mut Client, at: &str) -> Result<(), StoreError> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS inbox_schema (version BIGINT NOT NULL)")
+        .await?;
+    let version: i64 = match client
+        .query_opt("SELECT version FROM inbox_schema", &[])
+        .await?
+    {
+        Some(row) => row.get(0),
+        None => {
+            client
+                .execute("INSERT INTO inbox_schema (version) VALUES (0)", &[])
+                .await?;
+            0
+        }
+    };
+    if version > latest() {
+        return Err(StoreError::SchemaTooNew {
+            path: at.into(),
+            found: version,
+            supported: latest(),
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = client.transaction().await?;
+        tx.batch_execute(sql).await?;
+        tx.execute("UPDATE inbox_schema SET version = $1", &[&((i + 1) as i64)])
+            .await?;
+        tx.commit().await?;
+    }
+    Ok(())
+}
