@@ -86,6 +86,21 @@ enum OutboxCommand {
 }
 
 #[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy an existing SQLite inbox into the PostgreSQL the config names (its URL from the
+    /// environment, `url_env`). Stop that inbox first: the copy refuses to run while it is open,
+    /// and refuses a database that already holds messages.
+    Migrate {
+        /// The SQLite inbox's data directory (the one with inbox.sqlite3).
+        #[arg(long)]
+        from: PathBuf,
+        /// The routes file with `[store] kind = "postgres"`.
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the inbox.
     Serve {
@@ -161,6 +176,11 @@ enum Command {
         /// The routes file (for the server's address and admin secret).
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
+    },
+    /// Move the inbox's data between stores.
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
     },
     /// Inspect and replay the relay's outbox.
     Outbox {
@@ -346,6 +366,13 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 for w in &cfg.warnings {
                     println!("warning: {w}");
                 }
+                match crate::store::Store::check(&crate::store_settings(&cfg)).await {
+                    Ok(found) => println!("store: {found}"),
+                    Err(e) => {
+                        eprintln!("{}: the store: {e}", config.display());
+                        return Ok(ExitCode::FAILURE);
+                    }
+                }
                 println!(
                     "{}: ok ({} peers, {} routes)",
                     config.display(),
@@ -479,6 +506,27 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 )
                 .await?;
             println!("{id}: {} deliveries queued again", r.deliveries);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Store {
+            command: StoreCommand::Migrate { from, config },
+        } => {
+            let cfg = load(&config)?;
+            let crate::store::Settings::Postgres(to) = crate::store_settings(&cfg) else {
+                anyhow::bail!(
+                    "{}: [store] kind is not \"postgres\": there is nothing to copy into",
+                    config.display()
+                );
+            };
+            let copied = crate::store::copy::sqlite_to_postgres(&from, &to).await?;
+            for (table, n) in &copied {
+                println!("{table:>14}  {n}");
+            }
+            println!(
+                "copied {} into {}",
+                from.display(),
+                crate::store::describe_postgres(&to.url)
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Pending {

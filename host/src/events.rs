@@ -5,7 +5,7 @@
 //! behind loses the oldest events and is told how many (it resyncs from the store), so a slow
 //! reader can never hold up an ack. Live views (streams, `tail`, a console) subscribe here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::model::{ApprovalKind, DeliveryState, TurnState, Verdict};
@@ -14,7 +14,7 @@ use crate::model::{ApprovalKind, DeliveryState, TurnState, Verdict};
 const CAPACITY: usize = 1024;
 
 /// Something that happened.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// A message was committed (and its turn queued, unless it went to a mailbox).
@@ -113,6 +113,8 @@ pub enum Event {
 #[derive(Debug, Clone)]
 pub struct Events {
     tx: broadcast::Sender<Event>,
+    /// Only this process's events: what a shared store's bridge forwards to the other hosts.
+    local: broadcast::Sender<Event>,
 }
 
 impl Default for Events {
@@ -126,15 +128,30 @@ impl Events {
     pub fn new() -> Self {
         Self {
             tx: broadcast::Sender::new(CAPACITY),
+            local: broadcast::Sender::new(CAPACITY),
         }
     }
 
     /// Publishes an event; never blocks, and costs next to nothing with no subscriber.
     pub fn publish(&self, event: Event) {
+        if self.local.receiver_count() > 0 {
+            let _ = self.local.send(event.clone());
+        }
+        self.publish_remote(event);
+    }
+
+    /// Publishes an event another host published (heard through the shared store): to this
+    /// host's subscribers only, never forwarded again.
+    pub fn publish_remote(&self, event: Event) {
         if self.tx.receiver_count() > 0 {
             // An error only means every subscriber left in between.
             let _ = self.tx.send(event);
         }
+    }
+
+    /// A subscription to this process's own events only.
+    pub fn subscribe_local(&self) -> broadcast::Receiver<Event> {
+        self.local.subscribe()
     }
 
     /// A new subscription, starting with the next event. `recv` returns `Lagged(n)` when `n`

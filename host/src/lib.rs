@@ -178,6 +178,7 @@ pub async fn run(
     let push_task = tokio::spawn(a2a::push::run(inbox.clone(), stopping.stopped()));
     let timeout_task = tokio::spawn(approvals.clone().run_timeouts(stopping.stopped()));
     let cluster_task = tokio::spawn(cluster_loop(inbox.clone(), stopping.stopped()));
+    let bridge_task = tokio::spawn(event_bridge(inbox.clone(), stopping.stopped()));
     let notify_task = tokio::spawn(approvals.run_notifier(notify_rx, stopping.stopped()));
     let mut reload_tasks = Vec::new();
     if let Some(reloader) = &inbox.reloader {
@@ -223,6 +224,7 @@ pub async fn run(
     let _ = push_task.await;
     let _ = timeout_task.await;
     let _ = cluster_task.await;
+    let _ = bridge_task.await;
     let _ = notify_task.await;
     for t in reload_tasks {
         let _ = t.await;
@@ -231,37 +233,73 @@ pub async fn run(
     Ok(())
 }
 
-/// On a store other hosts share: picks up work they queued (every [`CLUSTER_POLL`]) and takes
-/// over turns whose host stopped renewing their lease (settled by `on_interrupt`, as after a
-/// restart). Does nothing on a store of one's own.
+/// On a store other hosts share: starts work any host queued as soon as `LISTEN` hears of it
+/// (a turn for its route, a due delivery for the relay), passes other hosts' events into this
+/// host's feed, and every [`CLUSTER_POLL`] records this host's heartbeat, takes over turns whose
+/// host stopped renewing their lease (settled by `on_interrupt`, as after a restart) and looks
+/// for queued work once more, in case a wake-up was lost. Does nothing on a store of one's own.
 async fn cluster_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if !inbox.store.is_shared() {
+    let Some(mut signals) = inbox.store.signals() else {
         return;
-    }
+    };
+    let me = {
+        let snap = inbox.active.load();
+        format!("{}/{}", snap.config.server.host_id, incarnation())
+    };
     let mut tick = tokio::time::interval(CLUSTER_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut n: u64 = 0;
     loop {
         tokio::select! {
             _ = tick.tick() => {}
+            signal = signals.recv() => {
+                match signal {
+                    Ok(store::Signal::Turn(route)) => inbox.turns.wake(&route),
+                    Ok(store::Signal::Delivery) => inbox.relay.wake(),
+                    Ok(store::Signal::Event { origin, json }) if origin != me => {
+                        match serde_json::from_str(&json) {
+                            Ok(event) => inbox.events.publish_remote(event),
+                            Err(e) => tracing::debug!(error = %e, "an event from another host this version cannot read"),
+                        }
+                    }
+                    Ok(store::Signal::Event { .. }) => {}
+                    Ok(store::Signal::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let _ = inbox.turns.start().await;
+                        inbox.relay.wake();
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                }
+                continue;
+            }
             _ = stop.changed() => return,
         }
         if *stop.borrow() || inbox.shutdown.is_draining() {
             continue;
         }
-        n += 1;
-        if n.is_multiple_of(5) {
-            match inbox.turns.recover_interrupted().await {
-                Ok((0, 0)) => {}
-                Ok((rerun, failed)) => {
-                    tracing::warn!(
-                        rerun,
-                        failed,
-                        "took over turns whose host stopped renewing their lease"
-                    )
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot look for lost leases"),
+        let beat = {
+            let snap = inbox.active.load();
+            model::HostBeat {
+                host_id: snap.config.server.host_id.clone(),
+                incarnation: me.clone(),
+                version: env!("CARGO_PKG_VERSION").into(),
+                config_hash: snap.cluster_hash.clone(),
+                running: inbox.turns.running() as u32,
+                last_seen: 0,
+                age_ms: 0,
             }
+        };
+        if let Err(e) = inbox.store.heartbeat(beat).await {
+            tracing::warn!(error = %e, "cannot record this host's heartbeat");
+        }
+        match inbox.turns.recover_interrupted().await {
+            Ok((0, 0)) => {}
+            Ok((rerun, failed)) => {
+                tracing::warn!(
+                    rerun,
+                    failed,
+                    "took over turns whose host stopped renewing their lease"
+                )
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot look for lost leases"),
         }
         if let Err(e) = inbox.turns.start().await {
             tracing::warn!(error = %e, "cannot look for queued turns");
@@ -270,8 +308,51 @@ async fn cluster_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<
     }
 }
 
-/// How often a host of a shared store looks for work other hosts queued.
-const CLUSTER_POLL: Duration = Duration::from_secs(1);
+/// Forwards this host's events to the other hosts of a shared store, a batch per round trip,
+/// off every request's path. Does nothing on a store of one's own.
+async fn event_bridge(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    if !inbox.store.is_shared() {
+        return;
+    }
+    let mut local = inbox.events.subscribe_local();
+    loop {
+        let first = tokio::select! {
+            e = local.recv() => e,
+            _ = stop.changed() => return,
+        };
+        let mut batch = Vec::new();
+        match first {
+            Ok(e) => batch.push(e),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                tracing::warn!(
+                    missed = n,
+                    "events not forwarded to the other hosts (too many at once)"
+                );
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        }
+        while batch.len() < 100 {
+            match local.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+        let json: Vec<String> = batch
+            .iter()
+            .filter_map(|e| serde_json::to_string(e).ok())
+            .collect();
+        if let Err(e) = inbox.store.publish_events(&json).await {
+            tracing::debug!(error = %e, "cannot forward events to the other hosts");
+        }
+    }
+}
+
+/// How often a host of a shared store beats, looks for lost leases, and looks for queued work
+/// in case a `NOTIFY` was missed.
+const CLUSTER_POLL: Duration = Duration::from_secs(5);
+
+/// A host of a shared store is listed as live when its last heartbeat (every 5 s) is this recent.
+pub const LIVE_HOST: Duration = Duration::from_secs(15);
 
 /// Deletes finished records past `retention_days`, at start and then hourly.
 async fn prune_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -574,6 +574,25 @@ pub struct TaskRecord {
     pub held: bool,
 }
 
+/// One host of a shared store, as its heartbeat says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostBeat {
+    /// Its `host_id`.
+    pub host_id: String,
+    /// Its current process (`host_id/start id`).
+    pub incarnation: String,
+    /// Its binary's version.
+    pub version: String,
+    /// The hash of the config it runs.
+    pub config_hash: String,
+    /// Turns it runs now.
+    pub running: u32,
+    /// When it last said so, by the database's clock (ms).
+    pub last_seen: i64,
+    /// How long ago that was (ms).
+    pub age_ms: i64,
+}
+
 /// What the agent needs to reply: the built-in prompt and a render-turn plugin build their
 /// instructions from this.
 #[derive(Debug, Clone, PartialEq, Eq)]

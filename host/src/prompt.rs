@@ -25,7 +25,9 @@ pub fn render(m: &Message, ctx: &ReplyContext) -> String {
         s.push_str("\nNo reply is expected for this message.\n");
         return s;
     };
-    // A private CA's file goes first, so the command still reads as the article's.
+    // A private CA's file goes first, so the command still reads as the article's. The retries
+    // carry a reply over a 503 (a host whose database is away, a restart) or a refused connection;
+    // without `-f` a 4xx answer is not retried.
     let cacert = ctx
         .ca_file
         .as_ref()
@@ -34,6 +36,7 @@ pub fn render(m: &Message, ctx: &ReplyContext) -> String {
     s.push_str(&format!(
         "\nTo send your response, POST to /send:\n\n  \
          curl -s {cacert}-X POST {url} \\\n    \
+         --retry 5 --retry-all-errors \\\n    \
          -H \"Authorization: Bearer {token}\" \\\n    \
          -H \"Content-Type: application/json\" \\\n    \
          -d '{{\"type\": \"{first}\", \"payload\": {{...}}}}'\n\n\

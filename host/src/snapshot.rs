@@ -90,6 +90,9 @@ pub struct Files {
     bytes: HashMap<PathBuf, Vec<u8>>,
     /// The config hash: routes.toml's text and these exact bytes.
     pub hash: String,
+    /// What hosts of a cluster compare: routes.toml without its per-host keys, and the plugins'
+    /// bytes by file name.
+    pub cluster_hash: String,
 }
 
 impl Files {
@@ -117,7 +120,16 @@ impl Files {
             .collect();
         digests.sort_by(|a, b| a.0.cmp(b.0));
         let hash = crate::config::hash_digests(&config.text_digest, &digests);
-        Ok(Self { bytes, hash })
+        let by_name: Vec<(&Path, [u8; 32])> = digests
+            .iter()
+            .map(|(p, d)| (p.file_name().map_or(*p, Path::new), *d))
+            .collect();
+        let cluster_hash = crate::config::hash_digests(&config.shared_digest, &by_name);
+        Ok(Self {
+            bytes,
+            hash,
+            cluster_hash,
+        })
     }
 }
 
@@ -128,6 +140,8 @@ pub struct Snapshot {
     pub config: Config,
     /// The config hash (routes.toml and its plugins' bytes).
     pub hash: String,
+    /// The hash hosts of a cluster compare (see [`Files::cluster_hash`]).
+    pub cluster_hash: String,
     /// Routing table derived from it.
     pub router: Router,
     /// `X-Config-Hash`, ready to attach to every response.
@@ -196,6 +210,7 @@ impl Snapshot {
             router: Router::new(&config),
             config,
             hash: files.hash,
+            cluster_hash: files.cluster_hash,
             hash_header,
             plugins,
             tls,

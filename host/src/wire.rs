@@ -496,6 +496,36 @@ pub struct Status {
     pub draining: bool,
     /// The routes in force, with their plugins, limits and queues.
     pub routes: Vec<RouteStatus>,
+    /// On a shared store: this host's id and every live host of the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
+}
+
+/// `GET /status`'s view of the hosts sharing the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterStatus {
+    /// This host's `host_id`.
+    pub host_id: String,
+    /// Hosts that sent a heartbeat recently, this one included.
+    pub hosts: Vec<HostStatus>,
+}
+
+/// One live host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostStatus {
+    /// Its `host_id`.
+    pub host_id: String,
+    /// Its binary's version.
+    pub version: String,
+    /// The hash of the config it runs, without the keys each host sets for itself (`listen`,
+    /// `host_id`, `public_url`) and with its plugins by file name.
+    pub config_hash: String,
+    /// Whether that differs from this host's (all hosts should run the same routes.toml).
+    pub config_differs: bool,
+    /// Turns it runs now.
+    pub turns_running: u32,
+    /// How long ago it was last seen (ms).
+    pub last_seen_ms_ago: i64,
 }
 
 /// One route as `GET /status` shows it.
@@ -656,6 +686,7 @@ mod tests {
             turns_queued: 2,
             draining: false,
             routes: vec![],
+            cluster: None,
         };
         let text = serde_json::to_string(&status).expect("json");
         assert!(!text.contains("reloads_ok"));

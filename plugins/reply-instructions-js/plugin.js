@@ -49,6 +49,7 @@ export const hooks = {
     const url = shellQuote(reply.url);
     text += `\nReply by POSTing JSON to ${url}, for example:\n\n`;
     text += `  curl -s -X POST ${url} \\\n`;
+    text += `    --retry 5 --retry-all-errors \\\n`;
     text += `    -H ${shellQuote(reply.authHeader)} \\\n`;
     text += `    -H 'Content-Type: application/json' \\\n`;
     text += `    --data-binary @body.json\n\n`;

@@ -151,8 +151,104 @@ async fn two_hosts_share_one_queue_and_an_agent_replies_through_either() {
     assert!(ran_a > 0 && ran_b > 0, "a: {ran_a}, b: {ran_b}");
     assert_eq!(b.log().matches("reply queued").count(), 16);
     assert_eq!(a.log().matches("reply queued").count(), 0);
+
+    // Each host lists both, running the same config.
+    let status = admin_get(&a, "/status").await;
+    let cluster = &status.json["cluster"];
+    assert_eq!(cluster["host_id"], "host-a", "{:#}", status.json);
+    let hosts: Vec<&str> = cluster["hosts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["host_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(hosts, ["host-a", "host-b"], "{:#}", status.json);
+    assert!(
+        cluster["hosts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["config_differs"] == false),
+        "{:#}",
+        status.json
+    );
+
+    // Events of a message acked by one host reach a follower of the other.
+    let follow = b.url("/events?thread=followed&timeout=8");
+    let auth = format!("Bearer {ADMIN}");
+    let following =
+        tokio::spawn(async move { request("GET", &follow, &[("authorization", &auth)], "").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = post_message(
+        &a,
+        TONY,
+        json!({"type": "TASK", "thread_id": "followed", "payload": {}}),
+    )
+    .await;
+    assert_eq!(r.status, 202);
+    let seen = following.await.unwrap().text;
+    for event in ["message_accepted", "outbound_queued"] {
+        assert!(
+            seen.contains(event),
+            "{event} missing from b's feed:\n{seen}"
+        );
+    }
+
+    // `check` reaches the database and reads its schema.
+    let out = tokio::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(work.path().join("a").join("routes.toml"))
+        .env("INBOX_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("reachable, schema version"), "{text}");
+    assert!(
+        !text.contains("inbox-test"),
+        "the password was printed: {text}"
+    );
     a.stop();
     b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_database_stops_the_start_and_check_without_its_password() {
+    if database().is_none() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::new().listen(addr).build() + &store_toml("nowhere");
+    let path = work.path().join("routes.toml");
+    write_by_rename(&path, &toml);
+    // Nothing listens on port 9 of this machine.
+    let url = "postgres://inbox:s3cret-pw@127.0.0.1:9/inbox";
+    for cmd in ["check", "serve"] {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(bin())
+                .args([cmd, "--config"])
+                .arg(&path)
+                .env("INBOX_DATABASE_URL", url)
+                .output(),
+        )
+        .await
+        .expect("it gives up")
+        .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{cmd}: {text}");
+        assert!(text.contains("127.0.0.1:9"), "{cmd}: {text}");
+        assert!(
+            !text.contains("s3cret-pw"),
+            "{cmd} printed the password: {text}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -222,4 +318,338 @@ async fn a_killed_hosts_turn_is_taken_over_once_its_lease_runs_out() {
     } else {
         a.stop();
     }
+}
+
+/// A TCP proxy to the database that a test can cut (every connection closed, new ones refused)
+/// and restore, so the database goes away for the inbox without stopping the PostgreSQL the other
+/// tests use.
+struct Cut {
+    addr: std::net::SocketAddr,
+    open: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    live: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+impl Cut {
+    async fn start(target: std::net::SocketAddr) -> Cut {
+        use std::sync::atomic::Ordering;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let open = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let live = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (o, l) = (open.clone(), live.clone());
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if !o.load(Ordering::SeqCst) {
+                    continue;
+                }
+                let task = tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+                l.lock().unwrap().push(task.abort_handle());
+            }
+        });
+        Cut { addr, open, live }
+    }
+
+    fn cut(&self) {
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        for t in self.live.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.open.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_database_going_away_under_load_gets_503s_loses_nothing_and_recovers() {
+    let Some(url) = database() else { return };
+    // postgres://user:password@HOST:PORT/db: the proxy stands in for HOST:PORT.
+    let (head, rest) = url.split_once('@').expect("a URL with user@host");
+    let (hostport, tail) = rest.split_once('/').expect("a URL with a database");
+    let target = tokio::net::lookup_host(hostport)
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let cut = Cut::start(target).await;
+    let via_proxy = format!("{head}@{}/{tail}", cut.addr);
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
+    let addr = unused_addr();
+    let host = host(
+        &work.path().join("a"),
+        &base,
+        &schema,
+        addr,
+        "host-a",
+        addr,
+        &via_proxy,
+    )
+    .await;
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    let send = |n: usize| {
+        let host = &host;
+        async move { post_message(host, TONY, json!({"type": "TASK", "payload": {"n": n}})).await }
+    };
+    for n in 0..5 {
+        let r = send(n).await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+        acked.push(r.id());
+    }
+    cut.cut();
+    // While it is away: 503 store_unavailable with Retry-After, never an ack.
+    let mut n = 5;
+    let outage = std::time::Instant::now();
+    while refused < 3 {
+        assert!(
+            outage.elapsed() < Duration::from_secs(40),
+            "no 503 while the database was away"
+        );
+        let r = send(n).await;
+        n += 1;
+        match r.status {
+            202 => acked.push(r.id()),
+            503 => {
+                assert_eq!(r.code(), "store_unavailable", "{:#}", r.json);
+                assert!(r.headers.contains_key("retry-after"));
+                refused += 1;
+            }
+            other => panic!("{other}: {:#}", r.json),
+        }
+    }
+    cut.restore();
+    // It recovers on its own, and every acked message gets its turn.
+    let again = eventually(Duration::from_secs(40), "acks again", || async {
+        let r = send(1000).await;
+        (r.status == 202).then(|| r.id())
+    })
+    .await;
+    acked.push(again);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut states = Vec::new();
+        for id in &acked {
+            let v = view(&host, id).await;
+            states.push((v["turn"]["state"].clone(), v["turn"]["error"].clone()));
+        }
+        // `failed`: an agent whose own /send got a 503 while the database was away (the test
+        // agent does not retry; the reply instructions' curl does). Its end was still recorded.
+        if states.iter().all(|(s, _)| s == "done" || s == "failed") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not every acked message's turn ended: {states:?}\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let stored = sql(&url, &schema, "SELECT count(*) FROM messages");
+    assert_eq!(
+        stored,
+        [acked.len().to_string()],
+        "acked {} messages",
+        acked.len()
+    );
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sqlite_inbox_is_copied_into_postgres_and_goes_on_there() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    let (sqlite_dir, pg_dir) = (work.path().join("sqlite"), work.path().join("pg"));
+    std::fs::create_dir_all(&sqlite_dir).unwrap();
+    std::fs::create_dir_all(&pg_dir).unwrap();
+    let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
+        .agent_route("held", &["tony"], &["HELD"], &["STATUS"], &["tony"])
+        .route("held", "approve", &quoted("inbound"));
+    let addr = unused_addr();
+    let small = base.clone().listen(addr).build();
+    let mut host = BinHost::start(&sqlite_dir, &small, addr, "log").await;
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let r = post_message(&host, TONY, json!({"type": "TASK", "payload": {"n": n}})).await;
+        ids.push(r.id());
+    }
+    let held = post_message(&host, TONY, json!({"type": "HELD", "payload": {}}))
+        .await
+        .id();
+    tony.wait_for(3, Duration::from_secs(30)).await;
+    for id in &ids {
+        eventually(Duration::from_secs(20), "done", || async {
+            (view(&host, id).await["turn"]["state"] == "done").then_some(())
+        })
+        .await;
+    }
+    let schema = schema();
+    let pg_toml = base.clone().listen(addr).build() + &store_toml(&schema);
+    write_by_rename(&pg_dir.join("routes.toml"), &pg_toml);
+    let data = sqlite_dir.join("data");
+    let migrate = || {
+        let (data, config, url) = (data.clone(), pg_dir.join("routes.toml"), url.clone());
+        async move {
+            let out = tokio::process::Command::new(bin())
+                .args(["store", "migrate", "--from"])
+                .arg(&data)
+                .arg("--config")
+                .arg(&config)
+                .env("INBOX_DATABASE_URL", &url)
+                .output()
+                .await
+                .unwrap();
+            let text = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            (out.status.success(), text)
+        }
+    };
+    // Not while the inbox runs on it.
+    let (ok, text) = migrate().await;
+    assert!(!ok && text.contains("stop it first"), "{text}");
+    host.sigterm();
+    let (ok, text) = migrate().await;
+    assert!(ok, "{text}");
+    assert!(text.contains("messages  4"), "{text}");
+    assert!(
+        !text.contains("inbox-test"),
+        "the password was printed: {text}"
+    );
+    // Twice is refused: the database is no longer empty.
+    let (ok, text) = migrate().await;
+    assert!(!ok && text.contains("already holds messages"), "{text}");
+
+    // The same inbox, on PostgreSQL: its history is there, and what waited still waits.
+    let host = BinHost::start_with_env(
+        &pg_dir,
+        &pg_toml,
+        addr,
+        "log",
+        &[("INBOX_DATABASE_URL", &url)],
+    )
+    .await;
+    for id in &ids {
+        let v = view(&host, id).await;
+        assert_eq!(v["turn"]["state"], "done", "{v:#}");
+        assert_eq!(
+            v["replies"][0]["deliveries"][0]["state"], "delivered",
+            "{v:#}"
+        );
+    }
+    assert_eq!(
+        view(&host, &held).await["turn"]["state"],
+        "awaiting_approval"
+    );
+    let r = admin_post(
+        &host,
+        &format!("/admin/approvals/{held}/approve"),
+        &json!({"by": "ops"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    tony.wait_for(4, Duration::from_secs(30)).await;
+    // New messages continue the numbering after the copied ones.
+    let r = post_message(&host, TONY, json!({"type": "TASK", "payload": {}})).await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    let list = admin_get(&host, "/messages?limit=1").await;
+    assert_eq!(list.json["messages"][0]["id"], r.id().as_str());
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_paused_past_its_lease_records_nothing_stale_when_it_wakes() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let gate = work.path().join("open");
+    let base = Toml::tasks(
+        &tony.url(),
+        &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
+    );
+    let (a_addr, b_addr) = (unused_addr(), unused_addr());
+    let a = host(
+        &work.path().join("a"),
+        &base,
+        &schema,
+        a_addr,
+        "host-a",
+        a_addr,
+        &url,
+    )
+    .await;
+    let b = host(
+        &work.path().join("b"),
+        &base,
+        &schema,
+        b_addr,
+        "host-b",
+        b_addr,
+        &url,
+    )
+    .await;
+    let id = post_message(&a, TONY, json!({"type": "TASK", "payload": {}}))
+        .await
+        .id();
+    let holder_of = |attempt: u32| {
+        let (url, schema, id) = (url.clone(), schema.clone(), id.clone());
+        move || {
+            let (url, schema, id) = (url.clone(), schema.clone(), id.clone());
+            async move {
+                sql(
+                    &url,
+                    &schema,
+                    &format!(
+                        "SELECT leased_by FROM turns WHERE message_id = '{id}'
+                           AND state = 'running' AND attempts = {attempt}"
+                    ),
+                )
+                .into_iter()
+                .next()
+            }
+        }
+    };
+    let first = eventually(Duration::from_secs(20), "the turn to run", holder_of(1)).await;
+    let (paused, other) = if first.starts_with("host-a/") {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    paused.signal("STOP");
+    // The other host takes the turn over once the lease (2 s) has run out.
+    let second = eventually(Duration::from_secs(30), "the take-over", holder_of(2)).await;
+    assert!(!second.starts_with(&first[..7]), "{first} {second}");
+    // The paused host wakes: its renewal finds the lease gone, it stops its agent, and its end
+    // is refused.
+    paused.signal("CONT");
+    eventually(
+        Duration::from_secs(20),
+        "the woken host to give up",
+        || async { paused.log().contains("lost the turn's lease").then_some(()) },
+    )
+    .await;
+    std::fs::write(&gate, "").unwrap();
+    let v = eventually(Duration::from_secs(30), "the take-over to end", || async {
+        let v = view(other, &id).await;
+        (v["turn"]["state"] == "done").then_some(v)
+    })
+    .await;
+    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let got = tony.received();
+    assert_eq!(got.len(), 1, "the stopped agent replied too: {got:#?}");
+    assert_eq!(view(other, &id).await["turn"]["attempts"], 2);
+    a.stop();
+    b.stop();
 }

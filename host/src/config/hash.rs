@@ -25,3 +25,16 @@ pub fn hash_digests(text_digest: &[u8; 32], plugins: &[(&Path, [u8; 32])]) -> St
     }
     hex::encode(&h.finalize()[..8])
 }
+
+/// The digest of routes.toml `text` without the keys each host of a cluster sets for itself
+/// (`[server] listen`, `host_id` and `public_url`), in a canonical form (keys sorted), so hosts
+/// that share the rest get the same digest whatever their own addresses and formatting.
+pub(super) fn shared_digest(text: &str) -> [u8; 32] {
+    let mut table: toml::Table = toml::from_str(text).unwrap_or_default();
+    if let Some(toml::Value::Table(server)) = table.get_mut("server") {
+        for key in ["listen", "host_id", "public_url"] {
+            server.remove(key);
+        }
+    }
+    Sha256::digest(toml::to_string(&table).unwrap_or_default().as_bytes()).into()
+}

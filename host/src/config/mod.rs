@@ -458,6 +458,9 @@ pub struct Config {
     pub source: Option<PathBuf>,
     /// sha256 of the file's text (with the plugins' digests it makes the snapshot's hash).
     pub text_digest: [u8; 32],
+    /// sha256 of what all hosts of a cluster should share: the file without its per-host keys
+    /// (`[server] listen`, `host_id`, `public_url`).
+    pub shared_digest: [u8; 32],
     /// The directory relative paths are resolved against.
     pub base_dir: PathBuf,
     /// `[server]`.
@@ -596,6 +599,7 @@ impl Config {
             .map_err(|e| ConfigErrors(vec![ConfigError::Syntax(e.to_string().trim().into())]))?;
         let mut config = validate::validate(raw, base_dir, &env)?;
         config.text_digest = Sha256::digest(text.as_bytes()).into();
+        config.shared_digest = hash::shared_digest(text);
         Ok(config)
     }
 

@@ -43,7 +43,7 @@ pub(super) async fn call(
         }
         Endpoint::Approve => decide(inbox, snap, req, &param(), Verdict::Approved).await,
         Endpoint::Reject => decide(inbox, snap, req, &param(), Verdict::Rejected).await,
-        Endpoint::Status => status(inbox, snap, req),
+        Endpoint::Status => status(inbox, snap, req).await,
         Endpoint::Health => Ok(json(
             StatusCode::OK,
             &Health {
@@ -434,7 +434,11 @@ async fn admin_reload(
     ))
 }
 
-fn status(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>, req: &Req) -> Result<Response<Body>, ApiError> {
+async fn status(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &Req,
+) -> Result<Response<Body>, ApiError> {
     require_admin(snap, req)?;
     let (config_hash, reloads) = match &inbox.reloader {
         Some(r) => {
@@ -451,6 +455,25 @@ fn status(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>, req: &Req) -> Result<Respons
             )
         }
         None => (snap.hash.clone(), None),
+    };
+    let cluster = if inbox.store.is_shared() {
+        let hosts = inbox.store.hosts(crate::LIVE_HOST).await?;
+        Some(wire::ClusterStatus {
+            host_id: snap.config.server.host_id.clone(),
+            hosts: hosts
+                .into_iter()
+                .map(|h| wire::HostStatus {
+                    config_differs: h.config_hash != snap.cluster_hash,
+                    host_id: h.host_id,
+                    version: h.version,
+                    config_hash: h.config_hash,
+                    turns_running: h.running,
+                    last_seen_ms_ago: h.age_ms,
+                })
+                .collect(),
+        })
+    } else {
+        None
     };
     Ok(json(
         StatusCode::OK,
@@ -486,6 +509,7 @@ fn status(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>, req: &Req) -> Result<Respons
                     })
                     .collect()
             },
+            cluster,
         },
     ))
 }

@@ -7,19 +7,20 @@
 //! that lease; due deliveries are claimed the same way, so a backend shared by several hosts
 //! hands each piece of work to one of them. Nothing outside this module names a database crate.
 
+pub mod copy;
 mod postgres;
 mod sqlite;
 #[cfg(test)]
 mod tests;
 
-pub use postgres::{PgSettings, PgTls, describe as describe_postgres};
+pub use postgres::{PgSettings, PgTls, Signal, describe as describe_postgres};
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::model::{
-    Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig,
+    Approval, Attempt, AttemptOutcome, Decide, Delivery, HostBeat, Message, Outbound, PushConfig,
     Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::token::{Grant, TokenHash};
@@ -276,6 +277,35 @@ impl Store {
         }
     }
 
+    /// Checks that the store can be reached and its schema is one this binary can use, changing
+    /// nothing; says what it found.
+    pub async fn check(settings: &Settings) -> Result<String, StoreError> {
+        match settings {
+            Settings::Sqlite { data_dir, .. } => Ok(format!(
+                "SQLite in {} (opened, and migrated if needed, at start)",
+                data_dir.display()
+            )),
+            Settings::Postgres(pg) => postgres::PgStore::check(pg).await,
+        }
+    }
+
+    /// What a shared store hears from every host (`None` for a store of one's own): work queued,
+    /// events published.
+    pub fn signals(&self) -> Option<tokio::sync::broadcast::Receiver<Signal>> {
+        match self {
+            Store::Sqlite(_) => None,
+            Store::Postgres(s) => Some(s.signals()),
+        }
+    }
+
+    /// Tells the other hosts of a shared store about events (JSON each); nothing otherwise.
+    pub async fn publish_events(&self, json: &[String]) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.publish_events(json).await,
+        }
+    }
+
     /// Whether other hosts may share this store (their leases must be watched, their work may
     /// arrive without a local wake-up).
     pub fn is_shared(&self) -> bool {
@@ -429,6 +459,23 @@ impl Store {
         match self {
             Store::Sqlite(s) => s.queue_depths(),
             Store::Postgres(s) => s.queue_depths(),
+        }
+    }
+
+    /// Records this host's heartbeat (shared stores; nothing on a store of one's own). The
+    /// `last_seen` and `age_ms` fields are ignored: the database's clock sets them.
+    pub async fn heartbeat(&self, beat: HostBeat) -> Result<(), StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(()),
+            Store::Postgres(s) => s.heartbeat(beat).await,
+        }
+    }
+
+    /// The hosts seen within `within` (shared stores; none on a store of one's own).
+    pub async fn hosts(&self, within: Duration) -> Result<Vec<HostBeat>, StoreError> {
+        match self {
+            Store::Sqlite(_) => Ok(Vec::new()),
+            Store::Postgres(s) => s.hosts(within).await,
         }
     }
 

@@ -169,7 +169,26 @@ async fn finish(
 ) -> Result<bool, StoreError> {
     let state = end.state;
     let ran = std::time::Duration::from_millis(end.duration_ms.max(0) as u64);
-    if !turns.store.end_turn(lease, end, token_expires_at).await? {
+    // A database that is away for a while (a shared store) gets the end once it is back, still
+    // fenced by the lease: if another host took the turn over meanwhile, the end is refused.
+    let mut waited = 0;
+    let recorded = loop {
+        match turns
+            .store
+            .end_turn(lease, end.clone(), token_expires_at)
+            .await
+        {
+            Err(StoreError::Unavailable(why)) if waited < END_RETRIES => {
+                if waited == 0 {
+                    tracing::warn!(message_id = %message.id, error = %why, "the store is unavailable; the turn's end waits for it");
+                }
+                waited += 1;
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            }
+            other => break other?,
+        }
+    };
+    if !recorded {
         if state == TurnState::Canceled {
             tracing::info!(message_id = %message.id, "turn cancelled");
         } else {
@@ -196,6 +215,10 @@ async fn finish(
         .observe(ran.as_secs_f64());
     Ok(true)
 }
+
+/// Seconds a turn's end waits for an unavailable store before it is given up (the turn is then
+/// settled by `on_interrupt` once its lease has run out).
+const END_RETRIES: u32 = 600;
 
 /// `[server] tls_ca`, when the inbox serves TLS with a certificate no public root verifies.
 fn ca_file(snap: &Snapshot) -> Option<String> {

@@ -96,7 +96,7 @@ fn render(message: &Message, reply: &ReplyContext, config: &Map<String, Value>) 
     let _ = write!(
         text,
         "\nReply by POSTing JSON to {url}, for example:\n\n  \
-         curl -s -X POST {url} \\\n    -H {auth} \\\n    -H 'Content-Type: application/json' \\\n    \
+         curl -s -X POST {url} \\\n    --retry 5 --retry-all-errors \\\n    -H {auth} \\\n    -H 'Content-Type: application/json' \\\n    \
          --data-binary @body.json\n\nwhere body.json is one of these, one per reply type:\n",
         url = shell_quote(&reply.url),
         auth = shell_quote(&reply.auth_header),
@@ -175,6 +175,7 @@ Payload:
 Reply by POSTing JSON to 'http://127.0.0.1:8700/send', for example:
 
   curl -s -X POST 'http://127.0.0.1:8700/send' \
+    --retry 5 --retry-all-errors \
     -H 'Authorization: Bearer rt_0123' \
     -H 'Content-Type: application/json' \
     --data-binary @body.json

@@ -129,6 +129,7 @@ pub(super) fn validate(
     Ok(Config {
         source: None,
         text_digest: [0; 32],
+        shared_digest: [0; 32],
         base_dir: base_dir.to_path_buf(),
         server,
         relay,

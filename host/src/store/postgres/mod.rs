@@ -16,12 +16,13 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio::sync::broadcast;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
     Approval, ApprovalKind, Attempt, AttemptOutcome, Decide, Decision, Delivery, DeliveryState,
-    Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError,
+    HostBeat, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError,
     TurnState, Verdict, now_ms,
 };
 use crate::store::{
@@ -125,6 +126,92 @@ pub struct PgStore {
     /// Turns queued per route, as last counted (every second): for `/status`, the metrics and
     /// the scheduler's start. The database is the truth; this may be a second old.
     queued: Arc<Mutex<HashMap<String, usize>>>,
+    /// What `LISTEN` hears: work queued by any host, and other hosts' events.
+    signals: broadcast::Sender<Signal>,
+}
+
+/// Something another host (or this one) did that this host may act on, heard through
+/// `LISTEN/NOTIFY`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Signal {
+    /// A turn of this route became queued.
+    Turn(String),
+    /// A delivery became due (now or later).
+    Delivery,
+    /// An event, as JSON, from the process `origin` (`host_id/start id`).
+    Event {
+        /// Who published it.
+        origin: String,
+        /// The event.
+        json: String,
+    },
+    /// The listening connection was (re)established: anything may have been missed.
+    Resync,
+}
+
+/// Signals kept for a slow receiver.
+const SIGNALS: usize = 1024;
+
+/// Holds a connection that `LISTEN`s to `inbox_work` and `inbox_events` and turns what it hears
+/// into [`Signal`]s; reconnects (after a second) when the database goes away, and says `Resync`.
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    signals: broadcast::Sender<Signal>,
+) {
+    loop {
+        match config.connect(tls.clone()).await {
+            Ok((client, mut connection)) => {
+                // The connection's messages arrive only while it is polled: poll it beside the
+                // LISTEN statement, then on its own.
+                let listening = client.batch_execute("LISTEN inbox_work; LISTEN inbox_events");
+                tokio::pin!(listening);
+                let mut listened = false;
+                loop {
+                    let message = std::future::poll_fn(|cx| {
+                        if !listened && let std::task::Poll::Ready(r) = listening.as_mut().poll(cx)
+                        {
+                            listened = true;
+                            return std::task::Poll::Ready(Some(r.map(|()| None)));
+                        }
+                        connection.poll_message(cx).map(|m| m.map(|r| r.map(Some)))
+                    })
+                    .await;
+                    match message {
+                        Some(Ok(None)) => {
+                            let _ = signals.send(Signal::Resync);
+                        }
+                        Some(Ok(Some(tokio_postgres::AsyncMessage::Notification(n)))) => {
+                            let signal = match (n.channel(), n.payload()) {
+                                ("inbox_work", "delivery") => Signal::Delivery,
+                                ("inbox_work", p) => match p.strip_prefix("turn:") {
+                                    Some(route) => Signal::Turn(route.to_owned()),
+                                    None => continue,
+                                },
+                                ("inbox_events", p) => match p.split_once(' ') {
+                                    Some((origin, json)) => Signal::Event {
+                                        origin: origin.to_owned(),
+                                        json: json.to_owned(),
+                                    },
+                                    None => continue,
+                                },
+                                _ => continue,
+                            };
+                            let _ = signals.send(signal);
+                        }
+                        Some(Ok(Some(_))) => {}
+                        Some(Err(e)) => {
+                            tracing::warn!(error = %e, "the LISTEN connection failed; reconnecting");
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "cannot open the LISTEN connection"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 fn tls_connector(tls: &PgTls) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
@@ -343,11 +430,80 @@ fn secs(d: Duration) -> f64 {
 }
 
 impl PgStore {
-    /// Connects, migrates (under an advisory lock) and starts the queue counter.
-    pub(super) async fn open(s: &PgSettings) -> Result<Self, StoreError> {
+    /// Connects once and reads the schema version, changing nothing (`agent-inbox check`).
+    pub(super) async fn check(s: &PgSettings) -> Result<String, StoreError> {
         let at = describe(&s.url);
         let failed = |reason: String| StoreError::Open {
             path: at.clone().into(),
+            reason,
+        };
+        let pool = Self::pool(s, &at)?;
+        let client = pool.get().await.map_err(|e| failed(e.to_string()))?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass('inbox_schema') IS NOT NULL", &[])
+            .await?
+            .get(0);
+        let version: i64 = if exists {
+            client
+                .query_opt("SELECT version FROM inbox_schema", &[])
+                .await?
+                .map_or(0, |r| r.get(0))
+        } else {
+            0
+        };
+        if version > schema::latest() {
+            return Err(StoreError::SchemaTooNew {
+                path: at.into(),
+                found: version,
+                supported: schema::latest(),
+            });
+        }
+        Ok(format!(
+            "{at}: reachable, schema version {version} (this binary knows {}{})",
+            schema::latest(),
+            if version < schema::latest() {
+                "; the first host to start migrates it"
+            } else {
+                ""
+            }
+        ))
+    }
+
+    fn pool(s: &PgSettings, at: &str) -> Result<Pool, StoreError> {
+        let (config, tls) = Self::connection(s, at)?;
+        let manager = Manager::from_config(
+            config,
+            tls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        Pool::builder(manager)
+            .max_size(s.pool_size.max(2))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(Duration::from_secs(5)))
+            .create_timeout(Some(Duration::from_secs(5)))
+            .recycle_timeout(Some(Duration::from_secs(5)))
+            .build()
+            .map_err(|e| StoreError::Open {
+                path: at.into(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// How to open one connection: the parsed URL with this store's options, and its TLS.
+    fn connection(
+        s: &PgSettings,
+        at: &str,
+    ) -> Result<
+        (
+            tokio_postgres::Config,
+            tokio_postgres_rustls::MakeRustlsConnect,
+        ),
+        StoreError,
+    > {
+        let failed = |reason: String| StoreError::Open {
+            path: at.into(),
             reason,
         };
         let mut config: tokio_postgres::Config = s
@@ -367,21 +523,17 @@ impl PgStore {
         config.connect_timeout(Duration::from_secs(5));
         config.application_name("agent-inbox");
         let tls = tls_connector(&s.tls).map_err(failed)?;
-        let manager = Manager::from_config(
-            config,
-            tls,
-            ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
-            },
-        );
-        let pool = Pool::builder(manager)
-            .max_size(s.pool_size.max(2))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .wait_timeout(Some(Duration::from_secs(5)))
-            .create_timeout(Some(Duration::from_secs(5)))
-            .recycle_timeout(Some(Duration::from_secs(5)))
-            .build()
-            .map_err(|e| failed(e.to_string()))?;
+        Ok((config, tls))
+    }
+
+    /// Connects, migrates (under an advisory lock) and starts the queue counter.
+    pub(super) async fn open(s: &PgSettings) -> Result<Self, StoreError> {
+        let at = describe(&s.url);
+        let failed = |reason: String| StoreError::Open {
+            path: at.clone().into(),
+            reason,
+        };
+        let pool = Self::pool(s, &at)?;
         let mut client = pool.get().await.map_err(|e| failed(e.to_string()))?;
         if let Some(schema) = &s.schema {
             client
@@ -399,12 +551,17 @@ impl PgStore {
                 other => failed(other.to_string()),
             })?;
         drop(client);
+        let (signals, _) = broadcast::channel(SIGNALS);
         let store = Self {
             pool,
             owner: Arc::from(s.owner.as_str()),
             lease: s.lease,
             queued: Arc::default(),
+            signals: signals.clone(),
         };
+        let (config, tls) = Self::connection(s, &at)?;
+        // Bounded: one listener per store, which ends when nobody can receive its signals.
+        tokio::spawn(listen(config, tls, signals));
         store.count_queued().await?;
         let counter = store.clone();
         // Bounded: one task per store, which ends when the pool closes.
@@ -418,6 +575,36 @@ impl PgStore {
             }
         });
         Ok(store)
+    }
+
+    /// What `LISTEN` hears from now on.
+    pub(super) fn signals(&self) -> broadcast::Receiver<Signal> {
+        self.signals.subscribe()
+    }
+
+    /// Tells the other hosts of events (`NOTIFY inbox_events`, one round trip; an event over
+    /// NOTIFY's 8000 bytes is left out).
+    pub(super) async fn publish_events(&self, json: &[String]) -> Result<(), StoreError> {
+        let payloads: Vec<String> = json
+            .iter()
+            .map(|j| format!("{} {j}", self.owner))
+            .filter(|p| p.len() < 8000)
+            .collect();
+        if !payloads.is_empty() {
+            self.client()
+                .await?
+                .execute(
+                    "SELECT pg_notify('inbox_events', p) FROM unnest($1::TEXT[]) AS p",
+                    &[&payloads],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A connection of the pool, for the copy from SQLite.
+    pub(super) async fn client_for_copy(&self) -> Result<Client, StoreError> {
+        self.client().await
     }
 
     async fn client(&self) -> Result<Client, StoreError> {
@@ -1014,6 +1201,57 @@ impl PgStore {
             .collect();
         d.sort();
         d
+    }
+
+    pub(super) async fn heartbeat(&self, b: HostBeat) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO hosts (host_id, incarnation, version, config_hash, started_at,
+                                    last_seen, running)
+                 VALUES ($1, $2, $3, $4, now(), now(), $5)
+                 ON CONFLICT (host_id) DO UPDATE SET
+                     started_at = CASE WHEN hosts.incarnation = EXCLUDED.incarnation
+                                       THEN hosts.started_at ELSE now() END,
+                     incarnation = EXCLUDED.incarnation, version = EXCLUDED.version,
+                     config_hash = EXCLUDED.config_hash, last_seen = now(),
+                     running = EXCLUDED.running",
+                &[
+                    &b.host_id,
+                    &b.incarnation,
+                    &b.version,
+                    &b.config_hash,
+                    &i64::from(b.running),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn hosts(&self, within: Duration) -> Result<Vec<HostBeat>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT host_id, incarnation, version, config_hash, running,
+                        (extract(epoch FROM last_seen) * 1000)::BIGINT,
+                        (extract(epoch FROM now() - last_seen) * 1000)::BIGINT
+                 FROM hosts WHERE last_seen > now() - make_interval(secs => $1)
+                 ORDER BY host_id",
+                &[&secs(within)],
+            )
+            .await?
+            .iter()
+            .map(|r| HostBeat {
+                host_id: r.get(0),
+                incarnation: r.get(1),
+                version: r.get(2),
+                config_hash: r.get(3),
+                running: u32_at(r, 4),
+                last_seen: r.get(5),
+                age_ms: r.get(6),
+            })
+            .collect())
     }
 
     pub(super) async fn ping(&self) -> Result<(), StoreError> {

@@ -14,7 +14,8 @@ const MIGRATION_LOCK: i64 = 0x0069_6e62_6f78;
 /// Times the hosts write (`received_at`, `next_attempt_at`, ...) are ms since the epoch from the
 /// host, as in SQLite; leases are `timestamptz` from the database's own clock (`now()`), so a host
 /// whose clock is off cannot take or keep a lease it should not.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     CREATE TABLE messages (
         seq         BIGSERIAL PRIMARY KEY,
         id          TEXT NOT NULL UNIQUE,
@@ -165,7 +166,27 @@ const MIGRATIONS: &[&str] = &[r#"
         last_seen   TIMESTAMPTZ NOT NULL,
         running     BIGINT NOT NULL
     );
-"#];
+"#,
+    // Version 2: wake-ups. A turn that becomes queued and a delivery that becomes due notify
+    // `inbox_work` in their own transaction (sent at commit, once per payload per transaction),
+    // so idle hosts start at once instead of polling.
+    r#"
+    CREATE FUNCTION inbox_notify_turn() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('inbox_work', 'turn:' || NEW.route);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER turns_queued_notify AFTER INSERT OR UPDATE OF state ON turns
+        FOR EACH ROW WHEN (NEW.state = 'queued') EXECUTE FUNCTION inbox_notify_turn();
+    CREATE FUNCTION inbox_notify_delivery() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('inbox_work', 'delivery');
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER deliveries_due_notify AFTER INSERT OR UPDATE OF next_attempt_at ON deliveries
+        FOR EACH ROW WHEN (NEW.next_attempt_at IS NOT NULL) EXECUTE FUNCTION inbox_notify_delivery();
+"#,
+];
 
 /// The newest schema version this binary knows.
 pub(super) fn latest() -> i64 {

@@ -31,12 +31,44 @@ use crate::token::{Grant, TokenHash};
 /// The database file's name inside the data directory.
 pub(super) const FILE_NAME: &str = "inbox.sqlite3";
 
+/// The lock file beside the database: every open store holds it shared, `store migrate` takes
+/// it exclusively, so a copy never reads a database an inbox is writing.
+const LOCK_FILE: &str = "inbox.lock";
+
+/// The newest SQLite schema version this binary knows.
+pub(super) fn latest_schema() -> i64 {
+    schema::latest()
+}
+
+fn lock_file(data_dir: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(data_dir.join(LOCK_FILE))
+        .map_err(|e| format!("cannot open {}: {e}", data_dir.join(LOCK_FILE).display()))
+}
+
+/// Takes the data directory's lock for a copy; refused while an inbox has it open.
+pub(super) fn lock_exclusive(data_dir: &Path) -> Result<std::fs::File, String> {
+    let f = lock_file(data_dir)?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(std::fs::TryLockError::WouldBlock) => {
+            Err("an inbox is running on this data directory: stop it first".into())
+        }
+        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock it: {e}")),
+    }
+}
+
 /// Handle to the SQLite store; cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStore {
     writer: Writer,
     reader: Arc<Mutex<Connection>>,
     queues: Arc<Queues>,
+    /// The data directory's lock, held shared while the store is open.
+    _lock: Arc<std::fs::File>,
 }
 
 impl SqliteStore {
@@ -57,6 +89,19 @@ impl SqliteStore {
         };
         std::fs::create_dir_all(data_dir)
             .map_err(|e| failed(format!("cannot create {}: {e}", data_dir.display())))?;
+        let lock = lock_file(data_dir).map_err(&failed)?;
+        match lock.try_lock_shared() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(failed(
+                    "it is being copied (agent-inbox store migrate); try again when that is done"
+                        .into(),
+                ));
+            }
+            Err(std::fs::TryLockError::Error(e)) => {
+                return Err(failed(format!("cannot lock {LOCK_FILE}: {e}")));
+            }
+        }
         let mut conn = schema::connect(&path, sync).map_err(|e| failed(e.to_string()))?;
         schema::migrate(&mut conn, &path)?;
         // Checkpoints copy the WAL into the database file with fsyncs of their own; done by the
@@ -72,6 +117,7 @@ impl SqliteStore {
             writer,
             reader: Arc::new(Mutex::new(reader)),
             queues,
+            _lock: Arc::new(lock),
         })
     }
 
