@@ -255,6 +255,10 @@ async fn cluster_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<
                 match signal {
                     Ok(store::Signal::Turn(route)) => inbox.turns.wake(&route),
                     Ok(store::Signal::Delivery) => inbox.relay.wake(),
+                    // Only the host that runs it has it; the others find nothing to stop.
+                    Ok(store::Signal::Cancel(message_id)) => {
+                        inbox.turns.cancel(&message_id);
+                    }
                     Ok(store::Signal::Event { origin, json }) if origin != me => {
                         match serde_json::from_str(&json) {
                             Ok(event) => inbox.events.publish_remote(event),

@@ -66,6 +66,19 @@ async fn host(
     BinHost::start_with_env(dir, &toml, addr, "log", &[("INBOX_DATABASE_URL", url)]).await
 }
 
+/// Hosts `host-a` and `host-b` of `base` on the test database, each its own `public_url`.
+async fn two_hosts(
+    work: &std::path::Path,
+    base: &Toml,
+    schema: &str,
+    url: &str,
+) -> (BinHost, BinHost) {
+    let (a_addr, b_addr) = (unused_addr(), unused_addr());
+    let a = host(&work.join("a"), base, schema, a_addr, "host-a", a_addr, url).await;
+    let b = host(&work.join("b"), base, schema, b_addr, "host-b", b_addr, url).await;
+    (a, b)
+}
+
 /// Runs SQL on the test database, in `schema`; returns the first column of each row.
 fn sql(url: &str, schema: &str, query: &str) -> Vec<String> {
     let out = std::process::Command::new("psql")
@@ -86,15 +99,25 @@ fn sql(url: &str, schema: &str, query: &str) -> Vec<String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_hosts_share_one_queue_and_an_agent_replies_through_either() {
+async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
     let Some(url) = database() else { return };
     let tony = PeerServer::start().await;
     let schema = schema();
     let work = tempfile::tempdir().unwrap();
     let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
         .agent("max_concurrent", "2");
-    let (a_addr, b_addr) = (unused_addr(), unused_addr());
+    let (a_addr, b_addr, c_addr) = (unused_addr(), unused_addr(), unused_addr());
     // Every agent replies to host b, wherever its turn ran (as through a load balancer).
+    let c = host(
+        &work.path().join("c"),
+        &base,
+        &schema,
+        c_addr,
+        "host-c",
+        b_addr,
+        &url,
+    )
+    .await;
     let a = host(
         &work.path().join("a"),
         &base,
@@ -116,41 +139,59 @@ async fn two_hosts_share_one_queue_and_an_agent_replies_through_either() {
     )
     .await;
     let mut ids = Vec::new();
-    for i in 0..16 {
+    for i in 0..18 {
         let body = json!({"type": "TASK", "payload": {"n": i}});
-        let r = if i % 2 == 0 {
-            post_message(&a, TONY, body).await
-        } else {
-            post_message(&b, TONY, body).await
+        let r = match i % 3 {
+            0 => post_message(&a, TONY, body).await,
+            1 => post_message(&b, TONY, body).await,
+            _ => post_message(&c, TONY, body).await,
         };
         assert_eq!(r.status, 202, "{:#}", r.json);
         ids.push(r.id());
     }
     // Every acked message got its turn, and every reply reached tony.
-    let got = tony.wait_for(16, Duration::from_secs(60)).await;
-    assert_eq!(got.len(), 16);
+    let got = tony.wait_for(18, Duration::from_secs(60)).await;
+    assert_eq!(got.len(), 18);
     let answered: std::collections::HashSet<String> = got
         .iter()
         .map(|r| r.body["in_reply_to"].as_str().unwrap().to_owned())
         .collect();
     assert_eq!(
         answered.len(),
-        16,
+        18,
         "a message was answered twice or not at all"
     );
-    // Reads work from either host.
+    // One Idempotency-Key sent to two hosts at once: one message, one turn.
+    let key = [("idempotency-key", "same-key-twice")];
+    let body = json!({"type": "TASK", "payload": {"twice": true}});
+    let (one, two) = tokio::join!(
+        post_message_with(&a, TONY, &key, body.clone()),
+        post_message_with(&c, TONY, &key, body.clone())
+    );
+    let mut statuses = [one.status, two.status];
+    statuses.sort();
+    assert_eq!(statuses, [200, 202], "{:#} {:#}", one.json, two.json);
+    assert_eq!(one.json["id"], two.json["id"]);
+    let got = tony.wait_for(19, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(tony.received().len(), 19, "{got:#?}");
+    // Reads work from any host.
     for id in &ids {
         let v = view(&a, id).await;
         assert_eq!(v["turn"]["state"], "done", "{v:#}");
         assert_eq!(v["turn"]["attempts"], 1, "{v:#}");
     }
-    // Both hosts ran turns (the queue is shared), and the replies all went through b.
-    let ran_a = a.log().matches("turn ended").count();
-    let ran_b = b.log().matches("turn ended").count();
-    assert_eq!(ran_a + ran_b, 16, "a: {ran_a}, b: {ran_b}");
-    assert!(ran_a > 0 && ran_b > 0, "a: {ran_a}, b: {ran_b}");
-    assert_eq!(b.log().matches("reply queued").count(), 16);
+    // The hosts shared the turns (the queue is shared), and the replies all went through b.
+    let ran: Vec<usize> = [&a, &b, &c]
+        .iter()
+        .map(|h| h.log().matches("turn ended").count())
+        .collect();
+    // The 18, and the one message the repeated key made.
+    assert_eq!(ran.iter().sum::<usize>(), 19, "{ran:?}");
+    assert!(ran.iter().filter(|n| **n > 0).count() >= 2, "{ran:?}");
+    assert_eq!(b.log().matches("reply queued").count(), 19);
     assert_eq!(a.log().matches("reply queued").count(), 0);
+    assert_eq!(c.log().matches("reply queued").count(), 0);
 
     // Each host lists both, running the same config.
     let status = admin_get(&a, "/status").await;
@@ -162,7 +203,7 @@ async fn two_hosts_share_one_queue_and_an_agent_replies_through_either() {
         .iter()
         .map(|h| h["host_id"].as_str().unwrap())
         .collect();
-    assert_eq!(hosts, ["host-a", "host-b"], "{:#}", status.json);
+    assert_eq!(hosts, ["host-a", "host-b", "host-c"], "{:#}", status.json);
     assert!(
         cluster["hosts"]
             .as_array()
@@ -211,6 +252,7 @@ async fn two_hosts_share_one_queue_and_an_agent_replies_through_either() {
     );
     a.stop();
     b.stop();
+    c.stop();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -262,27 +304,7 @@ async fn a_killed_hosts_turn_is_taken_over_once_its_lease_runs_out() {
         &tony.url(),
         &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
     );
-    let (a_addr, b_addr) = (unused_addr(), unused_addr());
-    let mut a = host(
-        &work.path().join("a"),
-        &base,
-        &schema,
-        a_addr,
-        "host-a",
-        a_addr,
-        &url,
-    )
-    .await;
-    let mut b = host(
-        &work.path().join("b"),
-        &base,
-        &schema,
-        b_addr,
-        "host-b",
-        b_addr,
-        &url,
-    )
-    .await;
+    let (mut a, mut b) = two_hosts(work.path(), &base, &schema, &url).await;
     let id = post_message(&a, TONY, json!({"type": "TASK", "payload": {}}))
         .await
         .id();
@@ -578,27 +600,7 @@ async fn a_host_paused_past_its_lease_records_nothing_stale_when_it_wakes() {
         &tony.url(),
         &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
     );
-    let (a_addr, b_addr) = (unused_addr(), unused_addr());
-    let a = host(
-        &work.path().join("a"),
-        &base,
-        &schema,
-        a_addr,
-        "host-a",
-        a_addr,
-        &url,
-    )
-    .await;
-    let b = host(
-        &work.path().join("b"),
-        &base,
-        &schema,
-        b_addr,
-        "host-b",
-        b_addr,
-        &url,
-    )
-    .await;
+    let (a, b) = two_hosts(work.path(), &base, &schema, &url).await;
     let id = post_message(&a, TONY, json!({"type": "TASK", "payload": {}}))
         .await
         .id();
@@ -652,4 +654,224 @@ async fn a_host_paused_past_its_lease_records_nothing_stale_when_it_wakes() {
     assert_eq!(view(other, &id).await["turn"]["attempts"], 2);
     a.stop();
     b.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_the_database_require_and_verify_full() {
+    let Some(url) = database() else { return };
+    // Debian's PostgreSQL serves TLS with its snakeoil certificate, made for "localhost".
+    assert_eq!(
+        sql(&url, "public", "SHOW ssl"),
+        ["on"],
+        "the test database serves no TLS"
+    );
+    let snakeoil = "/etc/ssl/certs/ssl-cert-snakeoil.pem";
+    let (head, rest) = url.split_once('@').unwrap();
+    let (hostport, tail) = rest.split_once('/').unwrap();
+    let port = hostport.rsplit_once(':').map_or("5432", |(_, p)| p);
+    let by_name = format!("{head}@localhost:{port}/{tail}");
+    let tony = PeerServer::start().await;
+    let work = tempfile::tempdir().unwrap();
+    for (name, extra, db_url) in [
+        ("require", "sslmode = \"require\"\n".to_owned(), url.clone()),
+        (
+            "verify-full",
+            format!("sslmode = \"verify-full\"\nca_file = \"{snakeoil}\"\n"),
+            by_name.clone(),
+        ),
+    ] {
+        let schema = schema();
+        let addr = unused_addr();
+        let toml = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
+            .listen(addr)
+            .server("host_id", &quoted(name))
+            .build()
+            + &store_toml(&schema)
+            + &extra;
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let host =
+            BinHost::start_with_env(&dir, &toml, addr, "log", &[("INBOX_DATABASE_URL", &db_url)])
+                .await;
+        let r = post_message(&host, TONY, json!({"type": "TASK", "payload": {}})).await;
+        assert_eq!(r.status, 202, "{name}: {:#}", r.json);
+        // Its connections are encrypted.
+        let encrypted = sql(
+            &url,
+            "public",
+            "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+             WHERE a.application_name = 'agent-inbox' AND s.ssl
+               AND a.datname = current_database()
+               AND a.backend_start > now() - interval '60 seconds'",
+        );
+        assert_ne!(encrypted, ["0"], "{name}: no encrypted connection");
+        host.stop();
+    }
+    // verify-full refuses a certificate that does not name the host it reached (127.0.0.1).
+    let addr = unused_addr();
+    let toml = Toml::new().listen(addr).build()
+        + &store_toml(&schema())
+        + &format!("sslmode = \"verify-full\"\nca_file = \"{snakeoil}\"\n");
+    let path = work.path().join("routes.toml");
+    write_by_rename(&path, &toml);
+    let out = tokio::process::Command::new(bin())
+        .args(["check", "--config"])
+        .arg(&path)
+        .env("INBOX_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.to_lowercase().contains("certificate"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_killed_mid_delivery_leaves_it_to_another_with_the_same_key() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    // The first attempt hangs long enough for its host to be killed during it.
+    tony.script([Answer::from(200).after(Duration::from_secs(30))]);
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
+    let (mut a, mut b) = two_hosts(work.path(), &base, &schema, &url).await;
+    post_message(&a, TONY, json!({"type": "TASK", "payload": {}})).await;
+    let holder = eventually(Duration::from_secs(30), "an attempt in flight", || async {
+        sql(
+            &url,
+            &schema,
+            "SELECT leased_by FROM deliveries WHERE leased_by IS NOT NULL",
+        )
+        .into_iter()
+        .next()
+    })
+    .await;
+    let alive = if holder.starts_with("host-a/") {
+        a.kill9();
+        &b
+    } else {
+        b.kill9();
+        &a
+    };
+    // Once the lease (2 s) has run out, the other host attempts it, with the same key.
+    let attempts = eventually(Duration::from_secs(30), "a second attempt", || async {
+        let all = tony.attempts();
+        (all.len() >= 2).then_some(all)
+    })
+    .await;
+    let keys: std::collections::HashSet<&str> = attempts
+        .iter()
+        .map(|r| r.headers["idempotency-key"].to_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 1, "{attempts:#?}");
+    let state = eventually(Duration::from_secs(30), "delivered", || async {
+        let s = sql(&url, &schema, "SELECT state FROM deliveries");
+        (s == ["delivered"]).then_some(s)
+    })
+    .await;
+    assert_eq!(state, ["delivered"]);
+    let _ = alive;
+    drop((a, b));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a2a_cancel_on_one_host_stops_the_agent_on_another_at_once() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let gate = work.path().join("never");
+    let base = Toml::tasks(
+        &tony.url(),
+        &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
+    )
+    .peer_key("tony", "a2a_token", &quoted("tony-a2a"))
+    .route("tasks", "a2a", r#"{ type = "TASK" }"#);
+    // Renewals every 10 s: a cancel that arrives within 3 s came through NOTIFY.
+    let store = |addr: std::net::SocketAddr, id: &str| {
+        base.clone()
+            .listen(addr)
+            .server("host_id", &quoted(id))
+            .build()
+            + "[a2a]\n"
+            + &format!(
+                "[store]\nkind = \"postgres\"\nurl_env = \"INBOX_DATABASE_URL\"\nschema = \"{schema}\"\n\
+                 pool_size = 4\nlease_secs = 30\nrenew_secs = 10\n"
+            )
+    };
+    let (a_addr, b_addr) = (unused_addr(), unused_addr());
+    let mut hosts = Vec::new();
+    for (addr, id) in [(a_addr, "host-a"), (b_addr, "host-b")] {
+        let dir = work.path().join(id);
+        std::fs::create_dir_all(&dir).unwrap();
+        hosts.push(
+            BinHost::start_with_env(
+                &dir,
+                &store(addr, id),
+                addr,
+                "log",
+                &[("INBOX_DATABASE_URL", &url)],
+            )
+            .await,
+        );
+    }
+    let call = |host: &BinHost, method: &str, params: serde_json::Value| {
+        let url = host.url("/a2a");
+        let body = json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params});
+        async move {
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", "Bearer tony-a2a"),
+                    ("content-type", "application/json"),
+                    ("a2a-version", "1.0"),
+                ],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+    let sent = call(
+        &hosts[0],
+        "SendMessage",
+        json!({"message": {"messageId": "x-1", "role": "ROLE_USER", "parts": [{"text": "wait"}]},
+               "configuration": {"returnImmediately": true}}),
+    )
+    .await;
+    let task = sent.json["result"]["task"]["id"]
+        .as_str()
+        .expect("a task")
+        .to_owned();
+    let holder = eventually(Duration::from_secs(20), "the turn to run", || async {
+        sql(
+            &url,
+            &schema,
+            "SELECT leased_by FROM turns WHERE state = 'running'",
+        )
+        .into_iter()
+        .next()
+    })
+    .await;
+    let (running, other) = if holder.starts_with("host-a/") {
+        (&hosts[0], &hosts[1])
+    } else {
+        (&hosts[1], &hosts[0])
+    };
+    let t0 = std::time::Instant::now();
+    let r = call(other, "CancelTask", json!({"id": task})).await;
+    assert_eq!(
+        r.json["result"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{:#}",
+        r.json
+    );
+    eventually(
+        Duration::from_secs(3),
+        "the running host to stop its agent",
+        || async { running.log().contains("turn cancelled").then_some(()) },
+    )
+    .await;
+    assert!(t0.elapsed() < Duration::from_secs(3));
+    assert!(tony.received().is_empty(), "the cancelled agent replied");
 }

@@ -121,6 +121,7 @@ fn run_suites(args: &[String]) {
             "reload",
             "idle",
             "durability",
+            "postgres",
         ]
         .map(String::from)
         .to_vec();
@@ -143,8 +144,9 @@ fn run_suites(args: &[String]) {
             "turns" => rt.block_on(turn_throughput(&opts)),
             "idle" => rt.block_on(idle_rss()),
             "a2a" => rt.block_on(a2a_send(&opts)),
+            "postgres" => rt.block_on(postgres(&opts)),
             other => panic!(
-                "unknown suite {other:?}; known: ack, a2a, busy, turns, plugins, reload, idle, durability"
+                "unknown suite {other:?}; known: ack, a2a, busy, turns, plugins, reload, idle, durability, postgres"
             ),
         }
     }
@@ -886,12 +888,17 @@ async fn send_n(addr: SocketAddr, body: &'static str, n: usize, conns: usize) ->
 
 /// `GET /status` as the admin.
 async fn status(addr: SocketAddr) -> serde_json::Value {
+    admin_json(addr, "/status").await
+}
+
+/// A GET as the admin, its body as JSON.
+async fn admin_json(addr: SocketAddr, path: &str) -> serde_json::Value {
     let stream = TcpStream::connect(addr).await.expect("connect");
     let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .expect("handshake");
     tokio::spawn(conn);
-    let req = http::Request::get("/status")
+    let req = http::Request::get(path)
         .header("host", "bench")
         .header("authorization", format!("Bearer {ADMIN}"))
         .body(Full::new(Bytes::new()))
@@ -1011,4 +1018,183 @@ async fn idle_rss() {
         "  inbox with a plugin loaded {:>6} KiB",
         with_plugin.rss_kib()
     );
+}
+
+/// Issue 15: the PostgreSQL store beside SQLite beside bare hyper, in one run. Needs a database:
+/// `INBOX_BENCH_DATABASE_URL` (else `INBOX_TEST_DATABASE_URL`); each inbox gets a schema of its own.
+async fn postgres(opts: &Options) {
+    let Some(url) = std::env::var("INBOX_BENCH_DATABASE_URL")
+        .or_else(|_| std::env::var("INBOX_TEST_DATABASE_URL"))
+        .ok()
+    else {
+        println!("\n## postgres: skipped, no INBOX_BENCH_DATABASE_URL or INBOX_TEST_DATABASE_URL");
+        return;
+    };
+    // A literal URL (check warns about it): the children get no environment of ours.
+    let store = |schema: &str| {
+        format!(
+            "\n[store]\nkind = \"postgres\"\nurl = \"{url}\"\nschema = \"{schema}\"\npool_size = 16\n"
+        )
+    };
+    let fresh = || format!("bench_{}", uuid_like());
+    println!(
+        "\n## postgres: acked POST /message to a mailbox route, PostgreSQL beside SQLite beside bare hyper"
+    );
+    for &conns in &opts.conns {
+        let (mut bare, mut lite, mut pg) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..3 {
+            let s = start_bare().await;
+            bare.push(load(s.addr, "/message", MESSAGE, conns, opts.secs).await);
+            drop(s);
+            let s = start_inbox("").await;
+            lite.push(load(s.addr, "/message", MESSAGE, conns, opts.secs).await);
+            drop(s);
+            let s = start_inbox(&store(&fresh())).await;
+            pg.push(load(s.addr, "/message", MESSAGE, conns, opts.secs).await);
+            drop(s);
+        }
+        let (bare, lite, pg) = (median(bare), median(lite), median(pg));
+        println!("  {conns} connection(s), medians of 3 alternating runs:");
+        row("bare hyper", &bare, None);
+        row("inbox, SQLite", &lite, Some(&bare));
+        row("inbox, PostgreSQL", &pg, Some(&bare));
+        println!(
+            "  p99 / bare p99: SQLite {:.2}x, PostgreSQL {:.2}x",
+            lite.pct(0.99) / bare.pct(0.99),
+            pg.pct(0.99) / bare.pct(0.99)
+        );
+    }
+
+    let n = if opts.secs < 1.0 { 200 } else { 1000 };
+    println!(
+        "\n## postgres: turn throughput, {n} messages, agent `true`, max_concurrent 4 per host"
+    );
+    let routes = "[routes.work]\nfrom = [\"load\"]\ntypes = [\"WORK\"]\n\
+                  agent = { command = [\"true\"], max_concurrent = 4, max_queued = 100000 }\n";
+    let idle = |st: &serde_json::Value| st["turns_running"] == 0 && st["turns_queued"] == 0;
+    for hosts in [1usize, 2] {
+        let schema = fresh();
+        let mut servers = Vec::new();
+        for _ in 0..hosts {
+            servers.push(start_inbox_with(&store(&schema), routes, &[]).await);
+        }
+        let t = Instant::now();
+        let acked = send_n(servers[0].addr, WORK, n, 16).await;
+        // Done when no host runs one and none is queued (counted each second: allow for it).
+        loop {
+            let mut all = true;
+            for s in &servers {
+                all &= idle(&status(s.addr).await);
+            }
+            if all || t.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let rate = acked as f64 / t.elapsed().as_secs_f64();
+        println!(
+            "  {hosts} host(s) on one database: ack -> turn done  {rate:>8.0} /s (acks all to the first host)"
+        );
+        drop(servers);
+    }
+
+    println!(
+        "\n## postgres: ack on one host -> turn start on the other (LISTEN/NOTIFY), median of 30"
+    );
+    // Host a runs one turn at a time and is kept busy by a blocker, so every new turn acked on a
+    // is started by b, which hears of it through NOTIFY (its slow poll is every 5 s).
+    let agent = |max: usize| {
+        format!(
+            "{MAILBOX}[routes.work]\nfrom = [\"load\"]\ntypes = [\"WORK\"]\n\
+             agent = {{ command = [\"sh\", \"-c\", \"[ \\\"$0\\\" = block ] && exec sleep 600.0043; exit 0\", \"{{thread_id}}\"], max_concurrent = {max}, max_queued = 100000 }}\n"
+        )
+    };
+    for busy in [false, true] {
+        let schema = fresh();
+        let a = start_inbox_with(&store(&schema), &agent(1), &[]).await;
+        let b = start_inbox_with(&store(&schema), &agent(8), &[]).await;
+        // Blockers until a runs one (b may take some first).
+        for _ in 0..8 {
+            post_one(a.addr, BLOCK).await;
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if status(a.addr).await["turns_running"] == 1 {
+                break;
+            }
+        }
+        let background = busy.then(|| {
+            let addr = a.addr;
+            tokio::spawn(async move { load(addr, "/message", MESSAGE, 16, 60.0).await })
+        });
+        if busy {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let mut waits = Vec::new();
+        for _ in 0..30 {
+            let id = post_one(a.addr, WORK).await;
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(20) {
+                let v = admin_json(a.addr, &format!("/messages/{id}")).await;
+                let turn = &v["turn"];
+                if let (Some(q), Some(s)) =
+                    (turn["queued_at"].as_i64(), turn["started_at"].as_i64())
+                {
+                    waits.push((s - q) as f64);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if let Some(t) = background {
+            t.abort();
+        }
+        waits.sort_by(f64::total_cmp);
+        let median = waits.get(waits.len() / 2).copied().unwrap_or(f64::NAN);
+        let p90 = waits.get(waits.len() * 9 / 10).copied().unwrap_or(f64::NAN);
+        println!(
+            "  {}: median {median:.0} ms, p90 {p90:.0} ms ({} turns)",
+            if busy {
+                "busy (acks to a at 16 connections meanwhile)"
+            } else {
+                "idle cluster"
+            },
+            waits.len()
+        );
+        drop((a, b));
+        let _ = Command::new("pkill")
+            .args(["-f", "^sleep 600.0043$"])
+            .status();
+    }
+}
+
+const BLOCK: &str = r#"{"type":"WORK","thread_id":"block","payload":{}}"#;
+
+/// POSTs one message; returns its id.
+async fn post_one(addr: SocketAddr, body: &'static str) -> String {
+    let stream = TcpStream::connect(addr).await.expect("connect");
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .expect("handshake");
+    tokio::spawn(conn);
+    let req = http::Request::post("/message")
+        .header("host", "bench")
+        .header("content-type", "application/json")
+        .header("x-shared-secret", SECRET)
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
+        .unwrap();
+    let resp = send.send_request(req).await.expect("post");
+    let body = resp.into_body().collect().await.expect("body").to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+    v["id"].as_str().unwrap_or_default().to_owned()
+}
+
+fn uuid_like() -> String {
+    format!(
+        "{:x}{:x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    )
 }

@@ -138,6 +138,8 @@ pub enum Signal {
     Turn(String),
     /// A delivery became due (now or later).
     Delivery,
+    /// A running turn was cancelled: the host that runs it stops its agent.
+    Cancel(String),
     /// An event, as JSON, from the process `origin` (`host_id/start id`).
     Event {
         /// Who published it.
@@ -184,10 +186,15 @@ async fn listen(
                         Some(Ok(Some(tokio_postgres::AsyncMessage::Notification(n)))) => {
                             let signal = match (n.channel(), n.payload()) {
                                 ("inbox_work", "delivery") => Signal::Delivery,
-                                ("inbox_work", p) => match p.strip_prefix("turn:") {
-                                    Some(route) => Signal::Turn(route.to_owned()),
-                                    None => continue,
-                                },
+                                ("inbox_work", p) => {
+                                    if let Some(route) = p.strip_prefix("turn:") {
+                                        Signal::Turn(route.to_owned())
+                                    } else if let Some(id) = p.strip_prefix("cancel:") {
+                                        Signal::Cancel(id.to_owned())
+                                    } else {
+                                        continue;
+                                    }
+                                }
                                 ("inbox_events", p) => match p.split_once(' ') {
                                     Some((origin, json)) => Signal::Event {
                                         origin: origin.to_owned(),
@@ -295,6 +302,21 @@ impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// An error with its causes, `a: b: c`, so a TLS refusal says why (the pool's own text does not).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let next = s.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = s.source();
+    }
+    text
 }
 
 /// Reads a `BIGINT` column as a `u32` (attempts, hops: never negative or that large).
@@ -438,7 +460,7 @@ impl PgStore {
             reason,
         };
         let pool = Self::pool(s, &at)?;
-        let client = pool.get().await.map_err(|e| failed(e.to_string()))?;
+        let client = pool.get().await.map_err(|e| failed(chain(&e)))?;
         let exists: bool = client
             .query_one("SELECT to_regclass('inbox_schema') IS NOT NULL", &[])
             .await?
@@ -534,7 +556,7 @@ impl PgStore {
             reason,
         };
         let pool = Self::pool(s, &at)?;
-        let mut client = pool.get().await.map_err(|e| failed(e.to_string()))?;
+        let mut client = pool.get().await.map_err(|e| failed(chain(&e)))?;
         if let Some(schema) = &s.schema {
             client
                 .batch_execute(&format!(

@@ -186,6 +186,18 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER deliveries_due_notify AFTER INSERT OR UPDATE OF next_attempt_at ON deliveries
         FOR EACH ROW WHEN (NEW.next_attempt_at IS NOT NULL) EXECUTE FUNCTION inbox_notify_delivery();
 "#,
+    // Version 3: a running turn cancelled on any host (an A2A CancelTask) tells the host that runs
+    // it at once, instead of at its next lease renewal.
+    r#"
+    CREATE FUNCTION inbox_notify_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        PERFORM pg_notify('inbox_work', 'cancel:' || NEW.message_id);
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER turns_canceled_notify AFTER UPDATE OF state ON turns
+        FOR EACH ROW WHEN (OLD.state = 'running' AND NEW.state = 'canceled')
+        EXECUTE FUNCTION inbox_notify_cancel();
+"#,
 ];
 
 /// The newest schema version this binary knows.
