@@ -550,6 +550,9 @@ pub struct RouteStatus {
     pub max_queued: Option<usize>,
     /// Turns waiting now.
     pub queued: usize,
+    /// What waits for a person on this route (`inbound`, `outbound`, `both`), if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approve: Option<String>,
 }
 
 /// `GET /healthz`.

@@ -425,7 +425,7 @@ async function config() {
         el("th", {}, "Kind"), el("th", {}, "Plugin"), el("th", {}, "Limits"), el("th", {}, "Queued")),
       ...(s.routes || []).map((r) => el("tr", {},
         el("td", {}, r.name), el("td", {}, r.from.join(", ")), el("td", {}, r.types.join(", ")),
-        el("td", {}, r.kind), el("td", {}, r.plugin || ""),
+        el("td", {}, r.kind + (r.approve ? " · approve " + r.approve : "")), el("td", {}, r.plugin || ""),
         el("td", {}, r.max_concurrent ? r.max_concurrent + " at once, " + r.max_queued + " queued max" : ""),
         el("td", {}, r.queued)))));
 }

@@ -506,6 +506,12 @@ async fn status(
                         max_concurrent: r.agent().map(|a| a.max_concurrent),
                         max_queued: r.agent().map(|a| a.max_queued),
                         queued: depths.get(&r.name).copied().unwrap_or(0),
+                        approve: match (r.approve.inbound, r.approve.outbound) {
+                            (true, true) => Some("both".into()),
+                            (true, false) => Some("inbound".into()),
+                            (false, true) => Some("outbound".into()),
+                            (false, false) => None,
+                        },
                     })
                     .collect()
             },

@@ -776,3 +776,137 @@ async fn one_idempotency_key_sent_to_two_hosts_at_once_makes_one_message() {
         assert_eq!(new, 1, "{name}");
     }
 }
+
+#[tokio::test]
+async fn tasks_and_their_push_configs_are_kept_and_pushed_once_per_change() {
+    use crate::model::{PushConfig, Task, TaskInput};
+    for (name, store, _dir) in backends().await {
+        let task = Task {
+            id: "t1".into(),
+            owner: "tony".into(),
+            context_id: "c1".into(),
+            route: "tasks".into(),
+            created_at: now_ms(),
+            rejected: None,
+            canceled_at: None,
+        };
+        let input = TaskInput {
+            task_id: "t1".into(),
+            message_id: Some("m1".into()),
+            client_message_id: "cm1".into(),
+            body: "{}".into(),
+            at: now_ms(),
+        };
+        let link = TaskLink {
+            new: Some(task.clone()),
+            input,
+        };
+        store
+            .insert_message(message("m1"), QUEUE, None, Some(link))
+            .await
+            .expect(name);
+        assert_eq!(
+            store.task_of_message("m1").await.expect(name).as_deref(),
+            Some("t1")
+        );
+        let record = store.task("t1").await.expect(name).expect("task");
+        assert_eq!(
+            (record.task.owner.as_str(), record.inputs.len()),
+            ("tony", 1),
+            "{name}"
+        );
+        assert_eq!(record.turns[0].1.state, TurnState::Queued, "{name}");
+        let mine = store
+            .tasks(TaskFilter {
+                owner: Some("tony".into()),
+                context_id: None,
+                limit: 10,
+            })
+            .await
+            .expect(name);
+        assert_eq!(mine.len(), 1, "{name}");
+        let config = PushConfig {
+            task_id: "t1".into(),
+            id: "p1".into(),
+            url: "https://example.com/push".into(),
+            token: Some("tok".into()),
+            auth_scheme: None,
+            credentials: None,
+            created_at: now_ms(),
+        };
+        store.put_push_config(config.clone()).await.expect(name);
+        assert_eq!(
+            store.push_config("t1", "p1").await.expect(name),
+            Some(config)
+        );
+        assert_eq!(store.push_pending(10).await.expect(name), ["t1"], "{name}");
+        let push = |key: &str, last: bool| Push {
+            outbound: outbound(&format!("push-{key}"), "m1"),
+            task_id: "t1".into(),
+            config_id: "p1".into(),
+            state_key: key.into(),
+            last,
+        };
+        assert!(
+            store
+                .enqueue_push(push("working", false))
+                .await
+                .expect(name)
+        );
+        // The same state again pushes nothing; the final one ends the config's pushes.
+        assert!(
+            !store
+                .enqueue_push(push("working", false))
+                .await
+                .expect(name)
+        );
+        assert!(store.enqueue_push(push("done", true)).await.expect(name));
+        assert!(
+            store.push_configs("t1", true).await.expect(name).is_empty(),
+            "{name}"
+        );
+        assert!(
+            store.push_pending(10).await.expect(name).is_empty(),
+            "{name}"
+        );
+        let (_, d) = store
+            .outbound("push-working")
+            .await
+            .expect(name)
+            .expect("push");
+        assert_eq!(d[0].peer, crate::model::push_target("t1", "p1"), "{name}");
+        // Cancelling a task with a queued turn takes it out of the queue.
+        let canceled = store
+            .cancel_task("t1", now_ms())
+            .await
+            .expect(name)
+            .expect("cancel");
+        assert_eq!(
+            canceled.turn.map(|(m, _, s)| (m, s)),
+            Some(("m1".to_owned(), TurnState::Queued)),
+            "{name}"
+        );
+        assert!(
+            store
+                .cancel_task("t1", now_ms())
+                .await
+                .expect(name)
+                .is_none(),
+            "{name}"
+        );
+        assert_eq!(
+            store.turn("m1").await.expect(name).expect("turn").state,
+            TurnState::Canceled
+        );
+        assert!(
+            store
+                .claim_turn(claim("tasks").1)
+                .await
+                .expect(name)
+                .is_none(),
+            "{name}"
+        );
+        assert!(store.delete_push_config("t1", "p1").await.expect(name));
+        assert!(!store.delete_push_config("t1", "p1").await.expect(name));
+    }
+}
