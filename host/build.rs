@@ -5,7 +5,10 @@
 use std::path::Path;
 
 fn main() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../openapi.yaml");
+    // Read when the script runs, not when it was compiled: a build script binary can be reused by
+    // another checkout sharing the target directory (a git worktree).
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let src = Path::new(&dir).join("../openapi.yaml");
     println!("cargo::rerun-if-changed={}", src.display());
     let text = std::fs::read_to_string(&src)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", src.display()));

@@ -66,6 +66,19 @@ async fn host(
     BinHost::start_with_env(dir, &toml, addr, "log", &[("INBOX_DATABASE_URL", url)]).await
 }
 
+/// Host `id` of `base`, in `work/<id>`, replying through `public`.
+async fn host_at(
+    work: &std::path::Path,
+    base: &Toml,
+    schema: &str,
+    addr: std::net::SocketAddr,
+    id: &str,
+    public: std::net::SocketAddr,
+    url: &str,
+) -> BinHost {
+    host(&work.join(id), base, schema, addr, id, public, url).await
+}
+
 /// Hosts `host-a` and `host-b` of `base` on the test database, each its own `public_url`.
 async fn two_hosts(
     work: &std::path::Path,
@@ -74,8 +87,8 @@ async fn two_hosts(
     url: &str,
 ) -> (BinHost, BinHost) {
     let (a_addr, b_addr) = (unused_addr(), unused_addr());
-    let a = host(&work.join("a"), base, schema, a_addr, "host-a", a_addr, url).await;
-    let b = host(&work.join("b"), base, schema, b_addr, "host-b", b_addr, url).await;
+    let a = host_at(work, base, schema, a_addr, "host-a", a_addr, url).await;
+    let b = host_at(work, base, schema, b_addr, "host-b", b_addr, url).await;
     (a, b)
 }
 
@@ -108,36 +121,11 @@ async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
         .agent("max_concurrent", "2");
     let (a_addr, b_addr, c_addr) = (unused_addr(), unused_addr(), unused_addr());
     // Every agent replies to host b, wherever its turn ran (as through a load balancer).
-    let c = host(
-        &work.path().join("c"),
-        &base,
-        &schema,
-        c_addr,
-        "host-c",
-        b_addr,
-        &url,
-    )
-    .await;
-    let a = host(
-        &work.path().join("a"),
-        &base,
-        &schema,
-        a_addr,
-        "host-a",
-        b_addr,
-        &url,
-    )
-    .await;
-    let b = host(
-        &work.path().join("b"),
-        &base,
-        &schema,
-        b_addr,
-        "host-b",
-        b_addr,
-        &url,
-    )
-    .await;
+    let start =
+        |addr, id: &'static str| host_at(work.path(), &base, &schema, addr, id, b_addr, &url);
+    let c = start(c_addr, "host-c").await;
+    let a = start(a_addr, "host-a").await;
+    let b = start(b_addr, "host-b").await;
     let mut ids = Vec::new();
     for i in 0..18 {
         let body = json!({"type": "TASK", "payload": {"n": i}});
@@ -238,7 +226,7 @@ async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
     // `check` reaches the database and reads its schema.
     let out = tokio::process::Command::new(bin())
         .args(["check", "--config"])
-        .arg(work.path().join("a").join("routes.toml"))
+        .arg(work.path().join("host-a").join("routes.toml"))
         .env("INBOX_DATABASE_URL", &url)
         .output()
         .await

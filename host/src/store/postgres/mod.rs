@@ -584,7 +584,7 @@ impl PgStore {
         let (config, tls) = Self::connection(s, &at)?;
         // Bounded: one listener per store, which ends when nobody can receive its signals.
         tokio::spawn(listen(config, tls, signals));
-        store.count_queued().await?;
+        store.count_all_queued().await?;
         let counter = store.clone();
         // Bounded: one task per store, which ends when the pool closes.
         tokio::spawn(async move {
@@ -593,7 +593,7 @@ impl PgStore {
                 if counter.pool.is_closed() {
                     return;
                 }
-                let _ = counter.count_queued().await;
+                let _ = counter.count_all_queued().await;
             }
         });
         Ok(store)
@@ -633,7 +633,19 @@ impl PgStore {
         Ok(self.pool.get().await?)
     }
 
-    async fn count_queued(&self) -> Result<(), StoreError> {
+    /// The queue counts; plain counters, so a panic mid-update cannot leave them unusable.
+    fn queued(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
+        self.queued.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// One more (`up`) or one fewer turn queued on `route`, as this host saw it commit.
+    fn count_queued(&self, route: String, up: bool) {
+        let mut q = self.queued();
+        let n = q.entry(route).or_default();
+        *n = if up { *n + 1 } else { n.saturating_sub(1) };
+    }
+
+    async fn count_all_queued(&self) -> Result<(), StoreError> {
         let rows = self
             .client()
             .await?
@@ -646,7 +658,7 @@ impl PgStore {
             .iter()
             .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1) as usize))
             .collect();
-        *self.queued.lock().unwrap_or_else(|p| p.into_inner()) = counts;
+        *self.queued() = counts;
         Ok(())
     }
 
@@ -755,12 +767,7 @@ impl PgStore {
         }
         tx.commit().await?;
         if queued {
-            *self
-                .queued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(m.route.clone())
-                .or_default() += 1;
+            self.count_queued(m.route.clone(), true);
         }
         Ok(Inserted::New)
     }
@@ -821,12 +828,7 @@ impl PgStore {
                 max_queued: t.max_queued,
             });
         }
-        *self
-            .queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(m.route.clone())
-            .or_default() += 1;
+        self.count_queued(m.route.clone(), true);
         Ok(Inserted::New)
     }
 
@@ -1113,14 +1115,7 @@ impl PgStore {
             .await?,
         );
         tx.commit().await?;
-        if let Some(n) = self
-            .queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(&claim.route)
-        {
-            *n = n.saturating_sub(1);
-        }
+        self.count_queued(claim.route.clone(), false);
         Ok(Some(Claimed {
             message,
             lease: Lease {
@@ -1232,12 +1227,7 @@ impl PgStore {
             )
             .await?;
         if let Some(r) = row {
-            *self
-                .queued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(r.get(0))
-                .or_default() += 1;
+            self.count_queued(r.get(0), true);
         }
         Ok(())
     }
@@ -1273,18 +1263,12 @@ impl PgStore {
     }
 
     pub(super) fn queue_depth(&self) -> usize {
-        self.queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .sum()
+        self.queued().values().sum()
     }
 
     pub(super) fn queue_depths(&self) -> Vec<(String, usize)> {
         let mut d: Vec<(String, usize)> = self
-            .queued
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
+            .queued()
             .iter()
             .filter(|(_, n)| **n > 0)
             .map(|(r, n)| (r.clone(), *n))
@@ -1450,12 +1434,7 @@ impl PgStore {
         .await?;
         tx.commit().await?;
         if queued {
-            *self
-                .queued
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .entry(approval.route.clone())
-                .or_default() += 1;
+            self.count_queued(approval.route.clone(), true);
         }
         approval.decision = Some(Decision {
             verdict: d.verdict,
