@@ -257,20 +257,17 @@ enum Command {
 
 /// Parses the command line, runs the command, and returns the process's exit code.
 pub fn main() -> ExitCode {
-    // Log lines go through a bounded queue to a writer thread, so no request waits on stderr (a
-    // synchronous write per accepted message cost about a fifth of the ack throughput). When the
-    // queue is full a line is dropped, never waited for; drops are counted and reported.
-    let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(true)
-        .buffered_lines_limit(LOG_QUEUE_LINES)
-        .thread_name("log-writer")
-        // Buffered: the writer thread flushes when its queue runs empty, so a burst of lines
-        // costs a few writes, not one per line.
-        .finish(std::io::BufWriter::with_capacity(
-            64 * 1024,
-            std::io::stderr(),
-        ));
-    let dropped = writer.error_counter();
+    // Log lines go into a bounded buffer that a thread writes out, so no request waits on stderr
+    // (a synchronous write per accepted message cost about a fifth of the ack throughput). When the
+    // buffer is full a line is dropped, never waited for; drops are counted and reported.
+    let (writer, guard) = match crate::log::start(std::io::stderr()) {
+        Ok(started) => started,
+        Err(e) => {
+            eprintln!("error: cannot start the log writer thread: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dropped = writer.clone();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     match cli.log_format {
@@ -303,7 +300,7 @@ pub fn main() -> ExitCode {
     });
     // Flushes what is queued before the process exits.
     drop(guard);
-    let lost = dropped.dropped_lines();
+    let lost = dropped.dropped();
     if lost > 0 {
         eprintln!("warning: {lost} log lines were dropped in all (the log writer fell behind)");
     }
@@ -316,15 +313,12 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Log lines queued for the writer thread before new ones are dropped.
-const LOG_QUEUE_LINES: usize = 64 * 1024;
-
 /// Says, at most every 10 s, how many log lines were dropped since it last said so.
-async fn report_dropped_lines(counter: tracing_appender::non_blocking::ErrorCounter) {
+async fn report_dropped_lines(counter: crate::log::LogWriter) {
     let mut reported = 0;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(10)).await;
-        let now = counter.dropped_lines();
+        let now = counter.dropped();
         if now > reported {
             tracing::warn!(
                 dropped = now - reported,

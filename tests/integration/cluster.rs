@@ -170,10 +170,16 @@ async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
         assert_eq!(v["turn"]["attempts"], 1, "{v:#}");
     }
     // The hosts shared the turns (the queue is shared), and the replies all went through b.
-    let ran: Vec<usize> = [&a, &b, &c]
-        .iter()
-        .map(|h| h.log().matches("turn ended").count())
-        .collect();
+    // The logs are written a few milliseconds behind: wait for the last lines.
+    let ran: Vec<usize> = eventually(Duration::from_secs(5), "every turn's log line", || async {
+        let ran: Vec<usize> = [&a, &b, &c]
+            .iter()
+            .map(|h| h.log().matches("turn ended").count())
+            .collect();
+        let replies = b.log().matches("reply queued").count();
+        (ran.iter().sum::<usize>() >= 19 && replies >= 19).then_some(ran)
+    })
+    .await;
     // The 18, and the one message the repeated key made.
     assert_eq!(ran.iter().sum::<usize>(), 19, "{ran:?}");
     assert!(ran.iter().filter(|n| **n > 0).count() >= 2, "{ran:?}");

@@ -560,10 +560,22 @@ async fn plugin_logs_and_output_reach_the_inbox_log_and_output_is_capped() {
             .listen(host.addr)
             .build(),
     );
+    // One message per try, and a try waits for its own lines (the log is written a few
+    // milliseconds behind), so the lines counted below come from one call.
     let r = eventually(Duration::from_secs(10), "the flood config", || async {
         let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
-        let flooded = host.log().contains("flood line");
-        (r.status == 202 && flooded).then_some(r)
+        if r.status != 202 {
+            return None;
+        }
+        wait_turn_state(&host, &r.id(), "done").await;
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while Instant::now() < deadline {
+            if host.log().contains("flood line") {
+                return Some(r);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        None
     })
     .await;
     wait_turn_state(&host, &r.id(), "done").await;
@@ -724,7 +736,12 @@ async fn a_restart_loads_an_unchanged_plugin_from_the_compile_cache() {
 
     let addr = unused_addr();
     let host = BinHost::start(dir.path(), &toml.listen(addr).build(), addr, "serve-2.log").await;
-    let second = loaded(&host.log());
+    // The log is written a few milliseconds behind (a thread writes it out in bursts).
+    let second = eventually(Duration::from_secs(5), "the second start's log", || async {
+        let log = host.log();
+        log.contains("plugin loaded").then(|| loaded(&log))
+    })
+    .await;
     assert!(second.contains("from_cache=true"), "{second}");
     assert_eq!(
         post_message(&host, TONY, json!({"type": "TASK"}))

@@ -379,7 +379,12 @@ async fn a_key_that_needs_a_restart_is_logged_as_such() {
     );
     // The rest of the change is live.
     until_type_answers(&host, "TASK", 202).await;
-    let log = host.log();
+    // The log is written a few milliseconds behind.
+    let log = eventually(Duration::from_secs(5), "the reload's log line", || async {
+        let log = host.log();
+        log.contains("needs a restart").then_some(log)
+    })
+    .await;
     let line = log
         .lines()
         .find(|l| l.contains("needs a restart"))
