@@ -233,11 +233,18 @@ async fn try_push(inbox: &Arc<Inbox>, task_id: &str) -> Result<(), A2aError> {
 /// Pushes task changes until `stop`: on each event about a task's message, and in a sweep of
 /// every task with a push pending.
 pub async fn run(inbox: Arc<Inbox>, mut stop: watch::Receiver<bool>) {
-    let mut events = inbox.events.subscribe();
+    let mut events: Option<broadcast::Receiver<Event>> = None;
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
+        // The feed is followed only while `[a2a]` is on. Off, no task is made and the sweep
+        // pushes what older tasks still change; and a loop woken by every accepted message
+        // cost ~2% of a mailbox ack's CPU (BENCHMARKS.md).
+        let on = inbox.active.load().config.a2a.is_some();
+        if on != events.is_some() {
+            events = on.then(|| inbox.events.subscribe());
+        }
         tokio::select! {
-            e = events.recv() => match e {
+            e = next(&mut events) => match e {
                 Ok(Event::TurnStarted { message_id, .. } | Event::TurnEnded { message_id, .. }) => {
                     on_message(&inbox, &message_id).await;
                 }
@@ -252,6 +259,16 @@ pub async fn run(inbox: Arc<Inbox>, mut stop: watch::Receiver<bool>) {
             _ = sweep.tick() => sweep_all(&inbox).await,
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// The next event, or never without a subscription.
+async fn next(
+    events: &mut Option<broadcast::Receiver<Event>>,
+) -> Result<Event, broadcast::error::RecvError> {
+    match events {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

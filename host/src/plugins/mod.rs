@@ -14,6 +14,7 @@ mod v0_1;
 use std::fmt;
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -299,6 +300,7 @@ struct EngineInner {
     config: EngineConfig,
     /// Hex digest of the engine's compile settings, part of every cache file name.
     compat_hash: String,
+    ticker: Ticker,
 }
 
 impl fmt::Debug for Engine {
@@ -360,13 +362,14 @@ impl Engine {
         v0_1::Plugin::add_to_linker::<State, HasSelf<State>>(&mut linker, |state| state)?;
 
         let compat_hash = cache::engine_hash(&wasmtime);
-        spawn_epoch_ticker(wasmtime.weak(), config.epoch_tick)?;
+        let ticker = spawn_epoch_ticker(wasmtime.weak(), config.epoch_tick)?;
         Ok(Self {
             inner: Arc::new(EngineInner {
                 wasmtime,
                 linker,
                 config,
                 compat_hash,
+                ticker,
             }),
         })
     }
@@ -461,6 +464,7 @@ impl Engine {
                 limits,
                 pre,
                 warm: Mutex::new(Vec::new()),
+                ticker: self.inner.ticker.clone(),
             }),
         })
     }
@@ -504,19 +508,58 @@ impl Engine {
     }
 }
 
-/// Advances the engine's epoch every `tick` until the engine is gone.
-fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, tick: Duration) -> anyhow::Result<()> {
-    std::thread::Builder::new()
+/// The epoch ticker's side that calls see: ticks run only while a call (or instantiation) does.
+/// An idle ticker woke a thousand times a second for nothing, on every inbox, plugins or not
+/// (about 1% of a mailbox ack's CPU on two cores; BENCHMARKS.md).
+#[derive(Clone)]
+struct Ticker {
+    running: Arc<AtomicUsize>,
+    thread: std::thread::Thread,
+}
+
+/// Marks a call running for as long as it lives.
+struct Ticking(Arc<AtomicUsize>);
+
+impl Ticker {
+    fn start(&self) -> Ticking {
+        if self.running.fetch_add(1, Ordering::AcqRel) == 0 {
+            // Parked, or about to park: an unpark before the park makes the park return at once.
+            self.thread.unpark();
+        }
+        Ticking(self.running.clone())
+    }
+}
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Advances the engine's epoch every `tick` while a call runs, until the engine is gone.
+fn spawn_epoch_ticker(engine: wasmtime::EngineWeak, tick: Duration) -> anyhow::Result<Ticker> {
+    let running = Arc::new(AtomicUsize::new(0));
+    let calls = running.clone();
+    let thread = std::thread::Builder::new()
         .name("wasm-epoch-ticker".into())
         .spawn(move || {
-            while let Some(engine) = engine.upgrade() {
-                engine.increment_epoch();
-                // Drop the strong reference while asleep so the engine can go away.
-                drop(engine);
+            // No strong reference is held while asleep, so the engine can go away.
+            while engine.upgrade().is_some() {
+                if calls.load(Ordering::Acquire) == 0 {
+                    // Woken by the next call; at the latest in a second, to see the engine gone.
+                    std::thread::park_timeout(Duration::from_secs(1));
+                    continue;
+                }
                 std::thread::sleep(tick);
+                if let Some(engine) = engine.upgrade() {
+                    engine.increment_epoch();
+                }
             }
         })?;
-    Ok(())
+    Ok(Ticker {
+        running,
+        thread: thread.thread().clone(),
+    })
 }
 
 /// A loaded plugin, ready to call. Cheap to clone and share between tasks.
@@ -538,6 +581,7 @@ struct PluginInner {
     /// Idle warm instances, if [`Reuse::Warm`], at most [`WARM_POOL`]. They belong to this
     /// `Plugin`, so a reloaded (new) version of the plugin never inherits one.
     warm: Mutex<Vec<Instance>>,
+    ticker: Ticker,
 }
 
 impl fmt::Debug for Plugin {
@@ -767,6 +811,7 @@ impl Plugin {
     /// Runs one call on a fresh or warm instance, with the plugin's limits, and turns whatever
     /// went wrong into a [`PluginError`].
     async fn call<H: Hook>(&self, hook: H) -> Result<H::Out, PluginError> {
+        let _ticking = self.inner.ticker.start();
         let mut instance = match self.take_warm() {
             Some(instance) => instance,
             None => self.instantiate().await?,
