@@ -41,7 +41,7 @@ use bindings::agent_inbox::plugin::types as wit;
 ///
 /// Every tick that lands while a plugin runs makes it yield to tokio once and re-checks its
 /// deadline, so 1 ms bounds both how long a plugin can hold a runtime worker and how late a
-/// deadline fires; one wake-up per millisecond costs the process next to nothing.
+/// deadline fires. The ticker runs only while a call does.
 pub const DEFAULT_EPOCH_TICK: Duration = Duration::from_millis(1);
 
 /// Idle warm instances one plugin keeps (with `warm_calls` > 0): calls running at once each

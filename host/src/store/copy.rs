@@ -121,6 +121,12 @@ pub async fn sqlite_to_postgres(from: &Path, to: &PgSettings) -> Result<Copied, 
         }
         copied.push((table, n));
     }
+    // SQLite stores a thread's first message with thread_id '' (its own id; schema v6).
+    tx.execute(
+        "UPDATE messages SET thread_id = id WHERE thread_id = ''",
+        &[],
+    )
+    .await?;
     // Left running by the SQLite inbox: its lease has run out, so a host settles it at start.
     tx.execute(
         "UPDATE turns SET leased_by = 'migrated/0', lease_until = now() - interval '1 second'

@@ -44,10 +44,14 @@ impl FromSql for StoredTurnError {
     }
 }
 
-pub(super) const MESSAGE_COLUMNS: &str = "id, sender, route, type, payload, thread_id, \
-                                          in_reply_to, hops, sender_ref, received_at, mailbox";
-const MESSAGE_COLUMNS_M: &str = "m.id, m.sender, m.route, m.type, m.payload, m.thread_id, \
-                                 m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
+/// A message's thread id as stored: '' for a message that starts its thread (schema v6), whose
+/// thread id is its own id.
+pub(super) const MESSAGE_COLUMNS: &str = "id, sender, route, type, payload, \
+     CASE thread_id WHEN '' THEN id ELSE thread_id END, \
+     in_reply_to, hops, sender_ref, received_at, mailbox";
+const MESSAGE_COLUMNS_M: &str = "m.id, m.sender, m.route, m.type, m.payload, \
+     CASE m.thread_id WHEN '' THEN m.id ELSE m.thread_id END, \
+     m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
 const OUTBOUND_COLUMNS: &str =
     "id, in_reply_to, route, type, payload, thread_id, hops, created_at, agent";
 pub(super) const OUTBOUND_COLUMNS_R: &str = "r.id, r.in_reply_to, r.route, r.type, r.payload, \
@@ -101,7 +105,8 @@ const DELIVERY_COLUMNS_D: &str = "d.peer, d.state, d.attempts, d.next_attempt_at
 
 pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
     Ok(c.prepare_cached(
-        "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
+        "SELECT t.message_id, t.route, CASE m.thread_id WHEN '' THEN m.id ELSE m.thread_id END,
+                m.hops, t.expires_at,
                 tu.state IN ('running', 'queued')
          FROM tokens t JOIN messages m ON m.id = t.message_id
          LEFT JOIN turns tu ON tu.message_id = t.message_id
@@ -225,7 +230,16 @@ fn list_statement(f: &MessageFilter) -> (String, Vec<&dyn rusqlite::ToSql>) {
     ] {
         if let Some(v) = value {
             values.push(v);
-            clauses.push(format!("{column} = ?{}", values.len()));
+            let n = values.len();
+            clauses.push(if column == "m.thread_id" {
+                // The thread's first message stores '' (schema v6): found by its id, the rest
+                // through the partial thread index (the `<> ''` lets the planner use it).
+                format!(
+                    "(m.thread_id = ?{n} AND m.thread_id <> '' OR m.id = ?{n} AND m.thread_id = '')"
+                )
+            } else {
+                format!("{column} = ?{n}")
+            });
         }
     }
     values.push(&f.limit);
@@ -582,6 +596,9 @@ mod tests {
         assert!(route.contains("USING INDEX messages_route"), "{route}");
         let thread = plan(&filter(None, Some("t1"), Some("tony")));
         assert!(thread.contains("USING INDEX messages_thread"), "{thread}");
+        // The thread's first message (stored with thread_id '') through the id's index.
+        assert!(thread.contains("sqlite_autoindex_messages_1"), "{thread}");
+        assert!(!thread.contains("SCAN m"), "{thread}");
         let peer_route = plan(&filter(Some("replies"), None, Some("tony")));
         assert!(
             peer_route.contains("USING INDEX messages_route"),

@@ -180,6 +180,15 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX approvals_waiting ON approvals(expires_at) WHERE verdict IS NULL;
     CREATE INDEX approvals_message ON approvals(message_id);
     "#,
+    // Version 6: a message that starts its own thread (its thread id is its id) stores '' as its
+    // thread_id, and the thread index holds only messages that continue a thread. The id is not
+    // written twice, and the common ack, a new thread, writes one index fewer (BENCHMARKS.md).
+    // Reads give such a message its id back (`reads::THREAD_ID`).
+    r#"
+    DROP INDEX messages_thread;
+    UPDATE messages SET thread_id = '' WHERE thread_id = id;
+    CREATE INDEX messages_thread ON messages(thread_id, seq) WHERE thread_id <> '';
+    "#,
 ];
 
 /// The newest schema version this binary knows.
@@ -225,4 +234,61 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::MessageFilter;
+    use crate::store::sqlite::reads;
+
+    /// A v5 database with a thread (its first message and a reply into it) migrates to v6, and
+    /// reads give every message its thread id back.
+    #[test]
+    fn version_6_stores_a_threads_first_id_once_and_reads_give_it_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let mut c = connect(&path, Synchronous::Off).unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(5).enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        let insert = "INSERT INTO messages (id, sender, route, type, payload, thread_id,
+                      in_reply_to, hops, sender_ref, received_at, mailbox)
+                      VALUES (?1, 'tony', 'inbox', 'NOTE', '{}', ?2, NULL, 0, NULL, 1, 1)";
+        c.execute(insert, ["root", "root"]).unwrap();
+        c.execute(insert, ["other", "other"]).unwrap();
+        c.execute(insert, ["answer", "root"]).unwrap();
+        migrate(&mut c, &path).unwrap();
+        let stored: Vec<(String, String)> = c
+            .prepare("SELECT id, thread_id FROM messages ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            stored,
+            [("root", ""), ("other", ""), ("answer", "root")]
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        let root = reads::message(&c, "root").unwrap().unwrap();
+        assert_eq!(root.thread_id, "root");
+        let thread = reads::list_messages(
+            &c,
+            &MessageFilter {
+                route: None,
+                thread: Some("root".into()),
+                sender: None,
+                limit: 50,
+            },
+        )
+        .unwrap();
+        let ids: Vec<(&str, &str)> = thread
+            .iter()
+            .map(|(m, _)| (m.id.as_str(), m.thread_id.as_str()))
+            .collect();
+        assert_eq!(ids, [("answer", "root"), ("root", "root")]);
+    }
 }

@@ -60,7 +60,12 @@ impl Write for InsertMessage {
             m.route,
             m.msg_type,
             m.payload,
-            m.thread_id,
+            // A thread's first message stores '' (schema v6): its thread is its own id.
+            if m.thread_id == m.id {
+                ""
+            } else {
+                m.thread_id.as_str()
+            },
             m.in_reply_to,
             m.hops,
             m.sender_ref,
