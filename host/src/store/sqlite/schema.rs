@@ -211,8 +211,9 @@ pub(super) fn connect(path: &Path, sync: Synchronous) -> Result<Connection, rusq
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", pragma(sync))?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // A WAL that grew (a burst beside a long read) is cut back to this when it next rewinds.
-    conn.pragma_update(None, "journal_size_limit", 64 << 20)?;
+    // A WAL that grew past the writer's rewind point (a burst beside a long read) is cut back to
+    // this when it next rewinds; below it the file is reused in place, never regrown.
+    conn.pragma_update(None, "journal_size_limit", 160 << 20)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     Ok(conn)
 }

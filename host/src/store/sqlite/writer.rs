@@ -165,12 +165,16 @@ pub(super) struct Checkpoints {
     pub(super) restart_at_frames: i64,
 }
 
-/// Every 50 ms; rewind past 32 MiB of WAL (at 4 KiB pages). Frequent passive checkpoints leave
+/// Every 50 ms; rewind past 128 MiB of WAL (at 4 KiB pages). Frequent passive checkpoints leave
 /// little for the RESTART to copy while the writer waits: under wrk on a 2M+ message database the
-/// median p99 went from 8.1 ms (every 500 ms) to 3.4 ms, bare hyper's own (BENCHMARKS.md).
+/// median p99 went from 8.1 ms (every 500 ms) to 3.4 ms, bare hyper's own. Each RESTART still
+/// holds the acks behind it for 1–7 ms; past 32 MiB that was three times a second under load,
+/// enough for the p99 to catch them, past 128 MiB it is four times rarer (BENCHMARKS.md). The
+/// WAL only grows that long under sustained writes: when the writes pause, the passive
+/// checkpoints catch up and the writer rewinds it by itself.
 pub(super) const CHECKPOINTS: Checkpoints = Checkpoints {
     every: Duration::from_millis(50),
-    restart_at_frames: 8192,
+    restart_at_frames: 32768,
 };
 
 /// Starts the writer thread on `conn` and the checkpoint thread on `checkpointer`.
