@@ -44,14 +44,32 @@ impl FromSql for StoredTurnError {
     }
 }
 
-/// A message's thread id as stored: '' for a message that starts its thread (schema v6), whose
-/// thread id is its own id.
-pub(super) const MESSAGE_COLUMNS: &str = "id, sender, route, type, payload, \
-     CASE thread_id WHEN '' THEN id ELSE thread_id END, \
-     in_reply_to, hops, sender_ref, received_at, mailbox";
-const MESSAGE_COLUMNS_M: &str = "m.id, m.sender, m.route, m.type, m.payload, \
-     CASE m.thread_id WHEN '' THEN m.id ELSE m.thread_id END, \
-     m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
+/// A message's thread id, for a table prefix (`""` or `"m."`): stored as '' for a message that
+/// starts its thread (schema v6), whose thread id is its own id.
+macro_rules! thread_id_of {
+    ($t:literal) => {
+        concat!(
+            "CASE ",
+            $t,
+            "thread_id WHEN '' THEN ",
+            $t,
+            "id ELSE ",
+            $t,
+            "thread_id END"
+        )
+    };
+}
+
+pub(super) const MESSAGE_COLUMNS: &str = concat!(
+    "id, sender, route, type, payload, ",
+    thread_id_of!(""),
+    ", in_reply_to, hops, sender_ref, received_at, mailbox"
+);
+const MESSAGE_COLUMNS_M: &str = concat!(
+    "m.id, m.sender, m.route, m.type, m.payload, ",
+    thread_id_of!("m."),
+    ", m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox"
+);
 const OUTBOUND_COLUMNS: &str =
     "id, in_reply_to, route, type, payload, thread_id, hops, created_at, agent";
 pub(super) const OUTBOUND_COLUMNS_R: &str = "r.id, r.in_reply_to, r.route, r.type, r.payload, \
@@ -104,14 +122,14 @@ const DELIVERY_COLUMNS_D: &str = "d.peer, d.state, d.attempts, d.next_attempt_at
                                   d.last_error, d.delivered_at";
 
 pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
-    Ok(c.prepare_cached(
-        "SELECT t.message_id, t.route, CASE m.thread_id WHEN '' THEN m.id ELSE m.thread_id END,
-                m.hops, t.expires_at,
-                tu.state IN ('running', 'queued')
+    Ok(c.prepare_cached(concat!(
+        "SELECT t.message_id, t.route, ",
+        thread_id_of!("m."),
+        ", m.hops, t.expires_at, tu.state IN ('running', 'queued')
          FROM tokens t JOIN messages m ON m.id = t.message_id
          LEFT JOIN turns tu ON tu.message_id = t.message_id
-         WHERE t.hash = ?1",
-    )?
+         WHERE t.hash = ?1"
+    ))?
     .query_row(params![&hash.0[..]], |r| {
         let running: Option<bool> = r.get(5)?;
         Ok(Grant {
@@ -223,23 +241,19 @@ pub(super) fn list_messages(
 fn list_statement(f: &MessageFilter) -> (String, Vec<&dyn rusqlite::ToSql>) {
     let mut clauses = Vec::new();
     let mut values: Vec<&dyn rusqlite::ToSql> = Vec::new();
-    for (column, value) in [
-        ("m.route", &f.route),
-        ("m.thread_id", &f.thread),
-        ("m.sender", &f.sender),
+    for (clause, value) in [
+        ("m.route = ?N", &f.route),
+        // The thread's first message stores '' (schema v6): found by its id, the rest through
+        // the partial thread index (the `<> ''` lets the planner use it).
+        (
+            "(m.thread_id = ?N AND m.thread_id <> '' OR m.id = ?N AND m.thread_id = '')",
+            &f.thread,
+        ),
+        ("m.sender = ?N", &f.sender),
     ] {
         if let Some(v) = value {
             values.push(v);
-            let n = values.len();
-            clauses.push(if column == "m.thread_id" {
-                // The thread's first message stores '' (schema v6): found by its id, the rest
-                // through the partial thread index (the `<> ''` lets the planner use it).
-                format!(
-                    "(m.thread_id = ?{n} AND m.thread_id <> '' OR m.id = ?{n} AND m.thread_id = '')"
-                )
-            } else {
-                format!("{column} = ?{n}")
-            });
+            clauses.push(clause.replace("?N", &format!("?{}", values.len())));
         }
     }
     values.push(&f.limit);
