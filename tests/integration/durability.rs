@@ -756,14 +756,20 @@ async fn retention_days_drives_the_prune_and_old_dedup_keys_go() {
     for id in [&old_note, &old_task, &old_pending] {
         sqlite(
             &db,
-            &format!("UPDATE messages SET received_at = {old} WHERE id = '{id}'"),
+            &format!(
+                "UPDATE messages SET received_at = {old} WHERE id = {}",
+                sql_id(id)
+            ),
         );
     }
     // Younger than retention_days: kept.
     let young = now - 9 * DAY_MS;
     sqlite(
         &db,
-        &format!("UPDATE messages SET received_at = {young} WHERE id = '{young_note}'"),
+        &format!(
+            "UPDATE messages SET received_at = {young} WHERE id = {}",
+            sql_id(&young_note)
+        ),
     );
     sqlite(
         &db,

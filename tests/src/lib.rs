@@ -1232,6 +1232,13 @@ print(json.dumps(rows))
     serde_json::from_slice(&out.stdout).expect("rows as JSON")
 }
 
+/// An id the inbox made, as an SQL literal of what its SQLite store holds (schema v7: the UUID's
+/// 16 bytes), for [`sqlite`] statements that pick a row by id.
+pub fn sql_id(id: &str) -> String {
+    assert_eq!(id.len(), 36, "an id the inbox made: {id}");
+    format!("X'{}'", id.replace('-', ""))
+}
+
 /// The database of a host whose routes.toml is in `dir` (the default `data_dir`).
 pub fn database(dir: &Path) -> PathBuf {
     dir.join("data").join("inbox.sqlite3")

@@ -140,7 +140,7 @@ pub async fn sqlite_to_postgres(from: &Path, to: &PgSettings) -> Result<Copied, 
 
 /// The next rows of `table` after `after` (a rowid, or for a keyed table how many were read),
 /// each with its rowid (or 0) and a JSON object keyed by column (the `seq` PostgreSQL numbers by,
-/// booleans as booleans, blobs as `\x` hex).
+/// booleans as booleans, ids as text, other blobs as `\x` hex).
 fn read_batch(
     c: &rusqlite::Connection,
     table: &str,
@@ -163,6 +163,10 @@ fn read_batch(
     };
     let mut stmt = c.prepare(&sql)?;
     let names: Vec<String> = stmt.column_names().map(str::to_owned).collect();
+    let keys = sqlite::key::KEY_COLUMNS
+        .iter()
+        .find(|(t, _)| *t == table)
+        .map_or(&[][..], |(_, columns)| *columns);
     let rows = stmt
         .query_map(rusqlite::params![after, BATCH], |r| {
             let rowid: i64 = r.get(0)?;
@@ -174,6 +178,14 @@ fn read_batch(
                     ValueRef::Integer(n) => Value::from(n),
                     ValueRef::Real(f) => Value::from(f),
                     ValueRef::Text(t) => Value::String(String::from_utf8_lossy(t).into_owned()),
+                    // An id stored as its 16 bytes (schema v7) goes back to its text.
+                    ValueRef::Blob(b) if keys.contains(&name.as_str()) => sqlite::key::blob_text(b)
+                        .map(Value::String)
+                        .ok_or(rusqlite::Error::InvalidColumnType(
+                            i,
+                            name.clone(),
+                            rusqlite::types::Type::Blob,
+                        ))?,
                     ValueRef::Blob(b) => Value::String(format!("\\x{}", hex::encode(b))),
                 };
                 obj.insert(name.clone(), v);

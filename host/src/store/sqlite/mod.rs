@@ -5,6 +5,7 @@
 //! to one claimant, keeps the delivery claims in memory (they end with the process, so a restart
 //! finds every undelivered delivery due again), and fences a turn's end by its attempt number.
 
+pub(super) mod key;
 mod reads;
 mod schema;
 mod writer;

@@ -1,8 +1,10 @@
 //! Reads: row mappers, the model's enums as SQLite values, and the queries behind the store's
 //! read methods (run on the reader connection, beside the writer).
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, Row, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, Value, ValueRef};
+use rusqlite::{Connection, OptionalExtension, Row, params, params_from_iter};
+
+use super::key::{id, key, opt_id, opt_key};
 
 use crate::model::{
     Approval, ApprovalKind, Attempt, Decision, Delivery, DeliveryState, Message, Outbound,
@@ -77,13 +79,13 @@ pub(super) const OUTBOUND_COLUMNS_R: &str = "r.id, r.in_reply_to, r.route, r.typ
 
 pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
     Ok(Message {
-        id: r.get(0)?,
+        id: id(r, 0)?,
         sender: r.get(1)?,
         route: r.get(2)?,
         msg_type: r.get(3)?,
         payload: r.get(4)?,
-        thread_id: r.get(5)?,
-        in_reply_to: r.get(6)?,
+        thread_id: id(r, 5)?,
+        in_reply_to: opt_id(r, 6)?,
         hops: r.get(7)?,
         sender_ref: r.get(8)?,
         received_at: r.get(9)?,
@@ -93,12 +95,12 @@ pub(super) fn message_row(r: &Row<'_>) -> rusqlite::Result<Message> {
 
 pub(super) fn outbound_row(r: &Row<'_>) -> rusqlite::Result<Outbound> {
     Ok(Outbound {
-        id: r.get(0)?,
-        in_reply_to: r.get(1)?,
+        id: id(r, 0)?,
+        in_reply_to: opt_id(r, 1)?,
         route: r.get(2)?,
         msg_type: r.get(3)?,
         payload: r.get(4)?,
-        thread_id: r.get(5)?,
+        thread_id: id(r, 5)?,
         hops: r.get(6)?,
         created_at: r.get(7)?,
         agent: r.get(8)?,
@@ -133,9 +135,9 @@ pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, S
     .query_row(params![&hash.0[..]], |r| {
         let running: Option<bool> = r.get(5)?;
         Ok(Grant {
-            message_id: r.get(0)?,
+            message_id: id(r, 0)?,
             route: r.get(1)?,
-            thread_id: r.get(2)?,
+            thread_id: id(r, 2)?,
             hops: r.get(3)?,
             expires_at: if running == Some(true) {
                 None
@@ -147,11 +149,11 @@ pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, S
     .optional()?)
 }
 
-pub(super) fn message(c: &Connection, id: &str) -> Result<Option<Message>, StoreError> {
+pub(super) fn message(c: &Connection, message_id: &str) -> Result<Option<Message>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
     ))?
-    .query_row(params![id], message_row)
+    .query_row(params![key(message_id)], message_row)
     .optional()?)
 }
 
@@ -160,7 +162,7 @@ pub(super) fn turn(c: &Connection, message_id: &str) -> Result<Option<Turn>, Sto
         "SELECT state, attempts, exit_code, signal, error, duration_ms, stdout_tail, stderr_tail,
                 queued_at, started_at, ended_at FROM turns WHERE message_id = ?1",
     )?
-    .query_row(params![message_id], |r| {
+    .query_row(params![key(message_id)], |r| {
         Ok(Turn {
             state: r.get(0)?,
             attempts: r.get(1)?,
@@ -182,7 +184,7 @@ fn deliveries_of(c: &Connection, outbound_id: &str) -> Result<Vec<Delivery>, Sto
     Ok(c.prepare_cached(&format!(
         "SELECT {DELIVERY_COLUMNS_D} FROM deliveries d WHERE d.reply_id = ?1 ORDER BY d.peer"
     ))?
-    .query_map(params![outbound_id], |r| delivery_at(r, 0))?
+    .query_map(params![key(outbound_id)], |r| delivery_at(r, 0))?
     .collect::<Result<_, _>>()?)
 }
 
@@ -194,7 +196,7 @@ pub(super) fn outbound_for(
         .prepare_cached(&format!(
             "SELECT {OUTBOUND_COLUMNS} FROM replies WHERE in_reply_to = ?1 ORDER BY seq"
         ))?
-        .query_map(params![message_id], outbound_row)?
+        .query_map(params![key(message_id)], outbound_row)?
         .collect::<Result<_, _>>()?;
     all.into_iter()
         .map(|o| {
@@ -206,13 +208,13 @@ pub(super) fn outbound_for(
 
 pub(super) fn outbound(
     c: &Connection,
-    id: &str,
+    outbound_id: &str,
 ) -> Result<Option<(Outbound, Vec<Delivery>)>, StoreError> {
     let found = c
         .prepare_cached(&format!(
             "SELECT {OUTBOUND_COLUMNS} FROM replies WHERE id = ?1"
         ))?
-        .query_row(params![id], outbound_row)
+        .query_row(params![key(outbound_id)], outbound_row)
         .optional()?;
     match found {
         Some(o) => {
@@ -229,7 +231,9 @@ pub(super) fn list_messages(
 ) -> Result<Vec<(Message, Option<TurnState>)>, StoreError> {
     let (sql, values) = list_statement(f);
     Ok(c.prepare_cached(&sql)?
-        .query_map(values.as_slice(), |r| Ok((message_row(r)?, r.get(11)?)))?
+        .query_map(params_from_iter(&values), |r| {
+            Ok((message_row(r)?, r.get(11)?))
+        })?
         .collect::<Result<_, _>>()?)
 }
 
@@ -238,25 +242,26 @@ pub(super) fn list_messages(
 /// value is known), so every filtered read scanned the whole table newest first. With the filter
 /// spelled out, a route or thread read walks its own index. At most eight statements, each
 /// prepared once.
-fn list_statement(f: &MessageFilter) -> (String, Vec<&dyn rusqlite::ToSql>) {
+fn list_statement(f: &MessageFilter) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
-    let mut values: Vec<&dyn rusqlite::ToSql> = Vec::new();
+    let mut values = Vec::new();
+    let text = |v: &Option<String>| v.clone().map(Value::Text);
     for (clause, value) in [
-        ("m.route = ?N", &f.route),
+        ("m.route = ?N", text(&f.route)),
         // The thread's first message stores '' (schema v6): found by its id, the rest through
         // the partial thread index (the `<> ''` lets the planner use it).
         (
             "(m.thread_id = ?N AND m.thread_id <> '' OR m.id = ?N AND m.thread_id = '')",
-            &f.thread,
+            opt_key(f.thread.as_deref()).map(|k| k.value()),
         ),
-        ("m.sender = ?N", &f.sender),
+        ("m.sender = ?N", text(&f.sender)),
     ] {
         if let Some(v) = value {
             values.push(v);
             clauses.push(clause.replace("?N", &format!("?{}", values.len())));
         }
     }
-    values.push(&f.limit);
+    values.push(Value::Integer(f.limit.into()));
     let filter = if clauses.is_empty() {
         String::new()
     } else {
@@ -284,7 +289,7 @@ pub(super) fn outbound_to_peer(
            AND d.state NOT IN ('held', 'withheld')
          ORDER BY r.seq DESC LIMIT ?3"
     ))?
-    .query_map(params![peer, thread, limit], outbound_row)?
+    .query_map(params![peer, opt_key(thread), limit], outbound_row)?
     .collect::<Result<_, _>>()?)
 }
 
@@ -313,7 +318,7 @@ pub(super) fn attempts(
     Ok(c.prepare_cached(
         "SELECT n, at, status, error FROM attempts WHERE reply_id = ?1 AND peer = ?2 ORDER BY rowid",
     )?
-    .query_map(params![outbound_id, peer], |r| {
+    .query_map(params![key(outbound_id), peer], |r| {
         Ok(Attempt {
             n: r.get(0)?,
             at: r.get(1)?,
@@ -345,9 +350,9 @@ const TASK_COLUMNS: &str = "id, owner, context_id, route, created_at, rejected, 
 
 fn task_row(r: &Row<'_>) -> rusqlite::Result<Task> {
     Ok(Task {
-        id: r.get(0)?,
+        id: id(r, 0)?,
         owner: r.get(1)?,
-        context_id: r.get(2)?,
+        context_id: id(r, 2)?,
         route: r.get(3)?,
         created_at: r.get(4)?,
         rejected: r.get(5)?,
@@ -362,10 +367,10 @@ fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
             "SELECT task_id, message_id, client_message_id, body, at FROM task_inputs
              WHERE task_id = ?1 ORDER BY seq",
         )?
-        .query_map(params![task.id], |r| {
+        .query_map(params![key(&task.id)], |r| {
             Ok(TaskInput {
-                task_id: r.get(0)?,
-                message_id: r.get(1)?,
+                task_id: id(r, 0)?,
+                message_id: opt_id(r, 1)?,
                 client_message_id: r.get(2)?,
                 body: r.get(3)?,
                 at: r.get(4)?,
@@ -373,9 +378,9 @@ fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
         })?
         .collect::<Result<_, _>>()?;
     let (mut turns, mut replies, mut held) = (Vec::new(), Vec::new(), false);
-    for id in inputs.iter().filter_map(|i| i.message_id.as_deref()) {
-        if let Some(t) = turn(c, id)? {
-            turns.push((id.to_owned(), t));
+    for message_id in inputs.iter().filter_map(|i| i.message_id.as_deref()) {
+        if let Some(t) = turn(c, message_id)? {
+            turns.push((message_id.to_owned(), t));
         }
         // A reply still waiting for a person, or rejected by one, is not part of the task.
         replies.extend(
@@ -385,7 +390,7 @@ fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
                                    AND (a.verdict IS NULL OR a.verdict = 'rejected'))
                  ORDER BY r.seq"
             ))?
-            .query_map(params![id], outbound_row)?
+            .query_map(params![key(message_id)], outbound_row)?
             .collect::<Result<Vec<_>, _>>()?,
         );
         held |= c
@@ -393,7 +398,7 @@ fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
                 "SELECT 1 FROM approvals WHERE message_id = ?1 AND kind = 'outbound'
                    AND verdict IS NULL LIMIT 1",
             )?
-            .query_row(params![id], |_| Ok(()))
+            .query_row(params![key(message_id)], |_| Ok(()))
             .optional()?
             .is_some();
     }
@@ -406,10 +411,10 @@ fn task_record(c: &Connection, task: Task) -> Result<TaskRecord, StoreError> {
     })
 }
 
-pub(super) fn task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, StoreError> {
+pub(super) fn task(c: &Connection, task_id: &str) -> Result<Option<TaskRecord>, StoreError> {
     let found = c
         .prepare_cached(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?1"))?
-        .query_row(params![id], task_row)
+        .query_row(params![key(task_id)], task_row)
         .optional()?;
     found.map(|t| task_record(c, t)).transpose()
 }
@@ -417,7 +422,7 @@ pub(super) fn task(c: &Connection, id: &str) -> Result<Option<TaskRecord>, Store
 pub(super) fn agent_started(c: &Connection, agent: &str, thread: &str) -> Result<bool, StoreError> {
     Ok(
         c.prepare_cached("SELECT 1 FROM replies WHERE agent = ?1 AND thread_id = ?2 LIMIT 1")?
-            .query_row(params![agent, thread], |_| Ok(()))
+            .query_row(params![agent, key(thread)], |_| Ok(()))
             .optional()?
             .is_some(),
     )
@@ -429,7 +434,7 @@ pub(super) fn task_of_message(
 ) -> Result<Option<String>, StoreError> {
     Ok(
         c.prepare_cached("SELECT task_id FROM task_inputs WHERE message_id = ?1")?
-            .query_row(params![message_id], |r| r.get(0))
+            .query_row(params![key(message_id)], |r| id(r, 0))
             .optional()?,
     )
 }
@@ -441,7 +446,10 @@ pub(super) fn tasks(c: &Connection, f: &TaskFilter) -> Result<Vec<TaskRecord>, S
              WHERE (?1 IS NULL OR owner = ?1) AND (?2 IS NULL OR context_id = ?2)
              ORDER BY seq DESC LIMIT ?3"
         ))?
-        .query_map(params![f.owner, f.context_id, f.limit], task_row)?
+        .query_map(
+            params![f.owner, opt_key(f.context_id.as_deref()), f.limit],
+            task_row,
+        )?
         .collect::<Result<_, _>>()?;
     rows.into_iter().map(|t| task_record(c, t)).collect()
 }
@@ -450,7 +458,7 @@ const PUSH_COLUMNS: &str = "task_id, id, url, token, auth_scheme, credentials, c
 
 fn push_row(r: &Row<'_>) -> rusqlite::Result<PushConfig> {
     Ok(PushConfig {
-        task_id: r.get(0)?,
+        task_id: id(r, 0)?,
         id: r.get(1)?,
         url: r.get(2)?,
         token: r.get(3)?,
@@ -463,12 +471,12 @@ fn push_row(r: &Row<'_>) -> rusqlite::Result<PushConfig> {
 pub(super) fn push_config(
     c: &Connection,
     task_id: &str,
-    id: &str,
+    config_id: &str,
 ) -> Result<Option<PushConfig>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {PUSH_COLUMNS} FROM push_configs WHERE task_id = ?1 AND id = ?2"
     ))?
-    .query_row(params![task_id, id], push_row)
+    .query_row(params![key(task_id), config_id], push_row)
     .optional()?)
 }
 
@@ -481,14 +489,14 @@ pub(super) fn push_configs(
         "SELECT {PUSH_COLUMNS} FROM push_configs WHERE task_id = ?1 AND (?2 = 0 OR done = 0)
              ORDER BY created_at, id"
     ))?
-    .query_map(params![task_id, pending_only], push_row)?
+    .query_map(params![key(task_id), pending_only], push_row)?
     .collect::<Result<_, _>>()?)
 }
 
 pub(super) fn push_pending(c: &Connection, limit: u32) -> Result<Vec<String>, StoreError> {
     Ok(
         c.prepare_cached("SELECT DISTINCT task_id FROM push_configs WHERE done = 0 LIMIT ?1")?
-            .query_map(params![limit], |r| r.get(0))?
+            .query_map(params![limit], |r| id(r, 0))?
             .collect::<Result<_, _>>()?,
     )
 }
@@ -500,11 +508,11 @@ const APPROVAL_COLUMNS: &str = "id, kind, route, message_id, thread_id, reason, 
 fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
     let verdict: Option<Verdict> = r.get(8)?;
     Ok(Approval {
-        id: r.get(0)?,
+        id: id(r, 0)?,
         kind: r.get(1)?,
         route: r.get(2)?,
-        message_id: r.get(3)?,
-        thread_id: r.get(4)?,
+        message_id: opt_id(r, 3)?,
+        thread_id: id(r, 4)?,
         reason: r.get(5)?,
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
@@ -522,11 +530,11 @@ fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
     })
 }
 
-pub(super) fn approval(c: &Connection, id: &str) -> Result<Option<Approval>, StoreError> {
+pub(super) fn approval(c: &Connection, approval_id: &str) -> Result<Option<Approval>, StoreError> {
     Ok(c.prepare_cached(&format!(
         "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE id = ?1"
     ))?
-    .query_row(params![id], approval_row)
+    .query_row(params![key(approval_id)], approval_row)
     .optional()?)
 }
 
@@ -554,7 +562,7 @@ pub(super) fn approvals_for(c: &Connection, message_id: &str) -> Result<Vec<Appr
     Ok(c.prepare_cached(&format!(
         "SELECT {APPROVAL_COLUMNS} FROM approvals WHERE message_id = ?1 ORDER BY created_at"
     ))?
-    .query_map(params![message_id], approval_row)?
+    .query_map(params![key(message_id)], approval_row)?
     .collect::<Result<_, _>>()?)
 }
 
@@ -567,7 +575,7 @@ pub(super) fn expired_approvals(
         "SELECT id FROM approvals WHERE verdict IS NULL AND expires_at <= ?1
              ORDER BY expires_at LIMIT ?2",
     )?
-    .query_map(params![now, limit], |r| r.get(0))?
+    .query_map(params![now, limit], |r| id(r, 0))?
     .collect::<Result<_, _>>()?)
 }
 
@@ -588,7 +596,7 @@ mod tests {
             .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
             .expect("explain");
         let rows: Vec<String> = stmt
-            .query_map(values.as_slice(), |r| r.get::<_, String>(3))
+            .query_map(params_from_iter(&values), |r| r.get::<_, String>(3))
             .expect("query")
             .collect::<Result<_, _>>()
             .expect("rows");

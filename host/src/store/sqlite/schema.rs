@@ -189,6 +189,26 @@ const MIGRATIONS: &[&str] = &[
     UPDATE messages SET thread_id = '' WHERE thread_id = id;
     CREATE INDEX messages_thread ON messages(thread_id, seq) WHERE thread_id <> '';
     "#,
+    // Version 7: ids the inbox made (UUID text) become 16-byte blobs, in every column that holds
+    // one (`key::KEY_COLUMNS`); other ids stay text. `inbox_key` is registered for the migration.
+    // The foreign keys hold again once every table is converted: checked at commit.
+    r#"
+    PRAGMA defer_foreign_keys = ON;
+    UPDATE messages SET id = inbox_key(id), thread_id = inbox_key(thread_id),
+                        in_reply_to = inbox_key(in_reply_to);
+    UPDATE turns SET message_id = inbox_key(message_id);
+    UPDATE tokens SET message_id = inbox_key(message_id);
+    UPDATE replies SET id = inbox_key(id), in_reply_to = inbox_key(in_reply_to),
+                       thread_id = inbox_key(thread_id);
+    UPDATE deliveries SET reply_id = inbox_key(reply_id);
+    UPDATE attempts SET reply_id = inbox_key(reply_id);
+    UPDATE dedup SET message_id = inbox_key(message_id);
+    UPDATE tasks SET id = inbox_key(id), context_id = inbox_key(context_id);
+    UPDATE task_inputs SET task_id = inbox_key(task_id), message_id = inbox_key(message_id);
+    UPDATE push_configs SET task_id = inbox_key(task_id);
+    UPDATE approvals SET id = inbox_key(id), message_id = inbox_key(message_id),
+                         thread_id = inbox_key(thread_id);
+    "#,
 ];
 
 /// The newest schema version this binary knows.
@@ -228,6 +248,7 @@ pub(super) fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreErr
             supported: latest(),
         });
     }
+    super::key::register(conn)?;
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
@@ -242,6 +263,105 @@ mod tests {
     use super::*;
     use crate::store::MessageFilter;
     use crate::store::sqlite::reads;
+
+    /// Every id column `key` knows is converted by the v7 migration, and no other.
+    #[test]
+    fn version_7_converts_every_id_column() {
+        let v7 = MIGRATIONS[6];
+        let mut converted = 0;
+        for (table, columns) in crate::store::sqlite::key::KEY_COLUMNS {
+            let update = v7
+                .split(';')
+                .find(|s| s.trim_start().starts_with(&format!("UPDATE {table} SET")))
+                .unwrap_or_else(|| panic!("no UPDATE of {table}"));
+            for c in *columns {
+                assert!(
+                    update.contains(&format!("{c} = inbox_key({c})")),
+                    "{table}.{c}"
+                );
+                converted += 1;
+            }
+        }
+        assert_eq!(v7.matches("inbox_key(").count(), converted);
+    }
+
+    /// A v6 database holding UUID text ids (a message with a turn and a token, a reply to it with
+    /// a delivery, a task with an input and a push config, an approval) migrates to v7: those ids
+    /// become blobs, a client's context id stays text, the foreign keys hold, and reads give
+    /// every id back as it was written.
+    #[test]
+    fn version_7_stores_uuid_ids_as_16_bytes_and_reads_give_the_text_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let mut c = connect(&path, Synchronous::Off).unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(6).enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        let (m, r, t) = (
+            crate::model::new_id(),
+            crate::model::new_id(),
+            crate::model::new_id(),
+        );
+        c.execute_batch(&format!(
+            "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
+                                   sender_ref, received_at, mailbox)
+             VALUES ('{m}', 'tony', 'inbox', 'NOTE', '{{}}', 'ctx-1', NULL, 0, NULL, 1, 0);
+             INSERT INTO turns (message_id, route, state, queued_at) VALUES ('{m}', 'inbox', 'done', 1);
+             INSERT INTO tokens (hash, message_id, route, expires_at) VALUES (x'00', '{m}', 'inbox', 9);
+             INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at)
+             VALUES ('{r}', '{m}', 'inbox', 'DONE', '{{}}', 'ctx-1', 1, 2);
+             INSERT INTO deliveries (reply_id, peer, state) VALUES ('{r}', 'tony', 'delivered');
+             INSERT INTO tasks (id, owner, context_id, route, created_at) VALUES ('{t}', 'a', 'ctx-1', 'inbox', 1);
+             INSERT INTO task_inputs (task_id, message_id, client_message_id, body, at)
+             VALUES ('{t}', '{m}', 'c1', '{{}}', 1);
+             INSERT INTO push_configs (task_id, id, url, created_at) VALUES ('{t}', 'p1', 'http://x', 1);
+             INSERT INTO approvals (id, kind, route, message_id, thread_id, reason, created_at, expires_at)
+             VALUES ('{r}', 'outbound', 'inbox', '{m}', 'ctx-1', 'check', 2, 3);"
+        ))
+        .unwrap();
+        migrate(&mut c, &path).unwrap();
+        let kinds: Vec<String> = c
+            .prepare(
+                "SELECT typeof(m.id) || typeof(m.thread_id) || typeof(tu.message_id)
+                        || typeof(tk.message_id) || typeof(r.id) || typeof(r.in_reply_to)
+                        || typeof(d.reply_id) || typeof(t.id) || typeof(i.task_id)
+                        || typeof(p.task_id) || typeof(a.id)
+                 FROM messages m, turns tu, tokens tk, replies r, deliveries d, tasks t,
+                      task_inputs i, push_configs p, approvals a",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(kinds, ["blobtextblobblobblobblobblobblobblobblobblob"]);
+        let violations: i64 = c
+            .query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        assert_eq!(violations, 0);
+        let message = reads::message(&c, &m).unwrap().unwrap();
+        assert_eq!(
+            (message.id.as_str(), message.thread_id.as_str()),
+            (m.as_str(), "ctx-1")
+        );
+        let replies = reads::outbound_for(&c, &m).unwrap();
+        assert_eq!(replies.len(), 1);
+        assert_eq!(replies[0].0.id, r);
+        assert_eq!(replies[0].0.in_reply_to.as_deref(), Some(m.as_str()));
+        assert_eq!(replies[0].1.len(), 1, "its delivery");
+        let task = reads::task(&c, &t).unwrap().unwrap();
+        assert_eq!(task.task.id, t);
+        assert_eq!(task.inputs[0].message_id.as_deref(), Some(m.as_str()));
+        assert_eq!(task.turns.len(), 1);
+        assert_eq!(reads::push_configs(&c, &t, false).unwrap().len(), 1);
+        let approval = reads::approval(&c, &r).unwrap().unwrap();
+        assert_eq!(approval.message_id.as_deref(), Some(m.as_str()));
+        assert_eq!(reads::task_of_message(&c, &m).unwrap(), Some(t));
+    }
 
     /// A v5 database with a thread (its first message and a reply into it) migrates to v6, and
     /// reads give every message its thread id back.

@@ -1,7 +1,9 @@
 //! The SQL of each write, one type per write with its own answer.
 
+use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params};
 
+use super::key::{id, key, opt_key};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
@@ -30,7 +32,7 @@ impl Write for InsertMessage {
                 .prepare_cached(
                     "SELECT message_id FROM dedup WHERE sender = ?1 AND key = ?2 AND created_at >= ?3",
                 )?
-                .query_row(params![m.sender, d.key, d.since], |r| r.get(0))
+                .query_row(params![m.sender, d.key, d.since], |r| id(r, 0))
                 .optional()?;
             if let Some(id) = original {
                 return Ok(Inserted::Duplicate(id));
@@ -47,7 +49,7 @@ impl Write for InsertMessage {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO dedup (sender, key, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![m.sender, d.key, m.id, m.received_at])?;
+            .execute(params![m.sender, d.key, key(&m.id), m.received_at])?;
         }
         c.prepare_cached(
             "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
@@ -55,18 +57,18 @@ impl Write for InsertMessage {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
-            m.id,
+            key(&m.id),
             m.sender,
             m.route,
             m.msg_type,
             m.payload,
             // A thread's first message stores '' (schema v6): its thread is its own id.
-            if m.thread_id == m.id {
+            key(if m.thread_id == m.id {
                 ""
             } else {
                 m.thread_id.as_str()
-            },
-            m.in_reply_to,
+            }),
+            opt_key(m.in_reply_to.as_deref()),
             m.hops,
             m.sender_ref,
             m.received_at,
@@ -78,7 +80,7 @@ impl Write for InsertMessage {
                 c.prepare_cached(
                     "INSERT INTO turns (message_id, route, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
                 )?
-                .execute(params![m.id, m.route, m.received_at])?;
+                .execute(params![key(&m.id), m.route, m.received_at])?;
                 tx.effect(Effect::Queued {
                     route: m.route.clone(),
                     up: true,
@@ -89,7 +91,7 @@ impl Write for InsertMessage {
                     "INSERT INTO turns (message_id, route, state, queued_at)
                      VALUES (?1, ?2, 'awaiting_approval', ?3)",
                 )?
-                .execute(params![m.id, m.route, m.received_at])?;
+                .execute(params![key(&m.id), m.route, m.received_at])?;
                 insert_approval(
                     c,
                     &m.id,
@@ -133,11 +135,11 @@ fn insert_approval(
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
     )?
     .execute(params![
-        id,
+        key(id),
         kind.as_str(),
         route,
-        message_id,
-        thread_id,
+        opt_key(message_id),
+        key(thread_id),
         hold.reason,
         at,
         hold.expires_at
@@ -151,9 +153,9 @@ fn insert_task(c: &rusqlite::Connection, t: &Task) -> Result<(), StoreError> {
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?
     .execute(params![
-        t.id,
+        key(&t.id),
         t.owner,
-        t.context_id,
+        key(&t.context_id),
         t.route,
         t.created_at,
         t.rejected,
@@ -168,8 +170,8 @@ fn insert_input(c: &rusqlite::Connection, i: &TaskInput) -> Result<(), StoreErro
          VALUES (?1, ?2, ?3, ?4, ?5)",
     )?
     .execute(params![
-        i.task_id,
-        i.message_id,
+        key(&i.task_id),
+        opt_key(i.message_id.as_deref()),
         i.client_message_id,
         i.body,
         i.at
@@ -207,7 +209,7 @@ impl Write for CancelTask {
             .prepare_cached(
                 "UPDATE tasks SET canceled_at = ?2 WHERE id = ?1 AND canceled_at IS NULL",
             )?
-            .execute(params![self.task_id, self.at])?;
+            .execute(params![key(&self.task_id), self.at])?;
         if changed == 0 {
             return Ok(None);
         }
@@ -217,8 +219,8 @@ impl Write for CancelTask {
                  JOIN turns t ON t.message_id = i.message_id
                  WHERE i.task_id = ?1 ORDER BY i.seq DESC LIMIT 1",
             )?
-            .query_row(params![self.task_id], |r| {
-                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            .query_row(params![key(&self.task_id)], |r| {
+                Ok((id(r, 0)?, r.get(1)?, r.get(2)?))
             })
             .optional()?;
         let Some((message_id, route, state)) = latest else {
@@ -234,9 +236,9 @@ impl Write for CancelTask {
                               error = 'canceled: the client cancelled the task'
              WHERE message_id = ?1",
         )?
-        .execute(params![message_id, self.at])?;
+        .execute(params![key(&message_id), self.at])?;
         c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
-            .execute(params![message_id, self.at])?;
+            .execute(params![key(&message_id), self.at])?;
         if state == TurnState::Queued {
             tx.effect(Effect::Queued {
                 route: route.clone(),
@@ -249,7 +251,7 @@ impl Write for CancelTask {
                                   decided_at = ?2, decision_reason = 'the client cancelled the task'
              WHERE id = ?1 AND verdict IS NULL",
         )?
-        .execute(params![message_id, self.at])?;
+        .execute(params![key(&message_id), self.at])?;
         Ok(Some(Canceled {
             turn: Some((message_id, route, state)),
         }))
@@ -269,7 +271,7 @@ impl Write for ClaimTurn {
                 "SELECT message_id, attempts FROM turns WHERE route = ?1 AND state = 'queued'
                  ORDER BY rowid LIMIT 1",
             )?
-            .query_row(params![claim.route], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![claim.route], |r| Ok((id(r, 0)?, r.get(1)?)))
             .optional()?;
         let Some((id, attempts)) = next else {
             return Ok(None);
@@ -279,13 +281,13 @@ impl Write for ClaimTurn {
                               ended_at = NULL
              WHERE message_id = ?1",
         )?
-        .execute(params![id, now_ms()])?;
+        .execute(params![key(&id), now_ms()])?;
         c.prepare_cached(
             "INSERT INTO tokens (hash, message_id, route, expires_at) VALUES (?1, ?2, ?3, ?4)",
         )?
         .execute(params![
             &claim.token_hash.0[..],
-            id,
+            key(&id),
             claim.route,
             claim.token_expires_at
         ])?;
@@ -293,7 +295,7 @@ impl Write for ClaimTurn {
             .prepare_cached(&format!(
                 "SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = ?1"
             ))?
-            .query_row(params![id], message_row)?;
+            .query_row(params![key(&id)], message_row)?;
         tx.effect(Effect::Queued {
             route: claim.route.clone(),
             up: false,
@@ -326,7 +328,7 @@ impl Write for EndTurn {
                  WHERE message_id = ?1 AND attempts = ?2 AND state = 'running'",
             )?
             .execute(params![
-                self.lease.message_id,
+                key(&self.lease.message_id),
                 self.lease.generation,
                 end.state.as_str(),
                 end.exit_code,
@@ -341,7 +343,7 @@ impl Write for EndTurn {
             return Ok(false);
         }
         c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
-            .execute(params![self.lease.message_id, self.token_expires_at])?;
+            .execute(params![key(&self.lease.message_id), self.token_expires_at])?;
         Ok(true)
     }
 }
@@ -361,7 +363,7 @@ impl Write for RecoverInterrupted {
             )?
             .query_map(params![now_ms(), error.to_string()], |r| {
                 Ok(Interrupted {
-                    message_id: r.get(0)?,
+                    message_id: id(r, 0)?,
                     route: r.get(1)?,
                     attempts: r.get(2)?,
                 })
@@ -383,7 +385,7 @@ impl Write for Requeue {
                 "UPDATE turns SET state = 'queued' WHERE message_id = ?1 AND state = 'interrupted'
                  RETURNING route",
             )?
-            .query_row(params![self.0], |r| r.get(0))
+            .query_row(params![key(&self.0)], |r| r.get(0))
             .optional()?;
         if let Some(route) = route {
             tx.effect(Effect::Queued { route, up: true });
@@ -405,7 +407,11 @@ impl Write for FailInterrupted {
             .prepare_cached(
                 "UPDATE turns SET state = 'interrupted', error = ?2, ended_at = ?3 WHERE message_id = ?1",
             )?
-            .execute(params![self.message_id, self.error.to_string(), now_ms()])?;
+            .execute(params![
+                key(&self.message_id),
+                self.error.to_string(),
+                now_ms()
+            ])?;
         Ok(())
     }
 }
@@ -427,12 +433,12 @@ impl Write for InsertOutbound {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?
         .execute(params![
-            o.id,
-            o.in_reply_to,
+            key(&o.id),
+            opt_key(o.in_reply_to.as_deref()),
             o.route,
             o.msg_type,
             o.payload,
-            o.thread_id,
+            key(&o.thread_id),
             o.hops,
             o.created_at,
             o.agent
@@ -446,7 +452,7 @@ impl Write for InsertOutbound {
             "INSERT INTO deliveries (reply_id, peer, state, next_attempt_at) VALUES (?1, ?2, ?3, ?4)",
         )?;
         for p in &self.peers {
-            stmt.execute(params![o.id, p, state.as_str(), due])?;
+            stmt.execute(params![key(&o.id), p, state.as_str(), due])?;
         }
         if let Some(hold) = &self.hold {
             insert_approval(
@@ -556,7 +562,7 @@ impl Write for RecordAttempt {
             )?
             .query_row(
                 params![
-                    self.outbound_id,
+                    key(&self.outbound_id),
                     self.peer,
                     state.as_str(),
                     next_at,
@@ -569,7 +575,14 @@ impl Write for RecordAttempt {
         c.prepare_cached(
             "INSERT INTO attempts (reply_id, peer, n, at, status, error) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
-        .execute(params![self.outbound_id, self.peer, n, now, status, error])?;
+        .execute(params![
+            key(&self.outbound_id),
+            self.peer,
+            n,
+            now,
+            status,
+            error
+        ])?;
         tx.effect(Effect::Release((
             self.outbound_id.clone(),
             self.peer.clone(),
@@ -608,7 +621,7 @@ impl Write for RetryDead {
                 "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2
                  WHERE reply_id = ?1 AND state = 'dead'",
             )?
-            .execute(params![self.0, now_ms()])?)
+            .execute(params![key(&self.0), now_ms()])?)
     }
 }
 
@@ -628,7 +641,8 @@ impl Write for Prune {
         c.prepare_cached("DELETE FROM dedup WHERE created_at < ?1")?
             .execute(params![self.dedup_before])?;
         // Finished messages: mailbox, or a turn in a final state, and every reply to it settled.
-        let ids: Vec<String> = c
+        // Ids as stored (blob or text), bound back as they are.
+        let ids: Vec<Value> = c
             .prepare_cached(
                 "SELECT m.id FROM messages m LEFT JOIN turns t ON t.message_id = m.id
                  WHERE m.received_at < ?1
@@ -656,7 +670,7 @@ impl Write for Prune {
         }
         // Outbound messages that answer no stored message (operator sends, or their message
         // already went).
-        let orphans: Vec<String> = c
+        let orphans: Vec<Value> = c
             .prepare_cached(
                 "SELECT r.id FROM replies r WHERE r.created_at < ?1
                    AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.id = r.in_reply_to)
@@ -677,7 +691,7 @@ impl Write for Prune {
             }
         }
         // Tasks whose messages have all gone (or a rejected one's, which never had one).
-        let tasks: Vec<String> = c
+        let tasks: Vec<Value> = c
             .prepare_cached(
                 "SELECT t.id FROM tasks t WHERE t.created_at < ?1
                    AND NOT EXISTS (SELECT 1 FROM task_inputs i WHERE i.task_id = t.id
@@ -714,7 +728,7 @@ impl Write for PutPushConfig {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?
             .execute(params![
-                p.task_id,
+                key(&p.task_id),
                 p.id,
                 p.url,
                 p.token,
@@ -738,7 +752,7 @@ impl Write for DeletePushConfig {
         Ok(tx
             .conn
             .prepare_cached("DELETE FROM push_configs WHERE task_id = ?1 AND id = ?2")?
-            .execute(params![self.task_id, self.id])?
+            .execute(params![key(&self.task_id), self.id])?
             > 0)
     }
 }
@@ -763,7 +777,7 @@ impl Write for EnqueuePush {
                  WHERE task_id = ?1 AND id = ?2 AND done = 0 AND pushed IS NOT ?3",
             )?
             .execute(params![
-                self.task_id,
+                key(&self.task_id),
                 self.config_id,
                 self.state_key,
                 self.last
@@ -803,7 +817,7 @@ impl Write for DecideWrite {
                         "UPDATE turns SET state = 'queued'
                          WHERE message_id = ?1 AND state = 'awaiting_approval'",
                     )?
-                    .execute(params![d.id])?;
+                    .execute(params![key(&d.id)])?;
                 if moved > 0 {
                     tx.effect(Effect::Queued {
                         route: approval.route.clone(),
@@ -817,22 +831,22 @@ impl Write for DecideWrite {
                     "UPDATE turns SET state = 'rejected', ended_at = ?2, error = ?3
                      WHERE message_id = ?1 AND state = 'awaiting_approval'",
                 )?
-                .execute(params![d.id, d.at, error.to_string()])?;
+                .execute(params![key(&d.id), d.at, error.to_string()])?;
             }
             (ApprovalKind::Outbound, Verdict::Approved) => {
                 if let Some(edited) = &d.edited {
                     original_payload = c
                         .prepare_cached("SELECT payload FROM replies WHERE id = ?1")?
-                        .query_row(params![d.id], |r| r.get::<_, String>(0))
+                        .query_row(params![key(&d.id)], |r| r.get::<_, String>(0))
                         .optional()?;
                     c.prepare_cached("UPDATE replies SET payload = ?2 WHERE id = ?1")?
-                        .execute(params![d.id, edited])?;
+                        .execute(params![key(&d.id), edited])?;
                 }
                 c.prepare_cached(
                     "UPDATE deliveries SET state = 'pending', next_attempt_at = ?2
                      WHERE reply_id = ?1 AND state = 'held'",
                 )?
-                .execute(params![d.id, d.at])?;
+                .execute(params![key(&d.id), d.at])?;
             }
             (ApprovalKind::Outbound, Verdict::Rejected) => {
                 c.prepare_cached(
@@ -840,7 +854,7 @@ impl Write for DecideWrite {
                      WHERE reply_id = ?1 AND state = 'held'",
                 )?
                 .execute(params![
-                    d.id,
+                    key(&d.id),
                     format!(
                         "rejected by {}: {}",
                         d.by,
@@ -855,7 +869,7 @@ impl Write for DecideWrite {
              WHERE id = ?1",
         )?
         .execute(params![
-            d.id,
+            key(&d.id),
             d.verdict.as_str(),
             d.by,
             d.via,
