@@ -150,6 +150,8 @@ pub struct Metrics {
     pub commit_batch: Histogram,
     /// How long a store commit took (the fsync included).
     pub commit_seconds: Histogram,
+    /// How long the SQLite writer spent rewinding the WAL (a RESTART checkpoint), acks waiting.
+    pub wal_restart_seconds: Histogram,
 }
 
 fn latency() -> Histogram {
@@ -179,6 +181,7 @@ impl Metrics {
             approval_notify_failures: Counter::default(),
             commit_batch: Histogram::new(exponential_buckets(1.0, 2.0, 13)),
             commit_seconds: latency(),
+            wal_restart_seconds: latency(),
         };
         let mut m = m;
         let r = &mut m.registry;
@@ -267,6 +270,11 @@ impl Metrics {
             "store_commit_seconds",
             "Store commit time, fsync included",
             m.commit_seconds.clone(),
+        );
+        r.register(
+            "store_wal_restart_seconds",
+            "Time the SQLite writer spent rewinding the WAL, writes waiting",
+            m.wal_restart_seconds.clone(),
         );
         m
     }

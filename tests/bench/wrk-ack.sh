@@ -31,3 +31,10 @@ for i in 1 2 3; do
   wrk -t2 -c64 -d10s --latency -s "$LUA" http://127.0.0.1:8796/message | grep -E "Requests/sec|  50%|  99%|Latency  "
   kill $BARE; wait $BARE 2>/dev/null || true
 done
+echo "== the inbox's WAL rewinds (RESTART checkpoints, writes waiting), over the whole script"
+curl -s -H "authorization: Bearer bench-admin" http://127.0.0.1:8795/metrics |
+  awk '/^inbox_store_wal_restart_seconds_(sum|count)/ {v[$1]=$2}
+       END {n=v["inbox_store_wal_restart_seconds_count"]; s=v["inbox_store_wal_restart_seconds_sum"];
+            if (n > 0) printf "  %d rewinds, %.2f ms each on average\n", n, 1000*s/n; else print "  none"}'
+curl -s -H "authorization: Bearer bench-admin" http://127.0.0.1:8795/metrics |
+  grep '^inbox_store_wal_restart_seconds_bucket' | sed -n 's/^inbox_store_wal_restart_seconds_bucket/  cumulative /p' | sed -n '3,12p'

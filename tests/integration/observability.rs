@@ -85,6 +85,8 @@ async fn metrics_count_what_happened_with_bounded_labels() {
         (r#"inbox_delivery_attempt_seconds_count{peer="tony"}"#, 1.0),
         ("inbox_store_commit_seconds_count", 1.0),
         ("inbox_store_commit_batch_size_count", 1.0),
+        // Present from the start; counts only once the WAL grows past its rewind point.
+        ("inbox_store_wal_restart_seconds_count", 0.0),
         (r#"inbox_turns_queued{route="tasks"}"#, 0.0),
         (r#"inbox_turns_running{route="tasks"}"#, 0.0),
     ] {

@@ -221,7 +221,12 @@ fn checkpoint_loop(conn: Connection, open: &AtomicBool, policy: Checkpoints, res
 /// The RESTART checkpoint, run by the writer itself: from another connection it would poll for the
 /// write lock and a busy writer would starve it.
 fn restart_checkpoint(conn: &Connection) {
-    match conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0)) {
+    let started = std::time::Instant::now();
+    let result = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |r| r.get::<_, i64>(0));
+    crate::metrics::get()
+        .wal_restart_seconds
+        .observe(started.elapsed().as_secs_f64());
+    match result {
         Ok(0) => {}
         Ok(_) => tracing::debug!("WAL restart checkpoint busy (a long read); will try again"),
         Err(e) => tracing::warn!(error = %e, "WAL restart checkpoint failed; will try again"),
