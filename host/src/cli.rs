@@ -260,7 +260,7 @@ pub fn main() -> ExitCode {
     // Log lines go into a bounded buffer that a thread writes out, so no request waits on stderr
     // (a synchronous write per accepted message cost about a fifth of the ack throughput). When the
     // buffer is full a line is dropped, never waited for; drops are counted and reported.
-    let (writer, guard) = match crate::log::start(std::io::stderr()) {
+    let (writer, guard) = match crate::log::start_stderr() {
         Ok(started) => started,
         Err(e) => {
             eprintln!("error: cannot start the log writer thread: {e}");

@@ -50,13 +50,52 @@ pub struct Guard {
     thread: Option<JoinHandle<()>>,
 }
 
-/// Starts the writer thread on `out` (stderr in the binary).
+/// Starts the writer thread on `out`.
 pub fn start(out: impl Write + Send + 'static) -> std::io::Result<(LogWriter, Guard)> {
+    start_with(out, || {})
+}
+
+/// Starts the writer thread on stderr. When stderr is a regular file, the kernel is told after
+/// each burst to write the burst back to disk now (and drop it from the page cache): left to the
+/// flusher, a busy log's pages all go out together once they are 30 s old, and the store's
+/// fsyncs queue behind that writeback (acks stalled 53–119 ms in the wrk runs; BENCHMARKS.md).
+pub fn start_stderr() -> std::io::Result<(LogWriter, Guard)> {
+    start_with(std::io::stderr(), writeback(std::io::stderr()))
+}
+
+/// What to call after each burst written to `out`: starts the writeback of a regular file's dirty
+/// pages, or does nothing (a pipe, a terminal, a journal socket).
+fn writeback(out: impl std::os::fd::AsFd) -> impl FnMut() + Send + 'static {
+    let file = out
+        .as_fd()
+        .try_clone_to_owned()
+        .map(std::fs::File::from)
+        .ok()
+        .filter(|f| f.metadata().is_ok_and(|m| m.file_type().is_file()));
+    move || {
+        if let Some(f) = &file {
+            // Linux starts writing back the dirty pages of the range, without waiting for it,
+            // then drops the clean ones. Best effort: on failure the flusher does it later.
+            let _ = nix::fcntl::posix_fadvise(
+                f,
+                0,
+                0,
+                nix::fcntl::PosixFadviseAdvice::POSIX_FADV_DONTNEED,
+            );
+        }
+    }
+}
+
+/// Starts the writer thread on `out`, calling `written` after each burst it writes.
+fn start_with(
+    out: impl Write + Send + 'static,
+    written: impl FnMut() + Send + 'static,
+) -> std::io::Result<(LogWriter, Guard)> {
     let shared = Arc::new(Shared::default());
     let for_thread = shared.clone();
     let thread = std::thread::Builder::new()
         .name("log-writer".into())
-        .spawn(move || write_out(&for_thread, out))?;
+        .spawn(move || write_out(&for_thread, out, written))?;
     Ok((
         LogWriter(shared.clone()),
         Guard {
@@ -115,7 +154,7 @@ impl Drop for Guard {
 }
 
 /// The writer thread: waits for a first line, lets a burst gather, writes it in one go.
-fn write_out(shared: &Shared, mut out: impl Write) {
+fn write_out(shared: &Shared, mut out: impl Write, mut written: impl FnMut()) {
     let mut spare = Vec::new();
     loop {
         let mut state = shared.state();
@@ -132,6 +171,7 @@ fn write_out(shared: &Shared, mut out: impl Write) {
         let mut lines = std::mem::replace(&mut shared.state().lines, std::mem::take(&mut spare));
         // A failed write (stderr closed) loses these lines; there is nowhere to say so.
         let _ = out.write_all(&lines).and_then(|()| out.flush());
+        written();
         lines.clear();
         // Keep a buffer for the next burst, but not a burst's worth of memory for ever.
         lines.shrink_to(64 << 10);
@@ -157,6 +197,42 @@ mod tests {
         fn flush(&mut self) -> std::io::Result<()> {
             Ok(())
         }
+    }
+
+    /// After each burst reaches the file, the writeback hint runs (and leaves the file whole);
+    /// on a pipe it does nothing.
+    #[test]
+    fn each_burst_written_to_a_file_is_handed_to_writeback() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.log");
+        let file = std::fs::File::create(&path).unwrap();
+        let mut hint = writeback(&file);
+        let hints = Arc::new(AtomicU64::new(0));
+        let counted = hints.clone();
+        let (mut writer, guard) = start_with(file, move || {
+            hint();
+            counted.fetch_add(1, Ordering::Relaxed);
+        })
+        .unwrap();
+        writer.write_all(b"first burst\n").unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while hints.load(Ordering::Relaxed) == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no hint after a burst"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        writer.write_all(b"second burst\n").unwrap();
+        drop(guard);
+        assert!(hints.load(Ordering::Relaxed) >= 2);
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "first burst\nsecond burst\n"
+        );
+        let (read, _write) = nix::unistd::pipe().unwrap();
+        let mut on_pipe = writeback(&read);
+        on_pipe();
     }
 
     #[test]
