@@ -115,6 +115,9 @@ pub struct Events {
     tx: broadcast::Sender<Event>,
     /// Only this process's events: what a shared store's bridge forwards to the other hosts.
     local: broadcast::Sender<Event>,
+    /// Every event but `MessageAccepted`, for a follower of what happens to messages after they
+    /// are accepted (turns, outbound messages, decisions), so it is not woken once per ack.
+    later: broadcast::Sender<Event>,
 }
 
 impl Default for Events {
@@ -129,6 +132,7 @@ impl Events {
         Self {
             tx: broadcast::Sender::new(CAPACITY),
             local: broadcast::Sender::new(CAPACITY),
+            later: broadcast::Sender::new(CAPACITY),
         }
     }
 
@@ -143,6 +147,9 @@ impl Events {
     /// Publishes an event another host published (heard through the shared store): to this
     /// host's subscribers only, never forwarded again.
     pub fn publish_remote(&self, event: Event) {
+        if !matches!(event, Event::MessageAccepted { .. }) && self.later.receiver_count() > 0 {
+            let _ = self.later.send(event.clone());
+        }
         if self.tx.receiver_count() > 0 {
             // An error only means every subscriber left in between.
             let _ = self.tx.send(event);
@@ -152,6 +159,11 @@ impl Events {
     /// A subscription to this process's own events only.
     pub fn subscribe_local(&self) -> broadcast::Receiver<Event> {
         self.local.subscribe()
+    }
+
+    /// A subscription to every event but `MessageAccepted` (see [`Events::subscribe`]).
+    pub fn subscribe_later(&self) -> broadcast::Receiver<Event> {
+        self.later.subscribe()
     }
 
     /// A new subscription, starting with the next event. `recv` returns `Lagged(n)` when `n`
@@ -169,6 +181,31 @@ mod tests {
         Event::ConfigReloaded {
             config_hash: n.to_string(),
         }
+    }
+
+    /// A subscriber to what happens after acceptance hears every event but the acceptances,
+    /// from this host and from others, in order.
+    #[tokio::test]
+    async fn the_later_feed_skips_acceptances() {
+        let events = Events::new();
+        let mut later = events.subscribe_later();
+        let mut all = events.subscribe();
+        events.publish(Event::MessageAccepted {
+            id: "m1".into(),
+            route: "tasks".into(),
+            thread_id: "m1".into(),
+            msg_type: "TASK".into(),
+            turn_queued: true,
+        });
+        events.publish(reloaded(1));
+        events.publish_remote(reloaded(2));
+        assert!(matches!(
+            all.recv().await,
+            Ok(Event::MessageAccepted { .. })
+        ));
+        assert_eq!(later.recv().await.unwrap(), reloaded(1));
+        assert_eq!(later.recv().await.unwrap(), reloaded(2));
+        assert!(later.try_recv().is_err(), "nothing else");
     }
 
     #[tokio::test]

@@ -237,11 +237,12 @@ pub async fn run(inbox: Arc<Inbox>, mut stop: watch::Receiver<bool>) {
     let mut sweep = tokio::time::interval(SWEEP);
     loop {
         // The feed is followed only while `[a2a]` is on. Off, no task is made and the sweep
-        // pushes what older tasks still change; and a loop woken by every accepted message
-        // cost ~2% of a mailbox ack's CPU (BENCHMARKS.md).
+        // pushes what older tasks still change. On, it follows the events after acceptance
+        // only: a loop woken by every accepted message cost ~2% of an ack's CPU (BENCHMARKS.md),
+        // and a task's state changes only when its turn or a reply to it does.
         let on = inbox.active.load().config.a2a.is_some();
         if on != events.is_some() {
-            events = on.then(|| inbox.events.subscribe());
+            events = on.then(|| inbox.events.subscribe_later());
         }
         tokio::select! {
             e = next(&mut events) => match e {
