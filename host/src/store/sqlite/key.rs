@@ -77,12 +77,10 @@ struct Id(String);
 impl FromSql for Id {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
         match value {
-            ValueRef::Blob(b) => uuid::Uuid::from_slice(b)
-                .map(|u| Id(u.hyphenated().to_string()))
-                .map_err(|_| FromSqlError::InvalidBlobSize {
-                    expected_size: 16,
-                    blob_size: b.len(),
-                }),
+            ValueRef::Blob(b) => blob_text(b).map(Id).ok_or(FromSqlError::InvalidBlobSize {
+                expected_size: 16,
+                blob_size: b.len(),
+            }),
             other => String::column_result(other).map(Id),
         }
     }

@@ -183,7 +183,7 @@ const MIGRATIONS: &[&str] = &[
     // Version 6: a message that starts its own thread (its thread id is its id) stores '' as its
     // thread_id, and the thread index holds only messages that continue a thread. The id is not
     // written twice, and the common ack, a new thread, writes one index fewer (BENCHMARKS.md).
-    // Reads give such a message its id back (`reads::THREAD_ID`).
+    // Reads give such a message its id back (`reads::thread_id_of!`).
     r#"
     DROP INDEX messages_thread;
     UPDATE messages SET thread_id = '' WHERE thread_id = id;
@@ -264,6 +264,19 @@ mod tests {
     use crate::store::MessageFilter;
     use crate::store::sqlite::reads;
 
+    /// A database as a binary of schema `version` left it (in a directory dropped with it).
+    fn database_at(version: usize) -> (tempfile::TempDir, std::path::PathBuf, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("inbox.sqlite3");
+        let c = connect(&path, Synchronous::Off).unwrap();
+        for (i, sql) in MIGRATIONS.iter().take(version).enumerate() {
+            c.execute_batch(sql).unwrap();
+            c.pragma_update(None, "user_version", (i + 1) as i64)
+                .unwrap();
+        }
+        (dir, path, c)
+    }
+
     /// Every id column `key` knows is converted by the v7 migration, and no other.
     #[test]
     fn version_7_converts_every_id_column() {
@@ -291,14 +304,7 @@ mod tests {
     /// every id back as it was written.
     #[test]
     fn version_7_stores_uuid_ids_as_16_bytes_and_reads_give_the_text_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("inbox.sqlite3");
-        let mut c = connect(&path, Synchronous::Off).unwrap();
-        for (i, sql) in MIGRATIONS.iter().take(6).enumerate() {
-            c.execute_batch(sql).unwrap();
-            c.pragma_update(None, "user_version", (i + 1) as i64)
-                .unwrap();
-        }
+        let (_dir, path, mut c) = database_at(6);
         let (m, r, t) = (
             crate::model::new_id(),
             crate::model::new_id(),
@@ -367,14 +373,7 @@ mod tests {
     /// reads give every message its thread id back.
     #[test]
     fn version_6_stores_a_threads_first_id_once_and_reads_give_it_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("inbox.sqlite3");
-        let mut c = connect(&path, Synchronous::Off).unwrap();
-        for (i, sql) in MIGRATIONS.iter().take(5).enumerate() {
-            c.execute_batch(sql).unwrap();
-            c.pragma_update(None, "user_version", (i + 1) as i64)
-                .unwrap();
-        }
+        let (_dir, path, mut c) = database_at(5);
         let insert = "INSERT INTO messages (id, sender, route, type, payload, thread_id,
                       in_reply_to, hops, sender_ref, received_at, mailbox)
                       VALUES (?1, 'tony', 'inbox', 'NOTE', '{}', ?2, NULL, 0, NULL, 1, 1)";

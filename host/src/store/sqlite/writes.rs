@@ -27,6 +27,8 @@ impl Write for InsertMessage {
 
     fn apply(&self, tx: &mut Tx<'_>) -> Result<Inserted, StoreError> {
         let (c, m) = (tx.conn, &self.message);
+        // Parsed once: the id goes into up to three tables.
+        let stored_id = key(&m.id);
         if let Some(d) = &self.dedup {
             let original: Option<String> = c
                 .prepare_cached(
@@ -49,7 +51,7 @@ impl Write for InsertMessage {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO dedup (sender, key, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
             )?
-            .execute(params![m.sender, d.key, key(&m.id), m.received_at])?;
+            .execute(params![m.sender, d.key, stored_id, m.received_at])?;
         }
         c.prepare_cached(
             "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
@@ -57,7 +59,7 @@ impl Write for InsertMessage {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
-            key(&m.id),
+            stored_id,
             m.sender,
             m.route,
             m.msg_type,
@@ -80,7 +82,7 @@ impl Write for InsertMessage {
                 c.prepare_cached(
                     "INSERT INTO turns (message_id, route, state, queued_at) VALUES (?1, ?2, 'queued', ?3)",
                 )?
-                .execute(params![key(&m.id), m.route, m.received_at])?;
+                .execute(params![stored_id, m.route, m.received_at])?;
                 tx.effect(Effect::Queued {
                     route: m.route.clone(),
                     up: true,
@@ -91,7 +93,7 @@ impl Write for InsertMessage {
                     "INSERT INTO turns (message_id, route, state, queued_at)
                      VALUES (?1, ?2, 'awaiting_approval', ?3)",
                 )?
-                .execute(params![key(&m.id), m.route, m.received_at])?;
+                .execute(params![stored_id, m.route, m.received_at])?;
                 insert_approval(
                     c,
                     &m.id,
