@@ -480,6 +480,62 @@ pub enum AttemptOutcome {
     },
 }
 
+/// What an attempt's outcome writes into its delivery's row and its attempt record; the same for
+/// every store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AttemptRow<'a> {
+    /// The delivery's state after the attempt.
+    pub state: DeliveryState,
+    /// The peer's status, if it answered.
+    pub status: Option<i64>,
+    /// What went wrong, if anything.
+    pub error: Option<&'a str>,
+    /// When to try again, if it will be.
+    pub next_at: Option<i64>,
+    /// When it was delivered, if it was.
+    pub delivered_at: Option<i64>,
+}
+
+impl AttemptOutcome {
+    /// The row this outcome leaves, recorded at `now`.
+    pub fn row(&self, now: i64) -> AttemptRow<'_> {
+        let (state, status, error, next_at, delivered_at) = match self {
+            AttemptOutcome::Delivered { status } => (
+                DeliveryState::Delivered,
+                Some(*status),
+                None,
+                None,
+                Some(now),
+            ),
+            AttemptOutcome::Retry {
+                status,
+                error,
+                next_at,
+            } => (
+                DeliveryState::Retrying,
+                *status,
+                Some(error.as_str()),
+                Some(*next_at),
+                None,
+            ),
+            AttemptOutcome::Dead { status, error } => (
+                DeliveryState::Dead,
+                *status,
+                Some(error.as_str()),
+                None,
+                None,
+            ),
+        };
+        AttemptRow {
+            state,
+            status: status.map(i64::from),
+            error,
+            next_at,
+            delivered_at,
+        }
+    }
+}
+
 /// An A2A task: the unit of work an A2A client hands over. It starts with one inbox message and
 /// its turn; an answer to a question adds another message and turn to it. Its state is not
 /// stored: it follows from its turns and their replies (`a2a::state`).
@@ -622,6 +678,45 @@ pub struct Draft {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_attempt_outcome_gives_its_row() {
+        let delivered = AttemptOutcome::Delivered { status: 202 };
+        let retry = AttemptOutcome::Retry {
+            status: None,
+            error: "connection refused".into(),
+            next_at: 9_000,
+        };
+        let dead = AttemptOutcome::Dead {
+            status: Some(500),
+            error: "gave up".into(),
+        };
+        let row = |state, status, error, next_at, delivered_at| AttemptRow {
+            state,
+            status,
+            error,
+            next_at,
+            delivered_at,
+        };
+        assert_eq!(
+            delivered.row(7),
+            row(DeliveryState::Delivered, Some(202), None, None, Some(7))
+        );
+        assert_eq!(
+            retry.row(7),
+            row(
+                DeliveryState::Retrying,
+                None,
+                Some("connection refused"),
+                Some(9_000),
+                None
+            )
+        );
+        assert_eq!(
+            dead.row(7),
+            row(DeliveryState::Dead, Some(500), Some("gave up"), None, None)
+        );
+    }
 
     #[test]
     fn state_names_round_trip() {

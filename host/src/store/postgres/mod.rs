@@ -21,9 +21,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
-    Approval, ApprovalKind, Attempt, AttemptOutcome, Decide, Decision, Delivery, DeliveryState,
-    HostBeat, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError,
-    TurnState, Verdict, now_ms,
+    Approval, ApprovalKind, Attempt, AttemptOutcome, AttemptRow, Decide, Decision, Delivery,
+    DeliveryState, HostBeat, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn,
+    TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
@@ -1568,34 +1568,13 @@ impl PgStore {
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let (state, status, error, next_at, delivered_at) = match &outcome {
-            AttemptOutcome::Delivered { status } => (
-                DeliveryState::Delivered,
-                Some(*status),
-                None,
-                None,
-                Some(now),
-            ),
-            AttemptOutcome::Retry {
-                status,
-                error,
-                next_at,
-            } => (
-                DeliveryState::Retrying,
-                *status,
-                Some(error.as_str()),
-                Some(*next_at),
-                None,
-            ),
-            AttemptOutcome::Dead { status, error } => (
-                DeliveryState::Dead,
-                *status,
-                Some(error.as_str()),
-                None,
-                None,
-            ),
-        };
-        let status = status.map(i64::from);
+        let AttemptRow {
+            state,
+            status,
+            error,
+            next_at,
+            delivered_at,
+        } = outcome.row(now);
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let n: i64 = tx

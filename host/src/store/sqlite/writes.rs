@@ -7,8 +7,8 @@ use super::key::{id, key, opt_key};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, Task,
-    TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    ApprovalKind, AttemptOutcome, AttemptRow, Decide, DeliveryState, Message, Outbound, PushConfig,
+    Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
@@ -528,33 +528,13 @@ impl Write for RecordAttempt {
 
     fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         let now = now_ms();
-        let (state, status, error, next_at, delivered_at) = match &self.outcome {
-            AttemptOutcome::Delivered { status } => (
-                DeliveryState::Delivered,
-                Some(*status),
-                None,
-                None,
-                Some(now),
-            ),
-            AttemptOutcome::Retry {
-                status,
-                error,
-                next_at,
-            } => (
-                DeliveryState::Retrying,
-                *status,
-                Some(error.as_str()),
-                Some(*next_at),
-                None,
-            ),
-            AttemptOutcome::Dead { status, error } => (
-                DeliveryState::Dead,
-                *status,
-                Some(error.as_str()),
-                None,
-                None,
-            ),
-        };
+        let AttemptRow {
+            state,
+            status,
+            error,
+            next_at,
+            delivered_at,
+        } = self.outcome.row(now);
         let c = tx.conn;
         let n: u32 = c
             .prepare_cached(
