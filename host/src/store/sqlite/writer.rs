@@ -15,6 +15,7 @@ use std::time::Duration;
 use rusqlite::Connection;
 use tokio::sync::{mpsc, oneshot};
 
+use super::prealloc::Prealloc;
 use crate::store::StoreError;
 
 /// Writes waiting for the writer thread; a full channel pushes back on requests.
@@ -183,6 +184,7 @@ pub(super) fn start(
     checkpointer: Connection,
     queues: Arc<Queues>,
     policy: Checkpoints,
+    prealloc: Prealloc,
 ) -> std::io::Result<Writer> {
     let (tx, rx) = mpsc::channel(WRITE_QUEUE);
     let open = Arc::new(AtomicBool::new(true));
@@ -191,7 +193,7 @@ pub(super) fn start(
     std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || {
-            writer_loop(conn, rx, &queues, &restart);
+            writer_loop(conn, rx, &queues, &restart, prealloc);
             writer_open.store(false, Ordering::Relaxed);
         })?;
     std::thread::Builder::new()
@@ -239,6 +241,7 @@ fn writer_loop(
     mut rx: mpsc::Receiver<Box<dyn Job>>,
     queues: &Queues,
     restart: &AtomicBool,
+    mut prealloc: Prealloc,
 ) {
     let mut claimed: HashSet<(String, String)> = HashSet::new();
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
@@ -256,10 +259,11 @@ fn writer_loop(
         for (job, result) in batch.drain(..).zip(results) {
             job.answer(result);
         }
-        // After the answers, so the acks just committed do not wait for it.
+        // After the answers, so the acks just committed do not wait for them.
         if restart.swap(false, Ordering::Relaxed) {
             restart_checkpoint(&conn);
         }
+        prealloc.after_commit(&conn);
     }
 }
 
