@@ -4,8 +4,9 @@
 //! A commit's fdatasync of an append must also make the file's new size and block allocation
 //! durable (a filesystem journal commit); an overwrite only flushes data: on the project's VM,
 //! 130–172 µs against 78–94 µs per fdatasync (BENCHMARKS.md). SQLite appends to the WAL until a
-//! RESTART checkpoint rewinds it, and never shrinks it while the store is open, so once written
-//! the space serves every later pass. PostgreSQL zero-fills its WAL segments for the same reason
+//! RESTART checkpoint rewinds it, and while the store is open shrinks it only to
+//! `journal_size_limit` (160 MiB, more than this fills), so once written the space serves every
+//! later pass. PostgreSQL zero-fills its WAL segments for the same reason
 //! (`wal_init_zero`).
 //!
 //! Only the writer thread extends the file, inside a write transaction (SQLite's WAL write lock,
