@@ -69,12 +69,13 @@ impl Prealloc {
     /// replace it).
     pub(super) fn install(conn: &mut Connection, policy: Policy) -> rusqlite::Result<Self> {
         let page: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
-        let mut wal = conn
-            .path()
-            .map(PathBuf::from)
-            .unwrap_or_default()
-            .into_os_string();
-        wal.push("-wal");
+        // SQLite names the WAL after the database's full path (symlinks resolved), as `path`
+        // returns it. A database with no such path (in memory, or not UTF-8) gets no fill.
+        let wal = conn.path().filter(|p| !p.is_empty()).map(|p| {
+            let mut wal = std::ffi::OsString::from(p);
+            wal.push("-wal");
+            PathBuf::from(wal)
+        });
         let frames = Arc::new(AtomicU64::new(0));
         let seen = frames.clone();
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, pages: i32| {
@@ -82,11 +83,11 @@ impl Prealloc {
             Ok(())
         }))?;
         Ok(Self {
+            zeroed_to: if wal.is_some() { 0 } else { u64::MAX },
             policy,
-            wal: wal.into(),
+            wal: wal.unwrap_or_default(),
             frame_bytes: u64::from(page) + FRAME_HEADER,
             frames,
-            zeroed_to: 0,
         })
     }
 
@@ -108,7 +109,9 @@ impl Prealloc {
         conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
         let zeroed = (|| -> std::io::Result<u64> {
             let file = OpenOptions::new().write(true).open(&self.wal)?;
-            let start = self.zeroed_to.max(file.metadata()?.len());
+            // At the file's end, which covers every byte SQLite wrote (the lock keeps writers
+            // out); even if the file was cut shorter than what was filled, so it gets no hole.
+            let start = file.metadata()?.len();
             file.write_all_at(&vec![0; self.policy.chunk as usize], start)?;
             Ok(start + self.policy.chunk)
         })();
