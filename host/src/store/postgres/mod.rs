@@ -21,9 +21,9 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
-    Approval, ApprovalKind, Attempt, AttemptOutcome, AttemptRow, Decide, Decision, Delivery,
-    DeliveryState, HostBeat, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn,
-    TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    Approval, ApprovalKind, Attempt, AttemptOutcome, Decide, Decision, Delivery, DeliveryState,
+    HostBeat, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError,
+    TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
@@ -1568,13 +1568,7 @@ impl PgStore {
         outcome: AttemptOutcome,
     ) -> Result<(), StoreError> {
         let now = now_ms();
-        let AttemptRow {
-            state,
-            status,
-            error,
-            next_at,
-            delivered_at,
-        } = outcome.row(now);
+        let row = outcome.row(now);
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let n: i64 = tx
@@ -1586,11 +1580,11 @@ impl PgStore {
                 &[
                     &outbound_id,
                     &peer,
-                    &state.as_str(),
-                    &next_at,
-                    &status,
-                    &error,
-                    &delivered_at,
+                    &row.state.as_str(),
+                    &row.next_at,
+                    &row.status,
+                    &row.error,
+                    &row.delivered_at,
                 ],
             )
             .await?
@@ -1598,7 +1592,7 @@ impl PgStore {
         tx.execute(
             "INSERT INTO attempts (reply_id, peer, n, at, status, error)
              VALUES ($1, $2, $3, $4, $5, $6)",
-            &[&outbound_id, &peer, &n, &now, &status, &error],
+            &[&outbound_id, &peer, &n, &now, &row.status, &row.error],
         )
         .await?;
         tx.commit().await?;

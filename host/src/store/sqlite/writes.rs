@@ -7,8 +7,8 @@ use super::key::{id, key, opt_key};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    ApprovalKind, AttemptOutcome, AttemptRow, Decide, DeliveryState, Message, Outbound, PushConfig,
-    Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, Task,
+    TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
@@ -528,13 +528,7 @@ impl Write for RecordAttempt {
 
     fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
         let now = now_ms();
-        let AttemptRow {
-            state,
-            status,
-            error,
-            next_at,
-            delivered_at,
-        } = self.outcome.row(now);
+        let row = self.outcome.row(now);
         let c = tx.conn;
         let n: u32 = c
             .prepare_cached(
@@ -546,11 +540,11 @@ impl Write for RecordAttempt {
                 params![
                     key(&self.outbound_id),
                     self.peer,
-                    state.as_str(),
-                    next_at,
-                    status,
-                    error,
-                    delivered_at
+                    row.state.as_str(),
+                    row.next_at,
+                    row.status,
+                    row.error,
+                    row.delivered_at
                 ],
                 |r| r.get(0),
             )?;
@@ -562,8 +556,8 @@ impl Write for RecordAttempt {
             self.peer,
             n,
             now,
-            status,
-            error
+            row.status,
+            row.error
         ])?;
         tx.effect(Effect::Release((
             self.outbound_id.clone(),
