@@ -74,9 +74,10 @@ pub struct Waiting {
     pub id: String,
     /// Which.
     pub kind: ApprovalKind,
-    /// Its route.
+    /// Its route (empty for a message a local agent started).
     pub route: String,
-    /// Who sent the message (inbound), or the agent's route (outbound).
+    /// Who sent the message (inbound), the agent's route (a reply), or the local agent that
+    /// started it.
     pub sender: String,
     /// Its type.
     pub msg_type: String,

@@ -348,6 +348,14 @@ pub fn approvals_table(list: &ApprovalList) -> String {
         .map(|item| {
             let a = &item.approval;
             let (what, payload) = match (&item.reply, &item.message) {
+                (Some(r), _) if r.in_reply_to.is_none() => (
+                    format!(
+                        "{} from agent {}",
+                        r.msg_type,
+                        r.agent.as_deref().unwrap_or("?")
+                    ),
+                    r.payload.to_string(),
+                ),
                 (Some(r), _) => (format!("reply {}", r.msg_type), r.payload.to_string()),
                 (None, Some(m)) => (
                     format!("{} from {}", m.msg_type, m.sender),
@@ -363,7 +371,7 @@ pub fn approvals_table(list: &ApprovalList) -> String {
             vec![
                 a.id.clone(),
                 a.kind.to_string(),
-                a.route.clone(),
+                if a.route.is_empty() { "-" } else { &a.route }.to_owned(),
                 what,
                 payload.chars().take(50).collect(),
                 decided.chars().take(60).collect(),

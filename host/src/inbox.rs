@@ -415,12 +415,12 @@ impl Inbox {
     }
 
     /// Queues a message that starts (or continues) a thread with a peer, at `hops`, sent by the
-    /// operator or by local agent `agent`.
+    /// operator or by local agent `agent`; held for a person first if that agent's messages are.
     async fn start_thread(
         &self,
         body: AdminSendBody,
         hops: u32,
-        agent: Option<&str>,
+        agent: Option<&config::LocalAgent>,
     ) -> Result<Ack, InboxError> {
         let id = new_id();
         let outbound = Outbound {
@@ -432,15 +432,35 @@ impl Inbox {
             payload: body.payload,
             hops,
             created_at: now_ms(),
-            agent: agent.map(str::to_owned),
+            agent: agent.map(|a| a.name.clone()),
         };
         let (id, thread_id) = (outbound.id.clone(), outbound.thread_id.clone());
+        let held = agent.filter(|a| a.approve);
         tracing::info!(
-            reply = %id, sender = agent.unwrap_or("operator"), peer = %body.to,
+            reply = %id, sender = agent.map_or("operator", |a| a.name.as_str()), peer = %body.to,
             msg_type = %outbound.msg_type,
-            thread = %thread_id, hops, "message queued"
+            thread = %thread_id, hops, held = held.is_some(), "message queued"
         );
-        self.relay.enqueue(outbound, vec![body.to]).await?;
+        if let Some(agent) = held {
+            let reason = format!("agent {}'s messages wait for approval", agent.name);
+            let waiting = Waiting {
+                id: id.clone(),
+                kind: ApprovalKind::Outbound,
+                route: String::new(),
+                sender: agent.name.clone(),
+                msg_type: outbound.msg_type.clone(),
+                thread_id: thread_id.clone(),
+                reason: reason.clone(),
+            };
+            let hold = Hold {
+                reason,
+                expires_at: outbound.created_at + agent.approval_timeout.as_millis() as i64,
+            };
+            self.relay.hold(outbound, vec![body.to], hold).await?;
+            self.approvals.waiting(waiting);
+        } else {
+            self.relay.enqueue(outbound, vec![body.to]).await?;
+        }
         Ok(Ack {
             status: AckStatus::Queued,
             id,
@@ -485,7 +505,7 @@ impl Inbox {
         if hops >= max {
             return Err(InboxError::LoopDetected { hops, max });
         }
-        self.start_thread(body, hops, Some(&agent.name)).await
+        self.start_thread(body, hops, Some(agent)).await
     }
 
     /// The most hops any message of a thread carried (0 for a thread this inbox has not seen).
@@ -539,6 +559,12 @@ impl Inbox {
                 .outbound_to_peer(peer, filter.thread.clone(), filter.limit)
                 .await?;
             replies = Some(to_peer.iter().map(|o| OutboundView::new(o, None)).collect());
+        }
+        if let (Reader::Admin, Some(thread)) = (who, &filter.thread) {
+            // What the operator or a local agent sent into the thread answers no message, so
+            // no message's detail lists it.
+            let started = self.store.started_in_thread(thread, filter.limit).await?;
+            replies = Some(started.iter().map(|o| OutboundView::new(o, None)).collect());
         }
         let messages = self.store.list_messages(filter).await?;
         Ok(MessageList {

@@ -167,7 +167,8 @@ named_enum! {
 }
 
 named_enum! {
-    /// What waits for a person: an inbound message's turn, or an agent's outbound reply.
+    /// What waits for a person: an inbound message's turn, or an agent's outbound reply or a
+    /// message a local agent started.
     ApprovalKind, "approval kind" {
         /// A message's turn, before its agent runs.
         Inbound = "inbound",
@@ -193,9 +194,10 @@ pub struct Approval {
     pub id: String,
     /// Which kind it is.
     pub kind: ApprovalKind,
-    /// The route it belongs to.
+    /// The route it belongs to (empty for a message a local agent started).
     pub route: String,
-    /// The inbound message: the held one, or the one the held reply answers.
+    /// The inbound message: the held one, or the one the held reply answers (none for a
+    /// message a local agent started).
     pub message_id: Option<String>,
     /// Its conversation.
     pub thread_id: String,

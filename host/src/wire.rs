@@ -391,7 +391,9 @@ impl OutboundView {
 pub struct MessageList {
     /// Messages, newest first.
     pub messages: Vec<MessageView>,
-    /// For a peer: outbound messages addressed to it, newest first.
+    /// For a peer: outbound messages addressed to it, newest first. For the admin reading a
+    /// thread: its outbound messages that answer no message (sent by the operator or a local
+    /// agent), oldest first; the rest are in the details of the messages they answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replies: Option<Vec<OutboundView>>,
 }
@@ -740,13 +742,15 @@ impl DecideBody {
 pub struct ApprovalView {
     /// The held message's or reply's id (what `approve` and `reject` take).
     pub id: String,
-    /// `inbound` (a message's turn) or `outbound` (an agent's reply).
+    /// `inbound` (a message's turn) or `outbound` (an agent's reply, or a message a local agent
+    /// started).
     pub kind: ApprovalKind,
     /// `waiting`, `approved` or `rejected`.
     pub state: String,
-    /// Its route.
+    /// Its route (empty for a message a local agent started).
     pub route: String,
-    /// The message: the held one, or the one the held reply answers.
+    /// The message: the held one, or the one the held reply answers (none for a message a
+    /// local agent started).
     pub message_id: Option<String>,
     /// Its thread.
     pub thread_id: String,

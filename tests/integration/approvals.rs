@@ -334,6 +334,97 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_s_own_messages_wait_like_the_replies_of_the_route_it_runs() {
+    let tony = PeerServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    // The route holds its agent's replies and names that agent, which has no `approve` of its
+    // own: what it starts with its token waits too.
+    let toml = held_config(&tony.url(), "outbound", None)
+        .route("tasks", "agent_id", &quoted("planner"))
+        .listen(listener.local_addr().unwrap())
+        .build()
+        + "[agents.planner]\ntoken = \"planner-token\"\n\
+           may_send = [{ to = [\"tony\"], types = [\"TASK\"] }]\n";
+    let host = start_host_on(&toml, listener).await;
+    let config = config_arg(&host.config_path());
+    let mut sent = Vec::new();
+    for title in ["one", "two"] {
+        let ack = request(
+            "POST",
+            &host.url("/send"),
+            &[
+                ("authorization", "Bearer planner-token"),
+                ("content-type", "application/json"),
+            ],
+            json!({"to": "tony", "type": "TASK", "payload": {"title": title}}).to_string(),
+        )
+        .await;
+        assert_eq!(ack.status, 202, "{:#}", ack.json);
+        sent.push((
+            ack.json["id"].as_str().unwrap().to_owned(),
+            ack.json["thread_id"].as_str().unwrap().to_owned(),
+        ));
+    }
+    let items = waiting(&host).await;
+    assert_eq!(items.len(), 2, "{items:#?}");
+    for item in &items {
+        let (a, r) = (&item["approval"], &item["reply"]);
+        assert_eq!(a["kind"], "outbound");
+        assert_eq!(a["route"], "");
+        assert_eq!(a["message_id"], Value::Null);
+        assert_eq!(a["reason"], "agent planner's messages wait for approval");
+        assert_eq!(r["agent"], "planner");
+        assert_eq!(r["in_reply_to"], Value::Null);
+        assert_eq!(r["deliveries"][0]["state"], "held", "{item:#}");
+    }
+    let (ok, out) = cli(&["pending", "--config", &config]).await;
+    assert!(
+        ok && out.contains(&sent[0].0) && out.contains("TASK from agent planner"),
+        "{out}"
+    );
+    // Its thread, as the admin reads it, has it (it answers no message, so no detail does).
+    let thread = admin_get(&host, &format!("/messages?thread={}", sent[0].1)).await;
+    assert_eq!(thread.json["messages"], json!([]), "{:#}", thread.json);
+    assert_eq!(
+        thread.json["replies"][0]["id"],
+        json!(sent[0].0),
+        "{:#}",
+        thread.json
+    );
+    assert_eq!(thread.json["replies"].as_array().map(Vec::len), Some(1));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert!(tony.received().is_empty(), "a held message went out");
+
+    // Edited and approved: tony gets the edit, in the thread the agent was told.
+    let r = decide(
+        &host,
+        &sent[0].0,
+        "approve",
+        json!({"by": "alice", "payload": {"title": "one, reworded"}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["payload"], json!({"title": "one, reworded"}));
+    assert_eq!(got[0].body["thread_id"], json!(sent[0].1));
+    // Rejected: never sent.
+    let r = decide(
+        &host,
+        &sent[1].0,
+        "reject",
+        json!({"by": "bob", "reason": "not now"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(tony.received().len(), 1, "a rejected message went out");
+    let v = view(&host, &sent[1].0).await;
+    assert_eq!(v["reply"]["deliveries"][0]["state"], "withheld", "{v:#}");
+    assert_eq!(v["reply"]["approval"]["decided_by"], "bob");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugin_holds_by_payload_beside_a_plugin_built_for_the_old_wit() {
     let tony = PeerServer::start().await;
     let dir = tempfile::tempdir().unwrap();

@@ -128,7 +128,9 @@ async fn approve_from_the_console_in_a_real_browser() {
     let tony = PeerServer::start().await;
     let toml = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
         .route("tasks", "approve", &quoted("inbound"))
-        .build();
+        .build()
+        + "[agents.planner]\ntoken = \"planner-token\"\napprove = \"outbound\"\n\
+           may_send = [{ to = [\"tony\"], types = [\"TASK\"] }]\n";
     // The venv first (its first use installs it).
     tokio::task::spawn_blocking(tools_python).await.unwrap();
     let host = start_host(&toml).await;
@@ -177,10 +179,23 @@ async fn approve_from_the_console_in_a_real_browser() {
     assert_eq!(items[0]["approval"]["kind"], "inbound");
     assert_eq!(items[0]["message"]["id"], id.as_str());
     assert_eq!(view(&host, &id).await["turn"]["state"], "awaiting_approval");
+    // And a message the agent started, held before it leaves (the browser rejects it).
+    let started = request(
+        "POST",
+        &host.url("/send"),
+        &[
+            ("authorization", "Bearer planner-token"),
+            ("content-type", "application/json"),
+        ],
+        json!({"to": "tony", "type": "TASK", "payload": {"title": "Ask tony"}}).to_string(),
+    )
+    .await;
+    assert_eq!(started.status, 202, "{:#}", started.json);
+    let started = started.json["id"].as_str().unwrap().to_owned();
 
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-shots");
     let base = host.url("");
-    let (run_id, run_shots) = (id.clone(), shots.clone());
+    let (run_id, run_started, run_shots) = (id.clone(), started.clone(), shots.clone());
     let (ok, out) = tokio::task::spawn_blocking(move || {
         run_tool(
             "console_approval_check.py",
@@ -188,6 +203,7 @@ async fn approve_from_the_console_in_a_real_browser() {
                 base.trim_end_matches('/'),
                 ADMIN,
                 &run_id,
+                &run_started,
                 path_str(&run_shots),
             ],
             b"",
@@ -198,7 +214,7 @@ async fn approve_from_the_console_in_a_real_browser() {
     assert!(ok, "the browser check failed:\n{out}");
     for step in [
         "signed in",
-        "the nav shows 1 item waiting",
+        "the nav shows 2 items waiting",
         "the held message waits in the queue, with its thread of 2 messages",
         "deciding without a name is refused in the browser",
         "rejecting without a reason is refused in the browser",
@@ -206,6 +222,7 @@ async fn approve_from_the_console_in_a_real_browser() {
         "it is listed as decided: approved, by the approver, via the console",
         "the approver's name is remembered",
         "the thread shows the turn done, approved by the approver via the console",
+        "the message the agent started: shown as the agent's, in its thread, rejected with a reason",
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
@@ -221,5 +238,14 @@ async fn approve_from_the_console_in_a_real_browser() {
     assert_eq!(a["decided_by"], "Ada Reviewer", "{v:#}");
     assert!(a["decision_reason"].is_null(), "{v:#}");
     assert!(!waiting(&admin_get(&host, "/admin/approvals").await, &id));
+    // The rejected one never left.
+    assert_eq!(
+        tony.received().len(),
+        2,
+        "the message the agent started went out"
+    );
+    let v = view(&host, &started).await;
+    assert_eq!(v["reply"]["deliveries"][0]["state"], "withheld", "{v:#}");
+    assert_eq!(v["reply"]["approval"]["decision_reason"], "not this week");
     host.stop().await;
 }

@@ -1,12 +1,13 @@
 """Approves a held message from the web console in a real browser (Debian's chromium, through
 chromium-driver).
 
-Usage: console_approval_check.py BASE_URL ADMIN_SECRET MESSAGE_ID SHOTS_DIR
+Usage: console_approval_check.py BASE_URL ADMIN_SECRET MESSAGE_ID STARTED_ID SHOTS_DIR
 
 Signs in, opens the approval queue, checks that the held message MESSAGE_ID is shown with its
 thread, that deciding needs a name and rejecting needs a reason (refused in the browser), types the
 approver's name, saves a screenshot of the queue (console-approvals.png), approves, and follows the
-thread until the turn is done. Each step prints a line; the first failure raises.
+thread until the turn is done. Then rejects, with a reason, STARTED_ID: a message a local agent
+started, held before it leaves. Each step prints a line; the first failure raises.
 """
 import pathlib
 import sys
@@ -18,7 +19,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
-BASE, SECRET, MESSAGE, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3], pathlib.Path(sys.argv[4])
+BASE, SECRET, MESSAGE, STARTED = sys.argv[1:5]
+SHOTS = pathlib.Path(sys.argv[5])
 SHOTS.mkdir(parents=True, exist_ok=True)
 APPROVER = "Ada Reviewer"
 ITEM = f'#approval-queue .approval[data-approval="{MESSAGE}"]'
@@ -57,9 +59,9 @@ try:
 
     wait.until(EC.element_to_be_clickable((By.ID, "nav-approvals"))).click()
     wait.until(EC.presence_of_element_located((By.ID, "approver")))
-    wait.until(lambda d: text_of("#approvals-count") == "1"
+    wait.until(lambda d: text_of("#approvals-count") == "2"
                and d.find_element(By.ID, "approvals-count").is_displayed())
-    print("the nav shows 1 item waiting")
+    print("the nav shows 2 items waiting")
 
     # The held message, prominently, and the whole thread it belongs to, with its turn waiting.
     wait.until(EC.presence_of_element_located(
@@ -110,7 +112,7 @@ try:
         (By.CSS_SELECTOR, f'#decided tr[data-approval="{MESSAGE}"] [data-state="approved"]')))
     row = text_of(f'#decided tr[data-approval="{MESSAGE}"]')
     assert APPROVER in row and "console" in row, row
-    wait.until(lambda d: not d.find_element(By.ID, "approvals-count").is_displayed())
+    wait.until(lambda d: text_of("#approvals-count") == "1")
     print("it is listed as decided: approved, by the approver, via the console")
 
     # The name is remembered.
@@ -127,5 +129,29 @@ try:
     assert note and APPROVER in note and "(console)" in note, note
     print("the thread shows the turn done, approved by the approver via the console")
     driver.save_screenshot(str(SHOTS / "console-approved-thread.png"))
+
+    # The message the agent started: shown as the agent's own, rejected with a reason.
+    driver.get(BASE + "/console#approvals")
+    started = f'#approval-queue .approval[data-approval="{STARTED}"]'
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, f"{started} pre.held-payload")))
+    head = text_of(f"{started} .approval-head")
+    assert "outbound message started by agent planner" in head, head
+    what = text_of(f"{started} .held-what")
+    assert what.startswith("Held message TASK to tony"), what
+    # Its thread shows it, sent by the agent (it answers no message, so no message lists it).
+    mine = f'{started} .thread-body .msg.reply.held[data-reply="{STARTED}"]'
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, mine)))
+    assert text_of(f"{mine} .who") == "agent planner", text_of(f"{mine} .who")
+    summary = text_of(f"{started} details.thread-of summary")
+    assert "(0 messages, 1 sent)" in summary, summary
+    driver.find_element(By.CSS_SELECTOR, f"{started} textarea.reason").send_keys("not this week")
+    click(f"{started} button.reject")
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, started))
+    wait.until(EC.presence_of_element_located(
+        (By.CSS_SELECTOR, f'#decided tr[data-approval="{STARTED}"] [data-state="rejected"]')))
+    row = text_of(f'#decided tr[data-approval="{STARTED}"]')
+    assert "not this week" in row and APPROVER in row, row
+    wait.until(lambda d: not d.find_element(By.ID, "approvals-count").is_displayed())
+    print("the message the agent started: shown as the agent's, in its thread, rejected with a reason")
 finally:
     driver.quit()

@@ -245,6 +245,12 @@ pub struct LocalAgent {
     pub may_send: Vec<MaySend>,
     /// Messages it may start per minute.
     pub max_per_minute: u32,
+    /// Whether the messages it starts wait for a person before they are delivered: its
+    /// `approve = "outbound"`, or by default whether a route it runs (`agent_id`) holds its
+    /// agent's replies, so its token is no way around that route's approval.
+    pub approve: bool,
+    /// How long one of its held messages waits before it is rejected on its own.
+    pub approval_timeout: Duration,
 }
 
 /// One `may_send` rule.
@@ -764,6 +770,74 @@ mod tests {
                 .any(|e| e.contains("routes.tasks.agent_id: no [agents.ghost]")),
             "{:?}",
             errors(&unknown)
+        );
+    }
+
+    #[test]
+    fn an_agent_s_own_messages_wait_when_its_route_holds_its_replies_or_it_says_so() {
+        const PLANNER: &str = "[agents.planner]\ntoken = \"planner-token\"\n\
+                               may_send = [{ to = [\"mel\"], types = [\"TASK\"] }]\n";
+        let runs = |approve: &str, timeout: &str| {
+            GOOD.replace(
+                "agent = { timeout_secs = 600 }",
+                &format!(
+                    "agent = {{ timeout_secs = 600 }}\nagent_id = \"planner\"\n\
+                     approve = \"{approve}\"\n{timeout}"
+                ),
+            )
+        };
+        let planner = |text: String| {
+            let c = Config::parse(&text, Path::new("."), env).expect("valid");
+            let a = &c.agents["planner"];
+            (a.approve, a.approval_timeout.as_secs())
+        };
+        // Not running a route that holds replies: nothing waits unless it says so.
+        assert_eq!(planner(format!("{GOOD}\n{PLANNER}")), (false, 86_400));
+        assert_eq!(
+            planner(format!(
+                "{GOOD}\n[approval]\ntimeout_secs = 60\n{PLANNER}approve = \"outbound\"\n"
+            )),
+            (true, 60)
+        );
+        // Running one: its messages wait too, as long as that route's replies would.
+        assert_eq!(
+            planner(format!("{}\n{PLANNER}", runs("outbound", ""))),
+            (true, 86_400)
+        );
+        assert_eq!(
+            planner(format!(
+                "{}\n{PLANNER}",
+                runs("both", "approval_timeout_secs = 120")
+            )),
+            (true, 120)
+        );
+        assert_eq!(
+            planner(format!("{}\n{PLANNER}", runs("inbound", ""))),
+            (false, 86_400)
+        );
+        // Said outright, either way, it wins.
+        assert_eq!(
+            planner(format!(
+                "{}\n{PLANNER}approve = \"none\"\napproval_timeout_secs = 30\n",
+                runs("outbound", "")
+            )),
+            (false, 30)
+        );
+        for (value, expected) in [
+            (
+                "inbound",
+                "agents.planner.approve: \"inbound\": an agent's own messages are outbound",
+            ),
+            ("maybe", "agents.planner.approve: \"maybe\" is not one of"),
+        ] {
+            let errs = errors(&format!("{GOOD}\n{PLANNER}approve = \"{value}\"\n"));
+            assert!(errs.iter().any(|e| e.contains(expected)), "{errs:?}");
+        }
+        let errs = errors(&format!("{GOOD}\n{PLANNER}approval_timeout_secs = 0\n"));
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("agents.planner.approval_timeout_secs: must be greater")),
+            "{errs:?}"
         );
     }
 

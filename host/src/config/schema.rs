@@ -63,6 +63,8 @@ pub(super) struct LocalAgent {
     #[serde(default)]
     pub(super) may_send: Vec<MaySend>,
     pub(super) max_per_minute: Option<u32>,
+    pub(super) approve: Option<String>,
+    pub(super) approval_timeout_secs: Option<u64>,
 }
 
 /// One `may_send` rule: these peers, these types.

@@ -129,36 +129,49 @@ function approvalNote(a, inQueue) {
 
 // The messages of thread `id`, each with its turn and replies, oldest first; the message or reply
 // whose id is `held` is marked.
+// A thread in time order: each message followed by its replies, and what the operator or a local
+// agent sent into it (which answers no message) where it was sent.
 async function threadItems(id, held) {
-  const { messages } = await api("/messages?limit=500&thread=" + encodeURIComponent(id));
-  messages.sort((a, b) => a.received_at - b.received_at);
-  const details = await Promise.all(messages.map((m) => api("/messages/" + encodeURIComponent(m.id))));
+  const list = await api("/messages?limit=500&thread=" + encodeURIComponent(id));
+  const get = (x) => api("/messages/" + encodeURIComponent(x.id));
+  const [details, sent] = await Promise.all([
+    Promise.all(list.messages.map(get)),
+    Promise.all((list.replies || []).map(get)),
+  ]);
   const inQueue = held !== undefined;
-  const items = [];
-  for (const d of details) {
-    const m = d.message, t = d.turn;
-    items.push(el("div", { class: "msg" + (m.id === held ? " held" : ""), "data-message": m.id },
-      el("div", {}, el("span", { class: "who" }, m.sender), " → ", m.route, " · ",
-        el("b", {}, m.type), " ", el("span", { class: "meta" }, when(m.received_at))),
-      el("pre", { class: "payload" }, pretty(m.payload)),
-      approvalNote(d.approval, inQueue),
-      t ? el("div", { class: "turn" }, "turn ", stateTag(t.state), " ",
-            el("span", { class: "meta elapsed" }, elapsed(t)),
-            given(t.exit_code) ? " exit " + t.exit_code : "",
-            t.error ? el("span", { class: "error" }, " " + t.error) : "",
-            t.stdout_tail ? el("details", {}, el("summary", {}, "stdout"), el("pre", {}, t.stdout_tail)) : "",
-            t.stderr_tail ? el("details", {}, el("summary", {}, "stderr"), el("pre", {}, t.stderr_tail)) : "")
-        : null));
-    for (const r of d.replies) {
-      items.push(el("div", { class: "msg reply" + (r.id === held ? " held" : ""), "data-reply": r.id },
-        el("div", {}, el("span", { class: "who" }, r.route ? "agent of " + r.route : "operator"),
-          " · ", el("b", {}, r.type), " ", el("span", { class: "meta" }, when(r.created_at))),
-        el("pre", { class: "payload" }, pretty(r.payload)),
-        approvalNote(r.approval, inQueue),
-        deliveries(r)));
-    }
-  }
-  return items;
+  const groups = [
+    ...details.map((d) => ({ at: d.message.received_at,
+      els: [messageItem(d, held, inQueue), ...d.replies.map((r) => replyItem(r, held, inQueue))] })),
+    ...sent.map((d) => ({ at: d.reply.created_at, els: [replyItem(d.reply, held, inQueue)] })),
+  ];
+  groups.sort((a, b) => a.at - b.at);
+  return groups.flatMap((g) => g.els);
+}
+
+function messageItem(d, held, inQueue) {
+  const m = d.message, t = d.turn;
+  return el("div", { class: "msg" + (m.id === held ? " held" : ""), "data-message": m.id },
+    el("div", {}, el("span", { class: "who" }, m.sender), " → ", m.route, " · ",
+      el("b", {}, m.type), " ", el("span", { class: "meta" }, when(m.received_at))),
+    el("pre", { class: "payload" }, pretty(m.payload)),
+    approvalNote(d.approval, inQueue),
+    t ? el("div", { class: "turn" }, "turn ", stateTag(t.state), " ",
+          el("span", { class: "meta elapsed" }, elapsed(t)),
+          given(t.exit_code) ? " exit " + t.exit_code : "",
+          t.error ? el("span", { class: "error" }, " " + t.error) : "",
+          t.stdout_tail ? el("details", {}, el("summary", {}, "stdout"), el("pre", {}, t.stdout_tail)) : "",
+          t.stderr_tail ? el("details", {}, el("summary", {}, "stderr"), el("pre", {}, t.stderr_tail)) : "")
+      : null);
+}
+
+function replyItem(r, held, inQueue) {
+  const who = r.route ? "agent of " + r.route : r.agent ? "agent " + r.agent : "operator";
+  return el("div", { class: "msg reply" + (r.id === held ? " held" : ""), "data-reply": r.id },
+    el("div", {}, el("span", { class: "who" }, who),
+      " · ", el("b", {}, r.type), " ", el("span", { class: "meta" }, when(r.created_at))),
+    el("pre", { class: "payload" }, pretty(r.payload)),
+    approvalNote(r.approval, inQueue),
+    deliveries(r));
 }
 
 async function thread(id) {
@@ -236,7 +249,7 @@ function approvalEntry(item) {
     entry.editBox = el("div", { class: "editor", hidden: "" },
       el("label", {}, "The payload to send instead of the agent's (JSON):"), entry.editor);
     entry.edit = el("button", { class: "edit", type: "button", onclick: () => toggleEditor(entry) },
-      "Edit reply");
+      "Edit payload");
     buttons.push(entry.edit);
   }
   buttons.push(entry.rejectButton);
@@ -260,7 +273,7 @@ function toggleEditor(entry) {
     entry.editor.focus();
   } else {
     entry.editBox.hidden = true;
-    entry.edit.textContent = "Edit reply";
+    entry.edit.textContent = "Edit payload";
     entry.approve.textContent = "Approve";
   }
 }
@@ -277,15 +290,20 @@ function fillEntry(entry, item, threadEls) {
       " · its agent runs once approved");
   } else {
     const to = (held.deliveries || []).map((d) => d.peer).join(", ");
-    what = el("div", { class: "held-what" }, "Held reply ", el("b", {}, held.type), " to ",
+    what = el("div", { class: "held-what" }, held.in_reply_to ? "Held reply " : "Held message ",
+      el("b", {}, held.type), " to ",
       el("b", {}, to || "nobody"), " ", el("span", { class: "meta" }, when(held.created_at)),
       " · sent once approved");
   }
+  // A message a local agent started has no route: it is the agent's own.
+  const started = a.kind === "outbound" && !a.route;
   entry.live.replaceChildren(
     el("div", { class: "approval-head" },
-      el("span", { class: "kind " + a.kind }, a.kind === "inbound" ? "inbound message" : "outbound reply"),
-      " on route ", el("b", { class: "route" }, a.route), " · ",
-      el("span", { class: "why" }, a.reason)),
+      el("span", { class: "kind " + a.kind },
+        a.kind === "inbound" ? "inbound message" : started ? "outbound message" : "outbound reply"),
+      started ? " started by agent " : " on route ",
+      el("b", { class: started ? "agent" : "route" }, started ? (held && held.agent) || "?" : a.route),
+      " · ", el("span", { class: "why" }, a.reason)),
     el("div", { class: "deadline meta" }, "Decide by ", when(a.expires_at), " (", until(a.expires_at),
       "), or it is rejected on its own · waiting since ", when(a.created_at)),
     what,
@@ -296,7 +314,7 @@ function fillEntry(entry, item, threadEls) {
   entry.threadSummary.replaceChildren("The whole thread ",
     el("a", { href: "#thread/" + encodeURIComponent(a.thread_id) }, a.thread_id),
     " (" + messages + (messages === 1 ? " message, " : " messages, ") +
-      replies + (replies === 1 ? " reply)" : " replies)"));
+      replies + " sent)");
   entry.threadBody.replaceChildren(...threadEls);
 }
 
@@ -352,7 +370,7 @@ function decidedTable(items) {
     ...items.map(({ approval: a }) => el("tr", { class: "decided-item", "data-approval": a.id },
       el("td", {}, when(a.decided_at)), el("td", {}, stateTag(a.state)),
       el("td", {}, a.decided_by || ""), el("td", {}, a.via || ""),
-      el("td", {}, a.kind + (given(a.original_payload) ? " (edited)" : "")), el("td", {}, a.route),
+      el("td", {}, a.kind + (given(a.original_payload) ? " (edited)" : "")), el("td", {}, a.route || "—"),
       el("td", {}, a.decision_reason || ""),
       el("td", {}, el("a", { href: "#thread/" + encodeURIComponent(a.thread_id) }, a.thread_id)))));
 }

@@ -619,6 +619,16 @@ impl Store {
         backend!(self.outbound_to_peer(peer, thread, limit))
     }
 
+    /// Outbound messages of `thread` that answer no message (the operator or a local agent
+    /// started or continued the thread with them), oldest first.
+    pub async fn started_in_thread(
+        &self,
+        thread: &str,
+        limit: u32,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        backend!(self.started_in_thread(thread, limit))
+    }
+
     /// Deliveries with their outbound messages, newest first; only dead letters if `dead_only`.
     pub async fn outbox(
         &self,

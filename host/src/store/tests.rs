@@ -521,6 +521,60 @@ async fn a_held_turn_waits_until_approved_and_a_rejected_one_never_runs() {
 }
 
 #[tokio::test]
+async fn a_thread_lists_what_was_sent_into_it_answering_no_message() {
+    for (name, store, _dir) in backends().await {
+        store
+            .insert_message(message("m1"), QUEUE, None, None)
+            .await
+            .expect(name);
+        // A reply to m1 (listed under m1), and two messages a local agent sent: one into m1's
+        // thread, one starting a thread of its own.
+        let started = |id: &str, thread: &str| Outbound {
+            in_reply_to: None,
+            route: None,
+            thread_id: thread.into(),
+            agent: Some("planner".into()),
+            ..outbound(id, "m1")
+        };
+        for o in [
+            outbound("r1", "m1"),
+            started("s1", "m1"),
+            started("s2", "s2"),
+            started("s3", "m1"),
+        ] {
+            store
+                .insert_outbound(o, vec!["tony".into()], None)
+                .await
+                .expect(name);
+        }
+        let ids = |v: Vec<Outbound>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(store.started_in_thread("m1", 10).await.expect(name)),
+            ["s1", "s3"],
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.started_in_thread("m1", 1).await.expect(name)),
+            ["s1"],
+            "{name}"
+        );
+        assert_eq!(
+            ids(store.started_in_thread("s2", 10).await.expect(name)),
+            ["s2"],
+            "{name}"
+        );
+        assert!(
+            store
+                .started_in_thread("nothing", 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_held_reply_is_not_delivered_until_approved_and_an_edit_keeps_the_original() {
     use crate::model::Verdict;
     for (name, store, _dir) in backends().await {

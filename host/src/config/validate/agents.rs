@@ -2,7 +2,9 @@
 //! that a route's `agent_id` names one of them.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use super::routes::approval_timeout;
 use super::{Checker, schema, valid_name, valid_type_name};
 use crate::config::defaults::DEFAULT_AGENT_MAX_PER_MINUTE;
 use crate::config::{LocalAgent, MaySend, Peer, Route};
@@ -64,6 +66,7 @@ pub(super) fn agents(
             a.max_per_minute,
             DEFAULT_AGENT_MAX_PER_MINUTE,
         );
+        let (approve, approval_timeout) = approve(c, &at, name, a, &raw.approval, routes);
         agents.insert(
             name.clone(),
             LocalAgent {
@@ -71,6 +74,8 @@ pub(super) fn agents(
                 tokens,
                 may_send,
                 max_per_minute,
+                approve,
+                approval_timeout,
             },
         );
     }
@@ -91,4 +96,47 @@ pub(super) fn agents(
         }
     }
     agents
+}
+
+/// An agent's `approve = "outbound" | "none"` and `approval_timeout_secs`. Unset, it follows the
+/// routes it runs: if one holds its agent's replies, the agent's own messages wait too (for the
+/// shortest of those routes' timeouts), since the same agent could otherwise say with its token
+/// what the route would hold.
+fn approve(
+    c: &mut Checker<'_>,
+    at: &str,
+    name: &str,
+    a: &schema::LocalAgent,
+    approval: &schema::Approval,
+    routes: &BTreeMap<String, Route>,
+) -> (bool, Duration) {
+    let runs: Vec<&Route> = routes
+        .values()
+        .filter(|r| r.agent_id.as_deref() == Some(name) && r.approve.outbound)
+        .collect();
+    let approve = match a.approve.as_deref() {
+        None => !runs.is_empty(),
+        Some("outbound") => true,
+        Some("none") => false,
+        Some(other) => {
+            let why = if matches!(other, "inbound" | "both") {
+                format!("{other:?}: an agent's own messages are outbound; \"outbound\" or \"none\"")
+            } else {
+                format!("{other:?} is not one of \"none\", \"outbound\"")
+            };
+            c.invalid(format!("{at}.approve"), why);
+            false
+        }
+    };
+    let default = runs
+        .iter()
+        .map(|r| r.approval_timeout)
+        .min()
+        .unwrap_or_else(|| approval_timeout(approval));
+    let secs = c.positive(
+        &format!("{at}.approval_timeout_secs"),
+        a.approval_timeout_secs,
+        default.as_secs(),
+    );
+    (approve, Duration::from_secs(secs))
 }

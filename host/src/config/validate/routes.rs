@@ -153,17 +153,11 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
         }
         let a2a = r.a2a.as_ref().map(|a| route_a2a(c, &at, name, r, a));
         let approve = approve(c, &at, r);
-        // `[approval] timeout_secs` is checked once, in `approval`.
-        let approval_timeout = Duration::from_secs(
-            c.positive(
-                &format!("{at}.approval_timeout_secs"),
-                r.approval_timeout_secs,
-                raw.approval
-                    .timeout_secs
-                    .filter(|s| *s > 0)
-                    .unwrap_or(DEFAULT_APPROVAL_TIMEOUT.as_secs()),
-            ),
-        );
+        let approval_timeout = Duration::from_secs(c.positive(
+            &format!("{at}.approval_timeout_secs"),
+            r.approval_timeout_secs,
+            approval_timeout(&raw.approval).as_secs(),
+        ));
         routes.insert(
             name.clone(),
             Route {
@@ -225,6 +219,14 @@ fn approve(c: &mut Checker<'_>, at: &str, r: &schema::Route) -> Approve {
         );
     }
     a
+}
+
+/// `[approval] timeout_secs`, the default of every `approval_timeout_secs` (checked once, in
+/// [`approval`]: a bad value here falls back to the built-in default).
+pub(super) fn approval_timeout(a: &schema::Approval) -> Duration {
+    a.timeout_secs
+        .filter(|s| *s > 0)
+        .map_or(DEFAULT_APPROVAL_TIMEOUT, Duration::from_secs)
 }
 
 /// `[approval]`.

@@ -1884,6 +1884,27 @@ impl PgStore {
             .collect())
     }
 
+    pub(super) async fn started_in_thread(
+        &self,
+        thread: &str,
+        limit: u32,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {OUTBOUND_COLUMNS} FROM replies r
+                     WHERE r.in_reply_to IS NULL AND r.thread_id = $1 ORDER BY r.seq LIMIT $2"
+                ),
+                &[&thread, &(limit as i64)],
+            )
+            .await?
+            .iter()
+            .map(outbound_row)
+            .collect())
+    }
+
     pub(super) async fn outbox(
         &self,
         dead_only: bool,

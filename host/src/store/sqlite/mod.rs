@@ -496,6 +496,16 @@ impl SqliteStore {
             .await
     }
 
+    pub(super) async fn started_in_thread(
+        &self,
+        thread: &str,
+        limit: u32,
+    ) -> Result<Vec<Outbound>, StoreError> {
+        let thread = thread.to_owned();
+        self.read(move |c| reads::started_in_thread(c, &thread, limit))
+            .await
+    }
+
     pub(super) async fn outbox(
         &self,
         dead_only: bool,
