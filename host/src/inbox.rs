@@ -560,11 +560,14 @@ impl Inbox {
                 .await?;
             replies = Some(to_peer.iter().map(|o| OutboundView::new(o, None)).collect());
         }
-        if let (Reader::Admin, Some(thread)) = (who, &filter.thread) {
-            // What the operator or a local agent sent into the thread answers no message, so
-            // no message's detail lists it.
-            let started = self.store.started_in_thread(thread, filter.limit).await?;
-            replies = Some(started.iter().map(|o| OutboundView::new(o, None)).collect());
+        if matches!(who, Reader::Admin) && filter.route.is_none() && filter.sender.is_none() {
+            // What the operator or a local agent sent answers no message, so no message's
+            // detail lists it. (It has no route and no sender: a filter by either leaves it out.)
+            let sent = self
+                .store
+                .unanswering(filter.thread.clone(), filter.limit)
+                .await?;
+            replies = Some(sent.iter().map(|o| OutboundView::new(o, None)).collect());
         }
         let messages = self.store.list_messages(filter).await?;
         Ok(MessageList {

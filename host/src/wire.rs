@@ -391,9 +391,10 @@ impl OutboundView {
 pub struct MessageList {
     /// Messages, newest first.
     pub messages: Vec<MessageView>,
-    /// For a peer: outbound messages addressed to it, newest first. For the admin reading a
-    /// thread: its outbound messages that answer no message (sent by the operator or a local
-    /// agent), oldest first; the rest are in the details of the messages they answer.
+    /// For a peer: outbound messages addressed to it, newest first. For the admin (unless it
+    /// filters by route or sender): the outbound messages that answer no message (sent by the
+    /// operator or a local agent), of the thread if one is named, newest first; the rest are in
+    /// the details of the messages they answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replies: Option<Vec<OutboundView>>,
 }

@@ -223,6 +223,7 @@ async fn approve_from_the_console_in_a_real_browser() {
         "the approver's name is remembered",
         "the thread shows the turn done, approved by the approver via the console",
         "the message the agent started: shown as the agent's, in its thread, rejected with a reason",
+        "the conversations list has the thread the agent started",
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }

@@ -7,7 +7,7 @@ Signs in, opens the approval queue, checks that the held message MESSAGE_ID is s
 thread, that deciding needs a name and rejecting needs a reason (refused in the browser), types the
 approver's name, saves a screenshot of the queue (console-approvals.png), approves, and follows the
 thread until the turn is done. Then rejects, with a reason, STARTED_ID: a message a local agent
-started, held before it leaves. Each step prints a line; the first failure raises.
+started, held before it leaves, and finds its thread in the conversations list. Each step prints a line; the first failure raises.
 """
 import pathlib
 import sys
@@ -153,5 +153,13 @@ try:
     assert "not this week" in row and APPROVER in row, row
     wait.until(lambda d: not d.find_element(By.ID, "approvals-count").is_displayed())
     print("the message the agent started: shown as the agent's, in its thread, rejected with a reason")
+
+    # The conversations list has the thread the agent started (a new thread's id is its first
+    # message's), though nothing came in on it.
+    driver.get(BASE + "/console")
+    row = f'#threads tr[data-thread="{STARTED}"]'
+    wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, row)))
+    assert "agent planner" in text_of(row) and "TASK" in text_of(row), text_of(row)
+    print("the conversations list has the thread the agent started")
 finally:
     driver.quit()

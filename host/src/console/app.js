@@ -61,15 +61,24 @@ function elapsed(turn) {
 }
 
 async function threads() {
-  const { messages } = await api("/messages?limit=500");
+  // A thread's items: the messages that came in, and what the operator or a local agent sent
+  // into it (`replies`: what answers no message; replies to messages are in their details).
+  const { messages, replies } = await api("/messages?limit=500");
   const byThread = new Map();
-  for (const m of messages) {
-    const t = byThread.get(m.thread_id) || { id: m.thread_id, count: 0, last: m };
+  const add = (thread, item) => {
+    const t = byThread.get(thread) || { id: thread, count: 0, last: item };
     t.count += 1;
-    if (m.received_at > t.last.received_at) t.last = m;
-    byThread.set(m.thread_id, t);
+    if (item.at > t.last.at) t.last = item;
+    byThread.set(thread, t);
+  };
+  for (const m of messages) {
+    add(m.thread_id, { at: m.received_at, from: m.sender, route: m.route, type: m.type, state: m.turn_state });
   }
-  const rows = [...byThread.values()].sort((a, b) => b.last.received_at - a.last.received_at);
+  for (const r of replies || []) {
+    add(r.thread_id, { at: r.created_at, from: r.agent ? "agent " + r.agent : "operator", route: "—",
+      type: r.type, state: null });
+  }
+  const rows = [...byThread.values()].sort((a, b) => b.last.at - a.last.at);
   view.replaceChildren(
     el("h2", {}, "Conversations"),
     el("table", { id: "threads" },
@@ -77,9 +86,9 @@ async function threads() {
         el("th", {}, "Type"), el("th", {}, "Messages"), el("th", {}, "Turn")),
       ...rows.map((t) => el("tr", { class: "thread", "data-thread": t.id,
           onclick: () => { location.hash = "thread/" + encodeURIComponent(t.id); } },
-        el("td", {}, when(t.last.received_at)), el("td", {}, t.last.sender),
+        el("td", {}, when(t.last.at)), el("td", {}, t.last.from),
         el("td", {}, t.last.route), el("td", {}, t.last.type), el("td", {}, t.count),
-        el("td", {}, t.last.turn_state ? stateTag(t.last.turn_state) : "")))));
+        el("td", {}, t.last.state ? stateTag(t.last.state) : "")))));
 }
 
 async function retry(id, button) {

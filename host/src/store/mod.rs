@@ -619,14 +619,14 @@ impl Store {
         backend!(self.outbound_to_peer(peer, thread, limit))
     }
 
-    /// Outbound messages of `thread` that answer no message (the operator or a local agent
-    /// started or continued the thread with them), oldest first.
-    pub async fn started_in_thread(
+    /// Outbound messages that answer no message (the operator or a local agent started or
+    /// continued a thread with them), of `thread` if given, newest first.
+    pub async fn unanswering(
         &self,
-        thread: &str,
+        thread: Option<String>,
         limit: u32,
     ) -> Result<Vec<Outbound>, StoreError> {
-        backend!(self.started_in_thread(thread, limit))
+        backend!(self.unanswering(thread, limit))
     }
 
     /// Deliveries with their outbound messages, newest first; only dead letters if `dead_only`.

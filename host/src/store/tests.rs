@@ -521,7 +521,7 @@ async fn a_held_turn_waits_until_approved_and_a_rejected_one_never_runs() {
 }
 
 #[tokio::test]
-async fn a_thread_lists_what_was_sent_into_it_answering_no_message() {
+async fn what_answers_no_message_is_listed_newest_first_by_thread_or_all() {
     for (name, store, _dir) in backends().await {
         store
             .insert_message(message("m1"), QUEUE, None, None)
@@ -548,27 +548,30 @@ async fn a_thread_lists_what_was_sent_into_it_answering_no_message() {
                 .expect(name);
         }
         let ids = |v: Vec<Outbound>| v.into_iter().map(|o| o.id).collect::<Vec<_>>();
+        let sent =
+            |thread: Option<&str>, limit| store.unanswering(thread.map(str::to_owned), limit);
         assert_eq!(
-            ids(store.started_in_thread("m1", 10).await.expect(name)),
-            ["s1", "s3"],
+            ids(sent(Some("m1"), 10).await.expect(name)),
+            ["s3", "s1"],
             "{name}"
         );
         assert_eq!(
-            ids(store.started_in_thread("m1", 1).await.expect(name)),
-            ["s1"],
+            ids(sent(Some("m1"), 1).await.expect(name)),
+            ["s3"],
             "{name}"
         );
         assert_eq!(
-            ids(store.started_in_thread("s2", 10).await.expect(name)),
+            ids(sent(Some("s2"), 10).await.expect(name)),
             ["s2"],
             "{name}"
         );
+        assert_eq!(
+            ids(sent(None, 10).await.expect(name)),
+            ["s3", "s2", "s1"],
+            "{name}"
+        );
         assert!(
-            store
-                .started_in_thread("nothing", 10)
-                .await
-                .expect(name)
-                .is_empty(),
+            sent(Some("nothing"), 10).await.expect(name).is_empty(),
             "{name}"
         );
     }

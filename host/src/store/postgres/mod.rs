@@ -1884,9 +1884,9 @@ impl PgStore {
             .collect())
     }
 
-    pub(super) async fn started_in_thread(
+    pub(super) async fn unanswering(
         &self,
-        thread: &str,
+        thread: Option<String>,
         limit: u32,
     ) -> Result<Vec<Outbound>, StoreError> {
         Ok(self
@@ -1895,7 +1895,8 @@ impl PgStore {
             .query(
                 &format!(
                     "SELECT {OUTBOUND_COLUMNS} FROM replies r
-                     WHERE r.in_reply_to IS NULL AND r.thread_id = $1 ORDER BY r.seq LIMIT $2"
+                     WHERE r.in_reply_to IS NULL AND ($1::TEXT IS NULL OR r.thread_id = $1)
+                     ORDER BY r.seq DESC LIMIT $2"
                 ),
                 &[&thread, &(limit as i64)],
             )

@@ -496,13 +496,12 @@ impl SqliteStore {
             .await
     }
 
-    pub(super) async fn started_in_thread(
+    pub(super) async fn unanswering(
         &self,
-        thread: &str,
+        thread: Option<String>,
         limit: u32,
     ) -> Result<Vec<Outbound>, StoreError> {
-        let thread = thread.to_owned();
-        self.read(move |c| reads::started_in_thread(c, &thread, limit))
+        self.read(move |c| reads::unanswering(c, thread.as_deref(), limit))
             .await
     }
 

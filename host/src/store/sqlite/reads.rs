@@ -293,17 +293,17 @@ pub(super) fn outbound_to_peer(
     .collect::<Result<_, _>>()?)
 }
 
-pub(super) fn started_in_thread(
+pub(super) fn unanswering(
     c: &Connection,
-    thread: &str,
+    thread: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Outbound>, StoreError> {
     // `replies_parent` holds the rows without a parent too: few, beside the agents' replies.
     Ok(c.prepare_cached(&format!(
         "SELECT {OUTBOUND_COLUMNS} FROM replies
-         WHERE in_reply_to IS NULL AND thread_id = ?1 ORDER BY seq LIMIT ?2"
+         WHERE in_reply_to IS NULL AND (?1 IS NULL OR thread_id = ?1) ORDER BY seq DESC LIMIT ?2"
     ))?
-    .query_map(params![key(thread), limit], outbound_row)?
+    .query_map(params![opt_key(thread), limit], outbound_row)?
     .collect::<Result<_, _>>()?)
 }
 
