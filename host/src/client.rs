@@ -348,7 +348,7 @@ pub fn approvals_table(list: &ApprovalList) -> String {
         .map(|item| {
             let a = &item.approval;
             let (what, payload) = match (&item.reply, &item.message) {
-                (Some(r), _) if r.in_reply_to.is_none() => (
+                (Some(r), _) if r.route.is_none() => (
                     format!(
                         "{} from agent {}",
                         r.msg_type,

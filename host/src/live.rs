@@ -113,7 +113,10 @@ pub async fn send_and_wait(
                 Some(Err(e)) => return Err(e),
                 None => anyhow::bail!("the inbox closed the event stream (is it shutting down?)"),
             },
-            _ = recheck.tick() => answered(client, &thread, &ack.id).await?.map(Step::Answered),
+            _ = recheck.tick() => match answered(client, &thread, &ack.id).await? {
+                Some(id) => Some(Step::Answered(id)),
+                None => undeliverable(client, &ack.id).await?,
+            },
             () = tokio::time::sleep_until(deadline) => {
                 eprintln!("no answer within {} s", timeout.as_secs());
                 return Ok(ExitCode::from(EXIT_TIMEOUT));
@@ -169,6 +172,22 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
                 ))
             })
         }
+        Some("approval_waiting") if e["id"] == ack.id.as_str() => {
+            eprintln!(
+                "held for a person's approval: {}",
+                e["reason"].as_str().unwrap_or("")
+            );
+            None
+        }
+        Some("approval_decided") if e["id"] == ack.id.as_str() => {
+            let by = e["by"].as_str().unwrap_or("?");
+            if e["verdict"] == "rejected" {
+                Some(Step::Dead(format!("rejected by {by}")))
+            } else {
+                eprintln!("approved by {by}");
+                None
+            }
+        }
         Some("message_accepted") if e["thread_id"] == thread => {
             e["id"].as_str().map(|id| Step::Answered(id.to_owned()))
         }
@@ -181,6 +200,29 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
         }
         _ => None,
     }
+}
+
+/// Whether our own message will never reach anyone (every delivery dead, or withheld by a
+/// person's rejection), read from its record in case the event that said so was missed.
+async fn undeliverable(client: &AdminClient, own: &str) -> anyhow::Result<Option<Step>> {
+    let shown: Value = client
+        .expect(http::Method::GET, &format!("/messages/{own}"), None)
+        .await?;
+    let Some(deliveries) = shown["reply"]["deliveries"].as_array() else {
+        return Ok(None);
+    };
+    let over = !deliveries.is_empty()
+        && deliveries
+            .iter()
+            .all(|d| d["state"] == "dead" || d["state"] == "withheld");
+    Ok(over.then(|| {
+        Step::Dead(
+            deliveries[0]["last_error"]
+                .as_str()
+                .unwrap_or("not delivered")
+                .to_owned(),
+        )
+    }))
 }
 
 /// A message in `thread` other than our own outbound one, if one has arrived.

@@ -421,6 +421,44 @@ async fn an_agent_s_own_messages_wait_like_the_replies_of_the_route_it_runs() {
     let v = view(&host, &sent[1].0).await;
     assert_eq!(v["reply"]["deliveries"][0]["state"], "withheld", "{v:#}");
     assert_eq!(v["reply"]["approval"]["decided_by"], "bob");
+
+    // `agent-inbox send --wait`, as the agent runs it: a rejection ends the wait (exit 4).
+    let waiting_cli = tokio::process::Command::new(bin())
+        .env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("INBOX_AGENT_TOKEN", "planner-token")
+        .env("INBOX_URL", host.url("").trim_end_matches('/'))
+        .args([
+            "send",
+            "--to",
+            "tony",
+            "--type",
+            "TASK",
+            "--wait",
+            "--timeout",
+            "60",
+        ])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let reject_it = async {
+        let item = eventually(
+            Duration::from_secs(30),
+            "the third held message",
+            || async { waiting(&host).await.into_iter().next() },
+        )
+        .await;
+        // Whether or not the command has subscribed yet: it also reads its message's record.
+        let id = item["approval"]["id"].as_str().unwrap().to_owned();
+        let r = decide(&host, &id, "reject", json!({"by": "bob", "reason": "no"})).await;
+        assert_eq!(r.status, 200, "{:#}", r.json);
+    };
+    let (out, ()) = tokio::join!(waiting_cli, reject_it);
+    let out = out.expect("run agent-inbox send --wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}");
+    assert!(err.contains("rejected by bob"), "{err}");
+    assert_eq!(tony.received().len(), 1, "a rejected message went out");
     host.stop().await;
 }
 

@@ -815,13 +815,28 @@ mod tests {
             planner(format!("{}\n{PLANNER}", runs("inbound", ""))),
             (false, 86_400)
         );
-        // Said outright, either way, it wins.
+        // Said outright: "outbound" (above), its own timeout, and never "none" beside a route
+        // that holds its replies (its token would skip that route's person).
         assert_eq!(
             planner(format!(
-                "{}\n{PLANNER}approve = \"none\"\napproval_timeout_secs = 30\n",
+                "{}\n{PLANNER}approval_timeout_secs = 30\n",
                 runs("outbound", "")
             )),
-            (false, 30)
+            (true, 30)
+        );
+        let errs = errors(&format!(
+            "{}\n{PLANNER}approve = \"none\"\n",
+            runs("both", "")
+        ));
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "agents.planner.approve: \"none\", but route tasks (agent_id = \"planner\") holds"
+            )),
+            "{errs:?}"
+        );
+        assert_eq!(
+            planner(format!("{GOOD}\n{PLANNER}approve = \"none\"\n")),
+            (false, 86_400)
         );
         for (value, expected) in [
             (

@@ -136,10 +136,9 @@ function approvalNote(a, inQueue) {
   return note;
 }
 
-// The messages of thread `id`, each with its turn and replies, oldest first; the message or reply
-// whose id is `held` is marked.
 // A thread in time order: each message followed by its replies, and what the operator or a local
-// agent sent into it (which answers no message) where it was sent.
+// agent sent into it (which answers no message) where it was sent; the message or reply whose id
+// is `held` is marked.
 async function threadItems(id, held) {
   const list = await api("/messages?limit=500&thread=" + encodeURIComponent(id));
   const get = (x) => api("/messages/" + encodeURIComponent(x.id));
@@ -299,7 +298,7 @@ function fillEntry(entry, item, threadEls) {
       " · its agent runs once approved");
   } else {
     const to = (held.deliveries || []).map((d) => d.peer).join(", ");
-    what = el("div", { class: "held-what" }, held.in_reply_to ? "Held reply " : "Held message ",
+    what = el("div", { class: "held-what" }, held.route ? "Held reply " : "Held message ",
       el("b", {}, held.type), " to ",
       el("b", {}, to || "nobody"), " ", el("span", { class: "meta" }, when(held.created_at)),
       " · sent once approved");

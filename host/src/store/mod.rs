@@ -619,8 +619,9 @@ impl Store {
         backend!(self.outbound_to_peer(peer, thread, limit))
     }
 
-    /// Outbound messages that answer no message (the operator or a local agent started or
-    /// continued a thread with them), of `thread` if given, newest first.
+    /// Outbound messages of no route that answer no message (the operator or a local agent
+    /// started or continued a thread with them; not A2A pushes), of `thread` if given, newest
+    /// first.
     pub async fn unanswering(
         &self,
         thread: Option<String>,

@@ -527,8 +527,9 @@ async fn what_answers_no_message_is_listed_newest_first_by_thread_or_all() {
             .insert_message(message("m1"), QUEUE, None, None)
             .await
             .expect(name);
-        // A reply to m1 (listed under m1), and two messages a local agent sent: one into m1's
-        // thread, one starting a thread of its own.
+        // A reply to m1 (listed under m1), an A2A push (a route, no parent: not listed), and
+        // three messages a local agent sent: two into m1's thread, one starting a thread of its
+        // own, whose id (a UUID, stored as 16 bytes in SQLite) is that thread's.
         let started = |id: &str, thread: &str| Outbound {
             in_reply_to: None,
             route: None,
@@ -536,10 +537,17 @@ async fn what_answers_no_message_is_listed_newest_first_by_thread_or_all() {
             agent: Some("planner".into()),
             ..outbound(id, "m1")
         };
+        let s2 = crate::model::new_id();
+        let push = Outbound {
+            in_reply_to: None,
+            msg_type: "A2A_PUSH".into(),
+            ..outbound("p1", "m1")
+        };
         for o in [
             outbound("r1", "m1"),
             started("s1", "m1"),
-            started("s2", "s2"),
+            push,
+            started(&s2, &s2),
             started("s3", "m1"),
         ] {
             store
@@ -561,13 +569,13 @@ async fn what_answers_no_message_is_listed_newest_first_by_thread_or_all() {
             "{name}"
         );
         assert_eq!(
-            ids(sent(Some("s2"), 10).await.expect(name)),
-            ["s2"],
+            ids(sent(Some(&s2), 10).await.expect(name)),
+            [s2.as_str()],
             "{name}"
         );
         assert_eq!(
             ids(sent(None, 10).await.expect(name)),
-            ["s3", "s2", "s1"],
+            ["s3", s2.as_str(), "s1"],
             "{name}"
         );
         assert!(

@@ -101,7 +101,7 @@ pub(super) fn agents(
 /// An agent's `approve = "outbound" | "none"` and `approval_timeout_secs`. Unset, it follows the
 /// routes it runs: if one holds its agent's replies, the agent's own messages wait too (for the
 /// shortest of those routes' timeouts), since the same agent could otherwise say with its token
-/// what the route would hold.
+/// what the route would hold; so `"none"` is refused then.
 fn approve(
     c: &mut Checker<'_>,
     at: &str,
@@ -117,7 +117,19 @@ fn approve(
     let approve = match a.approve.as_deref() {
         None => !runs.is_empty(),
         Some("outbound") => true,
-        Some("none") => false,
+        Some("none") => {
+            if let Some(r) = runs.first() {
+                c.invalid(
+                    format!("{at}.approve"),
+                    format!(
+                        "\"none\", but route {} (agent_id = {name:?}) holds its agent's replies: \
+                         its token would skip that; remove approve (it follows the route)",
+                        r.name
+                    ),
+                );
+            }
+            false
+        }
         Some(other) => {
             let why = if matches!(other, "inbound" | "both") {
                 format!("{other:?}: an agent's own messages are outbound; \"outbound\" or \"none\"")

@@ -1895,7 +1895,8 @@ impl PgStore {
             .query(
                 &format!(
                     "SELECT {OUTBOUND_COLUMNS} FROM replies r
-                     WHERE r.in_reply_to IS NULL AND ($1::TEXT IS NULL OR r.thread_id = $1)
+                     WHERE r.in_reply_to IS NULL AND r.route IS NULL
+                       AND ($1::TEXT IS NULL OR r.thread_id = $1)
                      ORDER BY r.seq DESC LIMIT $2"
                 ),
                 &[&thread, &(limit as i64)],

@@ -298,10 +298,13 @@ pub(super) fn unanswering(
     thread: Option<&str>,
     limit: u32,
 ) -> Result<Vec<Outbound>, StoreError> {
-    // `replies_parent` holds the rows without a parent too: few, beside the agents' replies.
+    // Only the operator's and the agents' own messages have no route (an A2A push answers no
+    // message either, but has its task's route). `replies_parent` finds the rows without a
+    // parent: those, and the pushes.
     Ok(c.prepare_cached(&format!(
         "SELECT {OUTBOUND_COLUMNS} FROM replies
-         WHERE in_reply_to IS NULL AND (?1 IS NULL OR thread_id = ?1) ORDER BY seq DESC LIMIT ?2"
+         WHERE in_reply_to IS NULL AND route IS NULL AND (?1 IS NULL OR thread_id = ?1)
+         ORDER BY seq DESC LIMIT ?2"
     ))?
     .query_map(params![opt_key(thread), limit], outbound_row)?
     .collect::<Result<_, _>>()?)
