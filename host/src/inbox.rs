@@ -159,6 +159,17 @@ pub struct Inbox {
     pub ready: std::sync::atomic::AtomicBool,
 }
 
+/// Why and for how long an outbound message waits for a person, and whose it is (for the
+/// approval's record and its announcement).
+struct HeldBy {
+    /// The route that holds its agent's replies; empty for a message a local agent started.
+    route: String,
+    /// The agent (or, without one, the route) that sent it.
+    sender: String,
+    reason: String,
+    timeout: std::time::Duration,
+}
+
 impl Inbox {
     /// Accepts a message: refuses loops, routes it, runs the route's check-message, commits it
     /// with its queued turn (or refuses a repeat or a full queue), then wakes the scheduler.
@@ -376,31 +387,48 @@ impl Inbox {
             agent = route.agent_id.as_deref().unwrap_or(""), msg_type = %outbound.msg_type,
             peers = ?to, held = route.approve.outbound, "reply queued"
         );
-        if route.approve.outbound {
-            let reason = format!("route {} approves outbound replies", route.name);
-            let waiting = Waiting {
-                id: id.clone(),
-                kind: ApprovalKind::Outbound,
-                route: route.name.clone(),
-                sender: route.agent_id.clone().unwrap_or_else(|| route.name.clone()),
-                msg_type: outbound.msg_type.clone(),
-                thread_id: outbound.thread_id.clone(),
-                reason: reason.clone(),
-            };
-            let hold = Hold {
-                reason,
-                expires_at: outbound.created_at + route.approval_timeout.as_millis() as i64,
-            };
-            self.relay.hold(outbound, to, hold).await?;
-            self.approvals.waiting(waiting);
-        } else {
-            self.relay.enqueue(outbound, to).await?;
-        }
+        let held = route.approve.outbound.then(|| HeldBy {
+            route: route.name.clone(),
+            sender: route.agent_id.clone().unwrap_or_else(|| route.name.clone()),
+            reason: format!("route {} approves outbound replies", route.name),
+            timeout: route.approval_timeout,
+        });
+        self.dispatch(outbound, to, held).await?;
         Ok(Ack {
             status: AckStatus::Queued,
             id,
             thread_id: None,
         })
+    }
+
+    /// Commits an outbound message for delivery to `to`, or, if `held`, for a person to approve
+    /// first (and announces that it waits).
+    async fn dispatch(
+        &self,
+        outbound: Outbound,
+        to: Vec<String>,
+        held: Option<HeldBy>,
+    ) -> Result<(), InboxError> {
+        let Some(h) = held else {
+            self.relay.enqueue(outbound, to).await?;
+            return Ok(());
+        };
+        let waiting = Waiting {
+            id: outbound.id.clone(),
+            kind: ApprovalKind::Outbound,
+            route: h.route,
+            sender: h.sender,
+            msg_type: outbound.msg_type.clone(),
+            thread_id: outbound.thread_id.clone(),
+            reason: h.reason.clone(),
+        };
+        let hold = Hold {
+            reason: h.reason,
+            expires_at: outbound.created_at + h.timeout.as_millis() as i64,
+        };
+        self.relay.hold(outbound, to, hold).await?;
+        self.approvals.waiting(waiting);
+        Ok(())
     }
 
     /// Sends a message as the operator: starts a thread with a peer, or continues one.
@@ -441,26 +469,13 @@ impl Inbox {
             msg_type = %outbound.msg_type,
             thread = %thread_id, hops, held = held.is_some(), "message queued"
         );
-        if let Some(agent) = held {
-            let reason = format!("agent {}'s messages wait for approval", agent.name);
-            let waiting = Waiting {
-                id: id.clone(),
-                kind: ApprovalKind::Outbound,
-                route: String::new(),
-                sender: agent.name.clone(),
-                msg_type: outbound.msg_type.clone(),
-                thread_id: thread_id.clone(),
-                reason: reason.clone(),
-            };
-            let hold = Hold {
-                reason,
-                expires_at: outbound.created_at + agent.approval_timeout.as_millis() as i64,
-            };
-            self.relay.hold(outbound, vec![body.to], hold).await?;
-            self.approvals.waiting(waiting);
-        } else {
-            self.relay.enqueue(outbound, vec![body.to]).await?;
-        }
+        let held = held.map(|agent| HeldBy {
+            route: String::new(),
+            sender: agent.name.clone(),
+            reason: format!("agent {}'s messages wait for approval", agent.name),
+            timeout: agent.approval_timeout,
+        });
+        self.dispatch(outbound, vec![body.to], held).await?;
         Ok(Ack {
             status: AckStatus::Queued,
             id,
