@@ -270,13 +270,17 @@ pub fn main() -> ExitCode {
     let dropped = writer.clone();
     let cli = Cli::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // Colour only for a person at a terminal; a file or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     match cli.log_format {
-        LogFormat::Text => tracing_subscriber::fmt()
-            .with_env_filter(filter)
-            .with_writer(writer)
-            // Colour only for a person at a terminal; a file or journald gets plain text.
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
+        LogFormat::Text => {
+            writer.set_ansi(ansi);
+            tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(writer)
+                .with_ansi(ansi)
+                .init()
+        }
         LogFormat::Json => tracing_subscriber::fmt()
             .json()
             .flatten_event(true)

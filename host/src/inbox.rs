@@ -100,6 +100,17 @@ pub enum InboxError {
         /// When the window ends.
         retry_after: std::time::Duration,
     },
+    /// A turn's token sent more replies than `max_replies_per_turn`, or faster than
+    /// `max_replies_per_minute`.
+    #[error("this turn may send {per_turn} replies, at most {per_minute} a minute; no more now (try again in {} s)", retry_after.as_secs().max(1))]
+    TooManyReplies {
+        /// `max_replies_per_turn`.
+        per_turn: u32,
+        /// `max_replies_per_minute`.
+        per_minute: u32,
+        /// When one may be sent again.
+        retry_after: std::time::Duration,
+    },
     /// The store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -157,6 +168,8 @@ pub struct Inbox {
     pub send_rate: crate::rate::SendRate,
     /// Set once recovery has run and the inbox serves (for `/readyz`).
     pub ready: std::sync::atomic::AtomicBool,
+    /// Console sessions signed out on any host, not yet expired.
+    pub sessions: crate::console::Revoked,
 }
 
 /// Why and for how long an outbound message waits for a person, and whose it is (for the
@@ -197,8 +210,15 @@ impl Inbox {
             None => snap.router.route(&sender, &e.msg_type)?,
         };
         let id = new_id();
+        // What the sender calls the thread is its alias, scoped to it: the thread is the one this
+        // sender means by it, or a new one (the store settles a race on a new alias).
+        let alias = e.thread_id;
+        let thread_id = match &alias {
+            Some(a) => self.store.thread_of(&sender, a).await?,
+            None => None,
+        };
         let mut message = Message {
-            thread_id: e.thread_id.unwrap_or_else(|| id.clone()),
+            thread_id: thread_id.unwrap_or_else(|| id.clone()),
             id,
             sender,
             route: routed.to_owned(),
@@ -282,8 +302,17 @@ impl Inbox {
             }
         }
         // Finished even if the client hangs up, so a committed turn never misses its wake-up.
+        // The ack names the thread as the sender does.
+        let sender_thread = alias.clone().unwrap_or_else(|| thread_id.clone());
         let inserted = Finish::new(async move {
-            let inserted = store.insert_message(message, turn, dedup, task).await?;
+            let inserted = match alias {
+                Some(alias) => {
+                    store
+                        .insert_message_in_thread(message, alias, turn, dedup, task)
+                        .await?
+                }
+                None => store.insert_message(message, turn, dedup, task).await?,
+            };
             if inserted == Inserted::New {
                 crate::metrics::get()
                     .accepted
@@ -304,7 +333,7 @@ impl Inbox {
             Inserted::New => Ok(Ack {
                 status: AckStatus::Received,
                 id,
-                thread_id: Some(thread_id),
+                thread_id: Some(sender_thread),
             }),
             Inserted::Duplicate(original) => {
                 tracing::info!(message_id = %id, original = %original, "duplicate message; no new turn");
@@ -334,6 +363,24 @@ impl Inbox {
         Ok(grant)
     }
 
+    /// Signs a console session out: revoked in the store until it would have expired (announced
+    /// to the other hosts of a shared store), and in this host's cache.
+    pub async fn sign_out(&self, session_id: &str, until: i64) -> Result<(), InboxError> {
+        self.store.revoke_session(session_id, until).await?;
+        self.sessions.insert(session_id, until, now_ms());
+        Ok(())
+    }
+
+    /// Loads the sessions signed out and not yet expired into this host's cache (at start, and
+    /// when a shared store's notices may have been missed).
+    pub async fn load_signed_out(&self) -> Result<(), InboxError> {
+        let now = now_ms();
+        for (id, until) in self.store.revoked_sessions(now).await? {
+            self.sessions.insert(&id, until, now);
+        }
+        Ok(())
+    }
+
     /// Records an agent's reply under its token's grant: checks its type, runs the route's
     /// check-reply, commits it with a delivery per peer, and wakes the relay.
     pub async fn reply(
@@ -352,6 +399,24 @@ impl Inbox {
             return Err(InboxError::UnknownReplyType {
                 got: body.msg_type,
                 allowed: route.reply_types.clone(),
+            });
+        }
+        // Counted before check-reply and any hold: a refused or held reply spends the budget too,
+        // so one token cannot flood the plugins, the approvers or the peers.
+        let limits = route.reply_limits();
+        if let Err(wait_ms) = self
+            .store
+            .count_reply(&grant.message_id, grant.attempt, limits, now_ms())
+            .await?
+        {
+            tracing::info!(
+                message_id = %grant.message_id, route = %grant.route, attempt = grant.attempt,
+                "reply refused: the turn is over its reply limit"
+            );
+            return Err(InboxError::TooManyReplies {
+                per_turn: limits.per_turn,
+                per_minute: limits.per_minute,
+                retry_after: std::time::Duration::from_millis(wait_ms.max(1) as u64),
             });
         }
         let draft = Draft {
@@ -569,6 +634,19 @@ impl Inbox {
         }
         if let Reader::Peer(peer) = who {
             filter.sender = Some(peer.clone());
+            // A peer names threads by its own names for them; one it has no name for is no
+            // thread of its, whoever else uses that id: the same empty answer.
+            if let Some(alias) = filter.thread.take() {
+                match self.store.thread_of(peer, &alias).await? {
+                    Some(thread) => filter.thread = Some(thread),
+                    None => {
+                        return Ok(MessageList {
+                            messages: Vec::new(),
+                            replies: Some(Vec::new()),
+                        });
+                    }
+                }
+            }
             let to_peer = self
                 .store
                 .outbound_to_peer(peer, filter.thread.clone(), filter.limit)
@@ -585,13 +663,22 @@ impl Inbox {
             replies = Some(sent.iter().map(|o| OutboundView::new(o, None)).collect());
         }
         let messages = self.store.list_messages(filter).await?;
-        Ok(MessageList {
+        let mut list = MessageList {
             messages: messages
                 .iter()
                 .map(|(m, s)| MessageView::new(m, *s))
                 .collect(),
             replies,
-        })
+        };
+        if let Reader::Peer(peer) = who {
+            let threads = list
+                .messages
+                .iter_mut()
+                .map(|m| &mut m.thread_id)
+                .chain(list.replies.iter_mut().flatten().map(|o| &mut o.thread_id));
+            self.name_threads_for(peer, threads).await?;
+        }
+        Ok(list)
     }
 
     /// One message with its turn and replies, or one outbound message with its deliveries.
@@ -625,9 +712,12 @@ impl Inbox {
             {
                 return Err(InboxError::NotFound);
             }
-            let turn = self.store.turn(id).await?;
+            let turn = self.store.turn(id).await?.map(|t| match who {
+                Reader::Peer(_) => for_peer(t),
+                Reader::Admin | Reader::Agent(_) => t,
+            });
             let replies = self.store.outbound_for(id).await?;
-            return Ok(Detail::Message(Box::new(MessageDetail {
+            let mut detail = MessageDetail {
                 message: MessageView::new(&m, turn.as_ref().map(|t| t.state)),
                 turn,
                 replies: replies
@@ -639,7 +729,13 @@ impl Inbox {
                     })
                     .collect(),
                 approval: approval_of(id),
-            })));
+            };
+            if let Reader::Peer(peer) = who {
+                let threads = std::iter::once(&mut detail.message.thread_id)
+                    .chain(detail.replies.iter_mut().map(|o| &mut o.thread_id));
+                self.name_threads_for(peer, threads).await?;
+            }
+            return Ok(Detail::Message(Box::new(detail)));
         }
         if let Some((o, d)) = self.store.outbound(id).await?
             && may_see(&d)
@@ -653,14 +749,43 @@ impl Inbox {
                 Reader::Admin => self.store.approval(id).await?,
                 _ => None,
             };
-            return Ok(Detail::Outbound(Box::new(OutboundDetail {
-                reply: OutboundView {
-                    approval: approval.as_ref().map(crate::wire::ApprovalView::new),
-                    ..OutboundView::new(&o, Some(&own_deliveries(who, &d)))
-                },
-            })));
+            let mut reply = OutboundView {
+                approval: approval.as_ref().map(crate::wire::ApprovalView::new),
+                ..OutboundView::new(&o, Some(&own_deliveries(who, &d)))
+            };
+            if let Reader::Peer(peer) = who {
+                self.name_threads_for(peer, std::iter::once(&mut reply.thread_id))
+                    .await?;
+            }
+            return Ok(Detail::Outbound(Box::new(OutboundDetail { reply })));
         }
         Err(InboxError::NotFound)
+    }
+
+    /// Renames the threads a peer reads about to that peer's names for them (what it sent them
+    /// as, or what they were sent to it as): a peer never learns the inbox's own thread ids.
+    async fn name_threads_for(
+        &self,
+        peer: &str,
+        threads: impl Iterator<Item = &mut String>,
+    ) -> Result<(), InboxError> {
+        let mut names: std::collections::HashMap<String, String> = Default::default();
+        for thread in threads {
+            let name = match names.get(thread.as_str()) {
+                Some(n) => n.clone(),
+                None => {
+                    let n = self
+                        .store
+                        .alias_of(thread, peer)
+                        .await?
+                        .unwrap_or_else(|| thread.clone());
+                    names.insert(thread.clone(), n.clone());
+                    n
+                }
+            };
+            *thread = name;
+        }
+        Ok(())
     }
 
     /// Held items with what they hold: those waiting (oldest deadline first), or all (newest
@@ -724,6 +849,20 @@ impl Inbox {
 
 /// The deliveries a reader may see: all for the admin, a peer's own for a peer (not where else
 /// a reply went, nor how those deliveries fare).
+/// A turn as its sender sees it: the outcome (state, attempts, exit code, the error's code,
+/// times), never the agent's output or the error's detail, which may name host paths. Those are
+/// the operator's.
+fn for_peer(t: crate::model::Turn) -> crate::model::Turn {
+    crate::model::Turn {
+        stdout_tail: None,
+        stderr_tail: None,
+        error: t
+            .error
+            .map(|e| crate::model::TurnError::new(e.code, String::new())),
+        ..t
+    }
+}
+
 fn own_deliveries(
     who: &Reader,
     deliveries: &[crate::model::Delivery],

@@ -166,7 +166,12 @@ pub async fn run(
         limiter: limiter::AuthLimiter::default(),
         send_rate: rate::SendRate::default(),
         ready: std::sync::atomic::AtomicBool::new(false),
+        sessions: console::Revoked::default(),
     });
+    inbox
+        .load_signed_out()
+        .await
+        .context("cannot read the signed-out console sessions")?;
     let (rerun, failed) = turns
         .recover_interrupted()
         .await
@@ -266,6 +271,11 @@ async fn cluster_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<
                     Ok(store::Signal::Cancel(message_id)) => {
                         inbox.turns.cancel(&message_id);
                     }
+                    // Kept until the longest a session lasts; the store has its exact expiry.
+                    Ok(store::Signal::SignedOut(id)) => {
+                        let now = model::now_ms();
+                        inbox.sessions.insert(&id, now + console::SESSION_MS, now);
+                    }
                     Ok(store::Signal::Event { origin, json }) if origin != me => {
                         match serde_json::from_str(&json) {
                             Ok(event) => inbox.events.publish_remote(event),
@@ -274,6 +284,9 @@ async fn cluster_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<
                     }
                     Ok(store::Signal::Event { .. }) => {}
                     Ok(store::Signal::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        if let Err(e) = inbox.load_signed_out().await {
+                            tracing::warn!(error = %e, "cannot read the signed-out console sessions");
+                        }
                         let _ = inbox.turns.start().await;
                         inbox.relay.wake();
                     }

@@ -2,9 +2,10 @@
 //! a window, that address gets 429 for that kind of credential until the window ends, and its
 //! credentials are not even checked meanwhile.
 //!
-//! Peer and admin credentials are counted apart from reply tokens, so an agent with a bad token
-//! cannot lock the peers out and a flood of bad peer secrets cannot block the agents' `/send`.
-//! Memory is bounded: past `CAPACITY` addresses, expired entries go first, then the oldest.
+//! Six kinds of credential are counted apart (peers, the admin secret, console sign-ins, reply
+//! tokens, local agents' tokens, A2A tokens), so a peer's bad secrets never lock the operator's
+//! CLI out on the same address, and a flood of bad reply tokens cannot block the peers. Memory is
+//! bounded: past `CAPACITY` addresses, expired entries go first, then the oldest.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,10 +18,32 @@ const CAPACITY: usize = 10_000;
 /// Which kind of credential failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Credential {
-    /// A peer's secret or signature, or the admin secret.
+    /// A peer's secret or signature (and a request that names no credential at all).
     Peer,
+    /// The admin secret as a bearer: the CLI and the admin API.
+    Admin,
+    /// A console sign-in, or a console session cookie.
+    Console,
     /// A reply token on `/send`.
     Token,
+    /// A local agent's token (`[agents.NAME]`) on `/send`.
+    Agent,
+    /// A peer's A2A bearer token on `/a2a`.
+    A2a,
+}
+
+impl Credential {
+    /// Its name in log lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Credential::Peer => "peer",
+            Credential::Admin => "admin",
+            Credential::Console => "console",
+            Credential::Token => "reply_token",
+            Credential::Agent => "agent_token",
+            Credential::A2a => "a2a_token",
+        }
+    }
 }
 
 /// The settings in force (from the config snapshot, so a reload changes them).
@@ -83,10 +106,11 @@ impl AuthLimiter {
         }
     }
 
-    /// Counts one failed credential from `ip`.
-    pub fn failed(&self, policy: Policy, ip: IpAddr, kind: Credential, now: Instant) {
+    /// Counts one failed credential from `ip`; `true` when this failure starts a lockout (once
+    /// per address, kind and window, so the caller logs it once).
+    pub fn failed(&self, policy: Policy, ip: IpAddr, kind: Credential, now: Instant) -> bool {
         if policy.max == 0 {
-            return;
+            return false;
         }
         let mut entries = self.lock();
         if entries.len() >= self.capacity && !entries.contains_key(&(ip, kind)) {
@@ -108,6 +132,7 @@ impl AuthLimiter {
             };
         }
         e.failures += 1;
+        e.failures == policy.max
     }
 
     /// Addresses tracked now.
@@ -166,16 +191,26 @@ mod tests {
         let l = AuthLimiter::default();
         let t0 = Instant::now();
         let a = ip("10.0.0.1");
-        for _ in 0..3 {
+        for n in 1..=3 {
             assert_eq!(l.check(POLICY, a, Credential::Peer, t0), Ok(()));
-            l.failed(POLICY, a, Credential::Peer, t0);
+            // The failure that starts the lockout says so, once.
+            assert_eq!(l.failed(POLICY, a, Credential::Peer, t0), n == 3);
         }
+        assert!(!l.failed(POLICY, a, Credential::Peer, t0));
         assert_eq!(
             l.check(POLICY, a, Credential::Peer, t0 + Duration::from_secs(10)),
             Err(Duration::from_secs(50))
         );
-        // The other kind of credential and other addresses are not affected.
-        assert_eq!(l.check(POLICY, a, Credential::Token, t0), Ok(()));
+        // The other kinds of credential and other addresses are not affected.
+        for other in [
+            Credential::Admin,
+            Credential::Console,
+            Credential::Token,
+            Credential::Agent,
+            Credential::A2a,
+        ] {
+            assert_eq!(l.check(POLICY, a, other, t0), Ok(()), "{}", other.name());
+        }
         assert_eq!(
             l.check(POLICY, ip("10.0.0.2"), Credential::Peer, t0),
             Ok(())

@@ -2,7 +2,9 @@
 //! times a second, so logging a line from a request never makes a system call or wakes a thread.
 //!
 //! Lines are complete when they arrive (the fmt layer hands each event over in one `write`), so
-//! the buffer only ever holds whole lines. A line that would take the buffer past its bound is
+//! the buffer only ever holds whole lines, and one event is one line: a control character inside
+//! it (a CR or LF a peer put in a value, a NUL, a terminal escape) is written out as an escape
+//! here, the last guard whatever a field's formatting did. A line that would take the buffer past its bound is
 //! dropped and counted, never waited for: the log must not push back on acks.
 
 use std::io::Write;
@@ -31,6 +33,8 @@ struct Shared {
     state: Mutex<State>,
     wake: Condvar,
     dropped: AtomicU64,
+    /// The fmt layer colours its lines (a terminal): its SGR sequences are kept.
+    ansi: std::sync::atomic::AtomicBool,
 }
 
 impl Shared {
@@ -106,6 +110,12 @@ fn start_with(
 }
 
 impl LogWriter {
+    /// Tells the writer that lines carry the fmt layer's colours, whose escape sequences
+    /// (`ESC [ … m`) it then keeps; every other control character is still escaped.
+    pub fn set_ansi(&self, on: bool) {
+        self.0.ansi.store(on, Ordering::Relaxed);
+    }
+
     /// Lines dropped so far because the buffer was full.
     pub fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
@@ -124,7 +134,7 @@ impl Write for LogWriter {
             self.0.dropped.fetch_add(1, Ordering::Relaxed);
             return Ok(line.len());
         }
-        state.lines.extend_from_slice(line);
+        push_line(&mut state.lines, line, self.0.ansi.load(Ordering::Relaxed));
         if std::mem::take(&mut state.idle) {
             self.0.wake.notify_one();
         }
@@ -134,6 +144,69 @@ impl Write for LogWriter {
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
     }
+}
+
+/// One event's line as the writer writes it (for tests of what reaches the log).
+pub fn escaped_line(line: &str) -> String {
+    let mut buf = Vec::new();
+    push_line(&mut buf, line.as_bytes(), false);
+    String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// Appends one event's line to `buf`, with every control character before its final newline
+/// written as `\n`, `\r`, `\t` or `\u{..}` (and, unless `ansi`, every ESC too).
+fn push_line(buf: &mut Vec<u8>, line: &[u8], ansi: bool) {
+    let (body, end) = match line.split_last() {
+        Some((b'\n', body)) => (body, &b"\n"[..]),
+        _ => (line, &b""[..]),
+    };
+    // Fast path, almost every line: no byte that can start a control character (C0, DEL, the
+    // C1 range's UTF-8 lead 0xC2, and 0xE2, which leads U+2028 and U+2029).
+    if !body
+        .iter()
+        .any(|&b| b < 0x20 || b == 0x7f || b == 0xc2 || b == 0xe2)
+    {
+        buf.extend_from_slice(line);
+        return;
+    }
+    let text = String::from_utf8_lossy(body);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\n' => buf.extend_from_slice(b"\\n"),
+            '\r' => buf.extend_from_slice(b"\\r"),
+            '\t' => buf.extend_from_slice(b"\\t"),
+            // The fmt layer's own colours: ESC '[' digits and ';' then 'm'.
+            '\u{1b}' if ansi && chars.peek() == Some(&'[') => {
+                let mut seq = String::from("\u{1b}");
+                seq.push(chars.next().unwrap_or('['));
+                while let Some(&d) = chars.peek() {
+                    if d.is_ascii_digit() || d == ';' {
+                        seq.push(d);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if chars.peek() == Some(&'m') {
+                    chars.next();
+                    seq.push('m');
+                    buf.extend_from_slice(seq.as_bytes());
+                } else {
+                    buf.extend_from_slice(b"\\u{1b}");
+                    buf.extend_from_slice(&seq.as_bytes()[1..]);
+                }
+            }
+            c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                buf.extend_from_slice(format!("\\u{{{:x}}}", u32::from(c)).as_bytes());
+            }
+            c => {
+                let mut utf8 = [0u8; 4];
+                buf.extend_from_slice(c.encode_utf8(&mut utf8).as_bytes());
+            }
+        }
+    }
+    buf.extend_from_slice(end);
 }
 
 impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
@@ -299,5 +372,30 @@ mod tests {
         *gate.0.lock().unwrap() = true;
         gate.1.notify_all();
         drop(guard);
+    }
+
+    #[test]
+    fn one_event_is_one_line_whatever_its_values_hold() {
+        let line = |text: &str, ansi: bool| {
+            let mut buf = Vec::new();
+            push_line(&mut buf, text.as_bytes(), ansi);
+            String::from_utf8(buf).unwrap()
+        };
+        assert_eq!(line("plain\n", false), "plain\n");
+        let forged = "INFO relay: x\r\n2026-12-04T00:00:00Z INFO delivered\u{1b}[2J\0\u{85}\n";
+        let out = line(forged, false);
+        assert_eq!(out.matches('\n').count(), 1, "{out:?}");
+        assert!(out.ends_with('\n'));
+        assert!(!out.chars().any(|c| c.is_control() && c != '\n'), "{out:?}");
+        assert_eq!(
+            out,
+            "INFO relay: x\\r\\n2026-12-04T00:00:00Z INFO delivered\\u{1b}[2J\\u{0}\\u{85}\n"
+        );
+        // On a terminal the fmt layer's colours stay; any other escape does not.
+        let coloured = "\u{1b}[2m2026\u{1b}[0m \u{1b}[32mINFO\u{1b}[0m x\u{1b}[2J\n";
+        assert_eq!(
+            line(coloured, true),
+            "\u{1b}[2m2026\u{1b}[0m \u{1b}[32mINFO\u{1b}[0m x\\u{1b}[2J\n"
+        );
     }
 }

@@ -34,6 +34,54 @@ pub fn valid_type_name(t: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b':'))
 }
 
+/// Longest thread reference (`thread_id`, `in_reply_to`, an A2A `contextId`).
+pub const MAX_THREAD_REF_LEN: usize = 128;
+
+/// Longest id that only deduplicates (`Idempotency-Key`, `webhook-id`, a body's `id`, an A2A
+/// `messageId`).
+pub const MAX_DEDUP_ID_LEN: usize = 200;
+
+/// Whether `s` may name a thread or a message to answer: 1 to [`MAX_THREAD_REF_LEN`] ASCII
+/// letters, digits, `.`, `_`, `:` or `-` (the rule OpenClaw's A2A channel keeps for context ids).
+/// Such ids become a thread, an agent's session key and a line of its prompt, so nothing in them
+/// can start a new line, quote, or pass for an instruction.
+pub fn valid_thread_ref(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= MAX_THREAD_REF_LEN
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
+}
+
+/// Whether `s` may be an id that only deduplicates: 1 to [`MAX_DEDUP_ID_LEN`] printable ASCII
+/// characters (space to `~`): no control character, so none reaches a log line.
+pub fn valid_dedup_id(s: &str) -> bool {
+    !s.is_empty() && s.len() <= MAX_DEDUP_ID_LEN && s.bytes().all(|b| (0x20..=0x7e).contains(&b))
+}
+
+/// `text` with every control character written out as an escape (`\n`, `\r`, `\t`, `\\`, and
+/// `\u{..}` for the rest: C0, DEL, C1, and the Unicode line and paragraph separators), so that
+/// text from outside (a peer's error body, an agent's output) stays on the one line it is put
+/// on, and cannot move a terminal's cursor or recolour what follows. Borrowed when there is
+/// nothing to escape.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    let needs = |c: char| c.is_control() || c == '\\' || c == '\u{2028}' || c == '\u{2029}';
+    if !text.chars().any(needs) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\\' => out.push_str("\\\\"),
+            c if needs(c) => out.push_str(&format!("\\u{{{:x}}}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 /// Whether JSON text nests arrays and objects more than `max` levels deep (the outermost value
 /// is level 1; brackets inside strings do not count). Cheap enough to run on every body before
 /// it is parsed.
@@ -609,6 +657,11 @@ pub fn push_target(task_id: &str, config_id: &str) -> String {
     format!("{PUSH_PREFIX}{task_id}/{config_id}")
 }
 
+/// Whether a delivery target is an A2A push (not a peer).
+pub fn is_push_target(target: &str) -> bool {
+    target.starts_with(PUSH_PREFIX)
+}
+
 /// A delivery target's push config key (task id, config id), if it is a push.
 pub fn parse_push_target(target: &str) -> Option<(&str, &str)> {
     target.strip_prefix(PUSH_PREFIX)?.split_once('/')
@@ -657,8 +710,13 @@ pub struct HostBeat {
 pub struct ReplyContext {
     /// Full URL of `POST /send`.
     pub url: String,
-    /// This turn's reply token (a secret: never log text that contains it).
-    pub token: String,
+    /// What curl's `-H` takes to authenticate the reply: `@<path>` of a 0600 file holding the
+    /// `Authorization` header line, so that no token is ever on a command line; or, where the
+    /// agent cannot read the inbox's files (the gateway driver), the header line itself, which
+    /// then travels only in an HTTP body. A secret either way: never log text that contains it.
+    pub auth_header: String,
+    /// How many replies the turn may send.
+    pub max_replies: u32,
     /// Types the agent may reply with; empty means no reply is expected.
     pub reply_types: Vec<String>,
     /// When the token stops working if the turn runs to its timeout (RFC 3339).
@@ -666,6 +724,54 @@ pub struct ReplyContext {
     /// The CA file that verifies the inbox's certificate, when no public root does: the reply
     /// curl needs `--cacert` with it.
     pub ca_file: Option<String>,
+}
+
+/// How many replies one attempt of a turn has sent, in the store: in all, and in the current
+/// one-minute window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ReplyCount {
+    /// Replies counted in all.
+    pub total: u32,
+    /// When the current window began (ms).
+    pub window_start: i64,
+    /// Replies counted in it.
+    pub in_window: u32,
+}
+
+/// The limits on one turn's replies (`max_replies_per_turn`, `max_replies_per_minute`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplyLimits {
+    /// Replies in all.
+    pub per_turn: u32,
+    /// Replies per minute.
+    pub per_minute: u32,
+}
+
+/// The length of a reply-rate window.
+pub const REPLY_WINDOW_MS: i64 = 60_000;
+
+impl ReplyCount {
+    /// The count after one more reply at `now`, or, past either limit, how long (ms) until one
+    /// may be sent again: the window's end, or (the turn's budget spent) a full window, since
+    /// only a new attempt brings a new budget. Both stores keep this one rule.
+    pub fn next(self, limits: ReplyLimits, now: i64) -> Result<ReplyCount, i64> {
+        if self.total >= limits.per_turn {
+            return Err(REPLY_WINDOW_MS);
+        }
+        let (window_start, in_window) = if now - self.window_start >= REPLY_WINDOW_MS {
+            (now, 0)
+        } else {
+            (self.window_start, self.in_window)
+        };
+        if in_window >= limits.per_minute {
+            return Err((window_start + REPLY_WINDOW_MS - now).max(1));
+        }
+        Ok(ReplyCount {
+            total: self.total + 1,
+            window_start,
+            in_window: in_window + 1,
+        })
+    }
 }
 
 /// A reply as the agent sent it on `POST /send`, before any plugin has seen it.
@@ -772,6 +878,84 @@ mod tests {
         }
         for bad in ["", "A B", "<script>", "é", &"X".repeat(65), "a/b"] {
             assert!(!valid_type_name(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_turns_replies_are_bounded_in_all_and_per_minute() {
+        let limits = ReplyLimits {
+            per_turn: 5,
+            per_minute: 3,
+        };
+        let mut c = ReplyCount::default();
+        let t0 = 1_000_000;
+        for _ in 0..3 {
+            c = c.next(limits, t0).unwrap();
+        }
+        assert_eq!(
+            c.next(limits, t0 + 10_000),
+            Err(50_000),
+            "the minute's three are spent"
+        );
+        c = c.next(limits, t0 + 60_000).unwrap();
+        c = c.next(limits, t0 + 60_001).unwrap();
+        assert_eq!(c.total, 5);
+        assert_eq!(
+            c.next(limits, t0 + 600_000),
+            Err(REPLY_WINDOW_MS),
+            "the turn's five are spent, whatever the time"
+        );
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert!(matches!(
+            escape_controls("plain text"),
+            std::borrow::Cow::Borrowed(_)
+        ));
+        assert_eq!(
+            escape_controls("a\r\n2026 INFO forged\u{1b}[31m\0\u{7f}\u{85}\u{2028}\\n"),
+            "a\\r\\n2026 INFO forged\\u{1b}[31m\\u{0}\\u{7f}\\u{85}\\u{2028}\\\\n"
+        );
+        assert_eq!(escape_controls("é ✓"), "é ✓");
+    }
+
+    #[test]
+    fn id_rules() {
+        for ok in [
+            "t1",
+            "a.b:c-d_e",
+            "0195f0a2-7c1e-7000-8000-000000000000",
+            &"x".repeat(128),
+        ] {
+            assert!(valid_thread_ref(ok), "{ok}");
+            assert!(valid_dedup_id(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "t1\n",
+            "a b",
+            "a/b",
+            "é",
+            "t\0",
+            &"x".repeat(129),
+            "\"x\"",
+        ] {
+            assert!(!valid_thread_ref(bad), "{bad:?}");
+        }
+        for ok in ["a b", "\"quoted\"", "k/1?x=y", &"~".repeat(200)] {
+            assert!(valid_dedup_id(ok), "{ok:?}");
+        }
+        for bad in [
+            "",
+            "a\nb",
+            "a\rb",
+            "a\u{1b}[31m",
+            "\0",
+            "é",
+            &"x".repeat(201),
+        ] {
+            assert!(!valid_dedup_id(bad), "{bad:?}");
         }
     }
 

@@ -161,10 +161,13 @@ async fn exchange(
         },
         Ok(Ok((status, ra, text))) => {
             let verdict = classify(status, ra);
+            // The peer's words are kept for the operator, escaped: a body with a CR, LF or a
+            // terminal escape would otherwise forge lines in the log, the CLI and the console.
             let error = (verdict != Verdict::Delivered).then(|| {
+                let excerpt: String = text.chars().take(300).collect();
                 format!(
                     "peer answered {status}: {}",
-                    text.chars().take(300).collect::<String>()
+                    crate::model::escape_controls(&excerpt)
                 )
             });
             Attempted {
@@ -354,7 +357,7 @@ impl Relay {
                 let a = attempt(
                     client,
                     peer,
-                    crate::wire::relayed(&d.outbound),
+                    crate::wire::relayed(&d.outbound, &d.thread_alias),
                     &d.outbound.id,
                     relay_cfg.attempt_timeout,
                 )

@@ -27,6 +27,9 @@ pub fn hash(token: &str) -> TokenHash {
 pub struct Grant {
     /// The message whose turn got the token.
     pub message_id: String,
+    /// The attempt of that turn the token was minted for (1 for the first; 0 for a token stored
+    /// before attempts were recorded with it).
+    pub attempt: u32,
     /// The route of that turn.
     pub route: String,
     /// The thread to reply in.
@@ -62,6 +65,7 @@ mod tests {
     fn grants_expire_only_after_their_turn() {
         let mut g = Grant {
             message_id: "m".into(),
+            attempt: 1,
             route: "r".into(),
             thread_id: "t".into(),
             hops: 0,

@@ -11,11 +11,8 @@ use serde_json::value::RawValue;
 
 use crate::model::{
     Approval, ApprovalKind, Delivery, MAX_TYPE_LEN, Message, Outbound, Turn, TurnState,
-    nests_deeper_than, valid_type_name,
+    nests_deeper_than, valid_dedup_id, valid_thread_ref, valid_type_name,
 };
-
-/// Longest id, thread id or reference accepted from a client.
-pub const MAX_ID_LEN: usize = 200;
 
 /// Why a request body could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -88,25 +85,115 @@ fn type_value(v: Option<&Value>) -> Result<String, BodyError> {
     }
 }
 
-/// An optional id-like string: non-empty, at most [`MAX_ID_LEN`] characters.
-fn id_value(v: Option<&Value>, key: &str) -> Result<Option<String>, BodyError> {
+/// What a field's rule refuses, in words a client can act on.
+pub const THREAD_REF_RULE: &str = "1 to 128 ASCII letters, digits, '.', '_', ':' or '-'";
+/// What a deduplicating id's rule refuses.
+pub const DEDUP_ID_RULE: &str = "1 to 200 printable ASCII characters";
+
+/// An optional thread reference (`thread_id`, `in_reply_to`): [`valid_thread_ref`].
+fn thread_ref(v: Option<&Value>, key: &str) -> Result<Option<String>, BodyError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        // Counted in characters, as JSON Schema's maxLength (the API contract) counts them.
-        Some(Value::String(s)) if !s.is_empty() && s.chars().count() <= MAX_ID_LEN => {
-            Ok(Some(s.clone()))
-        }
+        Some(Value::String(s)) if valid_thread_ref(s) => Ok(Some(s.clone())),
         Some(_) => Err(BodyError::BadField(format!(
-            "\"{key}\" must be a non-empty string of at most {MAX_ID_LEN} characters"
+            "\"{key}\" must be {THREAD_REF_RULE}"
         ))),
     }
 }
 
-/// The payload as JSON text; absent or `null` is `{}`.
-fn payload_value(v: Option<&RawValue>) -> String {
+/// An optional id that only deduplicates (a body's `id`): [`valid_dedup_id`].
+fn dedup_id(v: Option<&Value>, key: &str) -> Result<Option<String>, BodyError> {
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if valid_dedup_id(s) => Ok(Some(s.clone())),
+        Some(_) => Err(BodyError::BadField(format!(
+            "\"{key}\" must be {DEDUP_ID_RULE}"
+        ))),
+    }
+}
+
+/// The `Idempotency-Key` header's value (its surrounding quotes removed, as the IETF draft sends
+/// it as a structured string) or a `webhook-id`, checked by [`valid_dedup_id`]; `field` names the
+/// header in the refusal.
+pub fn idempotency_key(raw: &[u8], field: &str) -> Result<String, BodyError> {
+    let unquoted = raw
+        .strip_prefix(b"\"")
+        .and_then(|r| r.strip_suffix(b"\""))
+        .unwrap_or(raw);
+    std::str::from_utf8(unquoted)
+        .ok()
+        .filter(|k| valid_dedup_id(k))
+        .map(str::to_owned)
+        .ok_or_else(|| BodyError::BadField(format!("{field} must be {DEDUP_ID_RULE}")))
+}
+
+/// The payload as JSON text; absent or `null` is `{}`. A payload that could not be read back as
+/// what was sent is refused: a number outside f64's range, or a string with an unpaired
+/// surrogate escape (kept raw, such a payload would read back as a string of its text).
+fn payload_value(v: Option<&RawValue>) -> Result<String, BodyError> {
     match v.map(RawValue::get) {
-        None | Some("null") => "{}".to_owned(),
-        Some(raw) => raw.to_owned(),
+        None | Some("null") => Ok("{}".to_owned()),
+        Some(raw) => {
+            readable_json(raw)?;
+            Ok(raw.to_owned())
+        }
+    }
+}
+
+/// Checks that JSON text reads back as a value (every number a finite f64 or an integer, every
+/// string valid Unicode) without building it: a visitor that keeps nothing.
+pub fn readable_json(text: &str) -> Result<(), BodyError> {
+    serde_json::from_str::<Readable>(text)
+        .map(|_| ())
+        .map_err(|e| BodyError::BadJson(e.to_string()))
+}
+
+/// A JSON value read only to check it (see [`readable_json`]).
+struct Readable;
+
+impl<'de> Deserialize<'de> for Readable {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ReadableVisitor)
+    }
+}
+
+struct ReadableVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ReadableVisitor {
+    type Value = Readable;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Readable, E> {
+        if v.is_finite() {
+            Ok(Readable)
+        } else {
+            Err(E::custom("a number outside the range of a 64-bit float"))
+        }
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_unit<E>(self) -> Result<Readable, E> {
+        Ok(Readable)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Readable, A::Error> {
+        while seq.next_element::<Readable>()?.is_some() {}
+        Ok(Readable)
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Readable, A::Error> {
+        while map.next_entry::<Readable, Readable>()?.is_some() {}
+        Ok(Readable)
     }
 }
 
@@ -149,17 +236,18 @@ impl Envelope {
         };
         Ok(Self {
             msg_type,
-            id: id_value(f.id.as_ref(), "id")?,
-            thread_id: id_value(f.thread_id.as_ref(), "thread_id")?,
-            in_reply_to: id_value(f.in_reply_to.as_ref(), "in_reply_to")?,
-            payload: payload_value(f.payload),
+            id: dedup_id(f.id.as_ref(), "id")?,
+            thread_id: thread_ref(f.thread_id.as_ref(), "thread_id")?,
+            in_reply_to: thread_ref(f.in_reply_to.as_ref(), "in_reply_to")?,
+            payload: payload_value(f.payload)?,
             hops,
         })
     }
 }
 
-/// The body one inbox POSTs to a peer's `/message` for an outbound message.
-pub fn relayed(o: &Outbound) -> Bytes {
+/// The body one inbox POSTs to a peer's `/message` for an outbound message, in `thread` (what
+/// that peer calls the outbound message's thread).
+pub fn relayed(o: &Outbound, thread: &str) -> Bytes {
     #[derive(Serialize)]
     struct Relayed<'a> {
         #[serde(rename = "type")]
@@ -178,7 +266,7 @@ pub fn relayed(o: &Outbound) -> Bytes {
         payload: &payload,
         id: &o.id,
         in_reply_to: o.in_reply_to.as_deref(),
-        thread_id: &o.thread_id,
+        thread_id: thread,
         hops: o.hops,
     };
     Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
@@ -204,7 +292,7 @@ impl SendBody {
             .any(|v| v.as_ref().is_some_and(|v| !v.is_null()));
         Ok(Self {
             msg_type: type_value(f.msg_type.as_ref())?,
-            payload: payload_value(f.payload),
+            payload: payload_value(f.payload)?,
             starts_thread,
         })
     }
@@ -231,14 +319,14 @@ impl AdminSendBody {
     pub fn parse(bytes: &[u8], max_depth: usize) -> Result<Self, BodyError> {
         let f = fields(bytes, max_depth)?;
         let msg_type = type_value(f.msg_type.as_ref())?;
-        let to = id_value(f.to.as_ref(), "to")?
+        let to = dedup_id(f.to.as_ref(), "to")?
             .ok_or_else(|| BodyError::BadField("\"to\" (a peer name) is required".into()))?;
         Ok(Self {
             to,
             msg_type,
-            payload: payload_value(f.payload),
-            thread_id: id_value(f.thread_id.as_ref(), "thread_id")?,
-            in_reply_to: id_value(f.in_reply_to.as_ref(), "in_reply_to")?,
+            payload: payload_value(f.payload)?,
+            thread_id: thread_ref(f.thread_id.as_ref(), "thread_id")?,
+            in_reply_to: thread_ref(f.in_reply_to.as_ref(), "in_reply_to")?,
         })
     }
 
@@ -668,7 +756,7 @@ mod tests {
             created_at: 0,
             agent: None,
         };
-        let e = Envelope::parse(&relayed(&o), 64).expect("parses");
+        let e = Envelope::parse(&relayed(&o, &o.thread_id), 64).expect("parses");
         assert_eq!(
             e,
             Envelope {

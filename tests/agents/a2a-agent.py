@@ -6,8 +6,8 @@
   "ask"      replies QUESTION (the task goes to INPUT_REQUIRED);
   otherwise  replies ANSWER {"text": "echo: <text>"}.
 
-The prompt's payload is read from the prompt the inbox renders ("Payload:" ... "To send your
-response"); the reply goes to $INBOX_REPLY_URL with $INBOX_REPLY_TOKEN, as the instructions say.
+The prompt's payload is read from the prompt the inbox renders ("Payload (JSON):" ... the line
+that ends the message); the reply goes to $INBOX_REPLY_URL with $INBOX_REPLY_TOKEN, as the instructions say.
 """
 import json
 import os
@@ -18,7 +18,7 @@ import urllib.request
 
 prompt = sys.argv[sys.argv.index("-m") + 1] if "-m" in sys.argv else sys.stdin.read()
 try:
-    payload = json.loads(prompt.split("Payload:\n", 1)[1].split("\n\nTo send your response", 1)[0])
+    payload = json.loads(prompt.split("Payload (JSON):\n", 1)[1].split("\n===== END OF MESSAGE ", 1)[0])
 except (IndexError, ValueError):
     payload = {}
 text = payload.get("text", "") if isinstance(payload, dict) else ""

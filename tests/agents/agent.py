@@ -18,6 +18,7 @@ p.add_argument("--fork-sleeper", help="fork a long sleep and write its pid to th
 p.add_argument("--reply", action="append", default=[], help="reply with this type (repeatable)")
 p.add_argument("--exit", type=int, default=0)
 p.add_argument("--payload", help="reply with this JSON payload instead of the default object")
+p.add_argument("--session-id", help="ignored: a session key, as `openclaw agent` takes one")
 p.add_argument("--print-bytes", type=int, default=0, help="first print this many bytes to stdout and to stderr")
 args = p.parse_args()
 

@@ -17,15 +17,16 @@ args = p.parse_args()
 prompt = args.message
 
 url = re.search(r"curl -s -X POST (\S+)", prompt)
-token = re.search(r"Authorization: Bearer (\S+?)\"", prompt)
+# The credential: a header file the curl reads (`-H '@file'`), so no token is on a command line.
+auth_file = re.search(r"-H '@([^']+)'", prompt)
 types = re.search(r"Valid types: ([^\n]+?)\.\n", prompt)
-if not (url and token and types):
+if not (url and auth_file and types):
     print("no reply instructions in the prompt; nothing to do")
     sys.exit(0)
 valid = [t.strip() for t in types.group(1).split(",")]
 reply_type = "BREAKDOWN" if "BREAKDOWN" in valid else valid[0]
 
-payload_text = prompt.split("Payload:\n", 1)[1].split("\n\nTo send your response", 1)[0]
+payload_text = prompt.split("Payload (JSON):\n", 1)[1].split("\n===== END OF MESSAGE ", 1)[0]
 try:
     task = json.loads(payload_text)
 except ValueError:
@@ -36,8 +37,10 @@ steps = [f"Understand {title}", f"Do {title}", f"Check {title}"]
 
 body = json.dumps({"type": reply_type, "payload": {"task": title, "steps": steps,
                                                    "session": args.session_id}}).encode()
+with open(auth_file.group(1), encoding="utf-8") as f:
+    name, value = f.read().strip().split(": ", 1)
 req = urllib.request.Request(url.group(1), data=body, method="POST", headers={
-    "Authorization": "Bearer " + token.group(1),
+    name: value,
     "Content-Type": "application/json",
 })
 with urllib.request.urlopen(req, timeout=30) as r:

@@ -501,6 +501,12 @@ async fn push_urls_to_private_addresses_are_refused() {
         "http://10.0.0.1/hook",
         "http://[fd00::1]/hook",
         "http://[::ffff:127.0.0.1]/hook",
+        // IPv6 forms that carry 127.0.0.1: compatible, 6to4, Teredo (client inverted), and the
+        // local-use NAT64 prefix.
+        "http://[::127.0.0.1]:9/hook",
+        "http://[2002:7f00:1::]:9/hook",
+        "http://[2001:0:808:808::80ff:fffe]:9/hook",
+        "http://[64:ff9b:1::7f00:1]:9/hook",
         "ftp://example.com/hook",
     ] {
         let r = rpc_as(
@@ -619,5 +625,121 @@ async fn a_push_reaches_no_private_address_once_they_are_disallowed() {
     let error = dead["delivery"]["last_error"].as_str().unwrap_or("");
     assert!(error.contains("public address"), "{dead:#}");
     assert_eq!(receiver.received().len(), before, "nothing more arrived");
+    host.stop().await;
+}
+
+/// Issue 28, hole 7: on `/a2a` a 429 of the auth-failure limiter is a JSON-RPC error object that
+/// an A2A client can read, and bad A2A tokens do not lock the admin out on the same address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a2a_client_over_its_auth_failure_limit_reads_a_json_rpc_error() {
+    let toml = config("", "").replace("[server]\n", "[server]\nauth_failure_limit = 3\n");
+    let host = start_host(&toml).await;
+    for _ in 0..3 {
+        let r = rpc_as(&host, "wrong-token", "ListTasks", json!({})).await;
+        assert_eq!(r.status, 401, "{}", r.text);
+    }
+    let r = rpc_as(&host, CLIENT, "ListTasks", json!({})).await;
+    assert_eq!(r.status, 429, "{}", r.text);
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(r.json["jsonrpc"], "2.0", "{:#}", r.json);
+    assert_eq!(r.json["id"], Value::Null, "{:#}", r.json);
+    assert_eq!(r.json["error"]["code"], -32029, "{:#}", r.json);
+    assert_eq!(
+        r.json["error"]["data"][0]["reason"], "TOO_MANY_AUTH_FAILURES",
+        "{:#}",
+        r.json
+    );
+    assert_eq!(admin_get(&host, "/status").await.status, 200);
+    host.stop().await;
+}
+
+/// Issue 28, hole 3, on A2A: a `contextId` is the caller's own name for a thread. Two peers that
+/// pick the same one get two threads (two agent sessions); a malformed one is `InvalidParams`,
+/// and a malformed task id is `TaskNotFound`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_that_pick_the_same_context_id_get_two_threads() {
+    let host = start_host(&config("", "")).await;
+    let in_context = |token: &'static str, id: &'static str| {
+        let host = &host;
+        async move {
+            let mut p = send_params(id, "hi");
+            p["message"]["contextId"] = json!("ctx-1");
+            let r = rpc_as(host, token, "SendMessage", p).await;
+            assert!(r.json.get("error").is_none(), "{:#}", r.json);
+            r.json["result"]["task"]["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let mine = in_context(CLIENT, "m-1").await;
+    let theirs = in_context(OTHER, "m-2").await;
+    let thread = |task: Value| {
+        task["artifacts"][0]["parts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|p| p["data"]["payload"]["thread"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| panic!("no thread in {task:#}"))
+    };
+    let mine = wait_state(&host, &mine, "TASK_STATE_COMPLETED").await;
+    let auth = format!("Bearer {OTHER}");
+    let theirs_task = eventually(Duration::from_secs(30), "the other task", || async {
+        let r = request(
+            "POST",
+            &host.url("/a2a"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("a2a-version", "1.0"),
+            ],
+            json!({"jsonrpc": "2.0", "id": 1, "method": "GetTask", "params": {"id": theirs}})
+                .to_string(),
+        )
+        .await;
+        (r.json["result"]["status"]["state"] == "TASK_STATE_COMPLETED")
+            .then_some(r.json["result"].clone())
+    })
+    .await;
+    assert_eq!(mine["contextId"], "ctx-1");
+    assert_eq!(theirs_task["contextId"], "ctx-1");
+    assert_ne!(
+        thread(mine.clone()),
+        thread(theirs_task.clone()),
+        "{mine:#} {theirs_task:#}"
+    );
+    for bad in ["ctx\n1", "a b", "ctx\u{0}", &"c".repeat(129)] {
+        let mut p = send_params("m-3", "hi");
+        p["message"]["contextId"] = json!(bad);
+        let r = rpc_as(&host, CLIENT, "SendMessage", p).await;
+        assert_eq!(code(&r), -32602, "{bad:?}: {:#}", r.json);
+    }
+    for bad in ["m\n4", "m\u{1b}"] {
+        let r = rpc_as(&host, CLIENT, "SendMessage", send_params(bad, "hi")).await;
+        assert_eq!(code(&r), -32602, "messageId {bad:?}: {:#}", r.json);
+    }
+    let r = rpc_as(&host, CLIENT, "GetTask", json!({"id": "t\n1"})).await;
+    assert_eq!(code(&r), -32001, "{:#}", r.json);
+    assert!(
+        !r.text.contains("t\\n1"),
+        "a malformed id is not echoed: {}",
+        r.text
+    );
+    // Numbers and strings that would not read back are a parse error (in a 200).
+    for body in [
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {"n": 1e999}}"#,
+        r#"{"jsonrpc": "2.0", "id": 1, "method": "ListTasks", "params": {"s": "\ud800"}}"#,
+    ] {
+        let auth = format!("Bearer {CLIENT}");
+        let r = request(
+            "POST",
+            &host.url("/a2a"),
+            &[
+                ("authorization", &auth),
+                ("content-type", "application/json"),
+                ("a2a-version", "1.0"),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(code(&r), -32700, "{body}: {}", r.text);
+    }
     host.stop().await;
 }

@@ -52,6 +52,20 @@ async fn wait_messages(host: &impl Endpoint, route: &str, n: usize) -> Vec<Value
     .await
 }
 
+/// Message `id` on `host` as the other pi (a peer, by the link secret) reads it: with threads
+/// named as that peer names them.
+async fn as_the_other_pi(host: &impl Endpoint, id: &str) -> Value {
+    let r = request(
+        "GET",
+        &host.url(&format!("/messages/{id}")),
+        &[("x-shared-secret", LINK)],
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    r.json
+}
+
 /// Inbox "pi1" (agent `planner`, which may send TASK to pi2) and inbox "pi2" (route `tasks` from
 /// pi1, whose agent replies DONE; agent `worker`, which may send NOTE to pi1). Each is the other's
 /// peer; pi1 keeps pi2's DONEs in the mailbox `done`, pi2 keeps pi1's answers to NOTEs in `acks`.
@@ -102,10 +116,13 @@ async fn agents_on_two_inboxes_start_threads_and_get_their_answers_back() {
     .await;
     assert_eq!(ack.status, 202, "{:#}", ack.json);
     let thread = ack.json["thread_id"].as_str().unwrap().to_owned();
-    // pi2 took it as a message of pi1's, on its route, in that thread, at hop 0.
+    // pi2 took it as a message of pi1's, on its route, at hop 0, in a thread of its own that pi1
+    // names as pi1 does.
     let got = wait_messages(&pi2, "tasks", 1).await;
-    assert_eq!(got[0]["thread_id"], json!(thread), "{got:#?}");
     assert_eq!(got[0]["sender"], "pi1");
+    assert_eq!(got[0]["hops"], 0);
+    let seen = as_the_other_pi(&pi2, got[0]["id"].as_str().unwrap()).await;
+    assert_eq!(seen["message"]["thread_id"], json!(thread), "{seen:#}");
     // pi2's agent answered DONE, and it came back to pi1 into the same thread.
     let back = wait_messages(&pi1, "done", 1).await;
     assert_eq!(back[0]["thread_id"], json!(thread), "{back:#?}");
@@ -167,7 +184,8 @@ async fn what_an_agent_may_not_do_is_refused() {
     let wait: u64 = r.headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&wait), "{wait}");
     // A thread too long: max_hops applies to the hops the thread already has.
-    // pi1 has seen thread "deep" at hop 7; continuing it would be hop 8, max_hops.
+    // pi1 has seen a thread at hop 7 (pi2 calls it "deep"); continuing it would be hop 8,
+    // max_hops. The agent names it by the inbox's own id, as INBOX_THREAD_ID gives it.
     let deep = post_message(
         &pi1,
         LINK,
@@ -175,6 +193,10 @@ async fn what_an_agent_may_not_do_is_refused() {
     )
     .await;
     assert_eq!(deep.status, 202, "{:#}", deep.json);
+    let deep_thread = view(&pi1, &deep.id()).await["message"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let text = std::fs::read_to_string(pi1.config_path()).unwrap()
         + &agent(
             "looper",
@@ -187,7 +209,7 @@ async fn what_an_agent_may_not_do_is_refused() {
     let r = send_as(
         &pi1,
         "looper-token",
-        json!({"to": "pi2", "type": "TASK", "thread_id": "deep"}),
+        json!({"to": "pi2", "type": "TASK", "thread_id": deep_thread}),
     )
     .await;
     assert_eq!(
@@ -290,7 +312,8 @@ async fn agent_inbox_send_works_as_an_agent_runs_it() {
     let ack: Value = serde_json::from_slice(&out.stdout).expect("the answer as JSON on stdout");
     assert_eq!(ack["status"], "queued");
     let got = wait_messages(&pi2, "tasks", 1).await;
-    assert_eq!(got[0]["thread_id"], ack["thread_id"]);
+    let seen = as_the_other_pi(&pi2, got[0]["id"].as_str().unwrap()).await;
+    assert_eq!(seen["message"]["thread_id"], ack["thread_id"], "{seen:#}");
     assert_eq!(got[0]["payload"], json!({"title": "from stdin"}));
     // --wait: the answer (pi2's agent's DONE, back on pi1 in the thread) on stdout.
     let waited = tokio::task::spawn_blocking({

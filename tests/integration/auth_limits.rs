@@ -15,7 +15,7 @@ fn config(limit: u32, window_secs: u64, proxies: &[&str]) -> String {
         .build()
 }
 
-async fn note(host: &Host, secret: &str, forwarded: Option<&str>) -> Resp {
+async fn note(host: &impl Endpoint, secret: &str, forwarded: Option<&str>) -> Resp {
     let mut headers = vec![
         ("x-shared-secret", secret),
         ("content-type", "application/json"),
@@ -114,4 +114,78 @@ async fn limiting_can_be_turned_off() {
     let r = post_message(&host, TONY, json!({"type": "NOTE"})).await;
     assert_eq!(r.status, 202);
     host.stop().await;
+}
+
+/// Issue 28, hole 7: 20 bad `X-Shared-Secret` from 127.0.0.1 used to lock the operator's CLI out
+/// (the admin bearer, same address) for the window, with nothing logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peers_bad_secrets_never_lock_the_operator_out_and_the_lockout_is_logged_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let addr = unused_addr();
+    let toml =
+        config(3, 60, &[]).replace("[server]\n", &format!("[server]\nlisten = \"{addr}\"\n"));
+    let host = BinHost::start(dir.path(), &toml, addr, "log").await;
+    for _ in 0..10 {
+        note(&host, "wrong", None).await;
+    }
+    assert_eq!(note(&host, TONY, None).await.status, 429, "the peer kind");
+    // The admin bearer (the CLI), a console sign-in and a reply token are other kinds.
+    assert_eq!(admin_get(&host, "/status").await.status, 200);
+    let out = tokio::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(dir.path().join("routes.toml"))
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run agent-inbox status");
+    assert!(
+        out.status.success(),
+        "agent-inbox status: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = post_send(&host, Some("rt_bad"), r#"{"type": "STATUS"}"#).await;
+    assert_eq!(r.status, 401, "{:#}", r.json);
+    // And bad admin secrets lock out the admin kind only: a console sign-in is its own kind.
+    for _ in 0..5 {
+        let r = request(
+            "GET",
+            &host.url("/status"),
+            &[("authorization", "Bearer nope")],
+            "",
+        )
+        .await;
+        assert!(matches!(r.status, 401 | 429), "{}", r.status);
+    }
+    assert_eq!(
+        admin_get(&host, "/status").await.status,
+        429,
+        "the admin kind"
+    );
+    let signed_in = request(
+        "POST",
+        &host.url("/console/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("secret={ADMIN}"),
+    )
+    .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.text);
+    // One line per address and kind that was locked out, naming both.
+    let log = eventually(Duration::from_secs(5), "the lockout lines", || async {
+        let log = host.log();
+        (log.matches("too many failed credentials").count() >= 2).then_some(log)
+    })
+    .await;
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("too many failed credentials"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    assert!(
+        lines[0].contains("credential=\"peer\"") && lines[0].contains("127.0.0.1"),
+        "{log}"
+    );
+    assert!(lines[1].contains("credential=\"admin\""), "{log}");
+    host.stop();
 }

@@ -256,7 +256,12 @@ async fn messages_outbox_status_and_send_talk_to_the_running_inbox() {
     };
     let notes = cli_ok(&["messages", "--route", "notes"], &config).await;
     assert_eq!(rows(&notes), [note.as_str()], "{notes}");
-    let thread = cli_ok(&["messages", "--thread", "cli-thread"], &config).await;
+    // The admin names threads by the inbox's own id; tony calls this one "cli-thread".
+    let cli_thread = view(&host, &note).await["message"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let thread = cli_ok(&["messages", "--thread", &cli_thread], &config).await;
     assert_eq!(rows(&thread), [note.as_str()], "{thread}");
     let newest = cli_ok(&["messages", "--limit", "1"], &config).await;
     assert_eq!(rows(&newest), [note.as_str()], "{newest}");
@@ -314,7 +319,7 @@ async fn messages_outbox_status_and_send_talk_to_the_running_inbox() {
             "--type",
             "TASK",
             "--thread",
-            "cli-thread",
+            &cli_thread,
         ],
         &config,
     )
@@ -326,7 +331,10 @@ async fn messages_outbox_status_and_send_talk_to_the_running_inbox() {
         .find(|r| r.body["id"] == sent)
         .expect("the sent message")
         .body;
-    assert_eq!(body["thread_id"], "cli-thread", "{body:#}");
+    assert_eq!(
+        body["thread_id"], "cli-thread",
+        "tony gets its own name: {body:#}"
+    );
     host.stop();
 }
 

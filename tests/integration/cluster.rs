@@ -208,8 +208,20 @@ async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
         status.json
     );
 
-    // Events of a message acked by one host reach a follower of the other.
-    let follow = b.url("/events?thread=followed&timeout=8");
+    // Events of a message acked by one host reach a follower of the other. The admin follows
+    // the inbox's own thread id, which tony names "followed".
+    let first = post_message(
+        &a,
+        TONY,
+        json!({"type": "TASK", "thread_id": "followed", "payload": {}}),
+    )
+    .await;
+    assert_eq!(first.status, 202);
+    let thread = view(&a, &first.id()).await["message"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let follow = b.url(&format!("/events?thread={thread}&timeout=8"));
     let auth = format!("Bearer {ADMIN}");
     let following =
         tokio::spawn(async move { request("GET", &follow, &[("authorization", &auth)], "").await });
@@ -868,4 +880,67 @@ async fn an_a2a_cancel_on_one_host_stops_the_agent_on_another_at_once() {
     .await;
     assert!(t0.elapsed() < Duration::from_secs(3));
     assert!(tony.received().is_empty(), "the cancelled agent replied");
+}
+
+/// Issue 28, hole 10, on a cluster: a session signed out on one host answers 401 on the other at
+/// once (the sign-out is announced), and on a host that starts later (it is in the store).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_sign_out_on_one_host_holds_on_every_host() {
+    let Some(url) = database() else { return };
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let base = Toml::tasks("http://127.0.0.1:9/message", &agent_command(&[]));
+    let (a, b) = two_hosts(work.path(), &base, &schema, &url).await;
+    let sign_in = |host: &BinHost| {
+        let url = host.url("/console/login");
+        async move {
+            let r = request(
+                "POST",
+                &url,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                format!("secret={ADMIN}"),
+            )
+            .await;
+            assert_eq!(r.status, 303);
+            r.headers["set-cookie"]
+                .to_str()
+                .unwrap()
+                .split(';')
+                .next()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let (gone, kept) = (sign_in(&a).await, sign_in(&a).await);
+    let status_on = |host: &BinHost, cookie: &str| {
+        let (url, cookie) = (host.url("/status"), cookie.to_owned());
+        async move {
+            request("GET", &url, &[("cookie", &cookie)], "")
+                .await
+                .status
+        }
+    };
+    assert_eq!(
+        status_on(&b, &gone).await,
+        200,
+        "one admin secret, one session on every host"
+    );
+    let out = request("POST", &a.url("/console/logout"), &[("cookie", &gone)], "").await;
+    assert_eq!(out.status, 303);
+    assert_eq!(status_on(&a, &gone).await, 401);
+    eventually(
+        Duration::from_secs(10),
+        "host b to hear of the sign-out",
+        || async { (status_on(&b, &gone).await == 401).then_some(()) },
+    )
+    .await;
+    assert_eq!(status_on(&b, &kept).await, 200);
+    // A host that starts after the sign-out reads it from the store.
+    let c_addr = unused_addr();
+    let c = host_at(work.path(), &base, &schema, c_addr, "host-c", c_addr, &url).await;
+    assert_eq!(status_on(&c, &gone).await, 401);
+    assert_eq!(status_on(&c, &kept).await, 200);
+    for h in [a, b, c] {
+        h.stop();
+    }
 }

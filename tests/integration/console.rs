@@ -28,17 +28,17 @@ async fn the_console_works_in_a_real_browser() {
     )
     .await;
     assert_eq!(m.status, 202);
+    // The console names threads by the inbox's own id (tony calls this one "browser-thread").
+    let thread = view(&host, &m.id()).await["message"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/console-shots");
     let base = host.url("");
     let (ok, out) = tokio::task::spawn_blocking(move || {
         run_tool(
             "console_check.py",
-            &[
-                base.trim_end_matches('/'),
-                ADMIN,
-                "browser-thread",
-                path_str(&shots),
-            ],
+            &[base.trim_end_matches('/'), ADMIN, &thread, path_str(&shots)],
             b"",
         )
     })

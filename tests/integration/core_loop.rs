@@ -76,10 +76,11 @@ async fn full_loop_delivers_the_reply_with_thread_and_in_reply_to() {
         prompt.contains(&format!("curl -s -X POST {}", host.url("/send"))),
         "{prompt}"
     );
-    assert!(
-        prompt.contains(&format!("Authorization: Bearer {token}")),
-        "{prompt}"
-    );
+    // The token is in a private header file the curl reads (`-H @file`), never in the prompt
+    // (which `{prompt}` puts in the agent's argv).
+    assert!(!prompt.contains(token), "{prompt}");
+    let file = rec["env"]["INBOX_REPLY_AUTH_FILE"].as_str().unwrap();
+    assert!(prompt.contains(&format!("-H '@{file}'")), "{prompt}");
     assert!(
         prompt.contains("Valid types: BREAKDOWN, STATUS."),
         "{prompt}"

@@ -83,10 +83,11 @@ fn message(payload: &str, in_reply_to: Option<&str>) -> Message {
 fn reply_context(types: &[&str]) -> ReplyContext {
     ReplyContext {
         url: "http://127.0.0.1:8700/send".into(),
-        token: "rt_0123".into(),
+        auth_header: "Authorization: Bearer rt_0123".into(),
         reply_types: types.iter().map(|t| t.to_string()).collect(),
         deadline: "2026-11-24T12:00:00Z".into(),
         ca_file: None,
+        max_replies: 20,
     }
 }
 
@@ -302,7 +303,8 @@ async fn a_route_runs_the_javascript_plugin_with_the_advised_limits() {
     assert!(prompt.starts_with("Réponds en français.\n\n"), "{prompt}");
     for want in [
         format!("curl -s -X POST '{}'", host.url("/send")),
-        "-H 'Authorization: Bearer rt_".into(),
+        // The credential is a 0600 header file, so no token is ever on curl's command line.
+        "-H '@".into(),
         "\"state\": \"working\"".into(),
         "Valid types: BREAKDOWN, STATUS.".into(),
     ] {

@@ -105,13 +105,20 @@ async fn a_turn_runs_through_the_gateway_and_its_agent_replies() {
     // The agent replied through /send, as its prompt said; the reply went to tony.
     let got = peer.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].body["type"], "STATUS");
-    assert_eq!(got[0].body["payload"]["session"], "hook:inbox:conv-1");
+    // The session follows the inbox's own thread id (tony calls it "conv-1").
+    let thread = v["message"]["thread_id"].as_str().unwrap();
+    assert_ne!(thread, "conv-1");
+    assert_eq!(
+        got[0].body["payload"]["session"],
+        format!("hook:inbox:{thread}").as_str()
+    );
+    assert_eq!(got[0].body["thread_id"], "conv-1", "tony's own name for it");
     // What the gateway got: the contract's fields, the same run key on the retry.
     let reqs = gateway.requests();
     assert_eq!(reqs.len(), 2, "{reqs:#?}");
     let r = &reqs[0];
     assert_eq!(r["agentId"], "main");
-    assert_eq!(r["sessionKey"], "hook:inbox:conv-1");
+    assert_eq!(r["sessionKey"], format!("hook:inbox:{thread}").as_str());
     assert_eq!(r["sessionMode"], "persistent");
     assert_eq!(r["waitForCompletion"], true);
     assert_eq!(r["deliver"], false);
@@ -121,6 +128,15 @@ async fn a_turn_runs_through_the_gateway_and_its_agent_replies() {
     assert!(
         r["message"].as_str().unwrap().contains("/send"),
         "the prompt carries the reply instructions"
+    );
+    // The gateway's agent cannot read the inbox's files: its prompt carries the reply's header
+    // itself, in the hook call's body (never an argv).
+    assert!(
+        r["message"]
+            .as_str()
+            .unwrap()
+            .contains("-H 'Authorization: Bearer rt_"),
+        "{r:#}"
     );
     // The hook token is not in the agent's world: not in the log, not in the prompt.
     assert!(!host.log().contains(HOOK_TOKEN));

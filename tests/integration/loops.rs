@@ -95,9 +95,19 @@ async fn max_hops_stops_a_loop_between_two_inboxes() {
         "{total} messages stored for max_hops = {MAX_HOPS}: {settled:#?}"
     );
     for m in &settled {
-        assert_eq!(m["thread_id"], thread.as_str(), "{m:#}");
         assert!(m["hops"].as_u64().unwrap() < MAX_HOPS, "{m:#}");
     }
+    // One thread on each side: A's is the first message's; B keeps the exchange in one thread of
+    // its own, which A's messages name as A does.
+    for m in messages(&a).await {
+        assert_eq!(m["thread_id"], thread.as_str(), "{m:#}");
+    }
+    let on_b: std::collections::HashSet<String> = messages(&b)
+        .await
+        .iter()
+        .map(|m| m["thread_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(on_b.len(), 1, "{on_b:?}");
     let now = messages(&a).await.len() + messages(&b).await.len();
     assert_eq!(now, total, "the loop kept going");
     a.stop().await;

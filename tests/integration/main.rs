@@ -15,6 +15,7 @@ mod durability;
 mod errors;
 mod examples;
 mod gateway;
+mod hostile;
 mod limits;
 mod loops;
 mod observability;

@@ -243,7 +243,8 @@ async fn reply_instructions_reach_the_agent_and_replies_go_to_the_chosen_peers()
     for want in [
         "Réponds en français, s'il te plaît.",
         &format!("curl -s -X POST '{}'", host.url("/send")),
-        "-H 'Authorization: Bearer rt_",
+        // The credential is the inbox's 0600 header file: no token on curl's command line.
+        "-H '@",
         "where body.json is one of these, one per reply type",
         "\"type\": \"BREAKDOWN\"",
         "\"type\": \"STATUS\"",

@@ -129,12 +129,25 @@ async fn list_filters_by_thread_and_limits_to_50_by_default_and_500_at_most() {
     let in_thread = many_notes(&host, 3, Some("thread-a")).await;
     many_notes(&host, 510, None).await;
 
-    let r = admin_get(&host, "/messages?thread=thread-a").await;
+    // tony calls the thread "thread-a"; the admin names it by the inbox's own id.
+    let thread = view(&host, &in_thread[0]).await["message"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = admin_get(&host, &format!("/messages?thread={thread}")).await;
     let mut got = ids(&r);
     got.sort();
     let mut want = in_thread.clone();
     want.sort();
     assert_eq!(got, want, "only the thread's messages");
+    for m in r.json["messages"].as_array().unwrap() {
+        assert_eq!(m["thread_id"], thread.as_str(), "{m:#}");
+    }
+    // tony reads it by its own name, and sees its own name.
+    let r = peer_get(&host, TONY, "/messages?thread=thread-a").await;
+    let mut got = ids(&r);
+    got.sort();
+    assert_eq!(got, want, "tony's name for the thread");
     for m in r.json["messages"].as_array().unwrap() {
         assert_eq!(m["thread_id"], "thread-a", "{m:#}");
     }

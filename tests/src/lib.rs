@@ -704,6 +704,8 @@ pub struct Answer {
     pub headers: Vec<(String, String)>,
     /// Wait this long before answering.
     pub delay: Duration,
+    /// The body, when not `{"status":"received"}`.
+    pub body: Option<Bytes>,
 }
 
 impl From<u16> for Answer {
@@ -712,6 +714,7 @@ impl From<u16> for Answer {
             status,
             headers: Vec::new(),
             delay: Duration::ZERO,
+            body: None,
         }
     }
 }
@@ -726,6 +729,12 @@ impl Answer {
     /// Answers only after `delay`.
     pub fn after(mut self, delay: Duration) -> Answer {
         self.delay = delay;
+        self
+    }
+
+    /// Answers with this body.
+    pub fn body(mut self, body: impl Into<Bytes>) -> Answer {
+        self.body = Some(body.into());
         self
     }
 }
@@ -916,8 +925,12 @@ impl PeerState {
             tokio::time::sleep(answer.delay).await;
         }
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
-        let mut resp =
-            http::Response::new(Full::new(Bytes::from_static(b"{\"status\":\"received\"}")));
+        let mut resp = http::Response::new(Full::new(
+            answer
+                .body
+                .clone()
+                .unwrap_or_else(|| Bytes::from_static(b"{\"status\":\"received\"}")),
+        ));
         *resp.status_mut() = http::StatusCode::from_u16(answer.status).expect("a valid status");
         for (k, v) in &answer.headers {
             resp.headers_mut().insert(

@@ -7,6 +7,7 @@ The inbox's A2A route runs tests/agents/a2a-agent.py: "sleep N" sleeps, "ask" as
 first failure raises, so the exit status says whether all passed.
 """
 import asyncio
+import re
 import http.server
 import json
 import socket
@@ -130,7 +131,12 @@ async def main():
     # A follow-up in the same context continues the thread (the agent sees the same thread id).
     follow = (await send_one(blocking, message("and again", context_id=task.context_id))).task
     check(follow.context_id == task.context_id and follow.id != task.id, "same context, new task")
-    check(task.context_id in str(follow.artifacts), "the agent ran in the same thread")
+    # The agent reports its INBOX_THREAD_ID (the inbox's own thread id, not the context id): the
+    # same for both tasks, the only UUID their artifacts share.
+    uuid_re = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    shared = set(re.findall(uuid_re, str(done.artifacts))) & set(
+        re.findall(uuid_re, str(follow.artifacts)))
+    check(len(shared) == 1, f"the agent ran in the same thread: {shared}")
     print("follow-up in the same contextId: new task, same thread")
 
     # INPUT_REQUIRED, then the answer with the task's id runs a new turn in the same task.

@@ -32,7 +32,7 @@ use crate::inbox::{Inbox, InboxError, Incoming};
 use crate::model::{TaskInput, TaskRecord, new_id, now_ms};
 use crate::snapshot::Snapshot;
 use crate::store::{StoreError, TaskFilter, TaskLink};
-use crate::wire::{AckStatus, Envelope, MAX_ID_LEN};
+use crate::wire::{AckStatus, DEDUP_ID_RULE, Envelope, THREAD_REF_RULE};
 
 /// How often a live view re-reads its task when no event says it changed.
 const POLL: Duration = Duration::from_secs(1);
@@ -83,6 +83,9 @@ pub enum A2aError {
     /// An `A2A-Version` other than 1.0.
     #[error("A2A version {0:?} is not supported; this agent speaks 1.0")]
     VersionNotSupported(String),
+    /// The caller's address failed authentication too often (an HTTP 429, not a 200).
+    #[error("Too many failed authentications from this address; retry after the Retry-After delay")]
+    TooManyAuthFailures,
 }
 
 impl A2aError {
@@ -101,6 +104,8 @@ impl A2aError {
             A2aError::ContentType(_) => -32005,
             A2aError::ExtendedCardNotConfigured => -32007,
             A2aError::VersionNotSupported(_) => -32009,
+            // In JSON-RPC's implementation-defined range, apart from the codes A2A defines.
+            A2aError::TooManyAuthFailures => -32029,
         }
     }
 
@@ -119,6 +124,7 @@ impl A2aError {
             A2aError::ContentType(_) => "CONTENT_TYPE_NOT_SUPPORTED",
             A2aError::ExtendedCardNotConfigured => "EXTENDED_AGENT_CARD_NOT_CONFIGURED",
             A2aError::VersionNotSupported(_) => "VERSION_NOT_SUPPORTED",
+            A2aError::TooManyAuthFailures => "TOO_MANY_AUTH_FAILURES",
         }
     }
 }
@@ -217,7 +223,17 @@ fn view(snap: &Snapshot, record: &TaskRecord) -> (Task, i64) {
 
 /// A task the caller may see: its own, or any for the admin. Another peer's is "not found".
 async fn load(inbox: &Inbox, caller: &Caller, id: &str) -> Result<TaskRecord, A2aError> {
-    let not_found = || A2aError::TaskNotFound(id.chars().take(MAX_ID_LEN).collect());
+    // A malformed id names no task; it is not echoed, so no client text reaches the answer or a log.
+    let not_found = || {
+        A2aError::TaskNotFound(if crate::model::valid_thread_ref(id) {
+            id.to_owned()
+        } else {
+            "(a malformed task id)".to_owned()
+        })
+    };
+    if !crate::model::valid_thread_ref(id) {
+        return Err(not_found());
+    }
     let record = inbox.store.task(id).await?.ok_or_else(not_found)?;
     match caller {
         Caller::Admin => Ok(record),
@@ -241,9 +257,17 @@ async fn send(
     let body = params.get("message").cloned().unwrap_or(Value::Null);
     let p: SendParams = parse(params)?;
     let m = &p.message;
-    if m.message_id.is_empty() || m.message_id.chars().count() > MAX_ID_LEN {
+    if !crate::model::valid_dedup_id(&m.message_id) {
         return Err(A2aError::InvalidParams(format!(
-            "message.messageId must be 1 to {MAX_ID_LEN} characters"
+            "message.messageId must be {DEDUP_ID_RULE}"
+        )));
+    }
+    if m.context_id
+        .as_deref()
+        .is_some_and(|c| !crate::model::valid_thread_ref(c))
+    {
+        return Err(A2aError::InvalidParams(format!(
+            "message.contextId must be {THREAD_REF_RULE}"
         )));
     }
     match m.role.as_deref() {
@@ -293,15 +317,7 @@ async fn send(
                 .find_map(|md| md.get("skill").or_else(|| md.get("skillId")))
                 .map(|v| v.as_str().unwrap_or_default().to_owned());
             let route = pick_route(snap, peer, skill.as_deref())?;
-            let context_id = match &m.context_id {
-                Some(c) if c.is_empty() || c.chars().count() > MAX_ID_LEN => {
-                    return Err(A2aError::InvalidParams(format!(
-                        "contextId must be 1 to {MAX_ID_LEN} characters"
-                    )));
-                }
-                Some(c) => c.clone(),
-                None => new_id(),
-            };
+            let context_id = m.context_id.clone().unwrap_or_else(new_id);
             let task = crate::model::Task {
                 id: new_id(),
                 owner: peer.clone(),
@@ -738,6 +754,14 @@ async fn watch(
     let deadline = max_wait.map(|w| tokio::time::Instant::now() + w);
     // Subscribed before the first read, so no change falls between the read and the wait.
     let mut events = inbox.events.subscribe();
+    // The task's context is its owner's name for an inbox thread, which events carry.
+    let thread = {
+        let record = load(inbox, &Caller::Admin, task_id).await?;
+        inbox
+            .store
+            .thread_of(&record.task.owner, &record.task.context_id)
+            .await?
+    };
     let mut last: Option<Task> = None;
     let mut seen: HashSet<String> = HashSet::new();
     loop {
@@ -799,7 +823,10 @@ async fn watch(
             .collect();
         last = Some(task);
         let relevant = |e: &Event| match e {
-            Event::MessageAccepted { thread_id, .. } => *thread_id == record.task.context_id,
+            // A task's first message makes its thread: until it is known, any message may be it.
+            Event::MessageAccepted { thread_id, .. } => {
+                thread.as_ref().is_none_or(|t| t == thread_id)
+            }
             Event::TurnStarted { message_id, .. } | Event::TurnEnded { message_id, .. } => {
                 ids.contains(message_id.as_str())
             }

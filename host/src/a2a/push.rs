@@ -19,7 +19,6 @@ use crate::inbox::Inbox;
 use crate::model::{Outbound, PushConfig, new_id, now_ms};
 use crate::snapshot::Snapshot;
 use crate::store::Push;
-use crate::wire::MAX_ID_LEN;
 
 /// How often every task with a push pending is looked at, events or not (another host may have
 /// changed it, or a crash cut a push short).
@@ -87,9 +86,10 @@ pub(super) async fn checked(
         .await
         .map_err(|e| A2aError::InvalidParams(format!("push url: {e}")))?;
     let id = match p.id.filter(|i| !i.is_empty()) {
-        Some(id) if id.chars().count() > MAX_ID_LEN || id.contains('/') => {
+        Some(id) if !crate::model::valid_dedup_id(&id) || id.contains('/') => {
             return Err(A2aError::InvalidParams(format!(
-                "a push config id is 1 to {MAX_ID_LEN} characters, without '/'"
+                "a push config id is {}, without '/'",
+                crate::wire::DEDUP_ID_RULE
             )));
         }
         Some(id) => id,
@@ -198,6 +198,12 @@ async fn try_push(inbox: &Arc<Inbox>, task_id: &str) -> Result<(), A2aError> {
         task.artifacts.as_ref().map_or(0, Vec::len)
     );
     let body = json!({ "task": task }).to_string();
+    // The context is the owner's name for the thread; the outbox records the inbox's own.
+    let thread = inbox
+        .store
+        .thread_of(&record.task.owner, &record.task.context_id)
+        .await?
+        .unwrap_or_else(|| record.task.context_id.clone());
     let mut queued = false;
     for c in configs {
         let outbound = Outbound {
@@ -207,7 +213,7 @@ async fn try_push(inbox: &Arc<Inbox>, task_id: &str) -> Result<(), A2aError> {
             route: Some(record.task.route.clone()),
             msg_type: "A2A_PUSH".into(),
             payload: body.clone(),
-            thread_id: record.task.context_id.clone(),
+            thread_id: thread.clone(),
             hops: 0,
             created_at: now_ms(),
             agent: None,

@@ -57,6 +57,11 @@ pub const DEFAULT_KILL_GRACE_SECS: u64 = 5;
 pub const DEFAULT_MAX_CONCURRENT: usize = 4;
 /// Default agent `max_queued`.
 pub const DEFAULT_MAX_QUEUED: usize = 1000;
+/// Default agent `max_replies_per_turn`: replies (held, refused by check-reply, or sent) one
+/// turn's token may send.
+pub const DEFAULT_MAX_REPLIES_PER_TURN: u32 = 20;
+/// Default agent `max_replies_per_minute`: how fast one turn's token may send them.
+pub const DEFAULT_MAX_REPLIES_PER_MINUTE: u32 = 30;
 /// Default agent `output_cap_bytes`.
 pub const DEFAULT_OUTPUT_CAP_BYTES: usize = 65_536;
 /// Default plugin `memory_mib`.

@@ -105,6 +105,10 @@ pub struct AgentSettings {
     pub max_queued: usize,
     /// Bytes kept from the end of stdout and of stderr.
     pub output_cap: usize,
+    /// Replies one turn may send (`max_replies_per_turn`), counted in the store per attempt.
+    pub max_replies_per_turn: u32,
+    /// Replies one turn may send per minute (`max_replies_per_minute`).
+    pub max_replies_per_minute: u32,
     /// What a failed turn does.
     pub on_failure: OnFailure,
     /// What a turn interrupted by a host stop does.
@@ -349,6 +353,22 @@ impl Route {
         match &self.kind {
             RouteKind::Agent(a) => Some(a),
             RouteKind::Mailbox => None,
+        }
+    }
+
+    /// The limits on one turn's replies (a mailbox runs no turns: the defaults).
+    pub fn reply_limits(&self) -> crate::model::ReplyLimits {
+        crate::model::ReplyLimits {
+            per_turn: self
+                .agent()
+                .map_or(defaults::DEFAULT_MAX_REPLIES_PER_TURN, |a| {
+                    a.max_replies_per_turn
+                }),
+            per_minute: self
+                .agent()
+                .map_or(defaults::DEFAULT_MAX_REPLIES_PER_MINUTE, |a| {
+                    a.max_replies_per_minute
+                }),
         }
     }
 }
@@ -873,14 +893,16 @@ mod tests {
         );
         assert!(c.peer_by_secret(b"tony-secre").is_none());
         assert!(c.is_admin(b"admin"));
-        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        // `{prompt}` no longer carries a token (the agent's curl reads a header file), so it is
+        // not warned about: only the two literal secrets are.
+        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(
-            c.warnings
-                .iter()
-                .any(|w| w.starts_with("routes.tasks.agent.command: {prompt} puts")),
+            !c.warnings.iter().any(|w| w.contains("{prompt}")),
             "{:?}",
             c.warnings
         );
+        assert_eq!(agent.max_replies_per_turn, 20);
+        assert_eq!(agent.max_replies_per_minute, 30);
         assert!(!format!("{:?}", c).contains("tony-secret"));
     }
 

@@ -144,6 +144,8 @@ pub(super) struct Agent {
     pub(super) max_concurrent: Option<usize>,
     pub(super) max_queued: Option<usize>,
     pub(super) output_cap_bytes: Option<usize>,
+    pub(super) max_replies_per_turn: Option<u32>,
+    pub(super) max_replies_per_minute: Option<u32>,
     pub(super) on_failure: Option<String>,
     pub(super) on_interrupt: Option<String>,
     pub(super) driver: Option<String>,

@@ -1,9 +1,11 @@
 //! The web console's server side: its embedded assets, and the admin session a browser holds
 //! instead of the admin bearer.
 //!
-//! A session is a cookie `inbox_console=<expiry ms>.<mac>`, the MAC an HMAC-SHA256 keyed from the
-//! admin secret: any host of a cluster that shares the admin secret accepts it, and rotating the
-//! secret ends every session. It is `HttpOnly`, `SameSite=Strict` and scoped to `/`. A request it
+//! A session is a cookie `inbox_console=<id>.<expiry ms>.<mac>`: a random id, and a MAC, an
+//! HMAC-SHA256 keyed from the admin secret, over both. Any host of a cluster that shares the admin
+//! secret accepts it, and rotating the secret ends every session. Signing out revokes the one
+//! session: its id is kept in the store until the session would have expired, cached on each host
+//! ([`Revoked`]), and announced to the other hosts of a shared store. It is `HttpOnly`, `SameSite=Strict` and scoped to `/`. A request it
 //! authenticates that changes something (a POST) must also carry `X-CSRF-Token`, a second MAC
 //! of the same expiry that only a page of the console has (it is in the page, not in a cookie).
 //! Pure: the caller gives the time.
@@ -28,52 +30,116 @@ pub const APP_JS: &str = include_str!("app.js");
 /// The console's styles.
 pub const STYLE_CSS: &str = include_str!("style.css");
 
-fn mac(secret: &Secret, purpose: &str, expires: i64) -> String {
+fn mac(secret: &Secret, purpose: &str, session: &Session) -> String {
     // The key is derived, so the MAC never is a function of the raw secret alone.
     let key = Sha256::digest(format!("agent-inbox console\0{}", secret.expose()).as_bytes());
     let Ok(mut m) = Hmac::<Sha256>::new_from_slice(&key) else {
         return String::new();
     };
-    m.update(format!("{purpose}\0{expires}").as_bytes());
+    m.update(format!("{purpose}\0{}\0{}", session.id, session.expires).as_bytes());
     hex::encode(m.finalize().into_bytes())
+}
+
+/// A console session: its random id and when it expires (ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Session {
+    /// 32 hex digits, random.
+    pub id: String,
+    /// When it expires.
+    pub expires: i64,
 }
 
 /// A new session cookie's value, from `now` (ms), signed with the first admin secret.
 pub fn new_session(secret: &Secret, now: i64) -> String {
-    let expires = now + SESSION_MS;
-    format!("{expires}.{}", mac(secret, "session", expires))
+    let mut id = [0u8; 16];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut id);
+    let session = Session {
+        id: hex::encode(id),
+        expires: now + SESSION_MS,
+    };
+    format!(
+        "{}.{}.{}",
+        session.id,
+        session.expires,
+        mac(secret, "session", &session)
+    )
 }
 
-/// The session's expiry, if `value` is a session one of `secrets` signed and it has not expired.
-pub fn check_session(secrets: &[Secret], value: &str, now: i64) -> Option<i64> {
-    let (expires, given) = value.split_once('.')?;
-    let expires: i64 = expires.parse().ok()?;
-    if expires <= now {
+/// The session, if `value` is one of `secrets` signed and it has not expired. (Whether it was
+/// revoked is [`Revoked`]'s to say.)
+pub fn check_session(secrets: &[Secret], value: &str, now: i64) -> Option<Session> {
+    let mut parts = value.splitn(3, '.');
+    let (id, expires, given) = (parts.next()?, parts.next()?, parts.next()?);
+    if id.len() != 32 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let session = Session {
+        id: id.to_owned(),
+        expires: expires.parse().ok()?,
+    };
+    if session.expires <= now {
         return None;
     }
     let mut ok = false;
     for s in secrets {
         ok |= bool::from(
-            mac(s, "session", expires)
+            mac(s, "session", &session)
                 .as_bytes()
                 .ct_eq(given.as_bytes()),
         );
     }
-    ok.then_some(expires)
+    ok.then_some(session)
 }
 
-/// The CSRF token of the session that expires at `expires`.
-pub fn csrf_token(secret: &Secret, expires: i64) -> String {
-    mac(secret, "csrf", expires)
+/// The CSRF token of a session.
+pub fn csrf_token(secret: &Secret, session: &Session) -> String {
+    mac(secret, "csrf", session)
 }
 
-/// Whether `given` is the CSRF token of the session expiring at `expires`, for any secret.
-pub fn check_csrf(secrets: &[Secret], expires: i64, given: &str) -> bool {
+/// Whether `given` is the CSRF token of `session`, for any secret.
+pub fn check_csrf(secrets: &[Secret], session: &Session, given: &str) -> bool {
     let mut ok = false;
     for s in secrets {
-        ok |= bool::from(csrf_token(s, expires).as_bytes().ct_eq(given.as_bytes()));
+        ok |= bool::from(csrf_token(s, session).as_bytes().ct_eq(given.as_bytes()));
     }
     ok
+}
+
+/// Most revoked sessions kept in memory; past it, the ones expiring first go (they are in the
+/// store too, and a sign-out a minute for a whole session's 12 hours is 720).
+const MAX_REVOKED: usize = 100_000;
+
+/// The sessions signed out on any host and not yet expired: this host's cache of the store's
+/// list, so a request's check is a lookup, not a read.
+#[derive(Debug, Default)]
+pub struct Revoked(std::sync::Mutex<std::collections::HashMap<String, i64>>);
+
+impl Revoked {
+    fn map(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, i64>> {
+        // A plain map: a panic mid-update cannot leave it unusable.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records that session `id` is revoked until `until` (ms).
+    pub fn insert(&self, id: &str, until: i64, now: i64) {
+        let mut map = self.map();
+        if map.len() >= MAX_REVOKED {
+            map.retain(|_, u| *u > now);
+            while map.len() >= MAX_REVOKED {
+                let Some(first) = map.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                map.remove(&first);
+            }
+        }
+        map.insert(id.to_owned(), until);
+    }
+
+    /// Whether session `id` was revoked.
+    pub fn contains(&self, id: &str) -> bool {
+        self.map().contains_key(id)
+    }
 }
 
 /// The session cookie's value in a `Cookie` header, if there is one.
@@ -130,8 +196,14 @@ mod tests {
         let (old, new) = (Secret::new("old-admin"), Secret::new("new-admin"));
         let now = 1_000_000;
         let s = new_session(&old, now);
-        let expires = check_session(std::slice::from_ref(&old), &s, now).expect("valid");
+        let session = check_session(std::slice::from_ref(&old), &s, now).expect("valid");
+        let expires = session.expires;
         assert_eq!(expires, now + SESSION_MS);
+        assert_ne!(
+            check_session(std::slice::from_ref(&old), &new_session(&old, now), now).map(|s| s.id),
+            Some(session.id.clone()),
+            "each session has its own id"
+        );
         assert!(
             check_session(&[new.clone(), old.clone()], &s, now).is_some(),
             "mid-rotation"
@@ -144,21 +216,27 @@ mod tests {
             check_session(std::slice::from_ref(&old), &s, expires).is_none(),
             "expired"
         );
-        let forged = format!("{}.{}", expires + 1, s.split_once('.').unwrap().1);
+        let mac_of = |s: &str| s.rsplit_once('.').unwrap().1.to_owned();
+        let forged = format!("{}.{}.{}", session.id, expires + 1, mac_of(&s));
         assert!(
             check_session(std::slice::from_ref(&old), &forged, now).is_none(),
             "a longer expiry"
         );
-        let csrf = csrf_token(&old, expires);
-        assert!(check_csrf(std::slice::from_ref(&old), expires, &csrf));
+        let other_id = format!("{}.{}.{}", "0".repeat(32), expires, mac_of(&s));
         assert!(
-            !check_csrf(
-                std::slice::from_ref(&old),
-                expires,
-                s.split_once('.').unwrap().1
-            ),
+            check_session(std::slice::from_ref(&old), &other_id, now).is_none(),
+            "another id"
+        );
+        let csrf = csrf_token(&old, &session);
+        assert!(check_csrf(std::slice::from_ref(&old), &session, &csrf));
+        assert!(
+            !check_csrf(std::slice::from_ref(&old), &session, &mac_of(&s)),
             "the session MAC is no CSRF token"
         );
+        let revoked = Revoked::default();
+        assert!(!revoked.contains(&session.id));
+        revoked.insert(&session.id, expires, now);
+        assert!(revoked.contains(&session.id));
         assert_eq!(cookie_value("a=1; inbox_console=x.y; b=2"), Some("x.y"));
         assert!(login(Some("<script>")).contains("&lt;script&gt;"));
     }

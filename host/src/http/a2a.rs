@@ -32,6 +32,20 @@ pub(super) fn card(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>) -> Result<Response<
     Ok(resp)
 }
 
+/// The 429 of an address over its auth-failure limit, with a JSON-RPC error object (`"id": null`:
+/// the request was not read) so that A2A clients can read why, and `Retry-After`.
+pub(super) fn auth_limited(wait: Duration) -> Response<Body> {
+    let e = A2aError::TooManyAuthFailures;
+    let mut resp = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &a2a::error_response(&serde_json::Value::Null, &e),
+    );
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    resp.headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+    resp
+}
+
 /// `POST /a2a`: one JSON-RPC request.
 pub(super) async fn rpc(
     inbox: &Arc<Inbox>,

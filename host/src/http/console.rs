@@ -7,6 +7,7 @@ use http::{Method, Response, StatusCode};
 use super::extract::{Req, body_of, header};
 use super::{ApiError, Body};
 use crate::console as session;
+use crate::inbox::Inbox;
 use crate::model::now_ms;
 use crate::snapshot::Snapshot;
 
@@ -48,20 +49,21 @@ pub(super) fn asset(text: &'static str, media: &'static str) -> Response<Body> {
     resp
 }
 
-/// The session a request carries, if valid: its expiry.
-fn session(snap: &Snapshot, req: &Req) -> Option<i64> {
+/// The session a request carries, if valid and not signed out.
+fn session(snap: &Snapshot, inbox: &Inbox, req: &Req) -> Option<session::Session> {
     let cookie = std::str::from_utf8(header(req, "cookie")?).ok()?;
     session::check_session(
         &snap.config.server.admin_secrets,
         session::cookie_value(cookie)?,
         now_ms(),
     )
+    .filter(|s| !inbox.sessions.contains(&s.id))
 }
 
 /// Whether the request is the admin's through a console session: a valid session, and for
 /// anything but a GET the session's CSRF token in `X-CSRF-Token`.
-pub(super) fn admin_session(snap: &Snapshot, req: &Req) -> bool {
-    let Some(expires) = session(snap, req) else {
+pub(super) fn admin_session(snap: &Snapshot, inbox: &Inbox, req: &Req) -> bool {
+    let Some(current) = session(snap, inbox, req) else {
         return false;
     };
     if req.parts.method == Method::GET {
@@ -69,14 +71,17 @@ pub(super) fn admin_session(snap: &Snapshot, req: &Req) -> bool {
     }
     header(req, "x-csrf-token")
         .and_then(|t| std::str::from_utf8(t).ok())
-        .is_some_and(|t| session::check_csrf(&snap.config.server.admin_secrets, expires, t))
+        .is_some_and(|t| session::check_csrf(&snap.config.server.admin_secrets, &current, t))
 }
 
 /// `GET /console`: the console for a session, the sign-in page otherwise.
-pub(super) fn page(snap: &Snapshot, req: &Req) -> Response<Body> {
-    match (session(snap, req), snap.config.server.admin_secrets.first()) {
-        (Some(expires), Some(secret)) => {
-            html(session::index(&session::csrf_token(secret, expires)))
+pub(super) fn page(snap: &Snapshot, inbox: &Inbox, req: &Req) -> Response<Body> {
+    match (
+        session(snap, inbox, req),
+        snap.config.server.admin_secrets.first(),
+    ) {
+        (Some(current), Some(secret)) => {
+            html(session::index(&session::csrf_token(secret, &current)))
         }
         _ => html(session::login(None)),
     }
@@ -105,9 +110,19 @@ pub(super) async fn login(snap: &Snapshot, req: &mut Req) -> Result<Response<Bod
     Ok(redirect(&cookie))
 }
 
-/// `POST /console/logout`: the session cookie cleared, and back to the sign-in page.
-pub(super) fn logout() -> Response<Body> {
-    redirect(&session::clear_cookie())
+/// `POST /console/logout`: the session revoked on every host until it would have expired (in
+/// the store, this host's cache, and on a shared store the other hosts' caches), the cookie
+/// cleared, and back to the sign-in page. Other sessions (other browsers) stay signed in.
+pub(super) async fn logout(
+    snap: &Snapshot,
+    inbox: &Inbox,
+    req: &Req,
+) -> Result<Response<Body>, ApiError> {
+    if let Some(current) = session(snap, inbox, req) {
+        inbox.sign_out(&current.id, current.expires).await?;
+        tracing::info!("console: a session signed out");
+    }
+    Ok(redirect(&session::clear_cookie()))
 }
 
 fn redirect(cookie: &str) -> Response<Body> {

@@ -83,7 +83,9 @@ impl ApiError {
                 | InboxError::LoopDetected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
                 InboxError::NotFound => StatusCode::NOT_FOUND,
                 InboxError::NotAllowed { .. } => StatusCode::FORBIDDEN,
-                InboxError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+                InboxError::RateLimited { .. } | InboxError::TooManyReplies { .. } => {
+                    StatusCode::TOO_MANY_REQUESTS
+                }
                 InboxError::Hook(HookError::Rejected { status, .. }) => {
                     StatusCode::from_u16(*status).unwrap_or(StatusCode::UNPROCESSABLE_ENTITY)
                 }
@@ -127,6 +129,7 @@ impl ApiError {
                 InboxError::NothingDead(_) => "conflict",
                 InboxError::NotAllowed { .. } => "not_allowed",
                 InboxError::RateLimited { .. } => "rate_limited",
+                InboxError::TooManyReplies { .. } => "too_many_replies",
                 InboxError::Store(StoreError::Unavailable(_)) => "store_unavailable",
                 InboxError::Store(_) => "internal",
             },
@@ -192,6 +195,11 @@ impl ApiError {
                 max: 1,
                 retry_after: std::time::Duration::from_secs(1),
             }),
+            ApiError::Inbox(InboxError::TooManyReplies {
+                per_turn: 20,
+                per_minute: 30,
+                retry_after: std::time::Duration::from_secs(1),
+            }),
             ApiError::Inbox(InboxError::Store(crate::store::StoreError::Closed)),
             ApiError::Inbox(InboxError::Store(StoreError::Unavailable("down".into()))),
         ];
@@ -220,6 +228,7 @@ impl ApiError {
                     | InboxError::NothingDead(_)
                     | InboxError::NotAllowed { .. }
                     | InboxError::RateLimited { .. }
+                    | InboxError::TooManyReplies { .. }
                     | InboxError::Store(_),
                 ) => {}
             }
@@ -298,7 +307,10 @@ impl ApiError {
                 resp.headers_mut()
                     .insert(http::header::ALLOW, HeaderValue::from_static(allow));
             }
-            ApiError::Inbox(InboxError::RateLimited { retry_after, .. }) => {
+            ApiError::Inbox(
+                InboxError::RateLimited { retry_after, .. }
+                | InboxError::TooManyReplies { retry_after, .. },
+            ) => {
                 let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
                 resp.headers_mut()
                     .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));

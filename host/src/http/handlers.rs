@@ -38,7 +38,7 @@ pub(super) async fn call(
         Endpoint::AdminReload => admin_reload(inbox, snap, req).await,
         Endpoint::Approvals => approvals(inbox, snap, req).await,
         Endpoint::ApprovalById => {
-            require_admin(snap, req)?;
+            require_admin(inbox, snap, req)?;
             Ok(json(StatusCode::OK, &inbox.approval(&param()).await?))
         }
         Endpoint::Approve => decide(inbox, snap, req, &param(), Verdict::Approved).await,
@@ -53,7 +53,7 @@ pub(super) async fn call(
         Endpoint::AgentCard => super::a2a::card(inbox, snap),
         Endpoint::Metrics => metrics(inbox, snap, req),
         Endpoint::Ready => ready(inbox).await,
-        Endpoint::Console => Ok(super::console::page(snap, req)),
+        Endpoint::Console => Ok(super::console::page(snap, inbox, req)),
         Endpoint::ConsoleJs => Ok(super::console::asset(
             crate::console::APP_JS,
             "text/javascript; charset=utf-8",
@@ -63,16 +63,16 @@ pub(super) async fn call(
             "text/css; charset=utf-8",
         )),
         Endpoint::ConsoleLogin => super::console::login(snap, req).await,
-        Endpoint::ConsoleLogout => Ok(super::console::logout()),
+        Endpoint::ConsoleLogout => super::console::logout(snap, inbox, req).await,
         Endpoint::Events => {
             // The admin follows everything; a local agent, one thread it started.
-            if let Reader::Agent(agent) = who(snap, req)? {
+            if let Reader::Agent(agent) = who(inbox, snap, req)? {
                 let thread = query(req, "thread").ok_or(ApiError::NOT_FOUND)?;
                 if !inbox.store.agent_started(&agent, &thread).await? {
                     return Err(ApiError::NOT_FOUND);
                 }
             } else {
-                require_admin(snap, req)?;
+                require_admin(inbox, snap, req)?;
             }
             let lasts = match query(req, "timeout") {
                 None => None,
@@ -124,11 +124,11 @@ fn limit(req: &Req, default: u32, max: u32) -> Result<u32, ApiError> {
 
 /// Who a request is: a bearer or peer secret, or else a console session (the admin; a POST must
 /// also carry the session's CSRF token).
-fn who(snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
+fn who(inbox: &Inbox, snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
     if let Some(r) = reader(&snap.config, bearer(req), header(req, "x-shared-secret")) {
         return Ok(r);
     }
-    if super::console::admin_session(snap, req) {
+    if super::console::admin_session(snap, inbox, req) {
         return Ok(Reader::Admin);
     }
     if let Some(agent) = bearer(req).and_then(|t| snap.config.agent_by_token(t)) {
@@ -137,8 +137,8 @@ fn who(snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
     Err(ApiError::Unauthorized)
 }
 
-fn require_admin(snap: &Snapshot, req: &Req) -> Result<(), ApiError> {
-    match who(snap, req)? {
+fn require_admin(inbox: &Inbox, snap: &Snapshot, req: &Req) -> Result<(), ApiError> {
+    match who(inbox, snap, req)? {
         Reader::Admin => Ok(()),
         Reader::Peer(_) | Reader::Agent(_) => Err(ApiError::Unauthorized),
     }
@@ -190,26 +190,15 @@ async fn message(
             };
             signature::verify(keys, signed(req), &bytes, now, tolerance)?;
             let peer = peer.ok_or(signature::SignatureError::Bad)?;
-            let id = header(req, "webhook-id").map(|id| String::from_utf8_lossy(id).into_owned());
+            let id = header(req, "webhook-id").map(<[u8]>::to_vec);
             (peer.name.clone(), bytes, id)
         }
     };
     // A signed request's webhook-id is its idempotency key: a replay is answered as a duplicate.
-    let idempotency_key = match signed_id
-        .as_deref()
-        .map(str::as_bytes)
-        .or(header(req, "idempotency-key"))
-    {
-        None => None,
-        Some(k) if !k.is_empty() && k.len() <= wire::MAX_ID_LEN => {
-            Some(String::from_utf8_lossy(k).into_owned())
-        }
-        Some(_) => {
-            return Err(ApiError::Body(BodyError::BadField(format!(
-                "Idempotency-Key (or webhook-id) must be 1 to {} bytes",
-                wire::MAX_ID_LEN
-            ))));
-        }
+    let idempotency_key = match (signed_id, header(req, "idempotency-key")) {
+        (Some(id), _) => Some(wire::idempotency_key(&id, "webhook-id")?),
+        (None, Some(k)) => Some(wire::idempotency_key(k, "Idempotency-Key")?),
+        (None, None) => None,
     };
     let envelope = Envelope::parse(&bytes, config.server.max_json_depth)?;
     let ack = inbox
@@ -277,7 +266,7 @@ async fn list(
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    let who = who(snap, req)?;
+    let who = who(inbox, snap, req)?;
     let limit = limit(req, 50, 500)?;
     let filter = MessageFilter {
         route: query(req, "route"),
@@ -294,7 +283,7 @@ async fn show(
     req: &Req,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    let who = who(snap, req)?;
+    let who = who(inbox, snap, req)?;
     Ok(json(StatusCode::OK, &inbox.show(&who, id).await?))
 }
 
@@ -303,7 +292,7 @@ async fn admin_send(
     snap: &Arc<Snapshot>,
     req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
     let ack = inbox
         .send(
@@ -319,7 +308,7 @@ async fn outbox(
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let dead_only = match query(req, "dead").as_deref() {
         None | Some("0" | "false") => false,
         Some("1" | "true") => true,
@@ -339,7 +328,7 @@ async fn outbox_retry(
     req: &Req,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let deliveries = inbox.retry_dead(id).await?;
     Ok(json(
         StatusCode::OK,
@@ -357,7 +346,7 @@ async fn approvals(
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let waiting_only = match query(req, "all").as_deref() {
         None | Some("0" | "false") => true,
         Some("1" | "true") => false,
@@ -383,7 +372,7 @@ async fn decide(
     id: &str,
     verdict: Verdict,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let via = if bearer(req).is_some_and(|t| snap.config.is_admin(t)) {
         "api"
     } else {
@@ -416,7 +405,7 @@ async fn admin_reload(
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let reloader = inbox.reloader.as_ref().ok_or_else(|| {
         ApiError::Conflict("this inbox was not started from a config file".into())
     })?;
@@ -439,7 +428,7 @@ async fn status(
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let (config_hash, reloads) = match &inbox.reloader {
         Some(r) => {
             let s = r.status();
@@ -526,7 +515,7 @@ fn metrics(
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(snap, req)?;
+    require_admin(inbox, snap, req)?;
     let m = crate::metrics::get();
     // Gauges of routes that went quiet are set to 0 rather than left at their last value.
     m.queued.clear();

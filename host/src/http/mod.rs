@@ -240,6 +240,35 @@ fn json(status: StatusCode, body: &impl serde::Serialize) -> Response<Body> {
     resp
 }
 
+/// Which kind of credential a request presents, for the auth-failure limiter; `None` where no
+/// credential is checked. Decided from the request's shape before any credential is looked at, so
+/// each kind is counted (and locked out) apart from the others.
+fn credential(endpoint: Endpoint, req: &extract::Req) -> Option<Credential> {
+    let bearer = extract::bearer(req);
+    Some(match endpoint {
+        Endpoint::Health
+        | Endpoint::OpenApi
+        | Endpoint::AgentCard
+        | Endpoint::Ready
+        | Endpoint::Console
+        | Endpoint::ConsoleJs
+        | Endpoint::ConsoleCss
+        | Endpoint::ConsoleLogout => return None,
+        Endpoint::Message | Endpoint::MessageFrom => Credential::Peer,
+        Endpoint::ConsoleLogin => Credential::Console,
+        Endpoint::A2a => Credential::A2a,
+        // Reply tokens have their own prefix; any other bearer on /send is a local agent's.
+        Endpoint::Send => match bearer {
+            Some(t) if !t.starts_with(b"rt_") => Credential::Agent,
+            _ => Credential::Token,
+        },
+        _ if extract::header(req, "x-shared-secret").is_some() => Credential::Peer,
+        _ if bearer.is_some() => Credential::Admin,
+        _ if extract::header(req, "cookie").is_some() => Credential::Console,
+        _ => Credential::Peer,
+    })
+}
+
 /// The one entry point hyper calls; never fails.
 pub async fn handle(
     inbox: Arc<Inbox>,
@@ -261,18 +290,7 @@ pub async fn handle(
                 extract::header(&req, "x-forwarded-for"),
                 &server.trusted_proxies,
             );
-            let kind = match endpoint {
-                Endpoint::Health
-                | Endpoint::OpenApi
-                | Endpoint::AgentCard
-                | Endpoint::Ready
-                | Endpoint::Console
-                | Endpoint::ConsoleJs
-                | Endpoint::ConsoleCss
-                | Endpoint::ConsoleLogout => None,
-                Endpoint::Send => Some(Credential::Token),
-                _ => Some(Credential::Peer),
-            };
+            let kind = credential(endpoint, &req);
             match kind.map(|k| inbox.limiter.check(policy, client, k, Instant::now())) {
                 // Limited: the credentials are not even looked at.
                 Some(Err(wait)) => Err(ApiError::AuthLimited(wait)),
@@ -284,8 +302,15 @@ pub async fn handle(
                     }
                     if let (Some(k), Err(e)) = (kind, &answer)
                         && e.is_auth_failure()
+                        && inbox.limiter.failed(policy, client, k, Instant::now())
                     {
-                        inbox.limiter.failed(policy, client, k, Instant::now());
+                        tracing::warn!(
+                            client = %client,
+                            credential = k.name(),
+                            failures = policy.max,
+                            window_secs = policy.window.as_secs(),
+                            "auth: too many failed credentials from this address; refused until the window ends"
+                        );
                     }
                     answer
                 }
@@ -296,8 +321,13 @@ pub async fn handle(
     // A refusal may come before the body was read (a wrong secret, a declared length over the
     // limit) or halfway through it: read the rest, so the client gets to read the refusal.
     req.drain().await;
-    let mut resp = answer.unwrap_or_else(ApiError::into_response);
-    if resp.status() == StatusCode::UNAUTHORIZED && path.trim_matches('/') == "a2a" {
+    let is_a2a = path.trim_matches('/') == "a2a";
+    let mut resp = match answer {
+        // A2A clients read errors as JSON-RPC objects, this one too.
+        Err(ApiError::AuthLimited(wait)) if is_a2a => a2a::auth_limited(wait),
+        answer => answer.unwrap_or_else(ApiError::into_response),
+    };
+    if resp.status() == StatusCode::UNAUTHORIZED && is_a2a {
         a2a::challenge(&mut resp);
     }
     resp.headers_mut()

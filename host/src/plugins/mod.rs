@@ -1056,7 +1056,7 @@ fn wit_message(m: &Message) -> wit::Message {
 fn wit_context(c: &ReplyContext) -> wit::ReplyContext {
     wit::ReplyContext {
         url: c.url.clone(),
-        auth_header: format!("Authorization: Bearer {}", c.token),
+        auth_header: c.auth_header.clone(),
         reply_types: c.reply_types.clone(),
         deadline: c.deadline.clone(),
     }

@@ -42,6 +42,9 @@ const TABLES: &[(&str, Order, Option<&str>, &[&str])] = &[
     ("task_inputs", Order::Rowid, Some("seq"), &[]),
     ("push_configs", Order::Key("task_id, id"), None, &["done"]),
     ("approvals", Order::Rowid, None, &[]),
+    ("reply_counts", Order::Key("message_id, attempt"), None, &[]),
+    ("revoked_sessions", Order::Key("id"), None, &[]),
+    ("thread_aliases", Order::Key("peer, alias"), None, &[]),
 ];
 
 /// How many rows of each table were copied.

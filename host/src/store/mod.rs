@@ -189,6 +189,8 @@ pub struct DueDelivery {
     pub peer: String,
     /// Attempts made before this one.
     pub attempts: u32,
+    /// What this peer calls the outbound message's thread: the `thread_id` it is sent with.
+    pub thread_alias: String,
 }
 
 /// Which messages to list.
@@ -321,7 +323,32 @@ impl Store {
         dedup: Option<Dedup>,
         task: Option<TaskLink>,
     ) -> Result<Inserted, StoreError> {
-        backend!(self.insert_message(message, turn, dedup, task))
+        backend!(self.insert_message(message, None, turn, dedup, task))
+    }
+
+    /// Like [`Store::insert_message`], for a message whose sender named its thread `alias`: the
+    /// thread is the one the sender means by it, or, the first time, `message.thread_id`, which
+    /// the alias then names for that sender. Resolved in the insert's transaction.
+    pub async fn insert_message_in_thread(
+        &self,
+        message: Message,
+        alias: String,
+        turn: Option<NewTurn>,
+        dedup: Option<Dedup>,
+        task: Option<TaskLink>,
+    ) -> Result<Inserted, StoreError> {
+        backend!(self.insert_message(message, Some(alias), turn, dedup, task))
+    }
+
+    /// The thread `peer` means by `alias` (its `thread_id` or A2A `contextId`), if any: never
+    /// another peer's thread.
+    pub async fn thread_of(&self, peer: &str, alias: &str) -> Result<Option<String>, StoreError> {
+        backend!(self.thread_of(peer, alias))
+    }
+
+    /// What `peer` calls `thread`, if it has a name for it.
+    pub async fn alias_of(&self, thread: &str, peer: &str) -> Result<Option<String>, StoreError> {
+        backend!(self.alias_of(thread, peer))
     }
 
     /// Records a task without a message (a plugin refused its first one), with that message.
@@ -573,6 +600,30 @@ impl Store {
     /// Looks up a reply token by its hash.
     pub async fn token(&self, hash: TokenHash) -> Result<Option<Grant>, StoreError> {
         backend!(self.token(hash))
+    }
+
+    /// Records a console session as signed out until `until` (ms); on a shared store the other
+    /// hosts hear of it ([`Signal::SignedOut`]).
+    pub async fn revoke_session(&self, id: &str, until: i64) -> Result<(), StoreError> {
+        backend!(self.revoke_session(id, until))
+    }
+
+    /// The console sessions signed out that would not have expired by `now`, with their expiry.
+    pub async fn revoked_sessions(&self, now: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        backend!(self.revoked_sessions(now))
+    }
+
+    /// Counts one reply of `message_id`'s attempt `attempt` within `limits`, in one transaction
+    /// (so the count holds across a cluster); past either limit nothing is counted and the answer
+    /// is `Ok(Err(ms))`, how long until one may be sent again.
+    pub async fn count_reply(
+        &self,
+        message_id: &str,
+        attempt: u32,
+        limits: crate::model::ReplyLimits,
+        now: i64,
+    ) -> Result<Result<(), i64>, StoreError> {
+        backend!(self.count_reply(message_id, attempt, limits, now))
     }
 
     /// One message by id.

@@ -975,3 +975,187 @@ async fn tasks_and_their_push_configs_are_kept_and_pushed_once_per_change() {
         assert!(!store.delete_push_config("t1", "p1").await.expect(name));
     }
 }
+
+/// Issue 28: a thread's alias is scoped to its peer. Two peers that name the same thread id get
+/// two threads; a thread the inbox sends into gains an alias for the receiving peer (the thread's
+/// own id, or a fresh one when that peer already means another thread by it), which its
+/// deliveries carry; a thread started without a name is its first sender's by its id.
+#[tokio::test]
+async fn thread_aliases_are_per_peer() {
+    for (name, store, _keep) in backends().await {
+        let from = |sender: &str, id: &str| Message {
+            sender: sender.into(),
+            ..message(id)
+        };
+        let t1 = crate::model::new_id();
+        let t2 = crate::model::new_id();
+        // tony names "shared" first: a new thread, t1.
+        let ins = store
+            .insert_message_in_thread(from("tony", &t1), "shared".into(), None, None, None)
+            .await
+            .expect(name);
+        assert_eq!(ins, Inserted::New, "{name}");
+        assert_eq!(
+            store.thread_of("tony", "shared").await.expect(name),
+            Some(t1.clone()),
+            "{name}"
+        );
+        // mel names "shared" too: its own thread, t2.
+        store
+            .insert_message_in_thread(from("mel", &t2), "shared".into(), None, None, None)
+            .await
+            .expect(name);
+        assert_eq!(
+            store.thread_of("mel", "shared").await.expect(name),
+            Some(t2.clone()),
+            "{name}"
+        );
+        // tony again with "shared": its thread t1, where the message is stored.
+        let again = crate::model::new_id();
+        let mut m = from("tony", &again);
+        m.thread_id = again.clone();
+        store
+            .insert_message_in_thread(m, "shared".into(), None, None, None)
+            .await
+            .expect(name);
+        assert_eq!(
+            store.message(&again).await.expect(name).unwrap().thread_id,
+            t1,
+            "{name}: the alias resolves in the insert"
+        );
+        // mel cannot name tony's thread by the inbox's id either.
+        assert_eq!(
+            store.thread_of("mel", &t1).await.expect(name),
+            None,
+            "{name}"
+        );
+        // A thread started without a name is its sender's by its id, and no one else's.
+        let plain = crate::model::new_id();
+        store
+            .insert_message(from("tony", &plain), None, None, None)
+            .await
+            .expect(name);
+        assert_eq!(
+            store.thread_of("tony", &plain).await.expect(name),
+            Some(plain.clone()),
+            "{name}"
+        );
+        assert_eq!(
+            store.alias_of(&plain, "tony").await.expect(name),
+            Some(plain.clone())
+        );
+        assert_eq!(
+            store.thread_of("mel", &plain).await.expect(name),
+            None,
+            "{name}"
+        );
+        // A reply in t1 to tony and mel: tony's delivery carries "shared"; mel, who means t2 by
+        // "shared" but has no name for t1, gets t1's own id; and then mel may continue t1 by it.
+        let r = crate::model::new_id();
+        let mut o = outbound(&r, &t1);
+        o.thread_id = t1.clone();
+        store
+            .insert_outbound(o, vec!["tony".into(), "mel".into()], None)
+            .await
+            .expect(name);
+        let due = store.claim_deliveries(now_ms(), 10).await.expect(name);
+        let alias = |peer: &str| {
+            due.iter()
+                .find(|d| d.peer == peer)
+                .map(|d| d.thread_alias.clone())
+        };
+        assert_eq!(alias("tony").as_deref(), Some("shared"), "{name}");
+        assert_eq!(alias("mel"), Some(t1.clone()), "{name}");
+        assert_eq!(
+            store.thread_of("mel", &t1).await.expect(name),
+            Some(t1.clone())
+        );
+        // tony names a thread of its own by mel's thread id (t2), then a reply in t2 goes to
+        // tony: tony means another thread by "t2", so t2 gets a fresh name for tony.
+        let clash = crate::model::new_id();
+        let mut m = from("tony", &clash);
+        m.thread_id = clash.clone();
+        store
+            .insert_message_in_thread(m, t2.clone(), None, None, None)
+            .await
+            .expect(name);
+        let r2 = crate::model::new_id();
+        let mut o = outbound(&r2, &t2);
+        o.thread_id = t2.clone();
+        store
+            .insert_outbound(o, vec!["tony".into()], None)
+            .await
+            .expect(name);
+        let named = store.alias_of(&t2, "tony").await.expect(name).unwrap();
+        assert_ne!(named, t2, "{name}: tony means its own thread by {t2}");
+        assert_eq!(
+            store.thread_of("tony", &named).await.expect(name),
+            Some(t2.clone())
+        );
+        assert_eq!(
+            store.thread_of("tony", &t2).await.expect(name),
+            Some(clash.clone())
+        );
+    }
+}
+
+/// Issue 28: a turn's replies are counted per attempt in the store, within both limits, and a
+/// refused one is not counted.
+#[tokio::test]
+async fn replies_are_counted_per_attempt_within_the_limits() {
+    let limits = crate::model::ReplyLimits {
+        per_turn: 3,
+        per_minute: 2,
+    };
+    for (name, store, _keep) in backends().await {
+        let t0 = now_ms();
+        assert_eq!(
+            store.count_reply("m1", 1, limits, t0).await.expect(name),
+            Ok(())
+        );
+        assert_eq!(
+            store.count_reply("m1", 1, limits, t0).await.expect(name),
+            Ok(())
+        );
+        let refused = store
+            .count_reply("m1", 1, limits, t0 + 1_000)
+            .await
+            .expect(name);
+        assert_eq!(refused, Err(59_000), "{name}");
+        // Another attempt has its own count.
+        assert_eq!(
+            store.count_reply("m1", 2, limits, t0).await.expect(name),
+            Ok(())
+        );
+        // A new minute: one more, then the turn's three are spent.
+        assert_eq!(
+            store
+                .count_reply("m1", 1, limits, t0 + 60_000)
+                .await
+                .expect(name),
+            Ok(())
+        );
+        assert!(
+            store
+                .count_reply("m1", 1, limits, t0 + 180_000)
+                .await
+                .expect(name)
+                .is_err(),
+            "{name}"
+        );
+    }
+}
+
+/// Issue 28: a signed-out console session stays revoked until it would have expired, for every
+/// host that reads the store.
+#[tokio::test]
+async fn signed_out_sessions_are_kept_until_they_expire() {
+    for (name, store, _keep) in backends().await {
+        let now = now_ms();
+        store.revoke_session("a", now + 60_000).await.expect(name);
+        store.revoke_session("b", now - 1).await.expect(name);
+        store.revoke_session("a", now + 60_000).await.expect(name);
+        let live = store.revoked_sessions(now).await.expect(name);
+        assert_eq!(live, vec![("a".to_owned(), now + 60_000)], "{name}");
+    }
+}

@@ -44,9 +44,36 @@ pub(super) async fn run(
     let grace = snap.config.server.reply_grace;
     let url = format!("{}/send", turns.public_url(snap));
     let deadline_ms = now_ms() + (settings.timeout + grace).as_millis() as i64;
+    // A subprocess agent reads its credential from a private file (`curl -H @file`), so no token
+    // is ever on a command line, where every user of the machine could read it. The gateway's
+    // agent cannot read our files: its prompt carries the header, in an HTTP body only.
+    let auth_file = match &settings.driver {
+        Driver::Command => match auth_header_file(&token) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                tracing::error!(message_id = %id, error = %e, "cannot write the reply token's header file");
+                let error = TurnError::new("auth_file_failed", e.to_string());
+                let failed = Unstarted {
+                    turns,
+                    lease: &lease,
+                    message: &message,
+                    route,
+                    settings,
+                    grace,
+                };
+                return failed.end(error).await;
+            }
+        },
+        Driver::OpenClawGateway(_) => None,
+    };
+    let auth_header = match &auth_file {
+        Some(f) => format!("@{}", f.display()),
+        None => format!("Authorization: Bearer {token}"),
+    };
     let ctx = ReplyContext {
         url: url.clone(),
-        token: token.clone(),
+        auth_header,
+        max_replies: settings.max_replies_per_turn,
         reply_types: route.reply_types.clone(),
         deadline: humantime::format_rfc3339_seconds(
             std::time::UNIX_EPOCH + Duration::from_millis(deadline_ms as u64),
@@ -59,19 +86,17 @@ pub(super) async fn run(
         Ok(None) => prompt::render(&message, &ctx),
         Err(e) => {
             tracing::error!(message_id = %id, error = %e, "render-turn failed");
-            let end = TurnEnd::failed(
-                TurnState::Failed,
-                TurnError::new("plugin_failed", e.to_string()),
-            );
-            let token_expires = now_ms() + grace.as_millis() as i64;
-            if finish(turns, &lease, &message, end.clone(), token_expires).await?
-                && settings.on_failure == OnFailure::Notify
-            {
-                turns
-                    .notify_failure(&message, route_name, &end, route.reply_to.clone())
-                    .await?;
-            }
-            return Ok(());
+            let failed = Unstarted {
+                turns,
+                lease: &lease,
+                message: &message,
+                route,
+                settings,
+                grace,
+            };
+            return failed
+                .end(TurnError::new("plugin_failed", e.to_string()))
+                .await;
         }
     };
     tracing::info!(message_id = %id, route = %route_name, thread = %message.thread_id, "turn started");
@@ -84,6 +109,10 @@ pub(super) async fn run(
     let outcome = match &settings.driver {
         Driver::Command => {
             let mut inv = invocation(snap, settings, &message, prompt, &url, token);
+            if let Some(f) = &auth_file {
+                inv.env
+                    .push(("INBOX_REPLY_AUTH_FILE".into(), f.display().to_string()));
+            }
             inv.cancel = Some(cancel.notify());
             with_renewals(turns, &lease, agent::run(inv)).await
         }
@@ -100,6 +129,8 @@ pub(super) async fn run(
         }
     };
     drop(cancel);
+    // The agent has ended: its credential file goes (its token stops working after the grace).
+    drop(auth_file);
     let state = match outcome.ending {
         Ending::Done => TurnState::Done,
         Ending::Failed => TurnState::Failed,
@@ -133,6 +164,45 @@ pub(super) async fn run(
             .await?;
     }
     Ok(())
+}
+
+/// A claimed turn that fails before its agent starts (no prompt, no credential file).
+struct Unstarted<'a> {
+    turns: &'a Turns,
+    lease: &'a Lease,
+    message: &'a Message,
+    route: &'a crate::config::Route,
+    settings: &'a AgentSettings,
+    grace: Duration,
+}
+
+impl Unstarted<'_> {
+    /// Records the turn `failed` with `error`, and tells the route's `reply_to` when its
+    /// `on_failure` says so.
+    async fn end(self, error: TurnError) -> Result<(), StoreError> {
+        let end = TurnEnd::failed(TurnState::Failed, error);
+        let token_expires = now_ms() + self.grace.as_millis() as i64;
+        if finish(
+            self.turns,
+            self.lease,
+            self.message,
+            end.clone(),
+            token_expires,
+        )
+        .await?
+            && self.settings.on_failure == OnFailure::Notify
+        {
+            self.turns
+                .notify_failure(
+                    self.message,
+                    &self.route.name,
+                    &end,
+                    self.route.reply_to.clone(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
 }
 
 /// Runs `work` while renewing the turn's lease; a lost lease is logged (the end is then refused
@@ -219,6 +289,20 @@ async fn finish(
 /// Seconds a turn's end waits for an unavailable store before it is given up (the turn is then
 /// settled by `on_interrupt` once its lease has run out).
 const END_RETRIES: u32 = 600;
+
+/// A new private (0600) file holding the reply's `Authorization` header line, for `curl -H
+/// @file`; removed when dropped.
+fn auth_header_file(token: &str) -> std::io::Result<tempfile::TempPath> {
+    use std::io::Write as _;
+    // tempfile creates its files 0600, readable by the inbox's user (the agent's) only.
+    let mut f = tempfile::Builder::new()
+        .prefix("inbox-auth-")
+        .suffix(".header")
+        .tempfile()?;
+    writeln!(f, "Authorization: Bearer {token}")?;
+    f.flush()?;
+    Ok(f.into_temp_path())
+}
 
 /// `[server] tls_ca`, when the inbox serves TLS with a certificate no public root verifies.
 fn ca_file(snap: &Snapshot) -> Option<String> {

@@ -380,14 +380,6 @@ pub(super) fn agent_settings(
     {
         *program = c.base_dir.join(program.as_str()).display().to_string();
     }
-    // The prompt carries the reply token, and argv is readable by every local user.
-    if command.iter().any(|a| a.contains("{prompt}")) {
-        c.warnings.push(format!(
-            "{at}.command: {{prompt}} puts each turn's reply token in the agent's argv, which other \
-             users of this machine can read in /proc/<pid>/cmdline; on a shared host use \
-             {{prompt_file}} or stdin = true where the agent allows it"
-        ));
-    }
     let driver = match o.driver.as_deref().or(d.driver.as_deref()) {
         None | Some("command") => {
             if command.is_empty() || command[0].is_empty() {
@@ -456,6 +448,16 @@ pub(super) fn agent_settings(
             &format!("{at}.output_cap_bytes"),
             o.output_cap_bytes.or(d.output_cap_bytes),
             DEFAULT_OUTPUT_CAP_BYTES,
+        ),
+        max_replies_per_turn: c.positive(
+            &format!("{at}.max_replies_per_turn"),
+            o.max_replies_per_turn.or(d.max_replies_per_turn),
+            DEFAULT_MAX_REPLIES_PER_TURN,
+        ),
+        max_replies_per_minute: c.positive(
+            &format!("{at}.max_replies_per_minute"),
+            o.max_replies_per_minute.or(d.max_replies_per_minute),
+            DEFAULT_MAX_REPLIES_PER_MINUTE,
         ),
         on_failure,
         on_interrupt,

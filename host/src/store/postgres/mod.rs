@@ -7,6 +7,7 @@
 //! is fenced by the turn's attempt number and the lease's holder, so a host that lost its lease
 //! (paused, cut off) cannot record over the host that took the turn over.
 
+mod aliases;
 mod schema;
 
 use std::collections::HashMap;
@@ -22,8 +23,8 @@ use tokio_postgres::types::ToSql;
 
 use crate::model::{
     Approval, ApprovalKind, Attempt, AttemptOutcome, Decide, Decision, Delivery, DeliveryState,
-    HostBeat, Message, Outbound, PushConfig, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError,
-    TurnState, Verdict, now_ms,
+    HostBeat, Message, Outbound, PushConfig, ReplyCount, ReplyLimits, Task, TaskInput, TaskRecord,
+    Turn, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
@@ -140,6 +141,8 @@ pub enum Signal {
     Delivery,
     /// A running turn was cancelled: the host that runs it stops its agent.
     Cancel(String),
+    /// A console session (this id) signed out on some host.
+    SignedOut(String),
     /// An event, as JSON, from the process `origin` (`host_id/start id`).
     Event {
         /// Who published it.
@@ -191,6 +194,8 @@ async fn listen(
                                         Signal::Turn(route.to_owned())
                                     } else if let Some(id) = p.strip_prefix("cancel:") {
                                         Signal::Cancel(id.to_owned())
+                                    } else if let Some(id) = p.strip_prefix("signed-out:") {
+                                        Signal::SignedOut(id.to_owned())
                                     } else {
                                         continue;
                                     }
@@ -664,12 +669,17 @@ impl PgStore {
 
     pub(super) async fn insert_message(
         &self,
-        m: Message,
+        mut m: Message,
+        alias: Option<String>,
         turn: Option<NewTurn>,
         dedup: Option<Dedup>,
         task: Option<TaskLink>,
     ) -> Result<Inserted, StoreError> {
-        if dedup.is_none() && task.is_none() && turn.as_ref().is_none_or(|t| t.hold.is_none()) {
+        if alias.is_none()
+            && dedup.is_none()
+            && task.is_none()
+            && turn.as_ref().is_none_or(|t| t.hold.is_none())
+        {
             return self.insert_plain(m, turn).await;
         }
         let mut c = self.client().await?;
@@ -712,6 +722,9 @@ impl PgStore {
                     max_queued: t.max_queued,
                 });
             }
+        }
+        if let Some(alias) = &alias {
+            m.thread_id = aliases::resolve(&tx, &m.sender, alias, &m.thread_id).await?;
         }
         tx.execute(
             "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
@@ -1098,12 +1111,14 @@ impl PgStore {
         };
         let (id, attempts): (String, u32) = (row.get(0), u32_at(&row, 1));
         tx.execute(
-            "INSERT INTO tokens (hash, message_id, route, expires_at) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO tokens (hash, message_id, route, expires_at, attempt)
+             VALUES ($1, $2, $3, $4, $5)",
             &[
                 &&claim.token_hash.0[..],
                 &id,
                 &claim.route,
                 &claim.token_expires_at,
+                &i64::from(attempts),
             ],
         )
         .await?;
@@ -1550,10 +1565,16 @@ impl PgStore {
                     &[&id],
                 )
                 .await?;
+            let outbound = outbound_row(&o);
+            let peer: String = r.get(1);
+            let thread_alias = aliases::alias_of(&tx, &outbound.thread_id, &peer)
+                .await?
+                .unwrap_or_else(|| outbound.thread_id.clone());
             due.push(DueDelivery {
-                outbound: outbound_row(&o),
-                peer: r.get(1),
+                outbound,
+                peer,
                 attempts: u32_at(r, 2),
+                thread_alias,
             });
         }
         tx.commit().await?;
@@ -1673,6 +1694,7 @@ impl PgStore {
             "DELETE FROM replies WHERE in_reply_to = ANY($1)",
             "DELETE FROM approvals WHERE message_id = ANY($1)",
             "DELETE FROM tokens WHERE message_id = ANY($1)",
+            "DELETE FROM reply_counts WHERE message_id = ANY($1)",
             "DELETE FROM task_inputs WHERE message_id = ANY($1)",
             "DELETE FROM turns WHERE message_id = ANY($1)",
             "DELETE FROM messages WHERE id = ANY($1)",
@@ -1729,7 +1751,7 @@ impl PgStore {
             .await?
             .query_opt(
                 "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
-                        tu.state IN ('running', 'queued')
+                        tu.state IN ('running', 'queued'), t.attempt
                  FROM tokens t JOIN messages m ON m.id = t.message_id
                  LEFT JOIN turns tu ON tu.message_id = t.message_id
                  WHERE t.hash = $1",
@@ -1740,6 +1762,7 @@ impl PgStore {
             let running: Option<bool> = r.get(5);
             Grant {
                 message_id: r.get(0),
+                attempt: u32_at(&r, 6),
                 route: r.get(1),
                 thread_id: r.get(2),
                 hops: u32_at(&r, 3),
@@ -1750,6 +1773,104 @@ impl PgStore {
                 },
             }
         }))
+    }
+
+    pub(super) async fn thread_of(
+        &self,
+        peer: &str,
+        alias: &str,
+    ) -> Result<Option<String>, StoreError> {
+        aliases::thread_of(&self.client().await?, peer, alias).await
+    }
+
+    pub(super) async fn alias_of(
+        &self,
+        thread: &str,
+        peer: &str,
+    ) -> Result<Option<String>, StoreError> {
+        aliases::alias_of(&self.client().await?, thread, peer).await
+    }
+
+    pub(super) async fn revoke_session(&self, id: &str, until: i64) -> Result<(), StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        tx.execute(
+            "INSERT INTO revoked_sessions (id, until) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&id, &until],
+        )
+        .await?;
+        // Sent at commit: every host's cache learns of it at once.
+        tx.execute(
+            "SELECT pg_notify('inbox_work', 'signed-out:' || $1::TEXT)",
+            &[&id],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub(super) async fn revoked_sessions(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT id, until FROM revoked_sessions WHERE until > $1",
+                &[&now],
+            )
+            .await?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    pub(super) async fn count_reply(
+        &self,
+        message_id: &str,
+        attempt: u32,
+        limits: ReplyLimits,
+        now: i64,
+    ) -> Result<Result<(), i64>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let attempt = i64::from(attempt);
+        // The row is made first, so the lock below holds it whoever counts the first reply.
+        tx.execute(
+            "INSERT INTO reply_counts (message_id, attempt, total, window_start, in_window)
+             VALUES ($1, $2, 0, 0, 0) ON CONFLICT DO NOTHING",
+            &[&message_id, &attempt],
+        )
+        .await?;
+        let row = tx
+            .query_one(
+                "SELECT total, window_start, in_window FROM reply_counts
+                 WHERE message_id = $1 AND attempt = $2 FOR UPDATE",
+                &[&message_id, &attempt],
+            )
+            .await?;
+        let count = ReplyCount {
+            total: u32_at(&row, 0),
+            window_start: row.get(1),
+            in_window: u32_at(&row, 2),
+        };
+        let next = match count.next(limits, now) {
+            Ok(next) => next,
+            Err(wait) => return Ok(Err(wait)),
+        };
+        tx.execute(
+            "UPDATE reply_counts SET total = $3, window_start = $4, in_window = $5
+             WHERE message_id = $1 AND attempt = $2",
+            &[
+                &message_id,
+                &attempt,
+                &i64::from(next.total),
+                &next.window_start,
+                &i64::from(next.in_window),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Ok(()))
     }
 
     pub(super) async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
@@ -2062,6 +2183,8 @@ async fn insert_outbound(
             &[&o.id, p, &state.as_str(), &due],
         )
         .await?;
+        // Each peer gets the thread under its own name for it.
+        aliases::ensure(tx, &o.thread_id, p).await?;
     }
     if let Some(hold) = hold {
         insert_approval(

@@ -198,6 +198,45 @@ const MIGRATIONS: &[&str] = &[
         FOR EACH ROW WHEN (OLD.state = 'running' AND NEW.state = 'canceled')
         EXECUTE FUNCTION inbox_notify_cancel();
 "#,
+    // Version 4: a token knows the attempt it was minted for (0: before this version), and each
+    // attempt's replies are counted. Console sessions that signed out stay refused until they
+    // would have expired; every host hears of a sign-out on `inbox_work`.
+    r#"
+    ALTER TABLE tokens ADD COLUMN attempt BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE reply_counts (
+        message_id   TEXT NOT NULL,
+        attempt      BIGINT NOT NULL,
+        total        BIGINT NOT NULL,
+        window_start BIGINT NOT NULL,
+        in_window    BIGINT NOT NULL,
+        PRIMARY KEY (message_id, attempt)
+    );
+    CREATE TABLE revoked_sessions (
+        id    TEXT PRIMARY KEY,
+        until BIGINT NOT NULL
+    );
+    -- What a peer calls a thread, per peer (see aliases.rs). Existing threads keep their id,
+    -- which becomes their first sender's alias; each peer a reply went to in a thread calls it
+    -- by its id, as it did.
+    CREATE TABLE thread_aliases (
+        peer      TEXT NOT NULL,
+        alias     TEXT NOT NULL,
+        thread_id TEXT NOT NULL,
+        PRIMARY KEY (peer, alias)
+    );
+    CREATE UNIQUE INDEX thread_aliases_thread ON thread_aliases (thread_id, peer);
+    INSERT INTO thread_aliases (peer, alias, thread_id)
+        SELECT DISTINCT ON (m.thread_id) m.sender, m.thread_id, m.thread_id FROM messages m
+        WHERE m.thread_id <> m.id
+          AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.id = m.thread_id)
+        ORDER BY m.thread_id, m.seq
+        ON CONFLICT DO NOTHING;
+    INSERT INTO thread_aliases (peer, alias, thread_id)
+        SELECT d.peer, r.thread_id, r.thread_id FROM deliveries d JOIN replies r ON r.id = d.reply_id
+        WHERE d.peer NOT LIKE 'a2a-push:%'
+        ORDER BY r.seq
+        ON CONFLICT DO NOTHING;
+"#,
 ];
 
 /// The newest schema version this binary knows.

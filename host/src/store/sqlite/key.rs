@@ -25,6 +25,8 @@ pub(crate) const KEY_COLUMNS: &[(&str, &[&str])] = &[
     ("task_inputs", &["task_id", "message_id"]),
     ("push_configs", &["task_id"]),
     ("approvals", &["id", "message_id", "thread_id"]),
+    ("reply_counts", &["message_id"]),
+    ("thread_aliases", &["alias", "thread_id"]),
 ];
 
 /// An id as bound to a statement.

@@ -5,6 +5,7 @@
 //! to one claimant, keeps the delivery claims in memory (they end with the process, so a restart
 //! finds every undelivered delivery due again), and fences a turn's end by its attempt number.
 
+mod aliases;
 pub(super) mod key;
 mod prealloc;
 mod reads;
@@ -23,7 +24,7 @@ use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
     Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig,
-    Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
+    ReplyLimits, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
@@ -145,6 +146,7 @@ impl SqliteStore {
     pub(super) async fn insert_message(
         &self,
         message: Message,
+        alias: Option<String>,
         turn: Option<NewTurn>,
         dedup: Option<Dedup>,
         task: Option<TaskLink>,
@@ -152,10 +154,31 @@ impl SqliteStore {
         self.writer
             .write(InsertMessage {
                 message,
+                alias,
                 turn,
                 dedup,
                 task,
             })
+            .await
+    }
+
+    pub(super) async fn thread_of(
+        &self,
+        peer: &str,
+        alias: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (peer, alias) = (peer.to_owned(), alias.to_owned());
+        self.read(move |c| Ok(aliases::thread_of(c, &peer, &alias)?))
+            .await
+    }
+
+    pub(super) async fn alias_of(
+        &self,
+        thread: &str,
+        peer: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let (thread, peer) = (thread.to_owned(), peer.to_owned());
+        self.read(move |c| Ok(aliases::alias_of(c, &thread, &peer)?))
             .await
     }
 
@@ -452,6 +475,47 @@ impl SqliteStore {
         self.read(move |c| reads::token(c, &hash)).await
     }
 
+    pub(super) async fn revoke_session(&self, id: &str, until: i64) -> Result<(), StoreError> {
+        self.writer
+            .write(RevokeSession {
+                id: id.to_owned(),
+                until,
+            })
+            .await
+    }
+
+    pub(super) async fn revoked_sessions(
+        &self,
+        now: i64,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id, until FROM revoked_sessions WHERE until > ?1")?;
+            let rows = stmt
+                .query_map(rusqlite::params![now], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    pub(super) async fn count_reply(
+        &self,
+        message_id: &str,
+        attempt: u32,
+        limits: ReplyLimits,
+        now: i64,
+    ) -> Result<Result<(), i64>, StoreError> {
+        self.writer
+            .write(CountReply {
+                message_id: message_id.to_owned(),
+                attempt,
+                limits,
+                now,
+            })
+            .await
+    }
+
     pub(super) async fn message(&self, id: &str) -> Result<Option<Message>, StoreError> {
         let id = id.to_owned();
         self.read(move |c| reads::message(c, &id)).await
@@ -539,7 +603,7 @@ mod tests {
                         let mut m = message(&format!("w{w}-{i}"));
                         m.payload = payload.clone();
                         store
-                            .insert_message(m, None, None, None)
+                            .insert_message(m, None, None, None, None)
                             .await
                             .expect("insert");
                     }

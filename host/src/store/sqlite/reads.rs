@@ -127,7 +127,7 @@ pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, S
     Ok(c.prepare_cached(concat!(
         "SELECT t.message_id, t.route, ",
         thread_id_of!("m."),
-        ", m.hops, t.expires_at, tu.state IN ('running', 'queued')
+        ", m.hops, t.expires_at, tu.state IN ('running', 'queued'), t.attempt
          FROM tokens t JOIN messages m ON m.id = t.message_id
          LEFT JOIN turns tu ON tu.message_id = t.message_id
          WHERE t.hash = ?1"
@@ -136,6 +136,7 @@ pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, S
         let running: Option<bool> = r.get(5)?;
         Ok(Grant {
             message_id: id(r, 0)?,
+            attempt: r.get(6)?,
             route: r.get(1)?,
             thread_id: id(r, 2)?,
             hops: r.get(3)?,

@@ -209,6 +209,45 @@ const MIGRATIONS: &[&str] = &[
     UPDATE approvals SET id = inbox_key(id), message_id = inbox_key(message_id),
                          thread_id = inbox_key(thread_id);
     "#,
+    // Version 8: a token knows the attempt it was minted for (0: before this version), and each
+    // attempt's replies are counted (`max_replies_per_turn`, `max_replies_per_minute`). Console
+    // sessions that signed out stay refused until they would have expired.
+    r#"
+    ALTER TABLE tokens ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE reply_counts (
+        message_id   TEXT NOT NULL,
+        attempt      INTEGER NOT NULL,
+        total        INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        in_window    INTEGER NOT NULL,
+        PRIMARY KEY (message_id, attempt)
+    ) WITHOUT ROWID;
+    CREATE TABLE revoked_sessions (
+        id    TEXT PRIMARY KEY,
+        until INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- What a peer calls a thread (its thread_id or A2A contextId), per peer: two peers that name
+    -- the same id get two threads. A thread's first message without a thread_id needs no row:
+    -- its id is its sender's name for it (see `aliases.rs`).
+    CREATE TABLE thread_aliases (
+        peer      TEXT NOT NULL,
+        alias     TEXT NOT NULL,
+        thread_id TEXT NOT NULL,
+        PRIMARY KEY (peer, alias)
+    ) WITHOUT ROWID;
+    CREATE UNIQUE INDEX thread_aliases_thread ON thread_aliases(thread_id, peer);
+    -- Existing threads keep their id, which becomes their first sender's alias; and each peer
+    -- a reply went to in a thread calls it by its id, as it did.
+    INSERT OR IGNORE INTO thread_aliases (peer, alias, thread_id)
+        SELECT m.sender, m.thread_id, m.thread_id FROM messages m
+        WHERE m.thread_id <> ''
+          AND m.seq = (SELECT min(f.seq) FROM messages f WHERE f.thread_id = m.thread_id)
+          AND NOT EXISTS (SELECT 1 FROM messages o WHERE o.id = m.thread_id);
+    INSERT OR IGNORE INTO thread_aliases (peer, alias, thread_id)
+        SELECT d.peer, r.thread_id, r.thread_id FROM deliveries d JOIN replies r ON r.id = d.reply_id
+        WHERE d.peer NOT LIKE 'a2a-push:%'
+        ORDER BY r.seq;
+    "#,
 ];
 
 /// The newest schema version this binary knows.
@@ -283,6 +322,13 @@ mod tests {
         let v7 = MIGRATIONS[6];
         let mut converted = 0;
         for (table, columns) in crate::store::sqlite::key::KEY_COLUMNS {
+            // Tables made after v7 store ids in their stored form from the start.
+            if MIGRATIONS[7..]
+                .iter()
+                .any(|m| m.contains(&format!("CREATE TABLE {table} (")))
+            {
+                continue;
+            }
             let update = v7
                 .split(';')
                 .find(|s| s.trim_start().starts_with(&format!("UPDATE {table} SET")))

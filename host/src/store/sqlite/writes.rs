@@ -7,8 +7,8 @@ use super::key::{id, key, opt_key};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, Task,
-    TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, ReplyCount,
+    ReplyLimits, Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
@@ -17,6 +17,9 @@ use crate::store::{
 
 pub(super) struct InsertMessage {
     pub(super) message: Message,
+    /// What the sender calls the thread, if it named one: resolved here, in the transaction, so
+    /// two first messages naming one new alias make one thread.
+    pub(super) alias: Option<String>,
     pub(super) turn: Option<NewTurn>,
     pub(super) dedup: Option<Dedup>,
     pub(super) task: Option<TaskLink>,
@@ -47,6 +50,16 @@ impl Write for InsertMessage {
                 max_queued: turn.max_queued,
             });
         }
+        let thread = match &self.alias {
+            None => m.thread_id.clone(),
+            Some(alias) => match super::aliases::thread_of(c, &m.sender, alias)? {
+                Some(thread) => thread,
+                None => {
+                    super::aliases::insert(c, &m.sender, alias, &m.thread_id)?;
+                    m.thread_id.clone()
+                }
+            },
+        };
         if let Some(d) = &self.dedup {
             c.prepare_cached(
                 "INSERT OR REPLACE INTO dedup (sender, key, message_id, created_at) VALUES (?1, ?2, ?3, ?4)",
@@ -65,11 +78,7 @@ impl Write for InsertMessage {
             m.msg_type,
             m.payload,
             // A thread's first message stores '' (schema v6): its thread is its own id.
-            key(if m.thread_id == m.id {
-                ""
-            } else {
-                m.thread_id.as_str()
-            }),
+            key(if thread == m.id { "" } else { thread.as_str() }),
             opt_key(m.in_reply_to.as_deref()),
             m.hops,
             m.sender_ref,
@@ -100,7 +109,7 @@ impl Write for InsertMessage {
                     ApprovalKind::Inbound,
                     &m.route,
                     Some(&m.id),
-                    &m.thread_id,
+                    &thread,
                     hold,
                     m.received_at,
                 )?;
@@ -260,6 +269,70 @@ impl Write for CancelTask {
     }
 }
 
+/// Records a console session as signed out.
+pub(super) struct RevokeSession {
+    pub(super) id: String,
+    pub(super) until: i64,
+}
+
+impl Write for RevokeSession {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        tx.conn
+            .prepare_cached("INSERT OR IGNORE INTO revoked_sessions (id, until) VALUES (?1, ?2)")?
+            .execute(params![self.id, self.until])?;
+        Ok(())
+    }
+}
+
+/// Counts one reply of an attempt within its limits; `Err(ms)` past them (nothing counted).
+pub(super) struct CountReply {
+    pub(super) message_id: String,
+    pub(super) attempt: u32,
+    pub(super) limits: ReplyLimits,
+    pub(super) now: i64,
+}
+
+impl Write for CountReply {
+    type Output = Result<(), i64>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Result<(), i64>, StoreError> {
+        let c = tx.conn;
+        let stored_id = key(&self.message_id);
+        let count = c
+            .prepare_cached(
+                "SELECT total, window_start, in_window FROM reply_counts
+                 WHERE message_id = ?1 AND attempt = ?2",
+            )?
+            .query_row(params![stored_id, self.attempt], |r| {
+                Ok(ReplyCount {
+                    total: r.get(0)?,
+                    window_start: r.get(1)?,
+                    in_window: r.get(2)?,
+                })
+            })
+            .optional()?
+            .unwrap_or_default();
+        let next = match count.next(self.limits, self.now) {
+            Ok(next) => next,
+            Err(wait) => return Ok(Err(wait)),
+        };
+        c.prepare_cached(
+            "INSERT OR REPLACE INTO reply_counts (message_id, attempt, total, window_start, in_window)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![
+            stored_id,
+            self.attempt,
+            next.total,
+            next.window_start,
+            next.in_window
+        ])?;
+        Ok(Ok(()))
+    }
+}
+
 pub(super) struct ClaimTurn(pub(super) TurnClaim);
 
 impl Write for ClaimTurn {
@@ -285,13 +358,15 @@ impl Write for ClaimTurn {
         )?
         .execute(params![key(&id), now_ms()])?;
         c.prepare_cached(
-            "INSERT INTO tokens (hash, message_id, route, expires_at) VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO tokens (hash, message_id, route, expires_at, attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
             &claim.token_hash.0[..],
             key(&id),
             claim.route,
-            claim.token_expires_at
+            claim.token_expires_at,
+            attempts + 1
         ])?;
         let message = c
             .prepare_cached(&format!(
@@ -455,6 +530,8 @@ impl Write for InsertOutbound {
         )?;
         for p in &self.peers {
             stmt.execute(params![key(&o.id), p, state.as_str(), due])?;
+            // Each peer gets the thread under its own name for it.
+            super::aliases::ensure(c, &o.thread_id, p)?;
         }
         if let Some(hold) = &self.hold {
             insert_approval(
@@ -487,7 +564,10 @@ impl Write for ClaimDeliveries {
         let rows = tx
             .conn
             .prepare_cached(&format!(
-                "SELECT {}, d.peer, d.attempts FROM deliveries d
+                "SELECT {}, d.peer, d.attempts,
+                        coalesce((SELECT a.alias FROM thread_aliases a
+                                  WHERE a.thread_id = r.thread_id AND a.peer = d.peer), r.thread_id)
+                 FROM deliveries d
                  JOIN replies r ON r.id = d.reply_id
                  WHERE d.next_attempt_at IS NOT NULL AND d.next_attempt_at <= ?1
                  ORDER BY d.next_attempt_at LIMIT ?2",
@@ -498,6 +578,7 @@ impl Write for ClaimDeliveries {
                     outbound: super::reads::outbound_row(r)?,
                     peer: r.get(9)?,
                     attempts: r.get(10)?,
+                    thread_alias: id(r, 11)?,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
@@ -637,6 +718,7 @@ impl Write for Prune {
                 "DELETE FROM replies WHERE in_reply_to = ?1",
                 "DELETE FROM approvals WHERE message_id = ?1",
                 "DELETE FROM tokens WHERE message_id = ?1",
+                "DELETE FROM reply_counts WHERE message_id = ?1",
                 "DELETE FROM task_inputs WHERE message_id = ?1",
                 "DELETE FROM turns WHERE message_id = ?1",
                 "DELETE FROM messages WHERE id = ?1",
