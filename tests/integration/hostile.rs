@@ -578,13 +578,13 @@ async fn no_token_is_on_any_command_line_during_a_real_turn() {
     let id = send_task(&host).await;
     let mut scans = 0;
     let mut saw_curl = false;
-    let mut leaked = Vec::new();
+    let mut leaked = std::collections::BTreeMap::new();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         for (pid, cmd) in descendants(root) {
             saw_curl |= cmd.contains("curl") && cmd.contains("/send");
             if has_token(&cmd) {
-                leaked.push((pid, cmd));
+                leaked.insert(pid, cmd);
             }
         }
         scans += 1;
