@@ -217,6 +217,7 @@ impl Inbox {
             Some(a) => self.store.thread_of(&sender, a).await?,
             None => None,
         };
+        let known_thread = thread_id.is_some();
         let mut message = Message {
             thread_id: thread_id.unwrap_or_else(|| id.clone()),
             id,
@@ -304,8 +305,11 @@ impl Inbox {
         // Finished even if the client hangs up, so a committed turn never misses its wake-up.
         // The ack names the thread as the sender does.
         let sender_thread = alias.clone().unwrap_or_else(|| thread_id.clone());
+        // An alias already found names its thread for good (rows are only added): the insert
+        // resolves only a new one, and a continued thread takes the plain insert.
+        let new_alias = alias.filter(|_| !known_thread);
         let inserted = Finish::new(async move {
-            let inserted = match alias {
+            let inserted = match new_alias {
                 Some(alias) => {
                     store
                         .insert_message_in_thread(message, alias, turn, dedup, task)

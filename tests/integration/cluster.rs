@@ -891,27 +891,7 @@ async fn a_console_sign_out_on_one_host_holds_on_every_host() {
     let work = tempfile::tempdir().unwrap();
     let base = Toml::tasks("http://127.0.0.1:9/message", &agent_command(&[]));
     let (a, b) = two_hosts(work.path(), &base, &schema, &url).await;
-    let sign_in = |host: &BinHost| {
-        let url = host.url("/console/login");
-        async move {
-            let r = request(
-                "POST",
-                &url,
-                &[("content-type", "application/x-www-form-urlencoded")],
-                format!("secret={ADMIN}"),
-            )
-            .await;
-            assert_eq!(r.status, 303);
-            r.headers["set-cookie"]
-                .to_str()
-                .unwrap()
-                .split(';')
-                .next()
-                .unwrap()
-                .to_owned()
-        }
-    };
-    let (gone, kept) = (sign_in(&a).await, sign_in(&a).await);
+    let (gone, kept) = (console_sign_in(&a).await, console_sign_in(&a).await);
     let status_on = |host: &BinHost, cookie: &str| {
         let (url, cookie) = (host.url("/status"), cookie.to_owned());
         async move {

@@ -619,24 +619,7 @@ async fn no_token_is_on_any_command_line_during_a_real_turn() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signing_out_revokes_the_session_and_only_that_one() {
     let host = start_host(&Toml::new().build()).await;
-    let sign_in = || async {
-        let r = request(
-            "POST",
-            &host.url("/console/login"),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            format!("secret={ADMIN}"),
-        )
-        .await;
-        assert_eq!(r.status, 303);
-        r.headers["set-cookie"]
-            .to_str()
-            .unwrap()
-            .split(';')
-            .next()
-            .unwrap()
-            .to_owned()
-    };
-    let (first, second) = (sign_in().await, sign_in().await);
+    let (first, second) = (console_sign_in(&host).await, console_sign_in(&host).await);
     assert_ne!(first, second);
     let status_with = |cookie: String| {
         let url = host.url("/status");

@@ -1099,6 +1099,25 @@ pub async fn admin_post(host: &impl Endpoint, path: &str, body: &str) -> Resp {
     .await
 }
 
+/// Signs in to the console with [`ADMIN`], checked to be a 303; the session cookie (`name=value`).
+pub async fn console_sign_in(host: &impl Endpoint) -> String {
+    let r = request(
+        "POST",
+        &host.url("/console/login"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("secret={ADMIN}"),
+    )
+    .await;
+    assert_eq!(r.status, 303, "{}", r.text);
+    r.headers["set-cookie"]
+        .to_str()
+        .expect("ascii")
+        .split(';')
+        .next()
+        .expect("a cookie")
+        .to_owned()
+}
+
 /// `GET /messages/{id}` as the admin, checked to be a 200.
 pub async fn view(host: &impl Endpoint, id: &str) -> Value {
     let r = admin_get(host, &format!("/messages/{id}")).await;

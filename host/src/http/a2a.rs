@@ -40,9 +40,8 @@ pub(super) fn auth_limited(wait: Duration) -> Response<Body> {
         StatusCode::TOO_MANY_REQUESTS,
         &a2a::error_response(&serde_json::Value::Null, &e),
     );
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
     resp.headers_mut()
-        .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        .insert(http::header::RETRY_AFTER, super::error::retry_after(wait));
     resp
 }
 

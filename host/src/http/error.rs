@@ -308,23 +308,28 @@ impl ApiError {
                     .insert(http::header::ALLOW, HeaderValue::from_static(allow));
             }
             ApiError::Inbox(
-                InboxError::RateLimited { retry_after, .. }
-                | InboxError::TooManyReplies { retry_after, .. },
-            ) => {
-                let secs = retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0);
+                InboxError::RateLimited {
+                    retry_after: wait, ..
+                }
+                | InboxError::TooManyReplies {
+                    retry_after: wait, ..
+                },
+            )
+            | ApiError::AuthLimited(wait) => {
                 resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
-            }
-            ApiError::AuthLimited(wait) => {
-                // Whole seconds, rounded up, so a client that waits this long is let in.
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+                    .insert(http::header::RETRY_AFTER, retry_after(wait));
             }
             _ => {}
         }
         resp
     }
+}
+
+/// A `Retry-After` of whole seconds, rounded up (at least 1), so a client that waits this long is
+/// let in.
+pub(super) fn retry_after(wait: std::time::Duration) -> HeaderValue {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(secs.max(1))
 }
 
 /// An empty answer with just a status, for when even the error body cannot be built.

@@ -42,6 +42,15 @@ pub(super) async fn run(
         return Ok(());
     };
     let grace = snap.config.server.reply_grace;
+    // What ends the turn if it fails before its agent starts.
+    let unstarted = Unstarted {
+        turns,
+        lease: &lease,
+        message: &message,
+        route,
+        settings,
+        grace,
+    };
     let url = format!("{}/send", turns.public_url(snap));
     let deadline_ms = now_ms() + (settings.timeout + grace).as_millis() as i64;
     // A subprocess agent reads its credential from a private file (`curl -H @file`), so no token
@@ -53,15 +62,7 @@ pub(super) async fn run(
             Err(e) => {
                 tracing::error!(message_id = %id, error = %e, "cannot write the reply token's header file");
                 let error = TurnError::new("auth_file_failed", e.to_string());
-                let failed = Unstarted {
-                    turns,
-                    lease: &lease,
-                    message: &message,
-                    route,
-                    settings,
-                    grace,
-                };
-                return failed.end(error).await;
+                return unstarted.end(error).await;
             }
         },
         Driver::OpenClawGateway(_) => None,
@@ -86,15 +87,7 @@ pub(super) async fn run(
         Ok(None) => prompt::render(&message, &ctx),
         Err(e) => {
             tracing::error!(message_id = %id, error = %e, "render-turn failed");
-            let failed = Unstarted {
-                turns,
-                lease: &lease,
-                message: &message,
-                route,
-                settings,
-                grace,
-            };
-            return failed
+            return unstarted
                 .end(TurnError::new("plugin_failed", e.to_string()))
                 .await;
         }
