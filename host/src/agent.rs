@@ -355,6 +355,10 @@ async fn supervise(
         .stderr(Stdio::piped())
         // A group of its own lets us signal everything the agent forks at once.
         .process_group(0);
+    // Between the inbox and the agent, a supervisor that ends the agent's whole session with
+    // it, even what left the group with setsid (see `subreaper`).
+    #[cfg(target_os = "linux")]
+    crate::subreaper::supervised(&mut cmd, limits.kill_grace);
     // No kill_on_drop: the host may deliberately leave agents running across a restart.
     if let Some(dir) = work_dir {
         cmd.current_dir(dir);
@@ -459,6 +463,9 @@ async fn supervise(
     }
 }
 
+/// How long past the kill grace the inbox waits for an agent's supervisor to end the session.
+const SUPERVISOR_SLACK: Duration = Duration::from_secs(2);
+
 /// SIGTERM to the group, then SIGKILL after `grace` if the leader is still alive; reaps the leader.
 async fn terminate(
     child: &mut Child,
@@ -466,7 +473,9 @@ async fn terminate(
     grace: Duration,
 ) -> io::Result<ExitStatus> {
     signal_group(child, pgid, Signal::SIGTERM);
-    if let Ok(waited) = tokio::time::timeout(grace, child.wait()).await {
+    // The supervisor kills what ignores SIGTERM itself at the grace's end, then sweeps the
+    // session: a moment more before it is killed in turn.
+    if let Ok(waited) = tokio::time::timeout(grace + SUPERVISOR_SLACK, child.wait()).await {
         return waited;
     }
     warn!(pid = ?pgid, ?grace, "agent ignored SIGTERM; killing its process group");

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use crate::client::{self, AdminClient};
-use crate::config::{Config, ConfigError, ConfigErrors};
+use crate::config::Config;
 use crate::wire::{
     Ack, AdminSendBody, ApprovalList, ApprovalView, DecideBody, Detail, MessageList, Outbox,
     Reloaded, Requeued, Status,
@@ -140,7 +140,8 @@ enum Command {
         cacert: Option<PathBuf>,
         /// Wait for the answer in the thread: progress on stderr as it happens, then the answer's
         /// payload on stdout. Exit 0 answered, 2 no answer in time, 3 the answer is TURN_FAILED,
-        /// 4 the message could not be delivered (a dead letter). As the admin or as an agent.
+        /// 4 no answer will come: the message could not be delivered (a dead letter), a person
+        /// rejected it, or the answer was refused here. As the admin or as an agent.
         #[arg(long)]
         wait: bool,
         /// With --wait: how long to wait, in seconds.
@@ -167,6 +168,10 @@ enum Command {
     },
     /// Make the running inbox re-read its config now (it also does on file change and SIGHUP).
     Reload {
+        /// Apply a config that removes every peer or every route (refused otherwise, so that a
+        /// bad edit cannot empty a running inbox).
+        #[arg(long)]
+        allow_empty: bool,
         /// The routes file (for the server's address and admin secret).
         #[arg(long, short, default_value = "routes.toml")]
         config: PathBuf,
@@ -333,6 +338,64 @@ async fn report_dropped_lines(counter: crate::log::LogWriter) {
     }
 }
 
+/// `agent-inbox check`: every problem in the config and the files it names, each plugin compiled
+/// as `serve` would (through the compile cache), and the store reached; exit 1 on any problem.
+async fn check(path: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let cfg = match Config::load(path) {
+        Ok(cfg) => cfg,
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let engine = crate::snapshot::engine(&cfg).context("cannot start the plugin engine")?;
+    let (cfg, built) = tokio::task::spawn_blocking(move || {
+        let built = crate::snapshot::Files::read(&cfg)
+            .and_then(|files| crate::snapshot::Snapshot::build(cfg.clone(), files, &engine));
+        (cfg, built.map(drop))
+    })
+    .await
+    .context("the plugin loader failed")?;
+    if let Err(e) = built {
+        let n = e.0.len();
+        eprintln!(
+            "{}: {n} problem{} with the files it names:",
+            path.display(),
+            if n == 1 { "" } else { "s" }
+        );
+        for e in &e.0 {
+            eprintln!("  - {e}");
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    for w in &cfg.warnings {
+        println!("warning: {w}");
+    }
+    if !cfg.has_server_table {
+        println!(
+            "warning: the file has no [server] table; a running inbox refuses to reload a file without one (is it empty, or cut short?)"
+        );
+    }
+    if cfg.peers.is_empty() && cfg.routes.is_empty() {
+        println!("warning: the config has no peers and no routes: every message would be refused");
+    }
+    match crate::store::Store::check(&crate::store_settings(&cfg)).await {
+        Ok(found) => println!("store: {found}"),
+        Err(e) => {
+            eprintln!("{}: the store: {e}", path.display());
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    println!(
+        "{}: ok ({}, {})",
+        path.display(),
+        plural(cfg.peers.len(), "peer"),
+        plural(cfg.routes.len(), "route")
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
@@ -344,46 +407,10 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             for w in &cfg.warnings {
                 tracing::warn!("{w}");
             }
-            let listener = tokio::net::TcpListener::bind(cfg.server.listen)
-                .await
-                .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
-            crate::run(cfg, listener, shutdown_signal()).await?;
+            crate::serve(cfg, shutdown_signal()).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Check { config } => match Config::load(&config).and_then(|cfg| {
-            // The files it names (plugins, certificates) must be there, and the TLS ones usable.
-            crate::snapshot::Files::read(&cfg)
-                .and_then(|files| crate::snapshot::tls_parts(&cfg, &files))
-                .map_err(|e| {
-                    let each = e.0.iter().map(|e| ConfigError::Syntax(e.to_string()));
-                    ConfigErrors(each.collect())
-                })?;
-            Ok(cfg)
-        }) {
-            Ok(cfg) => {
-                for w in &cfg.warnings {
-                    println!("warning: {w}");
-                }
-                match crate::store::Store::check(&crate::store_settings(&cfg)).await {
-                    Ok(found) => println!("store: {found}"),
-                    Err(e) => {
-                        eprintln!("{}: the store: {e}", config.display());
-                        return Ok(ExitCode::FAILURE);
-                    }
-                }
-                println!(
-                    "{}: ok ({} peers, {} routes)",
-                    config.display(),
-                    cfg.peers.len(),
-                    cfg.routes.len()
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{}: {e}", config.display());
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Command::Check { config } => check(&config).await,
         Command::Send {
             to,
             msg_type,
@@ -456,11 +483,17 @@ async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let client = AdminClient::from_config(&load(&config)?)?;
             crate::live::tail(&client, route, thread, json).await
         }
-        Command::Reload { config } => {
+        Command::Reload {
+            allow_empty,
+            config,
+        } => {
             let client = AdminClient::from_config(&load(&config)?)?;
-            let r: Reloaded = client
-                .expect(http::Method::POST, "/admin/reload", None)
-                .await?;
+            let path = if allow_empty {
+                "/admin/reload?allow_empty=true"
+            } else {
+                "/admin/reload"
+            };
+            let r: Reloaded = client.expect(http::Method::POST, path, None).await?;
             println!("{} (config {})", r.status, r.config_hash);
             Ok(ExitCode::SUCCESS)
         }

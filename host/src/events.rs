@@ -102,6 +102,17 @@ pub enum Event {
         /// Who decided.
         by: String,
     },
+    /// A peer's message in a thread this inbox knows was refused (recorded in the thread).
+    MessageRefused {
+        /// The thread.
+        thread_id: String,
+        /// The peer that sent it.
+        peer: String,
+        /// Its type.
+        msg_type: String,
+        /// The error code it was answered with.
+        code: String,
+    },
     /// A new config is in force.
     ConfigReloaded {
         /// Its hash.

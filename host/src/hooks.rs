@@ -203,26 +203,41 @@ pub async fn render_turn(
     .map_err(|e| failed(p, e))
 }
 
+/// What a reply is checked against: its turn's terms (the route's reply types and `reply_to`
+/// when the turn started, and the plugin it started with, if any).
+#[derive(Debug, Clone, Copy)]
+pub struct ReplyRules<'a> {
+    /// The route, for logs and metrics.
+    pub route: &'a str,
+    /// The types the turn may reply with.
+    pub reply_types: &'a [String],
+    /// Where its replies may go.
+    pub reply_to: &'a [String],
+    /// The check-reply plugin, if the turn has one.
+    pub plugin: Option<&'a RoutePlugin>,
+}
+
 /// Runs the route's check-reply (if it has a plugin) on a reply to `answered`, and checks what it
 /// decided: the type against the route's reply types, the peers against its `reply_to`.
 pub async fn check_reply(
     snap: &Snapshot,
-    route: &Route,
+    rules: &ReplyRules<'_>,
     answered: &Message,
     draft: Draft,
 ) -> Result<Cleared, HookError> {
     let as_sent = |reply: Draft| Cleared {
         reply,
-        to: route.reply_to.clone(),
+        to: rules.reply_to.to_vec(),
     };
-    let Some(p) = snap.plugins.get(&route.name) else {
+    let Some(p) = rules.plugin else {
         return Ok(as_sent(draft));
     };
+    let reply_to = rules.reply_to.to_vec();
     let verdict = timed(
-        &route.name,
+        rules.route,
         "check-reply",
         p.plugin
-            .check_reply(answered, &draft, &route.reply_to, &p.spec.config_json),
+            .check_reply(answered, &draft, &reply_to, &p.spec.config_json),
     )
     .await
     .map_err(|e| failed(p, e))?;
@@ -247,7 +262,7 @@ pub async fn check_reply(
                 }
                 None => draft,
             };
-            if !route.reply_types.contains(&draft.msg_type) {
+            if !rules.reply_types.contains(&draft.msg_type) {
                 return Err(failed(
                     p,
                     format!(
@@ -256,8 +271,8 @@ pub async fn check_reply(
                     ),
                 ));
             }
-            let to = to.unwrap_or_else(|| route.reply_to.clone());
-            if let Some(bad) = to.iter().find(|peer| !route.reply_to.contains(peer)) {
+            let to = to.unwrap_or(reply_to);
+            if let Some(bad) = to.iter().find(|peer| !rules.reply_to.contains(peer)) {
                 return Err(failed(
                     p,
                     format!("it chose peer {bad:?}, which is not in reply_to"),

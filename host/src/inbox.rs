@@ -18,7 +18,9 @@ use crate::reload::Reloader;
 use crate::router::NoRoute;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Active, Snapshot};
-use crate::store::{Dedup, Hold, Inserted, MessageFilter, NewTurn, Store, StoreError, TaskLink};
+use crate::store::{
+    Dedup, Hold, Inserted, Lease, MessageFilter, NewTurn, Store, StoreError, TaskLink,
+};
 use crate::turns::Turns;
 use crate::wire::{
     Ack, AckStatus, AdminSendBody, ApprovalItem, ApprovalList, Detail, Envelope, MessageDetail,
@@ -67,6 +69,12 @@ pub enum InboxError {
     /// The reply token is unknown or expired.
     #[error("unauthorized")]
     BadToken,
+    /// The reply token's attempt was given up: its turn was interrupted and queued to run
+    /// again (the new attempt's agent answers), or settled as interrupted.
+    #[error(
+        "this reply token's attempt was superseded: its turn was interrupted and runs again (or was given up), so this attempt can no longer answer"
+    )]
+    Superseded,
     /// The operator named a peer the config does not have.
     #[error("unknown peer {peer:?}; known: {}", known.join(", "))]
     UnknownPeer {
@@ -170,6 +178,60 @@ pub struct Inbox {
     pub ready: std::sync::atomic::AtomicBool,
     /// Console sessions signed out on any host, not yet expired.
     pub sessions: crate::console::Revoked,
+    /// Whether the store takes writes, as last seen (for `/readyz`).
+    pub store_health: StoreHealth,
+    /// When each (peer, code) last had a refused message logged, and each (peer, code,
+    /// thread) recorded.
+    pub refusals: crate::rate::Every,
+}
+
+/// A message an authenticated peer sent that was refused, as the front door answered it.
+#[derive(Debug, Clone)]
+pub struct Refused<'a> {
+    /// The peer.
+    pub peer: &'a str,
+    /// Its type, if the body could be read.
+    pub msg_type: Option<&'a str>,
+    /// The thread it named (the peer's name for it), if any.
+    pub thread: Option<&'a str>,
+    /// The outbound message it answered, if it named one.
+    pub in_reply_to: Option<&'a str>,
+    /// The error code it was answered with.
+    pub code: &'a str,
+    /// The answer's words.
+    pub detail: String,
+}
+
+/// How often one peer's refusals of one code are logged, and recorded in one thread.
+const REFUSAL_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Whether the store takes writes, as last seen: down when a write fails for want of space (or a
+/// read-only or unreachable database), up again only when a probe write succeeds, so `/readyz`
+/// recovers without traffic.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    down: std::sync::atomic::AtomicBool,
+}
+
+impl StoreHealth {
+    /// A write failed with the store unavailable.
+    pub fn failed(&self, why: &str) {
+        if !self.down.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            tracing::error!(error = %why, "the store cannot write: answering 503 until it can (probing)");
+        }
+    }
+
+    /// A probe write succeeded.
+    pub fn recovered(&self) {
+        if self.down.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            tracing::info!("the store writes again");
+        }
+    }
+
+    /// Whether the last write seen failed.
+    pub fn is_down(&self) -> bool {
+        self.down.load(std::sync::atomic::Ordering::SeqCst)
+    }
 }
 
 /// Why and for how long an outbound message waits for a person, and whose it is (for the
@@ -181,6 +243,26 @@ struct HeldBy {
     sender: String,
     reason: String,
     timeout: std::time::Duration,
+}
+
+impl HeldBy {
+    /// What waits for a person (announced) and the hold recorded with `outbound`.
+    fn waiting(self, outbound: &Outbound) -> (Waiting, Hold) {
+        let waiting = Waiting {
+            id: outbound.id.clone(),
+            kind: ApprovalKind::Outbound,
+            route: self.route,
+            sender: self.sender,
+            msg_type: outbound.msg_type.clone(),
+            thread_id: outbound.thread_id.clone(),
+            reason: self.reason.clone(),
+        };
+        let hold = Hold {
+            reason: self.reason,
+            expires_at: outbound.created_at + self.timeout.as_millis() as i64,
+        };
+        (waiting, hold)
+    }
 }
 
 impl Inbox {
@@ -239,11 +321,6 @@ impl Inbox {
         message.mailbox = route.agent().is_none();
         message.received_at = now_ms();
         let (id, thread_id) = (message.id.clone(), message.thread_id.clone());
-        tracing::info!(
-            message_id = %id, sender = %message.sender, route = %message.route,
-            msg_type = %message.msg_type, thread = %thread_id, hops = message.hops,
-            "message received"
-        );
         let dedup = idempotency_key
             .or_else(|| message.sender_ref.clone())
             .map(|key| Dedup {
@@ -308,6 +385,14 @@ impl Inbox {
         // An alias already found names its thread for good (rows are only added): the insert
         // resolves only a new one, and a continued thread takes the plain insert.
         let new_alias = alias.filter(|_| !known_thread);
+        let received = (
+            id.clone(),
+            message.sender.clone(),
+            message.route.clone(),
+            message.msg_type.clone(),
+            thread_id.clone(),
+            message.hops,
+        );
         let inserted = Finish::new(async move {
             let inserted = match new_alias {
                 Some(alias) => {
@@ -318,6 +403,12 @@ impl Inbox {
                 None => store.insert_message(message, turn, dedup, task).await?,
             };
             if inserted == Inserted::New {
+                // Logged once committed: a line names only what the inbox has.
+                tracing::info!(
+                    message_id = %received.0, sender = %received.1, route = %received.2,
+                    msg_type = %received.3, thread = %received.4, hops = received.5,
+                    "message received"
+                );
                 crate::metrics::get()
                     .accepted
                     .get_or_create(&accepted)
@@ -354,6 +445,74 @@ impl Inbox {
         }
     }
 
+    /// Makes a refused message visible: an INFO line (at most one per peer and code every 10 s)
+    /// and, when it names a thread this inbox knows (by the peer's name for it, or by the
+    /// message it answers), a `refused` record in that thread with its event, so a `send
+    /// --wait` there ends at once instead of waiting out its timeout.
+    pub async fn refused(&self, r: Refused<'_>) {
+        let now = std::time::Instant::now();
+        let msg_type = r.msg_type.unwrap_or("?");
+        if self.refusals.allow(&[r.peer, r.code], REFUSAL_EVERY, now) {
+            tracing::info!(
+                peer = %r.peer, msg_type = %msg_type, code = %r.code, detail = %r.detail,
+                "message refused"
+            );
+        }
+        let thread = match self.known_thread(&r).await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look up a refused message's thread");
+                None
+            }
+        };
+        let Some(thread) = thread else { return };
+        if !self
+            .refusals
+            .allow(&[r.peer, r.code, &thread], REFUSAL_EVERY, now)
+        {
+            return;
+        }
+        let refusal = crate::model::Refusal {
+            thread_id: thread.clone(),
+            peer: r.peer.to_owned(),
+            msg_type: msg_type.to_owned(),
+            code: r.code.to_owned(),
+            detail: crate::model::escape_controls(&r.detail.chars().take(500).collect::<String>())
+                .into_owned(),
+            at: now_ms(),
+        };
+        if let Err(e) = self.store.insert_refusal(refusal).await {
+            tracing::warn!(error = %e, "cannot record a refused message in its thread");
+            return;
+        }
+        self.events.publish(Event::MessageRefused {
+            thread_id: thread,
+            peer: r.peer.to_owned(),
+            msg_type: msg_type.to_owned(),
+            code: r.code.to_owned(),
+        });
+    }
+
+    /// The thread a refused message belongs to, if this inbox knows it: the one the peer calls
+    /// by the name it gave, else the thread of the outbound message it answers, if that was
+    /// sent to this peer.
+    async fn known_thread(&self, r: &Refused<'_>) -> Result<Option<String>, StoreError> {
+        if let Some(alias) = r.thread
+            && let Some(t) = self.store.thread_of(r.peer, alias).await?
+        {
+            return Ok(Some(t));
+        }
+        let Some(id) = r.in_reply_to else {
+            return Ok(None);
+        };
+        Ok(self
+            .store
+            .outbound(id)
+            .await?
+            .filter(|(_, deliveries)| deliveries.iter().any(|d| d.peer == r.peer))
+            .map(|(o, _)| o.thread_id))
+    }
+
     /// What a reply token grants, if it is known and still valid.
     pub async fn grant(&self, token: &str) -> Result<token::Grant, InboxError> {
         let grant = self
@@ -385,29 +544,38 @@ impl Inbox {
         Ok(())
     }
 
-    /// Records an agent's reply under its token's grant: checks its type, runs the route's
-    /// check-reply, commits it with a delivery per peer, and wakes the relay.
+    /// Records an agent's reply under its token's grant: checks its type, runs its check-reply,
+    /// commits it with a delivery per peer, and wakes the relay. All of it by the terms the turn
+    /// started with (its prompt promised them), whatever a reload changed since; a token from
+    /// before terms were kept falls back to the route in force.
     pub async fn reply(
         &self,
         snap: &Snapshot,
         grant: token::Grant,
         body: SendBody,
     ) -> Result<Ack, InboxError> {
-        let Some(route) = snap.config.routes.get(&grant.route) else {
+        if !grant.current {
+            return Err(InboxError::Superseded);
+        }
+        let Some(terms) = grant
+            .terms
+            .clone()
+            .or_else(|| snap.turn_terms(&grant.route))
+        else {
             return Err(InboxError::UnknownReplyType {
                 got: body.msg_type,
                 allowed: vec![],
             });
         };
-        if !route.reply_types.contains(&body.msg_type) {
+        if !terms.reply_types.contains(&body.msg_type) {
             return Err(InboxError::UnknownReplyType {
                 got: body.msg_type,
-                allowed: route.reply_types.clone(),
+                allowed: terms.reply_types.clone(),
             });
         }
         // Counted before check-reply and any hold: a refused or held reply spends the budget too,
         // so one token cannot flood the plugins, the approvers or the peers.
-        let limits = route.reply_limits();
+        let limits = terms.limits;
         if let Err(wait_ms) = self
             .store
             .count_reply(&grant.message_id, grant.attempt, limits, now_ms())
@@ -427,17 +595,36 @@ impl Inbox {
             msg_type: body.msg_type,
             payload: body.payload,
         };
+        // The plugin the turn started with: the one in force, or one a reload replaced. After a
+        // restart that also changed it, only the one in force is left.
+        let plugin = terms.plugin.as_deref().and_then(|sha| {
+            snap.plugin_for(&grant.route, sha).or_else(|| {
+                let now = snap.plugins.get(&grant.route);
+                tracing::warn!(
+                    message_id = %grant.message_id, route = %grant.route,
+                    "the plugin this turn started with is no longer loaded; its reply is checked by the one in force"
+                );
+                now
+            })
+        });
         // Only a plugin needs the message being answered; without one, no read.
-        let (draft, to) = if snap.plugins.contains_key(&route.name) {
-            let answered = self
-                .store
-                .message(&grant.message_id)
-                .await?
-                .ok_or(InboxError::BadToken)?;
-            let cleared = hooks::check_reply(snap, route, &answered, draft).await?;
-            (cleared.reply, cleared.to)
-        } else {
-            (draft, route.reply_to.clone())
+        let (draft, to) = match plugin {
+            Some(p) => {
+                let answered = self
+                    .store
+                    .message(&grant.message_id)
+                    .await?
+                    .ok_or(InboxError::BadToken)?;
+                let rules = hooks::ReplyRules {
+                    route: &grant.route,
+                    reply_types: &terms.reply_types,
+                    reply_to: &terms.reply_to,
+                    plugin: Some(p),
+                };
+                let cleared = hooks::check_reply(snap, &rules, &answered, draft).await?;
+                (cleared.reply, cleared.to)
+            }
+            None => (draft, terms.reply_to.clone()),
         };
         let outbound = Outbound {
             id: new_id(),
@@ -445,29 +632,65 @@ impl Inbox {
             route: Some(grant.route.clone()),
             msg_type: draft.msg_type,
             payload: draft.payload,
-            thread_id: grant.thread_id,
+            thread_id: grant.thread_id.clone(),
             hops: grant.hops + 1,
             created_at: now_ms(),
-            agent: route.agent_id.clone(),
+            agent: terms.agent.clone(),
         };
         let id = outbound.id.clone();
+        let held = terms.approve_outbound.map(|ms| HeldBy {
+            route: grant.route.clone(),
+            sender: terms.agent.clone().unwrap_or_else(|| grant.route.clone()),
+            reason: format!("route {} approves outbound replies", grant.route),
+            timeout: std::time::Duration::from_millis(ms.max(0) as u64),
+        });
+        let attempt = Lease {
+            message_id: grant.message_id.clone(),
+            generation: grant.attempt,
+        };
+        if !self
+            .dispatch_reply(outbound.clone(), to.clone(), held, attempt)
+            .await?
+        {
+            return Err(InboxError::Superseded);
+        }
         tracing::info!(
             reply = %id, message_id = %grant.message_id, route = %grant.route,
-            agent = route.agent_id.as_deref().unwrap_or(""), msg_type = %outbound.msg_type,
-            peers = ?to, held = route.approve.outbound, "reply queued"
+            agent = terms.agent.as_deref().unwrap_or(""), msg_type = %outbound.msg_type,
+            peers = ?to, held = terms.approve_outbound.is_some(), "reply queued"
         );
-        let held = route.approve.outbound.then(|| HeldBy {
-            route: route.name.clone(),
-            sender: route.agent_id.clone().unwrap_or_else(|| route.name.clone()),
-            reason: format!("route {} approves outbound replies", route.name),
-            timeout: route.approval_timeout,
-        });
-        self.dispatch(outbound, to, held).await?;
         Ok(Ack {
             status: AckStatus::Queued,
             id,
             thread_id: None,
         })
+    }
+
+    /// Commits an agent's reply like [`Inbox::dispatch`], fenced by its attempt; `false` if that
+    /// attempt has been superseded (nothing written).
+    async fn dispatch_reply(
+        &self,
+        outbound: Outbound,
+        to: Vec<String>,
+        held: Option<HeldBy>,
+        attempt: Lease,
+    ) -> Result<bool, InboxError> {
+        let Some(h) = held else {
+            return Ok(self
+                .relay
+                .enqueue_reply(outbound, to, None, attempt)
+                .await?);
+        };
+        let (waiting, hold) = h.waiting(&outbound);
+        if !self
+            .relay
+            .enqueue_reply(outbound, to, Some(hold), attempt)
+            .await?
+        {
+            return Ok(false);
+        }
+        self.approvals.waiting(waiting);
+        Ok(true)
     }
 
     /// Commits an outbound message for delivery to `to`, or, if `held`, for a person to approve
@@ -482,19 +705,7 @@ impl Inbox {
             self.relay.enqueue(outbound, to).await?;
             return Ok(());
         };
-        let waiting = Waiting {
-            id: outbound.id.clone(),
-            kind: ApprovalKind::Outbound,
-            route: h.route,
-            sender: h.sender,
-            msg_type: outbound.msg_type.clone(),
-            thread_id: outbound.thread_id.clone(),
-            reason: h.reason.clone(),
-        };
-        let hold = Hold {
-            reason: h.reason,
-            expires_at: outbound.created_at + h.timeout.as_millis() as i64,
-        };
+        let (waiting, hold) = h.waiting(&outbound);
         self.relay.hold(outbound, to, hold).await?;
         self.approvals.waiting(waiting);
         Ok(())
@@ -647,6 +858,7 @@ impl Inbox {
                         return Ok(MessageList {
                             messages: Vec::new(),
                             replies: Some(Vec::new()),
+                            refused: Vec::new(),
                         });
                     }
                 }
@@ -666,6 +878,10 @@ impl Inbox {
                 .await?;
             replies = Some(sent.iter().map(|o| OutboundView::new(o, None)).collect());
         }
+        let refused = match (&filter.thread, who) {
+            (Some(t), Reader::Admin | Reader::Agent(_)) => self.store.refusals(t).await?,
+            _ => Vec::new(),
+        };
         let messages = self.store.list_messages(filter).await?;
         let mut list = MessageList {
             messages: messages
@@ -673,6 +889,7 @@ impl Inbox {
                 .map(|(m, s)| MessageView::new(m, *s))
                 .collect(),
             replies,
+            refused,
         };
         if let Reader::Peer(peer) = who {
             let threads = list

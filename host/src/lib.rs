@@ -52,6 +52,7 @@ pub mod signature;
 pub mod snapshot;
 pub mod ssrf;
 pub mod store;
+mod subreaper;
 pub mod tls;
 pub mod token;
 pub mod turns;
@@ -73,6 +74,10 @@ use crate::snapshot::{Files, Snapshot};
 use crate::store::Store;
 use crate::turns::Turns;
 
+/// Beyond the agents' kill grace, how long a stop waits for the turns it interrupted to record
+/// it.
+const INTERRUPT_SLACK: Duration = Duration::from_secs(5);
+
 /// How often finished records are pruned.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -82,6 +87,9 @@ pub fn store_settings(config: &Config) -> store::Settings {
         config::StoreConfig::Sqlite => store::Settings::Sqlite {
             data_dir: config.server.data_dir.clone(),
             synchronous: config.server.synchronous,
+            // A restart that overlaps the old process's drain waits for it to exit: its drain,
+            // then the grace its agents get before they are killed.
+            lock_wait: config.server.drain + config.longest_kill_grace(),
         },
         config::StoreConfig::Postgres(p) => store::Settings::Postgres(store::PgSettings {
             url: p.url.expose().to_owned(),
@@ -114,9 +122,30 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let store = Store::open(&store_settings(&config)).await?;
+    run_on(config, store, listener, shutdown).await
+}
+
+/// Opens the store (a SQLite data directory is this process's alone from here on), then binds
+/// `[server] listen` and runs the inbox until `shutdown` completes: `agent-inbox serve`.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let store = Store::open(&store_settings(&config)).await?;
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    run_on(config, store, listener, shutdown).await
+}
+
+/// Runs an inbox on an open store and a bound listener until `shutdown` completes.
+async fn run_on(
+    config: Config,
+    store: Store,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let max_connections = config.server.max_connections;
     let max_in_flight = config.relay.max_in_flight;
     let drain = config.server.drain;
+    let grace = config.longest_kill_grace();
     let source = config.source.clone();
     let engine = snapshot::engine(&config).context("cannot start the plugin engine")?;
     let first = {
@@ -142,6 +171,7 @@ pub async fn run(
     );
     let addr = listener.local_addr().context("listener has no address")?;
     turns.set_bound(addr);
+    store.note_holder(&addr.to_string());
     let reloader = source.map(|path| {
         let build: reload::Builder =
             Arc::new(move |config, files| Snapshot::build(config, files, &engine));
@@ -167,6 +197,8 @@ pub async fn run(
         send_rate: rate::SendRate::default(),
         ready: std::sync::atomic::AtomicBool::new(false),
         sessions: console::Revoked::default(),
+        store_health: inbox::StoreHealth::default(),
+        refusals: rate::Every::default(),
     });
     inbox
         .load_signed_out()
@@ -187,6 +219,7 @@ pub async fn run(
     inbox.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     let relay_task = tokio::spawn(relay.run(stopping.stopped()));
     let prune_task = tokio::spawn(prune_loop(inbox.clone(), stopping.stopped()));
+    let probe_task = tokio::spawn(probe_loop(inbox.clone(), stopping.stopped()));
     let push_task = tokio::spawn(a2a::push::run(inbox.clone(), stopping.stopped()));
     let timeout_task = tokio::spawn(approvals.clone().run_timeouts(stopping.stopped()));
     let cluster_task = tokio::spawn(cluster_loop(inbox.clone(), stopping.stopped()));
@@ -221,18 +254,30 @@ pub async fn run(
     );
     let left = turns.wait_idle(drain).await;
     if left > 0 {
-        // Their agents keep running and can still reply after a restart (their tokens are stored);
-        // on the next start the turns are settled by on_interrupt.
+        // No agent outlives its inbox: one still running could answer after its turn ran
+        // again, and the peer would get two answers. Each is ended (its process group, after
+        // its kill grace) and its turn settled by on_interrupt now: run again at the next start
+        // (or on another host) unless it has replied.
+        let told = turns.interrupt_all();
         tracing::warn!(
             running = left,
-            "turns still running at exit; left to recovery"
+            ended = told,
+            "the drain is over; ending the agents still running (their turns are interrupted)"
         );
+        let still = turns.wait_idle(grace + INTERRUPT_SLACK).await;
+        if still > 0 {
+            tracing::error!(
+                running = still,
+                "turns still running at exit; left to the next start's recovery"
+            );
+        }
     }
     let _ = server_stop.send(());
     let _ = server.await;
     stopping.stop();
     let _ = relay_task.await;
     let _ = prune_task.await;
+    let _ = probe_task.await;
     let _ = push_task.await;
     let _ = timeout_task.await;
     let _ = cluster_task.await;
@@ -243,6 +288,31 @@ pub async fn run(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How often the store is probed with a small write while it cannot write (so `/readyz`
+/// recovers without traffic), and while it can (so a full disk is seen without traffic).
+const PROBE_DOWN: Duration = Duration::from_secs(1);
+const PROBE_UP: Duration = Duration::from_secs(15);
+
+/// Probes the store with a small write, marking it up or down for `/readyz`.
+async fn probe_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        let every = if inbox.store_health.is_down() {
+            PROBE_DOWN
+        } else {
+            PROBE_UP
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.changed() => return,
+        }
+        match inbox.store.probe().await {
+            Ok(()) => inbox.store_health.recovered(),
+            Err(store::StoreError::Unavailable(why)) => inbox.store_health.failed(&why),
+            Err(e) => tracing::warn!(error = %e, "the store's write probe failed"),
+        }
+    }
 }
 
 /// On a store other hosts share: starts work any host queued as soon as `LISTEN` hears of it
@@ -422,7 +492,7 @@ async fn reload_on_sighup(
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let _ = reloader.reload("SIGHUP").await;
+                let _ = reloader.reload("SIGHUP", false).await;
             }
             _ = stop.changed() => return,
         }

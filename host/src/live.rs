@@ -15,7 +15,7 @@ use crate::wire::{Ack, AdminSendBody};
 pub const EXIT_TIMEOUT: u8 = 2;
 /// Exit code: the answer is a `TURN_FAILED` notice.
 pub const EXIT_TURN_FAILED: u8 = 3;
-/// Exit code: the message could not be delivered.
+/// Exit code: the message could not be delivered, or the answer was refused here.
 pub const EXIT_DEAD: u8 = 4;
 /// How often `--wait` also reads the thread, in case an event was missed.
 const RECHECK: Duration = Duration::from_secs(2);
@@ -114,7 +114,7 @@ pub async fn send_and_wait(
                 None => anyhow::bail!("the inbox closed the event stream (is it shutting down?)"),
             },
             _ = recheck.tick() => match answered(client, &thread, &ack.id).await? {
-                Some(id) => Some(Step::Answered(id)),
+                Some(step) => Some(step),
                 None => undeliverable(client, &ack.id).await?,
             },
             () = tokio::time::sleep_until(deadline) => {
@@ -125,7 +125,7 @@ pub async fn send_and_wait(
         match answer {
             None => {}
             Some(Step::Dead(why)) => {
-                eprintln!("could not be delivered: {why}");
+                eprintln!("no answer will come: {why}");
                 return Ok(ExitCode::from(EXIT_DEAD));
             }
             Some(Step::Answered(id)) => {
@@ -188,6 +188,7 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
                 None
             }
         }
+        Some("message_refused") if e["thread_id"] == thread => Some(Step::Dead(refused_here(e))),
         Some("message_accepted") if e["thread_id"] == thread => {
             e["id"].as_str().map(|id| Step::Answered(id.to_owned()))
         }
@@ -225,8 +226,22 @@ async fn undeliverable(client: &AdminClient, own: &str) -> anyhow::Result<Option
     }))
 }
 
-/// A message in `thread` other than our own outbound one, if one has arrived.
-async fn answered(client: &AdminClient, thread: &str, own: &str) -> anyhow::Result<Option<String>> {
+/// What a refusal in the thread says: who answered, with what, and why it was refused.
+fn refused_here(r: &Value) -> String {
+    format!(
+        "{} answered with {}, which this inbox refused ({}): {}",
+        r["peer"].as_str().unwrap_or("?"),
+        r["msg_type"].as_str().or(r["type"].as_str()).unwrap_or("?"),
+        r["code"].as_str().unwrap_or("?"),
+        r["detail"]
+            .as_str()
+            .unwrap_or("add a route for that type from that peer to take it")
+    )
+}
+
+/// A message in `thread` other than our own outbound one, if one has arrived; or the end of the
+/// wait if an answer in it was refused here.
+async fn answered(client: &AdminClient, thread: &str, own: &str) -> anyhow::Result<Option<Step>> {
     let mut q = form_urlencoded::Serializer::new(String::new());
     q.append_pair("thread", thread);
     q.append_pair("limit", "1");
@@ -237,8 +252,11 @@ async fn answered(client: &AdminClient, thread: &str, own: &str) -> anyhow::Resu
             None,
         )
         .await?;
+    if let Some(r) = list["refused"].as_array().and_then(|r| r.first()) {
+        return Ok(Some(Step::Dead(refused_here(r))));
+    }
     Ok(list["messages"][0]["id"]
         .as_str()
         .filter(|id| *id != own)
-        .map(str::to_owned))
+        .map(|id| Step::Answered(id.to_owned())))
 }

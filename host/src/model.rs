@@ -738,8 +738,46 @@ pub struct ReplyCount {
     pub in_window: u32,
 }
 
+/// A message a peer sent in a thread this inbox knows, refused: kept in the thread so the side
+/// waiting for an answer learns at once that it will not come, and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The thread (this inbox's id for it).
+    pub thread_id: String,
+    /// The peer that sent it.
+    pub peer: String,
+    /// The type it had.
+    #[serde(rename = "type")]
+    pub msg_type: String,
+    /// The error code it was answered with.
+    pub code: String,
+    /// The refusal's words (control characters escaped).
+    pub detail: String,
+    /// When (ms since the epoch).
+    pub at: i64,
+}
+
+/// What a turn's prompt promised its agent, kept with the attempt's reply token: how that turn's
+/// replies are checked and where they go, whatever a reload or a restart changes meanwhile (and
+/// even if the route is removed). Later turns take the config then in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TurnTerms {
+    /// The reply types the prompt listed.
+    pub reply_types: Vec<String>,
+    /// The peers its replies go to (unless its check-reply plugin picks among them).
+    pub reply_to: Vec<String>,
+    /// The sha256 of the route's plugin when the turn started: its check-reply checks the replies.
+    pub plugin: Option<String>,
+    /// The turn's reply budget.
+    pub limits: ReplyLimits,
+    /// Whether its replies wait for a person, and for how long (ms) before they are withheld.
+    pub approve_outbound: Option<i64>,
+    /// The local agent its replies are sent as (`agent_id`).
+    pub agent: Option<String>,
+}
+
 /// The limits on one turn's replies (`max_replies_per_turn`, `max_replies_per_minute`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplyLimits {
     /// Replies in all.
     pub per_turn: u32,

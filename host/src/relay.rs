@@ -165,8 +165,16 @@ async fn exchange(
             // terminal escape would otherwise forge lines in the log, the CLI and the console.
             let error = (verdict != Verdict::Delivered).then(|| {
                 let excerpt: String = text.chars().take(300).collect();
+                // Another inbox (or any API in its style) says why in `error.code`: named
+                // first, since it is what the operator acts on (`unknown_type`: add a route).
+                let code = serde_json::from_str::<serde_json::Value>(&text)
+                    .ok()
+                    .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+                    .filter(|c| c.len() <= 64)
+                    .map(|c| format!(" {}", crate::model::escape_controls(&c)))
+                    .unwrap_or_default();
                 format!(
-                    "peer answered {status}: {}",
+                    "peer answered {status}{code}: {}",
                     crate::model::escape_controls(&excerpt)
                 )
             });
@@ -176,6 +184,17 @@ async fn exchange(
                 error,
             }
         }
+    }
+}
+
+/// The event that announces `outbound` on its way to `peers`.
+fn queued(outbound: &Outbound, peers: &[String]) -> Event {
+    Event::OutboundQueued {
+        id: outbound.id.clone(),
+        in_reply_to: outbound.in_reply_to.clone(),
+        thread_id: outbound.thread_id.clone(),
+        msg_type: outbound.msg_type.clone(),
+        peers: peers.to_vec(),
     }
 }
 
@@ -218,17 +237,37 @@ impl Relay {
 
     /// Records an outbound message with a delivery to each peer, and starts delivering it.
     pub async fn enqueue(&self, outbound: Outbound, peers: Vec<String>) -> Result<(), StoreError> {
-        let event = Event::OutboundQueued {
-            id: outbound.id.clone(),
-            in_reply_to: outbound.in_reply_to.clone(),
-            thread_id: outbound.thread_id.clone(),
-            msg_type: outbound.msg_type.clone(),
-            peers: peers.clone(),
-        };
+        let event = queued(&outbound, &peers);
         self.store.insert_outbound(outbound, peers, None).await?;
         self.events.publish(event);
         self.wake();
         Ok(())
+    }
+
+    /// Records an agent's reply (held for a person if `hold`), fenced by its attempt; `false` if
+    /// that attempt was superseded (nothing written). A reply not held is announced and
+    /// delivered like [`Relay::enqueue`]'s.
+    pub async fn enqueue_reply(
+        &self,
+        outbound: Outbound,
+        peers: Vec<String>,
+        hold: Option<Hold>,
+        attempt: crate::store::Lease,
+    ) -> Result<bool, StoreError> {
+        let held = hold.is_some();
+        let event = queued(&outbound, &peers);
+        if !self
+            .store
+            .insert_reply(outbound, peers, hold, attempt)
+            .await?
+        {
+            return Ok(false);
+        }
+        if !held {
+            self.events.publish(event);
+            self.wake();
+        }
+        Ok(true)
     }
 
     /// Records an outbound message whose deliveries wait for a person ([`Relay::released`]
@@ -247,13 +286,7 @@ impl Relay {
     /// Announces a held outbound message a person approved (its deliveries are due now) and
     /// starts delivering it.
     pub fn released(&self, outbound: &Outbound, peers: Vec<String>) {
-        self.events.publish(Event::OutboundQueued {
-            id: outbound.id.clone(),
-            in_reply_to: outbound.in_reply_to.clone(),
-            thread_id: outbound.thread_id.clone(),
-            msg_type: outbound.msg_type.clone(),
-            peers,
-        });
+        self.events.publish(queued(outbound, &peers));
         self.wake();
     }
 

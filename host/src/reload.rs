@@ -18,8 +18,12 @@ use crate::model::now_ms;
 use crate::snapshot::{Active, BuildErrors, Files, Snapshot};
 
 /// Editors write a file in several steps (truncate, write, rename); wait this long after the last
-/// event before reading, so one save is one reload.
+/// event, and then until the files' sizes and times stop changing for as long, before reading, so
+/// one save is one reload, read whole.
 const SETTLE: Duration = Duration::from_millis(100);
+
+/// The longest a reload waits for files that keep changing (a slow copy) before reading them.
+const SETTLE_MAX: Duration = Duration::from_secs(5);
 
 /// What `GET /status` shows about reloads.
 #[derive(Debug, Clone)]
@@ -66,6 +70,15 @@ pub enum ReloadError {
     /// A plugin file could not be read or loaded.
     #[error(transparent)]
     Build(#[from] BuildErrors),
+    /// The file is valid but not what anyone means to run: empty or cut short (no `[server]`),
+    /// or it would take every peer or every route from a running inbox.
+    #[error("{}: {reason}; the config in force stays", path.display())]
+    Refused {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The blocking task that builds the snapshot failed.
     #[error("the reload task failed: {0}")]
     Task(String),
@@ -113,8 +126,9 @@ impl Reloader {
         self.lock().clone()
     }
 
-    /// Reads the file again and swaps in the result if it changed and is good.
-    pub async fn reload(&self, why: &str) -> Result<Outcome, ReloadError> {
+    /// Reads the file again and swaps in the result if it changed and is good. A config that
+    /// would take every peer or every route away is refused unless `allow_empty`.
+    pub async fn reload(&self, why: &str, allow_empty: bool) -> Result<Outcome, ReloadError> {
         let _one_at_a_time = self.running.lock().await;
         self.lock().checks += 1;
         let path = self.path.clone();
@@ -122,11 +136,15 @@ impl Reloader {
         let current = self.active.load_full();
         let current_hash = current.hash.clone();
         let started = std::time::Instant::now();
+        let in_force = current.clone();
         let result = tokio::task::spawn_blocking(move || {
             let config = Config::load(&path).map_err(|errors| ReloadError::Config {
                 path: path.clone(),
                 errors,
             })?;
+            if let Some(reason) = emptied(&in_force.config, &config, allow_empty) {
+                return Err(ReloadError::Refused { path, reason });
+            }
             let files = Files::read(&config)?;
             if files.hash == current_hash {
                 return Ok(None);
@@ -138,9 +156,12 @@ impl Reloader {
         match result {
             Ok(None) => {
                 tracing::debug!(%why, "config unchanged; nothing to reload");
+                // The files are the config in force again (a bad edit undone): no error stands.
+                self.lock().last_reload_error = None;
                 Ok(Outcome::Unchanged)
             }
-            Ok(Some(snapshot)) => {
+            Ok(Some(mut snapshot)) => {
+                snapshot.inherit(&current);
                 for w in &snapshot.config.warnings {
                     tracing::warn!("{w}");
                 }
@@ -237,7 +258,7 @@ impl Reloader {
             if added {
                 // A file written after it was last read but before its directory was watched
                 // raised no event: look once now that the watch is in place.
-                let _ = self.reload("watch started").await;
+                let _ = self.reload("watch started", false).await;
                 continue;
             }
             tokio::select! {
@@ -245,10 +266,36 @@ impl Reloader {
                 _ = stop.changed() => return,
             }
             // Let the writer finish; events meanwhile fold into this reload.
-            tokio::time::sleep(SETTLE).await;
+            self.settle().await;
             while rx.try_recv().is_ok() {}
             // Failures are recorded and logged inside; the watch goes on.
-            let _ = self.reload("file changed").await;
+            let _ = self.reload("file changed", false).await;
+        }
+    }
+
+    /// Waits [`SETTLE`], then until the watched files' sizes and modification times are the same
+    /// twice [`SETTLE`] apart (at most [`SETTLE_MAX`]): a truncate followed by a write is read
+    /// once, whole.
+    async fn settle(&self) {
+        let files: Vec<PathBuf> = self.watched_files().into_iter().collect();
+        let look = move || -> Vec<Option<(u64, std::time::SystemTime)>> {
+            files
+                .iter()
+                .map(|f| {
+                    let m = std::fs::metadata(f).ok()?;
+                    Some((m.len(), m.modified().ok()?))
+                })
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + SETTLE_MAX;
+        let mut last = look();
+        loop {
+            tokio::time::sleep(SETTLE).await;
+            let now = look();
+            if now == last || tokio::time::Instant::now() >= deadline {
+                return;
+            }
+            last = now;
         }
     }
 
@@ -285,6 +332,31 @@ fn absolute_dir(file: &Path) -> Option<PathBuf> {
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
     std::fs::canonicalize(dir).ok()
+}
+
+/// Why `new` is not a config to swap in over `old` by accident, if it is not: a file without
+/// `[server]` (empty, or cut short before it), or one that would take a running inbox from some
+/// peers or routes to none (unless the operator says so).
+fn emptied(old: &Config, new: &Config, allow_empty: bool) -> Option<String> {
+    if !new.has_server_table {
+        return Some(
+            "the file has no [server] table (is it empty, or cut short while being written?)"
+                .into(),
+        );
+    }
+    if allow_empty {
+        return None;
+    }
+    let gone = |what: &str, had: usize, has: usize| {
+        (had > 0 && has == 0).then(|| {
+            format!(
+                "it would remove every {what} ({had} now){}; to mean it, run `agent-inbox reload --allow-empty`",
+                if what == "peer" { ", and every peer would be refused" } else { "" }
+            )
+        })
+    };
+    gone("peer", old.peers.len(), new.peers.len())
+        .or_else(|| gone("route", old.routes.len(), new.routes.len()))
 }
 
 /// Keys that changed but only take effect at the next start.

@@ -148,6 +148,9 @@ pub struct Snapshot {
     pub hash_header: http::HeaderValue,
     /// Loaded plugins, by route name.
     pub plugins: HashMap<String, RoutePlugin>,
+    /// Plugins of the snapshots this one replaced, by route, newest first (at most
+    /// [`EARLIER_PLUGINS`]): a turn that started under one checks its replies with it.
+    pub earlier: Vec<(String, RoutePlugin)>,
     /// The server's TLS, when it serves HTTPS itself: new connections use the snapshot's, so a
     /// renewed certificate is served from the reload that reads it.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -213,11 +216,74 @@ impl Snapshot {
             cluster_hash: files.cluster_hash,
             hash_header,
             plugins,
+            earlier: Vec::new(),
             tls,
             peer_clients,
         })
     }
+
+    /// Keeps `older`'s plugins (and those it kept) that this snapshot replaced, for the turns that
+    /// started under them.
+    pub fn inherit(&mut self, older: &Snapshot) {
+        let mut earlier: Vec<(String, RoutePlugin)> = Vec::new();
+        let candidates = older
+            .plugins
+            .iter()
+            .map(|(r, p)| (r.clone(), p.clone()))
+            .chain(older.earlier.iter().cloned());
+        for (route, p) in candidates {
+            let sha = p.plugin.sha256();
+            let in_force = self
+                .plugins
+                .get(&route)
+                .is_some_and(|q| q.plugin.sha256() == sha);
+            let kept = earlier
+                .iter()
+                .any(|(r, q)| *r == route && q.plugin.sha256() == sha);
+            if !in_force && !kept && earlier.len() < EARLIER_PLUGINS {
+                earlier.push((route, p));
+            }
+        }
+        self.earlier = earlier;
+    }
+
+    /// What a turn of `route` claimed now promises its agent: the route's reply rules in force
+    /// (`None` if it is no longer an agent route).
+    pub fn turn_terms(&self, route: &str) -> Option<crate::model::TurnTerms> {
+        let r = self.config.routes.get(route)?;
+        Some(crate::model::TurnTerms {
+            reply_types: r.reply_types.clone(),
+            reply_to: r.reply_to.clone(),
+            plugin: self
+                .plugins
+                .get(route)
+                .map(|p| p.plugin.sha256().to_owned()),
+            limits: r.reply_limits(),
+            approve_outbound: r
+                .approve
+                .outbound
+                .then_some(r.approval_timeout.as_millis() as i64),
+            agent: r.agent_id.clone(),
+        })
+    }
+
+    /// The plugin route `route` ran with sha256 `sha`, if this process still has it: the one in
+    /// force, or one a reload replaced.
+    pub fn plugin_for(&self, route: &str, sha: &str) -> Option<&RoutePlugin> {
+        self.plugins
+            .get(route)
+            .filter(|p| p.plugin.sha256() == sha)
+            .or_else(|| {
+                self.earlier
+                    .iter()
+                    .find(|(r, p)| r == route && p.plugin.sha256() == sha)
+                    .map(|(_, p)| p)
+            })
+    }
 }
+
+/// How many replaced plugins a snapshot keeps for the turns that started under them.
+pub const EARLIER_PLUGINS: usize = 16;
 
 /// The server's TLS config and the peers' own-CA clients, from the files the config names.
 /// `agent-inbox check` calls it too, so a bad certificate is found before a start or a reload.

@@ -38,6 +38,12 @@ pub struct Grant {
     pub hops: u32,
     /// When the token expires; `None` while the turn is still running.
     pub expires_at: Option<i64>,
+    /// Whether its attempt is the turn's latest and has not been given up: `false` once the turn
+    /// was queued to run again (a newer attempt's token replaces it) or settled as interrupted.
+    pub current: bool,
+    /// What the turn's prompt promised (`None` for a token stored before terms were kept: the
+    /// route's config in force then applies).
+    pub terms: Option<crate::model::TurnTerms>,
 }
 
 impl Grant {
@@ -70,6 +76,8 @@ mod tests {
             thread_id: "t".into(),
             hops: 0,
             expires_at: None,
+            current: true,
+            terms: None,
         };
         assert!(g.is_valid_at(i64::MAX));
         g.expires_at = Some(100);

@@ -485,6 +485,10 @@ pub struct MessageList {
     /// the details of the messages they answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replies: Option<Vec<OutboundView>>,
+    /// For the admin or a local agent reading one thread: the messages peers sent in it that
+    /// this inbox refused, oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub refused: Vec<crate::model::Refusal>,
 }
 
 /// `GET /messages/{id}` for a message.

@@ -15,11 +15,13 @@ p.add_argument("--wait-for", help="block until this file exists")
 p.add_argument("--sleep", type=float, default=0)
 p.add_argument("--running-dir", help="directory: mark this turn running there, record how many run")
 p.add_argument("--fork-sleeper", help="fork a long sleep and write its pid to this file")
+p.add_argument("--setsid-sleeper", help="start a long sleep in a session of its own (setsid, out of the agent's process group) that ignores SIGTERM, and write its pid to this file")
 p.add_argument("--reply", action="append", default=[], help="reply with this type (repeatable)")
 p.add_argument("--exit", type=int, default=0)
 p.add_argument("--payload", help="reply with this JSON payload instead of the default object")
 p.add_argument("--session-id", help="ignored: a session key, as `openclaw agent` takes one")
 p.add_argument("--print-bytes", type=int, default=0, help="first print this many bytes to stdout and to stderr")
+p.add_argument("--status-dir", help="directory: write this process's pid, then each reply's HTTP status, to a file named by the pid")
 args = p.parse_args()
 
 # First thing, before the slower imports: a turn with a short timeout must not be killed before the
@@ -31,12 +33,34 @@ if args.fork_sleeper:
     with open(args.fork_sleeper, "w") as f:
         f.write(str(pid))
 
+if args.setsid_sleeper:
+    import signal
+    import subprocess
+    sleeper = subprocess.Popen(
+        ["sleep", "300"],
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN),
+    )
+    with open(args.setsid_sleeper, "w") as f:
+        f.write(str(sleeper.pid))
+
 import json  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
 
 mid = os.environ.get("INBOX_MESSAGE_ID", "unknown")
+
+
+def note_status(line):
+    """Appends a line to this process's status file (kept even when stdout's reader is gone)."""
+    if args.status_dir:
+        os.makedirs(args.status_dir, exist_ok=True)
+        with open(os.path.join(args.status_dir, str(os.getpid())), "a") as f:
+            f.write(line + "\n")
+
+
+note_status("started")
 
 prompt = args.prompt
 if args.prompt_file:
@@ -94,8 +118,10 @@ for t in args.reply:
     )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
+            note_status(str(r.status))
             print("sent", t, r.status, r.read().decode())
     except urllib.error.HTTPError as e:
+        note_status(str(e.code))
         print("send failed", t, e.code, e.read().decode())
         sys.exit(4)
 

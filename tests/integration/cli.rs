@@ -95,7 +95,7 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     let out = run(&["check", "--config", &config]).await;
     assert!(out.status.success(), "{out:?}");
     assert!(
-        text(&out.stdout).contains("ok (1 peers, 1 routes)"),
+        text(&out.stdout).contains("ok (1 peer, 1 route)"),
         "{out:?}"
     );
 
@@ -369,4 +369,43 @@ async fn serve_refuses_a_bad_config_and_binds_nothing() {
             .is_err(),
         "something answers on the address"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_compiles_every_plugin_and_warns_about_an_empty_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("notes.wasm"),
+        "this is a text file, not wasm\n",
+    )
+    .unwrap();
+    // The smallest core module: valid WebAssembly, but not a component.
+    std::fs::write(dir.path().join("core.wasm"), b"\0asm\x01\0\0\0").unwrap();
+    let toml = Toml::new()
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("a", &["tony"], &["NOTE"])
+        .route("a", "plugin", &quoted("notes.wasm"))
+        .mailbox("b", &["tony"], &["TASK"])
+        .route("b", "plugin", &quoted("core.wasm"))
+        .build();
+    let path = write_config(dir.path(), &toml);
+    let out = run(&["check", "--config", &path]).await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(stderr.contains("2 problems"), "{stderr}");
+    for want in ["notes.wasm", "core.wasm"] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+
+    // The empty file is a config (every default), so it passes, with a warning.
+    let empty = write_config(dir.path(), "");
+    let out = run(&["check", "--config", &empty]).await;
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("warning: the file has no [server] table"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("no peers and no routes"), "{stdout}");
+    assert!(stdout.contains("ok (0 peers, 0 routes)"), "{stdout}");
 }

@@ -189,37 +189,148 @@ async fn send_task_until_running(host: &BinHost) -> String {
     id
 }
 
+/// The pids of the agents that wrote to `dir` (`--status-dir`), each with its status lines.
+fn agent_statuses(dir: &Path) -> Vec<(u32, Vec<String>)> {
+    let mut all: Vec<(u32, Vec<String>)> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter_map(|e| {
+                    let pid = e.file_name().to_str()?.parse().ok()?;
+                    let text = std::fs::read_to_string(e.path()).ok()?;
+                    Some((pid, text.lines().map(str::to_owned).collect()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    all.sort();
+    all
+}
+
+/// An agent that waits for `dir/gate`, then replies `reply`, noting its pid and each reply's
+/// status under `dir/statuses`; returns the gate, the statuses folder and the command.
+fn status_agent(dir: &Path, reply: &str) -> (std::path::PathBuf, std::path::PathBuf, String) {
+    let (gate, statuses) = (dir.join("gate"), dir.join("statuses"));
+    let command = agent_command(&[
+        "--wait-for",
+        path_str(&gate),
+        "--status-dir",
+        path_str(&statuses),
+        "--reply",
+        reply,
+    ]);
+    (gate, statuses, command)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_replies_after_a_host_restart() {
+async fn a_graceful_stop_ends_the_agents_it_cannot_wait_for_and_the_turn_fails_once() {
     let peer = PeerServer::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let gate = dir.path().join("gate");
-    let command = gated_agent(&gate, "BREAKDOWN");
+    let (gate, statuses, command) = status_agent(dir.path(), "BREAKDOWN");
     let addr = unused_addr();
     let toml = bin_config(
         addr,
         &peer.url(),
         &command,
-        &[("on_interrupt", "\"fail\"")],
+        &[("on_interrupt", "\"fail\""), ("kill_grace_secs", "1")],
         &["0s", "200ms", "200ms", "200ms"],
     );
     let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
     let id = send_task_until_running(&host).await;
+    let agents = eventually(Duration::from_secs(20), "the agent to start", || async {
+        let a = agent_statuses(&statuses);
+        (!a.is_empty()).then_some(a)
+    })
+    .await;
+    let pid = agents[0].0;
 
-    // A graceful stop with drain_secs = 0 leaves the agent running, as a deploy would.
+    // drain_secs = 0: the stop cannot wait for the agent, so it ends it, and settles the turn.
     let status = host.sigterm();
     assert!(status.success(), "serve exits 0 on SIGTERM: {status:?}");
+    assert!(
+        process_is_gone(pid),
+        "no agent outlives its inbox; log:\n{}",
+        host.log()
+    );
+    assert!(
+        host.log().contains("ending the agents still running"),
+        "{}",
+        host.log()
+    );
     let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
-    // on_interrupt = "fail": the peer hears the turn was interrupted...
+    // on_interrupt = "fail": the turn is interrupted, and the peer hears it once.
+    let v = wait_turn_state(&host, &id, "interrupted").await;
+    assert_eq!(v["turn"]["attempts"], 1, "{v:#}");
     let got = peer.wait_for(1, Duration::from_secs(30)).await;
     assert_eq!(got[0].body["type"], "TURN_FAILED");
     assert_eq!(got[0].body["payload"]["state"], "interrupted");
-    // ...and the agent, still running from before the restart, can still reply with its token.
+    // Opening the gate now wakes no agent: none is left to answer.
     std::fs::write(&gate, b"go").unwrap();
-    let got = peer.wait_for(2, Duration::from_secs(30)).await;
-    assert_eq!(got[1].body["type"], "BREAKDOWN");
-    assert_eq!(got[1].body["in_reply_to"], id.as_str());
-    drop(host);
+    host.stop();
+    assert_eq!(
+        agent_statuses(&statuses),
+        [(pid, vec!["started".to_owned()])],
+        "one agent ran, and never replied"
+    );
+    assert_eq!(peer.received().len(), 1, "{:#?}", peer.received());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_kill_9_the_agent_still_alive_cannot_answer_a_turn_that_runs_again() {
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (gate, statuses, command) = status_agent(dir.path(), "DONE");
+    let addr = unused_addr();
+    let toml = bin_config(
+        addr,
+        &peer.url(),
+        &command,
+        &[],
+        &["0s", "200ms", "200ms", "200ms"],
+    );
+    let mut host = BinHost::start(dir.path(), &toml, addr, "host-1.log").await;
+    let id = send_task_until_running(&host).await;
+    eventually(
+        Duration::from_secs(20),
+        "the first agent to start",
+        || async { (agent_statuses(&statuses).len() == 1).then_some(()) },
+    )
+    .await;
+    host.kill9();
+    let first = agent_statuses(&statuses)[0].0;
+    assert!(
+        !process_is_gone(first),
+        "the first agent outlives a kill -9"
+    );
+    let host = BinHost::start(dir.path(), &toml, addr, "host-2.log").await;
+    eventually(Duration::from_secs(30), "the re-run to start", || async {
+        let v = view(&host, &id).await;
+        let running = v["turn"]["attempts"] == 2 && v["turn"]["state"] == "running";
+        (running && agent_statuses(&statuses).len() == 2).then_some(())
+    })
+    .await;
+    // Both agents answer now: the first with its old token, the second with the new one.
+    std::fs::write(&gate, b"go").unwrap();
+    let v = wait_turn_state(&host, &id, "done").await;
+    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    let finished = eventually(Duration::from_secs(30), "both agents to answer", || async {
+        let all = agent_statuses(&statuses);
+        all.iter().all(|(_, lines)| lines.len() == 2).then_some(all)
+    })
+    .await;
+    assert_eq!(finished.len(), 2, "{finished:?}");
+    for (pid, lines) in &finished {
+        let want = if *pid == first { "409" } else { "202" };
+        assert_eq!(lines[1], want, "agent {pid} (first: {first}): {finished:?}");
+    }
+    peer.wait_for(1, Duration::from_secs(30)).await;
+    host.stop();
+    let dones: Vec<_> = peer
+        .received()
+        .into_iter()
+        .filter(|r| r.body["in_reply_to"] == id.as_str())
+        .collect();
+    assert_eq!(dones.len(), 1, "the peer gets one answer: {dones:#?}");
+    assert_eq!(dones[0].body["type"], "DONE");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -340,6 +451,7 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     // Every acked message is there and gets its turn; every reply reaches the peer.
     let mut pending: Vec<String> = acked.clone();
     let mut ran_twice = 0;
+    let mut interrupted_after_reply = 0;
     let mut replies_from_before_kill = 0;
     let deadline = Instant::now() + Duration::from_secs(120);
     while !pending.is_empty() {
@@ -362,7 +474,17 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
             let delivered = v["replies"].as_array().is_some_and(|r| {
                 !r.is_empty() && r.iter().all(|r| r["deliveries"][0]["state"] == "delivered")
             });
-            if v["turn"]["state"] == "done" && delivered {
+            // A turn cut short by the kill after its reply was committed is not run again: it
+            // ends interrupted (and the peer also hears TURN_FAILED), answered once.
+            let settled = v["turn"]["state"] == "done"
+                || (v["turn"]["state"] == "interrupted"
+                    && v["replies"]
+                        .as_array()
+                        .is_some_and(|r| r.iter().any(|r| r["type"] == "DONE")));
+            if settled && delivered {
+                if v["turn"]["state"] == "interrupted" {
+                    interrupted_after_reply += 1;
+                }
                 if v["turn"]["attempts"].as_u64() > Some(1) {
                     ran_twice += 1;
                 }
@@ -399,7 +521,8 @@ async fn kill_9_mid_load_loses_no_acked_message_and_no_reply() {
     println!(
         "crash test: {TOTAL} messages from {CLIENTS} clients; kill -9 after {sent_before} sent and \
          {acked_before} acked; {} acked in all, every one found and run after the restart; \
-         {ran_twice} ran twice; {replies_from_before_kill} replies queued before the kill were \
+         {ran_twice} ran twice; {interrupted_after_reply} had replied when the kill cut them short \
+         and were not run again; {replies_from_before_kill} replies queued before the kill were \
          delivered after it; the peer received {} deliveries",
         acked.len(),
         received.len()

@@ -229,16 +229,7 @@ async fn a_and_b() -> (Host, Host) {
 
 /// Runs the real CLI with `args` (and `--config` A's routes.toml); its exit code, stdout, stderr.
 async fn cli(a: &Host, args: &[&str]) -> (i32, String, String) {
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(args).arg("--config").arg(a.config_path());
-    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
-        .await
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    cli_with_config(&a.config_path(), args).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,18 +9,21 @@ use serde_json::json;
 
 /// tony may send `types` (a TOML array) to the mailbox `inbox`.
 fn config(types: &str) -> String {
+    config_toml(types).build()
+}
+
+fn config_toml(types: &str) -> Toml {
     Toml::new()
         .peer("tony", "http://127.0.0.1:9/message", TONY)
         .route("inbox", "from", r#"["tony"]"#)
         .route("inbox", "types", types)
         .route("inbox", "mailbox", "true")
-        .build()
 }
 
 /// Waits for the host's first look at its files, made once its watch is in place, and returns how
 /// many checks it has made. An edit before that may be seen half-written by that first look (an
 /// empty routes.toml is a valid config) and counted as one more reload.
-async fn watching(host: &Host) -> u64 {
+async fn watching(host: &impl Endpoint) -> u64 {
     eventually(Duration::from_secs(20), "the watch to start", || async {
         let n = status(host).await["checks"].as_u64().unwrap_or(0);
         (n >= 1).then_some(n)
@@ -501,5 +504,224 @@ async fn max_body_bytes_and_max_hops_are_live() {
     assert_eq!(r.code(), "body_too_large");
     let r = post_message(&host, TONY, hops).await;
     assert_eq!((r.status, r.code()), (422, "loop_detected"), "{:#}", r.json);
+    host.stop().await;
+}
+
+/// Waits until `/status` counts `n` failed reloads, and returns it.
+async fn reloads_failed(host: &impl Endpoint, n: u64) -> serde_json::Value {
+    eventually(
+        Duration::from_secs(20),
+        &format!("failed reload {n}"),
+        || async {
+            let st = status(host).await;
+            (st["reloads_failed"] == n).then_some(st)
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_or_cut_short_routes_toml_is_refused_and_the_operator_keeps_access() {
+    // Its own process, so the metrics are its own.
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let full = config_toml(r#"["NOTE"]"#).listen(addr).build();
+    let host = BinHost::start(dir.path(), &full, addr, "log").await;
+    let path = dir.path().join("routes.toml");
+    let hash = status(&host).await["config_hash"].clone();
+    watching(&host).await;
+
+    // `: > routes.toml`, in place: the watcher sees an empty file.
+    std::fs::File::create(&path).unwrap();
+    let st = reloads_failed(&host, 1).await;
+    let why = st["last_reload_error"].as_str().unwrap();
+    assert!(why.contains("no [server] table"), "{st:#}");
+    assert_eq!(st["config_hash"], hash, "the last good config stays");
+    // The peer is still a peer, and the operator still gets in to see why.
+    assert_eq!(
+        post_message(&host, TONY, json!({"type": "NOTE"}))
+            .await
+            .status,
+        202
+    );
+    let metrics = admin_get(&host, "/metrics").await;
+    assert!(
+        metrics
+            .text
+            .contains(r#"inbox_reloads_total{outcome="failed"} 1"#),
+        "{}",
+        metrics.text
+    );
+
+    // A file cut in half: [server] and the peer are there, the route is not.
+    let cut = &full[..full.find("[routes.").expect("a route")];
+    std::fs::write(&path, cut).unwrap();
+    let st = reloads_failed(&host, 2).await;
+    assert!(
+        st["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("it would remove every route"),
+        "{st:#}"
+    );
+    assert_eq!(st["config_hash"], hash);
+
+    // A truncate, then the write a moment later, in place: read once, whole.
+    let (ok_before, failed_before) = (st["reloads_ok"].clone(), st["reloads_failed"].clone());
+    {
+        use std::io::Write as _;
+        let mut f = std::fs::File::create(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(40));
+        f.write_all(config(r#"["NOTE", "TASK"]"#).as_bytes())
+            .unwrap();
+    }
+    until_type_answers(&host, "TASK", 202).await;
+    let st = status(&host).await;
+    assert_eq!(
+        st["reloads_failed"], failed_before,
+        "never read half-written: {st:#}"
+    );
+    assert_eq!(st["reloads_ok"], ok_before.as_u64().unwrap() + 1, "{st:#}");
+    assert_eq!(st["last_reload_error"], serde_json::Value::Null);
+    host.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn emptying_a_running_inbox_takes_allow_empty() {
+    let host = start_host(&config(r#"["NOTE"]"#)).await;
+    watching(&host).await;
+    let empty = Toml::new().build();
+    host.rewrite_config(&empty);
+    let st = reloads_failed(&host, 1).await;
+    assert!(
+        st["last_reload_error"]
+            .as_str()
+            .unwrap()
+            .contains("--allow-empty"),
+        "{st:#}"
+    );
+    let refused = admin_reload(&host).await;
+    assert_eq!((refused.status, refused.code()), (422, "reload_failed"));
+    let meant = admin_post(&host, "/admin/reload?allow_empty=true", "").await;
+    assert_eq!(meant.status, 200, "{:#}", meant.json);
+    assert_eq!(meant.json["status"], "reloaded");
+    let r = post_message(&host, TONY, json!({"type": "NOTE"})).await;
+    assert_eq!((r.status, r.code()), (401, "unauthorized"), "tony is gone");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restoring_the_config_in_force_clears_the_reload_error() {
+    let good = config(r#"["NOTE"]"#);
+    let host = start_host(&good).await;
+    watching(&host).await;
+    host.rewrite_config("[server\nnot toml");
+    reloads_failed(&host, 1).await;
+    host.rewrite_config(&good);
+    let st = eventually(Duration::from_secs(20), "the error to clear", || async {
+        let st = status(&host).await;
+        st["last_reload_error"].is_null().then_some(st)
+    })
+    .await;
+    assert_eq!(st["reloads_ok"], 0, "nothing was swapped: {st:#}");
+    let r = admin_reload(&host).await;
+    assert_eq!(r.json["status"], "unchanged");
+    assert!(status(&host).await["last_reload_error"].is_null());
+    host.stop().await;
+}
+
+/// tony's TASKs to route `tasks`, whose agent waits for `gate` then replies DONE; the route may
+/// reply `reply_types` to `reply_to`; mel is a second peer.
+fn turn_config(
+    peer: &str,
+    mel: &str,
+    gate: &std::path::Path,
+    reply_types: &[&str],
+    reply_to: &[&str],
+) -> String {
+    Toml::tasks(
+        peer,
+        &agent_command(&["--wait-for", path_str(gate), "--reply", "DONE"]),
+    )
+    .peer("mel", mel, "mel-secret")
+    .route("tasks", "reply_types", &toml_list(reply_types))
+    .route("tasks", "reply_to", &toml_list(reply_to))
+    .build()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turn_keeps_the_reply_rules_its_prompt_promised() {
+    let (tony, mel) = (PeerServer::start().await, PeerServer::start().await);
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("gate");
+    let host = start_host(&turn_config(
+        &tony.url(),
+        &mel.url(),
+        &gate,
+        &["DONE", "STATUS"],
+        &["tony"],
+    ))
+    .await;
+    watching(&host).await;
+    let id = send_task(&host).await;
+    wait_running(&host, &id).await;
+    // Mid-turn, DONE stops being a reply type and replies go to mel instead.
+    host.rewrite_config(&turn_config(
+        &tony.url(),
+        &mel.url(),
+        &gate,
+        &["STATUS", "DONE2"],
+        &["mel"],
+    ));
+    reloads_ok(&host, 1).await;
+    std::fs::write(&gate, b"go").unwrap();
+    let v = wait_turn_state(&host, &id, "done").await;
+    let replies = v["replies"].as_array().unwrap();
+    assert_eq!(replies.len(), 1, "{v:#}");
+    assert_eq!(replies[0]["type"], "DONE");
+    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "DONE");
+    // A later turn takes the new rules: DONE is refused, and it says so to the peer.
+    let later = send_task(&host).await;
+    let v = wait_turn_state(&host, &later, "failed").await;
+    assert!(
+        v["replies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["type"] == "TURN_FAILED"),
+        "{v:#}"
+    );
+    host.stop().await;
+    assert!(
+        mel.received()
+            .iter()
+            .all(|r| r.body["in_reply_to"] != id.as_str()),
+        "{:#?}",
+        mel.received()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turn_whose_route_is_removed_still_answers_where_it_was_told() {
+    let tony = PeerServer::start().await;
+    let gate_dir = tempfile::tempdir().unwrap();
+    let gate = gate_dir.path().join("gate");
+    let with_route = turn_config(&tony.url(), &tony.url(), &gate, &["DONE"], &["tony"]);
+    let host = start_host(&with_route).await;
+    watching(&host).await;
+    let id = send_task(&host).await;
+    wait_running(&host, &id).await;
+    let without = Toml::new()
+        .peer("tony", &tony.url(), TONY)
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build();
+    host.rewrite_config(&without);
+    reloads_ok(&host, 1).await;
+    std::fs::write(&gate, b"go").unwrap();
+    wait_turn_state(&host, &id, "done").await;
+    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "DONE");
+    assert_eq!(got[0].body["in_reply_to"], id.as_str());
     host.stop().await;
 }

@@ -80,6 +80,80 @@ async fn timeout_kills_the_agents_children_too() {
     host.stop().await;
 }
 
+/// The pid an agent wrote to `file`, once it is there.
+async fn pid_in(file: &std::path::Path) -> u32 {
+    eventually(
+        Duration::from_secs(20),
+        "the sleeper's pid file",
+        || async { std::fs::read_to_string(file).ok()?.trim().parse().ok() },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_left_the_agents_session_ends_with_its_turn() {
+    let peer = PeerServer::start().await;
+    let tmp = tempfile::tempdir().unwrap();
+    let (done_file, timed_file) = (tmp.path().join("done.pid"), tmp.path().join("timed.pid"));
+    // One agent ends on its own, one runs into its timeout; each leaves a setsid'd child that
+    // ignores SIGTERM behind.
+    let host = start_host(
+        &config(
+            &peer.url(),
+            &agent_command(&[
+                "--setsid-sleeper",
+                path_str(&done_file),
+                "--reply",
+                "STATUS",
+            ]),
+            "timeout_secs = 3, kill_grace_secs = 1",
+        )
+        .route("slow", "from", r#"["tony"]"#)
+        .route("slow", "types", r#"["SLOW"]"#)
+        .route(
+            "slow",
+            "agent",
+            &format!(
+                "{{ command = {}, timeout_secs = 3, kill_grace_secs = 1 }}",
+                agent_command(&["--setsid-sleeper", path_str(&timed_file), "--sleep", "60"])
+            ),
+        )
+        .build(),
+    )
+    .await;
+    let done = send(&host, "TASK", json!({})).await;
+    let timed = send(&host, "SLOW", json!({})).await;
+    let (done_pid, timed_pid) = (pid_in(&done_file).await, pid_in(&timed_file).await);
+    let v = wait_turn_state(&host, &done, "done").await;
+    assert!(
+        process_is_gone(done_pid),
+        "the setsid'd child is gone when the turn has ended: {v:#}"
+    );
+    let v = wait_turn_state(&host, &timed, "timed_out").await;
+    assert!(process_is_gone(timed_pid), "{v:#}");
+    // The agent's own exit status still reaches the record through its supervisor.
+    assert_eq!(v["turn"]["signal"], 15, "ended by SIGTERM: {v:#}");
+    host.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agents_exit_code_and_signal_reach_the_turn_through_its_supervisor() {
+    let peer = PeerServer::start().await;
+    let host = start_host(
+        &config(
+            &peer.url(),
+            &agent_command(&["--exit", "7"]),
+            "timeout_secs = 20",
+        )
+        .build(),
+    )
+    .await;
+    let id = send(&host, "TASK", json!({})).await;
+    let v = wait_turn_state(&host, &id, "failed").await;
+    assert_eq!(v["turn"]["exit_code"], 7, "{v:#}");
+    host.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn never_more_than_max_concurrent_agents_alive() {
     let peer = PeerServer::start().await;

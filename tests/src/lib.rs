@@ -437,6 +437,20 @@ fn launch(toml: &str, dir: tempfile::TempDir, listener: TcpListener) -> Host {
     }
 }
 
+/// Runs the real CLI with `args` and `--config config`; its exit code, stdout and stderr.
+pub async fn cli_with_config(config: &Path, args: &[&str]) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(args).arg("--config").arg(config);
+    let out = tokio::task::spawn_blocking(move || cmd.output().expect("run the CLI"))
+        .await
+        .expect("the CLI's thread");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// The `agent-inbox` binary built for the tests (`inbox-under-test`, beside the test binary's
 /// `deps/` folder; cargo builds it for integration tests).
 pub fn bin() -> PathBuf {
@@ -541,7 +555,7 @@ impl Endpoint for BinHost {
 
 impl BinHost {
     /// Writes `toml` (which must listen on `addr`) to `dir/routes.toml`, runs `serve` on it with
-    /// its log in `dir/log`, and waits until it answers `/healthz`.
+    /// its log in `dir/log`, and waits until it answers `/readyz` with 200.
     pub async fn start(dir: &Path, toml: &str, addr: SocketAddr, log: &str) -> BinHost {
         Self::start_with_env(dir, toml, addr, log, &[]).await
     }
@@ -573,7 +587,9 @@ impl BinHost {
             addr,
             log_path: log_path.clone(),
         };
-        let url = host.url("/healthz");
+        // Ready, not only alive: a process still draining on the same port (a restart that
+        // overlaps it) answers /healthz, but not /readyz.
+        let url = host.url("/readyz");
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(r) = try_request("GET", &url, &[], "").await
@@ -601,7 +617,7 @@ impl BinHost {
             }
             assert!(
                 Instant::now() < deadline,
-                "serve did not answer /healthz within 30 s; log:\n{}",
+                "serve was not ready (/readyz) within 30 s; log:\n{}",
                 host.log()
             );
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -1171,7 +1187,11 @@ pub async fn wait_turn_end(host: &impl Endpoint, admin: &str, id: &str) -> Value
         )
         .await;
         let state = r.json["turn"]["state"].as_str().unwrap_or("");
-        matches!(state, "done" | "failed" | "timed_out" | "canceled").then_some(r.json)
+        matches!(
+            state,
+            "done" | "failed" | "timed_out" | "canceled" | "interrupted" | "rejected"
+        )
+        .then_some(r.json)
     })
     .await
 }

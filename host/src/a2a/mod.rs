@@ -86,6 +86,10 @@ pub enum A2aError {
     /// The caller's address failed authentication too often (an HTTP 429, not a 200).
     #[error("Too many failed authentications from this address; retry after the Retry-After delay")]
     TooManyAuthFailures,
+    /// The store cannot write now (a full disk, a database away): nothing was recorded; send
+    /// again after the Retry-After delay (an HTTP 503, not a 200).
+    #[error("The inbox cannot record messages right now; retry after the Retry-After delay")]
+    StoreUnavailable,
 }
 
 impl A2aError {
@@ -106,6 +110,7 @@ impl A2aError {
             A2aError::VersionNotSupported(_) => -32009,
             // In JSON-RPC's implementation-defined range, apart from the codes A2A defines.
             A2aError::TooManyAuthFailures => -32029,
+            A2aError::StoreUnavailable => -32030,
         }
     }
 
@@ -125,12 +130,17 @@ impl A2aError {
             A2aError::ExtendedCardNotConfigured => "EXTENDED_AGENT_CARD_NOT_CONFIGURED",
             A2aError::VersionNotSupported(_) => "VERSION_NOT_SUPPORTED",
             A2aError::TooManyAuthFailures => "TOO_MANY_AUTH_FAILURES",
+            A2aError::StoreUnavailable => "STORE_UNAVAILABLE",
         }
     }
 }
 
 impl From<StoreError> for A2aError {
     fn from(e: StoreError) -> Self {
+        if let StoreError::Unavailable(why) = &e {
+            tracing::warn!(error = %why, "a2a: the store is unavailable");
+            return A2aError::StoreUnavailable;
+        }
         tracing::error!(error = %e, "a2a: store failed");
         A2aError::Internal("the inbox could not read or write its store".into())
     }

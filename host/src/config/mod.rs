@@ -507,6 +507,9 @@ pub struct Config {
     pub approval: Approval,
     /// `[store]` (read at start; a reload keeps the store it has).
     pub store: StoreConfig,
+    /// Whether the file has a `[server]` table: a reload refuses a file without one (an empty
+    /// or cut-short file is not what anyone means to run).
+    pub has_server_table: bool,
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).
@@ -627,6 +630,19 @@ impl Config {
         config.text_digest = Sha256::digest(text.as_bytes()).into();
         config.shared_digest = hash::shared_digest(text);
         Ok(config)
+    }
+
+    /// The longest `kill_grace_secs` of any agent route (the default without one): how long a
+    /// stopping inbox may still take after its drain.
+    pub fn longest_kill_grace(&self) -> std::time::Duration {
+        self.routes
+            .values()
+            .filter_map(|r| r.agent())
+            .map(|a| a.kill_grace)
+            .max()
+            .unwrap_or(std::time::Duration::from_secs(
+                defaults::DEFAULT_KILL_GRACE_SECS,
+            ))
     }
 
     /// Files whose change changes the config: routes.toml's plugins (routes.toml itself is the caller's).

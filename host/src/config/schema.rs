@@ -7,8 +7,8 @@ use serde::Deserialize;
 #[derive(Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct File {
-    #[serde(default)]
-    pub(super) server: Server,
+    /// `None` when the file has no `[server]` table (an empty or cut-short file, to a reload).
+    pub(super) server: Option<Server>,
     #[serde(default)]
     pub(super) agent: Agent,
     #[serde(default)]

@@ -86,6 +86,16 @@ pub(super) async fn rpc(
     match a2a::call(inbox, snap, &caller, &request.method, request.params).await {
         Ok(Answer::Result(v)) => Ok(rpc_json(&a2a::result_response(&id, v))),
         Ok(Answer::Stream(rx)) => Ok(sse(id, rx)),
+        // Nothing was recorded: a 503 with Retry-After, as on /message, so clients retry.
+        Err(e @ A2aError::StoreUnavailable) => {
+            let mut resp = json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &a2a::error_response(&id, &e),
+            );
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("2"));
+            Ok(resp)
+        }
         Err(e) => {
             if let A2aError::Internal(detail) = &e {
                 tracing::warn!(method = %request.method, error = %detail, "a2a: internal error");

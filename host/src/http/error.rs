@@ -76,7 +76,7 @@ impl ApiError {
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Inbox(e) => match e {
                 InboxError::BadToken => StatusCode::UNAUTHORIZED,
-                InboxError::NothingDead(_) => StatusCode::CONFLICT,
+                InboxError::NothingDead(_) | InboxError::Superseded => StatusCode::CONFLICT,
                 InboxError::UnknownPeer { .. } => StatusCode::BAD_REQUEST,
                 InboxError::UnknownType(_)
                 | InboxError::UnknownReplyType { .. }
@@ -124,6 +124,7 @@ impl ApiError {
                 InboxError::QueueFull { .. } => "queue_full",
                 InboxError::ShuttingDown => "shutting_down",
                 InboxError::BadToken => "unauthorized",
+                InboxError::Superseded => "superseded",
                 InboxError::UnknownPeer { .. } => "bad_field",
                 InboxError::NotFound => "not_found",
                 InboxError::NothingDead(_) => "conflict",
@@ -180,6 +181,7 @@ impl ApiError {
             }),
             ApiError::Inbox(InboxError::ShuttingDown),
             ApiError::Inbox(InboxError::BadToken),
+            ApiError::Inbox(InboxError::Superseded),
             ApiError::Inbox(InboxError::UnknownPeer {
                 peer: "p".into(),
                 known: vec![],
@@ -223,6 +225,7 @@ impl ApiError {
                     | InboxError::QueueFull { .. }
                     | InboxError::ShuttingDown
                     | InboxError::BadToken
+                    | InboxError::Superseded
                     | InboxError::UnknownPeer { .. }
                     | InboxError::NotFound
                     | InboxError::NothingDead(_)

@@ -8,7 +8,7 @@ use super::extract::{Req, bearer, body, header, query, segment};
 use super::{ApiError, Body, Endpoint, json};
 use crate::approval::{self, DecideError};
 use crate::config::PeerAuth;
-use crate::inbox::{Inbox, Incoming as Arrived, Reader, reader};
+use crate::inbox::{Inbox, Incoming as Arrived, Reader, Refused, reader};
 use crate::model::Verdict;
 use crate::signature;
 use crate::snapshot::Snapshot;
@@ -200,24 +200,63 @@ async fn message(
         (None, Some(k)) => Some(wire::idempotency_key(k, "Idempotency-Key")?),
         (None, None) => None,
     };
-    let envelope = Envelope::parse(&bytes, config.server.max_json_depth)?;
-    let ack = inbox
+    let envelope = match Envelope::parse(&bytes, config.server.max_json_depth) {
+        Ok(e) => e,
+        Err(e) => {
+            let e = ApiError::from(e);
+            inbox.refused(refusal(&sender, None, &e)).await;
+            return Err(e);
+        }
+    };
+    let named = (
+        envelope.msg_type.clone(),
+        envelope.thread_id.clone(),
+        envelope.in_reply_to.clone(),
+    );
+    let accepted = inbox
         .accept(
             snap,
             Arrived {
-                sender,
+                sender: sender.clone(),
                 envelope,
                 idempotency_key,
                 route: None,
                 task: None,
             },
         )
-        .await?;
+        .await;
+    let ack = match accepted {
+        Ok(ack) => ack,
+        Err(e) => {
+            let e = ApiError::from(e);
+            // Refused for good (a 4xx other than a rate limit): visible on this side too.
+            if e.status().is_client_error() && e.status() != StatusCode::TOO_MANY_REQUESTS {
+                let (t, thread, answered) = &named;
+                let mut r = refusal(&sender, Some(t), &e);
+                r.thread = thread.as_deref();
+                r.in_reply_to = answered.as_deref();
+                inbox.refused(r).await;
+            }
+            return Err(e);
+        }
+    };
     let status = match ack.status {
         wire::AckStatus::Duplicate => StatusCode::OK,
         _ => StatusCode::ACCEPTED,
     };
     Ok(json(status, &ack))
+}
+
+/// What a refusal of `sender`'s message of `msg_type` leaves for [`Inbox::refused`].
+fn refusal<'a>(sender: &'a str, msg_type: Option<&'a str>, e: &'a ApiError) -> Refused<'a> {
+    Refused {
+        peer: sender,
+        msg_type,
+        thread: None,
+        in_reply_to: None,
+        code: e.code(),
+        detail: e.to_string(),
+    }
 }
 
 /// The Standard Webhooks headers of a request.
@@ -409,7 +448,16 @@ async fn admin_reload(
     let reloader = inbox.reloader.as_ref().ok_or_else(|| {
         ApiError::Conflict("this inbox was not started from a config file".into())
     })?;
-    let (status, config_hash) = match reloader.reload("admin request").await {
+    let allow_empty = match query(req, "allow_empty").as_deref() {
+        None | Some("0" | "false") => false,
+        Some("1" | "true") => true,
+        Some(_) => {
+            return Err(ApiError::Body(BodyError::BadField(
+                "allow_empty must be true, false, 1 or 0".into(),
+            )));
+        }
+    };
+    let (status, config_hash) = match reloader.reload("admin request", allow_empty).await {
         Ok(crate::reload::Outcome::Swapped(hash)) => ("reloaded", hash),
         Ok(crate::reload::Outcome::Unchanged) => ("unchanged", snap.hash.clone()),
         Err(e) => return Err(ApiError::ReloadFailed(e.to_string())),
@@ -545,14 +593,17 @@ fn metrics(
     Ok(resp)
 }
 
-/// `GET /readyz`: 200 once the config is loaded, recovery has run and the store answers; 503
-/// before, while draining, or when the store does not answer.
+/// `GET /readyz`: 200 once the config is loaded, recovery has run and the store answers and
+/// writes; 503 before, while draining, or when the store does not answer or cannot write (until
+/// a probe write succeeds again).
 async fn ready(inbox: &Arc<Inbox>) -> Result<Response<Body>, ApiError> {
     use std::sync::atomic::Ordering;
     let why = if !inbox.ready.load(Ordering::SeqCst) {
         Some("starting")
     } else if inbox.shutdown.is_draining() {
         Some("draining")
+    } else if inbox.store_health.is_down() {
+        Some("the store cannot write")
     } else if let Err(e) = inbox.store.ping().await {
         tracing::warn!(error = %e, "readiness: the store does not answer");
         Some("the store does not answer")

@@ -28,7 +28,9 @@ fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> bool {
         Event::TurnStarted { route, .. } | Event::TurnEnded { route, .. } => {
             (Some(route.as_str()), None)
         }
-        Event::OutboundQueued { thread_id, .. } => (None, Some(thread_id.as_str())),
+        Event::OutboundQueued { thread_id, .. } | Event::MessageRefused { thread_id, .. } => {
+            (None, Some(thread_id.as_str()))
+        }
         Event::ApprovalWaiting {
             route, thread_id, ..
         }

@@ -24,8 +24,9 @@ use hyper::body::Incoming;
 
 pub use self::body::Body;
 pub use self::error::ApiError;
-use crate::inbox::Inbox;
+use crate::inbox::{Inbox, InboxError};
 use crate::limiter::{self, Credential};
+use crate::store::StoreError;
 
 /// Every endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -318,6 +319,9 @@ pub async fn handle(
         }
         Err(e) => Err(e),
     };
+    if let Err(ApiError::Inbox(InboxError::Store(StoreError::Unavailable(why)))) = &answer {
+        inbox.store_health.failed(why);
+    }
     // A refusal may come before the body was read (a wrong secret, a declared length over the
     // limit) or halfway through it: read the rest, so the client gets to read the refusal.
     req.drain().await;

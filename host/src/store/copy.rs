@@ -45,6 +45,7 @@ const TABLES: &[(&str, Order, Option<&str>, &[&str])] = &[
     ("reply_counts", Order::Key("message_id, attempt"), None, &[]),
     ("revoked_sessions", Order::Key("id"), None, &[]),
     ("thread_aliases", Order::Key("peer, alias"), None, &[]),
+    ("refusals", Order::Rowid, Some("rowid"), &[]),
 ];
 
 /// How many rows of each table were copied.
@@ -57,7 +58,13 @@ pub async fn sqlite_to_postgres(from: &Path, to: &PgSettings) -> Result<Copied, 
         reason,
     };
     // Held for the whole copy: an inbox that starts on this directory meanwhile is refused.
-    let _lock = sqlite::lock_exclusive(from).map_err(refused)?;
+    let _lock =
+        sqlite::lock::DirLock::acquire(from, std::time::Duration::ZERO).map_err(|e| match e {
+            sqlite::lock::LockError::Held { holder, .. } => {
+                refused(format!("{holder} has it open: stop it first"))
+            }
+            e => refused(e.to_string()),
+        })?;
     let path = from.join(sqlite::FILE_NAME);
     if !path.is_file() {
         return Err(refused(format!("no inbox database at {}", path.display())));

@@ -21,7 +21,7 @@ use std::time::Duration;
 
 use crate::model::{
     Approval, Attempt, AttemptOutcome, Decide, Delivery, HostBeat, Message, Outbound, PushConfig,
-    Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
+    Refusal, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -58,6 +58,16 @@ pub enum StoreError {
     /// was written; try again.
     #[error("the database is unavailable: {0}")]
     Unavailable(String),
+    /// Another process has the SQLite data directory (an inbox runs on it).
+    #[error(
+        "{holder} runs on the data directory {path}: one inbox per data directory (stop that one first, or give this one another data_dir)"
+    )]
+    Locked {
+        /// The data directory.
+        path: PathBuf,
+        /// Who holds it, as it wrote itself into the lock file.
+        holder: String,
+    },
     /// The writer is gone (shutdown or a crash).
     #[error("the store is closed")]
     Closed,
@@ -68,7 +78,17 @@ pub enum StoreError {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        StoreError::Sqlite(Arc::new(e))
+        use rusqlite::ErrorCode as C;
+        // A disk that is full, failing or mounted read-only: the transaction rolled back, nothing
+        // was written, and the same write succeeds once the disk is back. Unavailable, not a bug.
+        let why = match e.sqlite_error_code() {
+            Some(C::DiskFull) => "the disk is full",
+            Some(C::ReadOnly) => "the database is read-only",
+            Some(C::SystemIoFailure) => "the disk failed a read or a write",
+            Some(C::CannotOpen) => "the database file cannot be opened",
+            _ => return StoreError::Sqlite(Arc::new(e)),
+        };
+        StoreError::Unavailable(format!("{why} ({e})"))
     }
 }
 
@@ -81,6 +101,9 @@ pub enum Settings {
         data_dir: PathBuf,
         /// How durable a commit is.
         synchronous: Synchronous,
+        /// How long to wait for another process on the directory (a previous inbox draining)
+        /// to let go of it before refusing to open.
+        lock_wait: Duration,
     },
     /// PostgreSQL, shared by several hosts.
     Postgres(PgSettings),
@@ -158,6 +181,8 @@ pub struct TurnClaim {
     pub token_hash: TokenHash,
     /// When the token expires if the turn runs to its timeout.
     pub token_expires_at: i64,
+    /// What the turn's prompt promises, kept with the token.
+    pub terms: crate::model::TurnTerms,
 }
 
 /// A turn claimed for running.
@@ -178,6 +203,19 @@ pub struct Interrupted {
     pub route: String,
     /// How many times it has started.
     pub attempts: u32,
+    /// Whether that attempt committed a reply (it is then not run again).
+    pub replied: bool,
+}
+
+/// What settling an interrupted attempt that may run again did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requeued {
+    /// It is queued again; its token no longer works.
+    Queued,
+    /// Its attempt committed a reply meanwhile: it stays interrupted and is not run again.
+    Replied,
+    /// It was not (or no longer) interrupted: nothing changed.
+    NotInterrupted,
 }
 
 /// A due delivery, claimed for one attempt, with what the attempt needs.
@@ -274,9 +312,36 @@ impl Store {
             Settings::Sqlite {
                 data_dir,
                 synchronous,
-            } => sqlite::SqliteStore::open(data_dir, *synchronous).map(Store::Sqlite),
+                lock_wait,
+            } => {
+                let (dir, sync, wait) = (data_dir.clone(), *synchronous, *lock_wait);
+                // Waiting for the lock blocks; off the runtime's threads.
+                tokio::task::spawn_blocking(move || sqlite::SqliteStore::open(&dir, sync, wait))
+                    .await
+                    .map_err(|e| StoreError::Open {
+                        path: data_dir.clone(),
+                        reason: e.to_string(),
+                    })?
+                    .map(Store::Sqlite)
+            }
             Settings::Postgres(pg) => postgres::PgStore::open(pg).await.map(Store::Postgres),
         }
+    }
+
+    /// Records a refused message in the thread it named.
+    pub async fn insert_refusal(&self, refusal: Refusal) -> Result<(), StoreError> {
+        backend!(self.insert_refusal(refusal))
+    }
+
+    /// The refusals recorded in `thread`, oldest first (at most 100).
+    pub async fn refusals(&self, thread: &str) -> Result<Vec<Refusal>, StoreError> {
+        backend!(self.refusals(thread))
+    }
+
+    /// A small write that changes nothing anyone reads: whether the store can write now (a full
+    /// disk, a read-only or unreachable database fail it with [`StoreError::Unavailable`]).
+    pub async fn probe(&self) -> Result<(), StoreError> {
+        backend!(self.probe())
     }
 
     /// Checks that the store can be reached and its schema is one this binary can use, changing
@@ -288,6 +353,17 @@ impl Store {
                 data_dir.display()
             )),
             Settings::Postgres(pg) => postgres::PgStore::check(pg).await,
+        }
+    }
+
+    /// Records who holds the store (this process, listening on `listen`), for a process refused
+    /// the SQLite data directory to name; a shared store has no holder.
+    pub fn note_holder(&self, listen: &str) {
+        if let Store::Sqlite(s) = self {
+            s.note_holder(&format!(
+                "pid {}, listening on {listen}",
+                std::process::id()
+            ));
         }
     }
 
@@ -454,12 +530,21 @@ impl Store {
         backend!(self.recover_interrupted())
     }
 
-    /// Puts an interrupted turn back in its route's queue, where it keeps its place by age.
-    pub async fn requeue(&self, message_id: &str) -> Result<(), StoreError> {
+    /// Marks a turn this process runs interrupted (a stop that cannot wait for its agent), fenced
+    /// by its lease; `None` if the lease no longer holds it.
+    pub async fn interrupt(&self, lease: &Lease) -> Result<Option<Interrupted>, StoreError> {
+        backend!(self.interrupt(lease))
+    }
+
+    /// Puts an interrupted turn back in its route's queue, where it keeps its place by age; its
+    /// attempt's token stops working at once. Refused, in the same transaction, when that
+    /// attempt has committed a reply meanwhile: a turn is answered once.
+    pub async fn requeue(&self, message_id: &str) -> Result<Requeued, StoreError> {
         backend!(self.requeue(message_id))
     }
 
-    /// Leaves an interrupted turn `interrupted` for good, with the reason.
+    /// Leaves an interrupted turn `interrupted` for good, with the reason; its tokens stop
+    /// working.
     pub async fn fail_interrupted(
         &self,
         message_id: &str,
@@ -519,7 +604,20 @@ impl Store {
         peers: Vec<String>,
         hold: Option<Hold>,
     ) -> Result<(), StoreError> {
-        backend!(self.insert_outbound(outbound, peers, hold))
+        backend!(self.insert_outbound(outbound, peers, hold, None)).map(|_| ())
+    }
+
+    /// Records an agent's reply like [`Store::insert_outbound`], fenced by its attempt: `false`
+    /// (nothing written) unless `attempt` is still its turn's latest attempt and has not been
+    /// given up (queued to run again, or settled as interrupted).
+    pub async fn insert_reply(
+        &self,
+        outbound: Outbound,
+        peers: Vec<String>,
+        hold: Option<Hold>,
+        attempt: Lease,
+    ) -> Result<bool, StoreError> {
+        backend!(self.insert_outbound(outbound, peers, hold, Some(attempt)))
     }
 
     /// Records a person's (or the timeout's) decision on a held item, and acts on it in the same

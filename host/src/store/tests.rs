@@ -16,6 +16,7 @@ async fn backends() -> Vec<(&'static str, Store, (tempfile::TempDir, Settings))>
     let settings = Settings::Sqlite {
         data_dir: dir.path().to_owned(),
         synchronous: Synchronous::Full,
+        lock_wait: Duration::from_secs(5),
     };
     let sqlite = Store::open(&settings).await.expect("open sqlite");
     let mut all = vec![("sqlite", sqlite, (dir, settings))];
@@ -90,8 +91,23 @@ fn claim(route: &str) -> (String, TurnClaim) {
             route: route.into(),
             token_hash: hash,
             token_expires_at: now_ms() + 60_000,
+            terms: terms(),
         },
     )
+}
+
+fn terms() -> crate::model::TurnTerms {
+    crate::model::TurnTerms {
+        reply_types: vec!["DONE".into(), "STATUS".into()],
+        reply_to: vec!["tony".into()],
+        plugin: Some("ab12".into()),
+        limits: crate::model::ReplyLimits {
+            per_turn: 5,
+            per_minute: 3,
+        },
+        approve_outbound: None,
+        agent: Some("planner".into()),
+    }
 }
 
 fn done() -> TurnEnd {
@@ -253,7 +269,8 @@ async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
             vec![Interrupted {
                 message_id: "a".into(),
                 route: "tasks".into(),
-                attempts: 1
+                attempts: 1,
+                replied: false,
             }],
             "{name}"
         );
@@ -279,6 +296,130 @@ async fn interrupted_turns_are_recovered_and_requeued_in_their_place() {
             .fail_interrupted("b", TurnError::new("interrupted", "test"))
             .await
             .expect(name);
+    }
+}
+
+/// A turn is answered once: an attempt that replied is not queued again, and the token of one
+/// that is (or of an attempt a newer one replaced) commits nothing. On PostgreSQL the second
+/// handle is another host that took the turn over after the first one's lease ran out: the
+/// first host cannot deliver its attempt's replies.
+#[tokio::test]
+async fn a_superseded_attempt_cannot_reply_and_one_that_replied_is_not_run_again() {
+    for (name, old, (_dir, settings)) in backends().await {
+        for id in ["a", "b"] {
+            old.insert_message(message(id), QUEUE, None, None)
+                .await
+                .expect(name);
+        }
+        let (ta, ca) = claim("tasks");
+        let a = old.claim_turn(ca).await.expect(name).expect("a");
+        let (tb, cb) = claim("tasks");
+        let b = old.claim_turn(cb).await.expect(name).expect("b");
+        let grant = old
+            .token(token::hash(&ta))
+            .await
+            .expect(name)
+            .expect("a's token");
+        assert!(grant.current, "{name}");
+        assert_eq!(grant.terms, Some(terms()), "the terms come back: {name}");
+        // a's agent replies; b's does not before the stop.
+        assert!(
+            old.insert_reply(
+                outbound("ra", "a"),
+                vec!["tony".into()],
+                None,
+                a.lease.clone()
+            )
+            .await
+            .expect(name),
+            "{name}"
+        );
+        let takeover = match &settings {
+            Settings::Postgres(p) => Store::open(&Settings::Postgres(PgSettings {
+                owner: format!("test-host/{}", crate::model::new_id()),
+                lease: Duration::from_secs(1),
+                ..p.clone()
+            }))
+            .await
+            .expect(name),
+            Settings::Sqlite { .. } => old.clone(),
+        };
+        let mut rec = takeover.recover_interrupted().await.expect(name);
+        rec.sort_by(|x, y| x.message_id.cmp(&y.message_id));
+        let replied: Vec<(&str, bool)> = rec
+            .iter()
+            .map(|t| (t.message_id.as_str(), t.replied))
+            .collect();
+        assert_eq!(replied, [("a", true), ("b", false)], "{name}");
+        assert_eq!(
+            takeover.requeue("a").await.expect(name),
+            Requeued::Replied,
+            "{name}"
+        );
+        assert_eq!(
+            takeover.requeue("b").await.expect(name),
+            Requeued::Queued,
+            "{name}"
+        );
+        // b's first attempt is superseded the moment it is queued again, before any new claim.
+        let old_b = old.token(token::hash(&tb)).await.expect(name).unwrap();
+        assert!(!old_b.current, "{name}");
+        assert!(
+            !old.insert_reply(
+                outbound("rb1", "b"),
+                vec!["tony".into()],
+                None,
+                b.lease.clone()
+            )
+            .await
+            .expect(name),
+            "the old host's attempt commits nothing: {name}"
+        );
+        let (tb2, cb2) = claim("tasks");
+        let b2 = takeover
+            .claim_turn(cb2)
+            .await
+            .expect(name)
+            .expect("b again");
+        assert_eq!(b2.lease.generation, 2, "{name}");
+        assert!(
+            !old.insert_reply(
+                outbound("rb1", "b"),
+                vec!["tony".into()],
+                None,
+                b.lease.clone()
+            )
+            .await
+            .expect(name),
+            "{name}"
+        );
+        assert!(
+            takeover
+                .token(token::hash(&tb2))
+                .await
+                .expect(name)
+                .unwrap()
+                .current,
+            "{name}"
+        );
+        assert!(
+            takeover
+                .insert_reply(outbound("rb2", "b"), vec!["tony".into()], None, b2.lease)
+                .await
+                .expect(name),
+            "{name}"
+        );
+        assert!(
+            takeover.outbound("rb1").await.expect(name).is_none(),
+            "{name}"
+        );
+        // a, given up after its reply: its token stops working at once.
+        takeover
+            .fail_interrupted("a", TurnError::new("interrupted", "test"))
+            .await
+            .expect(name);
+        let old_a = takeover.token(token::hash(&ta)).await.expect(name).unwrap();
+        assert!(!old_a.current && !old_a.is_valid_at(now_ms() + 1), "{name}");
     }
 }
 

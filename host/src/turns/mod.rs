@@ -16,7 +16,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 
 use crate::events::Events;
-use crate::model::{Message, Outbound, TurnEnd, new_id, now_ms};
+use crate::model::{Message, Outbound, TurnEnd, TurnTerms, new_id, now_ms};
 use crate::relay::Relay;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Active, Snapshot};
@@ -46,37 +46,53 @@ pub struct Turns {
     client: crate::tls::HttpsClient,
 }
 
-/// The running turns' cancel signals, by message id: a cancelled task stops its agent at once on
-/// the host that runs it (another host's turn stops when its lease renewal finds it cancelled).
+/// The running turns' stop signals, by message id: a cancelled task stops its agent at once on
+/// the host that runs it (another host's turn stops when its lease renewal finds it cancelled),
+/// and so does a stop that cannot wait for it any longer.
 #[derive(Default)]
-struct Cancels(Mutex<HashMap<String, Arc<Notify>>>);
+struct Cancels(Mutex<HashMap<String, Arc<StopSignal>>>);
+
+/// How a running turn is told to stop its agent, and why.
+#[derive(Default)]
+struct StopSignal {
+    notify: Arc<Notify>,
+    /// The inbox is stopping: the turn is interrupted (settled to run again), not cancelled.
+    interrupted: std::sync::atomic::AtomicBool,
+}
 
 /// A running turn's entry in [`Cancels`]; removed when dropped.
 struct CancelGuard<'a> {
     cancels: &'a Cancels,
     id: String,
-    notify: Arc<Notify>,
+    signal: Arc<StopSignal>,
 }
 
 impl Cancels {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Notify>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<StopSignal>>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn register(&self, id: &str) -> CancelGuard<'_> {
-        let notify = Arc::new(Notify::new());
-        self.lock().insert(id.to_owned(), notify.clone());
+        let signal = Arc::new(StopSignal::default());
+        self.lock().insert(id.to_owned(), signal.clone());
         CancelGuard {
             cancels: self,
             id: id.to_owned(),
-            notify,
+            signal,
         }
     }
 }
 
 impl CancelGuard<'_> {
     fn notify(&self) -> Arc<Notify> {
-        self.notify.clone()
+        self.signal.notify.clone()
+    }
+
+    /// Whether the agent was stopped because the inbox is stopping.
+    fn interrupted(&self) -> bool {
+        self.signal
+            .interrupted
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -132,13 +148,27 @@ impl Turns {
     /// such turn runs here.
     pub fn cancel(&self, message_id: &str) -> bool {
         match self.cancels.lock().get(message_id) {
-            Some(n) => {
+            Some(s) => {
                 // A stored permit: a cancel just before the agent starts still stops it.
-                n.notify_one();
+                s.notify.notify_one();
                 true
             }
             None => false,
         }
+    }
+
+    /// Stops the agents of every turn running here because the inbox is stopping (its drain is
+    /// over): each turn is recorded interrupted and settled by `on_interrupt` at once, so it runs
+    /// again (on another host, or after the restart) only if it has not replied. Returns how
+    /// many were told.
+    pub fn interrupt_all(&self) -> usize {
+        let all = self.cancels.lock();
+        for s in all.values() {
+            s.interrupted
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            s.notify.notify_one();
+        }
+        all.len()
     }
 
     /// How long a lease lasts and how often a running turn renews it.
@@ -257,6 +287,7 @@ impl Turns {
             route: route.to_owned(),
             token_hash,
             token_expires_at: now_ms() + lasts.as_millis() as i64,
+            terms: terms(snap, route),
         };
         Ok(self.store.claim_turn(claim).await?.map(|c| (c, token)))
     }
@@ -316,6 +347,22 @@ impl Turns {
             .into_iter()
             .collect()
     }
+}
+
+/// What a turn of `route` claimed now promises its agent. A removed route's turn fails before
+/// its agent starts (its token is born expired), so it promises nothing.
+fn terms(snap: &Snapshot, route: &str) -> TurnTerms {
+    snap.turn_terms(route).unwrap_or(TurnTerms {
+        reply_types: Vec::new(),
+        reply_to: Vec::new(),
+        plugin: None,
+        limits: crate::model::ReplyLimits {
+            per_turn: 0,
+            per_minute: 0,
+        },
+        approve_outbound: None,
+        agent: None,
+    })
 }
 
 /// `https` when the inbox serves TLS itself, else `http`.

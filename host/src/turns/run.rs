@@ -121,9 +121,20 @@ pub(super) async fn run(
             with_renewals(turns, &lease, gateway::run(g, &turns.client, turn)).await
         }
     };
+    let interrupted = cancel.interrupted();
     drop(cancel);
     // The agent has ended: its credential file goes (its token stops working after the grace).
     drop(auth_file);
+    if interrupted {
+        // The inbox is stopping and could not wait for this agent: the turn is settled as a
+        // restart would settle it, now, so the next start (or another host) finds it queued or
+        // failed, never running with a live agent.
+        tracing::warn!(message_id = %id, route = %route_name, "the inbox is stopping; the turn's agent was ended");
+        if let Some(t) = turns.store.interrupt(&lease).await? {
+            turns.settle(snap, t, "the inbox stopped").await?;
+        }
+        return Ok(());
+    }
     let state = match outcome.ending {
         Ending::Done => TurnState::Done,
         Ending::Failed => TurnState::Failed,

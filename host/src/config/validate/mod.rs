@@ -113,7 +113,9 @@ pub(super) fn validate(
         warnings: Vec::new(),
         env,
     };
-    let mut server = server::server(&mut c, &raw.server);
+    let no_server = schema::Server::default();
+    let raw_server = raw.server.as_ref().unwrap_or(&no_server);
+    let mut server = server::server(&mut c, raw_server);
     let store = server::store(&mut c, &raw.store, &mut server);
     let relay = server::relay(&mut c, &raw.relay);
     let peers = peers::peers(&mut c, &raw.peers, &server.admin_secrets);
@@ -140,8 +142,8 @@ pub(super) fn validate(
         agents,
         approval,
         store,
-        secret_vars: raw
-            .server
+        has_server_table: raw.server.is_some(),
+        secret_vars: raw_server
             .admin_secret_env
             .iter()
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))

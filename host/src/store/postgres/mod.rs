@@ -23,12 +23,12 @@ use tokio_postgres::types::ToSql;
 
 use crate::model::{
     Approval, ApprovalKind, Attempt, AttemptOutcome, Decide, Decision, Delivery, DeliveryState,
-    HostBeat, Message, Outbound, PushConfig, ReplyCount, ReplyLimits, Task, TaskInput, TaskRecord,
-    Turn, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    HostBeat, Message, Outbound, PushConfig, Refusal, ReplyCount, ReplyLimits, Task, TaskInput,
+    TaskRecord, Turn, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
-    MessageFilter, NewTurn, Push, StoreError, TaskFilter, TaskLink, TurnClaim,
+    MessageFilter, NewTurn, Push, Requeued, StoreError, TaskFilter, TaskLink, TurnClaim,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -100,8 +100,14 @@ pub fn describe(url: &str) -> String {
 
 impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // No SQLSTATE: the connection failed or closed, not the statement.
-        if e.code().is_none() {
+        // No SQLSTATE: the connection failed or closed, not the statement. Class 53 (the disk
+        // is full, no memory, no connection slot), a read-only server (25006) and one shutting
+        // down (57P): nothing was written, and the same write succeeds once it is back.
+        let unavailable = e.code().is_none_or(|c| {
+            let c = c.code();
+            c.starts_with("53") || c.starts_with("57P") || c == "25006"
+        });
+        if unavailable {
             StoreError::Unavailable(e.to_string())
         } else {
             StoreError::Postgres(Arc::new(e))
@@ -1086,7 +1092,7 @@ impl PgStore {
             return Ok(false);
         }
         let target = crate::model::push_target(&push.task_id, &push.config_id);
-        insert_outbound(&tx, &push.outbound, &[target], None).await?;
+        insert_outbound(&tx, &push.outbound, &[target], None, None).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -1110,15 +1116,18 @@ impl PgStore {
             return Ok(None);
         };
         let (id, attempts): (String, u32) = (row.get(0), u32_at(&row, 1));
+        let terms = serde_json::to_string(&claim.terms)
+            .map_err(|e| StoreError::Corrupt(format!("a turn's terms: {e}")))?;
         tx.execute(
-            "INSERT INTO tokens (hash, message_id, route, expires_at, attempt)
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tokens (hash, message_id, route, expires_at, attempt, terms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
             &[
                 &&claim.token_hash.0[..],
                 &id,
                 &claim.route,
                 &claim.token_expires_at,
                 &i64::from(attempts),
+                &terms,
             ],
         )
         .await?;
@@ -1212,12 +1221,17 @@ impl PgStore {
             .client()
             .await?
             .query(
-                "UPDATE turns SET state = 'interrupted', ended_at = $1, error = $2,
-                                  leased_by = NULL, lease_until = NULL
-                 WHERE state = 'running'
-                   AND (lease_until < now()
-                        OR (split_part(leased_by, '/', 1) = $3 AND leased_by <> $4))
-                 RETURNING message_id, route, attempts",
+                "WITH gone AS (
+                     UPDATE turns SET state = 'interrupted', ended_at = $1, error = $2,
+                                      leased_by = NULL, lease_until = NULL
+                     WHERE state = 'running'
+                       AND (lease_until < now()
+                            OR (split_part(leased_by, '/', 1) = $3 AND leased_by <> $4))
+                     RETURNING message_id, route, attempts)
+                 SELECT g.message_id, g.route, g.attempts,
+                        EXISTS (SELECT 1 FROM replies r
+                                WHERE r.in_reply_to = g.message_id AND r.attempt = g.attempts)
+                 FROM gone g",
                 &[&now_ms(), &error.to_string(), &host, &&*self.owner],
             )
             .await?;
@@ -1227,24 +1241,133 @@ impl PgStore {
                 message_id: r.get(0),
                 route: r.get(1),
                 attempts: u32_at(r, 2),
+                replied: r.get(3),
             })
             .collect())
     }
 
-    pub(super) async fn requeue(&self, message_id: &str) -> Result<(), StoreError> {
+    pub(super) async fn insert_refusal(&self, r: Refusal) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO refusals (thread_id, peer, type, code, detail, at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[
+                    &r.thread_id,
+                    &r.peer,
+                    &r.msg_type,
+                    &r.code,
+                    &r.detail,
+                    &r.at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn refusals(&self, thread: &str) -> Result<Vec<Refusal>, StoreError> {
+        Ok(self
+            .client()
+            .await?
+            .query(
+                "SELECT thread_id, peer, type, code, detail, at FROM refusals
+                 WHERE thread_id = $1 ORDER BY seq LIMIT 100",
+                &[&thread],
+            )
+            .await?
+            .iter()
+            .map(|r| Refusal {
+                thread_id: r.get(0),
+                peer: r.get(1),
+                msg_type: r.get(2),
+                code: r.get(3),
+                detail: r.get(4),
+                at: r.get(5),
+            })
+            .collect())
+    }
+
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO probes (holder, at) VALUES ($1, $2)
+                 ON CONFLICT (holder) DO UPDATE SET at = EXCLUDED.at",
+                &[&&*self.owner, &now_ms()],
+            )
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn interrupt(&self, lease: &Lease) -> Result<Option<Interrupted>, StoreError> {
+        let error = TurnError::new("interrupted", "the inbox stopped while the agent ran");
         let row = self
             .client()
             .await?
             .query_opt(
-                "UPDATE turns SET state = 'queued' WHERE message_id = $1 AND state = 'interrupted'
-                 RETURNING route",
-                &[&message_id],
+                "WITH gone AS (
+                     UPDATE turns SET state = 'interrupted', ended_at = $3, error = $4,
+                                      leased_by = NULL, lease_until = NULL
+                     WHERE message_id = $1 AND attempts = $2 AND state = 'running'
+                       AND leased_by = $5
+                     RETURNING message_id, route, attempts)
+                 SELECT g.route,
+                        EXISTS (SELECT 1 FROM replies r
+                                WHERE r.in_reply_to = g.message_id AND r.attempt = g.attempts)
+                 FROM gone g",
+                &[
+                    &lease.message_id,
+                    &i64::from(lease.generation),
+                    &now_ms(),
+                    &error.to_string(),
+                    &&*self.owner,
+                ],
             )
             .await?;
-        if let Some(r) = row {
-            self.count_queued(r.get(0), true);
+        Ok(row.map(|r| Interrupted {
+            message_id: lease.message_id.clone(),
+            route: r.get(0),
+            attempts: lease.generation,
+            replied: r.get(1),
+        }))
+    }
+
+    pub(super) async fn requeue(&self, message_id: &str) -> Result<Requeued, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // The row lock first: a reply of this attempt being committed holds it (see
+        // `attempt_is_current`), so the next statement, with a snapshot of its own, sees it.
+        let Some(row) = tx
+            .query_opt(
+                "SELECT attempts FROM turns WHERE message_id = $1 AND state = 'interrupted'
+                 FOR UPDATE",
+                &[&message_id],
+            )
+            .await?
+        else {
+            return Ok(Requeued::NotInterrupted);
+        };
+        let attempts = u32_at(&row, 0);
+        let replied: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM replies WHERE in_reply_to = $1 AND attempt = $2)",
+                &[&message_id, &i64::from(attempts)],
+            )
+            .await?
+            .get(0);
+        if replied {
+            return Ok(Requeued::Replied);
         }
-        Ok(())
+        let route: String = tx
+            .query_one(
+                "UPDATE turns SET state = 'queued' WHERE message_id = $1 RETURNING route",
+                &[&message_id],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        self.count_queued(route, true);
+        Ok(Requeued::Queued)
     }
 
     pub(super) async fn fail_interrupted(
@@ -1252,14 +1375,22 @@ impl PgStore {
         message_id: &str,
         error: TurnError,
     ) -> Result<(), StoreError> {
-        self.client()
-            .await?
-            .execute(
-                "UPDATE turns SET state = 'interrupted', error = $2, ended_at = $3
-                 WHERE message_id = $1",
-                &[&message_id, &error.to_string(), &now_ms()],
-            )
-            .await?;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let now = now_ms();
+        tx.execute(
+            "UPDATE turns SET state = 'interrupted', error = $2, ended_at = $3
+             WHERE message_id = $1",
+            &[&message_id, &error.to_string(), &now],
+        )
+        .await?;
+        // Given up: an agent still alive from that attempt can no longer answer for it.
+        tx.execute(
+            "UPDATE tokens SET expires_at = least(expires_at, $2) WHERE message_id = $1",
+            &[&message_id, &now],
+        )
+        .await?;
+        tx.commit().await?;
         Ok(())
     }
 
@@ -1353,12 +1484,29 @@ impl PgStore {
         outbound: Outbound,
         peers: Vec<String>,
         hold: Option<Hold>,
-    ) -> Result<(), StoreError> {
+        fence: Option<Lease>,
+    ) -> Result<bool, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        insert_outbound(&tx, &outbound, &peers, hold.as_ref()).await?;
+        if let Some(f) = &fence {
+            // Held until the commit: a takeover's requeue of this turn waits for this reply, and
+            // then sees it (see `requeue`).
+            let current: Option<bool> = tx
+                .query_opt(
+                    "SELECT ($2::BIGINT = 0 OR attempts = $2::BIGINT) AND state NOT IN ('queued', 'interrupted')
+                     FROM turns WHERE message_id = $1 FOR SHARE",
+                    &[&f.message_id, &i64::from(f.generation)],
+                )
+                .await?
+                .map(|r| r.get(0));
+            if current != Some(true) {
+                return Ok(false);
+            }
+        }
+        let attempt = fence.as_ref().map(|f| i64::from(f.generation));
+        insert_outbound(&tx, &outbound, &peers, hold.as_ref(), attempt).await?;
         tx.commit().await?;
-        Ok(())
+        Ok(true)
     }
 
     pub(super) async fn decide(&self, d: Decide) -> Result<Decided, StoreError> {
@@ -1751,27 +1899,36 @@ impl PgStore {
             .await?
             .query_opt(
                 "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
-                        tu.state IN ('running', 'queued'), t.attempt
+                        tu.state IN ('running', 'queued'), t.attempt, t.terms,
+                        coalesce((t.attempt = 0 OR t.attempt = tu.attempts)
+                                 AND tu.state NOT IN ('queued', 'interrupted'), false)
                  FROM tokens t JOIN messages m ON m.id = t.message_id
                  LEFT JOIN turns tu ON tu.message_id = t.message_id
                  WHERE t.hash = $1",
                 &[&&hash.0[..]],
             )
             .await?;
-        Ok(row.map(|r| {
-            let running: Option<bool> = r.get(5);
-            Grant {
-                message_id: r.get(0),
-                attempt: u32_at(&r, 6),
-                route: r.get(1),
-                thread_id: r.get(2),
-                hops: u32_at(&r, 3),
-                expires_at: if running == Some(true) {
-                    None
-                } else {
-                    Some(r.get(4))
-                },
-            }
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        let running: Option<bool> = r.get(5);
+        let terms: Option<String> = r.get(7);
+        Ok(Some(Grant {
+            message_id: r.get(0),
+            attempt: u32_at(&r, 6),
+            route: r.get(1),
+            thread_id: r.get(2),
+            hops: u32_at(&r, 3),
+            expires_at: if running == Some(true) {
+                None
+            } else {
+                Some(r.get(4))
+            },
+            current: r.get(8),
+            terms: terms
+                .map(|t| serde_json::from_str(&t))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("a token's terms: {e}")))?,
         }))
     }
 
@@ -2155,11 +2312,12 @@ async fn insert_outbound(
     o: &Outbound,
     peers: &[String],
     hold: Option<&Hold>,
+    attempt: Option<i64>,
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at,
-                              agent)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                              agent, attempt)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
         &[
             &o.id,
             &o.in_reply_to,
@@ -2170,6 +2328,7 @@ async fn insert_outbound(
             &(o.hops as i64),
             &o.created_at,
             &o.agent,
+            &attempt,
         ],
     )
     .await?;

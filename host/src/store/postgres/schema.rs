@@ -237,6 +237,28 @@ const MIGRATIONS: &[&str] = &[
         ORDER BY r.seq
         ON CONFLICT DO NOTHING;
 "#,
+    // Version 5: a token carries what its turn's prompt promised (JSON), and a reply records the
+    // attempt that sent it (see the SQLite schema's version 9).
+    r#"
+    ALTER TABLE tokens ADD COLUMN terms TEXT;
+    ALTER TABLE replies ADD COLUMN attempt BIGINT;
+    -- Each host's last write probe (`/readyz` is ready only while the store takes writes).
+    CREATE TABLE probes (
+        holder TEXT PRIMARY KEY,
+        at     BIGINT NOT NULL
+    );
+    -- Messages a peer sent in a known thread that were refused.
+    CREATE TABLE refusals (
+        seq       BIGSERIAL PRIMARY KEY,
+        thread_id TEXT NOT NULL,
+        peer      TEXT NOT NULL,
+        type      TEXT NOT NULL,
+        code      TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        at        BIGINT NOT NULL
+    );
+    CREATE INDEX refusals_thread ON refusals(thread_id);
+"#,
 ];
 
 /// The newest schema version this binary knows.

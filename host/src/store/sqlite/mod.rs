@@ -7,6 +7,7 @@
 
 mod aliases;
 pub(super) mod key;
+pub(super) mod lock;
 mod prealloc;
 mod reads;
 mod schema;
@@ -23,46 +24,21 @@ use self::prealloc::Prealloc;
 use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
-    Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig,
+    Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig, Refusal,
     ReplyLimits, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
-    MessageFilter, NewTurn, Push, StoreError, TaskFilter, TaskLink, TurnClaim,
+    MessageFilter, NewTurn, Push, Requeued, StoreError, TaskFilter, TaskLink, TurnClaim,
 };
 use crate::token::{Grant, TokenHash};
 
 /// The database file's name inside the data directory.
 pub(super) const FILE_NAME: &str = "inbox.sqlite3";
 
-/// The lock file beside the database: every open store holds it shared, `store migrate` takes
-/// it exclusively, so a copy never reads a database an inbox is writing.
-const LOCK_FILE: &str = "inbox.lock";
-
 /// The newest SQLite schema version this binary knows.
 pub(super) fn latest_schema() -> i64 {
     schema::latest()
-}
-
-fn lock_file(data_dir: &Path) -> Result<std::fs::File, String> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(data_dir.join(LOCK_FILE))
-        .map_err(|e| format!("cannot open {}: {e}", data_dir.join(LOCK_FILE).display()))
-}
-
-/// Takes the data directory's lock for a copy; refused while an inbox has it open.
-pub(super) fn lock_exclusive(data_dir: &Path) -> Result<std::fs::File, String> {
-    let f = lock_file(data_dir)?;
-    match f.try_lock() {
-        Ok(()) => Ok(f),
-        Err(std::fs::TryLockError::WouldBlock) => {
-            Err("an inbox is running on this data directory: stop it first".into())
-        }
-        Err(std::fs::TryLockError::Error(e)) => Err(format!("cannot lock it: {e}")),
-    }
 }
 
 /// Handle to the SQLite store; cheap to clone.
@@ -71,20 +47,26 @@ pub struct SqliteStore {
     writer: Writer,
     reader: Arc<Mutex<Connection>>,
     queues: Arc<Queues>,
-    /// The data directory's lock, held shared while the store is open.
-    _lock: Arc<std::fs::File>,
+    /// The data directory's lock, held exclusively while the store is open.
+    lock: Arc<lock::DirLock>,
 }
 
 impl SqliteStore {
     /// Opens (creating and migrating if needed) the database in `data_dir` and starts its threads.
-    pub(super) fn open(data_dir: &Path, sync: Synchronous) -> Result<Self, StoreError> {
-        Self::open_with(data_dir, sync, writer::CHECKPOINTS)
+    /// Waits up to `lock_wait` for another process on the directory to let go of it.
+    pub(super) fn open(
+        data_dir: &Path,
+        sync: Synchronous,
+        lock_wait: Duration,
+    ) -> Result<Self, StoreError> {
+        Self::open_with(data_dir, sync, writer::CHECKPOINTS, lock_wait)
     }
 
     fn open_with(
         data_dir: &Path,
         sync: Synchronous,
         checkpoints: Checkpoints,
+        lock_wait: Duration,
     ) -> Result<Self, StoreError> {
         let path = data_dir.join(FILE_NAME);
         let failed = |reason: String| StoreError::Open {
@@ -93,19 +75,13 @@ impl SqliteStore {
         };
         std::fs::create_dir_all(data_dir)
             .map_err(|e| failed(format!("cannot create {}: {e}", data_dir.display())))?;
-        let lock = lock_file(data_dir).map_err(&failed)?;
-        match lock.try_lock_shared() {
-            Ok(()) => {}
-            Err(std::fs::TryLockError::WouldBlock) => {
-                return Err(failed(
-                    "it is being copied (agent-inbox store migrate); try again when that is done"
-                        .into(),
-                ));
-            }
-            Err(std::fs::TryLockError::Error(e)) => {
-                return Err(failed(format!("cannot lock {LOCK_FILE}: {e}")));
-            }
-        }
+        let lock = lock::DirLock::acquire(data_dir, lock_wait).map_err(|e| match e {
+            lock::LockError::Held { holder, .. } => StoreError::Locked {
+                path: data_dir.to_owned(),
+                holder,
+            },
+            e => failed(e.to_string()),
+        })?;
         let mut conn = schema::connect(&path, sync).map_err(|e| failed(e.to_string()))?;
         schema::migrate(&mut conn, &path)?;
         // Checkpoints copy the WAL into the database file with fsyncs of their own; done by the
@@ -125,8 +101,13 @@ impl SqliteStore {
             writer,
             reader: Arc::new(Mutex::new(reader)),
             queues,
-            _lock: Arc::new(lock),
+            lock: Arc::new(lock),
         })
+    }
+
+    /// Writes who holds the data directory (shown to a process refused it).
+    pub(super) fn note_holder(&self, holder: &str) {
+        self.lock.note(holder);
     }
 
     async fn read<T: Send + 'static>(
@@ -317,7 +298,24 @@ impl SqliteStore {
         self.writer.write(RecoverInterrupted).await
     }
 
-    pub(super) async fn requeue(&self, message_id: &str) -> Result<(), StoreError> {
+    pub(super) async fn insert_refusal(&self, refusal: Refusal) -> Result<(), StoreError> {
+        self.writer.write(InsertRefusal(refusal)).await
+    }
+
+    pub(super) async fn refusals(&self, thread: &str) -> Result<Vec<Refusal>, StoreError> {
+        let thread = thread.to_owned();
+        self.read(move |c| reads::refusals(c, &thread)).await
+    }
+
+    pub(super) async fn probe(&self) -> Result<(), StoreError> {
+        self.writer.write(Probe).await
+    }
+
+    pub(super) async fn interrupt(&self, lease: &Lease) -> Result<Option<Interrupted>, StoreError> {
+        self.writer.write(Interrupt(lease.clone())).await
+    }
+
+    pub(super) async fn requeue(&self, message_id: &str) -> Result<Requeued, StoreError> {
         self.writer.write(Requeue(message_id.to_owned())).await
     }
 
@@ -371,12 +369,14 @@ impl SqliteStore {
         outbound: Outbound,
         peers: Vec<String>,
         hold: Option<Hold>,
-    ) -> Result<(), StoreError> {
+        fence: Option<Lease>,
+    ) -> Result<bool, StoreError> {
         self.writer
             .write(InsertOutbound {
                 outbound,
                 peers,
                 hold,
+                fence,
             })
             .await
     }
@@ -621,7 +621,8 @@ mod tests {
             every: Duration::from_millis(10),
             restart_at_frames: 64,
         };
-        let store = SqliteStore::open_with(dir.path(), Synchronous::Normal, policy).expect("open");
+        let store = SqliteStore::open_with(dir.path(), Synchronous::Normal, policy, Duration::ZERO)
+            .expect("open");
         let (db, wal) = (
             dir.path().join(FILE_NAME),
             dir.path().join(format!("{FILE_NAME}-wal")),
@@ -666,7 +667,8 @@ mod tests {
             every: Duration::from_secs(3600),
             restart_at_frames: 1 << 20,
         };
-        let store = SqliteStore::open_with(dir.path(), Synchronous::Normal, policy).expect("open");
+        let store = SqliteStore::open_with(dir.path(), Synchronous::Normal, policy, Duration::ZERO)
+            .expect("open");
         for w in writers(&store, 4, 1000) {
             w.await.expect("writer");
         }

@@ -124,30 +124,67 @@ const DELIVERY_COLUMNS_D: &str = "d.peer, d.state, d.attempts, d.next_attempt_at
                                   d.last_error, d.delivered_at";
 
 pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
-    Ok(c.prepare_cached(concat!(
-        "SELECT t.message_id, t.route, ",
-        thread_id_of!("m."),
-        ", m.hops, t.expires_at, tu.state IN ('running', 'queued'), t.attempt
+    let found = c
+        .prepare_cached(concat!(
+            "SELECT t.message_id, t.route, ",
+            thread_id_of!("m."),
+            ", m.hops, t.expires_at, tu.state IN ('running', 'queued'), t.attempt, t.terms
          FROM tokens t JOIN messages m ON m.id = t.message_id
          LEFT JOIN turns tu ON tu.message_id = t.message_id
          WHERE t.hash = ?1"
-    ))?
-    .query_row(params![&hash.0[..]], |r| {
-        let running: Option<bool> = r.get(5)?;
-        Ok(Grant {
-            message_id: id(r, 0)?,
-            attempt: r.get(6)?,
-            route: r.get(1)?,
-            thread_id: id(r, 2)?,
-            hops: r.get(3)?,
-            expires_at: if running == Some(true) {
-                None
-            } else {
-                Some(r.get(4)?)
-            },
+        ))?
+        .query_row(params![&hash.0[..]], |r| {
+            let running: Option<bool> = r.get(5)?;
+            let terms: Option<String> = r.get(7)?;
+            Ok((
+                Grant {
+                    message_id: id(r, 0)?,
+                    attempt: r.get(6)?,
+                    route: r.get(1)?,
+                    thread_id: id(r, 2)?,
+                    hops: r.get(3)?,
+                    expires_at: if running == Some(true) {
+                        None
+                    } else {
+                        Some(r.get(4)?)
+                    },
+                    current: false,
+                    terms: None,
+                },
+                terms,
+            ))
         })
-    })
-    .optional()?)
+        .optional()?;
+    let Some((mut grant, terms)) = found else {
+        return Ok(None);
+    };
+    grant.current = super::writes::attempt_is_current(c, &grant.message_id, grant.attempt)?;
+    grant.terms = terms
+        .map(|t| serde_json::from_str(&t))
+        .transpose()
+        .map_err(|e| StoreError::Corrupt(format!("a token's terms: {e}")))?;
+    Ok(Some(grant))
+}
+
+pub(super) fn refusals(
+    c: &Connection,
+    thread: &str,
+) -> Result<Vec<crate::model::Refusal>, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT thread_id, peer, type, code, detail, at FROM refusals
+             WHERE thread_id = ?1 ORDER BY rowid LIMIT 100",
+    )?
+    .query_map(params![thread], |r| {
+        Ok(crate::model::Refusal {
+            thread_id: r.get(0)?,
+            peer: r.get(1)?,
+            msg_type: r.get(2)?,
+            code: r.get(3)?,
+            detail: r.get(4)?,
+            at: r.get(5)?,
+        })
+    })?
+    .collect::<Result<_, _>>()?)
 }
 
 pub(super) fn message(c: &Connection, message_id: &str) -> Result<Option<Message>, StoreError> {

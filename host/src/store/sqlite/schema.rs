@@ -248,6 +248,30 @@ const MIGRATIONS: &[&str] = &[
         WHERE d.peer NOT LIKE 'a2a-push:%'
         ORDER BY r.seq;
     "#,
+    // Version 9: a token carries what its turn's prompt promised (reply types, reply_to, the
+    // check-reply plugin, the reply limits: JSON), so a reload or a restart cannot change how
+    // that turn's replies are checked; and a reply records the attempt that sent it, so a turn
+    // an interruption cut short is not run again once it has answered.
+    r#"
+    ALTER TABLE tokens ADD COLUMN terms TEXT;
+    ALTER TABLE replies ADD COLUMN attempt INTEGER;
+    CREATE INDEX replies_in_reply_to ON replies(in_reply_to) WHERE attempt IS NOT NULL;
+    -- The last write probe (`/readyz` is ready only while the store takes writes).
+    CREATE TABLE probes (
+        holder TEXT PRIMARY KEY,
+        at     INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    -- Messages a peer sent in a known thread that were refused (the thread's id as text).
+    CREATE TABLE refusals (
+        thread_id TEXT NOT NULL,
+        peer      TEXT NOT NULL,
+        type      TEXT NOT NULL,
+        code      TEXT NOT NULL,
+        detail    TEXT NOT NULL,
+        at        INTEGER NOT NULL
+    );
+    CREATE INDEX refusals_thread ON refusals(thread_id);
+    "#,
 ];
 
 /// The newest schema version this binary knows.

@@ -12,7 +12,7 @@ use crate::model::{
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
-    StoreError, TaskLink, TurnClaim,
+    Requeued, StoreError, TaskLink, TurnClaim,
 };
 
 pub(super) struct InsertMessage {
@@ -357,16 +357,19 @@ impl Write for ClaimTurn {
              WHERE message_id = ?1",
         )?
         .execute(params![key(&id), now_ms()])?;
+        let terms = serde_json::to_string(&claim.terms)
+            .map_err(|e| StoreError::Corrupt(format!("a turn's terms: {e}")))?;
         c.prepare_cached(
-            "INSERT INTO tokens (hash, message_id, route, expires_at, attempt)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO tokens (hash, message_id, route, expires_at, attempt, terms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )?
         .execute(params![
             &claim.token_hash.0[..],
             key(&id),
             claim.route,
             claim.token_expires_at,
-            attempts + 1
+            attempts + 1,
+            terms
         ])?;
         let message = c
             .prepare_cached(&format!(
@@ -443,31 +446,146 @@ impl Write for RecoverInterrupted {
                     message_id: id(r, 0)?,
                     route: r.get(1)?,
                     attempts: r.get(2)?,
+                    replied: false,
                 })
             })?
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
+        rows.into_iter()
+            .map(|mut t| {
+                t.replied = replied(tx.conn, &t.message_id, t.attempts)?;
+                Ok(t)
+            })
+            .collect()
+    }
+}
+
+/// Whether attempt `attempt` of the turn of `message_id` committed a reply.
+fn replied(c: &rusqlite::Connection, message_id: &str, attempt: u32) -> Result<bool, StoreError> {
+    Ok(c.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM replies WHERE in_reply_to = ?1 AND attempt = ?2)",
+    )?
+    .query_row(params![key(message_id), attempt], |r| r.get(0))?)
+}
+
+/// Whether `attempt` is the turn's latest attempt and has not been given up: what a reply token
+/// needs to stay good, checked again in the reply's own transaction.
+pub(super) fn attempt_is_current(
+    c: &rusqlite::Connection,
+    message_id: &str,
+    attempt: u32,
+) -> Result<bool, StoreError> {
+    let turn: Option<(u32, String)> = c
+        .prepare_cached("SELECT attempts, state FROM turns WHERE message_id = ?1")?
+        .query_row(params![key(message_id)], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(turn.is_some_and(|(attempts, state)| {
+        // A token from before attempts were recorded (0) counts as its turn's latest.
+        (attempt == 0 || attempt == attempts) && state != "queued" && state != "interrupted"
+    }))
+}
+
+/// Records a refused message in its thread.
+pub(super) struct InsertRefusal(pub(super) crate::model::Refusal);
+
+impl Write for InsertRefusal {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let r = &self.0;
+        tx.conn
+            .prepare_cached(
+                "INSERT INTO refusals (thread_id, peer, type, code, detail, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                r.thread_id,
+                r.peer,
+                r.msg_type,
+                r.code,
+                r.detail,
+                r.at
+            ])?;
+        Ok(())
+    }
+}
+
+/// A write that changes nothing anyone reads: whether the store can write now.
+pub(super) struct Probe;
+
+impl Write for Probe {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        tx.conn
+            .prepare_cached("INSERT OR REPLACE INTO probes (holder, at) VALUES ('self', ?1)")?
+            .execute(params![now_ms()])?;
+        Ok(())
+    }
+}
+
+/// Marks a turn this process runs interrupted, fenced by its lease.
+pub(super) struct Interrupt(pub(super) Lease);
+
+impl Write for Interrupt {
+    type Output = Option<Interrupted>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Option<Interrupted>, StoreError> {
+        let error = TurnError::new("interrupted", "the inbox stopped while the agent ran");
+        let route: Option<String> = tx
+            .conn
+            .prepare_cached(
+                "UPDATE turns SET state = 'interrupted', ended_at = ?3, error = ?4
+                 WHERE message_id = ?1 AND attempts = ?2 AND state = 'running' RETURNING route",
+            )?
+            .query_row(
+                params![
+                    key(&self.0.message_id),
+                    self.0.generation,
+                    now_ms(),
+                    error.to_string()
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(route) = route else {
+            return Ok(None);
+        };
+        Ok(Some(Interrupted {
+            replied: replied(tx.conn, &self.0.message_id, self.0.generation)?,
+            message_id: self.0.message_id.clone(),
+            route,
+            attempts: self.0.generation,
+        }))
     }
 }
 
 pub(super) struct Requeue(pub(super) String);
 
 impl Write for Requeue {
-    type Output = ();
+    type Output = Requeued;
 
-    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
-        let route: Option<String> = tx
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Requeued, StoreError> {
+        let attempts: Option<u32> = tx
             .conn
             .prepare_cached(
-                "UPDATE turns SET state = 'queued' WHERE message_id = ?1 AND state = 'interrupted'
-                 RETURNING route",
+                "SELECT attempts FROM turns WHERE message_id = ?1 AND state = 'interrupted'",
             )?
             .query_row(params![key(&self.0)], |r| r.get(0))
             .optional()?;
-        if let Some(route) = route {
-            tx.effect(Effect::Queued { route, up: true });
+        let Some(attempts) = attempts else {
+            return Ok(Requeued::NotInterrupted);
+        };
+        if replied(tx.conn, &self.0, attempts)? {
+            return Ok(Requeued::Replied);
         }
-        Ok(())
+        let route: String = tx
+            .conn
+            .prepare_cached(
+                "UPDATE turns SET state = 'queued' WHERE message_id = ?1 RETURNING route",
+            )?
+            .query_row(params![key(&self.0)], |r| r.get(0))?;
+        tx.effect(Effect::Queued { route, up: true });
+        Ok(Requeued::Queued)
     }
 }
 
@@ -480,15 +598,18 @@ impl Write for FailInterrupted {
     type Output = ();
 
     fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let now = now_ms();
         tx.conn
             .prepare_cached(
                 "UPDATE turns SET state = 'interrupted', error = ?2, ended_at = ?3 WHERE message_id = ?1",
             )?
-            .execute(params![
-                key(&self.message_id),
-                self.error.to_string(),
-                now_ms()
-            ])?;
+            .execute(params![key(&self.message_id), self.error.to_string(), now])?;
+        // Given up: an agent still alive from that attempt can no longer answer for it.
+        tx.conn
+            .prepare_cached(
+                "UPDATE tokens SET expires_at = min(expires_at, ?2) WHERE message_id = ?1",
+            )?
+            .execute(params![key(&self.message_id), now])?;
         Ok(())
     }
 }
@@ -497,17 +618,24 @@ pub(super) struct InsertOutbound {
     pub(super) outbound: Outbound,
     pub(super) peers: Vec<String>,
     pub(super) hold: Option<Hold>,
+    /// An agent's reply: the attempt that sends it, which must still be current.
+    pub(super) fence: Option<Lease>,
 }
 
 impl Write for InsertOutbound {
-    type Output = ();
+    type Output = bool;
 
-    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<bool, StoreError> {
         let (c, o) = (tx.conn, &self.outbound);
+        if let Some(f) = &self.fence
+            && !attempt_is_current(c, &f.message_id, f.generation)?
+        {
+            return Ok(false);
+        }
         c.prepare_cached(
             "INSERT INTO replies (id, in_reply_to, route, type, payload, thread_id, hops, created_at,
-                                  agent)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                  agent, attempt)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
         )?
         .execute(params![
             key(&o.id),
@@ -518,7 +646,8 @@ impl Write for InsertOutbound {
             key(&o.thread_id),
             o.hops,
             o.created_at,
-            o.agent
+            o.agent,
+            self.fence.as_ref().map(|f| f.generation)
         ])?;
         // A held delivery has no due time, so no claim finds it until it is approved.
         let (state, due) = match &self.hold {
@@ -545,7 +674,7 @@ impl Write for InsertOutbound {
                 o.created_at,
             )?;
         }
-        Ok(())
+        Ok(true)
     }
 }
 
@@ -847,6 +976,7 @@ impl Write for EnqueuePush {
             outbound: self.outbound.clone(),
             peers: vec![crate::model::push_target(&self.task_id, &self.config_id)],
             hold: None,
+            fence: None,
         }
         .apply(tx)?;
         Ok(true)
