@@ -385,14 +385,7 @@ impl Inbox {
         // An alias already found names its thread for good (rows are only added): the insert
         // resolves only a new one, and a continued thread takes the plain insert.
         let new_alias = alias.filter(|_| !known_thread);
-        let received = (
-            id.clone(),
-            message.sender.clone(),
-            message.route.clone(),
-            message.msg_type.clone(),
-            thread_id.clone(),
-            message.hops,
-        );
+        let (sender, hops) = (message.sender.clone(), message.hops);
         let inserted = Finish::new(async move {
             let inserted = match new_alias {
                 Some(alias) => {
@@ -404,11 +397,19 @@ impl Inbox {
             };
             if inserted == Inserted::New {
                 // Logged once committed: a line names only what the inbox has.
-                tracing::info!(
-                    message_id = %received.0, sender = %received.1, route = %received.2,
-                    msg_type = %received.3, thread = %received.4, hops = received.5,
-                    "message received"
-                );
+                if let Event::MessageAccepted {
+                    id,
+                    route,
+                    thread_id,
+                    msg_type,
+                    ..
+                } = &event
+                {
+                    tracing::info!(
+                        message_id = %id, sender = %sender, route = %route, msg_type = %msg_type,
+                        thread = %thread_id, hops, "message received"
+                    );
+                }
                 crate::metrics::get()
                     .accepted
                     .get_or_create(&accepted)

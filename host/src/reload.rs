@@ -386,3 +386,57 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     }
     keys
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, Path::new("/tmp"), |_| None).expect("a valid config")
+    }
+
+    const FULL: &str = r#"
+        [server]
+        admin_secret = "admin-secret-1"
+        [peers.tony]
+        url = "http://127.0.0.1:9/message"
+        secret = "tony-secret-1"
+        [routes.notes]
+        from = ["tony"]
+        types = ["NOTE"]
+        mailbox = true
+    "#;
+
+    #[test]
+    fn an_empty_or_cut_short_file_is_never_a_reload() {
+        let old = config(FULL);
+        for text in [
+            "",
+            "\n",
+            "[peers.tony]\nurl = \"http://127.0.0.1:9/message\"\nsecret = \"tony-secret-1\"\n",
+        ] {
+            let why = emptied(&old, &config(text), true).expect("refused, even when allowed");
+            assert!(why.contains("no [server] table"), "{why}");
+        }
+    }
+
+    #[test]
+    fn taking_every_peer_or_route_away_needs_allow_empty() {
+        let old = config(FULL);
+        let no_routes = &FULL[..FULL.find("[routes.").unwrap()];
+        let why = emptied(&old, &config(no_routes), false).expect("refused");
+        assert!(
+            why.contains("every route") && why.contains("--allow-empty"),
+            "{why}"
+        );
+        assert_eq!(emptied(&old, &config(no_routes), true), None);
+        let server_only = &FULL[..FULL.find("[peers.").unwrap()];
+        let why = emptied(&old, &config(server_only), false).expect("refused");
+        assert!(why.contains("every peer"), "{why}");
+        // A new inbox with no peers yet may stay so, and may gain some.
+        let empty = config(server_only);
+        assert_eq!(emptied(&empty, &config(server_only), false), None);
+        assert_eq!(emptied(&empty, &old, false), None);
+        assert_eq!(emptied(&old, &old, false), None);
+    }
+}

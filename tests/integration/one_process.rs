@@ -96,6 +96,9 @@ async fn a_second_serve_on_the_same_data_directory_refuses_to_start_and_names_th
         log.contains(&format!("pid {}", host.pid())) && log.contains(&addr.to_string()),
         "the refusal names the first inbox's pid and address: {log}"
     );
+    // `check` still works beside the running inbox (it does not open the store).
+    let (code, out, err) = cli_with_config(&dir.path().join("routes.toml"), &["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
     // The first inbox's turn was left alone: still its first attempt, and it ends with its one
     // reply.
     std::fs::write(&gate, b"go").unwrap();

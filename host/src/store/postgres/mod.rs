@@ -1821,6 +1821,8 @@ impl PgStore {
         }
         tx.execute("DELETE FROM dedup WHERE created_at < $1", &[&dedup_before])
             .await?;
+        tx.execute("DELETE FROM refusals WHERE at < $1", &[&before])
+            .await?;
         let ids: Vec<String> = tx
             .query(
                 "SELECT m.id FROM messages m LEFT JOIN turns t ON t.message_id = m.id

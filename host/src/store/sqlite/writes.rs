@@ -826,6 +826,8 @@ impl Write for Prune {
         let c = tx.conn;
         c.prepare_cached("DELETE FROM dedup WHERE created_at < ?1")?
             .execute(params![self.dedup_before])?;
+        c.prepare_cached("DELETE FROM refusals WHERE at < ?1")?
+            .execute(params![self.before])?;
         // Finished messages: mailbox, or a turn in a final state, and every reply to it settled.
         // Ids as stored (blob or text), bound back as they are.
         let ids: Vec<Value> = c
