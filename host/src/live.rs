@@ -53,6 +53,8 @@ pub async fn tail(
         q.append_pair("thread", t);
     }
     let mut events = client.events(&format!("/events?{}", q.finish())).await?;
+    // On stderr, so stdout stays one event a line: from here on no event is missed.
+    eprintln!("following the inbox's events (Ctrl-C to stop)");
     while let Some(e) = events.next().await {
         let e = e?;
         if json {

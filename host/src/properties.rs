@@ -19,6 +19,13 @@ fn storable(e: &Envelope) -> bool {
         && valid_type_name(&e.msg_type)
 }
 
+/// What `/send` takes from a body can be stored: the same rule as an envelope's.
+fn sendable(b: &SendBody) -> bool {
+    serde_json::from_str::<serde_json::Value>(&b.payload).is_ok()
+        && !nests_deeper_than(b.payload.as_bytes(), DEPTH)
+        && valid_type_name(&b.msg_type)
+}
+
 /// JSON values up to a depth, as text.
 fn json_value() -> impl Strategy<Value = serde_json::Value> {
     let leaf = prop_oneof![
@@ -128,7 +135,36 @@ proptest! {
         if let Ok(e) = Envelope::parse(&bytes, DEPTH) {
             prop_assert!(storable(&e), "{e:?}");
         }
-        let _ = SendBody::parse(&bytes, DEPTH);
+        if let Ok(b) = SendBody::parse(&bytes, DEPTH) {
+            prop_assert!(sendable(&b), "{b:?}");
+        }
+    }
+
+    /// Random bytes almost never parse, so the check above rarely runs: here a well-formed body
+    /// is damaged at one place (a byte changed, or the text cut), so that many still parse, and
+    /// each one that does must be storable.
+    #[test]
+    fn a_damaged_body_that_still_parses_is_storable(
+        msg_type in "[A-Za-z0-9_.:-]{1,16}",
+        payload in json_value(),
+        at in any::<prop::sample::Index>(),
+        byte in any::<u8>(),
+        cut in any::<bool>(),
+    ) {
+        let body = serde_json::json!({"type": msg_type, "payload": payload});
+        let mut text = serde_json::to_vec(&body).expect("serializes");
+        let i = at.index(text.len());
+        if cut {
+            text.truncate(i);
+        } else {
+            text[i] = byte;
+        }
+        if let Ok(e) = Envelope::parse(&text, DEPTH) {
+            prop_assert!(storable(&e), "{e:?}");
+        }
+        if let Ok(b) = SendBody::parse(&text, DEPTH) {
+            prop_assert!(sendable(&b), "{b:?}");
+        }
     }
 
     #[test]
@@ -239,15 +275,76 @@ fn past_crashers_and_seeds_stay_fixed() {
                 |_| None,
             );
         }),
+        // As the fuzz target: `id\nsignature\nbody` under one key; what verifies was signed.
+        ("signature", |b: &[u8]| {
+            const KEY: &str = "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=";
+            let key = SigningKey::parse(KEY).expect("a valid key");
+            let mut parts = b.splitn(3, |c| *c == b'\n');
+            let (id, sig, body) = (parts.next(), parts.next(), parts.next().unwrap_or_default());
+            let headers = Signed {
+                id,
+                timestamp: Some(b"1700000000"),
+                signature: sig,
+            };
+            if signature::verify(
+                std::slice::from_ref(&key),
+                headers,
+                body,
+                1_700_000_000,
+                300,
+            )
+            .is_ok()
+            {
+                let id = std::str::from_utf8(id.unwrap_or_default()).expect("a signed id is text");
+                let good = signature::sign(&[key], id, 1_700_000_000, body);
+                let sig = std::str::from_utf8(sig.unwrap_or_default()).unwrap_or_default();
+                assert!(
+                    sig.split(' ').any(|s| good == s),
+                    "accepted an unsigned input"
+                );
+            }
+        }),
     ] {
-        let Ok(dir) = std::fs::read_dir(root.join(target)) else {
-            continue;
-        };
+        // A target without its folder is a mistake (a rename), not an empty corpus.
+        let dir = std::fs::read_dir(root.join(target))
+            .unwrap_or_else(|e| panic!("fuzz/crashers/{target}: {e}"));
+        let mut here = 0;
         for f in dir.flatten() {
             let bytes = std::fs::read(f.path()).expect("read");
             run(&bytes);
-            seen += 1;
+            here += 1;
         }
+        assert!(here > 0, "no inputs under fuzz/crashers/{target}");
+        seen += here;
     }
     assert!(seen > 0, "no inputs under {}", root.display());
+}
+
+/// The signature seeds hold inputs the check must accept, so the replay above checks the
+/// accepting branch too, not only refusals.
+#[test]
+fn the_signed_seeds_verify() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/crashers/signature");
+    let key = SigningKey::parse("whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=").unwrap();
+    for name in ["signed.bin", "signed-among-others.bin"] {
+        let b = std::fs::read(root.join(name)).expect("the seed");
+        let mut parts = b.splitn(3, |c| *c == b'\n');
+        let (id, sig, body) = (parts.next(), parts.next(), parts.next().unwrap_or_default());
+        let headers = Signed {
+            id,
+            timestamp: Some(b"1700000000"),
+            signature: sig,
+        };
+        assert!(
+            signature::verify(
+                std::slice::from_ref(&key),
+                headers,
+                body,
+                1_700_000_000,
+                300
+            )
+            .is_ok(),
+            "{name} does not verify"
+        );
+    }
 }

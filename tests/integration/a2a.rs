@@ -409,6 +409,8 @@ async fn cancel_kills_a_running_agent_and_drops_a_queued_turn() {
         .iter()
         .map(|m| m["id"].as_str().unwrap().to_owned())
         .collect();
+    // One message per task (r running, q queued): an empty list would check nothing.
+    assert_eq!(ids.len(), 2, "{listed:#}");
     for id in &ids {
         let v = wait_turn_end(&host, ADMIN, id).await;
         assert_eq!(v["turn"]["state"], "canceled", "{v:#}");
@@ -578,7 +580,8 @@ async fn streams_and_blocking_calls_end_with_the_task_as_it_stands_on_shutdown()
         blocked.json
     );
     assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
-    let _ = stopping.await;
+    // A panic in the stop (a hang, an error) fails the test here.
+    stopping.await.expect("the host stopped cleanly");
 }
 
 async fn rpc_as_owned(url: String, method: &'static str, params: Value) -> Resp {
@@ -608,8 +611,11 @@ async fn a_push_reaches_no_private_address_once_they_are_disallowed() {
     let sent = rpc(&host, "SendMessage", params).await;
     let id = sent["task"]["id"].as_str().unwrap().to_owned();
     receiver.wait_for(1, Duration::from_secs(10)).await;
+    let before = status(&host).await["config_hash"].clone();
     host.rewrite_config(&config("", "").replace("allow_private_push_urls = true", ""));
-    admin_post(&host, "/admin/reload", "").await;
+    let r = admin_post(&host, "/admin/reload", "").await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    assert_ne!(r.json["config_hash"], before, "the new config is in force");
     let before = receiver.received().len();
     wait_state(&host, &id, "TASK_STATE_COMPLETED").await;
     let dead = eventually(Duration::from_secs(20), "the push to fail", || async {

@@ -204,8 +204,12 @@ async fn what_an_agent_may_not_do_is_refused() {
             r#"[{ to = ["pi2"], types = ["TASK"] }]"#,
             10,
         );
+    let before = status(&pi1).await["config_hash"].clone();
     pi1.rewrite_config(&text);
-    admin_reload(&pi1).await;
+    let r = admin_reload(&pi1).await;
+    // Applied by this request or by the watcher just before it: either way, in force now.
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    assert_ne!(r.json["config_hash"], before, "the new config is in force");
     let r = send_as(
         &pi1,
         "looper-token",
@@ -240,8 +244,12 @@ async fn what_an_agent_may_not_do_is_refused() {
     // A reload that removes the agent revokes its token at once.
     let without = std::fs::read_to_string(pi1.config_path()).unwrap();
     let cut = without.find("[agents.looper]").unwrap();
+    let before = status(&pi1).await["config_hash"].clone();
     pi1.rewrite_config(&without[..cut]);
-    admin_reload(&pi1).await;
+    let r = admin_reload(&pi1).await;
+    // Applied by this request or by the watcher just before it: either way, in force now.
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    assert_ne!(r.json["config_hash"], before, "the new config is in force");
     let r = send_as(&pi1, "looper-token", json!({"to": "pi2", "type": "TASK"})).await;
     assert_eq!(r.status, 401, "{:#}", r.json);
     pi1.stop().await;

@@ -28,6 +28,23 @@ async fn decide(host: &impl Endpoint, id: &str, verb: &str, body: Value) -> Resp
     .await
 }
 
+/// What tony received apart from markers, once that is at least `n` messages (30 s at most).
+async fn arrivals(tony: &PeerServer, n: usize) -> Vec<Received> {
+    eventually(
+        Duration::from_secs(30),
+        &format!("{n} deliveries"),
+        || async {
+            let got: Vec<Received> = tony
+                .received()
+                .into_iter()
+                .filter(|g| g.body["type"] != "MARKER")
+                .collect();
+            (got.len() >= n).then_some(got)
+        },
+    )
+    .await
+}
+
 /// The waiting items, as `GET /admin/approvals` lists them.
 async fn waiting(host: &impl Endpoint) -> Vec<Value> {
     let r = admin_get(host, "/admin/approvals").await;
@@ -114,10 +131,10 @@ async fn an_inbound_message_waits_for_approval_then_its_turn_runs() {
         line.starts_with(&format!("inbound {id} http://")) && line.contains("/console"),
         "{line}"
     );
-    // Nothing runs while it waits.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert!(tony.received().is_empty(), "the agent ran before approval");
-    assert_eq!(view(&host, &id).await["turn"]["attempts"], 0);
+    // Nothing runs while it waits: its turn was never claimed (a claim is the only way to run).
+    let v = view(&host, &id).await;
+    assert_eq!(v["turn"]["state"], "awaiting_approval", "{v:#}");
+    assert_eq!(v["turn"]["attempts"], 0, "{v:#}");
 
     // A decision needs a name; a reject needs a reason; an inbound message cannot be edited.
     let r = decide(&host, &id, "approve", json!({})).await;
@@ -139,7 +156,7 @@ async fn an_inbound_message_waits_for_approval_then_its_turn_runs() {
     let r = decide(&host, &id, "approve", json!({"by": "alice"})).await;
     assert_eq!(r.status, 200, "{:#}", r.json);
     assert_eq!(r.json["state"], "approved");
-    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    let got = arrivals(&tony, 1).await;
     assert_eq!(got[0].body["type"], "STATUS");
     let v = turn_state(&host, &id, "done").await;
     // Who decided, and when, is on the message.
@@ -185,7 +202,7 @@ async fn a_rejected_message_never_runs_and_the_peer_hears_why() {
     )
     .await;
     assert_eq!(r.status, 200, "{:#}", r.json);
-    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    let got = arrivals(&tony, 1).await;
     assert_eq!(got[0].body["type"], "TURN_FAILED", "{:#}", got[0].body);
     assert_eq!(got[0].body["in_reply_to"], id.as_str());
     assert_eq!(got[0].body["payload"]["state"], "rejected");
@@ -193,8 +210,13 @@ async fn a_rejected_message_never_runs_and_the_peer_hears_why() {
     let v = turn_state(&host, &id, "rejected").await;
     assert_eq!(v["turn"]["attempts"], 0, "the agent ran: {v:#}");
     assert_eq!(v["approval"]["decision_reason"], "not on production");
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(tony.received().len(), 1, "more than the notice arrived");
+    let notices = v["replies"].as_array().expect("the message's replies");
+    assert_eq!(notices.len(), 1, "only the notice was queued: {v:#}");
+    assert_eq!(
+        received_before_marker(&host, "tony", &tony).await.len(),
+        1,
+        "more than the notice arrived"
+    );
     host.stop().await;
 }
 
@@ -211,7 +233,7 @@ async fn nobody_deciding_rejects_on_its_own() {
     let v = turn_state(&host, &id, "rejected").await;
     assert_eq!(v["approval"]["decided_by"], "timeout", "{v:#}");
     assert_eq!(v["approval"]["via"], "timeout");
-    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    let got = arrivals(&tony, 1).await;
     assert_eq!(got[0].body["type"], "TURN_FAILED");
     assert!(
         got[0].body["payload"]["reason"]
@@ -264,9 +286,8 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
             .expect("a held reply for each message")
     };
     let (first, second) = (reply_of(&ids[0]), reply_of(&ids[1]));
-    // Held: not sent, and the peer cannot read it either.
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(tony.received().is_empty(), "a held reply went out");
+    // Held (each delivery `held` above, so no claim finds it): not sent, and the peer cannot
+    // read it either.
     let mine = request(
         "GET",
         &host.url("/messages"),
@@ -275,6 +296,12 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
     )
     .await;
     assert_eq!(mine.json["replies"], json!([]), "{:#}", mine.json);
+    assert!(
+        received_before_marker(&host, "tony", &tony)
+            .await
+            .is_empty(),
+        "a held reply went out"
+    );
     let (ok, out) = cli(&["pending", "--config", &config]).await;
     assert!(
         ok && out.contains(&first) && out.contains("reply STATUS"),
@@ -293,7 +320,7 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
     .await;
     assert!(ok, "{out}");
     assert!(out.contains("approved by cli-user"), "{out}");
-    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    let got = arrivals(&tony, 1).await;
     assert_eq!(
         got[0].body["payload"],
         json!({"text": "edited by a person"})
@@ -319,8 +346,11 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
     ])
     .await;
     assert!(ok, "{out}");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(tony.received().len(), 1, "a rejected reply went out");
+    assert_eq!(
+        received_before_marker(&host, "tony", &tony).await.len(),
+        1,
+        "a rejected reply went out"
+    );
     let v = view(&host, &second).await;
     let d = &v["reply"]["deliveries"][0];
     assert_eq!(d["state"], "withheld", "{v:#}");
@@ -392,8 +422,14 @@ async fn an_agent_s_own_messages_wait_like_the_replies_of_the_route_it_runs() {
         thread.json
     );
     assert_eq!(thread.json["replies"].as_array().map(Vec::len), Some(1));
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    assert!(tony.received().is_empty(), "a held message went out");
+    let held = view(&host, &sent[0].0).await;
+    assert_eq!(held["reply"]["deliveries"][0]["state"], "held", "{held:#}");
+    assert!(
+        received_before_marker(&host, "tony", &tony)
+            .await
+            .is_empty(),
+        "a held message went out"
+    );
 
     // Edited and approved: tony gets the edit, in the thread the agent was told.
     let r = decide(
@@ -404,7 +440,7 @@ async fn an_agent_s_own_messages_wait_like_the_replies_of_the_route_it_runs() {
     )
     .await;
     assert_eq!(r.status, 200, "{:#}", r.json);
-    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    let got = arrivals(&tony, 1).await;
     assert_eq!(got[0].body["payload"], json!({"title": "one, reworded"}));
     assert_eq!(got[0].body["thread_id"], json!(sent[0].1));
     // Rejected: never sent.
@@ -416,8 +452,11 @@ async fn an_agent_s_own_messages_wait_like_the_replies_of_the_route_it_runs() {
     )
     .await;
     assert_eq!(r.status, 200, "{:#}", r.json);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(tony.received().len(), 1, "a rejected message went out");
+    assert_eq!(
+        received_before_marker(&host, "tony", &tony).await.len(),
+        1,
+        "a rejected message went out"
+    );
     let v = view(&host, &sent[1].0).await;
     assert_eq!(v["reply"]["deliveries"][0]["state"], "withheld", "{v:#}");
     assert_eq!(v["reply"]["approval"]["decided_by"], "bob");
@@ -458,7 +497,11 @@ async fn an_agent_s_own_messages_wait_like_the_replies_of_the_route_it_runs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("rejected by bob"), "{err}");
-    assert_eq!(tony.received().len(), 1, "a rejected message went out");
+    assert_eq!(
+        received_before_marker(&host, "tony", &tony).await.len(),
+        1,
+        "a rejected message went out"
+    );
     host.stop().await;
 }
 
@@ -512,7 +555,7 @@ async fn a_plugin_holds_by_payload_beside_a_plugin_built_for_the_old_wit() {
     assert_eq!(r.status, 200, "{:#}", r.json);
     turn_state(&host, &held.id(), "done").await;
     // tidy, the 0.1.0 route's turn, and the approved one each replied.
-    tony.wait_for(3, Duration::from_secs(20)).await;
+    arrivals(&tony, 3).await;
     host.stop().await;
 }
 
@@ -533,7 +576,8 @@ async fn waiting_items_survive_kill_9_and_are_decided_after_the_restart() {
         .id();
     turn_state(&host, &second, "awaiting_approval").await;
     // The first is approved and replies; its reply waits too.
-    decide(&host, &first, "approve", json!({"by": "alice"})).await;
+    let r = decide(&host, &first, "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
     turn_state(&host, &first, "done").await;
     let reply = eventually(Duration::from_secs(20), "the held reply", || async {
         waiting(&host)
@@ -559,11 +603,15 @@ async fn waiting_items_survive_kill_9_and_are_decided_after_the_restart() {
         view(&host, &second).await["turn"]["state"],
         "awaiting_approval"
     );
-    assert!(tony.received().is_empty());
-    decide(&host, &reply, "approve", json!({"by": "alice"})).await;
-    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    // Still held in the store (what the relay would send), not merely not arrived yet.
+    let held = view(&host, &reply).await;
+    assert_eq!(held["reply"]["deliveries"][0]["state"], "held", "{held:#}");
+    let r = decide(&host, &reply, "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    let got = arrivals(&tony, 1).await;
     assert_eq!(got[0].body["payload"]["text"], "answer");
-    decide(&host, &second, "approve", json!({"by": "alice"})).await;
+    let r = decide(&host, &second, "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
     turn_state(&host, &second, "done").await;
     host.stop();
 }

@@ -230,19 +230,23 @@ fn the_error_codes_are_the_documents() {
 }
 
 /// A config with every kind of route and peer: tony (shared secret) sends TASKs to an agent that
-/// replies STATUS, and anything to a mailbox; sw signs (Standard Webhooks).
-fn battery_config(tony_url: &str) -> String {
-    Toml::tasks(tony_url, &agent_command(&["--reply", "STATUS"]))
-        .server("max_body_bytes", "4096")
-        .server("auth_failure_limit", "0")
-        .peer("sw", "http://127.0.0.1:9/message", KEY)
-        .peer_key("sw", "auth", &quoted("standard-webhooks"))
-        .mailbox("notes", &["tony", "sw"], &["NOTE"])
-        .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
-        .route("tasks", "a2a", r#"{ type = "TASK" }"#)
-        .agent_route("held", &["tony"], &["HELD"], &["STATUS"], &["tony"])
-        .route("held", "approve", &quoted("both"))
-        .build()
+/// records its environment in `record` and replies STATUS, and anything to a mailbox; sw signs
+/// (Standard Webhooks).
+fn battery_config(tony_url: &str, record: &Path) -> String {
+    Toml::tasks(
+        tony_url,
+        &agent_command(&["--record", path_str(record), "--reply", "STATUS"]),
+    )
+    .server("max_body_bytes", "4096")
+    .server("auth_failure_limit", "0")
+    .peer("sw", "http://127.0.0.1:9/message", KEY)
+    .peer_key("sw", "auth", &quoted("standard-webhooks"))
+    .mailbox("notes", &["tony", "sw"], &["NOTE"])
+    .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
+    .route("tasks", "a2a", r#"{ type = "TASK" }"#)
+    .agent_route("held", &["tony"], &["HELD"], &["STATUS"], &["tony"])
+    .route("held", "approve", &quoted("both"))
+    .build()
         + "[a2a]\n"
         + &agents_toml()
 }
@@ -269,7 +273,8 @@ async fn every_answer_matches_the_contract() {
     let tony = PeerServer::start().await;
     // The first delivery is refused for good (a dead letter); later ones succeed.
     tony.script([400]);
-    let host = start_host(&battery_config(&tony.url())).await;
+    let record = tempfile::tempdir().unwrap();
+    let host = start_host(&battery_config(&tony.url(), record.path())).await;
     let admin = format!("Bearer {ADMIN}");
     let admin = [("authorization", admin.as_str())];
     let as_tony = [
@@ -442,26 +447,34 @@ async fn every_answer_matches_the_contract() {
     // The turn ran and its agent replied: /send's answer is in the agent's stdout.
     let turn = wait_turn_end(h, ADMIN, &task_id).await;
     assert_eq!(turn["turn"]["state"], "done", "{turn:#}");
-    let out = turn["turn"]["stdout_tail"].as_str().unwrap_or("");
-    let sent = out
-        .lines()
-        .find_map(|l| l.strip_prefix("sent STATUS 202 "))
-        .unwrap_or_else(|| panic!("no /send answer in the agent's stdout: {out}"));
-    let fake = Resp {
-        status: 202,
-        headers: {
-            // The agent saw these headers; the ones the contract requires are checked on the
-            // other 202s, so only the body is taken from the agent.
-            let mut hm = http::HeaderMap::new();
-            hm.insert("content-type", "application/json".parse().expect("header"));
-            hm.insert("x-config-hash", "from-the-agent".parse().expect("header"));
-            hm
-        },
-        json: serde_json::from_str(sent).expect("the agent printed JSON"),
-        text: sent.to_owned(),
-    };
-    c.check("POST", "/send", &fake);
-    let reply_id = fake.json["id"].as_str().expect("a reply id").to_owned();
+    // A real /send with the turn's token (still good for its reply grace): its 202 is checked
+    // against the contract like every other answer.
+    let rec = read_record(record.path(), &task_id).await;
+    let token = format!(
+        "Bearer {}",
+        rec["env"]["INBOX_REPLY_TOKEN"].as_str().expect("the token")
+    );
+    let with_token = [
+        ("authorization", token.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let sent = call(
+        c,
+        h,
+        "POST",
+        "/send",
+        "/send",
+        &with_token,
+        r#"{"type":"STATUS","payload":{"again":true}}"#,
+    )
+    .await;
+    assert_eq!(sent.status, 202, "{:#}", sent.json);
+    assert!(sent.json["id"].is_string(), "{:#}", sent.json);
+    // The agent's own reply: the one whose delivery tony refuses (a dead letter, below).
+    let reply_id = turn["replies"][0]["id"]
+        .as_str()
+        .expect("the agent's reply")
+        .to_owned();
     let bearer = [
         ("authorization", "Bearer not-a-token"),
         ("content-type", "application/json"),
@@ -542,12 +555,13 @@ async fn every_answer_matches_the_contract() {
     .await;
 
     // Reading, as the admin and as a peer.
-    for path in [
-        "/messages",
-        "/messages?route=tasks&limit=2",
-        "/messages?limit=0",
+    for (path, status) in [
+        ("/messages", 200),
+        ("/messages?route=tasks&limit=2", 200),
+        ("/messages?limit=0", 400),
     ] {
-        call(c, h, "GET", "/messages", path, &admin, "").await;
+        let r = call(c, h, "GET", "/messages", path, &admin, "").await;
+        assert_eq!(r.status, status, "{path}: {:#}", r.json);
     }
     call(c, h, "GET", "/messages", "/messages", &as_tony, "").await;
     call(c, h, "GET", "/messages", "/messages", &[], "").await;

@@ -106,8 +106,14 @@ async fn secrets_stay_out_of_agents_logs_and_error_bodies() {
         )
         .await,
     );
+    // Each answer is the one its request must get (a secret in a 500 would pass otherwise).
+    let statuses: Vec<u16> = bodies.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        [401, 422, 401, 401, 422, 400, 401, 401, 400, 200],
+        "{bodies:#?}"
+    );
     for r in &bodies {
-        assert!(r.status >= 200, "{r:?}");
         for secret in [TONY_ENV, MEL_ENV, ADMIN_ENV, token.as_str()] {
             assert!(
                 !r.text.contains(secret),
@@ -117,10 +123,6 @@ async fn secrets_stay_out_of_agents_logs_and_error_bodies() {
             );
         }
     }
-    assert!(
-        bodies.iter().filter(|r| r.status >= 400).count() >= 8,
-        "the error answers: {bodies:#?}"
-    );
 
     // Nor in the log, at debug level, through a whole turn, relay retries and errors.
     let log_path = host.log_path.clone();

@@ -451,6 +451,35 @@ pub async fn cli_with_config(config: &Path, args: &[&str]) -> (i32, String, Stri
     )
 }
 
+/// What `peer` (the config's peer `name`) received before a marker the operator sends it now
+/// through `host`: the marker is recorded after everything the test did before, so what the
+/// relay was going to send by then has been sent once it arrives. A "nothing more arrives" check
+/// waits on this instead of a sleep. Markers (type `MARKER`) are left out of the answer.
+pub async fn received_before_marker(
+    host: &impl Endpoint,
+    name: &str,
+    peer: &PeerServer,
+) -> Vec<Received> {
+    let r = admin_post(
+        host,
+        "/admin/send",
+        &serde_json::json!({"to": name, "type": "MARKER"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 202, "the marker: {:#}", r.json);
+    let marker = r.id();
+    let all = eventually(Duration::from_secs(30), "the marker", || async {
+        let got = peer.received();
+        got.iter()
+            .any(|g| g.body["id"] == marker.as_str())
+            .then_some(got)
+    })
+    .await;
+    all.into_iter()
+        .filter(|g| g.body["type"] != "MARKER")
+        .collect()
+}
+
 /// The `agent-inbox` binary built for the tests (`inbox-under-test`, beside the test binary's
 /// `deps/` folder; cargo builds it for integration tests).
 pub fn bin() -> PathBuf {
