@@ -22,6 +22,7 @@ mod loops;
 mod observability;
 mod one_process;
 mod plugins;
+mod promises;
 mod reads;
 mod refusals;
 mod relay;
