@@ -261,14 +261,18 @@ async fn a_reply_token_cannot_start_a_thread() {
     // The route's agent tries to send to a peer with its turn's reply token.
     let record = tempfile::tempdir().unwrap();
     let out = record.path().join("status");
+    // Once naming a peer, once naming a thread: both are a new message, which a reply token
+    // cannot send.
     let script = format!(
         "import json, os, urllib.request, urllib.error\n\
-         req = urllib.request.Request(os.environ['INBOX_REPLY_URL'], method='POST', \
-         data=json.dumps({{'to': 'tony', 'type': 'STATUS'}}).encode(), headers={{\
+         codes = []\n\
+         for body in ({{'to': 'tony', 'type': 'STATUS'}}, {{'thread_id': 'elsewhere', 'type': 'STATUS'}}):\n\
+         \x20   req = urllib.request.Request(os.environ['INBOX_REPLY_URL'], method='POST', \
+         data=json.dumps(body).encode(), headers={{\
          'Authorization': 'Bearer ' + os.environ['INBOX_REPLY_TOKEN'], 'Content-Type': 'application/json'}})\n\
-         try:\n    urllib.request.urlopen(req); code = 202\n\
-         except urllib.error.HTTPError as e:\n    code = e.code\n\
-         open({:?}, 'w').write(str(code))\n",
+         \x20   try:\n        urllib.request.urlopen(req); codes.append('202')\n\
+         \x20   except urllib.error.HTTPError as e:\n        codes.append(str(e.code))\n\
+         open({:?}, 'w').write(' '.join(codes))\n",
         path_str(&out)
     );
     let peer = PeerServer::start().await;
@@ -278,7 +282,7 @@ async fn a_reply_token_cannot_start_a_thread() {
     let host = start_host(&toml).await;
     let m = post_message(&host, TONY, json!({"type": "TASK"})).await;
     wait_turn_end(&host, ADMIN, &m.id()).await;
-    assert_eq!(std::fs::read_to_string(&out).unwrap(), "403");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "403 403");
     host.stop().await;
 }
 

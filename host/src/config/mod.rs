@@ -1057,3 +1057,93 @@ mod tests {
         assert!(errors(&base("")).is_empty());
     }
 }
+
+/// The defaults README.md's config tables state are the ones an empty config gets.
+#[cfg(test)]
+mod readme_defaults {
+    use super::*;
+
+    /// `key` → the default column of README.md's config tables (the first key of a row; the
+    /// first table naming a key, as `[server]` comes before `[store]` and `[agent]` before
+    /// `[approval]`).
+    fn readme_defaults() -> std::collections::BTreeMap<String, String> {
+        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
+            .expect("README.md");
+        let mut found = std::collections::BTreeMap::new();
+        for l in readme.lines().filter(|l| l.starts_with("| `")) {
+            let cells: Vec<&str> = l.split(" | ").collect();
+            let key = cells
+                .first()
+                .and_then(|c| c.trim_start_matches("| ").split('`').nth(1));
+            if let (Some(key), Some(default)) = (key, cells.get(1)) {
+                found
+                    .entry(key.to_owned())
+                    .or_insert_with(|| default.trim().to_owned());
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn every_default_the_readme_states_is_the_configs() {
+        let text = "[agent]\ncommand = [\"true\"]\n[peers.p]\nurl = \"http://h/m\"\nsecret = \"s-secret-1\"\n\
+                    [routes.r]\nfrom = [\"p\"]\ntypes = [\"A\"]\n";
+        let c = Config::parse(text, Path::new("/srv/inbox"), |_| None).expect("a valid config");
+        let a = c.routes["r"].agent().expect("an agent route");
+        let s = &c.server;
+        let secs = |d: Duration| format!("`{}`", d.as_secs());
+        let ours: Vec<(&str, String)> = vec![
+            ("listen", format!("`\"{}\"`", s.listen)),
+            ("max_body_bytes", format!("`{}`", s.max_body_bytes)),
+            ("max_json_depth", format!("`{}`", s.max_json_depth)),
+            ("max_hops", format!("`{}`", s.max_hops)),
+            (
+                "data_dir",
+                format!(
+                    "`\"{}\"`",
+                    s.data_dir.strip_prefix("/srv/inbox").unwrap().display()
+                ),
+            ),
+            ("reply_grace_secs", secs(s.reply_grace)),
+            ("max_connections", format!("`{}`", s.max_connections)),
+            (
+                "max_connections_per_ip",
+                format!("`{}`", s.max_connections_per_ip),
+            ),
+            ("drain_secs", secs(s.drain)),
+            ("dedup_window_secs", secs(s.dedup_window)),
+            (
+                "retention_days",
+                format!("`{}`", s.retention.as_secs() / 86_400),
+            ),
+            ("signature_tolerance_secs", secs(s.signature_tolerance)),
+            ("auth_failure_limit", format!("`{}`", s.auth_failure_limit)),
+            ("auth_failure_window_secs", secs(s.auth_failure_window)),
+            ("timeout_secs", secs(a.timeout)),
+            ("kill_grace_secs", secs(a.kill_grace)),
+            ("max_concurrent", format!("`{}`", a.max_concurrent)),
+            ("max_queued", format!("`{}`", a.max_queued)),
+            ("output_cap_bytes", format!("`{}`", a.output_cap)),
+            (
+                "max_replies_per_turn",
+                format!("`{}`", a.max_replies_per_turn),
+            ),
+            (
+                "max_replies_per_minute",
+                format!("`{}`", a.max_replies_per_minute),
+            ),
+            ("attempt_timeout_secs", secs(c.relay.attempt_timeout)),
+            ("max_in_flight", format!("`{}`", c.relay.max_in_flight)),
+            ("max_instances", format!("`{}`", c.plugins.max_instances)),
+        ];
+        let readme = readme_defaults();
+        let mut wrong = Vec::new();
+        for (key, value) in &ours {
+            match readme.get(*key) {
+                Some(r) if r == value => {}
+                other => wrong.push(format!("{key}: README {other:?}, config {value}")),
+            }
+        }
+        assert!(wrong.is_empty(), "{wrong:#?}");
+    }
+}
