@@ -140,6 +140,16 @@ async fn an_exhausted_schedule_is_dead_and_outbox_retry_delivers_it() {
         .map(|i| i["reply"]["id"].as_str().unwrap())
         .collect();
     assert_eq!(listed, [reply_id.as_str()]);
+    // `dead=true` is `dead=1`; a limit must be positive, and caps the list.
+    let same = admin_get(&host, "/admin/outbox?dead=true&limit=1").await;
+    assert_eq!(same.json, dead, "{:#}", same.json);
+    let zero = admin_get(&host, "/admin/outbox?limit=0").await;
+    assert_eq!(
+        (zero.status, zero.code()),
+        (400, "bad_field"),
+        "{:#}",
+        zero.json
+    );
 
     let retry = format!("/admin/outbox/{reply_id}/retry");
     let r = admin_post(&host, &retry, "").await;

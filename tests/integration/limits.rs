@@ -221,7 +221,7 @@ async fn a_flood_of_half_open_connections_from_one_address_starves_no_one() {
 /// Header counts are bounded by hyper: past 100 headers the answer is 431. (Its ~400 KiB buffer for
 /// the head is not tested: how much of a big head one read brings varies, and a test of it flaked.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn too_many_headers_get_431() {
+async fn too_many_headers_or_a_head_over_400_kib_get_431() {
     let host = start_host(&config()).await;
     let read_status = |head: String| async move {
         let mut stream = TcpStream::connect(host.addr).await.expect("connect");
@@ -240,6 +240,13 @@ async fn too_many_headers_get_431() {
     };
     let many: String = (0..150).map(|i| format!("X-Pad-{i}: x\r\n")).collect();
     let status = read_status(format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many}\r\n")).await;
+    assert!(status.starts_with("HTTP/1.1 431"), "{status}");
+    // A head over ~400 KiB, in few headers, is refused too.
+    let big = "y".repeat(500 * 1024);
+    let status = read_status(format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: {big}\r\n\r\n"
+    ))
+    .await;
     assert!(status.starts_with("HTTP/1.1 431"), "{status}");
     // And the server goes on.
     let ok = request("GET", &host.url("/healthz"), &[], "").await;
