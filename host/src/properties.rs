@@ -277,32 +277,7 @@ fn past_crashers_and_seeds_stay_fixed() {
         }),
         // As the fuzz target: `id\nsignature\nbody` under one key; what verifies was signed.
         ("signature", |b: &[u8]| {
-            const KEY: &str = "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=";
-            let key = SigningKey::parse(KEY).expect("a valid key");
-            let mut parts = b.splitn(3, |c| *c == b'\n');
-            let (id, sig, body) = (parts.next(), parts.next(), parts.next().unwrap_or_default());
-            let headers = Signed {
-                id,
-                timestamp: Some(b"1700000000"),
-                signature: sig,
-            };
-            if signature::verify(
-                std::slice::from_ref(&key),
-                headers,
-                body,
-                1_700_000_000,
-                300,
-            )
-            .is_ok()
-            {
-                let id = std::str::from_utf8(id.unwrap_or_default()).expect("a signed id is text");
-                let good = signature::sign(&[key], id, 1_700_000_000, body);
-                let sig = std::str::from_utf8(sig.unwrap_or_default()).unwrap_or_default();
-                assert!(
-                    sig.split(' ').any(|s| good == s),
-                    "accepted an unsigned input"
-                );
-            }
+            signed_seed(b);
         }),
     ] {
         // A target without its folder is a mistake (a rename), not an empty corpus.
@@ -325,26 +300,41 @@ fn past_crashers_and_seeds_stay_fixed() {
 #[test]
 fn the_signed_seeds_verify() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/crashers/signature");
-    let key = SigningKey::parse("whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=").unwrap();
     for name in ["signed.bin", "signed-among-others.bin"] {
         let b = std::fs::read(root.join(name)).expect("the seed");
-        let mut parts = b.splitn(3, |c| *c == b'\n');
-        let (id, sig, body) = (parts.next(), parts.next(), parts.next().unwrap_or_default());
-        let headers = Signed {
-            id,
-            timestamp: Some(b"1700000000"),
-            signature: sig,
-        };
-        assert!(
-            signature::verify(
-                std::slice::from_ref(&key),
-                headers,
-                body,
-                1_700_000_000,
-                300
-            )
-            .is_ok(),
-            "{name} does not verify"
-        );
+        assert!(signed_seed(&b), "{name} does not verify");
     }
+}
+
+/// The signature target's input, `id\nsignature\nbody` under one key at one time, as the fuzz
+/// target reads it: whether it verifies (and, if it does, that the key made that signature).
+fn signed_seed(b: &[u8]) -> bool {
+    const KEY: &str = "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=";
+    let key = SigningKey::parse(KEY).expect("a valid key");
+    let mut parts = b.splitn(3, |c| *c == b'\n');
+    let (id, sig, body) = (parts.next(), parts.next(), parts.next().unwrap_or_default());
+    let headers = Signed {
+        id,
+        timestamp: Some(b"1700000000"),
+        signature: sig,
+    };
+    if signature::verify(
+        std::slice::from_ref(&key),
+        headers,
+        body,
+        1_700_000_000,
+        300,
+    )
+    .is_err()
+    {
+        return false;
+    }
+    let id = std::str::from_utf8(id.unwrap_or_default()).expect("a signed id is text");
+    let good = signature::sign(&[key], id, 1_700_000_000, body);
+    let sig = std::str::from_utf8(sig.unwrap_or_default()).unwrap_or_default();
+    assert!(
+        sig.split(' ').any(|s| good == s),
+        "accepted an unsigned input"
+    );
+    true
 }

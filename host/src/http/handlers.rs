@@ -107,6 +107,17 @@ pub(super) async fn call(
     }
 }
 
+/// A yes/no query parameter: `true`/`1` or `false`/`0`, false when absent.
+fn flag(req: &Req, name: &str) -> Result<bool, ApiError> {
+    match query(req, name).as_deref() {
+        None | Some("0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(_) => Err(ApiError::Body(BodyError::BadField(format!(
+            "{name} must be true, false, 1 or 0"
+        )))),
+    }
+}
+
 /// The `limit` query parameter: a positive integer, `default` when absent, and `max` when larger
 /// (a client asking for everything gets the most there is, not an error).
 fn limit(req: &Req, default: u32, max: u32) -> Result<u32, ApiError> {
@@ -348,15 +359,7 @@ async fn outbox(
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(inbox, snap, req)?;
-    let dead_only = match query(req, "dead").as_deref() {
-        None | Some("0" | "false") => false,
-        Some("1" | "true") => true,
-        Some(_) => {
-            return Err(ApiError::Body(BodyError::BadField(
-                "dead must be true, false, 1 or 0".into(),
-            )));
-        }
-    };
+    let dead_only = flag(req, "dead")?;
     let limit = limit(req, 100, 1000)?;
     Ok(json(StatusCode::OK, &inbox.outbox(dead_only, limit).await?))
 }
@@ -386,15 +389,7 @@ async fn approvals(
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(inbox, snap, req)?;
-    let waiting_only = match query(req, "all").as_deref() {
-        None | Some("0" | "false") => true,
-        Some("1" | "true") => false,
-        Some(_) => {
-            return Err(ApiError::Body(BodyError::BadField(
-                "all must be true, false, 1 or 0".into(),
-            )));
-        }
-    };
+    let waiting_only = !flag(req, "all")?;
     let limit = limit(req, 100, 1000)?;
     Ok(json(
         StatusCode::OK,
@@ -448,15 +443,7 @@ async fn admin_reload(
     let reloader = inbox.reloader.as_ref().ok_or_else(|| {
         ApiError::Conflict("this inbox was not started from a config file".into())
     })?;
-    let allow_empty = match query(req, "allow_empty").as_deref() {
-        None | Some("0" | "false") => false,
-        Some("1" | "true") => true,
-        Some(_) => {
-            return Err(ApiError::Body(BodyError::BadField(
-                "allow_empty must be true, false, 1 or 0".into(),
-            )));
-        }
-    };
+    let allow_empty = flag(req, "allow_empty")?;
     let (status, config_hash) = match reloader.reload("admin request", allow_empty).await {
         Ok(crate::reload::Outcome::Swapped(hash)) => ("reloaded", hash),
         Ok(crate::reload::Outcome::Unchanged) => ("unchanged", snap.hash.clone()),
