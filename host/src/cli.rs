@@ -262,6 +262,8 @@ enum Command {
 
 /// Parses the command line, runs the command, and returns the process's exit code.
 pub fn main() -> ExitCode {
+    // Before any thread starts: it removes the LISTEN_* variables from the environment.
+    crate::listener::take_passed();
     // Log lines go into a bounded buffer that a thread writes out, so no request waits on stderr
     // (a synchronous write per accepted message cost about a fifth of the ack throughput). When the
     // buffer is full a line is dropped, never waited for; drops are counted and reported.

@@ -34,10 +34,13 @@ pub mod hooks;
 pub mod http;
 pub mod inbox;
 pub mod limiter;
+pub mod listener;
 pub mod live;
 pub mod log;
 pub mod metrics;
 pub mod model;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod oracles;
 pub mod plugins;
 pub mod prompt;
 #[cfg(test)]
@@ -125,13 +128,11 @@ pub async fn run(
     run_on(config, store, listener, shutdown).await
 }
 
-/// Opens the store (a SQLite data directory is this process's alone from here on), then binds
-/// `[server] listen` and runs the inbox until `shutdown` completes: `agent-inbox serve`.
+/// Opens the store (a SQLite data directory is this process's alone from here on), then listens
+/// (on the socket a service manager passed, else on `[server] listen`) and runs the inbox until `shutdown` completes: `agent-inbox serve`.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let store = Store::open(&store_settings(&config)).await?;
-    let listener = TcpListener::bind(config.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let listener = listener::open(config.server.listen).await?;
     run_on(config, store, listener, shutdown).await
 }
 
@@ -501,12 +502,12 @@ async fn reload_on_sighup(
 
 /// ARCHITECTURE.md's invariants, checked on the source: which module may name which.
 #[cfg(test)]
-mod architecture {
+pub(crate) mod architecture {
     use std::collections::{BTreeMap, BTreeSet};
     use std::path::Path;
 
-    /// Top-level module → the top-level modules its files name through `crate::`.
-    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+    /// Every `.rs` file under `host/src`, for the checks made on the source itself.
+    pub(crate) fn source_files() -> Vec<std::path::PathBuf> {
         fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
             for e in std::fs::read_dir(dir).expect("read src").flatten() {
                 let p = e.path();
@@ -517,9 +518,18 @@ mod architecture {
                 }
             }
         }
-        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
         let mut files = Vec::new();
-        walk(&src, &mut files);
+        walk(
+            &Path::new(env!("CARGO_MANIFEST_DIR")).join("src"),
+            &mut files,
+        );
+        files
+    }
+
+    /// Top-level module → the top-level modules its files name through `crate::`.
+    fn imports() -> BTreeMap<String, BTreeSet<String>> {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let files = source_files();
         let mut map: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
         for f in files {
             let rel = f.strip_prefix(&src).expect("under src");

@@ -6,6 +6,7 @@ use proptest::prelude::*;
 
 use crate::config::Config;
 use crate::model::{nests_deeper_than, valid_type_name};
+use crate::oracles;
 use crate::signature::{self, Signed, SigningKey};
 use crate::wire::{Ack, AckStatus, Envelope, SendBody};
 
@@ -279,6 +280,15 @@ fn past_crashers_and_seeds_stay_fixed() {
         ("signature", |b: &[u8]| {
             signed_seed(b);
         }),
+        ("a2a_request", oracles::a2a_request),
+        ("query", |b: &[u8]| {
+            oracles::query(&String::from_utf8_lossy(b))
+        }),
+        ("cookie", |b: &[u8]| {
+            oracles::cookie(&String::from_utf8_lossy(b));
+        }),
+        ("forwarded_for", oracles::forwarded_for),
+        ("url", |b: &[u8]| oracles::url(&String::from_utf8_lossy(b))),
     ] {
         // A target without its folder is a mistake (a rename), not an empty corpus.
         let dir = std::fs::read_dir(root.join(target))
@@ -337,4 +347,32 @@ fn signed_seed(b: &[u8]) -> bool {
         "accepted an unsigned input"
     );
     true
+}
+
+/// The cookie corpus holds a value the secret signed, so the replay checks acceptance too; and
+/// the URL corpus a literal of each kind.
+#[test]
+fn the_accepting_seeds_of_the_newer_targets_are_accepted() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/crashers");
+    let signed = std::fs::read_to_string(root.join("cookie/signed.txt")).expect("the seed");
+    assert!(
+        oracles::cookie(&signed),
+        "the signed cookie seed is refused"
+    );
+    for name in ["wrong-mac.txt", "longer-expiry.txt", "upper-hex.txt"] {
+        let forged = std::fs::read_to_string(root.join("cookie").join(name)).expect("seed");
+        assert!(!oracles::cookie(&forged), "{name} was accepted");
+    }
+    let read = |name: &str| std::fs::read_to_string(root.join("url").join(name)).expect("seed");
+    assert!(crate::ssrf::literal_not_public(
+        &crate::ssrf::parse_url(&read("mapped-loopback.txt"))
+            .expect("parses")
+            .0
+    ));
+    assert!(!crate::ssrf::literal_not_public(
+        &crate::ssrf::parse_url(&read("public-literal.txt"))
+            .expect("parses")
+            .0
+    ));
+    assert!(crate::ssrf::parse_url(&read("ftp.txt")).is_err());
 }

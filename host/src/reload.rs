@@ -384,6 +384,9 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     if old.plugins.max_instances != new.plugins.max_instances {
         keys.push("plugins.max_instances");
     }
+    if !old.store.same_as(&new.store) {
+        keys.push("store");
+    }
     keys
 }
 
@@ -406,6 +409,47 @@ mod tests {
         types = ["NOTE"]
         mailbox = true
     "#;
+
+    /// README: every key is live except these, "logged as needs a restart"; and `[store]` is
+    /// read at start.
+    #[test]
+    fn every_key_read_only_at_start_is_named_when_it_changes() {
+        let old = config(FULL);
+        let server = |line: &str| FULL.replace("[server]\n", &format!("[server]\n{line}\n"));
+        for (text, key) in [
+            (server(r#"listen = "127.0.0.1:9999""#), "server.listen"),
+            // The plugin cache lives under the data directory unless set.
+            (
+                server(r#"data_dir = "elsewhere""#),
+                "server.data_dir plugins.cache_dir",
+            ),
+            (server("max_connections = 7"), "server.max_connections"),
+            (server(r#"synchronous = "normal""#), "server.synchronous"),
+            (
+                FULL.to_owned() + "[relay]\nmax_in_flight = 3\n",
+                "relay.max_in_flight",
+            ),
+            (
+                FULL.to_owned() + "[plugins]\ncache_dir = \"/tmp/other-cache\"\n",
+                "plugins.cache_dir",
+            ),
+            (
+                FULL.to_owned() + "[plugins]\nmax_instances = 3\n",
+                "plugins.max_instances",
+            ),
+            (
+                FULL.to_owned()
+                    + "[store]\nkind = \"postgres\"\nurl = \"postgres://u:p@127.0.0.1:9/db\"\n",
+                "store",
+            ),
+        ] {
+            let named: Vec<&str> = key.split(' ').collect();
+            assert_eq!(needs_restart(&old, &config(&text)), named, "{text}");
+        }
+        // A live key is not named.
+        let live = FULL.replace("types = [\"NOTE\"]", "types = [\"NOTE\", \"TASK\"]");
+        assert!(needs_restart(&old, &config(&live)).is_empty());
+    }
 
     #[test]
     fn an_empty_or_cut_short_file_is_never_a_reload() {

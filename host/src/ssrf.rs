@@ -110,25 +110,44 @@ pub enum UrlError {
     Unresolved(String),
 }
 
-/// Checks a URL a client gave: http(s), and (unless `allow_private`) a host that is a public
-/// address or a name with at least one public address now. Delivery checks again, at connect
-/// time, through [`PublicOnly`].
-pub async fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlError> {
+/// What a URL's host names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// An IP literal (`[...]` taken off an IPv6 one).
+    Address(IpAddr),
+    /// A name, to resolve.
+    Name(String),
+}
+
+/// The syntax half of [`check_url`], with no I/O: an absolute http(s) URL with a host, and what
+/// that host is.
+pub fn parse_url(url: &str) -> Result<(http::Uri, Target), UrlError> {
     let uri: http::Uri = url.parse().map_err(|_| UrlError::NotHttp(url.into()))?;
     let (Some("http" | "https"), Some(host)) = (uri.scheme_str(), uri.host()) else {
         return Err(UrlError::NotHttp(url.into()));
     };
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let target = match bare.parse::<IpAddr>() {
+        Ok(ip) => Target::Address(ip),
+        Err(_) => Target::Name(bare.to_owned()),
+    };
+    Ok((uri, target))
+}
+
+/// Checks a URL a client gave: http(s), and (unless `allow_private`) a host that is a public
+/// address or a name with at least one public address now. Delivery checks again, at connect
+/// time, through [`PublicOnly`].
+pub async fn check_url(url: &str, allow_private: bool) -> Result<http::Uri, UrlError> {
+    let (uri, target) = parse_url(url)?;
     if allow_private {
         return Ok(uri);
     }
-    let bare = host.trim_start_matches('[').trim_end_matches(']');
-    if let Ok(ip) = bare.parse::<IpAddr>() {
-        return if is_public(ip) {
-            Ok(uri)
-        } else {
-            Err(UrlError::NotPublic(ip.to_string()))
-        };
-    }
+    let bare = match target {
+        Target::Address(ip) if is_public(ip) => return Ok(uri),
+        Target::Address(ip) => return Err(UrlError::NotPublic(ip.to_string())),
+        Target::Name(name) => name,
+    };
+    let bare = bare.as_str();
     let port = uri.port_u16().unwrap_or(443);
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
         .await

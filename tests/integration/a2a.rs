@@ -103,7 +103,7 @@ async fn the_official_python_client_drives_tasks_through_every_state() {
     let (ok, out) = tokio::task::spawn_blocking(move || {
         run_tool(
             "a2a_client.py",
-            &[base.trim_end_matches('/'), CLIENT, OTHER],
+            &[base.trim_end_matches('/'), CLIENT, OTHER, ADMIN],
             b"",
         )
     })
@@ -416,8 +416,8 @@ async fn cancel_kills_a_running_agent_and_drops_a_queued_turn() {
         assert_eq!(v["turn"]["state"], "canceled", "{v:#}");
     }
     assert!(t0.elapsed() < Duration::from_secs(10), "{:?}", t0.elapsed());
-    // Cancelled stays cancelled, and cancelling again is refused as not cancelable.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Cancelled stays cancelled once the turns have ended (nothing of theirs is left to land),
+    // and cancelling again is refused as not cancelable.
     assert_eq!(
         rpc(&host, "GetTask", json!({"id": r})).await["status"]["state"],
         "TASK_STATE_CANCELED"
@@ -539,17 +539,32 @@ async fn streams_and_blocking_calls_end_with_the_task_as_it_stands_on_shutdown()
     let long = rpc(&host, "SendMessage", send_params("d-1", "sleep 15")).await;
     let id = long["task"]["id"].as_str().unwrap().to_owned();
     wait_state(&host, &id, "TASK_STATE_WORKING").await;
-    let stream = tokio::spawn(rpc_as_owned(
-        host.url("/a2a"),
-        "SubscribeToTask",
-        json!({"id": id}),
-    ));
+    // The stream's first frame (the task as it stands) says the inbox follows it.
+    let auth = format!("Bearer {CLIENT}");
+    let stream = open_stream(
+        "POST",
+        &host.url("/a2a"),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        &json!({"jsonrpc": "2.0", "id": 9, "method": "SubscribeToTask", "params": {"id": id}})
+            .to_string(),
+    )
+    .await;
+    let stream = tokio::spawn(stream.rest());
     let blocking = tokio::spawn(rpc_as_owned(
         host.url("/a2a"),
         "SendMessage",
         json!({"message": {"messageId": "d-2", "role": "ROLE_USER", "parts": [{"text": "sleep 15"}]}}),
     ));
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The blocking call's task exists: the call now waits on it.
+    eventually(
+        Duration::from_secs(10),
+        "the blocking call's task",
+        || async { (rpc(&host, "ListTasks", json!({})).await["totalSize"] == 2).then_some(()) },
+    )
+    .await;
     let t0 = Instant::now();
     let stopping = tokio::spawn(host.stop());
     // Both end within a second or so of the drain, long before the turns (15 s) or the drain
@@ -747,5 +762,130 @@ async fn two_peers_that_pick_the_same_context_id_get_two_threads() {
         .await;
         assert_eq!(code(&r), -32700, "{body}: {}", r.text);
     }
+    host.stop().await;
+}
+
+/// README (A2A auth and methods): the admin reads, lists and cancels every task and creates
+/// none; a signed peer's signing key is never a bearer; a follow-up whose `contextId` is not its
+/// task's is `InvalidParams`; `ListTasks` pages (`pageSize` 1-100, default 50, `pageToken`); a
+/// blocking `SendMessage` answers after `max_wait_secs` with the task as it stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_lists_every_task_and_paging_and_waiting_keep_their_bounds() {
+    const KEY: &str = "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=";
+    let signer = format!(
+        "[peers.signer]\nurl = \"http://127.0.0.1:9/message\"\nauth = \"standard-webhooks\"\nsecret = \"{KEY}\"\n"
+    );
+    let toml = config("", "")
+        .replace("max_wait_secs = 20", "max_wait_secs = 2")
+        .replace("timeout_secs = 60", "timeout_secs = 60, max_concurrent = 1")
+        .replace("[server]\n", "[server]\ndrain_secs = 1\n")
+        + &signer;
+    let host = start_host(&toml).await;
+
+    // The signing key is no bearer.
+    assert_eq!(rpc_as(&host, KEY, "ListTasks", json!({})).await.status, 401);
+
+    // Blocking: the first turn runs 15 s; the call answers after max_wait_secs (2 s).
+    let t0 = Instant::now();
+    let blocking = rpc(
+        &host,
+        "SendMessage",
+        json!({"message": {"messageId": "w-1", "role": "ROLE_USER", "parts": [{"text": "sleep 15"}]}}),
+    )
+    .await;
+    let waited = t0.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1900) && waited < Duration::from_secs(10),
+        "answered after {waited:?}"
+    );
+    let first = blocking["task"]["id"].as_str().unwrap().to_owned();
+    let context = blocking["task"]["contextId"].as_str().unwrap().to_owned();
+    assert_eq!(blocking["task"]["status"]["state"], "TASK_STATE_WORKING");
+
+    // A follow-up naming the task with another context.
+    let mut follow = send_params("w-2", "more");
+    follow["message"]["taskId"] = json!(first);
+    follow["message"]["contextId"] = json!(format!("{context}-other"));
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "SendMessage", follow).await),
+        -32602
+    );
+
+    // 51 more tasks from client (queued behind the first), and one from the other peer.
+    for i in 0..51 {
+        rpc(&host, "SendMessage", send_params(&format!("p-{i}"), "hi")).await;
+    }
+    let theirs = rpc_as(&host, OTHER, "SendMessage", send_params("o-1", "hi")).await;
+    assert!(theirs.json.get("error").is_none(), "{:#}", theirs.json);
+    let page = rpc(&host, "ListTasks", json!({})).await;
+    assert_eq!(
+        page["tasks"].as_array().unwrap().len(),
+        50,
+        "default pageSize"
+    );
+    assert_eq!(page["totalSize"], 52);
+    let token = page["nextPageToken"].as_str().unwrap().to_owned();
+    assert!(!token.is_empty());
+    let rest = rpc(&host, "ListTasks", json!({"pageToken": token})).await;
+    assert_eq!(rest["tasks"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        code(&rpc_as(&host, CLIENT, "ListTasks", json!({"pageSize": 101})).await),
+        -32602
+    );
+    // 0 is protobuf's "not set": the default.
+    let zero = rpc(&host, "ListTasks", json!({"pageSize": 0})).await;
+    assert_eq!(zero["tasks"].as_array().unwrap().len(), 50);
+
+    // The admin sees all 53, cancels the other peer's, and creates nothing.
+    let all = rpc_as(&host, ADMIN, "ListTasks", json!({"pageSize": 100})).await;
+    assert_eq!(all.json["result"]["totalSize"], 53, "{:#}", all.json);
+    let other_id = theirs.json["result"]["task"]["id"].as_str().unwrap();
+    let canceled = rpc_as(&host, ADMIN, "CancelTask", json!({"id": other_id})).await;
+    assert_eq!(
+        canceled.json["result"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{:#}",
+        canceled.json
+    );
+    assert_eq!(
+        code(&rpc_as(&host, ADMIN, "SendMessage", send_params("a-1", "hi")).await),
+        -32004
+    );
+    let after = rpc_as(&host, ADMIN, "ListTasks", json!({"pageSize": 100})).await;
+    assert_eq!(after.json["result"]["totalSize"], 53);
+    host.stop().await;
+}
+
+/// README (`CancelTask`): the cancelled turn's reply token stops working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_tasks_reply_token_stops_working() {
+    let record = tempfile::tempdir().unwrap();
+    let gate = record.path().join("never");
+    let command = agent_command(&[
+        "--record",
+        path_str(record.path()),
+        "--wait-for",
+        path_str(&gate),
+        "--reply",
+        "ANSWER",
+    ]);
+    // The route's agent, made one that records its environment and waits.
+    let toml = config("", "");
+    let (head, tail) = toml.split_once("agent = { command = ").unwrap();
+    let tail = &tail[tail.find(", timeout_secs").unwrap()..];
+    let host = start_host(&format!("{head}agent = {{ command = {command}{tail}")).await;
+    let sent = rpc(&host, "SendMessage", send_params("c-1", "hi")).await;
+    let id = sent["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&host, &id, "TASK_STATE_WORKING").await;
+    let messages = admin_get(&host, "/messages").await.json;
+    let message = messages["messages"][0]["id"].as_str().unwrap().to_owned();
+    let token = read_record(record.path(), &message).await["environ"]["INBOX_REPLY_TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let body = json!({"type": "ANSWER", "payload": {}}).to_string();
+    let canceled = rpc(&host, "CancelTask", json!({"id": id})).await;
+    assert_eq!(canceled["status"]["state"], "TASK_STATE_CANCELED");
+    let r = post_send(&host, Some(&token), &body).await;
+    assert_eq!(r.status, 401, "{}", r.text);
     host.stop().await;
 }

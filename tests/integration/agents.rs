@@ -474,3 +474,49 @@ fn the_openclaw_skill_is_well_formed_and_matches_the_cli() {
         assert!(help.contains(var), "{var}:\n{help}");
     }
 }
+
+/// README: a route with `agent_id` hands its turns `INBOX_AGENT_ID`, `INBOX_AGENT_TOKEN` and
+/// `INBOX_URL`; every token variable (`token_env`) is otherwise removed from the agents'
+/// environment, like the peers' secrets; `INBOX_SENDER_MESSAGE_ID` is the id the sender gave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_gets_its_own_identity_and_no_other_token_or_secret() {
+    let record = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::new()
+        .listen(addr)
+        .command(&agent_command(&["--record", path_str(record.path())]))
+        .peer_env("tony", "http://127.0.0.1:9/message", "TONY_SECRET")
+        .agent_route("kick", &["tony"], &["KICK"], &[], &[])
+        .route("kick", "agent_id", &quoted("planner"))
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build()
+        + "[agents.planner]\ntoken_env = \"PLANNER_TOKEN\"\nmay_send = [{ to = [\"tony\"], types = [\"NOTE\"] }]\n"
+        + "[agents.worker]\ntoken_env = \"WORKER_TOKEN\"\nmay_send = [{ to = [\"tony\"], types = [\"NOTE\"] }]\n";
+    let host = BinHost::start_with_env(
+        dir.path(),
+        &toml,
+        addr,
+        "log",
+        &[
+            ("TONY_SECRET", TONY),
+            ("PLANNER_TOKEN", PLANNER),
+            ("WORKER_TOKEN", WORKER),
+        ],
+    )
+    .await;
+    let m = post_message(&host, TONY, json!({"type": "KICK", "id": "tony-own-id-7"})).await;
+    assert_eq!(m.status, 202, "{:#}", m.json);
+    let env = read_record(record.path(), &m.id()).await["environ"].clone();
+    assert_eq!(env["INBOX_AGENT_ID"], "planner", "{env:#}");
+    assert_eq!(env["INBOX_AGENT_TOKEN"], PLANNER);
+    assert_eq!(env["INBOX_URL"], format!("http://{addr}"));
+    assert_eq!(env["INBOX_SENDER_MESSAGE_ID"], "tony-own-id-7");
+    for gone in ["PLANNER_TOKEN", "WORKER_TOKEN", "TONY_SECRET"] {
+        assert!(env.get(gone).is_none(), "{gone} reached the agent: {env:#}");
+    }
+    // Not a value under another name either.
+    let all = env.to_string();
+    assert!(!all.contains(WORKER) && !all.contains(TONY), "{all}");
+    host.stop();
+}

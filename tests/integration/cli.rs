@@ -100,11 +100,14 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     );
 
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut serve = Command::new(bin())
+    let mut serve = std::process::Command::new(bin());
+    serve
         .args(["serve", "--config", &config])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(log)
+        .stderr(log);
+    pass_port(&mut serve, addr);
+    let mut serve = Command::from(serve)
         .kill_on_drop(true)
         .spawn()
         .expect("start serve");

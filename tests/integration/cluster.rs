@@ -226,9 +226,8 @@ async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
         .to_owned();
     let follow = b.url(&format!("/events?thread={thread}&timeout=8"));
     let auth = format!("Bearer {ADMIN}");
-    let following =
-        tokio::spawn(async move { request("GET", &follow, &[("authorization", &auth)], "").await });
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The stream's first frame says b follows; what a acks from now on must reach it.
+    let following = open_stream("GET", &follow, &[("authorization", &auth)], "").await;
     let r = post_message(
         &a,
         TONY,
@@ -236,7 +235,7 @@ async fn three_hosts_share_one_queue_and_an_agent_replies_through_another() {
     )
     .await;
     assert_eq!(r.status, 202);
-    let seen = following.await.unwrap().text;
+    let seen = following.rest().await.text;
     for event in ["message_accepted", "outbound_queued"] {
         assert!(
             seen.contains(event),

@@ -379,3 +379,116 @@ async fn tail_prints_events_as_they_happen() {
     a.stop().await;
     b.stop().await;
 }
+
+/// README: `--log-format json` writes one JSON object per line (`timestamp`, `level`, `target`,
+/// `message` and the event's fields, such as `message_id`); no line carries a secret or a
+/// payload; colour only at a terminal (this log is a file).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_json_log_has_one_object_per_line_and_no_payload_secret_or_colour() {
+    const MARKER: &str = "payload-marker-7f3c";
+    let dir = tempfile::tempdir().unwrap();
+    let peer = PeerServer::start().await;
+    // A failed attempt first, so delivery lines are in the log too.
+    peer.script([Answer::from(500).body("peer says no")]);
+    let addr = unused_addr();
+    let toml = Toml::tasks(&peer.url(), &agent_command(&["--reply", "STATUS"]))
+        .listen(addr)
+        .schedule(&["0s", "100ms"])
+        .build();
+    let host = BinHost::start_with(
+        dir.path(),
+        &toml,
+        addr,
+        "inbox.log",
+        &[],
+        &["--log-format", "json"],
+    )
+    .await;
+    let task = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"text": MARKER}}),
+    )
+    .await;
+    assert_eq!(task.status, 202);
+    let id = task.id();
+    wait_turn_state(&host, &id, "done").await;
+    peer.wait_for(1, Duration::from_secs(20)).await;
+    let wrong = post_message(&host, "wrong-secret-123", json!({"type": "TASK"})).await;
+    assert_eq!(wrong.status, 401);
+    host.stop();
+    let raw = std::fs::read_to_string(dir.path().join("inbox.log")).unwrap();
+    assert!(!raw.contains('\u{1b}'), "colour in a file log:\n{raw}");
+    let mut about_it = 0;
+    for line in raw.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        for field in ["timestamp", "level", "target", "message"] {
+            assert!(v.get(field).is_some(), "no {field}: {line}");
+        }
+        if v["message_id"] == id.as_str() {
+            about_it += 1;
+        }
+        for never in [MARKER, TONY, "wrong-secret-123"] {
+            assert!(!line.contains(never), "{never} in the log: {line}");
+        }
+    }
+    assert!(about_it > 0, "no line names the message:\n{raw}");
+}
+
+/// README (`GET /events`): `?route=` keeps the events of one route (and those that name none);
+/// the kinds include `message_accepted`, `turn_started`, `turn_ended` and `config_reloaded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_of_one_route_carry_each_kind_of_a_turn_and_a_reload() {
+    let peer = PeerServer::start().await;
+    let toml = Toml::tasks(&peer.url(), &agent_command(&["--reply", "STATUS"]))
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build();
+    let host = start_host(&toml).await;
+    let auth = format!("Bearer {ADMIN}");
+    let following = open_stream(
+        "GET",
+        &host.url("/events?route=tasks&timeout=4"),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(following.status, 200);
+    let note = post_message(&host, TONY, json!({"type": "NOTE"})).await;
+    assert_eq!(note.status, 202);
+    let task = send_task(&host).await;
+    wait_turn_state(&host, &task, "done").await;
+    host.rewrite_config(&format!(
+        "{toml}\n# touched\n[routes.more]\nfrom = [\"tony\"]\ntypes = [\"MORE\"]\nmailbox = true\n"
+    ));
+    let reload = admin_reload(&host).await;
+    assert_eq!(reload.status, 200, "{}", reload.text);
+    assert_eq!(reload.json["status"], "reloaded", "{}", reload.text);
+    let seen: Vec<Value> = following
+        .rest()
+        .await
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|l| serde_json::from_str(l).expect("an event is JSON"))
+        .collect();
+    let kinds: Vec<&str> = seen.iter().filter_map(|e| e["event"].as_str()).collect();
+    for kind in [
+        "message_accepted",
+        "turn_started",
+        "turn_ended",
+        "config_reloaded",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} missing: {seen:#?}");
+    }
+    assert!(
+        seen.iter()
+            .all(|e| e["route"].is_null() || e["route"] == "tasks"),
+        "another route's event passed ?route=tasks: {seen:#?}"
+    );
+    assert!(
+        !seen.iter().any(|e| e["id"] == note.id().as_str()),
+        "the note (route notes) was followed: {seen:#?}"
+    );
+    host.stop().await;
+}

@@ -22,17 +22,17 @@ fn config(addr: SocketAddr, peer_url: &str, gate: &Path, drain: u64, grace: u64)
 }
 
 /// Runs `serve` on `config` in `dir` with its log in `dir/log` (not waiting for anything).
-fn spawn_serve(dir: &Path, config: &str) -> std::process::Child {
+fn spawn_serve(dir: &Path, config: &str, addr: SocketAddr) -> std::process::Child {
     write_by_rename(&dir.join("routes.toml"), config);
     let log = std::fs::File::create(dir.join("log")).expect("the log");
-    std::process::Command::new(bin())
-        .args(["serve", "--config"])
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["serve", "--config"])
         .arg(dir.join("routes.toml"))
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("spawn serve")
+        .stderr(log);
+    pass_port(&mut cmd, addr);
+    cmd.spawn().expect("spawn serve")
 }
 
 /// Waits up to `limit` for `child` to exit.
@@ -69,7 +69,7 @@ async fn a_second_serve_on_the_same_data_directory_refuses_to_start_and_names_th
         .server("data_dir", &quoted(path_str(&data)))
         .build();
     let started = Instant::now();
-    let mut child = spawn_serve(other.path(), &second);
+    let mut child = spawn_serve(other.path(), &second, other_addr);
     // While it waits for the lock (drain + kill grace: 3 s), it has bound nothing.
     let waiting = tokio::time::timeout(
         Duration::from_secs(2),

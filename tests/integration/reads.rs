@@ -358,3 +358,45 @@ async fn in_its_own_message_a_peer_sees_only_the_replies_addressed_to_it() {
     assert_eq!(mels, ["BREAKDOWN", "STATUS"]);
     host.stop().await;
 }
+
+/// README: `GET /admin/outbox` lists 100 by default, and at most 1000 whatever `limit` asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outbox_lists_100_by_default_and_at_most_1000() {
+    let peer = PeerServer::start().await;
+    let host = start_host(&Toml::tasks(&peer.url(), &agent_command(&[])).build()).await;
+    let sends: Vec<_> = (0..1001)
+        .map(|i| {
+            let url = host.url("/admin/send");
+            tokio::spawn(async move {
+                let auth = format!("Bearer {ADMIN}");
+                let body = json!({"to": "tony", "type": "NOTE", "payload": {"n": i}});
+                request(
+                    "POST",
+                    &url,
+                    &[
+                        ("authorization", &auth),
+                        ("content-type", "application/json"),
+                    ],
+                    body.to_string(),
+                )
+                .await
+                .status
+            })
+        })
+        .collect();
+    for s in sends {
+        assert_eq!(s.await.unwrap(), 202);
+    }
+    let count = |r: Resp| r.json["outbox"].as_array().map_or(0, Vec::len);
+    assert_eq!(count(admin_get(&host, "/admin/outbox").await), 100);
+    assert_eq!(
+        count(admin_get(&host, "/admin/outbox?limit=1000").await),
+        1000
+    );
+    assert_eq!(
+        count(admin_get(&host, "/admin/outbox?limit=5000").await),
+        1000
+    );
+    assert_eq!(count(admin_get(&host, "/admin/outbox?limit=7").await), 7);
+    host.stop().await;
+}

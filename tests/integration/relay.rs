@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use agent_inbox_tests::*;
 use serde_json::Value;
-use tokio::net::TcpListener;
 
 /// An agent that replies one STATUS to tony at `peer_url`, retried along `schedule`.
 fn config(peer_url: &str, schedule: &[&str]) -> String {
@@ -47,7 +46,7 @@ async fn reply_arrives_after_the_peer_comes_up() {
     .await;
     assert!(d["last_error"].is_string(), "{d:#}");
 
-    let peer = PeerServer::start_on(TcpListener::bind(addr).await.expect("rebind")).await;
+    let peer = PeerServer::start_on(take_listener(addr)).await;
     let got = peer.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].body["type"], "STATUS");
     assert_eq!(got[0].body["in_reply_to"], id.as_str());

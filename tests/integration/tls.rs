@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use agent_inbox::tls::{HttpsClient, client_trusting};
 use agent_inbox_tests::*;
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 
@@ -54,13 +53,37 @@ impl Pki {
         cert.der().to_vec()
     }
 
+    /// Issues a certificate for 127.0.0.1 and writes it with its key into one file,
+    /// `name.bundle.pem`, by one rename: a renewal a watcher can never see half done (two
+    /// files renamed one after the other could be read as a new key with the old certificate).
+    fn issue_bundle(&self, name: &str) -> Vec<u8> {
+        let params =
+            rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".into()])
+                .expect("params");
+        let key = rcgen::KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.ca).expect("sign");
+        let bundle = format!("{}{}", cert.pem(), key.serialize_pem());
+        write_by_rename(&self.dir.join(format!("{name}.bundle.pem")), bundle);
+        cert.der().to_vec()
+    }
+
     /// `[server]` keys serving certificate `name`.
     fn serve(&self, toml: Toml, name: &str, addr: SocketAddr) -> Toml {
-        let path = |f: String| quoted(path_str(&self.dir.join(f)));
+        self.serve_files(toml, &format!("{name}.pem"), &format!("{name}.key"), addr)
+    }
+
+    /// `[server]` keys serving the bundle `name` (certificate and key in one file).
+    fn serve_bundle(&self, toml: Toml, name: &str, addr: SocketAddr) -> Toml {
+        let bundle = format!("{name}.bundle.pem");
+        self.serve_files(toml, &bundle, &bundle, addr)
+    }
+
+    fn serve_files(&self, toml: Toml, cert: &str, key: &str, addr: SocketAddr) -> Toml {
+        let path = |f: &str| quoted(path_str(&self.dir.join(f)));
         toml.listen(addr)
             .server("public_url", &quoted(&format!("https://{addr}")))
-            .server("tls_cert", &path(format!("{name}.pem")))
-            .server("tls_key", &path(format!("{name}.key")))
+            .server("tls_cert", &path(cert))
+            .server("tls_key", &path(key))
             .server("tls_ca", &quoted(path_str(&self.ca_file())))
     }
 }
@@ -73,13 +96,7 @@ async fn https(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, Value) {
-    let mut b = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .expect("request");
+    let req = build_request(method, url, headers, body.to_owned());
     let resp = tokio::time::timeout(Duration::from_secs(20), client.request(req))
         .await
         .expect("an answer within 20 s")
@@ -222,13 +239,15 @@ async fn two_inboxes_and_an_agent_talk_over_tls() {
 async fn a_renewed_certificate_is_served_and_a_broken_one_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pki = Pki::new(dir.path());
-    let first = pki.issue("inbox");
+    let first = pki.issue_bundle("inbox");
     let (listener, addr) = bound().await;
-    let host = start_host_on(&pki.serve(Toml::new(), "inbox", addr).build(), listener).await;
+    let toml = pki.serve_bundle(Toml::new(), "inbox", addr).build();
+    let host = start_host_on(&toml, listener).await;
     assert_eq!(presented(addr, &pki.ca_file()).await, first);
 
-    // A renewal writes new files by rename; the watcher reloads and new connections get it.
-    let second = pki.issue("inbox");
+    // A renewal replaces the bundle by one rename; the watcher reloads and new connections get
+    // it.
+    let second = pki.issue_bundle("inbox");
     assert_ne!(first, second);
     eventually(
         Duration::from_secs(20),
@@ -239,7 +258,7 @@ async fn a_renewed_certificate_is_served_and_a_broken_one_refused() {
 
     // A broken certificate is refused with the reason, and the last good one stays.
     let client = client_trusting(&std::fs::read(pki.ca_file()).expect("ca")).expect("client");
-    write_by_rename(&dir.path().join("inbox.pem"), "not a certificate");
+    write_by_rename(&dir.path().join("inbox.bundle.pem"), "not a certificate");
     let admin = format!("Bearer {ADMIN}");
     let (status, answer) = https(
         &client,

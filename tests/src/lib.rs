@@ -597,19 +597,33 @@ impl BinHost {
         log: &str,
         env: &[(&str, &str)],
     ) -> BinHost {
+        Self::start_with(dir, toml, addr, log, env, &[]).await
+    }
+
+    /// Like [`BinHost::start_with_env`], with global flags before `serve` (e.g. `--log-format`).
+    pub async fn start_with(
+        dir: &Path,
+        toml: &str,
+        addr: SocketAddr,
+        log: &str,
+        env: &[(&str, &str)],
+        flags: &[&str],
+    ) -> BinHost {
         write_by_rename(&dir.join("routes.toml"), toml);
         let log_path = dir.join(log);
         let spawn = || {
             let file = std::fs::File::create(&log_path).expect("create the log");
-            std::process::Command::new(bin())
+            let mut cmd = std::process::Command::new(bin());
+            cmd.args(flags)
                 .args(["serve", "--config"])
                 .arg(dir.join("routes.toml"))
                 .envs(env.iter().copied())
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
-                .stderr(file)
-                .spawn()
-                .expect("spawn serve")
+                .stderr(file);
+            // The port this test holds, as a service manager passes it: never released.
+            pass_port(&mut cmd, addr);
+            cmd.spawn().expect("spawn serve")
         };
         let mut host = BinHost {
             child: spawn(),
@@ -677,6 +691,7 @@ impl BinHost {
     pub fn kill9(&mut self) {
         self.child.kill().expect("kill -9");
         self.child.wait().expect("reap");
+        reserve_again(self.addr);
     }
 
     /// SIGTERM, then waits for the exit (30 s at most).
@@ -690,6 +705,7 @@ impl BinHost {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
+                reserve_again(self.addr);
                 return status;
             }
             assert!(
@@ -1062,11 +1078,7 @@ pub async fn try_request(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> anyhow::Result<Resp> {
-    let mut b = http::Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b.body(Full::new(body.into()))?;
+    let req = build_request(method, url, headers, body);
     let resp = tokio::time::timeout(Duration::from_secs(30), client().request(req))
         .await
         .map_err(|_| anyhow::anyhow!("no answer within 30 s"))??;
@@ -1079,6 +1091,84 @@ pub async fn try_request(
         json: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
         text: String::from_utf8_lossy(&bytes).into_owned(),
     })
+}
+
+/// A streamed answer (Server-Sent Events) that has sent its first frame: the server is now
+/// following, so what happens next reaches it. [`Stream::rest`] reads on to the end.
+pub struct Stream {
+    /// Status.
+    pub status: u16,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    first: String,
+    body: hyper::body::Incoming,
+}
+
+impl Stream {
+    /// Reads the stream to its end (bounded by 30 s) and answers all of it as text.
+    pub async fn rest(mut self) -> Resp {
+        let mut text = std::mem::take(&mut self.first);
+        let read = async {
+            while let Some(frame) = self.body.frame().await {
+                if let Ok(data) = frame.expect("stream frame").into_data() {
+                    text.push_str(&String::from_utf8_lossy(&data));
+                }
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), read)
+            .await
+            .expect("the stream ended within 30 s");
+        Resp {
+            status: self.status,
+            headers: self.headers,
+            json: Value::Null,
+            text,
+        }
+    }
+}
+
+/// A request with the given headers and body.
+pub fn build_request(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> http::Request<Full<Bytes>> {
+    let mut b = http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(body.into())).expect("a valid request")
+}
+
+/// Opens a streamed request and waits (up to 10 s) for its first frame, the server's sign that
+/// it follows: no sleep stands for "subscribed".
+pub async fn open_stream(method: &str, url: &str, headers: &[(&str, &str)], body: &str) -> Stream {
+    let req = build_request(method, url, headers, body.to_owned());
+    let resp = tokio::time::timeout(Duration::from_secs(10), client().request(req))
+        .await
+        .expect("the stream answered within 10 s")
+        .unwrap_or_else(|e| panic!("{method} {url}: {e:#}"));
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    let mut body = resp.into_body();
+    let mut first = String::new();
+    while first.is_empty() {
+        let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("a first frame within 10 s")
+            .unwrap_or_else(|| panic!("{url} ended before its first frame"))
+            .expect("stream frame");
+        if let Ok(data) = frame.into_data() {
+            first.push_str(&String::from_utf8_lossy(&data));
+        }
+    }
+    Stream {
+        status,
+        headers,
+        first,
+        body,
+    }
 }
 
 /// POSTs JSON to `/message` as the peer with `secret`.
@@ -1325,12 +1415,30 @@ pub fn database(dir: &Path) -> PathBuf {
     dir.join("data").join("inbox.sqlite3")
 }
 
-/// A loopback address nothing listens on: bound to find a free port, then released, for a host
-/// that binds it itself (and binds it again after a restart).
+/// The ports this process holds: bound, and listening only once a server got them.
+static RESERVED: Mutex<Vec<(SocketAddr, socket2::Socket)>> = Mutex::new(Vec::new());
+
+/// A socket bound to `127.0.0.1:port` and not listening (a connection to it is refused).
 ///
-/// The port is below Linux's ephemeral range (32768 and up), so no outgoing connection of a
-/// parallel test can take it as its local port while a host restarts; each call in this process
-/// tries the next port from a start picked by the process id, so two tests do not pick the same.
+/// With SO_REUSEADDR, as servers bind: the connections a server accepted on it inherit the
+/// flag, so their TIME_WAIT does not keep the port from being bound again after an exit.
+fn bind_unlistened(port: u16) -> Option<socket2::Socket> {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).ok()?;
+    socket.set_reuse_address(true).ok()?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    socket.bind(&addr.into()).ok()?;
+    Some(socket)
+}
+
+/// A loopback address held for this test: its socket is bound but does not listen, so a
+/// connection to it is refused (a peer that is down) and no other process can take the port.
+/// [`BinHost::start`] hands that very socket to `serve` (systemd socket activation,
+/// `LISTEN_FDS`), and [`take_listener`] makes a listener of it: the port is never released
+/// and bound again.
+///
+/// The port is below Linux's ephemeral range (32768 and up), so no outgoing connection can
+/// take it while [`BinHost`] re-reserves it after an exit; each call in this process tries the
+/// next port from a start picked by the process id.
 pub fn unused_addr() -> SocketAddr {
     const FIRST: u32 = 20_000;
     const SPAN: u32 = 12_000;
@@ -1338,12 +1446,65 @@ pub fn unused_addr() -> SocketAddr {
     let start = std::process::id() * 97;
     for _ in 0..SPAN {
         let n = NEXT.fetch_add(1, Ordering::SeqCst) as u32;
-        let port = FIRST + (start + n) % SPAN;
-        if let Ok(l) = std::net::TcpListener::bind(("127.0.0.1", port as u16)) {
-            return l.local_addr().expect("addr");
+        let port = (FIRST + (start + n) % SPAN) as u16;
+        if let Some(socket) = bind_unlistened(port) {
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            reserved().push((addr, socket));
+            return addr;
         }
     }
     panic!("no free loopback port in {FIRST}..{}", FIRST + SPAN)
+}
+
+fn reserved() -> std::sync::MutexGuard<'static, Vec<(SocketAddr, socket2::Socket)>> {
+    RESERVED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The socket held for `addr` by [`unused_addr`], as a listener for this process (e.g. a peer
+/// that comes up); it is no longer held for anything else.
+pub fn take_listener(addr: SocketAddr) -> TcpListener {
+    let mut held = reserved();
+    let i = held
+        .iter()
+        .position(|(a, _)| *a == addr)
+        .unwrap_or_else(|| panic!("{addr} was not reserved by unused_addr"));
+    let (_, socket) = held.remove(i);
+    socket.listen(1024).expect("listen");
+    socket.set_nonblocking(true).expect("nonblocking");
+    TcpListener::from_std(socket.into()).expect("a tokio listener")
+}
+
+/// Hands the socket held for `addr` (by [`unused_addr`]) to the `serve` that `cmd` starts, as
+/// a service manager does: fd 3 with `LISTEN_FDS=1`. Nothing happens for an address not held.
+pub fn pass_port(cmd: &mut std::process::Command, addr: SocketAddr) {
+    use command_fds::{CommandFdExt, FdMapping};
+    let passed = reserved()
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .and_then(|(_, s)| s.try_clone().ok());
+    if let Some(socket) = passed {
+        cmd.fd_mappings(vec![FdMapping {
+            parent_fd: socket.into(),
+            child_fd: 3,
+        }])
+        .expect("map the socket to fd 3");
+        cmd.env("LISTEN_FDS", "1");
+    }
+}
+
+/// After the last process serving on `addr` exited: the held socket still listens (connections
+/// would wait in its backlog), so it is swapped for a fresh one that refuses, as a stopped host
+/// does. If the port cannot be bound again (another process still serves on it), it is no longer
+/// held, and the next [`BinHost`] on it binds it itself.
+fn reserve_again(addr: SocketAddr) {
+    let mut held = reserved();
+    let Some(i) = held.iter().position(|(a, _)| *a == addr) else {
+        return;
+    };
+    held.remove(i);
+    if let Some(socket) = bind_unlistened(addr.port()) {
+        held.push((addr, socket));
+    }
 }
 
 // ---- plugins ----

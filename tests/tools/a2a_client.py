@@ -39,7 +39,7 @@ from a2a.types.a2a_pb2 import (
 )
 from a2a.utils.errors import TaskNotFoundError
 
-BASE, TOKEN, OTHER = sys.argv[1], sys.argv[2], sys.argv[3]
+BASE, TOKEN, OTHER, ADMIN = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 SESSION = "session-1"
 
 
@@ -178,9 +178,12 @@ async def main():
 
     # A push to a receiver that is down at first: the relay retries, and it arrives once the
     # receiver is back.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    # The port is held from here on: bound, not yet listening (so a connection is refused),
+    # and listened on by the receiver later; nothing else can take it meanwhile.
+    held = socket.socket()
+    held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    held.bind(("127.0.0.1", 0))
+    port = held.getsockname()[1]
     received = []
 
     class Receiver(http.server.BaseHTTPRequestHandler):
@@ -205,11 +208,25 @@ async def main():
     async for event in polling.send_message(request, context=CTX):
         pushed = event.task
     await until(polling, pushed.id, {TaskState.TASK_STATE_COMPLETED})
-    await asyncio.sleep(1.5)
-    check(not received, "nothing can arrive while the receiver is down")
-    server = http.server.HTTPServer(("127.0.0.1", port), Receiver)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    # The inbox tried once and failed (the receiver is down): wait for that attempt itself.
     loop = asyncio.get_running_loop()
+    end = loop.time() + 30
+    async with httpx.AsyncClient() as admin:
+        while True:
+            outbox = (await admin.get(f"{BASE}/admin/outbox",
+                                      headers={"authorization": f"Bearer {ADMIN}"})).json()
+            tried = [i for i in outbox["outbox"] if i["reply"]["type"] == "A2A_PUSH"
+                     and (i["delivery"]["attempts"] or 0) >= 1]
+            if tried:
+                break
+            check(loop.time() < end, f"the push was never tried: {outbox}")
+            await asyncio.sleep(0.1)
+    check(not received, "nothing can arrive while the receiver is down")
+    server = http.server.HTTPServer(("127.0.0.1", port), Receiver, bind_and_activate=False)
+    server.socket.close()
+    server.socket = held
+    held.listen(16)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     end = loop.time() + 30
     while not any(b["task"]["status"]["state"] == "TASK_STATE_COMPLETED" for _, _, b in received):
         check(loop.time() < end, f"the push never arrived: {received}")

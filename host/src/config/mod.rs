@@ -197,6 +197,25 @@ pub enum StoreConfig {
     Postgres(Postgres),
 }
 
+impl StoreConfig {
+    /// Whether two `[store]` tables name the same store with the same settings.
+    pub fn same_as(&self, other: &StoreConfig) -> bool {
+        match (self, other) {
+            (StoreConfig::Sqlite, StoreConfig::Sqlite) => true,
+            (StoreConfig::Postgres(a), StoreConfig::Postgres(b)) => {
+                a.url.same_as(&b.url)
+                    && a.pool_size == b.pool_size
+                    && a.sslmode == b.sslmode
+                    && a.ca_file == b.ca_file
+                    && a.schema == b.schema
+                    && a.lease == b.lease
+                    && a.renew == b.renew
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `[store] kind = "postgres"`.
 #[derive(Debug, Clone)]
 pub struct Postgres {
@@ -711,6 +730,47 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// README: `host_id` defaults to the machine's name and the port; it may not hold a `/`.
+    #[test]
+    fn host_id_defaults_to_the_machine_and_port_and_refuses_a_slash() {
+        let base = "[server]\nlisten = \"127.0.0.1:8765\"\nadmin_secret = \"a\"\n";
+        let c = Config::parse(base, Path::new("/tmp"), |_| None).expect("valid");
+        let name = nix::unistd::gethostname()
+            .expect("hostname")
+            .into_string()
+            .expect("text");
+        assert_eq!(c.server.host_id, format!("{name}:8765"));
+        let slash = format!("{base}host_id = \"a/b\"\n");
+        let Err(e) = Config::parse(&slash, Path::new("/tmp"), |_| None) else {
+            panic!("a host_id with a '/' was taken");
+        };
+        assert!(e.to_string().contains("server.host_id"), "{e}");
+    }
+
+    /// README: secrets are compared "in constant time". Every comparison goes through
+    /// `Secret::matches` (SHA-256 digests, `subtle`'s `ct_eq`): no source file compares a
+    /// secret's clear value with `==` or `!=`.
+    #[test]
+    fn no_clear_secret_is_compared_with_eq() {
+        let files = crate::architecture::source_files();
+        assert!(files.len() > 20);
+        for f in files {
+            let text = std::fs::read_to_string(&f).expect("read");
+            for (n, line) in text.lines().enumerate() {
+                let compares = line.contains("==") || line.contains("!=");
+                assert!(
+                    !(compares && line.contains("expose()")),
+                    "{}:{}: a clear secret compared: {line}",
+                    f.display(),
+                    n + 1
+                );
+            }
+        }
+        let s = Secret::new("tony-secret");
+        assert!(s.matches(b"tony-secret"));
+        assert!(!s.matches(b"tony-secreT") && !s.matches(b"tony-secret-and-more"));
+    }
 
     const GOOD: &str = r#"
         [server]

@@ -132,12 +132,9 @@ pub(super) async fn body_of(
     Ok(buf.freeze())
 }
 
-/// A query parameter, decoded (`%XX` and `+`); an empty value counts as absent.
+/// A query parameter (see [`super::query::param`]).
 pub(super) fn query(req: &Req, key: &str) -> Option<String> {
-    let q = req.parts.uri.query()?;
-    form_urlencoded::parse(q.as_bytes())
-        .find(|(k, v)| k == key && !v.is_empty())
-        .map(|(_, v)| v.into_owned())
+    super::query::param(req.parts.uri.query(), key)
 }
 
 /// A path segment, decoded (`%XX`).

@@ -74,20 +74,9 @@ pub(super) async fn call(
             } else {
                 require_admin(inbox, snap, req)?;
             }
-            let lasts = match query(req, "timeout") {
-                None => None,
-                Some(t) => Some(std::time::Duration::from_secs(
-                    t.parse::<u32>()
-                        .ok()
-                        .filter(|n| *n > 0)
-                        .ok_or_else(|| {
-                            ApiError::Body(BodyError::BadField(
-                                "timeout must be a positive number of seconds".into(),
-                            ))
-                        })?
-                        .into(),
-                )),
-            };
+            let lasts = super::query::timeout_secs(req.parts.uri.query())
+                .map_err(bad_field)?
+                .map(|secs| std::time::Duration::from_secs(secs.into()));
             Ok(super::live::events(
                 inbox,
                 query(req, "route"),
@@ -107,30 +96,18 @@ pub(super) async fn call(
     }
 }
 
-/// A yes/no query parameter: `true`/`1` or `false`/`0`, false when absent.
+/// A yes/no query parameter (see [`super::query::flag`]).
 fn flag(req: &Req, name: &str) -> Result<bool, ApiError> {
-    match query(req, name).as_deref() {
-        None | Some("0" | "false") => Ok(false),
-        Some("1" | "true") => Ok(true),
-        Some(_) => Err(ApiError::Body(BodyError::BadField(format!(
-            "{name} must be true, false, 1 or 0"
-        )))),
-    }
+    super::query::flag(req.parts.uri.query(), name).map_err(bad_field)
 }
 
-/// The `limit` query parameter: a positive integer, `default` when absent, and `max` when larger
-/// (a client asking for everything gets the most there is, not an error).
+/// The `limit` query parameter (see [`super::query::limit`]).
 fn limit(req: &Req, default: u32, max: u32) -> Result<u32, ApiError> {
-    let Some(text) = query(req, "limit") else {
-        return Ok(default);
-    };
-    if !text.bytes().all(|b| b.is_ascii_digit()) || text.bytes().all(|b| b == b'0') {
-        return Err(ApiError::Body(BodyError::BadField(
-            "limit must be a positive integer".into(),
-        )));
-    }
-    // All digits: only an overflow fails to parse, and that is over `max` too.
-    Ok(text.parse::<u32>().map_or(max, |n| n.min(max)))
+    super::query::limit(req.parts.uri.query(), default, max).map_err(bad_field)
+}
+
+fn bad_field(why: String) -> ApiError {
+    ApiError::Body(BodyError::BadField(why))
 }
 
 /// Who a request is: a bearer or peer secret, or else a console session (the admin; a POST must

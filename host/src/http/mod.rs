@@ -11,6 +11,7 @@ mod error;
 mod extract;
 mod handlers;
 mod live;
+pub mod query;
 
 use std::convert::Infallible;
 use std::net::IpAddr;

@@ -1,0 +1,11 @@
+//! Console cookies: see `agent_inbox::oracles::cookie` for what must hold.
+#![no_main]
+
+use agent_inbox::oracles;
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    if let Ok(h) = std::str::from_utf8(data) {
+        oracles::cookie(h);
+    }
+});
