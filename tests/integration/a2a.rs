@@ -889,3 +889,122 @@ async fn a_cancelled_tasks_reply_token_stops_working() {
     assert_eq!(r.status, 401, "{}", r.text);
     host.stop().await;
 }
+
+/// README (parts become the payload): text parts joined as `text`, data parts under `data`,
+/// raw parts inline up to 64 KiB (`text/*` as text, `application/json` as data, anything else
+/// kept under `files` with its media type and name), `metadata` under `metadata`; a `url` part
+/// or a bigger raw one is `-32005`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parts_become_the_payload_and_nothing_is_fetched() {
+    let host = start_host(&config("", "")).await;
+    // "hello", {"j":2} and four PNG-ish bytes, in base64.
+    let (hello, json_raw, png) = ("aGVsbG8=", "eyJqIjoyfQ==", "iVBORw==");
+    let sent = rpc(
+        &host,
+        "SendMessage",
+        json!({
+            "message": {
+                "messageId": "parts-1", "role": "ROLE_USER",
+                "metadata": {"m": 1},
+                "parts": [
+                    {"text": "a"},
+                    {"data": {"k": 1}},
+                    {"raw": hello, "mediaType": "text/plain; charset=utf-8"},
+                    {"raw": json_raw, "mediaType": "application/json"},
+                    {"raw": png, "mediaType": "image/png", "filename": "dot.png"},
+                    {"text": "b"}
+                ]
+            },
+            "configuration": {"returnImmediately": true}
+        }),
+    )
+    .await;
+    assert!(sent["task"]["id"].is_string(), "{sent:#}");
+    let listed = admin_get(&host, "/messages").await.json;
+    let id = listed["messages"][0]["id"].as_str().unwrap().to_owned();
+    let payload = view(&host, &id).await["message"]["payload"].clone();
+    assert_eq!(
+        payload,
+        json!({
+            "text": "a\n\nhello\n\nb",
+            "data": [{"k": 1}, {"j": 2}],
+            "files": [{"raw": png, "mediaType": "image/png", "filename": "dot.png"}],
+            "metadata": {"m": 1}
+        })
+    );
+    let big = "A".repeat((64 * 1024 + 3) / 3 * 4 + 4);
+    for (n, part) in [
+        json!({"url": "https://example.com/file.txt"}),
+        json!({"raw": big, "mediaType": "application/octet-stream"}),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = rpc_as(
+            &host,
+            CLIENT,
+            "SendMessage",
+            json!({"message": {"messageId": format!("too-{n}"), "role": "ROLE_USER", "parts": [part]}}),
+        )
+        .await;
+        assert_eq!(code(&r), -32005, "{:#}", r.json);
+    }
+    host.stop().await;
+}
+
+/// README (push configs): at most 10 per task; `Delete...` is idempotent; secrets never shown.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_takes_ten_push_configs_and_deleting_twice_is_fine() {
+    let host = start_host(&config("", "")).await;
+    let sent = rpc(&host, "SendMessage", send_params("push-1", "hi")).await;
+    let task = sent["task"]["id"].as_str().unwrap().to_owned();
+    let mut ids = Vec::new();
+    for n in 0..10 {
+        let made = rpc(
+            &host,
+            "CreateTaskPushNotificationConfig",
+            json!({"taskId": task, "url": format!("http://127.0.0.1:9/hook-{n}"), "token": "tok-secret-9"}),
+        )
+        .await;
+        ids.push(made["id"].as_str().expect("an id").to_owned());
+    }
+    let eleventh = rpc_as(
+        &host,
+        CLIENT,
+        "CreateTaskPushNotificationConfig",
+        json!({"taskId": task, "url": "http://127.0.0.1:9/hook-10"}),
+    )
+    .await;
+    assert_eq!(code(&eleventh), -32602, "{:#}", eleventh.json);
+    let listed = push_configs(&host, &task).await;
+    assert_eq!(
+        listed["configs"].as_array().map(Vec::len),
+        Some(10),
+        "{listed:#}"
+    );
+    assert!(!listed.to_string().contains("tok-secret-9"), "{listed:#}");
+    for _ in 0..2 {
+        rpc(
+            &host,
+            "DeleteTaskPushNotificationConfig",
+            json!({"taskId": task, "id": ids[0]}),
+        )
+        .await;
+    }
+    let listed = push_configs(&host, &task).await;
+    assert_eq!(
+        listed["configs"].as_array().map(Vec::len),
+        Some(9),
+        "{listed:#}"
+    );
+    host.stop().await;
+}
+
+async fn push_configs(host: &impl Endpoint, task: &str) -> Value {
+    rpc(
+        host,
+        "ListTaskPushNotificationConfigs",
+        json!({"taskId": task}),
+    )
+    .await
+}

@@ -395,6 +395,28 @@ async fn agent_inbox_send_works_as_an_agent_runs_it() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
+    // The flags instead of the environment, and the payload from a file.
+    let payload = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(payload.path(), r#"{"title": "from a file"}"#).unwrap();
+    let flagged = std::process::Command::new(bin())
+        .env_clear()
+        .args(["send", "--token", PLANNER, "--url"])
+        .arg(pi1.url("").trim_end_matches('/'))
+        .args(["--to", "pi2", "--type", "TASK", "--payload"])
+        .arg(format!("@{}", path_str(payload.path())))
+        .output()
+        .unwrap();
+    assert!(
+        flagged.status.success(),
+        "{}",
+        String::from_utf8_lossy(&flagged.stderr)
+    );
+    let got = wait_messages(&pi2, "tasks", 3).await;
+    assert!(
+        got.iter()
+            .any(|m| m["payload"] == json!({"title": "from a file"})),
+        "{got:#?}"
+    );
     pi1.stop().await;
     pi2.stop().await;
 }

@@ -170,13 +170,25 @@ async fn an_inbound_message_waits_for_approval_then_its_turn_runs() {
     assert!(waiting(&host).await.is_empty());
     let all = admin_get(&host, "/admin/approvals?all=true").await;
     assert_eq!(all.json["approvals"][0]["approval"]["decided_by"], "alice");
-    // And in the metrics.
+    // And in the metrics: the hold and the decision (the registry is the process's, so other
+    // tests' holds may have added to the count; this one made it at least 1).
     let m = admin_get(&host, "/metrics").await.text;
     assert!(
         m.lines()
             .any(|l| l.starts_with("inbox_approval_decisions_total{")
                 && l.contains("verdict=\"approved\"")
                 && l.contains("via=\"api\"")),
+        "{m}"
+    );
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("inbox_approvals_held_total{")
+                && l.contains("route=\"tasks\"")
+                && l.contains("kind=\"inbound\"")
+                && l.rsplit(' ')
+                    .next()
+                    .and_then(|n| n.parse::<f64>().ok())
+                    .is_some_and(|n| n >= 1.0)),
         "{m}"
     );
     host.stop().await;
@@ -206,6 +218,7 @@ async fn a_rejected_message_never_runs_and_the_peer_hears_why() {
     assert_eq!(got[0].body["type"], "TURN_FAILED", "{:#}", got[0].body);
     assert_eq!(got[0].body["in_reply_to"], id.as_str());
     assert_eq!(got[0].body["payload"]["state"], "rejected");
+    assert_eq!(got[0].body["payload"]["error"], "rejected");
     assert_eq!(got[0].body["payload"]["reason"], "not on production");
     let v = turn_state(&host, &id, "rejected").await;
     assert_eq!(v["turn"]["attempts"], 0, "the agent ran: {v:#}");
@@ -308,12 +321,25 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
         "{out}"
     );
 
-    // Edited, then approved from the command line: the peer gets the edit.
+    let (ok, out) = cli(&["pending", "--json", "--config", &config]).await;
+    let listed: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert!(ok, "{out}");
+    assert_eq!(
+        listed["approvals"].as_array().map(Vec::len),
+        Some(2),
+        "{out}"
+    );
+
+    // Edited (the payload read from a file), then approved from the command line: the peer
+    // gets the edit.
+    let edit = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(edit.path(), r#"{"text":"edited by a person"}"#).unwrap();
+    let from_file = format!("@{}", path_str(edit.path()));
     let (ok, out) = cli(&[
         "approve",
         &first,
         "--payload",
-        r#"{"text":"edited by a person"}"#,
+        &from_file,
         "--config",
         &config,
     ])
@@ -358,6 +384,27 @@ async fn a_held_reply_goes_out_only_when_approved_and_an_edit_is_what_is_sent() 
     assert_eq!(v["reply"]["approval"]["state"], "rejected");
     // Nothing is left waiting, and `outbox retry` has no dead letter to replay.
     assert!(waiting(&host).await.is_empty());
+    let (ok, out) = cli(&["pending", "--json", "--config", &config]).await;
+    assert!(ok, "{out}");
+    let none: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(none["approvals"], json!([]), "{out}");
+    // --all lists the decided ones, newest first, and --limit cuts the list.
+    let (ok, out) = cli(&[
+        "pending", "--all", "--json", "--limit", "1", "--config", &config,
+    ])
+    .await;
+    assert!(ok, "{out}");
+    let decided: Value = serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(
+        decided["approvals"].as_array().map(Vec::len),
+        Some(1),
+        "{out}"
+    );
+    assert_eq!(
+        decided["approvals"][0]["approval"]["id"],
+        second.as_str(),
+        "{out}"
+    );
     let r = admin_post(&host, &format!("/admin/outbox/{second}/retry"), "").await;
     assert_eq!(r.status, 409, "{:#}", r.json);
     host.stop().await;

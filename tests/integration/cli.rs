@@ -338,6 +338,21 @@ async fn messages_outbox_status_and_send_talk_to_the_running_inbox() {
         body["thread_id"], "cli-thread",
         "tony gets its own name: {body:#}"
     );
+
+    // `outbox list --limit`: two outbound messages now, one listed.
+    let count = |out: String| {
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["outbox"]
+            .as_array()
+            .map(Vec::len)
+    };
+    assert_eq!(
+        count(cli_ok(&["outbox", "list", "--json"], &config).await),
+        Some(2)
+    );
+    assert_eq!(
+        count(cli_ok(&["outbox", "list", "--json", "--limit", "1"], &config).await),
+        Some(1)
+    );
     host.stop();
 }
 
@@ -413,4 +428,28 @@ async fn check_compiles_every_plugin_and_warns_about_an_empty_config() {
     );
     assert!(stdout.contains("no peers and no routes"), "{stdout}");
     assert!(stdout.contains("ok (0 peers, 0 routes)"), "{stdout}");
+}
+
+/// README (`listen`): a socket a service manager passes (`LISTEN_FDS`) is served instead of
+/// `listen`, with a warning, and `listen` is not bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_listens_on_the_socket_a_service_manager_passes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (passed, configured) = (unused_addr(), unused_addr());
+    let toml = Toml::new()
+        .listen(configured)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("notes", &["tony"], &["NOTE"])
+        .build();
+    // BinHost hands `passed` to the process and waits until it answers there.
+    let host = BinHost::start(dir.path(), &toml, passed, "serve.log").await;
+    assert!(
+        host.log()
+            .contains("serving on the socket the service manager passed"),
+        "{}",
+        host.log()
+    );
+    let there = try_request("GET", &format!("http://{configured}/healthz"), &[], "").await;
+    assert!(there.is_err(), "listen was bound too: {there:?}");
+    host.stop();
 }

@@ -213,6 +213,7 @@ async fn a_and_b() -> (Host, Host) {
         .mailbox("answers", &["b"], &["DONE", "TURN_FAILED"])
         .build();
     let toml_b = Toml::new()
+        .server("public_url", &quoted(&format!("http://{b}")))
         .command(&agent_command(&[
             "--reply",
             "DONE",
@@ -310,72 +311,151 @@ async fn send_wait_follows_the_conversation_to_its_answer() {
     b.stop().await;
 }
 
+/// A running `agent-inbox tail --json` (with `args`) on `config`, subscribed: its stdout lines
+/// arrive on `lines`; it is killed on drop.
+struct Tail {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Tail {
+    async fn start(config: &std::path::Path, args: &[&str]) -> Tail {
+        let mut child = std::process::Command::new(bin())
+            .args(["tail", "--json"])
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let stderr = child.stderr.take().unwrap();
+        // The tail says on stderr once it is subscribed: only then is every event certain to
+        // reach it.
+        let (subscribed, connected) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("following the inbox's events") {
+                    let _ = subscribed.send(());
+                }
+            }
+        });
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        tokio::task::spawn_blocking(move || connected.recv_timeout(Duration::from_secs(30)))
+            .await
+            .unwrap()
+            .expect("the tail subscribed");
+        Tail { child, lines }
+    }
+
+    /// The events printed up to and including the first that `last` picks (30 s at most: a
+    /// tail that never prints it fails here instead of hanging the suite).
+    async fn until(self, last: impl Fn(&Value) -> bool + Send + 'static) -> Vec<Value> {
+        let Tail { mut child, lines } = self;
+        let seen = tokio::task::spawn_blocking(move || {
+            let end = std::time::Instant::now() + Duration::from_secs(30);
+            let mut seen = Vec::new();
+            loop {
+                let left = end.saturating_duration_since(std::time::Instant::now());
+                let line = lines
+                    .recv_timeout(left)
+                    .unwrap_or_else(|_| panic!("the awaited event within 30 s; saw {seen:#?}"));
+                let event: Value = serde_json::from_str(&line).expect("a JSON line");
+                let done = last(&event);
+                seen.push(event);
+                if done {
+                    return seen;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        seen
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tail_prints_events_as_they_happen() {
     let (a, b) = a_and_b().await;
-    let mut tail = std::process::Command::new(bin())
-        .args(["tail", "--json", "--config"])
-        .arg(a.config_path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = tail.stdout.take().unwrap();
-    let stderr = tail.stderr.take().unwrap();
-    // The tail says on stderr once it is subscribed: only then is every event certain to reach it.
-    let (subscribed, connected) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if line.contains("following the inbox's events") {
-                let _ = subscribed.send(());
-            }
-        }
-    });
-    let lines = std::thread::spawn(move || {
-        use std::io::BufRead as _;
-        let mut seen = Vec::new();
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            let done = line.contains("\"message_accepted\"");
-            seen.push(line);
-            if done {
-                break;
-            }
-        }
-        seen
-    });
-    tokio::task::spawn_blocking(move || connected.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("the tail subscribed");
+    let tail = Tail::start(&a.config_path(), &[]).await;
     let (code, _, err) = cli(&a, &["send", "--to", "b", "--type", "TASK"]).await;
     assert_eq!(code, 0, "{err}");
-    // Bounded: a tail that never prints the event fails here instead of hanging the suite.
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(lines.join());
-    });
-    let seen = tokio::task::spawn_blocking(move || finished.recv_timeout(Duration::from_secs(30)))
-        .await
-        .unwrap()
-        .expect("the tail printed message_accepted within 30 s")
-        .expect("the tail's reader");
-    let _ = tail.kill();
-    let _ = tail.wait();
-    let events: Vec<Value> = seen
-        .iter()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let events = tail.until(|e| e["event"] == "message_accepted").await;
     let kinds: Vec<&str> = events.iter().filter_map(|e| e["event"].as_str()).collect();
     for kind in ["outbound_queued", "delivery_attempted", "message_accepted"] {
         assert!(kinds.contains(&kind), "{kind} not in {kinds:?}");
     }
+    a.stop().await;
+    b.stop().await;
+}
+
+/// README: `tail --route` keeps one route's messages and turns, `--thread` one thread's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_follows_one_route_or_one_thread() {
+    let (a, b) = a_and_b().await;
+    let send = |kind: &'static str, thread: &'static str| {
+        let b = &b;
+        async move {
+            let r = post_message_with(
+                b,
+                "a-b-secret",
+                &[],
+                json!({"type": kind, "thread_id": thread}),
+            )
+            .await;
+            assert_eq!(r.status, 202, "{}", r.text);
+            // The admin reads the inbox's own thread id (a peer's ack names its alias).
+            view(b, &r.id()).await["message"]["thread_id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    // The inbox's own id of the thread a calls "wanted".
+    let wanted = send("FAIL", "wanted").await;
+    let by_route = Tail::start(&b.config_path(), &["--route", "fails"]).await;
+    let by_thread = Tail::start(&b.config_path(), &["--thread", &wanted]).await;
+    // What must not show comes first: a TASK (route tasks) in another thread, then a FAIL in
+    // the thread followed.
+    send("TASK", "other").await;
+    send("FAIL", "wanted").await;
+    let routed = by_route
+        .until(|e| e["event"] == "message_accepted" && e["route"] == "fails")
+        .await;
+    assert!(
+        routed
+            .iter()
+            .all(|e| e["route"].is_null() || e["route"] == "fails"),
+        "{routed:#?}"
+    );
+    let threaded = by_thread.until(|e| e["event"] == "message_accepted").await;
+    assert_eq!(
+        threaded.last().unwrap()["msg_type"],
+        "FAIL",
+        "{threaded:#?}"
+    );
+    assert!(
+        threaded.iter().all(|e| e["msg_type"] != "TASK"),
+        "{threaded:#?}"
+    );
     a.stop().await;
     b.stop().await;
 }
@@ -490,5 +570,38 @@ async fn events_of_one_route_carry_each_kind_of_a_turn_and_a_reload() {
         !seen.iter().any(|e| e["id"] == note.id().as_str()),
         "the note (route notes) was followed: {seen:#?}"
     );
+    host.stop().await;
+}
+
+/// README (`send --wait`): exit 4 when no answer will come because the message is a dead letter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_wait_exits_4_on_a_dead_letter() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = listener.local_addr().unwrap();
+    // Nothing listens at the peer's (held) address: the one attempt fails, the letter is dead.
+    let gone = unused_addr();
+    let toml = Toml::new()
+        .server("public_url", &quoted(&format!("http://{a}")))
+        .schedule(&["0s"])
+        .peer("gone", &format!("http://{gone}/message"), "gone-secret")
+        .mailbox("answers", &["gone"], &["DONE"])
+        .build();
+    let host = start_host_on(&toml, listener).await;
+    let (code, _, err) = cli(
+        &host,
+        &[
+            "send",
+            "--to",
+            "gone",
+            "--type",
+            "TASK",
+            "--wait",
+            "--timeout",
+            "30",
+        ],
+    )
+    .await;
+    assert_eq!(code, 4, "{err}");
+    assert!(err.contains("no answer will come"), "{err}");
     host.stop().await;
 }

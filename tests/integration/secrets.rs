@@ -138,3 +138,64 @@ async fn secrets_stay_out_of_agents_logs_and_error_bodies() {
         "the token in the log:\n{log}"
     );
 }
+
+/// README (rotation): with `secret_env = [NEW, OLD]` the inbox accepts either and sends the new
+/// one; with `admin_secret_env = [NEW, OLD]` the CLI uses the first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mid_rotation_the_relay_sends_the_new_secret_and_the_cli_uses_the_first() {
+    const NEW: &str = "tony-new-secret-71c2";
+    const OLD: &str = "tony-old-secret-0a9d";
+    const ADMIN_NEW: &str = "admin-new-secret-5e13";
+    const ADMIN_OLD: &str = "admin-old-secret-b7f0";
+    let peer = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let rotating = |admin: &[&str]| {
+        Toml::tasks(&peer.url(), &agent_command(&["--reply", "STATUS"]))
+            .listen(addr)
+            .without_server("admin_secret")
+            .server("admin_secret_env", &toml_list(admin))
+            .peer_env("tony", &peer.url(), "TONY_NEW")
+            .peer_key("tony", "secret_env", &toml_list(&["TONY_NEW", "TONY_OLD"]))
+            .build()
+    };
+    let env = [
+        ("TONY_NEW", NEW),
+        ("TONY_OLD", OLD),
+        ("ADMIN_NEW", ADMIN_NEW),
+        ("ADMIN_OLD", ADMIN_OLD),
+    ];
+    // The server accepts only the new admin secret; the CLI's config lists both.
+    let host = BinHost::start_with_env(
+        dir.path(),
+        &rotating(&["ADMIN_NEW"]),
+        addr,
+        "serve.log",
+        &env,
+    )
+    .await;
+    for secret in [NEW, OLD] {
+        let ack = post_message(&host, secret, json!({"type": "TASK"})).await;
+        assert_eq!(ack.status, 202, "{secret}: {:#}", ack.json);
+    }
+    let got = peer.wait_for(2, Duration::from_secs(30)).await;
+    assert!(
+        got.iter().all(|r| r.headers["x-shared-secret"] == NEW),
+        "the relay sent the old secret"
+    );
+    let cli_config = dir.path().join("cli.toml");
+    write_by_rename(&cli_config, rotating(&["ADMIN_NEW", "ADMIN_OLD"]));
+    let out = tokio::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(&cli_config)
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the CLI did not use the first admin secret: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    host.stop();
+}

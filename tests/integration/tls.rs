@@ -113,13 +113,21 @@ async fn https(
 async fn presented(addr: SocketAddr, ca: &Path) -> Vec<u8> {
     let pem = std::fs::read(ca).expect("ca");
     let config = agent_inbox::tls::client_config(&pem).expect("a client config");
+    let tls = handshake(addr, config).await;
+    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+}
+
+/// A TLS connection to `addr` (as 127.0.0.1) made with `config`.
+async fn handshake(
+    addr: SocketAddr,
+    config: rustls::ClientConfig,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
-    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .expect("handshake");
-    tls.get_ref().1.peer_certificates().expect("a certificate")[0].to_vec()
+        .expect("handshake")
 }
 
 async fn bound() -> (TcpListener, SocketAddr) {
@@ -306,4 +314,81 @@ fn tls_keys_are_checked() {
     assert!(!ok && text.contains("https://"), "{text}");
     let (ok, text) = check("tls_ca = \"ca.pem\"\n");
     assert!(!ok && text.contains("needs tls_cert and tls_key"), "{text}");
+}
+
+/// The TLS version a handshake with only `version` offered settles on.
+async fn handshake_with(
+    addr: SocketAddr,
+    ca: &Path,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> rustls::ProtocolVersion {
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(ca).expect("ca");
+    for cert in agent_inbox::tls::certificates(&pem).expect("the CA") {
+        roots.add(cert).expect("a root");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[version])
+    .expect("versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    let tls = handshake(addr, config).await;
+    tls.get_ref().1.protocol_version().expect("a version")
+}
+
+/// README (`[server]`): `public_url` defaults to `https://<listen>` with `tls_cert`; TLS 1.2 and
+/// 1.3 are served; with `tls_ca`, agents get `INBOX_CA_FILE` and `NODE_EXTRA_CA_CERTS`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_public_url_agents_reach_https_and_get_the_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let record = tempfile::tempdir().expect("tempdir");
+    let pki = Pki::new(dir.path());
+    pki.issue("inbox");
+    let (listener, addr) = bound().await;
+    let file = |f: &str| quoted(path_str(&dir.path().join(f)));
+    let toml = Toml::tasks(
+        "http://127.0.0.1:9/message",
+        &agent_command(&["--record", path_str(record.path())]),
+    )
+    .listen(addr)
+    .server("tls_cert", &file("inbox.pem"))
+    .server("tls_key", &file("inbox.key"))
+    .server("tls_ca", &file("ca.pem"))
+    .build();
+    let host = start_host_on(&toml, listener).await;
+    for (version, expected) in [
+        (&rustls::version::TLS12, rustls::ProtocolVersion::TLSv1_2),
+        (&rustls::version::TLS13, rustls::ProtocolVersion::TLSv1_3),
+    ] {
+        assert_eq!(
+            handshake_with(addr, &pki.ca_file(), version).await,
+            expected
+        );
+    }
+    let client = client_trusting(&std::fs::read(pki.ca_file()).expect("ca")).expect("client");
+    let (status, ack) = https(
+        &client,
+        "POST",
+        &format!("https://{addr}/message"),
+        &[
+            ("x-shared-secret", TONY),
+            ("content-type", "application/json"),
+        ],
+        r#"{"type": "TASK"}"#,
+    )
+    .await;
+    assert_eq!(status, 202, "{ack:#}");
+    let id = ack["id"].as_str().unwrap();
+    let env = read_record(record.path(), id).await["environ"].clone();
+    assert_eq!(
+        env["INBOX_REPLY_URL"],
+        format!("https://{addr}/send"),
+        "{env:#}"
+    );
+    let ca = path_str(&pki.ca_file()).to_owned();
+    assert_eq!(env["INBOX_CA_FILE"], ca.as_str());
+    assert_eq!(env["NODE_EXTRA_CA_CERTS"], ca.as_str());
+    host.stop().await;
 }

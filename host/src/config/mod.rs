@@ -731,6 +731,35 @@ impl Config {
 mod tests {
     use super::*;
 
+    /// README: a literal secret in the file (an A2A token, the store's URL, ...) gets a warning
+    /// from `check` and at start, naming where it is.
+    #[test]
+    fn literal_secrets_are_warned_about_by_name() {
+        let text = "[server]\nadmin_secret_env = \"ADMIN\"\n\
+                    [peers.client]\na2a_token = \"client-token-1\"\n\
+                    [store]\nkind = \"postgres\"\nurl = \"postgres://u:pw@127.0.0.1:9/db\"\n";
+        let c = Config::parse(text, Path::new("/tmp"), |v| {
+            (v == "ADMIN").then(|| "admin-1".to_owned())
+        })
+        .expect("valid");
+        for at in ["peers.client.a2a_token", "store.url"] {
+            assert!(
+                c.warnings
+                    .iter()
+                    .any(|w| w.starts_with(at) && w.contains("a literal")),
+                "no warning for {at}: {:?}",
+                c.warnings
+            );
+        }
+        assert!(
+            !c.warnings
+                .iter()
+                .any(|w| w.starts_with("server.admin_secret")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
     /// README: `host_id` defaults to the machine's name and the port; it may not hold a `/`.
     #[test]
     fn host_id_defaults_to_the_machine_and_port_and_refuses_a_slash() {
