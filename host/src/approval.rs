@@ -217,6 +217,16 @@ impl Approvals {
                 via: d.via.clone(),
             })
             .inc();
+        // The decision first, then what it lets happen: a follower reads them in that order.
+        self.events.publish(Event::ApprovalDecided {
+            id: approval.id.clone(),
+            kind: approval.kind,
+            route: approval.route.clone(),
+            thread_id: approval.thread_id.clone(),
+            message_id: approval.message_id.clone(),
+            verdict: d.verdict,
+            by: d.by.clone(),
+        });
         match (approval.kind, d.verdict) {
             (ApprovalKind::Inbound, Verdict::Approved) => self.turns.wake(&approval.route),
             (ApprovalKind::Inbound, Verdict::Rejected) => {
@@ -238,15 +248,6 @@ impl Approvals {
             }
             (ApprovalKind::Outbound, Verdict::Rejected) => {}
         }
-        self.events.publish(Event::ApprovalDecided {
-            id: approval.id.clone(),
-            kind: approval.kind,
-            route: approval.route.clone(),
-            thread_id: approval.thread_id.clone(),
-            message_id: approval.message_id.clone(),
-            verdict: d.verdict,
-            by: d.by.clone(),
-        });
         Ok(approval)
     }
 

@@ -107,17 +107,31 @@ pub async fn send_and_wait(
     };
     eprintln!("queued {} to {peer} in thread {thread}", ack.id);
     let deadline = tokio::time::Instant::now() + timeout;
+    // The first tick is at once: an agent subscribes only once it has its thread, after a hold
+    // was announced, so its record is read straight away too.
     let mut recheck = tokio::time::interval(RECHECK);
+    let mut said_held = false;
     loop {
         let answer = tokio::select! {
             e = events.next() => match e {
-                Some(Ok(e)) => on_event(&e, &ack, &thread),
+                Some(Ok(e)) => {
+                    if e["event"] == "approval_waiting" && e["id"] == ack.id.as_str() {
+                        say_held(&mut said_held, e["reason"].as_str().unwrap_or(""));
+                    }
+                    on_event(&e, &ack, &thread)
+                }
                 Some(Err(e)) => return Err(e),
                 None => anyhow::bail!("the inbox closed the event stream (is it shutting down?)"),
             },
             _ = recheck.tick() => match answered(client, &thread, &ack.id).await? {
                 Some(step) => Some(step),
-                None => undeliverable(client, &ack.id).await?,
+                None => {
+                    let own = own_state(client, &ack.id).await?;
+                    if let Some(reason) = &own.held {
+                        say_held(&mut said_held, reason);
+                    }
+                    own.over
+                }
             },
             () = tokio::time::sleep_until(deadline) => {
                 eprintln!("no answer within {} s", timeout.as_secs());
@@ -174,13 +188,6 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
                 ))
             })
         }
-        Some("approval_waiting") if e["id"] == ack.id.as_str() => {
-            eprintln!(
-                "held for a person's approval: {}",
-                e["reason"].as_str().unwrap_or("")
-            );
-            None
-        }
         Some("approval_decided") if e["id"] == ack.id.as_str() => {
             let by = e["by"].as_str().unwrap_or("?");
             if e["verdict"] == "rejected" {
@@ -205,27 +212,53 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
     }
 }
 
-/// Whether our own message will never reach anyone (every delivery dead, or withheld by a
-/// person's rejection), read from its record in case the event that said so was missed.
-async fn undeliverable(client: &AdminClient, own: &str) -> anyhow::Result<Option<Step>> {
+/// Prints, once, that what was sent waits for a person.
+fn say_held(said: &mut bool, reason: &str) {
+    if !*said {
+        *said = true;
+        eprintln!("held for a person's approval: {reason}");
+    }
+}
+
+/// Our own message as its record stands, read in case the event that said so was missed.
+struct Own {
+    /// It will never reach anyone: every delivery dead, or withheld by a person's rejection.
+    over: Option<Step>,
+    /// It waits for a person, and why.
+    held: Option<String>,
+}
+
+async fn own_state(client: &AdminClient, own: &str) -> anyhow::Result<Own> {
     let shown: Value = client
         .expect(http::Method::GET, &format!("/messages/{own}"), None)
         .await?;
     let Some(deliveries) = shown["reply"]["deliveries"].as_array() else {
-        return Ok(None);
+        return Ok(Own {
+            over: None,
+            held: None,
+        });
     };
     let over = !deliveries.is_empty()
         && deliveries
             .iter()
             .all(|d| d["state"] == "dead" || d["state"] == "withheld");
-    Ok(over.then(|| {
-        Step::Dead(
-            deliveries[0]["last_error"]
-                .as_str()
-                .unwrap_or("not delivered")
-                .to_owned(),
-        )
-    }))
+    let held = deliveries.iter().any(|d| d["state"] == "held").then(|| {
+        shown["reply"]["approval"]["reason"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    });
+    Ok(Own {
+        over: over.then(|| {
+            Step::Dead(
+                deliveries[0]["last_error"]
+                    .as_str()
+                    .unwrap_or("not delivered")
+                    .to_owned(),
+            )
+        }),
+        held,
+    })
 }
 
 /// What a refusal in the thread says: who answered, with what, and why it was refused.

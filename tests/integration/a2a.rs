@@ -1008,3 +1008,30 @@ async fn push_configs(host: &impl Endpoint, task: &str) -> Value {
     )
     .await
 }
+
+/// README (A2A states): a task whose message waits for approval is `SUBMITTED`; rejected, it is
+/// `REJECTED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_held_for_a_person_is_submitted_then_rejected() {
+    let host = start_host(&config("approve = \"inbound\"", "")).await;
+    let sent = rpc(&host, "SendMessage", send_params("held-1", "hi")).await;
+    let id = sent["task"]["id"].as_str().unwrap().to_owned();
+    let listed = admin_get(&host, "/messages").await.json;
+    let message = listed["messages"][0]["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(20), "the message held", || async {
+        (view(&host, &message).await["turn"]["state"] == "awaiting_approval").then_some(())
+    })
+    .await;
+    let task = rpc(&host, "GetTask", json!({"id": id})).await;
+    assert_eq!(task["status"]["state"], "TASK_STATE_SUBMITTED", "{task:#}");
+    let r = admin_post(
+        &host,
+        &format!("/admin/approvals/{message}/reject"),
+        &json!({"by": "alice", "reason": "not today"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    let task = wait_state(&host, &id, "TASK_STATE_REJECTED").await;
+    assert_eq!(task["status"]["state"], "TASK_STATE_REJECTED");
+    host.stop().await;
+}

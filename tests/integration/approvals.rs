@@ -662,3 +662,138 @@ async fn waiting_items_survive_kill_9_and_are_decided_after_the_restart() {
     turn_state(&host, &second, "done").await;
     host.stop();
 }
+
+/// README: a held item publishes `approval_waiting` and its decision `approval_decided`; a held
+/// reply's `outbound_queued` comes only with its approval; `send --wait` says on stderr that
+/// what it sent is held for a person.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn holds_and_decisions_are_events_and_send_wait_says_held() {
+    let tony = PeerServer::start().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let toml = held_config(&tony.url(), "outbound", None)
+        .route("tasks", "agent_id", &quoted("planner"))
+        .listen(addr)
+        .build()
+        + "[agents.planner]\ntoken = \"planner-token\"\n\
+           may_send = [{ to = [\"tony\"], types = [\"TASK\"] }]\n";
+    let host = start_host_on(&toml, listener).await;
+    let auth = format!("Bearer {ADMIN}");
+    let follow = host.url("/events?timeout=6");
+    let events = open_stream("GET", &follow, &[("authorization", &auth)], "").await;
+    let id = post_message(&host, TONY, json!({"type": "TASK"}))
+        .await
+        .id();
+    turn_state(&host, &id, "done").await;
+    let reply = eventually(Duration::from_secs(20), "the held reply", || async {
+        waiting(&host)
+            .await
+            .first()
+            .map(|i| i["approval"]["id"].as_str().unwrap().to_owned())
+    })
+    .await;
+    let r = decide(&host, &reply, "approve", json!({"by": "alice"})).await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    arrivals(&tony, 1).await;
+    let seen: Vec<Value> = events
+        .rest()
+        .await
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|l| serde_json::from_str(l).expect("JSON"))
+        .collect();
+    let at = |kind: &str| {
+        seen.iter()
+            .position(|e| e["event"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}: {seen:#?}"))
+    };
+    assert!(at("approval_waiting") < at("approval_decided"), "{seen:#?}");
+    assert!(
+        at("approval_decided") < at("outbound_queued"),
+        "the held reply was queued before its approval: {seen:#?}"
+    );
+
+    // The agent's own message, sent with --wait, waits for a person: the command says so.
+    let out = tokio::process::Command::new(bin())
+        .env_clear()
+        .env("INBOX_AGENT_TOKEN", "planner-token")
+        .env("INBOX_URL", format!("http://{addr}"))
+        .args([
+            "send",
+            "--to",
+            "tony",
+            "--type",
+            "TASK",
+            "--wait",
+            "--timeout",
+            "2",
+        ])
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("held for a person's approval"), "{err}");
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    host.stop().await;
+}
+
+/// README: held items do not count against `max_queued`, and an approved turn joins the queue
+/// even past it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_messages_are_not_queued_and_approved_ones_join_past_max_queued() {
+    let tony = PeerServer::start().await;
+    let toml = held_config(&tony.url(), "inbound", None)
+        .agent("max_queued", "1")
+        .agent("max_concurrent", "1")
+        .build();
+    let host = start_host(&toml).await;
+    let mut held = Vec::new();
+    for n in 0..3 {
+        let r = post_message(&host, TONY, json!({"type": "TASK", "payload": {"n": n}})).await;
+        assert_eq!(r.status, 202, "held message {n}: {:#}", r.json);
+        held.push(r.id());
+    }
+    for id in &held {
+        turn_state(&host, id, "awaiting_approval").await;
+        let r = decide(&host, id, "approve", json!({"by": "alice"})).await;
+        assert_eq!(r.status, 200, "{:#}", r.json);
+    }
+    for id in &held {
+        turn_state(&host, id, "done").await;
+    }
+    host.stop().await;
+}
+
+/// README: `approval_timeout_secs` still applies after a restart: what nobody decided in time
+/// is rejected by the timeout, by the next process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_approval_timeout_holds_across_a_restart() {
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = held_config(&tony.url(), "inbound", None)
+        .route("tasks", "approval_timeout_secs", "4")
+        .listen(addr)
+        .build();
+    let mut host = BinHost::start(dir.path(), &toml, addr, "first.log").await;
+    let id = post_message(&host, TONY, json!({"type": "TASK"}))
+        .await
+        .id();
+    turn_state(&host, &id, "awaiting_approval").await;
+    assert!(host.sigterm().success(), "{}", host.log());
+    let host = BinHost::start(dir.path(), &toml, addr, "second.log").await;
+    let v = eventually(
+        Duration::from_secs(30),
+        "the timeout's rejection",
+        || async {
+            let v = view(&host, &id).await;
+            (v["turn"]["state"] == "rejected").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(v["approval"]["decided_by"], "timeout", "{v:#}");
+    let got = arrivals(&tony, 1).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED");
+    host.stop();
+}

@@ -189,3 +189,32 @@ async fn a_peers_bad_secrets_never_lock_the_operator_out_and_the_lockout_is_logg
     assert!(lines[1].contains("credential=\"admin\""), "{log}");
     host.stop();
 }
+
+/// README (console): failed sign-ins count against `auth_failure_limit`, as their own kind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_console_sign_ins_are_limited() {
+    let host = start_host(&config(3, 60, &[])).await;
+    let sign_in = |secret: &'static str| {
+        let url = host.url("/console/login");
+        async move {
+            request(
+                "POST",
+                &url,
+                &[("content-type", "application/x-www-form-urlencoded")],
+                format!("secret={secret}"),
+            )
+            .await
+        }
+    };
+    for i in 0..3 {
+        let r = sign_in("wrong-admin").await;
+        assert_ne!(r.status, 303, "failure {i} signed in");
+        assert_ne!(r.status, 429, "failure {i} limited early");
+    }
+    let limited = sign_in("wrong-admin").await;
+    assert_eq!(limited.status, 429, "{}", limited.text);
+    // The right secret is not checked while limited; a peer's own kind is not limited.
+    assert_eq!(sign_in(ADMIN).await.status, 429);
+    assert_eq!(note(&host, TONY, None).await.status, 202);
+    host.stop().await;
+}

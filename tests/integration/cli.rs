@@ -443,12 +443,17 @@ async fn serve_listens_on_the_socket_a_service_manager_passes() {
         .build();
     // BinHost hands `passed` to the process and waits until it answers there.
     let host = BinHost::start(dir.path(), &toml, passed, "serve.log").await;
-    assert!(
-        host.log()
-            .contains("serving on the socket the service manager passed"),
-        "{}",
-        host.log()
-    );
+    // The log is written by its own thread, a little after the fact.
+    eventually(
+        Duration::from_secs(10),
+        "the warning in the log",
+        || async {
+            host.log()
+                .contains("serving on the socket the service manager passed")
+                .then_some(())
+        },
+    )
+    .await;
     let there = try_request("GET", &format!("http://{configured}/healthz"), &[], "").await;
     assert!(there.is_err(), "listen was bound too: {there:?}");
     host.stop();

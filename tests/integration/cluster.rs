@@ -453,7 +453,22 @@ async fn the_database_going_away_under_load_gets_503s_loses_nothing_and_recovers
             other => panic!("{other}: {:#}", r.json),
         }
     }
+    // /readyz says why (a load balancer stops sending): the failed writes marked the store as
+    // one that cannot write, else its read finds it away.
+    eventually(Duration::from_secs(20), "readyz: 503 with why", || async {
+        let r = request("GET", &host.url("/readyz"), &[], "").await;
+        (r.status == 503
+            && (r.text.contains("the store cannot write")
+                || r.text.contains("the store does not answer")))
+        .then_some(())
+    })
+    .await;
     cut.restore();
+    eventually(Duration::from_secs(40), "readyz: ready again", || async {
+        let r = request("GET", &host.url("/readyz"), &[], "").await;
+        (r.status == 200).then_some(())
+    })
+    .await;
     // It recovers on its own, and every acked message gets its turn.
     let again = eventually(Duration::from_secs(40), "acks again", || async {
         let r = send(1000).await;

@@ -741,6 +741,17 @@ async fn by_default_every_ack_is_fsynced_and_concurrent_acks_share_a_sync() {
         "{syncs} fsyncs for {N} acks with synchronous = \"normal\""
     );
     host.stop();
+
+    // "off" (for benchmarks): no commit waits for the disk.
+    let dir = tempfile::tempdir().unwrap();
+    let host = mailbox_host(dir.path(), Some("off")).await;
+    acks_in_turn(&host, 1).await;
+    let syncs = syncs_during(&host, acks_in_turn(&host, N)).await;
+    assert!(
+        syncs < N,
+        "{syncs} fsyncs for {N} acks with synchronous = \"off\""
+    );
+    host.stop();
 }
 
 // ---- idempotency ----
