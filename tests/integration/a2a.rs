@@ -836,6 +836,18 @@ async fn the_admin_lists_every_task_and_paging_and_waiting_keep_their_bounds() {
     let zero = rpc(&host, "ListTasks", json!({"pageSize": 0})).await;
     assert_eq!(zero["tasks"].as_array().unwrap().len(), 50);
 
+    // The filters: by context, by state; and historyLength cuts the history.
+    let by_context = rpc(&host, "ListTasks", json!({"contextId": context})).await;
+    assert_eq!(by_context["totalSize"], 1, "{by_context:#}");
+    let working = rpc(&host, "ListTasks", json!({"status": "TASK_STATE_WORKING"})).await;
+    assert_eq!(working["totalSize"], 1, "{working:#}");
+    assert_eq!(working["tasks"][0]["id"], first.as_str());
+    let bare = rpc(&host, "GetTask", json!({"id": first, "historyLength": 0})).await;
+    assert!(
+        bare["history"].as_array().is_none_or(Vec::is_empty),
+        "{bare:#}"
+    );
+
     // The admin sees all 53, cancels the other peer's, and creates nothing.
     let all = rpc_as(&host, ADMIN, "ListTasks", json!({"pageSize": 100})).await;
     assert_eq!(all.json["result"]["totalSize"], 53, "{:#}", all.json);

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use agent_inbox_tests::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 /// The test database's URL, or `None` (said on stdout, where a test's output is shown) outside
 /// CI when there is none.
@@ -944,4 +944,66 @@ async fn a_console_sign_out_on_one_host_holds_on_every_host() {
     for h in [a, b, c] {
         h.stop();
     }
+}
+
+/// README (cluster): `/status` (and `agent-inbox status`) lists the hosts, and one whose config
+/// hash is not this host's says `config_differs: true`; a database a newer binary migrated is
+/// refused at start, saying so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_with_another_config_is_flagged_and_a_newer_schema_is_refused() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
+    let other = base.clone().mailbox("extra", &["tony"], &["EXTRA"]);
+    let (a_addr, b_addr) = (unused_addr(), unused_addr());
+    let a = host_at(work.path(), &base, &schema, a_addr, "host-a", a_addr, &url).await;
+    let b = host_at(work.path(), &other, &schema, b_addr, "host-b", b_addr, &url).await;
+    let hosts = eventually(Duration::from_secs(20), "both hosts in /status", || async {
+        let s = status(&a).await;
+        let hosts = s["cluster"]["hosts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        (hosts.len() == 2).then_some(hosts)
+    })
+    .await;
+    let differs = |id: &str| {
+        hosts
+            .iter()
+            .find(|h| h["host_id"] == id)
+            .map(|h| h["config_differs"].clone())
+    };
+    assert_eq!(differs("host-a"), Some(Value::Bool(false)), "{hosts:#?}");
+    assert_eq!(differs("host-b"), Some(Value::Bool(true)), "{hosts:#?}");
+    // The command line shows the same view.
+    let out = tokio::process::Command::new(bin())
+        .args(["status", "--config"])
+        .arg(work.path().join("host-a").join("routes.toml"))
+        .env("INBOX_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("host-b") && text.contains("config_differs"),
+        "{text}"
+    );
+    a.stop();
+    b.stop();
+
+    // A newer binary migrated the database: this one refuses to start, and says why.
+    sql(&url, &schema, "UPDATE inbox_schema SET version = 999");
+    let out = tokio::process::Command::new(bin())
+        .args(["serve", "--config"])
+        .arg(work.path().join("host-a").join("routes.toml"))
+        .env("INBOX_DATABASE_URL", &url)
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("999"), "{err}");
 }
