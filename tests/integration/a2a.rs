@@ -1024,7 +1024,7 @@ async fn push_configs(host: &impl Endpoint, task: &str) -> Value {
 /// README (A2A states): a task whose message waits for approval is `SUBMITTED`; rejected, it is
 /// `REJECTED`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_task_held_for_a_person_is_submitted_then_rejected() {
+async fn a_held_task_is_submitted_then_rejected_and_a_held_reply_keeps_it_working() {
     let host = start_host(&config("approve = \"inbound\"", "")).await;
     let sent = rpc(&host, "SendMessage", send_params("held-1", "hi")).await;
     let id = sent["task"]["id"].as_str().unwrap().to_owned();
@@ -1045,5 +1045,32 @@ async fn a_task_held_for_a_person_is_submitted_then_rejected() {
     assert_eq!(r.status, 200, "{:#}", r.json);
     let task = wait_state(&host, &id, "TASK_STATE_REJECTED").await;
     assert_eq!(task["status"]["state"], "TASK_STATE_REJECTED");
+    host.stop().await;
+
+    // A reply held for a person: the turn is over, but the task is still WORKING until the
+    // reply is let out.
+    let host = start_host(&config("approve = \"outbound\"", "")).await;
+    let sent = rpc(&host, "SendMessage", send_params("held-2", "hi")).await;
+    let id = sent["task"]["id"].as_str().unwrap().to_owned();
+    let listed = admin_get(&host, "/messages").await.json;
+    let message = listed["messages"][0]["id"].as_str().unwrap().to_owned();
+    wait_turn_state(&host, &message, "done").await;
+    let reply = eventually(Duration::from_secs(20), "the held reply", || async {
+        let r = admin_get(&host, "/admin/approvals").await.json;
+        r["approvals"][0]["approval"]["id"]
+            .as_str()
+            .map(str::to_owned)
+    })
+    .await;
+    let task = rpc(&host, "GetTask", json!({"id": id})).await;
+    assert_eq!(task["status"]["state"], "TASK_STATE_WORKING", "{task:#}");
+    let r = admin_post(
+        &host,
+        &format!("/admin/approvals/{reply}/approve"),
+        &json!({"by": "alice"}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    wait_state(&host, &id, "TASK_STATE_COMPLETED").await;
     host.stop().await;
 }

@@ -692,9 +692,36 @@ async fn holds_and_decisions_are_events_and_send_wait_says_held() {
             .map(|i| i["approval"]["id"].as_str().unwrap().to_owned())
     })
     .await;
-    let r = decide(&host, &reply, "approve", json!({"by": "alice"})).await;
-    assert_eq!(r.status, 200, "{:#}", r.json);
-    arrivals(&tony, 1).await;
+    // Approved from the command line, the edit read from stdin (`--payload -`).
+    let mut approve = tokio::process::Command::new(bin())
+        .args([
+            "approve",
+            &reply,
+            "--payload",
+            "-",
+            "--by",
+            "alice",
+            "--config",
+        ])
+        .arg(host.config_path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncWriteExt as _;
+        let mut stdin = approve.stdin.take().unwrap();
+        stdin.write_all(br#"{"text": "from stdin"}"#).await.unwrap();
+    }
+    let out = approve.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = arrivals(&tony, 1).await;
+    assert_eq!(got[0].body["payload"], json!({"text": "from stdin"}));
     let seen: Vec<Value> = events
         .rest()
         .await

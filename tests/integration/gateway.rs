@@ -58,6 +58,10 @@ impl Drop for StandIn {
 }
 
 fn config(addr: std::net::SocketAddr, peer_url: &str, port: u16, token_var: &str) -> String {
+    config_toml(addr, peer_url, port, token_var).build()
+}
+
+fn config_toml(addr: std::net::SocketAddr, peer_url: &str, port: u16, token_var: &str) -> Toml {
     Toml::new()
         .listen(addr)
         .schedule(FAST_RETRIES)
@@ -71,7 +75,6 @@ fn config(addr: std::net::SocketAddr, peer_url: &str, port: u16, token_var: &str
                  token_env = \"{token_var}\", agent_id = \"main\", timeout_secs = 30 }}"
             ),
         )
-        .build()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -183,5 +186,95 @@ async fn a_wrong_hook_token_fails_the_turn_at_once() {
     let err = v["turn"]["error"].as_str().unwrap();
     assert!(err.contains("refused the hook token (401)"), "{err}");
     assert!(v["turn"]["duration_ms"].as_i64().unwrap() < 5_000, "{v:#}");
+    host.stop();
+}
+
+/// README (gateway driver): 503 (not admitted) and 429 are retried with the same run key; 400
+/// fails the turn at once; a rerun after a crash is a new attempt with a new key; the hook
+/// token never reaches a subprocess agent's environment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_s_answers_are_retried_or_fail_and_a_crash_rerun_is_a_new_run() {
+    let gateway = StandIn::start();
+    let peer = PeerServer::start().await;
+    let record = tempfile::tempdir().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    // Beside the gateway route, a subprocess agent that records its environment.
+    let toml = config_toml(addr, &peer.url(), gateway.port, "HOOK_TOKEN")
+        .agent_route("local", &["tony"], &["LOCAL"], &["STATUS"], &["tony"])
+        .route(
+            "local",
+            "agent",
+            &format!(
+                "{{ command = {} }}",
+                agent_command(&["--record", path_str(record.path())])
+            ),
+        )
+        .build();
+    let env = [("HOOK_TOKEN", HOOK_TOKEN)];
+    let mut host = BinHost::start_with_env(dir.path(), &toml, addr, "inbox.log", &env).await;
+    let keys = |id: &str| -> Vec<String> {
+        gateway
+            .requests()
+            .iter()
+            .filter_map(|r| r["idempotencyKey"].as_str())
+            .filter(|k| k.starts_with(id))
+            .map(str::to_owned)
+            .collect()
+    };
+    for marker in ["GATEWAY_NOT_ADMITTED_ONCE", "GATEWAY_RATE_ONCE"] {
+        let m = post_message(
+            &host,
+            TONY,
+            json!({"type": "TASK", "payload": {"note": marker}}),
+        )
+        .await;
+        wait_turn_state(&host, &m.id(), "done").await;
+        let id = m.id();
+        assert_eq!(
+            keys(&id),
+            [format!("{id}:1"), format!("{id}:1")],
+            "{marker}"
+        );
+    }
+    let m = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"note": "GATEWAY_BAD"}}),
+    )
+    .await;
+    let v = wait_turn_state(&host, &m.id(), "failed").await;
+    assert!(
+        v["turn"]["error"].as_str().unwrap().contains("400"),
+        "{v:#}"
+    );
+    assert_eq!(keys(&m.id()).len(), 1, "a 400 is not retried");
+
+    let local = post_message(&host, TONY, json!({"type": "LOCAL"}))
+        .await
+        .id();
+    let env_seen = read_record(record.path(), &local).await["environ"].clone();
+    assert!(env_seen.get("HOOK_TOKEN").is_none(), "{env_seen:#}");
+    assert!(!env_seen.to_string().contains(HOOK_TOKEN));
+
+    // A crash while the gateway runs attempt 1: the next process runs attempt 2, a new run.
+    let slow = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"note": "GATEWAY_SLOW"}}),
+    )
+    .await
+    .id();
+    eventually(
+        Duration::from_secs(20),
+        "the first run at the gateway",
+        || async { (!keys(&slow).is_empty()).then_some(()) },
+    )
+    .await;
+    host.kill9();
+    let host = BinHost::start_with_env(dir.path(), &toml, addr, "inbox-2.log", &env).await;
+    let v = wait_turn_state(&host, &slow, "done").await;
+    assert_eq!(v["turn"]["attempts"], 2, "{v:#}");
+    assert_eq!(keys(&slow), [format!("{slow}:1"), format!("{slow}:2")]);
     host.stop();
 }

@@ -253,3 +253,44 @@ async fn too_many_headers_or_a_head_over_400_kib_get_431() {
     assert_eq!(ok.status, 200);
     host.stop().await;
 }
+
+/// README (`max_body_bytes`): a refused body is read and thrown away before the 413, so a client
+/// that sends all of it still reads the answer instead of a reset.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_sends_an_oversized_body_whole_reads_the_413() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let host =
+        start_host(&Toml::tasks("http://127.0.0.1:9/message", &agent_command(&[])).build()).await;
+    let addr = host
+        .url("")
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let body = vec![b' '; 4 << 20];
+    let head = format!(
+        "POST /message HTTP/1.1\r\nhost: {addr}\r\nx-shared-secret: {TONY}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    // All 4 MiB go through: the server keeps reading what it will not take.
+    tokio::time::timeout(Duration::from_secs(20), tcp.write_all(&body))
+        .await
+        .expect("the body was read, not left to block the sender")
+        .expect("the body was read, not reset");
+    // The answer's head (the connection may stay open after it).
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut buf))
+            .await
+            .expect("an answer")
+            .expect("read");
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    host.stop().await;
+}

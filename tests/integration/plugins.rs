@@ -894,3 +894,34 @@ async fn check_reply_may_rewrite_a_reply_but_not_send_it_outside_reply_to() {
     assert!(mel.attempts().is_empty(), "{:#?}", mel.attempts());
     host.stop().await;
 }
+
+/// README (`max_json_depth`): a plugin rewrite nested deeper than the limit is `plugin_failed`,
+/// and nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewrite_nested_past_max_json_depth_is_plugin_failed() {
+    let host = shaper_host(
+        "http://127.0.0.1:9/message",
+        "http://127.0.0.1:9/message",
+        r#"["true"]"#,
+        "{}",
+    )
+    .await;
+    let r = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"do": "deepen", "levels": 65}}),
+    )
+    .await;
+    assert_eq!((r.status, r.code()), (500, "plugin_failed"), "{:#}", r.json);
+    let listed = admin_get(&host, "/messages").await.json;
+    assert_eq!(listed["messages"], json!([]), "{listed:#}");
+    // Within the limit, the rewrite is taken.
+    let ok = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"do": "deepen", "levels": 10}}),
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{:#}", ok.json);
+    host.stop().await;
+}

@@ -6,13 +6,15 @@ Usage: gateway_standin.py TOKEN LOG_FILE  -- prints its port on the first line o
 It checks what a real gateway would (the bearer token, a nonempty message, the agent id, the
 session key prefix with sessionMode "persistent", waitForCompletion) and replays a known
 idempotency key's completion. The message steers it: GATEWAY_BUSY_ONCE answers 409 (session
-busy) to the first try of a run, GATEWAY_ERROR completes with status error, GATEWAY_SKIP with
-status skipped. Every request body is appended to LOG_FILE as one JSON line.
+busy) to the first try of a run, GATEWAY_NOT_ADMITTED_ONCE 503 and GATEWAY_RATE_ONCE 429 likewise,
+GATEWAY_BAD 400, GATEWAY_SLOW holds a first attempt's run for 30 s, GATEWAY_ERROR completes with
+status error, GATEWAY_SKIP with status skipped. Every request body is appended to LOG_FILE as one JSON line.
 """
 import http.server
 import json
 import re
 import sys
+import time
 import urllib.request
 
 TOKEN, LOG = sys.argv[1], sys.argv[2]
@@ -57,6 +59,15 @@ class Gateway(http.server.BaseHTTPRequestHandler):
         tries[run] = tries.get(run, 0) + 1
         if "GATEWAY_BUSY_ONCE" in message and tries[run] == 1:
             return self.answer(409, {"ok": False, "error": "session busy"})
+        if "GATEWAY_NOT_ADMITTED_ONCE" in message and tries[run] == 1:
+            return self.answer(503, {"ok": False, "error": "not admitted"})
+        if "GATEWAY_RATE_ONCE" in message and tries[run] == 1:
+            return self.answer(429, {"ok": False, "error": "rate limited"})
+        if "GATEWAY_BAD" in message:
+            return self.answer(400, {"ok": False, "error": "bad request"})
+        if "GATEWAY_SLOW" in message and run.endswith(":1"):
+            # The first attempt's run outlasts the inbox that started it.
+            time.sleep(30)
         if "GATEWAY_ERROR" in message:
             status = "error"
         elif "GATEWAY_SKIP" in message:

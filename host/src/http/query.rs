@@ -58,6 +58,7 @@ mod tests {
         assert_eq!(flag(Some("dead=0"), "dead"), Ok(false));
         assert!(flag(Some("dead=yes"), "dead").is_err());
         assert_eq!(limit(None, 100, 1000), Ok(100));
+        assert_eq!(limit(Some("limit=5000"), 100, 1000), Ok(1000));
         assert_eq!(limit(Some("limit=99999999999999"), 100, 1000), Ok(1000));
         assert!(limit(Some("limit=0"), 100, 1000).is_err());
         assert!(limit(Some("limit=-1"), 100, 1000).is_err());

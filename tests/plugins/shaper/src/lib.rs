@@ -1,7 +1,8 @@
 //! agent-inbox test-only plugin: does, per message or reply, what its payload asks.
 //!
 //! `check-message`: a payload `{"do": "count"}` is rejected with how many calls this instance has
-//! served (`call N`), `{"do": "trap"}` traps, anything else is accepted. So a test with
+//! served (`call N`), `{"do": "trap"}` traps, `{"do": "deepen", "levels": N}` is rewritten to a
+//! payload nested N deep, anything else is accepted. So a test with
 //! `warm_calls` can see whether a failed instance served the next call.
 //!
 //! `check-reply`: a reply payload `{"to": [...]}` is relayed to those peers (which may be outside
@@ -36,6 +37,14 @@ impl Guest for Shaper {
                 reason: format!("call {calls}"),
             }),
             Some("trap") => trap(),
+            // A rewrite nested `levels` deep, past any `max_json_depth` the host allows.
+            Some("deepen") => {
+                let n = payload["levels"].as_u64().unwrap_or(200) as usize;
+                MessageVerdict::Rewrite(Rewrite {
+                    msg_type: message.msg_type.clone(),
+                    payload: format!("{}{}", "[".repeat(n), "]".repeat(n)),
+                })
+            }
             _ => MessageVerdict::Accept,
         }
     }
