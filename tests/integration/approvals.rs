@@ -824,3 +824,93 @@ async fn the_approval_timeout_holds_across_a_restart() {
     assert_eq!(got[0].body["type"], "TURN_FAILED");
     host.stop();
 }
+
+/// README (`notify_command`): it runs one at a time, without the inbox's secrets in its
+/// environment, within `notify_timeout_secs`; a failure (an exit code, a timeout) is logged and
+/// counted, never waited for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_commands_run_one_at_a_time_without_secrets_and_failures_are_counted() {
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (lines, env_file) = (dir.path().join("notified"), dir.path().join("env"));
+    let script = format!(
+        "echo start $1 >> {l}; env > {e}; if [ $2 = SLOW ]; then sleep 20; fi; sleep 0.3; \
+         echo end $1 >> {l}; exit 1",
+        l = lines.display(),
+        e = env_file.display()
+    );
+    let addr = unused_addr();
+    let toml = held_config(&tony.url(), "inbound", None)
+        .route("tasks", "types", &toml_list(&["TASK", "SLOW"]))
+        .listen(addr)
+        .without_server("admin_secret")
+        .server("admin_secret_env", &quoted("INBOX_ADMIN"))
+        .peer_env("tony", &tony.url(), "INBOX_TONY")
+        .build()
+        + &format!(
+            "[approval]\nnotify_timeout_secs = 1\nnotify_command = [\"sh\", \"-c\", {}, \"sh\", \"{{id}}\", \"{{type}}\"]\n",
+            quoted(&script)
+        );
+    let env = [("INBOX_ADMIN", ADMIN), ("INBOX_TONY", TONY)];
+    let host = BinHost::start_with_env(dir.path(), &toml, addr, "inbox.log", &env).await;
+    // Two at once: their commands still run one after the other.
+    let (a, b) = tokio::join!(
+        post_message(&host, TONY, json!({"type": "TASK"})),
+        post_message(&host, TONY, json!({"type": "TASK"}))
+    );
+    let (a, b) = (a.id(), b.id());
+    let text = eventually(Duration::from_secs(20), "both notify commands", || async {
+        let t = std::fs::read_to_string(&lines).unwrap_or_default();
+        (t.lines().filter(|l| l.starts_with("end")).count() == 2).then_some(t)
+    })
+    .await;
+    let order: Vec<&str> = text.lines().collect();
+    assert!(
+        order
+            == [
+                &format!("start {a}"),
+                &format!("end {a}"),
+                &format!("start {b}"),
+                &format!("end {b}")
+            ]
+            || order
+                == [
+                    &format!("start {b}"),
+                    &format!("end {b}"),
+                    &format!("start {a}"),
+                    &format!("end {a}")
+                ],
+        "they overlapped: {order:?}"
+    );
+    let seen = std::fs::read_to_string(&env_file).unwrap();
+    for secret in [ADMIN, TONY] {
+        assert!(
+            !seen.contains(secret),
+            "a secret reached the notify command:\n{seen}"
+        );
+    }
+    // One that outlasts notify_timeout_secs is ended, and counted with the two that exited 1.
+    let slow = post_message(&host, TONY, json!({"type": "SLOW"})).await;
+    assert_eq!(slow.status, 202, "{:#}", slow.json);
+    let metrics = eventually(
+        Duration::from_secs(20),
+        "three failures counted",
+        || async {
+            let m = admin_get(&host, "/metrics").await.text;
+            m.lines()
+                .any(|l| l.starts_with("inbox_approval_notify_failures_total") && l.ends_with(" 3"))
+                .then_some(m)
+        },
+    )
+    .await;
+    assert!(metrics.contains("inbox_approval_notify_failures_total"));
+    eventually(
+        Duration::from_secs(10),
+        "the failures in the log",
+        || async {
+            (host.log().matches("approval notify_command failed").count() == 3).then_some(())
+        },
+    )
+    .await;
+    host.stop();
+}

@@ -292,5 +292,30 @@ async fn a_client_that_sends_an_oversized_body_whole_reads_the_413() {
     }
     let text = String::from_utf8_lossy(&answer);
     assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+
+    // A sender that stalls mid-body is not waited for past the drain's 5 s: it gets its 413.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    tcp.write_all(&body[..1024]).await.unwrap();
+    let started = std::time::Instant::now();
+    let mut answer = Vec::new();
+    while !answer.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(15), tcp.read(&mut buf))
+            .await
+            .expect("an answer within 15 s of a stalled body")
+            .expect("read");
+        assert!(n > 0, "closed before an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(
+        String::from_utf8_lossy(&answer).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(12),
+        "{:?}",
+        started.elapsed()
+    );
     host.stop().await;
 }

@@ -605,3 +605,50 @@ async fn send_wait_exits_4_on_a_dead_letter() {
     assert!(err.contains("no answer will come"), "{err}");
     host.stop().await;
 }
+
+/// README (metrics): plugin calls and failures are counted per route and hook; a type no route
+/// names is counted as `other`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_calls_and_failures_are_counted_and_unnamed_types_are_other() {
+    let dir = tempfile::tempdir().unwrap();
+    install_plugin("hostile", dir.path(), "hostile.wasm");
+    let addr = unused_addr();
+    let toml = Toml::new()
+        .listen(addr)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .mailbox("guarded", &["tony"], &["GUARDED"])
+        .route("guarded", "plugin", &quoted("hostile.wasm"))
+        .route("guarded", "plugin_config", r#"{ mode = "trap" }"#)
+        .mailbox("anything", &["tony"], &["*"])
+        .build();
+    let host = BinHost::start(dir.path(), &toml, addr, "inbox.log").await;
+    let trapped = post_message(&host, TONY, json!({"type": "GUARDED"})).await;
+    assert_eq!(trapped.code(), "plugin_failed", "{:#}", trapped.json);
+    let odd = post_message(&host, TONY, json!({"type": "ODDLY_NAMED"})).await;
+    assert_eq!(odd.status, 202, "{:#}", odd.json);
+    let text = scrape(&host).await;
+    let labels = r#"{route="guarded",hook="check-message"}"#;
+    assert_eq!(
+        sample(&text, &format!("inbox_plugin_call_seconds_count{labels}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, &format!("inbox_plugin_failures_total{labels}")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            r#"inbox_messages_accepted_total{route="anything",msg_type="other"}"#
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert!(
+        !text.contains("ODDLY_NAMED"),
+        "a type outside the config became a label"
+    );
+    host.stop();
+}

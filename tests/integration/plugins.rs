@@ -925,3 +925,26 @@ async fn a_rewrite_nested_past_max_json_depth_is_plugin_failed() {
     assert_eq!(ok.status, 202, "{:#}", ok.json);
     host.stop().await;
 }
+
+/// README (the sandbox): a plugin gets no filesystem, environment or arguments.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_sees_no_file_directory_environment_or_argument() {
+    let host = host_with(
+        &hostile_config("probe", "", "http://127.0.0.1:9/message", r#"["true"]"#),
+        &[("hostile", "hostile.wasm")],
+    )
+    .await;
+    let r = post_message(&host, TONY, json!({"type": "TASK"})).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (400, "plugin_rejected"),
+        "{:#}",
+        r.json
+    );
+    assert_eq!(
+        r.json["error"]["message"], "file=denied dir=denied env=0 args=0",
+        "{:#}",
+        r.json
+    );
+    host.stop().await;
+}

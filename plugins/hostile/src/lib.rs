@@ -5,7 +5,8 @@
 //! until memory runs out), `sleep` (block in a WASI sleep for 10 s), `trap` (execute
 //! `unreachable`), `panic`, `bad-json` (rewrite to a payload that is not JSON), `log` (write to the
 //! host log, stdout and stderr, then accept), `flood` (print far more than the host keeps, then
-//! accept), `count` (reject with how many calls this instance has served) or anything else
+//! accept), `probe` (reject with what it could see: a file, a directory, the environment,
+//! its arguments), `count` (reject with how many calls this instance has served) or anything else
 //! (accept at once). `plugin_config.render` likewise makes `render-turn` `panic` or `loop`; the
 //! reply hook behaves.
 
@@ -72,6 +73,25 @@ impl Guest for Hostile {
                     println!("flood line {i} ........................................");
                 }
                 MessageVerdict::Accept
+            }
+            // What the sandbox lets it see: rejected with a summary the test reads.
+            "probe" => {
+                let file = match std::fs::read("/etc/hostname") {
+                    Ok(_) => "read",
+                    Err(_) => "denied",
+                };
+                let dir = match std::fs::read_dir("/") {
+                    Ok(_) => "listed",
+                    Err(_) => "denied",
+                };
+                MessageVerdict::Reject(Rejection {
+                    status: 400,
+                    reason: format!(
+                        "file={file} dir={dir} env={} args={}",
+                        std::env::vars().count(),
+                        std::env::args().count()
+                    ),
+                })
             }
             "count" => MessageVerdict::Reject(Rejection {
                 status: 400,
