@@ -409,7 +409,11 @@ async fn the_database_going_away_under_load_gets_503s_loses_nothing_and_recovers
     let tony = PeerServer::start().await;
     let schema = schema();
     let work = tempfile::tempdir().unwrap();
-    let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
+    let record = tempfile::tempdir().unwrap();
+    let base = Toml::tasks(
+        &tony.url(),
+        &agent_command(&["--record", path_str(record.path()), "--reply", "STATUS"]),
+    );
     let addr = unused_addr();
     let host = host(
         &work.path().join("a"),
@@ -432,6 +436,11 @@ async fn the_database_going_away_under_load_gets_503s_loses_nothing_and_recovers
         assert_eq!(r.status, 202, "{:#}", r.json);
         acked.push(r.id());
     }
+    // A reply token of one of them, to try /send with while the database is away.
+    let token = read_record(record.path(), &acked[0]).await["environ"]["INBOX_REPLY_TOKEN"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     cut.cut();
     // While it is away: 503 store_unavailable with Retry-After, never an ack.
     let mut n = 5;
@@ -453,6 +462,15 @@ async fn the_database_going_away_under_load_gets_503s_loses_nothing_and_recovers
             other => panic!("{other}: {:#}", r.json),
         }
     }
+    // /send cannot check the token or store the reply: 503 too, so the agent's curl retries.
+    let sent = post_send(&host, Some(&token), r#"{"type": "STATUS"}"#).await;
+    assert_eq!(
+        (sent.status, sent.code()),
+        (503, "store_unavailable"),
+        "{:#}",
+        sent.json
+    );
+    assert!(sent.headers.contains_key("retry-after"));
     // /readyz says why (a load balancer stops sending): the failed writes marked the store as
     // one that cannot write, else its read finds it away.
     eventually(Duration::from_secs(20), "readyz: 503 with why", || async {

@@ -319,3 +319,60 @@ async fn a_client_that_sends_an_oversized_body_whole_reads_the_413() {
     );
     host.stop().await;
 }
+
+/// README (`max_connections_per_ip`): once half of `max_connections` are in use, an address that
+/// already holds that many gets no more (its new connections are closed as they arrive); `0` is
+/// no cap; an address in `trusted_proxies` has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_half_the_permits_an_address_gets_at_most_its_share() {
+    for (cap, proxies, refused) in [
+        ("1", "[]", true),
+        ("0", "[]", false),
+        ("1", r#"["127.0.0.2/32"]"#, false),
+    ] {
+        let host = start_host(
+            &Toml::new()
+                .server("max_connections", "4")
+                .server("max_connections_per_ip", cap)
+                .server("trusted_proxies", proxies)
+                .peer("tony", "http://127.0.0.1:9/message", TONY)
+                .mailbox("notes", &["tony"], &["*"])
+                .build(),
+        )
+        .await;
+        let from_2 = || async {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket
+                .bind("127.0.0.2:0".parse().expect("addr"))
+                .expect("bind 127.0.0.2");
+            socket.connect(host.addr).await.expect("connect")
+        };
+        // Two of the four permits held by 127.0.0.2, each with half a request.
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = from_2().await;
+            s.write_all(b"GET /healthz HT").await.unwrap();
+            held.push(s);
+        }
+        let mut third = from_2().await;
+        let _ = third
+            .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await;
+        let mut buf = vec![0u8; 256];
+        let n = tokio::time::timeout(Duration::from_secs(10), third.read(&mut buf))
+            .await
+            .expect("an answer or a close");
+        let answered = matches!(n, Ok(n) if n > 0 && buf.starts_with(b"HTTP/1.1 200"));
+        assert_eq!(
+            answered,
+            !refused,
+            "cap {cap}, proxies {proxies}: {:?}",
+            n.map(|n| String::from_utf8_lossy(&buf[..n]).into_owned())
+        );
+        // Another address is served either way.
+        let r = post_message(&host, TONY, json!({"type": "NOTE"})).await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+        drop(held);
+        host.stop().await;
+    }
+}

@@ -1325,3 +1325,59 @@ async fn signed_out_sessions_are_kept_until_they_expire() {
         assert_eq!(live, vec![("a".to_owned(), now + 60_000)], "{name}");
     }
 }
+
+/// README (cluster): every connection sets `synchronous_commit = on`, so an ack means the WAL
+/// is flushed, even where the role's default says otherwise.
+#[tokio::test]
+async fn postgres_connections_commit_with_their_wal_flushed() {
+    let Ok(url) = std::env::var(TEST_DATABASE_URL) else {
+        assert!(
+            !std::env::var("CI").is_ok_and(|v| v == "true"),
+            "CI=true but {TEST_DATABASE_URL} is not set"
+        );
+        println!("SKIPPED: {TEST_DATABASE_URL} is not set: this PostgreSQL test did not run");
+        return;
+    };
+    let plain = || async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        client
+    };
+    // The role's default says off (for new sessions); a plain connection gets it.
+    let admin = plain().await;
+    admin
+        .batch_execute("ALTER ROLE CURRENT_USER SET synchronous_commit = off")
+        .await
+        .expect("set the role's default");
+    let seen: String = plain()
+        .await
+        .query_one("SHOW synchronous_commit", &[])
+        .await
+        .expect("SHOW")
+        .get(0);
+    let settings = Settings::Postgres(PgSettings {
+        url: url.clone(),
+        pool_size: 1,
+        tls: PgTls::Disable,
+        schema: Some(format!("t_{}", crate::model::new_id().replace('-', ""))),
+        owner: format!("test-host/{}", crate::model::new_id()),
+        lease: Duration::from_secs(30),
+    });
+    let store = Store::open(&settings).await;
+    let ours = match &store {
+        Ok(Store::Postgres(pg)) => pg
+            .setting("synchronous_commit")
+            .await
+            .map_err(|e| e.to_string()),
+        Ok(_) => Err("not a PostgreSQL store".into()),
+        Err(e) => Err(e.to_string()),
+    };
+    admin
+        .batch_execute("ALTER ROLE CURRENT_USER RESET synchronous_commit")
+        .await
+        .expect("reset the role's default");
+    assert_eq!(seen, "off", "the role's default did not apply");
+    assert_eq!(ours.expect("the store's setting"), "on");
+}

@@ -644,6 +644,17 @@ impl PgStore {
         Ok(self.pool.get().await?)
     }
 
+    /// A setting as one of the store's connections has it (`SHOW`), for tests.
+    #[cfg(test)]
+    pub(crate) async fn setting(&self, name: &str) -> Result<String, StoreError> {
+        let row = self
+            .client()
+            .await?
+            .query_one(&format!("SHOW {name}"), &[])
+            .await?;
+        Ok(row.get(0))
+    }
+
     /// The queue counts; plain counters, so a panic mid-update cannot leave them unusable.
     fn queued(&self) -> std::sync::MutexGuard<'_, HashMap<String, usize>> {
         self.queued.lock().unwrap_or_else(|p| p.into_inner())
