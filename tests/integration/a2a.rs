@@ -471,8 +471,16 @@ async fn a_task_survives_kill_9_and_completes_after_the_restart() {
         "[server]\n",
         &format!("[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\n"),
     );
-    let mut inbox = BinHost::start(dir.path(), &toml, addr, "first.log").await;
-    let running = rpc(&inbox, "SendMessage", send_params("k-1", "sleep 2")).await;
+    // Debug logging, so that no line about the push config can hide its secrets.
+    let env = [("RUST_LOG", "debug")];
+    let mut inbox = BinHost::start_with_env(dir.path(), &toml, addr, "first.log", &env).await;
+    // A push config whose token and credentials must never reach the log (its receiver is down).
+    let mut params = send_params("k-1", "sleep 2");
+    params["configuration"]["taskPushNotificationConfig"] = json!({
+        "url": "http://127.0.0.1:9/hook", "token": "push-token-4d1e",
+        "authentication": {"scheme": "Bearer", "credentials": "push-credential-93ab"}
+    });
+    let running = rpc(&inbox, "SendMessage", params).await;
     let id = running["task"]["id"].as_str().unwrap().to_owned();
     wait_state(&inbox, &id, "TASK_STATE_WORKING").await;
     inbox.kill9();
@@ -487,7 +495,38 @@ async fn a_task_survives_kill_9_and_completes_after_the_restart() {
         .collect();
     assert!(texts.contains(&"echo: sleep 2"), "{task:#}");
     assert_eq!(task["history"][0]["messageId"], "k-1");
+    // The pushes were tried (and failed: nothing listens), and logged without their secrets.
+    let outbox = admin_get(&inbox, "/admin/outbox").await.json;
+    assert!(
+        outbox["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|i| i["reply"]["type"] == "A2A_PUSH"),
+        "{outbox:#}"
+    );
+    // Its delivery attempts are counted under the peer label `a2a-push`.
+    eventually(
+        Duration::from_secs(20),
+        "a push attempt counted",
+        || async {
+            let m = admin_get(&inbox, "/metrics").await.text;
+            m.lines()
+                .any(|l| {
+                    l.starts_with("inbox_delivery_attempts_total{")
+                        && l.contains(r#"peer="a2a-push""#)
+                })
+                .then_some(())
+        },
+    )
+    .await;
     inbox.stop();
+    for log in ["first.log", "second.log"] {
+        let text = std::fs::read_to_string(dir.path().join(log)).unwrap();
+        for secret in ["push-token-4d1e", "push-credential-93ab"] {
+            assert!(!text.contains(secret), "{secret} in {log}");
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1025,3 +1025,49 @@ async fn a_host_with_another_config_is_flagged_and_a_newer_schema_is_refused() {
     assert!(!out.status.success(), "{err}");
     assert!(err.contains("999"), "{err}");
 }
+
+/// README (wake-ups): a turn queued on one host `NOTIFY`s the others, so an idle host starts it
+/// at once instead of at its next 5 s poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_turn_queued_on_a_busy_host_starts_on_an_idle_one_at_once() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let gate = work.path().join("open");
+    // host-a runs one turn at a time, and its agent waits for the gate; host-b's answers at once.
+    let busy = Toml::tasks(
+        &tony.url(),
+        &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
+    )
+    .agent("max_concurrent", "1");
+    let idle = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
+    let (a_addr, b_addr) = (unused_addr(), unused_addr());
+    let a = host_at(work.path(), &busy, &schema, a_addr, "host-a", a_addr, &url).await;
+    let first = post_message(&a, TONY, json!({"type": "TASK"})).await.id();
+    eventually(
+        Duration::from_secs(20),
+        "host-a running the first",
+        || async { (view(&a, &first).await["turn"]["state"] == "running").then_some(()) },
+    )
+    .await;
+    let b = host_at(work.path(), &idle, &schema, b_addr, "host-b", b_addr, &url).await;
+    // Three in turn, each acked by the busy host: each starts on host-b well before a poll.
+    // (One could come by a poll by chance; three in a row would not.)
+    let mut delays = Vec::new();
+    for _ in 0..3 {
+        let id = post_message(&a, TONY, json!({"type": "TASK"})).await.id();
+        let v = wait_turn_state(&b, &id, "done").await;
+        let started = v["turn"]["started_at"].as_i64().unwrap();
+        let received = v["message"]["received_at"].as_i64().unwrap();
+        delays.push(started - received);
+    }
+    assert!(
+        delays.iter().all(|d| *d < 1_500),
+        "turn start after the ack, ms: {delays:?} (the poll is every 5 s)"
+    );
+    std::fs::write(&gate, "").unwrap();
+    wait_turn_state(&a, &first, "done").await;
+    a.stop();
+    b.stop();
+}
