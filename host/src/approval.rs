@@ -303,7 +303,8 @@ impl Approvals {
     }
 
     /// Runs `[approval] notify_command` for each item that starts waiting, one at a time, each
-    /// bounded by `notify_timeout_secs`; a failure is logged and counted. Ends with `stop`.
+    /// bounded by `notify_timeout_secs`; a failure is logged and counted. Ends with `stop`, without
+    /// waiting for a command still running (it is killed).
     pub async fn run_notifier(
         self: Arc<Self>,
         mut rx: mpsc::Receiver<Waiting>,
@@ -321,9 +322,12 @@ impl Approvals {
             };
             let url = format!("{}/console", self.turns.base_url(&snap));
             let args = render(argv, &w, &url);
-            if let Err(e) =
-                run_command(&args, approval.notify_timeout, &snap.config.secret_vars).await
-            {
+            // A stop does not wait for the command: dropping it kills it (kill_on_drop).
+            let ran = tokio::select! {
+                r = run_command(&args, approval.notify_timeout, &snap.config.secret_vars) => r,
+                _ = stop.changed() => return,
+            };
+            if let Err(e) = ran {
                 crate::metrics::get().approval_notify_failures.inc();
                 tracing::warn!(id = %w.id, program = %args[0], error = %e, "approval notify_command failed");
             }

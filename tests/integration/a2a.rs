@@ -1113,3 +1113,24 @@ async fn a_held_task_is_submitted_then_rejected_and_a_held_reply_keeps_it_workin
     wait_state(&host, &id, "TASK_STATE_COMPLETED").await;
     host.stop().await;
 }
+
+/// README (A2A states): a turn interrupted for good (`on_interrupt = "fail"`, then a crash)
+/// leaves its task `FAILED`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_task_whose_turn_was_interrupted_for_good_is_failed() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr: SocketAddr = unused_addr();
+    let toml = config("", ", on_interrupt = \"fail\"").replace(
+        "[server]\n",
+        &format!("[server]\nlisten = \"{addr}\"\ndata_dir = \"data\"\n"),
+    );
+    let mut inbox = BinHost::start(dir.path(), &toml, addr, "first.log").await;
+    let running = rpc(&inbox, "SendMessage", send_params("f-1", "sleep 30")).await;
+    let id = running["task"]["id"].as_str().unwrap().to_owned();
+    wait_state(&inbox, &id, "TASK_STATE_WORKING").await;
+    inbox.kill9();
+    let inbox = BinHost::start(dir.path(), &toml, addr, "second.log").await;
+    let task = wait_state(&inbox, &id, "TASK_STATE_FAILED").await;
+    assert_eq!(task["status"]["state"], "TASK_STATE_FAILED", "{task:#}");
+    inbox.stop();
+}

@@ -914,3 +914,68 @@ async fn notify_commands_run_one_at_a_time_without_secrets_and_failures_are_coun
     .await;
     host.stop();
 }
+
+/// README (`notify_command`): its queue is bounded: past it, an announcement is dropped, logged
+/// and counted, and the message is still held and acked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_notify_queue_drops_announcements_and_never_waits() {
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    // The first announcement blocks the queue for a minute.
+    let toml = held_config(&tony.url(), "inbound", None)
+        .listen(addr)
+        .build()
+        + "[approval]\nnotify_timeout_secs = 60\nnotify_command = [\"sleep\", \"60\"]\n";
+    let host = BinHost::start(dir.path(), &toml, addr, "inbox.log").await;
+    // One running, 256 queued: the rest are dropped. 270 all at once, 10 connections at a time.
+    let url = host.url("/message");
+    let mut acked = 0;
+    for chunk in 0..27 {
+        let mut sends = Vec::new();
+        for i in 0..10 {
+            let url = url.clone();
+            sends.push(tokio::spawn(async move {
+                let body = json!({"type": "TASK", "payload": {"n": chunk * 10 + i}}).to_string();
+                let headers = [
+                    ("x-shared-secret", TONY),
+                    ("content-type", "application/json"),
+                ];
+                request("POST", &url, &headers, body).await.status
+            }));
+        }
+        for s in sends {
+            if s.await.unwrap() == 202 {
+                acked += 1;
+            }
+        }
+    }
+    assert_eq!(
+        acked, 270,
+        "every message is acked and held, announced or not"
+    );
+    eventually(
+        Duration::from_secs(20),
+        "the drops logged and counted",
+        || async {
+            let m = admin_get(&host, "/metrics").await.text;
+            let counted = m
+                .lines()
+                .find(|l| l.starts_with("inbox_approval_notify_failures_total"))
+                .and_then(|l| l.rsplit(' ').next())
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|n| n >= 10.0);
+            (counted && host.log().contains("approval notify queue full")).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(waiting(&host).await.len(), 100, "the list's default limit");
+    // A stop does not wait for the command still running (a minute's sleep).
+    let stopping = std::time::Instant::now();
+    host.stop();
+    assert!(
+        stopping.elapsed() < Duration::from_secs(10),
+        "the stop waited {:?} for the notify command",
+        stopping.elapsed()
+    );
+}

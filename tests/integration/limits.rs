@@ -376,3 +376,65 @@ async fn past_half_the_permits_an_address_gets_at_most_its_share() {
         host.stop().await;
     }
 }
+
+/// README (`max_connections`): that many connections are served at once; one more waits in the
+/// kernel's backlog, and is served once a connection closes (never refused).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_a_client_waits_and_is_then_served() {
+    let host = start_host(
+        &Toml::new()
+            .server("max_connections", "2")
+            .server("max_connections_per_ip", "0")
+            .peer("tony", "http://127.0.0.1:9/message", TONY)
+            .mailbox("notes", &["tony"], &["*"])
+            .build(),
+    )
+    .await;
+    // Both permits held, each connection with half a request.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = TcpStream::connect(host.addr).await.unwrap();
+        s.write_all(b"GET /healthz HT").await.unwrap();
+        held.push(s);
+    }
+    let third = tokio::spawn({
+        let url = host.url("/healthz");
+        async move { request("GET", &url, &[], "").await.status }
+    });
+    // Positive signs the server is at work meanwhile: requests on a held connection, the first
+    // one finished now, are answered one after another (the connection stays open, keeping its
+    // permit). A third connection it had taken would have been answered long before the fifth.
+    held[0]
+        .write_all(b"TP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 512];
+    for round in 0..5 {
+        if round > 0 {
+            held[0]
+                .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await
+                .unwrap();
+        }
+        let n = tokio::time::timeout(Duration::from_secs(10), held[0].read(&mut buf))
+            .await
+            .expect("the held request answered")
+            .unwrap();
+        assert!(
+            buf[..n].starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&buf[..n])
+        );
+    }
+    assert!(
+        !third.is_finished(),
+        "a third connection was served past max_connections"
+    );
+    drop(held);
+    let status = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("served once a permit was free")
+        .unwrap();
+    assert_eq!(status, 200);
+    host.stop().await;
+}

@@ -581,27 +581,30 @@ async fn plugin_logs_and_output_reach_the_inbox_log_and_output_is_capped() {
     .await;
     wait_turn_state(&host, &r.id(), "done").await;
     let log = host.log();
-    let flood: Vec<&str> = log.lines().filter(|l| l.contains("flood line ")).collect();
-    // The bytes the plugin printed for the lines forwarded (the log adds fields after each).
-    let kept: usize = flood
-        .iter()
-        .map(|l| {
-            let rest = &l[l.find("flood line ").unwrap() + "flood line ".len()..];
-            let i = rest.split_whitespace().next().unwrap();
-            // The last line kept may be cut short: count its dots.
-            let dots = rest[i.len() + 1..]
-                .chars()
-                .take_while(|&c| c == '.')
-                .count();
-            "flood line ".len() + i.len() + 1 + dots + 1
-        })
-        .sum();
-    assert!(!flood.is_empty(), "none of the output was forwarded");
-    assert!(
-        kept <= 16 * 1024 + 1 && flood.len() < 400,
-        "{} flood lines ({kept} bytes) forwarded from one call, past the 16 KiB cap",
-        flood.len()
-    );
+    // Each stream on its own: stdout's "flood line", stderr's "flood err line".
+    for prefix in ["flood line ", "flood err line "] {
+        let flood: Vec<&str> = log.lines().filter(|l| l.contains(prefix)).collect();
+        // The bytes the plugin printed for the lines forwarded (the log adds fields after each).
+        let kept: usize = flood
+            .iter()
+            .map(|l| {
+                let rest = &l[l.find(prefix).unwrap() + prefix.len()..];
+                let i = rest.split_whitespace().next().unwrap();
+                // The last line kept may be cut short: count its dots.
+                let dots = rest[i.len() + 1..]
+                    .chars()
+                    .take_while(|&c| c == '.')
+                    .count();
+                prefix.len() + i.len() + 1 + dots + 1
+            })
+            .sum();
+        assert!(!flood.is_empty(), "none of {prefix:?} was forwarded");
+        assert!(
+            kept <= 16 * 1024 + 1 && flood.len() < 400,
+            "{} {prefix:?} lines ({kept} bytes) forwarded from one call, past the 16 KiB cap",
+            flood.len()
+        );
+    }
     assert!(
         log.contains("plugin output past the per-call limit was dropped"),
         "the drop is not logged:\n{}",

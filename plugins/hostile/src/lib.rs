@@ -4,8 +4,8 @@
 //! `plugin_config.mode` picks what `check-message` does: `loop` (spin forever), `oom` (allocate
 //! until memory runs out), `sleep` (block in a WASI sleep for 10 s), `trap` (execute
 //! `unreachable`), `panic`, `bad-json` (rewrite to a payload that is not JSON), `log` (write to the
-//! host log, stdout and stderr, then accept), `flood` (print far more than the host keeps, then
-//! accept), `probe` (reject with what it could see: a file, a directory, the environment,
+//! host log, stdout and stderr, then accept), `flood` (print far more than the host keeps, on stdout
+//! and stderr, then accept), `probe` (reject with what it could see: a file, a directory, the environment,
 //! its arguments), `count` (reject with how many calls this instance has served) or anything else
 //! (accept at once). `plugin_config.render` likewise makes `render-turn` `panic` or `loop`; the
 //! reply hook behaves.
@@ -71,6 +71,7 @@ impl Guest for Hostile {
             "flood" => {
                 for i in 0..100_000 {
                     println!("flood line {i} ........................................");
+                    eprintln!("flood err line {i} ....................................");
                 }
                 MessageVerdict::Accept
             }
