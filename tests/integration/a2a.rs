@@ -1134,3 +1134,29 @@ async fn a_task_whose_turn_was_interrupted_for_good_is_failed() {
     assert_eq!(task["status"]["state"], "TASK_STATE_FAILED", "{task:#}");
     inbox.stop();
 }
+
+/// README (`ListTasks`): it looks through the caller's newest 1000 tasks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_tasks_looks_through_the_newest_thousand() {
+    // Held for a person, so no agent runs for the 1001 tasks.
+    let host = start_host(&config("approve = \"inbound\"", "")).await;
+    let url = host.url("/a2a");
+    for chunk in 0..77 {
+        let mut sends = Vec::new();
+        for i in 0..13 {
+            let n = chunk * 13 + i;
+            sends.push(tokio::spawn(rpc_as_owned(
+                url.clone(),
+                "SendMessage",
+                send_params(&format!("w-{n}"), "hi"),
+            )));
+        }
+        for s in sends {
+            let r = s.await.unwrap();
+            assert!(r.json.get("error").is_none(), "{:#}", r.json);
+        }
+    }
+    let listed = rpc(&host, "ListTasks", json!({"pageSize": 1})).await;
+    assert_eq!(listed["totalSize"], 1000, "{listed:#}");
+    host.stop().await;
+}

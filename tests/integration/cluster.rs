@@ -1071,3 +1071,60 @@ async fn a_turn_queued_on_a_busy_host_starts_on_an_idle_one_at_once() {
     a.stop();
     b.stop();
 }
+
+/// README (cluster): migrations run under an advisory lock, so hosts may start together on a
+/// new database; and retention runs on one host at a time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hosts_started_together_on_a_new_schema_all_come_up() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let base = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
+    let addrs = [unused_addr(), unused_addr(), unused_addr()];
+    let (a, b, c) = tokio::join!(
+        host_at(
+            work.path(),
+            &base,
+            &schema,
+            addrs[0],
+            "host-a",
+            addrs[0],
+            &url
+        ),
+        host_at(
+            work.path(),
+            &base,
+            &schema,
+            addrs[1],
+            "host-b",
+            addrs[1],
+            &url
+        ),
+        host_at(
+            work.path(),
+            &base,
+            &schema,
+            addrs[2],
+            "host-c",
+            addrs[2],
+            &url
+        ),
+    );
+    // One schema, migrated once: every host serves, and the version row is single.
+    assert_eq!(
+        sql(&url, &schema, "SELECT count(*) FROM inbox_schema"),
+        ["1"]
+    );
+    for host in [&a, &b, &c] {
+        let r = post_message(host, TONY, json!({"type": "TASK"})).await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+    }
+    // Each host pruned at start, one at a time: none failed for the lock.
+    for host in [&a, &b, &c] {
+        assert!(!host.log().contains("pruning failed"), "{}", host.log());
+    }
+    a.stop();
+    b.stop();
+    c.stop();
+}

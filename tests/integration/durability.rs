@@ -1052,3 +1052,46 @@ async fn queued_turns_come_back_oldest_first_after_a_crash() {
     );
     host.stop();
 }
+
+/// README (retention): finished records older than `retention_days` are pruned in the
+/// background, at start and then hourly; recent ones and unfinished work stay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_past_retention_are_pruned_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let host = mailbox_host(dir.path(), None).await;
+    let old = post_message(&host, TONY, json!({"type": "NOTE"}))
+        .await
+        .id();
+    let recent = post_message(&host, TONY, json!({"type": "NOTE"}))
+        .await
+        .id();
+    let addr = host.addr;
+    host.stop();
+    // The first one is made 15 days old (retention_days defaults to 14).
+    let day = 86_400_000i64;
+    sqlite(
+        &database(dir.path()),
+        &format!(
+            "UPDATE messages SET received_at = received_at - {} WHERE id = (SELECT id FROM messages ORDER BY received_at LIMIT 1)",
+            15 * day
+        ),
+    );
+    let toml = std::fs::read_to_string(dir.path().join("routes.toml")).unwrap();
+    let host = BinHost::start(dir.path(), &toml, addr, "second.log").await;
+    eventually(Duration::from_secs(20), "the old record pruned", || async {
+        let r = admin_get(&host, &format!("/messages/{old}")).await;
+        (r.status == 404).then_some(())
+    })
+    .await;
+    assert_eq!(
+        admin_get(&host, &format!("/messages/{recent}"))
+            .await
+            .status,
+        200
+    );
+    eventually(Duration::from_secs(10), "the prune logged", || async {
+        host.log().contains("pruned finished records").then_some(())
+    })
+    .await;
+    host.stop();
+}

@@ -317,6 +317,20 @@ async fn a_client_that_sends_an_oversized_body_whole_reads_the_413() {
         "{:?}",
         started.elapsed()
     );
+
+    // The drain stops at 16 MiB: 40 MiB sent at full speed never all go through.
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let huge = vec![b' '; 40 << 20];
+    let head = head.replace(
+        &format!("content-length: {}", body.len()),
+        &format!("content-length: {}", huge.len()),
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let sent = tokio::time::timeout(Duration::from_secs(15), tcp.write_all(&huge)).await;
+    assert!(
+        !matches!(sent, Ok(Ok(()))),
+        "the server read all 40 MiB of a refused body"
+    );
     host.stop().await;
 }
 

@@ -1068,7 +1068,7 @@ async fn tasks_and_their_push_configs_are_kept_and_pushed_once_per_change() {
         store.put_push_config(config.clone()).await.expect(name);
         assert_eq!(
             store.push_config("t1", "p1").await.expect(name),
-            Some(config)
+            Some(config.clone())
         );
         assert_eq!(store.push_pending(10).await.expect(name), ["t1"], "{name}");
         let push = |key: &str, last: bool| Push {
@@ -1139,6 +1139,31 @@ async fn tasks_and_their_push_configs_are_kept_and_pushed_once_per_change() {
         );
         assert!(store.delete_push_config("t1", "p1").await.expect(name));
         assert!(!store.delete_push_config("t1", "p1").await.expect(name));
+        // README: push configs are deleted with their task. Once the pushes are settled, the
+        // finished task goes with retention, and its configs with it.
+        store
+            .put_push_config(PushConfig {
+                id: "p2".into(),
+                ..config.clone()
+            })
+            .await
+            .expect(name);
+        store.claim_deliveries(now_ms(), 10).await.expect(name);
+        for key in ["push-working", "push-done"] {
+            let (_, d) = store.outbound(key).await.expect(name).expect("push");
+            store
+                .record_attempt(key, &d[0].peer, AttemptOutcome::Delivered { status: 200 })
+                .await
+                .expect(name);
+        }
+        let later = now_ms() + 1000;
+        assert!(store.prune(later, 0).await.expect(name) > 0, "{name}");
+        assert!(store.task("t1").await.expect(name).is_none(), "{name}");
+        assert_eq!(
+            store.push_config("t1", "p2").await.expect(name),
+            None,
+            "{name}"
+        );
     }
 }
 
