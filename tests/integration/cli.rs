@@ -458,3 +458,41 @@ async fn serve_listens_on_the_socket_a_service_manager_passes() {
     assert!(there.is_err(), "listen was bound too: {there:?}");
     host.stop();
 }
+
+/// README (health): the inbox listens only once its config is loaded and recovery has run; a
+/// connection made sooner, on a socket a service manager holds, waits and is answered ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_made_before_serve_is_ready_waits_and_is_answered_ready() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::notes().listen(addr).build();
+    write_by_rename(&dir.path().join("routes.toml"), &toml);
+    // The socket listens before the process starts, as systemd's does; the request is made and
+    // sent before there is any process to answer it.
+    listen_reserved(addr);
+    let mut early = tokio::net::TcpStream::connect(addr).await.unwrap();
+    early
+        .write_all(b"GET /readyz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["serve", "--config"])
+        .arg(dir.path().join("routes.toml"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    pass_port(&mut cmd, addr);
+    let mut child = cmd.spawn().unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(30), early.read_to_string(&mut answer))
+        .await
+        .expect("answered")
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#"{"status":"ready"}"#), "{answer}");
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert!(child.wait().unwrap().success());
+}

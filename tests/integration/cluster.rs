@@ -95,6 +95,14 @@ async fn two_hosts(
     (a, b)
 }
 
+/// tony's TASKs, whose agent waits for the file `gate` before it replies STATUS.
+fn gated(tony: &PeerServer, gate: &std::path::Path) -> Toml {
+    Toml::tasks(
+        &tony.url(),
+        &agent_command(&["--wait-for", path_str(gate), "--reply", "STATUS"]),
+    )
+}
+
 /// Runs SQL on the test database, in `schema`; returns the first column of each row.
 fn sql(url: &str, schema: &str, query: &str) -> Vec<String> {
     let out = std::process::Command::new("psql")
@@ -306,10 +314,7 @@ async fn a_killed_hosts_turn_is_taken_over_once_its_lease_runs_out() {
     let schema = schema();
     let work = tempfile::tempdir().unwrap();
     let gate = work.path().join("open");
-    let base = Toml::tasks(
-        &tony.url(),
-        &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
-    );
+    let base = gated(&tony, &gate);
     let (mut a, mut b) = two_hosts(work.path(), &base, &schema, &url).await;
     let id = post_message(&a, TONY, json!({"type": "TASK", "payload": {}}))
         .await
@@ -635,10 +640,7 @@ async fn a_host_paused_past_its_lease_records_nothing_stale_when_it_wakes() {
     let schema = schema();
     let work = tempfile::tempdir().unwrap();
     let gate = work.path().join("open");
-    let base = Toml::tasks(
-        &tony.url(),
-        &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
-    );
+    let base = gated(&tony, &gate);
     let (a, b) = two_hosts(work.path(), &base, &schema, &url).await;
     let id = post_message(&a, TONY, json!({"type": "TASK", "payload": {}}))
         .await
@@ -1036,11 +1038,7 @@ async fn a_turn_queued_on_a_busy_host_starts_on_an_idle_one_at_once() {
     let work = tempfile::tempdir().unwrap();
     let gate = work.path().join("open");
     // host-a runs one turn at a time, and its agent waits for the gate; host-b's answers at once.
-    let busy = Toml::tasks(
-        &tony.url(),
-        &agent_command(&["--wait-for", path_str(&gate), "--reply", "STATUS"]),
-    )
-    .agent("max_concurrent", "1");
+    let busy = gated(&tony, &gate).agent("max_concurrent", "1");
     let idle = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]));
     let (a_addr, b_addr) = (unused_addr(), unused_addr());
     let a = host_at(work.path(), &busy, &schema, a_addr, "host-a", a_addr, &url).await;
@@ -1127,4 +1125,55 @@ async fn three_hosts_started_together_on_a_new_schema_all_come_up() {
     a.stop();
     b.stop();
     c.stop();
+}
+
+/// README (cluster): `max_queued` counts for the whole cluster, in each ack's transaction, so the
+/// queue overshoots by at most the acks in flight across the cluster (each host's `pool_size`);
+/// past it, `503 queue_full`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_queued_holds_across_hosts_within_the_acks_in_flight() {
+    let Some(url) = database() else { return };
+    let tony = PeerServer::start().await;
+    let schema = schema();
+    let work = tempfile::tempdir().unwrap();
+    let gate = work.path().join("open");
+    // One agent at a time per host, each waiting for the gate: the rest stay queued.
+    let base = gated(&tony, &gate)
+        .agent("max_concurrent", "1")
+        .agent("max_queued", "5");
+    let (a, b) = two_hosts(work.path(), &base, &schema, &url).await;
+    let mut sends = Vec::new();
+    for n in 0..40 {
+        let target = if n % 2 == 0 {
+            a.url("/message")
+        } else {
+            b.url("/message")
+        };
+        sends.push(tokio::spawn(async move {
+            let body = json!({"type": "TASK", "payload": {"n": n}}).to_string();
+            let headers = [
+                ("x-shared-secret", TONY),
+                ("content-type", "application/json"),
+            ];
+            let r = request("POST", &target, &headers, body).await;
+            (r.status, r.code().to_owned())
+        }));
+    }
+    let mut acked = 0;
+    for s in sends {
+        match s.await.unwrap() {
+            (202, _) => acked += 1,
+            (503, code) => assert_eq!(code, "queue_full"),
+            other => panic!("{other:?}"),
+        }
+    }
+    // 5 queued, 2 running (one per host), plus at most the acks in flight: pool_size 4 each.
+    assert!(acked >= 5, "{acked} acked");
+    assert!(
+        acked <= 5 + 2 + 8,
+        "{acked} acked: past the overshoot bound"
+    );
+    std::fs::write(&gate, "").unwrap();
+    a.stop();
+    b.stop();
 }

@@ -652,3 +652,74 @@ async fn plugin_calls_and_failures_are_counted_and_unnamed_types_are_other() {
     );
     host.stop();
 }
+
+/// README (logs): a log line never holds up a request: when stderr stalls and the buffer
+/// (4 MiB) fills, lines are dropped, and how many is said at exit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_stderr_drops_lines_instead_of_holding_requests_and_says_how_many() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::notes().listen(addr).build();
+    write_by_rename(&dir.path().join("routes.toml"), &toml);
+    // stderr is a pipe nobody reads until the end: the log writer blocks once it is full.
+    let mut cmd = std::process::Command::new(bin());
+    cmd.args(["serve", "--config"])
+        .arg(dir.path().join("routes.toml"))
+        .env("RUST_LOG", "trace")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
+    pass_port(&mut cmd, addr);
+    let mut child = cmd.spawn().unwrap();
+    let base = format!("http://{addr}");
+    eventually(Duration::from_secs(30), "serve ready", || {
+        let url = format!("{base}/readyz");
+        async move {
+            try_request("GET", &url, &[], "")
+                .await
+                .ok()
+                .filter(|r| r.status == 200)
+        }
+    })
+    .await;
+    // Requests go on being answered while nothing drains the log (some 230 bytes of log each
+    // at trace: 24,000 of them are past the 4 MiB buffer and the pipe's 64 KiB).
+    for _ in 0..1200 {
+        let mut all = Vec::new();
+        for _ in 0..20 {
+            let url = format!("{base}/healthz");
+            all.push(tokio::spawn(async move {
+                tokio::time::timeout(Duration::from_secs(10), request("GET", &url, &[], ""))
+                    .await
+                    .expect("answered while the log is stuck")
+                    .status
+            }));
+        }
+        for t in all {
+            assert_eq!(t.await.unwrap(), 200);
+        }
+    }
+    let stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::BufReader::new(stderr), &mut text).ok();
+        text
+    });
+    let ok = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let text = reader.join().unwrap();
+    assert!(
+        text.contains("log lines were dropped in all"),
+        "no count of dropped lines at exit ({} bytes read):\n{}",
+        text.len(),
+        &text[text.len().saturating_sub(2000)..]
+    );
+}

@@ -951,3 +951,50 @@ async fn a_plugin_sees_no_file_directory_environment_or_argument() {
     );
     host.stop().await;
 }
+
+/// README (the sandbox): with `warm_calls`, up to 4 instances per plugin stay warm, one for each
+/// call running at once: of 8 calls at once after 8 others, at most 4 find a warm instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_four_instances_of_a_plugin_stay_warm() {
+    let host = shaper_host(
+        "http://127.0.0.1:9/message",
+        "http://127.0.0.1:9/message",
+        r#"["true"]"#,
+        "{ warm_calls = 100, deadline_ms = 5000 }",
+    )
+    .await;
+    let round = || async {
+        let calls: Vec<_> = (0..8)
+            .map(|_| {
+                let url = host.url("/message");
+                tokio::spawn(async move {
+                    let headers = [
+                        ("x-shared-secret", TONY),
+                        ("content-type", "application/json"),
+                    ];
+                    let body = json!({"type": "TASK", "payload": {"do": "slow-count"}});
+                    let r = request("POST", &url, &headers, body.to_string()).await;
+                    assert_eq!(r.status, 400, "{:#}", r.json);
+                    r.json["error"]["message"].as_str().unwrap().to_owned()
+                })
+            })
+            .collect();
+        let mut counts = Vec::new();
+        for c in calls {
+            counts.push(c.await.unwrap());
+        }
+        counts
+    };
+    let first = round().await;
+    assert!(
+        first.iter().all(|c| c == "call 1"),
+        "the first 8 overlapped, each on a fresh instance: {first:?}"
+    );
+    let second = round().await;
+    let warm = second.iter().filter(|c| *c == "call 2").count();
+    assert!(
+        (1..=4).contains(&warm),
+        "{warm} of 8 found a warm instance: {second:?}"
+    );
+    host.stop().await;
+}

@@ -120,11 +120,7 @@ async fn an_answer_the_asking_side_refuses_ends_send_wait_at_once_and_both_logs_
 async fn refusals_are_logged_once_per_peer_and_code_in_a_burst() {
     let dir = tempfile::tempdir().unwrap();
     let addr = unused_addr();
-    let toml = Toml::new()
-        .listen(addr)
-        .peer("tony", "http://127.0.0.1:9/message", TONY)
-        .mailbox("notes", &["tony"], &["NOTE"])
-        .build();
+    let toml = Toml::notes().listen(addr).build();
     let host = BinHost::start(dir.path(), &toml, addr, "log").await;
     for _ in 0..50 {
         let r = post_message(&host, TONY, json!({"type": "NOPE"})).await;

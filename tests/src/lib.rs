@@ -119,6 +119,14 @@ impl Toml {
         }
     }
 
+    /// The least that serves: peer `tony` (unreachable, port 9) may leave NOTEs in mailbox
+    /// `notes`, and nothing runs an agent.
+    pub fn notes() -> Toml {
+        Toml::new()
+            .peer("tony", "http://127.0.0.1:9/message", TONY)
+            .mailbox("notes", &["tony"], &["NOTE"])
+    }
+
     /// The usual setup: peer `tony` at `peer_url` sends TASKs to route `tasks`, whose agent runs
     /// `command` (a TOML array) with a 20 s timeout and may reply STATUS to tony; the relay retries
     /// along [`FAST_RETRIES`].
@@ -1472,6 +1480,17 @@ pub fn take_listener(addr: SocketAddr) -> TcpListener {
     socket.listen(1024).expect("listen");
     socket.set_nonblocking(true).expect("nonblocking");
     TcpListener::from_std(socket.into()).expect("a tokio listener")
+}
+
+/// Makes the socket held for `addr` listen, still held (as a service manager's socket listens
+/// before the service starts): connections made from now on wait in its backlog.
+pub fn listen_reserved(addr: SocketAddr) {
+    let held = reserved();
+    let (_, socket) = held
+        .iter()
+        .find(|(a, _)| *a == addr)
+        .unwrap_or_else(|| panic!("{addr} was not reserved by unused_addr"));
+    socket.listen(1024).expect("listen");
 }
 
 /// Hands the socket held for `addr` (by [`unused_addr`]) to the `serve` that `cmd` starts, as

@@ -1,7 +1,7 @@
 //! agent-inbox test-only plugin: does, per message or reply, what its payload asks.
 //!
 //! `check-message`: a payload `{"do": "count"}` is rejected with how many calls this instance has
-//! served (`call N`), `{"do": "trap"}` traps, `{"do": "deepen", "levels": N}` is rewritten to a
+//! served (`call N`), `{"do": "slow-count"}` does the same after 300 ms, `{"do": "trap"}` traps, `{"do": "deepen", "levels": N}` is rewritten to a
 //! payload nested N deep, anything else is accepted. So a test with
 //! `warm_calls` can see whether a failed instance served the next call.
 //!
@@ -37,6 +37,14 @@ impl Guest for Shaper {
                 reason: format!("call {calls}"),
             }),
             Some("trap") => trap(),
+            // The same as `count`, after 300 ms parked in a host call: calls overlap.
+            Some("slow-count") => {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                MessageVerdict::Reject(Rejection {
+                    status: 400,
+                    reason: format!("call {calls}"),
+                })
+            }
             // A rewrite nested `levels` deep, past any `max_json_depth` the host allows.
             Some("deepen") => {
                 let n = payload["levels"].as_u64().unwrap_or(200) as usize;
