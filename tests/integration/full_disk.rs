@@ -114,14 +114,26 @@ async fn a_full_disk_refuses_acks_as_503_and_loses_no_reply() {
     let ready = request("GET", &host.url("/readyz"), &[], "").await;
     assert_eq!(ready.status, 503, "{}", ready.text);
     // The agent answers now: its reply's curl gets 503 and retries (after Retry-After).
+    // One log line per refusal: the 503s above are all in the log before the agent goes on.
+    let refusals = |log: &str| log.matches("refused: the store is unavailable").count();
+    let before = eventually(Duration::from_secs(10), "the refusals logged", || async {
+        let n = refusals(&host.log());
+        (n >= refused).then_some(n)
+    })
+    .await;
     std::fs::write(&gate, b"go").unwrap();
     let replying = dir.path().join("gate.replying");
     eventually(Duration::from_secs(20), "the agent to reply", || async {
         replying.exists().then_some(())
     })
     .await;
-    // Its first tries meet the full disk (the disk stays full this long past them).
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Its first try meets the full disk: the log says so (the only request made meanwhile).
+    eventually(
+        Duration::from_secs(20),
+        "the reply refused by the full disk",
+        || async { (refusals(&host.log()) > before).then_some(()) },
+    )
+    .await;
     let v = view(&host, &id).await;
     assert_eq!(v["turn"]["state"], "running", "{v:#}");
     assert!(
