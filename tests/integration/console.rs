@@ -88,6 +88,18 @@ async fn a_console_session_needs_its_csrf_token_to_change_anything() {
     )
     .await;
     assert_eq!(write.status, 401, "{:#}", write.json);
+    // Nor with a token the page did not give.
+    let write = request(
+        "POST",
+        &host.url("/admin/reload"),
+        &[
+            ("cookie", &cookie),
+            ("x-csrf-token", "not-the-page-s-token"),
+        ],
+        "",
+    )
+    .await;
+    assert_eq!(write.status, 401, "{:#}", write.json);
     // The page carries the token; with it the write goes through.
     let page = request("GET", &host.url("/console"), &[("cookie", &cookie)], "").await;
     let csrf = page
