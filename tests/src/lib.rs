@@ -7,7 +7,10 @@
 //! - the shared secrets ([`ADMIN`], [`TONY`], [`MEL`]) and [`Toml`], the one routes.toml builder;
 //! - agent commands: [`agent_command`] (the python test agent), [`reply_sh`] (a fast curl agent);
 //! - hosts: [`Host`] (the library in this process) and [`BinHost`] (the real binary as a child
-//!   process, for restarts, crashes, signals and logs); both are an [`Endpoint`];
+//!   process, for restarts, crashes, signals and logs); both are an [`Endpoint`]. A port from
+//!   [`unused_addr`] stays held for the whole test, and `BinHost` hands its socket to `serve`
+//!   (`LISTEN_FDS`), so no port is released and bound again;
+//! - [`open_stream`]: a streamed answer, once its first frame says the server follows;
 //! - [`PeerServer`], a fake peer inbox that records every attempt and answers as scripted;
 //! - HTTP helpers ([`request`], [`post_message`], [`admin_get`], ...) and waits ([`eventually`],
 //!   [`wait_turn_end`], ...);
