@@ -65,6 +65,47 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Whom a TLS client trusts: every client the inbox makes (the relay's, the CLI's, the
+/// PostgreSQL store's) is built by [`client_config_for`] from one of these.
+#[derive(Debug, Clone, Copy)]
+pub enum Trust<'a> {
+    /// The public (webpki) roots.
+    PublicRoots,
+    /// Only the CA certificates in this PEM, as `curl --cacert` does.
+    Ca(&'a [u8]),
+    /// Any certificate: encrypt, and know the server by other means (libpq's
+    /// `sslmode=require`). Signatures are still checked, so the session is the server's.
+    AnyCertificate,
+}
+
+/// The rustls client config for `trust`, TLS 1.2 and 1.3.
+pub fn client_config_for(trust: Trust<'_>) -> Result<rustls::ClientConfig, TlsError> {
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let config = match trust {
+        Trust::PublicRoots => {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::Ca(pem) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates(pem)? {
+                roots
+                    .add(cert)
+                    .map_err(|e| TlsError::Rustls(e.to_string()))?;
+            }
+            builder.with_root_certificates(roots).with_no_client_auth()
+        }
+        Trust::AnyCertificate => builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AnyCertificate))
+            .with_no_client_auth(),
+    };
+    Ok(config)
+}
+
 /// A client that trusts the public (webpki) roots.
 pub fn client() -> HttpsClient {
     let https = hyper_rustls::HttpsConnectorBuilder::new()
@@ -88,21 +129,63 @@ pub fn client_trusting(ca_pem: &[u8]) -> Result<HttpsClient, TlsError> {
 
 /// The rustls client config that trusts only the CA certificates in `ca_pem`.
 pub fn client_config(ca_pem: &[u8]) -> Result<rustls::ClientConfig, TlsError> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in certificates(ca_pem)? {
-        roots
-            .add(cert)
-            .map_err(|e| TlsError::Rustls(e.to_string()))?;
-    }
-    Ok(rustls::ClientConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth())
+    client_config_for(Trust::Ca(ca_pem))
 }
 
 fn build(https: hyper_rustls::HttpsConnector<HttpConnector>) -> HttpsClient {
     Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
         .build(https)
+}
+
+/// [`Trust::AnyCertificate`]'s verifier: any certificate passes; the handshake's signatures are
+/// still verified with it.
+#[derive(Debug)]
+struct AnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }

@@ -8,7 +8,17 @@
 //! (paused, cut off) cannot record over the host that took the turn over.
 
 mod aliases;
+mod rows;
 mod schema;
+mod signals;
+
+use self::rows::{
+    APPROVAL_COLUMNS, DELIVERY_COLUMNS, MESSAGE_COLUMNS, OUTBOUND_COLUMNS, PUSH_COLUMNS,
+    TASK_COLUMNS, approval_row, delivery_at, message_row, opt_i32, outbound_row, parse, push_row,
+    task_row, u32_at,
+};
+pub use self::signals::Signal;
+use self::signals::{SIGNALS, listen};
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,7 +28,6 @@ use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::broadcast;
-use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
@@ -137,182 +146,24 @@ pub struct PgStore {
     signals: broadcast::Sender<Signal>,
 }
 
-/// Something another host (or this one) did that this host may act on, heard through
-/// `LISTEN/NOTIFY`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Signal {
-    /// A turn of this route became queued.
-    Turn(String),
-    /// A delivery became due (now or later).
-    Delivery,
-    /// A running turn was cancelled: the host that runs it stops its agent.
-    Cancel(String),
-    /// A console session (this id) signed out on some host.
-    SignedOut(String),
-    /// An event, as JSON, from the process `origin` (`host_id/start id`).
-    Event {
-        /// Who published it.
-        origin: String,
-        /// The event.
-        json: String,
-    },
-    /// The listening connection was (re)established: anything may have been missed.
-    Resync,
-}
-
-/// Signals kept for a slow receiver.
-const SIGNALS: usize = 1024;
-
-/// Holds a connection that `LISTEN`s to `inbox_work` and `inbox_events` and turns what it hears
-/// into [`Signal`]s; reconnects (after a second) when the database goes away, and says `Resync`.
-async fn listen(
-    config: tokio_postgres::Config,
-    tls: tokio_postgres_rustls::MakeRustlsConnect,
-    signals: broadcast::Sender<Signal>,
-) {
-    loop {
-        match config.connect(tls.clone()).await {
-            Ok((client, mut connection)) => {
-                // The connection's messages arrive only while it is polled: poll it beside the
-                // LISTEN statement, then on its own.
-                let listening = client.batch_execute("LISTEN inbox_work; LISTEN inbox_events");
-                tokio::pin!(listening);
-                let mut listened = false;
-                loop {
-                    let message = std::future::poll_fn(|cx| {
-                        if !listened && let std::task::Poll::Ready(r) = listening.as_mut().poll(cx)
-                        {
-                            listened = true;
-                            return std::task::Poll::Ready(Some(r.map(|()| None)));
-                        }
-                        connection.poll_message(cx).map(|m| m.map(|r| r.map(Some)))
-                    })
-                    .await;
-                    match message {
-                        Some(Ok(None)) => {
-                            let _ = signals.send(Signal::Resync);
-                        }
-                        Some(Ok(Some(tokio_postgres::AsyncMessage::Notification(n)))) => {
-                            let signal = match (n.channel(), n.payload()) {
-                                ("inbox_work", "delivery") => Signal::Delivery,
-                                ("inbox_work", p) => {
-                                    if let Some(route) = p.strip_prefix("turn:") {
-                                        Signal::Turn(route.to_owned())
-                                    } else if let Some(id) = p.strip_prefix("cancel:") {
-                                        Signal::Cancel(id.to_owned())
-                                    } else if let Some(id) = p.strip_prefix("signed-out:") {
-                                        Signal::SignedOut(id.to_owned())
-                                    } else {
-                                        continue;
-                                    }
-                                }
-                                ("inbox_events", p) => match p.split_once(' ') {
-                                    Some((origin, json)) => Signal::Event {
-                                        origin: origin.to_owned(),
-                                        json: json.to_owned(),
-                                    },
-                                    None => continue,
-                                },
-                                _ => continue,
-                            };
-                            let _ = signals.send(signal);
-                        }
-                        Some(Ok(Some(_))) => {}
-                        Some(Err(e)) => {
-                            tracing::warn!(error = %e, "the LISTEN connection failed; reconnecting");
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-            }
-            Err(e) => tracing::debug!(error = %e, "cannot open the LISTEN connection"),
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
 fn tls_connector(tls: &PgTls) -> Result<tokio_postgres_rustls::MakeRustlsConnect, String> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    use crate::tls::{Trust, client_config_for};
     let config = match tls {
-        PgTls::Disable | PgTls::Require => builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyCertificate))
-            .with_no_client_auth(),
-        PgTls::VerifyFull { ca_file } => {
-            let mut roots = rustls::RootCertStore::empty();
-            match ca_file {
-                Some(path) => {
-                    let pem = std::fs::read(path)
-                        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                    let certs = crate::tls::certificates(&pem)
-                        .map_err(|e| format!("{}: {e}", path.display()))?;
-                    for cert in certs {
-                        roots
-                            .add(cert)
-                            .map_err(|e| format!("{}: {e}", path.display()))?;
-                    }
-                }
-                None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-            }
-            builder.with_root_certificates(roots).with_no_client_auth()
+        PgTls::Disable | PgTls::Require => {
+            client_config_for(Trust::AnyCertificate).map_err(|e| e.to_string())
         }
-    };
+        PgTls::VerifyFull { ca_file: None } => {
+            client_config_for(Trust::PublicRoots).map_err(|e| e.to_string())
+        }
+        PgTls::VerifyFull {
+            ca_file: Some(path),
+        } => {
+            let pem =
+                std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            client_config_for(Trust::Ca(&pem)).map_err(|e| format!("{}: {e}", path.display()))
+        }
+    }?;
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
-}
-
-/// libpq's `sslmode=require`: encrypt, trust any certificate (the server is known by other means).
-#[derive(Debug)]
-struct AnyCertificate;
-
-impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        rustls::crypto::ring::default_provider()
-            .signature_verification_algorithms
-            .supported_schemes()
-    }
 }
 
 /// An error with its causes, `a: b: c`, so a TLS refusal says why (the pool's own text does not).
@@ -328,134 +179,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     text
-}
-
-/// Reads a `BIGINT` column as a `u32` (attempts, hops: never negative or that large).
-fn u32_at(r: &Row, i: usize) -> u32 {
-    r.get::<_, i64>(i).clamp(0, u32::MAX as i64) as u32
-}
-
-fn opt_i32(r: &Row, i: usize) -> Option<i32> {
-    r.get::<_, Option<i64>>(i).map(|v| v as i32)
-}
-
-fn parse<T: std::str::FromStr<Err = crate::model::UnknownName>>(
-    r: &Row,
-    i: usize,
-) -> Result<T, StoreError> {
-    let text: String = r.get(i);
-    text.parse()
-        .map_err(|e: crate::model::UnknownName| StoreError::Corrupt(e.to_string()))
-}
-
-const MESSAGE_COLUMNS: &str = "m.id, m.sender, m.route, m.type, m.payload, m.thread_id, \
-                               m.in_reply_to, m.hops, m.sender_ref, m.received_at, m.mailbox";
-
-fn message_row(r: &Row) -> Message {
-    Message {
-        id: r.get(0),
-        sender: r.get(1),
-        route: r.get(2),
-        msg_type: r.get(3),
-        payload: r.get(4),
-        thread_id: r.get(5),
-        in_reply_to: r.get(6),
-        hops: u32_at(r, 7),
-        sender_ref: r.get(8),
-        received_at: r.get(9),
-        mailbox: r.get(10),
-    }
-}
-
-const OUTBOUND_COLUMNS: &str =
-    "r.id, r.in_reply_to, r.route, r.type, r.payload, r.thread_id, r.hops, r.created_at, r.agent";
-
-fn outbound_row(r: &Row) -> Outbound {
-    Outbound {
-        id: r.get(0),
-        in_reply_to: r.get(1),
-        route: r.get(2),
-        msg_type: r.get(3),
-        payload: r.get(4),
-        thread_id: r.get(5),
-        hops: u32_at(r, 6),
-        created_at: r.get(7),
-        agent: r.get(8),
-    }
-}
-
-const DELIVERY_COLUMNS: &str = "d.peer, d.state, d.attempts, d.next_attempt_at, d.last_status, \
-                                d.last_error, d.delivered_at";
-
-fn delivery_at(r: &Row, at: usize) -> Result<Delivery, StoreError> {
-    Ok(Delivery {
-        peer: r.get(at),
-        state: parse(r, at + 1)?,
-        attempts: u32_at(r, at + 2),
-        next_attempt_at: r.get(at + 3),
-        last_status: r.get::<_, Option<i64>>(at + 4).map(|s| s as u16),
-        last_error: r.get(at + 5),
-        delivered_at: r.get(at + 6),
-    })
-}
-
-const TASK_COLUMNS: &str = "id, owner, context_id, route, created_at, rejected, canceled_at";
-
-fn task_row(r: &Row) -> Task {
-    Task {
-        id: r.get(0),
-        owner: r.get(1),
-        context_id: r.get(2),
-        route: r.get(3),
-        created_at: r.get(4),
-        rejected: r.get(5),
-        canceled_at: r.get(6),
-    }
-}
-
-const PUSH_COLUMNS: &str = "task_id, id, url, token, auth_scheme, credentials, created_at";
-
-fn push_row(r: &Row) -> PushConfig {
-    PushConfig {
-        task_id: r.get(0),
-        id: r.get(1),
-        url: r.get(2),
-        token: r.get(3),
-        auth_scheme: r.get(4),
-        credentials: r.get(5),
-        created_at: r.get(6),
-    }
-}
-
-const APPROVAL_COLUMNS: &str = "id, kind, route, message_id, thread_id, reason, created_at, \
-                                expires_at, verdict, decided_by, via, decided_at, \
-                                decision_reason, original_payload";
-
-fn approval_row(r: &Row) -> Result<Approval, StoreError> {
-    let verdict: Option<String> = r.get(8);
-    Ok(Approval {
-        id: r.get(0),
-        kind: parse(r, 1)?,
-        route: r.get(2),
-        message_id: r.get(3),
-        thread_id: r.get(4),
-        reason: r.get(5),
-        created_at: r.get(6),
-        expires_at: r.get(7),
-        decision: match verdict {
-            None => None,
-            Some(v) => Some(Decision {
-                verdict: v
-                    .parse::<Verdict>()
-                    .map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                by: r.get::<_, Option<String>>(9).unwrap_or_default(),
-                via: r.get::<_, Option<String>>(10).unwrap_or_default(),
-                at: r.get::<_, Option<i64>>(11).unwrap_or_default(),
-                reason: r.get(12),
-                original_payload: r.get(13),
-            }),
-        },
-    })
 }
 
 fn secs(d: Duration) -> f64 {
