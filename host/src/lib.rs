@@ -1,19 +1,8 @@
 //! agent-inbox: a message router that lets AI agents talk to each other over HTTP.
 //!
-//! # Layout
-//! ARCHITECTURE.md at the repository root has the map, the paths of a message and a reply, and
-//! the invariants. In short, from the bottom up:
-//! - [`model`]: the records (messages, outbound messages, turns, deliveries), states and ids.
-//! - [`config`]: routes.toml's schema, validation and defaults; [`router`]: pure routing.
-//! - [`store`]: durable state behind one interface that owns the queues (SQLite in `store/sqlite`).
-//! - [`plugins`]: the WebAssembly engine; [`hooks`]: its one caller, enforcing what verdicts may do.
-//! - [`snapshot`]: the config in force with its plugins; [`reload`]: swapping in a new one.
-//! - [`token`]: reply tokens; [`prompt`]: the agent's text; [`agent`]: one agent subprocess.
-//! - [`turns`]: claiming and running turns; [`relay`]: delivering outbound messages.
-//! - [`events`]: the feed of what happens; [`shutdown`]: drain and stop.
-//! - [`signature`]: Standard Webhooks signatures; [`limiter`]: auth-failure limiting.
-//! - [`inbox`]: the use cases; [`wire`]: the JSON on the wire; [`http`] and [`server`]: the front door.
-//! - [`cli`] and [`client`]: the `agent-inbox` command line.
+//! The module map, the paths of a message and a reply through it, and the invariants are in one
+//! place: ARCHITECTURE.md at the repository root. This file is the wiring: [`run`] builds the
+//! parts, recovers, serves and drains.
 
 /// mimalloc for every binary that links the inbox. glibc's malloc spent about 12% of the ack
 /// path's CPU (a buffer allocated on a tokio worker is often freed on another thread, and glibc
