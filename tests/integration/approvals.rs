@@ -123,8 +123,11 @@ async fn an_inbound_message_waits_for_approval_then_its_turn_runs() {
         "{item:#}"
     );
     // The notify command ran, off the request path, with the placeholders filled in.
+    // Its whole line: the shell creates the file before it writes to it.
     let line = eventually(Duration::from_secs(10), "the notify command", || async {
-        std::fs::read_to_string(&notes).ok()
+        std::fs::read_to_string(&notes)
+            .ok()
+            .filter(|t| t.ends_with('\n'))
     })
     .await;
     assert!(
@@ -243,7 +246,16 @@ async fn nobody_deciding_rejects_on_its_own() {
     let id = post_message(&host, TONY, json!({"type": "TASK", "payload": {}}))
         .await
         .id();
-    let v = turn_state(&host, &id, "rejected").await;
+    // The message's view reads its turn and its approval one after the other: wait for both.
+    let v = eventually(
+        Duration::from_secs(30),
+        "the timeout's rejection",
+        || async {
+            let v = view(&host, &id).await;
+            (v["turn"]["state"] == "rejected" && v["approval"]["state"] != "waiting").then_some(v)
+        },
+    )
+    .await;
     assert_eq!(v["approval"]["decided_by"], "timeout", "{v:#}");
     assert_eq!(v["approval"]["via"], "timeout");
     let got = arrivals(&tony, 1).await;
@@ -815,7 +827,7 @@ async fn the_approval_timeout_holds_across_a_restart() {
         "the timeout's rejection",
         || async {
             let v = view(&host, &id).await;
-            (v["turn"]["state"] == "rejected").then_some(v)
+            (v["turn"]["state"] == "rejected" && v["approval"]["state"] != "waiting").then_some(v)
         },
     )
     .await;
