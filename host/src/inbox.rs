@@ -28,6 +28,9 @@ use crate::wire::{
 };
 use crate::{config, token};
 
+/// A host of a shared store is listed as live when its last heartbeat (every 5 s) is this recent.
+pub const LIVE_HOST: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Why a use case said no.
 #[derive(Debug, thiserror::Error)]
 pub enum InboxError {

@@ -435,9 +435,6 @@ async fn event_bridge(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<
 /// in case a `NOTIFY` was missed.
 const CLUSTER_POLL: Duration = Duration::from_secs(5);
 
-/// A host of a shared store is listed as live when its last heartbeat (every 5 s) is this recent.
-pub const LIVE_HOST: Duration = Duration::from_secs(15);
-
 /// Deletes finished records past `retention_days`, at start and then hourly.
 async fn prune_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
     loop {

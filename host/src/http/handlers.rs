@@ -458,7 +458,7 @@ async fn status(
         None => (snap.hash.clone(), None),
     };
     let cluster = if inbox.store.is_shared() {
-        let hosts = inbox.store.hosts(crate::LIVE_HOST).await?;
+        let hosts = inbox.store.hosts(crate::inbox::LIVE_HOST).await?;
         Some(wire::ClusterStatus {
             host_id: snap.config.server.host_id.clone(),
             hosts: hosts
