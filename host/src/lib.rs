@@ -70,9 +70,6 @@ use crate::turns::Turns;
 /// it.
 const INTERRUPT_SLACK: Duration = Duration::from_secs(5);
 
-/// How often finished records are pruned.
-const PRUNE_EVERY: Duration = Duration::from_secs(3600);
-
 /// The store settings a config names; `owner` is this process's incarnation for leases.
 pub fn store_settings(config: &Config) -> store::Settings {
     match &config.store {
@@ -94,17 +91,10 @@ pub fn store_settings(config: &Config) -> store::Settings {
                 },
             },
             schema: p.schema.clone(),
-            owner: format!("{}/{}", config.server.host_id, incarnation()),
+            owner: format!("{}/{}", config.server.host_id, inbox::incarnation()),
             lease: p.lease,
         }),
     }
-}
-
-/// This process's start id: with the host id, the holder of its leases, so a restarted host
-/// never takes an older lease for its own.
-pub fn incarnation() -> &'static str {
-    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    ID.get_or_init(model::new_id)
 }
 
 /// Runs an inbox on `listener` until `shutdown` completes, then drains and returns.
@@ -174,22 +164,15 @@ async fn run_on(
         turns.clone(),
         events.clone(),
     );
-    let inbox = Arc::new(Inbox {
+    let inbox = Arc::new(Inbox::new(inbox::Parts {
         approvals: approvals.clone(),
-        active,
+        active: active.clone(),
         store,
         turns: turns.clone(),
         relay: relay.clone(),
         events,
         shutdown: stopping.clone(),
-        reloader,
-        limiter: limiter::AuthLimiter::default(),
-        send_rate: rate::SendRate::default(),
-        ready: std::sync::atomic::AtomicBool::new(false),
-        sessions: console::Revoked::default(),
-        store_health: inbox::StoreHealth::default(),
-        refusals: rate::Every::default(),
-    });
+    }));
     inbox
         .load_signed_out()
         .await
@@ -205,18 +188,18 @@ async fn run_on(
     if queued > 0 {
         tracing::info!(queued, "turns queued from before the start");
     }
-    metrics::get().set_config(&inbox.active.load().hash);
-    inbox.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    metrics::get().set_config(&active.load().hash);
+    inbox.mark_ready();
     let relay_task = tokio::spawn(relay.run(stopping.stopped()));
-    let prune_task = tokio::spawn(prune_loop(inbox.clone(), stopping.stopped()));
-    let probe_task = tokio::spawn(probe_loop(inbox.clone(), stopping.stopped()));
-    let push_task = tokio::spawn(a2a::push::run(inbox.clone(), stopping.stopped()));
+    let prune_task = tokio::spawn(inbox.clone().prune_loop(stopping.stopped()));
+    let probe_task = tokio::spawn(inbox.clone().probe_loop(stopping.stopped()));
+    let push_task = tokio::spawn(inbox.clone().push_loop(stopping.stopped()));
     let timeout_task = tokio::spawn(approvals.clone().run_timeouts(stopping.stopped()));
-    let cluster_task = tokio::spawn(cluster_loop(inbox.clone(), stopping.stopped()));
-    let bridge_task = tokio::spawn(event_bridge(inbox.clone(), stopping.stopped()));
+    let cluster_task = tokio::spawn(inbox.clone().cluster_loop(stopping.stopped()));
+    let bridge_task = tokio::spawn(inbox.clone().event_bridge(stopping.stopped()));
     let notify_task = tokio::spawn(approvals.run_notifier(notify_rx, stopping.stopped()));
     let mut reload_tasks = Vec::new();
-    if let Some(reloader) = &inbox.reloader {
+    if let Some(reloader) = &reloader {
         reload_tasks.push(tokio::spawn(reloader.clone().watch(stopping.stopped())));
         reload_tasks.push(tokio::spawn(reload_on_sighup(
             reloader.clone(),
@@ -225,14 +208,10 @@ async fn run_on(
     }
     tracing::info!(%addr, "listening");
     let (server_stop, server_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(server::serve(
-        listener,
-        inbox.clone(),
-        max_connections,
-        async move {
-            let _ = server_stopped.await;
-        },
-    ));
+    let door = Arc::new(http::Door::new(inbox.clone(), reloader));
+    let server = tokio::spawn(server::serve(listener, door, max_connections, async move {
+        let _ = server_stopped.await;
+    }));
     shutdown.await;
     // Drain: new messages get 503 while running turns finish; /send stays open so their agents can
     // still reply, and the relay keeps delivering.
@@ -278,189 +257,6 @@ async fn run_on(
     }
     tracing::info!("stopped");
     Ok(())
-}
-
-/// How often the store is probed with a small write while it cannot write (so `/readyz`
-/// recovers without traffic), and while it can (so a full disk is seen without traffic).
-const PROBE_DOWN: Duration = Duration::from_secs(1);
-const PROBE_UP: Duration = Duration::from_secs(15);
-
-/// Probes the store with a small write, marking it up or down for `/readyz`.
-async fn probe_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let every = if inbox.store_health.is_down() {
-            PROBE_DOWN
-        } else {
-            PROBE_UP
-        };
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = stop.changed() => return,
-        }
-        match inbox.store.probe().await {
-            Ok(()) => inbox.store_health.recovered(),
-            Err(store::StoreError::Unavailable(why)) => inbox.store_health.failed(&why),
-            Err(e) => tracing::warn!(error = %e, "the store's write probe failed"),
-        }
-    }
-}
-
-/// On a store other hosts share: starts work any host queued as soon as `LISTEN` hears of it
-/// (a turn for its route, a due delivery for the relay), passes other hosts' events into this
-/// host's feed, and every [`CLUSTER_POLL`] records this host's heartbeat, takes over turns whose
-/// host stopped renewing their lease (settled by `on_interrupt`, as after a restart) and looks
-/// for queued work once more, in case a wake-up was lost. Does nothing on a store of one's own.
-async fn cluster_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    let Some(mut signals) = inbox.store.signals() else {
-        return;
-    };
-    let me = {
-        let snap = inbox.active.load();
-        format!("{}/{}", snap.config.server.host_id, incarnation())
-    };
-    let mut tick = tokio::time::interval(CLUSTER_POLL);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            signal = signals.recv() => {
-                match signal {
-                    Ok(store::Signal::Turn(route)) => inbox.turns.wake(&route),
-                    Ok(store::Signal::Delivery) => inbox.relay.wake(),
-                    // Only the host that runs it has it; the others find nothing to stop.
-                    Ok(store::Signal::Cancel(message_id)) => {
-                        inbox.turns.cancel(&message_id);
-                    }
-                    // Kept until the longest a session lasts; the store has its exact expiry.
-                    Ok(store::Signal::SignedOut(id)) => {
-                        let now = model::now_ms();
-                        inbox.sessions.insert(&id, now + console::SESSION_MS, now);
-                    }
-                    Ok(store::Signal::Event { origin, json }) if origin != me => {
-                        match serde_json::from_str(&json) {
-                            Ok(event) => inbox.events.publish_remote(event),
-                            Err(e) => tracing::debug!(error = %e, "an event from another host this version cannot read"),
-                        }
-                    }
-                    Ok(store::Signal::Event { .. }) => {}
-                    Ok(store::Signal::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                        if let Err(e) = inbox.load_signed_out().await {
-                            tracing::warn!(error = %e, "cannot read the signed-out console sessions");
-                        }
-                        let _ = inbox.turns.start().await;
-                        inbox.relay.wake();
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-                }
-                continue;
-            }
-            _ = stop.changed() => return,
-        }
-        if *stop.borrow() || inbox.shutdown.is_draining() {
-            continue;
-        }
-        let beat = {
-            let snap = inbox.active.load();
-            model::HostBeat {
-                host_id: snap.config.server.host_id.clone(),
-                incarnation: me.clone(),
-                version: env!("CARGO_PKG_VERSION").into(),
-                config_hash: snap.cluster_hash.clone(),
-                running: inbox.turns.running() as u32,
-                last_seen: 0,
-                age_ms: 0,
-            }
-        };
-        if let Err(e) = inbox.store.heartbeat(beat).await {
-            tracing::warn!(error = %e, "cannot record this host's heartbeat");
-        }
-        match inbox.turns.recover_interrupted().await {
-            Ok((0, 0)) => {}
-            Ok((rerun, failed)) => {
-                tracing::warn!(
-                    rerun,
-                    failed,
-                    "took over turns whose host stopped renewing their lease"
-                )
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot look for lost leases"),
-        }
-        if let Err(e) = inbox.turns.start().await {
-            tracing::warn!(error = %e, "cannot look for queued turns");
-        }
-        inbox.relay.wake();
-    }
-}
-
-/// Forwards this host's events to the other hosts of a shared store, a batch per round trip,
-/// off every request's path. Does nothing on a store of one's own.
-async fn event_bridge(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if !inbox.store.is_shared() {
-        return;
-    }
-    let mut local = inbox.events.subscribe_local();
-    loop {
-        let first = tokio::select! {
-            e = local.recv() => e,
-            _ = stop.changed() => return,
-        };
-        let mut batch = Vec::new();
-        match first {
-            Ok(e) => batch.push(e),
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                tracing::warn!(
-                    missed = n,
-                    "events not forwarded to the other hosts (too many at once)"
-                );
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-        }
-        while batch.len() < 100 {
-            match local.try_recv() {
-                Ok(e) => batch.push(e),
-                Err(_) => break,
-            }
-        }
-        let json: Vec<String> = batch
-            .iter()
-            .filter_map(|e| serde_json::to_string(e).ok())
-            .collect();
-        if let Err(e) = inbox.store.publish_events(&json).await {
-            tracing::debug!(error = %e, "cannot forward events to the other hosts");
-        }
-    }
-}
-
-/// How often a host of a shared store beats, looks for lost leases, and looks for queued work
-/// in case a `NOTIFY` was missed.
-const CLUSTER_POLL: Duration = Duration::from_secs(5);
-
-/// Deletes finished records past `retention_days`, at start and then hourly.
-async fn prune_loop(inbox: Arc<Inbox>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    loop {
-        let server = inbox.active.load().config.server.clone();
-        let now = model::now_ms();
-        let before = now - server.retention.as_millis() as i64;
-        let dedup_before = now - server.dedup_window.as_millis() as i64;
-        // Each call deletes a bounded batch; repeat until a batch comes back short.
-        loop {
-            match inbox.store.prune(before, dedup_before).await {
-                Ok(n) if n > 0 => tracing::info!(records = n, "pruned finished records"),
-                Ok(_) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "pruning failed");
-                    break;
-                }
-            }
-            if *stop.borrow() {
-                return;
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(PRUNE_EVERY) => {}
-            _ = stop.changed() => return,
-        }
-    }
 }
 
 /// Reloads the config on SIGHUP, the Unix convention for "re-read your config".

@@ -9,7 +9,7 @@ const DEPTH: usize = 64;
 /// `a2a_request`: every answer the JSON-RPC reader leads to is a JSON-RPC 2.0 object echoing a
 /// valid id (null, a string or an integer); the params of every method deserialize or fail.
 pub fn a2a_request(b: &[u8]) {
-    use crate::a2a::wire::{ListParams, SendParams, TaskParams};
+    use crate::a2a::json::{ListParams, SendParams, TaskParams};
     use crate::a2a::{error_response, parse_request, result_response};
     let echoes = |answer: &serde_json::Value, id: &serde_json::Value| {
         assert_eq!(answer["jsonrpc"], "2.0");

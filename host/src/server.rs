@@ -21,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
 use crate::http;
-use crate::inbox::Inbox;
+use crate::http::Door;
 
 /// How long a client may take to send its request headers (slowloris guard).
 const HEADER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -71,14 +71,14 @@ impl Drop for AddressSlot {
 /// graceful shutdown `watcher` belongs to ends it.
 async fn connection<I>(
     io: I,
-    inbox: Arc<Inbox>,
+    door: Arc<Door>,
     remote: IpAddr,
     watcher: Watcher,
 ) -> Result<(), hyper::Error>
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| http::handle(inbox.clone(), remote, req));
+    let svc = service_fn(move |req| http::handle(door.clone(), remote, req));
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -89,7 +89,7 @@ where
 /// Serves until `shutdown` completes, then drains the connections.
 pub async fn serve(
     listener: TcpListener,
-    inbox: Arc<Inbox>,
+    door: Arc<Door>,
     max_connections: usize,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -120,7 +120,7 @@ pub async fn serve(
         // One look at the snapshot in force per connection: its per-address cap, and its TLS
         // (so a renewed certificate serves from the next connection on).
         let (cap, tls) = {
-            let snap = inbox.active.load();
+            let snap = door.inbox().snapshot();
             let server = &snap.config.server;
             let proxy = server
                 .trusted_proxies
@@ -141,18 +141,18 @@ pub async fn serve(
         };
         // Acks are small; waiting for Nagle would add latency to every one.
         let _ = stream.set_nodelay(true);
-        let inbox = inbox.clone();
+        let door = door.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let ip = remote.ip();
             let served = match tls {
-                None => connection(stream, inbox, ip, watcher).await,
+                None => connection(stream, door, ip, watcher).await,
                 Some(config) => {
                     // The handshake counts against the header timeout, so a client that stalls
                     // in it holds its permit no longer than one that stalls in its headers.
                     let handshake = tokio_rustls::TlsAcceptor::from(config).accept(stream);
                     match tokio::time::timeout(HEADER_TIMEOUT, handshake).await {
-                        Ok(Ok(tls)) => connection(tls, inbox, ip, watcher).await,
+                        Ok(Ok(tls)) => connection(tls, door, ip, watcher).await,
                         Ok(Err(e)) => {
                             tracing::debug!(client = %remote.ip(), error = %e, "TLS handshake failed");
                             Ok(())

@@ -5,7 +5,7 @@
 use serde_json::{Value, json};
 
 use super::A2aError;
-use super::wire::RpcError;
+use super::json::RpcError;
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq)]

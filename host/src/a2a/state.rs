@@ -13,7 +13,7 @@
 
 use serde_json::Value;
 
-use super::wire::{AgentMessage, Artifact, Part, Task, TaskState, TaskStatus};
+use super::json::{AgentMessage, Artifact, Part, Task, TaskState, TaskStatus};
 use crate::config::Route;
 use crate::model::{Outbound, TaskRecord, TurnState};
 

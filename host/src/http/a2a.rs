@@ -24,7 +24,7 @@ pub(super) fn card(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>) -> Result<Response<
     if snap.config.a2a.is_none() {
         return Err(ApiError::NOT_FOUND);
     }
-    let base = inbox.turns.base_url(snap);
+    let base = inbox.base_url(snap);
     let mut resp = json(StatusCode::OK, &a2a::card::card(&snap.config, &base));
     // The card changes with a reload; a client may keep it a minute.
     resp.headers_mut()
@@ -83,7 +83,10 @@ pub(super) async fn rpc(
         return Ok(rpc_json(&a2a::error_response(&request.id, &e)));
     }
     let id = request.id;
-    match a2a::call(inbox, snap, &caller, &request.method, request.params).await {
+    match inbox
+        .a2a(snap, &caller, &request.method, request.params)
+        .await
+    {
         Ok(Answer::Result(v)) => Ok(rpc_json(&a2a::result_response(&id, v))),
         Ok(Answer::Stream(rx)) => Ok(sse(id, rx)),
         // Nothing was recorded: a 503 with Retry-After, as on /message, so clients retry.
@@ -110,7 +113,7 @@ fn rpc_json(v: &serde_json::Value) -> Response<Body> {
 }
 
 /// An SSE answer: each stream response as one `data:` event wrapped in a JSON-RPC response.
-fn sse(id: serde_json::Value, mut rx: mpsc::Receiver<a2a::wire::StreamResponse>) -> Response<Body> {
+fn sse(id: serde_json::Value, mut rx: mpsc::Receiver<a2a::json::StreamResponse>) -> Response<Body> {
     let (tx, body_rx) = mpsc::channel::<Bytes>(4);
     // Bounded by connections: it ends with its stream, or when the client goes.
     tokio::spawn(async move {

@@ -57,7 +57,7 @@ fn session(snap: &Snapshot, inbox: &Inbox, req: &Req) -> Option<session::Session
         session::cookie_value(cookie)?,
         now_ms(),
     )
-    .filter(|s| !inbox.sessions.contains(&s.id))
+    .filter(|s| !inbox.signed_out(&s.id))
 }
 
 /// Whether the request is the admin's through a console session: a valid session, and for

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 
 use super::extract::{Req, bearer, body, header, query, segment};
-use super::{ApiError, Body, Endpoint, json};
+use super::{ApiError, Body, Door, Endpoint, json};
 use crate::approval::{self, DecideError};
 use crate::config::PeerAuth;
 use crate::inbox::{Inbox, Incoming as Arrived, Reader, Refused, reader};
@@ -15,16 +15,17 @@ use crate::snapshot::Snapshot;
 use crate::store::MessageFilter;
 use crate::wire::{
     self, AdminSendBody, ApprovalView, BodyError, DecideBody, Envelope, Health, Reloaded, Reloads,
-    Requeued, SendBody, Status,
+    Requeued, SendBody,
 };
 
 pub(super) async fn call(
     endpoint: Endpoint,
     params: &[&str],
-    inbox: &Arc<Inbox>,
+    door: &Door,
     snap: &Arc<Snapshot>,
     req: &mut Req,
 ) -> Result<Response<Body>, ApiError> {
+    let inbox = door.inbox();
     let param = || params.first().map(|p| segment(p)).unwrap_or_default();
     match endpoint {
         Endpoint::Message => message(inbox, snap, req, None).await,
@@ -35,7 +36,7 @@ pub(super) async fn call(
         Endpoint::AdminSend => admin_send(inbox, snap, req).await,
         Endpoint::AdminOutbox => outbox(inbox, snap, req).await,
         Endpoint::OutboxRetry => outbox_retry(inbox, snap, req, &param()).await,
-        Endpoint::AdminReload => admin_reload(inbox, snap, req).await,
+        Endpoint::AdminReload => admin_reload(door, snap, req).await,
         Endpoint::Approvals => approvals(inbox, snap, req).await,
         Endpoint::ApprovalById => {
             require_admin(inbox, snap, req)?;
@@ -43,7 +44,7 @@ pub(super) async fn call(
         }
         Endpoint::Approve => decide(inbox, snap, req, &param(), Verdict::Approved).await,
         Endpoint::Reject => decide(inbox, snap, req, &param(), Verdict::Rejected).await,
-        Endpoint::Status => status(inbox, snap, req).await,
+        Endpoint::Status => status(door, snap, req).await,
         Endpoint::Health => Ok(json(
             StatusCode::OK,
             &Health {
@@ -68,7 +69,7 @@ pub(super) async fn call(
             // The admin follows everything; a local agent, one thread it started.
             if let Reader::Agent(agent) = who(inbox, snap, req)? {
                 let thread = query(req, "thread").ok_or(ApiError::NOT_FOUND)?;
-                if !inbox.store.agent_started(&agent, &thread).await? {
+                if !inbox.agent_started(&agent, &thread).await? {
                     return Err(ApiError::NOT_FOUND);
                 }
             } else {
@@ -141,7 +142,7 @@ async fn message(
     named: Option<&str>,
 ) -> Result<Response<Body>, ApiError> {
     // Checked first, as the cheapest refusal while draining; `accept` checks it again.
-    if inbox.shutdown.is_draining() {
+    if inbox.is_draining() {
         return Err(ApiError::Inbox(crate::inbox::InboxError::ShuttingDown));
     }
     let config = &snap.config;
@@ -278,12 +279,6 @@ async fn send(
     let grant = inbox.grant(token).await?;
     let bytes = body(req, limit).await?;
     let reply = SendBody::parse(&bytes, depth)?;
-    if reply.starts_thread {
-        return Err(ApiError::Inbox(crate::inbox::InboxError::NotAllowed {
-            reason: "a reply token answers its own turn: it cannot name a peer or a thread".into(),
-            allowed: vec!["the route's reply types, with no \"to\" or \"thread_id\"".into()],
-        }));
-    }
     let ack = inbox.reply(snap, grant, reply).await?;
     Ok(json(StatusCode::ACCEPTED, &ack))
 }
@@ -392,7 +387,6 @@ async fn decide(
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
     let b = DecideBody::parse(&bytes, snap.config.server.max_json_depth)?;
     let decided = inbox
-        .approvals
         .decide(approval::Request {
             id: id.to_owned(),
             verdict,
@@ -412,12 +406,12 @@ async fn decide(
 }
 
 async fn admin_reload(
-    inbox: &Arc<Inbox>,
+    door: &Door,
     snap: &Arc<Snapshot>,
     req: &Req,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(inbox, snap, req)?;
-    let reloader = inbox.reloader.as_ref().ok_or_else(|| {
+    require_admin(door.inbox(), snap, req)?;
+    let reloader = door.reloader.as_ref().ok_or_else(|| {
         ApiError::Conflict("this inbox was not started from a config file".into())
     })?;
     let allow_empty = flag(req, "allow_empty")?;
@@ -435,89 +429,24 @@ async fn admin_reload(
     ))
 }
 
-async fn status(
-    inbox: &Arc<Inbox>,
-    snap: &Arc<Snapshot>,
-    req: &Req,
-) -> Result<Response<Body>, ApiError> {
-    require_admin(inbox, snap, req)?;
-    let (config_hash, reloads) = match &inbox.reloader {
-        Some(r) => {
-            let s = r.status();
-            (
-                s.config_hash,
-                Some(Reloads {
-                    loaded_at: s.loaded_at,
-                    last_reload_error: s.last_reload_error,
-                    reloads_ok: s.reloads_ok,
-                    reloads_failed: s.reloads_failed,
-                    checks: s.checks,
-                }),
-            )
-        }
-        None => (snap.hash.clone(), None),
-    };
-    let cluster = if inbox.store.is_shared() {
-        let hosts = inbox.store.hosts(crate::inbox::LIVE_HOST).await?;
-        Some(wire::ClusterStatus {
-            host_id: snap.config.server.host_id.clone(),
-            hosts: hosts
-                .into_iter()
-                .map(|h| wire::HostStatus {
-                    config_differs: h.config_hash != snap.cluster_hash,
-                    host_id: h.host_id,
-                    version: h.version,
-                    config_hash: h.config_hash,
-                    turns_running: h.running,
-                    last_seen_ms_ago: h.age_ms,
-                })
-                .collect(),
-        })
-    } else {
-        None
-    };
+async fn status(door: &Door, snap: &Arc<Snapshot>, req: &Req) -> Result<Response<Body>, ApiError> {
+    require_admin(door.inbox(), snap, req)?;
+    let reloads = door.reloader.as_ref().map(|r| {
+        let s = r.status();
+        (
+            s.config_hash,
+            Reloads {
+                loaded_at: s.loaded_at,
+                last_reload_error: s.last_reload_error,
+                reloads_ok: s.reloads_ok,
+                reloads_failed: s.reloads_failed,
+                checks: s.checks,
+            },
+        )
+    });
     Ok(json(
         StatusCode::OK,
-        &Status {
-            config_hash,
-            reloads,
-            version: env!("CARGO_PKG_VERSION").into(),
-            turns_running: inbox.turns.running(),
-            turns_queued: inbox.store.queue_depth(),
-            draining: inbox.shutdown.is_draining(),
-            routes: {
-                let depths: std::collections::HashMap<String, usize> =
-                    inbox.store.queue_depths().into_iter().collect();
-                snap.config
-                    .routes
-                    .values()
-                    .map(|r| wire::RouteStatus {
-                        name: r.name.clone(),
-                        kind: if r.agent().is_some() {
-                            "agent"
-                        } else {
-                            "mailbox"
-                        }
-                        .into(),
-                        from: r.from.clone(),
-                        types: r.types.clone(),
-                        plugin: r.plugin.as_ref().and_then(|p| {
-                            p.path.file_name().map(|n| n.to_string_lossy().into_owned())
-                        }),
-                        max_concurrent: r.agent().map(|a| a.max_concurrent),
-                        max_queued: r.agent().map(|a| a.max_queued),
-                        queued: depths.get(&r.name).copied().unwrap_or(0),
-                        approve: match (r.approve.inbound, r.approve.outbound) {
-                            (true, true) => Some("both".into()),
-                            (true, false) => Some("inbound".into()),
-                            (false, true) => Some("outbound".into()),
-                            (false, false) => None,
-                        },
-                    })
-                    .collect()
-            },
-            cluster,
-        },
+        &door.inbox().status(snap, reloads).await?,
     ))
 }
 
@@ -539,12 +468,13 @@ fn metrics(
         m.queued.get_or_create(&route).set(0);
         m.running.get_or_create(&route).set(0);
     }
-    for (route, n) in inbox.store.queue_depths() {
+    let work = inbox.work();
+    for (route, n) in work.queued {
         m.queued
             .get_or_create(&crate::metrics::Route { route })
             .set(n as i64);
     }
-    for (route, n) in inbox.turns.running_by_route() {
+    for (route, n) in work.running {
         m.running
             .get_or_create(&crate::metrics::Route { route })
             .set(n as i64);
@@ -561,30 +491,9 @@ fn metrics(
 /// writes; 503 before, while draining, or when the store does not answer or cannot write (until
 /// a probe write succeeds again).
 async fn ready(inbox: &Arc<Inbox>) -> Result<Response<Body>, ApiError> {
-    use std::sync::atomic::Ordering;
-    let why = if !inbox.ready.load(Ordering::SeqCst) {
-        Some("starting")
-    } else if inbox.shutdown.is_draining() {
-        Some("draining")
-    } else if inbox.store_health.is_down() {
-        Some("the store cannot write")
-    } else if let Err(e) = inbox.store.ping().await {
-        tracing::warn!(error = %e, "readiness: the store does not answer");
-        Some("the store does not answer")
-    } else {
-        None
+    let (status, why) = match inbox.readiness().await {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     };
-    let (status, body) = match why {
-        None => (
-            StatusCode::OK,
-            Health {
-                status: "ready".into(),
-            },
-        ),
-        Some(why) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Health { status: why.into() },
-        ),
-    };
-    Ok(json(status, &body))
+    Ok(json(status, &Health { status: why.into() }))
 }

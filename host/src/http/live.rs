@@ -50,7 +50,7 @@ pub(super) fn events(
     thread: Option<String>,
     lasts: Option<Duration>,
 ) -> Response<Body> {
-    let mut rx = inbox.events.subscribe();
+    let mut rx = inbox.subscribe();
     let (tx, body) = mpsc::channel::<Bytes>(64);
     let inbox = inbox.clone();
     // Bounded by connections: one per open request.
@@ -77,7 +77,7 @@ pub(super) fn events(
                     Err(broadcast::error::RecvError::Closed) => return,
                 },
                 _ = tick.tick() => {
-                    if inbox.shutdown.is_draining()
+                    if inbox.is_draining()
                         || ends.is_some_and(|e| tokio::time::Instant::now() >= e)
                     {
                         return;

@@ -26,8 +26,33 @@ use hyper::body::Incoming;
 pub use self::body::Body;
 pub use self::error::ApiError;
 use crate::inbox::{Inbox, InboxError};
-use crate::limiter::{self, Credential};
+use crate::limiter::{self, AuthLimiter, Credential};
+use crate::reload::Reloader;
 use crate::store::StoreError;
+
+/// The front door's own state beside the use cases: the auth-failure limiter and the reload
+/// trigger, which the wiring hands it; the use cases know neither.
+pub struct Door {
+    inbox: Arc<Inbox>,
+    limiter: AuthLimiter,
+    reloader: Option<Arc<Reloader>>,
+}
+
+impl Door {
+    /// The door to `inbox`; `reloader` when the config came from a file.
+    pub fn new(inbox: Arc<Inbox>, reloader: Option<Arc<Reloader>>) -> Self {
+        Door {
+            inbox,
+            limiter: AuthLimiter::default(),
+            reloader,
+        }
+    }
+
+    /// The use cases behind the door.
+    pub fn inbox(&self) -> &Arc<Inbox> {
+        &self.inbox
+    }
+}
 
 /// Every endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -273,11 +298,12 @@ fn credential(endpoint: Endpoint, req: &extract::Req) -> Option<Credential> {
 
 /// The one entry point hyper calls; never fails.
 pub async fn handle(
-    inbox: Arc<Inbox>,
+    door: Arc<Door>,
     remote: IpAddr,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let snap = inbox.active.load_full();
+    let inbox = &door.inbox;
+    let snap = inbox.snapshot();
     let mut req = extract::Req::new(req);
     let path = req.parts.uri.path().to_owned();
     let answer = match resolve(&path, &req.parts.method) {
@@ -293,18 +319,18 @@ pub async fn handle(
                 &server.trusted_proxies,
             );
             let kind = credential(endpoint, &req);
-            match kind.map(|k| inbox.limiter.check(policy, client, k, Instant::now())) {
+            match kind.map(|k| door.limiter.check(policy, client, k, Instant::now())) {
                 // Limited: the credentials are not even looked at.
                 Some(Err(wait)) => Err(ApiError::AuthLimited(wait)),
                 _ => {
                     let started = Instant::now();
-                    let answer = handlers::call(endpoint, &params, &inbox, &snap, &mut req).await;
+                    let answer = handlers::call(endpoint, &params, &door, &snap, &mut req).await;
                     if matches!(endpoint, Endpoint::Message | Endpoint::MessageFrom) {
                         count_message(&answer, started);
                     }
                     if let (Some(k), Err(e)) = (kind, &answer)
                         && e.is_auth_failure()
-                        && inbox.limiter.failed(policy, client, k, Instant::now())
+                        && door.limiter.failed(policy, client, k, Instant::now())
                     {
                         tracing::warn!(
                             client = %client,
@@ -321,7 +347,7 @@ pub async fn handle(
         Err(e) => Err(e),
     };
     if let Err(ApiError::Inbox(InboxError::Store(StoreError::Unavailable(why)))) = &answer {
-        inbox.store_health.failed(why);
+        inbox.writes_failed(why);
     }
     // A refusal may come before the body was read (a wrong secret, a declared length over the
     // limit) or halfway through it: read the rest, so the client gets to read the refusal.

@@ -13,7 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use super::{A2aError, Answer, Caller, load, parse, view};
+use super::{load, parse, view};
+use crate::a2a::{A2aError, Answer, Caller};
 use crate::events::Event;
 use crate::inbox::Inbox;
 use crate::model::{Outbound, PushConfig, new_id, now_ms};
@@ -174,7 +175,7 @@ pub(super) async fn call(
 
 /// Queues a push of `task_id`'s current state through each of its configs that has not carried
 /// that state yet.
-pub async fn push_task(inbox: &Arc<Inbox>, task_id: &str) {
+pub(super) async fn push_task(inbox: &Arc<Inbox>, task_id: &str) {
     if let Err(e) = try_push(inbox, task_id).await {
         tracing::warn!(task = %task_id, error = %e, "a2a: cannot queue a push; the next sweep retries");
     }
@@ -236,9 +237,15 @@ async fn try_push(inbox: &Arc<Inbox>, task_id: &str) -> Result<(), A2aError> {
     Ok(())
 }
 
-/// Pushes task changes until `stop`: on each event about a task's message, and in a sweep of
-/// every task with a push pending.
-pub async fn run(inbox: Arc<Inbox>, mut stop: watch::Receiver<bool>) {
+impl Inbox {
+    /// Pushes task changes until `stop`: on each event about a task's message, and in a sweep of
+    /// every task with a push pending.
+    pub async fn push_loop(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        run(self, stop).await
+    }
+}
+
+async fn run(inbox: Arc<Inbox>, mut stop: watch::Receiver<bool>) {
     let mut events: Option<broadcast::Receiver<Event>> = None;
     let mut sweep = tokio::time::interval(SWEEP);
     loop {

@@ -14,7 +14,6 @@ use crate::model::ApprovalKind;
 use crate::model::DeliveryState;
 use crate::model::{Draft, Message, Outbound, new_id, now_ms};
 use crate::relay::Relay;
-use crate::reload::Reloader;
 use crate::router::NoRoute;
 use crate::shutdown::Shutdown;
 use crate::snapshot::{Active, Snapshot};
@@ -22,6 +21,11 @@ use crate::store::{
     Dedup, Hold, Inserted, Lease, MessageFilter, NewTurn, Store, StoreError, TaskLink,
 };
 use crate::turns::Turns;
+mod a2a;
+mod status;
+mod upkeep;
+
+pub use self::status::Work;
 use crate::wire::{
     Ack, AckStatus, AdminSendBody, ApprovalItem, ApprovalList, Detail, Envelope, MessageDetail,
     MessageList, MessageView, OutboundDetail, OutboundView, Outbox, OutboxItem, SendBody,
@@ -30,6 +34,13 @@ use crate::{config, token};
 
 /// A host of a shared store is listed as live when its last heartbeat (every 5 s) is this recent.
 pub const LIVE_HOST: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// This process's start id: with the host id, the holder of its leases, so a restarted host
+/// never takes an older lease for its own.
+pub fn incarnation() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(new_id)
+}
 
 /// Why a use case said no.
 #[derive(Debug, thiserror::Error)]
@@ -155,37 +166,37 @@ pub enum Reader {
     Agent(String),
 }
 
-/// Everything the use cases share.
+/// Everything the use cases share. Its parts are private: the front doors reach them only
+/// through the use cases' methods.
 pub struct Inbox {
-    /// What waits for a person, and the decisions on it.
-    pub approvals: Arc<crate::approval::Approvals>,
-    /// The config snapshot in force.
-    pub active: Active,
-    /// Durable state.
-    pub store: Store,
-    /// The turn scheduler.
-    pub turns: Arc<Turns>,
-    /// The outbox delivery loop.
-    pub relay: Arc<Relay>,
-    /// What happens, for live views.
-    pub events: Events,
-    /// The drain flag and stop signal.
-    pub shutdown: Arc<Shutdown>,
-    /// Reloads the config, when it came from a file.
-    pub reloader: Option<Arc<Reloader>>,
-    /// Authentication failures per client address.
-    pub limiter: crate::limiter::AuthLimiter,
+    approvals: Arc<crate::approval::Approvals>,
+    active: Active,
+    store: Store,
+    turns: Arc<Turns>,
+    relay: Arc<Relay>,
+    events: Events,
+    shutdown: Arc<Shutdown>,
     /// Messages each local agent started this minute.
-    pub send_rate: crate::rate::SendRate,
+    send_rate: crate::rate::SendRate,
     /// Set once recovery has run and the inbox serves (for `/readyz`).
-    pub ready: std::sync::atomic::AtomicBool,
+    ready: std::sync::atomic::AtomicBool,
     /// Console sessions signed out on any host, not yet expired.
-    pub sessions: crate::console::Revoked,
-    /// Whether the store takes writes, as last seen (for `/readyz`).
-    pub store_health: StoreHealth,
+    sessions: crate::console::Revoked,
+    store_health: StoreHealth,
     /// When each (peer, code) last had a refused message logged, and each (peer, code,
     /// thread) recorded.
-    pub refusals: crate::rate::Every,
+    refusals: crate::rate::Every,
+}
+
+/// The parts the wiring builds an [`Inbox`] from.
+pub struct Parts {
+    pub approvals: Arc<crate::approval::Approvals>,
+    pub active: Active,
+    pub store: Store,
+    pub turns: Arc<Turns>,
+    pub relay: Arc<Relay>,
+    pub events: Events,
+    pub shutdown: Arc<Shutdown>,
 }
 
 /// A message an authenticated peer sent that was refused, as the front door answered it.
@@ -269,6 +280,81 @@ impl HeldBy {
 }
 
 impl Inbox {
+    /// An inbox over `parts`, not yet ready (see [`Inbox::mark_ready`]).
+    pub fn new(parts: Parts) -> Self {
+        let Parts {
+            approvals,
+            active,
+            store,
+            turns,
+            relay,
+            events,
+            shutdown,
+        } = parts;
+        Inbox {
+            approvals,
+            active,
+            store,
+            turns,
+            relay,
+            events,
+            shutdown,
+            send_rate: crate::rate::SendRate::default(),
+            ready: std::sync::atomic::AtomicBool::new(false),
+            sessions: crate::console::Revoked::default(),
+            store_health: StoreHealth::default(),
+            refusals: crate::rate::Every::default(),
+        }
+    }
+
+    /// The config in force, for a request to read once and keep to its end.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.active.load_full()
+    }
+
+    /// Recovery has run: `/readyz` may say ready.
+    pub fn mark_ready(&self) {
+        self.ready.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether new messages are refused while running turns finish.
+    pub fn is_draining(&self) -> bool {
+        self.shutdown.is_draining()
+    }
+
+    /// A use case met the store unable to write: `/readyz` says so until a probe write succeeds.
+    pub fn writes_failed(&self, why: &str) {
+        self.store_health.failed(why);
+    }
+
+    /// This inbox's base URL as peers and agents reach it (`public_url`, else the bound address).
+    pub fn base_url(&self, snap: &Snapshot) -> String {
+        self.turns.base_url(snap)
+    }
+
+    /// Whether the console session `id` was signed out (on any host).
+    pub fn signed_out(&self, id: &str) -> bool {
+        self.sessions.contains(id)
+    }
+
+    /// A person's decision on what waits for one.
+    pub async fn decide(
+        &self,
+        request: crate::approval::Request,
+    ) -> Result<crate::model::Approval, crate::approval::DecideError> {
+        self.approvals.decide(request).await
+    }
+
+    /// Whether local agent `agent` started thread `thread` (so it may follow it).
+    pub async fn agent_started(&self, agent: &str, thread: &str) -> Result<bool, InboxError> {
+        Ok(self.store.agent_started(agent, thread).await?)
+    }
+
+    /// What happens, for a live view: subscribed now, so nothing after this call is missed.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
     /// Accepts a message: refuses loops, routes it, runs the route's check-message, commits it
     /// with its queued turn (or refuses a repeat or a full queue), then wakes the scheduler.
     pub async fn accept(&self, snap: &Snapshot, incoming: Incoming) -> Result<Ack, InboxError> {
@@ -558,6 +644,13 @@ impl Inbox {
         grant: token::Grant,
         body: SendBody,
     ) -> Result<Ack, InboxError> {
+        if body.starts_thread {
+            return Err(InboxError::NotAllowed {
+                reason: "a reply token answers its own turn: it cannot name a peer or a thread"
+                    .into(),
+                allowed: vec!["the route's reply types, with no \"to\" or \"thread_id\"".into()],
+            });
+        }
         if !grant.current {
             return Err(InboxError::Superseded);
         }
