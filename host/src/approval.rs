@@ -79,9 +79,7 @@ pub struct Waiting {
     /// Who sent the message (inbound), the agent's route (a reply), or the local agent that
     /// started it.
     pub sender: String,
-    /// Its type.
     pub msg_type: String,
-    /// Its thread.
     pub thread_id: String,
     /// Why it waits.
     pub reason: String,

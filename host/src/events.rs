@@ -21,11 +21,8 @@ pub enum Event {
     MessageAccepted {
         /// The message.
         id: String,
-        /// Its route.
         route: String,
-        /// Its thread.
         thread_id: String,
-        /// Its type.
         msg_type: String,
         /// Whether a turn was queued for it.
         turn_queued: bool,
@@ -34,7 +31,6 @@ pub enum Event {
     TurnStarted {
         /// The message the turn is for.
         message_id: String,
-        /// Its route.
         route: String,
         /// Which start this is (2 after a re-run).
         attempt: u32,
@@ -43,7 +39,6 @@ pub enum Event {
     TurnEnded {
         /// The message the turn is for.
         message_id: String,
-        /// Its route.
         route: String,
         /// How it ended.
         state: TurnState,
@@ -54,9 +49,7 @@ pub enum Event {
         id: String,
         /// The message it answers, if any.
         in_reply_to: Option<String>,
-        /// Its thread.
         thread_id: String,
-        /// Its type.
         msg_type: String,
         /// The peers it goes to.
         peers: Vec<String>,
@@ -65,7 +58,6 @@ pub enum Event {
     DeliveryAttempted {
         /// The outbound message.
         id: String,
-        /// The peer.
         peer: String,
         /// The attempt's number.
         attempt: u32,
@@ -78,9 +70,7 @@ pub enum Event {
         id: String,
         /// Which.
         kind: ApprovalKind,
-        /// Its route.
         route: String,
-        /// Its thread.
         thread_id: String,
         /// Why it waits.
         reason: String,
@@ -91,9 +81,7 @@ pub enum Event {
         id: String,
         /// Which.
         kind: ApprovalKind,
-        /// Its route.
         route: String,
-        /// Its thread.
         thread_id: String,
         /// The message it is (inbound) or answers (outbound).
         message_id: Option<String>,
@@ -104,20 +92,15 @@ pub enum Event {
     },
     /// A peer's message in a thread this inbox knows was refused (recorded in the thread).
     MessageRefused {
-        /// The thread.
         thread_id: String,
         /// The peer that sent it.
         peer: String,
-        /// Its type.
         msg_type: String,
         /// The error code it was answered with.
         code: String,
     },
     /// A new config is in force.
-    ConfigReloaded {
-        /// Its hash.
-        config_hash: String,
-    },
+    ConfigReloaded { config_hash: String },
 }
 
 /// The feed; cheap to clone.

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 
-use crate::agent::{Ending, Outcome, RunError};
+use crate::agent_process::{Ending, Outcome, RunError};
 use crate::config::Gateway;
 
 /// A turn as the gateway gets it.

@@ -51,7 +51,6 @@ impl Credential {
 pub struct Policy {
     /// Failures allowed in one window; 0 turns limiting off.
     pub max: u32,
-    /// The window.
     pub window: Duration,
 }
 

@@ -19,7 +19,6 @@ use prometheus_client::registry::Registry;
 /// Labels of one route and one type.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteType {
-    /// The route.
     pub route: String,
     /// The type (a configured one, or `other`).
     pub msg_type: String,
@@ -35,14 +34,12 @@ pub struct Code {
 /// One route.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Route {
-    /// The route.
     pub route: String,
 }
 
 /// A route and how a turn ended.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteState {
-    /// The route.
     pub route: String,
     /// The turn's final state.
     pub state: String,
@@ -60,14 +57,12 @@ pub struct PeerOutcome {
 /// One peer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Peer {
-    /// The peer.
     pub peer: String,
 }
 
 /// A route's plugin hook.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Hook {
-    /// The route.
     pub route: String,
     /// `check-message`, `check-reply` or `render-turn`.
     pub hook: String,
@@ -76,7 +71,6 @@ pub struct Hook {
 /// A held item's route and kind.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Held {
-    /// The route.
     pub route: String,
     /// `inbound` or `outbound`.
     pub kind: String,
@@ -85,7 +79,6 @@ pub struct Held {
 /// A decision on a held item.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Decided {
-    /// The route.
     pub route: String,
     /// `inbound` or `outbound`.
     pub kind: String,
@@ -105,7 +98,6 @@ pub struct Outcome {
 /// The config in force.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ConfigHash {
-    /// Its hash.
     pub hash: String,
 }
 

@@ -308,8 +308,29 @@ named_enum! {
     }
 }
 
-/// An accepted inbound message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A payload kept as JSON text, shown as the JSON it holds ([`payload_json`]).
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub(super) fn serialize<S: Serializer>(text: &str, s: S) -> Result<S::Ok, S::Error> {
+        super::payload_json(text).serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+        Ok(Value::deserialize(d)?.to_string())
+    }
+}
+
+/// A payload's JSON text as the JSON it holds. Text no reader can parse as JSON (stored before
+/// the depth limit existed) is a JSON string holding that text, never `null`.
+pub fn payload_json(text: &str) -> serde_json::Value {
+    serde_json::from_str(text).unwrap_or_else(|_| serde_json::Value::String(text.to_owned()))
+}
+
+/// An accepted inbound message. Its serde form is the one the read endpoints show (`wire`'s
+/// views flatten it), with the payload as JSON rather than text.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Message {
     /// Our id for it.
     pub id: String,
@@ -317,9 +338,10 @@ pub struct Message {
     pub sender: String,
     /// The route that took it.
     pub route: String,
-    /// Its type.
+    #[serde(rename = "type")]
     pub msg_type: String,
-    /// Its payload, as JSON text.
+    /// As JSON text.
+    #[serde(with = "json_text")]
     pub payload: String,
     /// The conversation it belongs to.
     pub thread_id: String,
@@ -336,8 +358,8 @@ pub struct Message {
 }
 
 /// An outbound message: an agent's reply, a `TURN_FAILED` notice, or one an operator sent. The
-/// relay delivers it to each of its peers.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// relay delivers it to each of its peers. Its serde form is the one the read endpoints show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outbound {
     /// Its id, sent as `id` and `Idempotency-Key` on every attempt.
     pub id: String,
@@ -345,9 +367,10 @@ pub struct Outbound {
     pub in_reply_to: Option<String>,
     /// The route whose agent sent it, if any.
     pub route: Option<String>,
-    /// Its type.
+    #[serde(rename = "type")]
     pub msg_type: String,
-    /// Its payload, as JSON text.
+    /// As JSON text.
+    #[serde(with = "json_text")]
     pub payload: String,
     /// The conversation it belongs to.
     pub thread_id: String,
@@ -357,6 +380,7 @@ pub struct Outbound {
     pub created_at: i64,
     /// The local agent (`[agents.NAME]`) that sent it: by its own token, or as the `agent_id` of
     /// the route whose turn replied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub agent: Option<String>,
 }
 
@@ -414,7 +438,6 @@ impl<'de> Deserialize<'de> for TurnError {
 /// A turn's record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Turn {
-    /// Its state.
     pub state: TurnState,
     /// How many times it started.
     pub attempts: u32,
@@ -475,9 +498,7 @@ impl TurnEnd {
 /// An outbound message's delivery to one peer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Delivery {
-    /// The peer.
     pub peer: String,
-    /// Its state.
     pub state: DeliveryState,
     /// Attempts made.
     pub attempts: u32,
@@ -485,7 +506,6 @@ pub struct Delivery {
     pub next_attempt_at: Option<i64>,
     /// The peer's last HTTP status.
     pub last_status: Option<u16>,
-    /// The last error.
     pub last_error: Option<String>,
     /// When it was delivered.
     pub delivered_at: Option<i64>,
@@ -610,7 +630,6 @@ pub struct Task {
 /// One message an A2A client sent into a task, as it sent it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskInput {
-    /// The task.
     pub task_id: String,
     /// The inbox message it became (none for a rejected task's message).
     pub message_id: Option<String>,
@@ -626,7 +645,6 @@ pub struct TaskInput {
 /// credentials are the client's secrets: never logged, never shown in full.
 #[derive(Clone, PartialEq, Eq)]
 pub struct PushConfig {
-    /// The task.
     pub task_id: String,
     /// Its id within the task (the client's, or one we made).
     pub id: String,
@@ -672,7 +690,6 @@ const PUSH_PREFIX: &str = "a2a-push:";
 /// Everything a task's state and its answer are made from, read together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TaskRecord {
-    /// The task.
     pub task: Task,
     /// The client's messages, oldest first.
     pub inputs: Vec<TaskInput>,
@@ -688,7 +705,6 @@ pub struct TaskRecord {
 /// One host of a shared store, as its heartbeat says.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HostBeat {
-    /// Its `host_id`.
     pub host_id: String,
     /// Its current process (`host_id/start id`).
     pub incarnation: String,
@@ -815,7 +831,6 @@ impl ReplyCount {
 /// A reply as the agent sent it on `POST /send`, before any plugin has seen it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Draft {
-    /// Its type.
     pub msg_type: String,
     /// Its payload as JSON text.
     pub payload: String,

@@ -1,7 +1,7 @@
 //! What the fuzz targets check, one function per target: the targets in `fuzz/` call these, and
 //! `properties::past_crashers_and_seeds_stay_fixed` replays the saved corpora through them, so
 //! the fuzzer and the suite hold the code to the same rules. Each panics on a broken rule.
-//! Compiled for tests and with the `fuzzing` feature only.
+//! Pure functions over the parsers, so they cost a release build nothing it links.
 
 /// The JSON depth the targets read with (the server's default `max_json_depth`).
 const DEPTH: usize = 64;

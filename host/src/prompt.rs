@@ -194,7 +194,7 @@ mod tests {
             .count()
     }
 
-    /// Issue 28, hole 1: hostile ids and payloads (a fake "To send your response" line, a fake
+    /// Hostile ids and payloads (a fake "To send your response" line, a fake
     /// closing mark, a fake curl) leave exactly one set of instructions, the inbox's, and every
     /// peer-chosen value on the line it was put on.
     #[test]

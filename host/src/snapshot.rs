@@ -58,7 +58,6 @@ pub enum BuildError {
     /// A route's plugin did not load.
     #[error("routes.{route}.plugin: {source}")]
     Plugin {
-        /// The route.
         route: String,
         /// Why.
         #[source]
@@ -375,4 +374,15 @@ pub type Active = Arc<ArcSwap<Snapshot>>;
 /// Wraps a first snapshot.
 pub fn active(snapshot: Snapshot) -> Active {
     Arc::new(ArcSwap::from_pointee(snapshot))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_configs_default_pool_is_the_engines() {
+        assert_eq!(
+            crate::config::DEFAULT_PLUGIN_MAX_INSTANCES,
+            crate::plugins::DEFAULT_MAX_INSTANCES
+        );
+    }
 }

@@ -200,7 +200,6 @@ impl<'de> serde::de::Visitor<'de> for ReadableVisitor {
 /// The body of `POST /message`: what a peer (or another inbox) sends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
-    /// Its type.
     pub msg_type: String,
     /// Its payload, as JSON text.
     pub payload: String,
@@ -275,7 +274,6 @@ pub fn relayed(o: &Outbound, thread: &str) -> Bytes {
 /// The body of `POST /send` with a reply token: an agent's reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendBody {
-    /// Its type.
     pub msg_type: String,
     /// Its payload, as JSON text.
     pub payload: String,
@@ -304,7 +302,6 @@ impl SendBody {
 pub struct AdminSendBody {
     /// The peer it goes to.
     pub to: String,
-    /// Its type.
     pub msg_type: String,
     /// Its payload, as JSON text.
     pub payload: String,
@@ -366,39 +363,11 @@ pub struct Ack {
     pub thread_id: Option<String>,
 }
 
-/// Parses stored payload text for showing. Text no reader can parse as JSON (stored before the
-/// depth limit existed) is shown as a JSON string holding that text, never as `null`.
-fn shown(payload: &str) -> Value {
-    serde_json::from_str(payload).unwrap_or_else(|_| Value::String(payload.to_owned()))
-}
-
-/// A message as the read endpoints show it.
+/// A message as the read endpoints show it: the record, with its turn's state.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageView {
-    /// Our id for it.
-    pub id: String,
-    /// The peer that sent it.
-    pub sender: String,
-    /// The route that took it.
-    pub route: String,
-    /// Its type.
-    #[serde(rename = "type")]
-    pub msg_type: String,
-    /// Its payload.
-    pub payload: Value,
-    /// Its thread.
-    pub thread_id: String,
-    /// The message it answers.
-    pub in_reply_to: Option<String>,
-    /// Relays so far in its thread.
-    pub hops: u32,
-    /// The sender's id for it.
-    pub sender_ref: Option<String>,
-    /// When it was acked (ms since the epoch).
-    pub received_at: i64,
-    /// Whether it went to a mailbox.
-    pub mailbox: bool,
-    /// Its turn's state, if it has a turn.
+    #[serde(flatten)]
+    pub message: Message,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_state: Option<TurnState>,
 }
@@ -407,50 +376,34 @@ impl MessageView {
     /// The view of a stored message with its turn's state.
     pub fn new(m: &Message, turn_state: Option<TurnState>) -> Self {
         Self {
-            id: m.id.clone(),
-            sender: m.sender.clone(),
-            route: m.route.clone(),
-            msg_type: m.msg_type.clone(),
-            payload: shown(&m.payload),
-            thread_id: m.thread_id.clone(),
-            in_reply_to: m.in_reply_to.clone(),
-            hops: m.hops,
-            sender_ref: m.sender_ref.clone(),
-            received_at: m.received_at,
-            mailbox: m.mailbox,
+            message: m.clone(),
             turn_state,
         }
     }
 }
 
-/// An outbound message as the read endpoints show it (under the name "reply").
+impl std::ops::Deref for MessageView {
+    type Target = Message;
+    fn deref(&self) -> &Message {
+        &self.message
+    }
+}
+
+impl std::ops::DerefMut for MessageView {
+    fn deref_mut(&mut self) -> &mut Message {
+        &mut self.message
+    }
+}
+
+/// An outbound message as the read endpoints show it: the record, with (for the admin) its
+/// approval, and its deliveries where the answer has them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct OutboundView {
-    /// Its id.
-    pub id: String,
-    /// The message it answers.
-    pub in_reply_to: Option<String>,
-    /// The route whose agent sent it.
-    pub route: Option<String>,
-    /// Its type.
-    #[serde(rename = "type")]
-    pub msg_type: String,
-    /// Its payload.
-    pub payload: Value,
-    /// Its thread.
-    pub thread_id: String,
-    /// Relays so far in its thread, this one included.
-    pub hops: u32,
-    /// When it was queued.
-    pub created_at: i64,
-    /// The local agent that sent it (`[agents.NAME]`: by its token, or as its route's
-    /// `agent_id`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub agent: Option<String>,
+    #[serde(flatten)]
+    pub outbound: Outbound,
     /// Whether it waited for a person, and what they decided (the admin's view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalView>,
-    /// Its deliveries, where the answer has them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deliveries: Option<Vec<Delivery>>,
 }
@@ -459,18 +412,23 @@ impl OutboundView {
     /// The view of a stored outbound message, with its deliveries if given.
     pub fn new(o: &Outbound, deliveries: Option<&[Delivery]>) -> Self {
         Self {
-            id: o.id.clone(),
-            in_reply_to: o.in_reply_to.clone(),
-            route: o.route.clone(),
-            msg_type: o.msg_type.clone(),
-            payload: shown(&o.payload),
-            thread_id: o.thread_id.clone(),
-            hops: o.hops,
-            created_at: o.created_at,
-            agent: o.agent.clone(),
+            outbound: o.clone(),
             approval: None,
             deliveries: deliveries.map(<[Delivery]>::to_vec),
         }
+    }
+}
+
+impl std::ops::Deref for OutboundView {
+    type Target = Outbound;
+    fn deref(&self) -> &Outbound {
+        &self.outbound
+    }
+}
+
+impl std::ops::DerefMut for OutboundView {
+    fn deref_mut(&mut self) -> &mut Outbound {
+        &mut self.outbound
     }
 }
 
@@ -494,7 +452,6 @@ pub struct MessageList {
 /// `GET /messages/{id}` for a message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MessageDetail {
-    /// The message.
     pub message: MessageView,
     /// Its turn, if it has one.
     pub turn: Option<Turn>,
@@ -608,7 +565,6 @@ pub struct ClusterStatus {
 /// One live host.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostStatus {
-    /// Its `host_id`.
     pub host_id: String,
     /// Its binary's version.
     pub version: String,
@@ -626,7 +582,6 @@ pub struct HostStatus {
 /// One route as `GET /status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {
-    /// Its name.
     pub name: String,
     /// `agent` or `mailbox`.
     pub kind: String,
@@ -660,7 +615,6 @@ pub struct Health {
 /// The body of every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
-    /// The error.
     pub error: ErrorDetail,
 }
 
@@ -743,8 +697,53 @@ mod tests {
     #[test]
     fn a_payload_no_reader_can_parse_is_shown_as_its_text() {
         let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+        let m = |payload: &str| crate::model::Message {
+            id: "m".into(),
+            sender: "tony".into(),
+            route: "r".into(),
+            msg_type: "T".into(),
+            payload: payload.into(),
+            thread_id: "t".into(),
+            in_reply_to: None,
+            hops: 0,
+            sender_ref: None,
+            received_at: 0,
+            mailbox: false,
+        };
+        let shown = |payload: &str| {
+            serde_json::to_value(MessageView::new(&m(payload), None)).unwrap()["payload"].clone()
+        };
         assert_eq!(shown(&deep), Value::String(deep.clone()));
         assert_eq!(shown("{\"a\":1}"), serde_json::json!({"a": 1}));
+    }
+
+    #[test]
+    fn a_view_shows_its_record_and_reads_back() {
+        let view = MessageView::new(
+            &crate::model::Message {
+                id: "m1".into(),
+                sender: "tony".into(),
+                route: "r".into(),
+                msg_type: "TASK".into(),
+                payload: "{\"b\": 2, \"a\": [1]}".into(),
+                thread_id: "t1".into(),
+                in_reply_to: Some("o1".into()),
+                hops: 2,
+                sender_ref: None,
+                received_at: 7,
+                mailbox: false,
+            },
+            Some(TurnState::Done),
+        );
+        let text = serde_json::to_string(&view).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"m1","sender":"tony","route":"r","type":"TASK","payload":{"a":[1],"b":2},"thread_id":"t1","in_reply_to":"o1","hops":2,"sender_ref":null,"received_at":7,"mailbox":false,"turn_state":"done"}"#
+        );
+        let back: MessageView = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.turn_state, Some(TurnState::Done));
+        assert_eq!(back.message.payload, r#"{"a":[1],"b":2}"#);
+        assert_eq!(back.msg_type, "TASK");
     }
 
     #[test]
@@ -845,7 +844,6 @@ pub struct ApprovalView {
     /// The message: the held one, or the one the held reply answers (none for a message a
     /// local agent started).
     pub message_id: Option<String>,
-    /// Its thread.
     pub thread_id: String,
     /// Why it waits.
     pub reason: String,
@@ -884,7 +882,11 @@ impl ApprovalView {
             via: d.map(|d| d.via.clone()),
             decided_at: d.map(|d| d.at),
             decision_reason: d.and_then(|d| d.reason.clone()),
-            original_payload: d.and_then(|d| d.original_payload.as_deref().map(shown)),
+            original_payload: d.and_then(|d| {
+                d.original_payload
+                    .as_deref()
+                    .map(crate::model::payload_json)
+            }),
         }
     }
 }

@@ -437,7 +437,7 @@ fn launch(toml: &str, dir: tempfile::TempDir, listener: TcpListener) -> Host {
     let config = agent_inbox::config::Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let addr = listener.local_addr().expect("addr");
     let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(agent_inbox::run(config, listener, async move {
+    let task = tokio::spawn(agent_inbox::wiring::run(config, listener, async move {
         let _ = rx.await;
     }));
     Host {

@@ -82,7 +82,6 @@ pub struct Part {
     /// Structured content.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<Value>,
-    /// Its media type.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub media_type: Option<String>,
 }
@@ -111,11 +110,9 @@ impl Part {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentMessage {
-    /// Its id.
     pub message_id: String,
     /// The task's context.
     pub context_id: String,
-    /// The task.
     pub task_id: String,
     /// Always `ROLE_AGENT`.
     pub role: &'static str,
@@ -127,7 +124,6 @@ pub struct AgentMessage {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TaskStatus {
-    /// The state.
     pub state: TaskState,
     /// Why, when there is something to say (the question, the failure, the refusal).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -153,7 +149,6 @@ pub struct Artifact {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
-    /// Its id.
     pub id: String,
     /// Its context (the inbox thread).
     pub context_id: String,
@@ -174,9 +169,7 @@ pub struct Task {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct StatusUpdate {
-    /// The task.
     pub task_id: String,
-    /// Its context.
     pub context_id: String,
     /// Its new status.
     pub status: TaskStatus,
@@ -186,9 +179,7 @@ pub struct StatusUpdate {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ArtifactUpdate {
-    /// The task.
     pub task_id: String,
-    /// Its context.
     pub context_id: String,
     /// The new artifact, whole.
     pub artifact: Artifact,
@@ -227,7 +218,6 @@ pub struct ListTasksResponse {
 /// `SendMessageResponse` with a task.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SendMessageResponse {
-    /// The task.
     pub task: Task,
 }
 
@@ -235,7 +225,6 @@ pub struct SendMessageResponse {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct InPart {
-    /// Text.
     pub text: Option<String>,
     /// Bytes, base64.
     pub raw: Option<String>,
@@ -243,7 +232,6 @@ pub struct InPart {
     pub url: Option<String>,
     /// Any JSON.
     pub data: Option<Value>,
-    /// Its media type.
     #[serde(alias = "media_type")]
     pub media_type: Option<String>,
     /// A file name.
@@ -295,7 +283,6 @@ pub struct SendConfiguration {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SendParams {
-    /// The message.
     pub message: InMessage,
     /// How to answer.
     #[serde(default)]
@@ -344,7 +331,6 @@ pub struct ListParams {
 /// A JSON-RPC 2.0 error object, with the spec's `ErrorInfo` detail.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RpcError {
-    /// The code.
     pub code: i32,
     /// A message for people.
     pub message: String,

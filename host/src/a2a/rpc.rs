@@ -12,7 +12,6 @@ use super::json::RpcError;
 pub struct Request {
     /// Its id (string or number), echoed.
     pub id: Value,
-    /// The method.
     pub method: String,
     /// Its params (`{}` when absent).
     pub params: Value,

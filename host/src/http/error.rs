@@ -264,7 +264,8 @@ impl ApiError {
     /// The answer: status, JSON body, and the headers some errors carry.
     pub fn into_response(self) -> Response<Body> {
         if let ApiError::LoginFailed = self {
-            let mut resp = super::console::html(crate::console::login(Some(&self.to_string())));
+            let mut resp =
+                super::console_pages::html(crate::console::login(Some(&self.to_string())));
             *resp.status_mut() = StatusCode::UNAUTHORIZED;
             return resp;
         }

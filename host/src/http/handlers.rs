@@ -54,17 +54,17 @@ pub(super) async fn call(
         Endpoint::AgentCard => super::a2a::card(inbox, snap),
         Endpoint::Metrics => metrics(inbox, snap, req),
         Endpoint::Ready => ready(inbox).await,
-        Endpoint::Console => Ok(super::console::page(snap, inbox, req)),
-        Endpoint::ConsoleJs => Ok(super::console::asset(
+        Endpoint::Console => Ok(super::console_pages::page(snap, inbox, req)),
+        Endpoint::ConsoleJs => Ok(super::console_pages::asset(
             crate::console::APP_JS,
             "text/javascript; charset=utf-8",
         )),
-        Endpoint::ConsoleCss => Ok(super::console::asset(
+        Endpoint::ConsoleCss => Ok(super::console_pages::asset(
             crate::console::STYLE_CSS,
             "text/css; charset=utf-8",
         )),
-        Endpoint::ConsoleLogin => super::console::login(snap, req).await,
-        Endpoint::ConsoleLogout => super::console::logout(snap, inbox, req).await,
+        Endpoint::ConsoleLogin => super::console_pages::login(snap, req).await,
+        Endpoint::ConsoleLogout => super::console_pages::logout(snap, inbox, req).await,
         Endpoint::Events => {
             // The admin follows everything; a local agent, one thread it started.
             if let Reader::Agent(agent) = who(inbox, snap, req)? {
@@ -78,7 +78,7 @@ pub(super) async fn call(
             let lasts = super::query::timeout_secs(req.parts.uri.query())
                 .map_err(bad_field)?
                 .map(|secs| std::time::Duration::from_secs(secs.into()));
-            Ok(super::live::events(
+            Ok(super::event_stream::events(
                 inbox,
                 query(req, "route"),
                 query(req, "thread"),
@@ -117,7 +117,7 @@ fn who(inbox: &Inbox, snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
     if let Some(r) = reader(&snap.config, bearer(req), header(req, "x-shared-secret")) {
         return Ok(r);
     }
-    if super::console::admin_session(snap, inbox, req) {
+    if super::console_pages::admin_session(snap, inbox, req) {
         return Ok(Reader::Admin);
     }
     if let Some(agent) = bearer(req).and_then(|t| snap.config.agent_by_token(t)) {

@@ -6,11 +6,11 @@
 
 mod a2a;
 mod body;
-mod console;
+mod console_pages;
 mod error;
+mod event_stream;
 mod extract;
 mod handlers;
-mod live;
 pub mod query;
 
 use std::convert::Infallible;

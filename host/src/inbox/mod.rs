@@ -72,7 +72,6 @@ pub enum InboxError {
     /// The route's turn queue is full.
     #[error("the queue of route {route} is full ({max_queued} turns waiting)")]
     QueueFull {
-        /// The route.
         route: String,
         /// Its limit.
         max_queued: usize,
@@ -115,7 +114,6 @@ pub enum InboxError {
     /// A local agent started more messages this minute than `max_per_minute`.
     #[error("agent {agent} is over its {max} messages a minute; try again in {} s", retry_after.as_secs().max(1))]
     RateLimited {
-        /// The agent.
         agent: String,
         /// Its limit.
         max: u32,
@@ -202,7 +200,6 @@ pub struct Parts {
 /// A message an authenticated peer sent that was refused, as the front door answered it.
 #[derive(Debug, Clone)]
 pub struct Refused<'a> {
-    /// The peer.
     pub peer: &'a str,
     /// Its type, if the body could be read.
     pub msg_type: Option<&'a str>,

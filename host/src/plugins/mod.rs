@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{HasSelf, Linker};
-use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime::{Trap, UpdateDeadline};
 
 use sandbox::{DeadlineExceeded, MemoryCapExceeded, State};
 
@@ -611,7 +611,7 @@ impl Pre {
         }
     }
 
-    async fn instantiate(&self, store: &mut Store<State>) -> wasmtime::Result<Hooks> {
+    async fn instantiate(&self, store: &mut wasmtime::Store<State>) -> wasmtime::Result<Hooks> {
         Ok(match self {
             Pre::Current(p) => Hooks::Current(p.instantiate_async(store).await?),
             Pre::V0_1(p) => Hooks::V0_1(p.instantiate_async(store).await?),
@@ -627,7 +627,7 @@ enum Hooks {
 
 /// A live instance with its store.
 struct Instance {
-    store: Store<State>,
+    store: wasmtime::Store<State>,
     hooks: Hooks,
     calls: u32,
 }
@@ -643,7 +643,7 @@ trait Hook: Send + Sync {
     fn call<'a>(
         &'a self,
         hooks: &'a Hooks,
-        store: &'a mut Store<State>,
+        store: &'a mut wasmtime::Store<State>,
     ) -> impl Future<Output = wasmtime::Result<Self::Out>> + Send + 'a;
 }
 
@@ -655,7 +655,11 @@ struct CheckMessage {
 impl Hook for CheckMessage {
     type Out = wit::MessageVerdict;
     const NAME: &'static str = "check-message";
-    async fn call(&self, hooks: &Hooks, store: &mut Store<State>) -> wasmtime::Result<Self::Out> {
+    async fn call(
+        &self,
+        hooks: &Hooks,
+        store: &mut wasmtime::Store<State>,
+    ) -> wasmtime::Result<Self::Out> {
         match hooks {
             Hooks::Current(h) => {
                 let g = h.agent_inbox_plugin_hooks();
@@ -681,7 +685,11 @@ struct RenderTurn {
 impl Hook for RenderTurn {
     type Out = Option<String>;
     const NAME: &'static str = "render-turn";
-    async fn call(&self, hooks: &Hooks, store: &mut Store<State>) -> wasmtime::Result<Self::Out> {
+    async fn call(
+        &self,
+        hooks: &Hooks,
+        store: &mut wasmtime::Store<State>,
+    ) -> wasmtime::Result<Self::Out> {
         match hooks {
             Hooks::Current(h) => {
                 let g = h.agent_inbox_plugin_hooks();
@@ -707,7 +715,11 @@ struct CheckReply {
 impl Hook for CheckReply {
     type Out = wit::ReplyVerdict;
     const NAME: &'static str = "check-reply";
-    async fn call(&self, hooks: &Hooks, store: &mut Store<State>) -> wasmtime::Result<Self::Out> {
+    async fn call(
+        &self,
+        hooks: &Hooks,
+        store: &mut wasmtime::Store<State>,
+    ) -> wasmtime::Result<Self::Out> {
         match hooks {
             Hooks::Current(h) => {
                 let g = h.agent_inbox_plugin_hooks();
@@ -831,7 +843,7 @@ impl Plugin {
 
     async fn instantiate(&self) -> Result<Instance, PluginError> {
         let limits = &self.inner.limits;
-        let mut store = Store::new(
+        let mut store = wasmtime::Store::new(
             self.inner.pre.engine(),
             State::new(self.inner.name.clone(), limits),
         );

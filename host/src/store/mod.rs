@@ -199,7 +199,6 @@ pub struct Claimed {
 pub struct Interrupted {
     /// The message it is for.
     pub message_id: String,
-    /// Its route.
     pub route: String,
     /// How many times it has started.
     pub attempts: u32,
@@ -265,9 +264,7 @@ pub struct Canceled {
 pub struct Push {
     /// The body (a `StreamResponse`), as an outbound message delivered to the config's target.
     pub outbound: Outbound,
-    /// The task.
     pub task_id: String,
-    /// The config.
     pub config_id: String,
     /// What was pushed (state and time): the same key again pushes nothing.
     pub state_key: String,

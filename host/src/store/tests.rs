@@ -1167,7 +1167,7 @@ async fn tasks_and_their_push_configs_are_kept_and_pushed_once_per_change() {
     }
 }
 
-/// Issue 28: a thread's alias is scoped to its peer. Two peers that name the same thread id get
+/// A thread's alias is scoped to its peer. Two peers that name the same thread id get
 /// two threads; a thread the inbox sends into gains an alias for the receiving peer (the thread's
 /// own id, or a fresh one when that peer already means another thread by it), which its
 /// deliveries carry; a thread started without a name is its first sender's by its id.
@@ -1290,7 +1290,7 @@ async fn thread_aliases_are_per_peer() {
     }
 }
 
-/// Issue 28: a turn's replies are counted per attempt in the store, within both limits, and a
+/// A turn's replies are counted per attempt in the store, within both limits, and a
 /// refused one is not counted.
 #[tokio::test]
 async fn replies_are_counted_per_attempt_within_the_limits() {
@@ -1337,7 +1337,7 @@ async fn replies_are_counted_per_attempt_within_the_limits() {
     }
 }
 
-/// Issue 28: a signed-out console session stays revoked until it would have expired, for every
+/// A signed-out console session stays revoked until it would have expired, for every
 /// host that reads the store.
 #[tokio::test]
 async fn signed_out_sessions_are_kept_until_they_expire() {

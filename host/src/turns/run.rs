@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::agent::{self, Ending, Invocation, Vars};
+use crate::agent_process::{self, Ending, Invocation, Vars};
 use crate::config::{AgentSettings, Driver, OnFailure};
 use crate::events::Event;
 use crate::gateway::{self, GatewayTurn};
@@ -107,7 +107,7 @@ pub(super) async fn run(
                     .push(("INBOX_REPLY_AUTH_FILE".into(), f.display().to_string()));
             }
             inv.cancel = Some(cancel.notify());
-            with_renewals(turns, &lease, agent::run(inv)).await
+            with_renewals(turns, &lease, agent_process::run(inv)).await
         }
         Driver::OpenClawGateway(g) => {
             let turn = GatewayTurn {

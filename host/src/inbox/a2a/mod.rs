@@ -63,50 +63,41 @@ impl Inbox {
         method: &str,
         params: Value,
     ) -> Result<Answer, A2aError> {
-        call(self, snap, caller, method, params).await
-    }
-}
-
-async fn call(
-    inbox: &Arc<Inbox>,
-    snap: &Arc<Snapshot>,
-    caller: &Caller,
-    method: &str,
-    params: Value,
-) -> Result<Answer, A2aError> {
-    match method {
-        "SendMessage" => send(inbox, snap, caller, params, false).await,
-        "SendStreamingMessage" => send(inbox, snap, caller, params, true).await,
-        "GetTask" => {
-            let p: TaskParams = parse(params)?;
-            let history = history_length(p.history_length)?;
-            let mut task = view(snap, &load(inbox, caller, &p.id).await?).0;
-            state::limit_history(&mut task, history);
-            Ok(Answer::Result(to_value(&task)))
-        }
-        "ListTasks" => list(inbox, snap, caller, parse(params)?).await,
-        "CancelTask" => cancel(inbox, snap, caller, parse(params)?).await,
-        "SubscribeToTask" => {
-            let p: TaskParams = parse(params)?;
-            let record = load(inbox, caller, &p.id).await?;
-            let state = view(snap, &record).0.status.state;
-            if state.is_terminal() {
-                return Err(A2aError::Unsupported(format!(
-                    "task {} is {}: a finished task has nothing to stream",
-                    p.id,
-                    state.as_str()
-                )));
+        let inbox = self;
+        match method {
+            "SendMessage" => send(inbox, snap, caller, params, false).await,
+            "SendStreamingMessage" => send(inbox, snap, caller, params, true).await,
+            "GetTask" => {
+                let p: TaskParams = parse(params)?;
+                let history = history_length(p.history_length)?;
+                let mut task = view(snap, &load(inbox, caller, &p.id).await?).0;
+                state::limit_history(&mut task, history);
+                Ok(Answer::Result(to_value(&task)))
             }
-            Ok(Answer::Stream(stream(inbox, p.id, false)))
+            "ListTasks" => list(inbox, snap, caller, parse(params)?).await,
+            "CancelTask" => cancel(inbox, snap, caller, parse(params)?).await,
+            "SubscribeToTask" => {
+                let p: TaskParams = parse(params)?;
+                let record = load(inbox, caller, &p.id).await?;
+                let state = view(snap, &record).0.status.state;
+                if state.is_terminal() {
+                    return Err(A2aError::Unsupported(format!(
+                        "task {} is {}: a finished task has nothing to stream",
+                        p.id,
+                        state.as_str()
+                    )));
+                }
+                Ok(Answer::Stream(stream(inbox, p.id, false)))
+            }
+            "CreateTaskPushNotificationConfig"
+            | "GetTaskPushNotificationConfig"
+            | "ListTaskPushNotificationConfigs"
+            | "DeleteTaskPushNotificationConfig" => {
+                push::call(inbox, snap, caller, method, params).await
+            }
+            "GetExtendedAgentCard" => Err(A2aError::ExtendedCardNotConfigured),
+            other => Err(A2aError::MethodNotFound(other.chars().take(100).collect())),
         }
-        "CreateTaskPushNotificationConfig"
-        | "GetTaskPushNotificationConfig"
-        | "ListTaskPushNotificationConfigs"
-        | "DeleteTaskPushNotificationConfig" => {
-            push::call(inbox, snap, caller, method, params).await
-        }
-        "GetExtendedAgentCard" => Err(A2aError::ExtendedCardNotConfigured),
-        other => Err(A2aError::MethodNotFound(other.chars().take(100).collect())),
     }
 }
 
@@ -154,6 +145,9 @@ async fn load(inbox: &Inbox, caller: &Caller, id: &str) -> Result<TaskRecord, A2
     }
 }
 
+/// `SendMessage` and `SendStreamingMessage`: the message becomes an inbox message (through
+/// [`Inbox::accept`]) of a new task or of the task it names, and the answer is the task (now, at
+/// its end, or as a stream).
 async fn send(
     inbox: &Arc<Inbox>,
     snap: &Arc<Snapshot>,
@@ -161,164 +155,24 @@ async fn send(
     params: Value,
     streaming: bool,
 ) -> Result<Answer, A2aError> {
-    let Caller::Peer(peer) = caller else {
-        return Err(A2aError::Unsupported(
-            "the admin has no peer identity to send as; use a peer's A2A token".into(),
-        ));
-    };
+    let peer = sender(caller)?;
     let body = params.get("message").cloned().unwrap_or(Value::Null);
     let p: SendParams = parse(params)?;
-    let m = &p.message;
-    if !crate::model::valid_dedup_id(&m.message_id) {
-        return Err(A2aError::InvalidParams(format!(
-            "message.messageId must be {DEDUP_ID_RULE}"
-        )));
-    }
-    if m.context_id
-        .as_deref()
-        .is_some_and(|c| !crate::model::valid_thread_ref(c))
-    {
-        return Err(A2aError::InvalidParams(format!(
-            "message.contextId must be {THREAD_REF_RULE}"
-        )));
-    }
-    match m.role.as_deref() {
-        None | Some("ROLE_USER") => {}
-        Some(other) => {
-            return Err(A2aError::InvalidParams(format!(
-                "message.role is {other:?}; a client's message is ROLE_USER"
-            )));
-        }
-    }
-    // An inline push config is checked before anything is accepted, stored once the task is.
-    let inline_push = match p.configuration.task_push_notification_config.clone() {
-        Some(v) => Some(parse::<push::ConfigParams>(v)?),
-        None => None,
-    };
-    if let Some(c) = &inline_push {
-        push::checked(snap, "", c.clone()).await?;
-    }
+    check_message(&p.message)?;
+    let inline_push = inline_push_config(snap, &p).await?;
     let history = history_length(p.configuration.history_length)?;
-    let payload = payload_of(m)?;
+    let payload = payload_of(&p.message)?;
     let now = now_ms();
-    let (route, context_id, new_task) = match &m.task_id {
-        Some(task_id) => {
-            let record = load(inbox, caller, task_id).await?;
-            if m.context_id
-                .as_ref()
-                .is_some_and(|c| *c != record.task.context_id)
-            {
-                return Err(A2aError::InvalidParams(format!(
-                    "contextId {:?} is not task {task_id}'s context",
-                    m.context_id.as_deref().unwrap_or("")
-                )));
-            }
-            let state = view(snap, &record).0.status.state;
-            if state.is_terminal() {
-                return Err(A2aError::Unsupported(format!(
-                    "task {task_id} is {}: a finished task takes no more messages",
-                    state.as_str()
-                )));
-            }
-            (record.task.route, record.task.context_id, None)
-        }
-        None => {
-            let skill = [m.metadata.as_ref(), p.metadata.as_ref()]
-                .into_iter()
-                .flatten()
-                .find_map(|md| md.get("skill").or_else(|| md.get("skillId")))
-                .map(|v| v.as_str().unwrap_or_default().to_owned());
-            let route = pick_route(snap, peer, skill.as_deref())?;
-            let context_id = m.context_id.clone().unwrap_or_else(new_id);
-            let task = crate::model::Task {
-                id: new_id(),
-                owner: peer.clone(),
-                context_id: context_id.clone(),
-                route: route.clone(),
-                created_at: now,
-                rejected: None,
-                canceled_at: None,
-            };
-            (route, context_id, Some(task))
-        }
-    };
-    let Some(settings) = snap.config.routes.get(&route).and_then(|r| r.a2a.as_ref()) else {
-        return Err(A2aError::Unsupported(format!(
-            "the task's skill (route {route}) is no longer offered"
-        )));
-    };
-    let task_id = match (&new_task, &m.task_id) {
-        (Some(t), _) => t.id.clone(),
-        (None, Some(id)) => id.clone(),
-        (None, None) => unreachable!("a message either names its task or starts one"),
-    };
+    let target = target_task(inbox, snap, caller, peer, &p, now).await?;
     let input = TaskInput {
-        task_id: task_id.clone(),
+        task_id: target.task_id.clone(),
         message_id: None,
-        client_message_id: m.message_id.clone(),
+        client_message_id: p.message.message_id.clone(),
         body: body.to_string(),
         at: now,
     };
-    let incoming = Incoming {
-        sender: peer.clone(),
-        envelope: Envelope {
-            msg_type: settings.msg_type.clone(),
-            payload: payload.to_string(),
-            id: Some(m.message_id.clone()),
-            thread_id: Some(context_id),
-            in_reply_to: None,
-            hops: 0,
-        },
-        // Its own namespace, so an A2A messageId never matches a /message id.
-        idempotency_key: Some(format!("a2a:{}", m.message_id)),
-        route: Some(route),
-        task: Some(TaskLink {
-            new: new_task.clone(),
-            input: input.clone(),
-        }),
-    };
-    // A new task as it was committed, when nothing else touched it: answered without a read.
-    let mut committed = None;
-    let task_id = match inbox.accept(snap, incoming).await {
-        Ok(ack) if ack.status == AckStatus::Duplicate => {
-            match inbox.store.task_of_message(&ack.id).await? {
-                Some(original) => {
-                    tracing::info!(task = %original, message_id = %m.message_id, "repeated A2A message; answering with its task");
-                    // The original task, as its owner may read it.
-                    load(inbox, caller, &original).await?.task.id
-                }
-                None => {
-                    return Err(A2aError::InvalidParams(format!(
-                        "messageId {:?} was already used",
-                        m.message_id
-                    )));
-                }
-            }
-        }
-        Ok(ack) => {
-            if let Some(task) = &new_task {
-                committed = Some(just_committed(task, input, ack.id));
-            }
-            task_id
-        }
-        Err(InboxError::Hook(HookError::Rejected { reason, plugin, .. })) => match new_task {
-            Some(mut task) => {
-                tracing::info!(task = %task.id, plugin = %plugin, "A2A task rejected by the route's plugin");
-                task.rejected = Some(reason);
-                inbox.store.insert_task(task, input).await?;
-                task_id
-            }
-            None => return Err(A2aError::InvalidParams(reason)),
-        },
-        Err(e @ (InboxError::QueueFull { .. } | InboxError::ShuttingDown)) => {
-            return Err(A2aError::Internal(format!("{e}; try again later")));
-        }
-        Err(InboxError::Store(e)) => return Err(e.into()),
-        Err(e) => {
-            tracing::warn!(error = %e, "a2a: message refused");
-            return Err(A2aError::Internal(e.to_string()));
-        }
-    };
+    let incoming = incoming(snap, peer, &p.message, &target, &input, payload)?;
+    let (task_id, committed) = commit(inbox, snap, caller, incoming, target, input).await?;
     if let Some(c) = inline_push {
         let config = push::checked(snap, &task_id, c).await?;
         inbox.store.put_push_config(config).await?;
@@ -342,6 +196,207 @@ async fn send(
     };
     state::limit_history(&mut task, history);
     Ok(Answer::Result(json!({ "task": task })))
+}
+
+/// The peer a message comes from; the admin sends none.
+fn sender(caller: &Caller) -> Result<&String, A2aError> {
+    match caller {
+        Caller::Peer(peer) => Ok(peer),
+        Caller::Admin => Err(A2aError::Unsupported(
+            "the admin has no peer identity to send as; use a peer's A2A token".into(),
+        )),
+    }
+}
+
+/// The message's ids and role are ones the inbox takes.
+fn check_message(m: &a2a_json::InMessage) -> Result<(), A2aError> {
+    if !crate::model::valid_dedup_id(&m.message_id) {
+        return Err(A2aError::InvalidParams(format!(
+            "message.messageId must be {DEDUP_ID_RULE}"
+        )));
+    }
+    if m.context_id
+        .as_deref()
+        .is_some_and(|c| !crate::model::valid_thread_ref(c))
+    {
+        return Err(A2aError::InvalidParams(format!(
+            "message.contextId must be {THREAD_REF_RULE}"
+        )));
+    }
+    match m.role.as_deref() {
+        None | Some("ROLE_USER") => Ok(()),
+        Some(other) => Err(A2aError::InvalidParams(format!(
+            "message.role is {other:?}; a client's message is ROLE_USER"
+        ))),
+    }
+}
+
+/// An inline push config, checked before anything is accepted (it is stored once the task is).
+async fn inline_push_config(
+    snap: &Snapshot,
+    p: &SendParams,
+) -> Result<Option<push::ConfigParams>, A2aError> {
+    let Some(v) = p.configuration.task_push_notification_config.clone() else {
+        return Ok(None);
+    };
+    let c = parse::<push::ConfigParams>(v)?;
+    push::checked(snap, "", c.clone()).await?;
+    Ok(Some(c))
+}
+
+/// Where a message goes: the task it continues, or a new one.
+struct Target {
+    route: String,
+    context_id: String,
+    task_id: String,
+    /// The task this message starts, if it starts one.
+    new: Option<crate::model::Task>,
+}
+
+/// The task the message continues (the caller's, in its context, not finished), or a new task
+/// at the route of the skill it names.
+async fn target_task(
+    inbox: &Inbox,
+    snap: &Snapshot,
+    caller: &Caller,
+    peer: &str,
+    p: &SendParams,
+    now: i64,
+) -> Result<Target, A2aError> {
+    let m = &p.message;
+    if let Some(task_id) = &m.task_id {
+        let record = load(inbox, caller, task_id).await?;
+        if m.context_id
+            .as_ref()
+            .is_some_and(|c| *c != record.task.context_id)
+        {
+            return Err(A2aError::InvalidParams(format!(
+                "contextId {:?} is not task {task_id}'s context",
+                m.context_id.as_deref().unwrap_or("")
+            )));
+        }
+        let state = view(snap, &record).0.status.state;
+        if state.is_terminal() {
+            return Err(A2aError::Unsupported(format!(
+                "task {task_id} is {}: a finished task takes no more messages",
+                state.as_str()
+            )));
+        }
+        return Ok(Target {
+            route: record.task.route,
+            context_id: record.task.context_id,
+            task_id: task_id.clone(),
+            new: None,
+        });
+    }
+    let skill = [m.metadata.as_ref(), p.metadata.as_ref()]
+        .into_iter()
+        .flatten()
+        .find_map(|md| md.get("skill").or_else(|| md.get("skillId")))
+        .map(|v| v.as_str().unwrap_or_default().to_owned());
+    let route = pick_route(snap, peer, skill.as_deref())?;
+    let context_id = m.context_id.clone().unwrap_or_else(new_id);
+    let task = crate::model::Task {
+        id: new_id(),
+        owner: peer.to_owned(),
+        context_id: context_id.clone(),
+        route: route.clone(),
+        created_at: now,
+        rejected: None,
+        canceled_at: None,
+    };
+    Ok(Target {
+        route,
+        context_id,
+        task_id: task.id.clone(),
+        new: Some(task),
+    })
+}
+
+/// The inbox message an A2A message becomes: the skill's type, the task's context as its
+/// thread, and its `messageId` (in a namespace of its own) as its idempotency key.
+fn incoming(
+    snap: &Snapshot,
+    peer: &str,
+    m: &a2a_json::InMessage,
+    target: &Target,
+    input: &TaskInput,
+    payload: Value,
+) -> Result<Incoming, A2aError> {
+    let route = &target.route;
+    let Some(settings) = snap.config.routes.get(route).and_then(|r| r.a2a.as_ref()) else {
+        return Err(A2aError::Unsupported(format!(
+            "the task's skill (route {route}) is no longer offered"
+        )));
+    };
+    Ok(Incoming {
+        sender: peer.to_owned(),
+        envelope: Envelope {
+            msg_type: settings.msg_type.clone(),
+            payload: payload.to_string(),
+            id: Some(m.message_id.clone()),
+            thread_id: Some(target.context_id.clone()),
+            in_reply_to: None,
+            hops: 0,
+        },
+        // Its own namespace, so an A2A messageId never matches a /message id.
+        idempotency_key: Some(format!("a2a:{}", m.message_id)),
+        route: Some(route.clone()),
+        task: Some(TaskLink {
+            new: target.new.clone(),
+            input: input.clone(),
+        }),
+    })
+}
+
+/// Accepts the message, and says which task it belongs to: a repeat answers with its original
+/// task, a message the route's plugin rejects still records a new task (as rejected). With the
+/// id, a new task's record as committed, when nothing else touched it (answered without a read).
+async fn commit(
+    inbox: &Inbox,
+    snap: &Snapshot,
+    caller: &Caller,
+    incoming: Incoming,
+    target: Target,
+    input: TaskInput,
+) -> Result<(String, Option<TaskRecord>), A2aError> {
+    let client_message_id = input.client_message_id.clone();
+    match inbox.accept(snap, incoming).await {
+        Ok(ack) if ack.status == AckStatus::Duplicate => {
+            let Some(original) = inbox.store.task_of_message(&ack.id).await? else {
+                return Err(A2aError::InvalidParams(format!(
+                    "messageId {client_message_id:?} was already used"
+                )));
+            };
+            tracing::info!(task = %original, message_id = %client_message_id, "repeated A2A message; answering with its task");
+            // The original task, as its owner may read it.
+            Ok((load(inbox, caller, &original).await?.task.id, None))
+        }
+        Ok(ack) => {
+            let committed = target
+                .new
+                .as_ref()
+                .map(|task| just_committed(task, input, ack.id));
+            Ok((target.task_id, committed))
+        }
+        Err(InboxError::Hook(HookError::Rejected { reason, plugin, .. })) => match target.new {
+            Some(mut task) => {
+                tracing::info!(task = %task.id, plugin = %plugin, "A2A task rejected by the route's plugin");
+                task.rejected = Some(reason);
+                inbox.store.insert_task(task, input).await?;
+                Ok((target.task_id, None))
+            }
+            None => Err(A2aError::InvalidParams(reason)),
+        },
+        Err(e @ (InboxError::QueueFull { .. } | InboxError::ShuttingDown)) => {
+            Err(A2aError::Internal(format!("{e}; try again later")))
+        }
+        Err(InboxError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(error = %e, "a2a: message refused");
+            Err(A2aError::Internal(e.to_string()))
+        }
+    }
 }
 
 /// A new task as its commit left it: one input, its turn queued, no reply.

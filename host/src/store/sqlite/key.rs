@@ -5,7 +5,7 @@
 //! sees text.
 //!
 //! A blob is 20 bytes shorter than the text in the row and again in each index over it, and it
-//! compares in one `memcmp` (BENCHMARKS.md, issue 14).
+//! compares in one `memcmp` (BENCHMARKS.md has the measurement).
 
 use rusqlite::Row;
 use rusqlite::functions::FunctionFlags;

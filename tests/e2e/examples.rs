@@ -426,7 +426,7 @@ fn payload_of(bytes: usize) -> String {
 /// with; the median time of a call on a fresh and on a warm instance; and the slowest of 250 calls
 /// under the advised limits, which must all pass. The figures in the plugins' READMEs come from it:
 ///
-/// `cargo test -p agent-inbox-tests --test integration example_plugin_costs -- --ignored --nocapture`
+/// `cargo test -p agent-inbox-tests --test e2e example_plugin_costs -- --ignored --nocapture`
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "a measurement, not a check: run it by name"]
 async fn example_plugin_costs() {

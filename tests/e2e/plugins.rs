@@ -502,7 +502,7 @@ async fn serve_refuses_a_plugin_that_does_not_load() {
     std::fs::write(&path, toml).unwrap();
     let config = agent_inbox::config::Config::load(&path).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let err = agent_inbox::run(config, listener, std::future::pending())
+    let err = agent_inbox::wiring::run(config, listener, std::future::pending())
         .await
         .unwrap_err();
     let msg = format!("{err:#}");

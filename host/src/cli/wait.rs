@@ -1,6 +1,5 @@
-//! The live command line: `agent-inbox tail` prints the events feed as it happens, and
-//! `agent-inbox send --wait` follows one conversation until its answer arrives. Both read
-//! `GET /events` (Server-Sent Events) through the CLI's client.
+//! `agent-inbox send --wait`: follows one conversation, through `GET /events` (Server-Sent
+//! Events) and reads of its thread, until its answer arrives.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -8,67 +7,21 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use crate::client::AdminClient;
+use super::client::AdminClient;
 use crate::wire::{Ack, AdminSendBody};
 
 /// Exit code: no answer in time.
-pub const EXIT_TIMEOUT: u8 = 2;
+pub(super) const EXIT_TIMEOUT: u8 = 2;
 /// Exit code: the answer is a `TURN_FAILED` notice.
-pub const EXIT_TURN_FAILED: u8 = 3;
+pub(super) const EXIT_TURN_FAILED: u8 = 3;
 /// Exit code: the message could not be delivered, or the answer was refused here.
-pub const EXIT_DEAD: u8 = 4;
+pub(super) const EXIT_DEAD: u8 = 4;
 /// How often `--wait` also reads the thread, in case an event was missed.
 const RECHECK: Duration = Duration::from_secs(2);
 
-/// One event as a line of text: the time, what happened, and its fields.
-fn line(e: &Value) -> String {
-    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-    let time = now.get(11..19).unwrap_or(&now);
-    let kind = e["event"].as_str().unwrap_or("event");
-    let fields: Vec<String> = e
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(k, _)| *k != "event")
-        .map(|(k, v)| match v {
-            Value::String(s) => format!("{k}={s}"),
-            other => format!("{k}={other}"),
-        })
-        .collect();
-    format!("{time} {kind} {}", fields.join(" "))
-}
-
-/// `agent-inbox tail`: until the server ends the stream (or the user stops it).
-pub async fn tail(
-    client: &AdminClient,
-    route: Option<String>,
-    thread: Option<String>,
-    json: bool,
-) -> anyhow::Result<ExitCode> {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    if let Some(r) = &route {
-        q.append_pair("route", r);
-    }
-    if let Some(t) = &thread {
-        q.append_pair("thread", t);
-    }
-    let mut events = client.events(&format!("/events?{}", q.finish())).await?;
-    // On stderr, so stdout stays one event a line: from here on no event is missed.
-    eprintln!("following the inbox's events (Ctrl-C to stop)");
-    while let Some(e) = events.next().await {
-        let e = e?;
-        if json {
-            println!("{e}");
-        } else {
-            println!("{}", line(&e));
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 /// Who sends with `--wait`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum As {
+pub(super) enum As {
     /// The operator (`/admin/send`), who may follow every event: it subscribes before sending.
     Admin,
     /// A local agent (`/send` with its token), who may follow only a thread it started: it
@@ -77,7 +30,7 @@ pub enum As {
 }
 
 /// `agent-inbox send --wait`: sends, then follows the thread until an answer arrives.
-pub async fn send_and_wait(
+pub(super) async fn send_and_wait(
     client: &AdminClient,
     who: As,
     body: AdminSendBody,

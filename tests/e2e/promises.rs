@@ -17,8 +17,8 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The files a reference's file part names: `name` is tests/integration/name.rs, `path.rs` any
-/// file under host/src whose path ends so.
+/// The files a reference's file part names: `name` is tests/e2e/name.rs, `path.rs` any
+/// file under host/src or host/tests whose path ends so.
 fn files_for(file: &str, root: &Path, host: &[PathBuf]) -> Vec<PathBuf> {
     if let Some(stem) = file.strip_suffix(".rs") {
         let suffix = format!("/{stem}.rs");
@@ -27,7 +27,7 @@ fn files_for(file: &str, root: &Path, host: &[PathBuf]) -> Vec<PathBuf> {
             .cloned()
             .collect()
     } else {
-        vec![root.join("tests/integration").join(format!("{file}.rs"))]
+        vec![root.join("tests/e2e").join(format!("{file}.rs"))]
     }
 }
 
@@ -55,6 +55,7 @@ fn every_named_test_exists() {
     let table = std::fs::read_to_string(root.join("tests/README-promises.md")).expect("the table");
     let mut host = Vec::new();
     sources(&root.join("host/src"), &mut host);
+    sources(&root.join("host/tests"), &mut host);
     let mut missing = Vec::new();
     let mut checked = 0;
     let tested = table.split("## Untested").next().expect("the tested part");

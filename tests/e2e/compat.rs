@@ -112,7 +112,7 @@ async fn a_database_from_a_newer_version_is_refused_with_a_clear_message() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
-    let err = agent_inbox::run(config, listener, std::future::pending())
+    let err = agent_inbox::wiring::run(config, listener, std::future::pending())
         .await
         .expect_err("a newer schema must be refused");
     let msg = format!("{err:#}");

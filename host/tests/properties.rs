@@ -4,11 +4,11 @@
 
 use proptest::prelude::*;
 
-use crate::config::Config;
-use crate::model::{nests_deeper_than, valid_type_name};
-use crate::oracles;
-use crate::signature::{self, Signed, SigningKey};
-use crate::wire::{Ack, AckStatus, Envelope, SendBody};
+use agent_inbox::config::Config;
+use agent_inbox::model::{nests_deeper_than, valid_type_name};
+use agent_inbox::oracles;
+use agent_inbox::signature::{self, Signed, SigningKey};
+use agent_inbox::wire::{Ack, AckStatus, Envelope, SendBody};
 
 const DEPTH: usize = 64;
 
@@ -82,7 +82,7 @@ proptest! {
         // The parser refuses such ids; a message that gets through anyway (an old row) is
         // rendered with the same values, raw.
         prop_assert!(Envelope::parse(body.to_string().as_bytes(), DEPTH).is_err());
-        let m = crate::model::Message {
+        let m = agent_inbox::model::Message {
             id: str_of(&id),
             sender: "tony".into(),
             route: "tasks".into(),
@@ -95,7 +95,7 @@ proptest! {
             received_at: 0,
             mailbox: false,
         };
-        let ctx = crate::model::ReplyContext {
+        let ctx = agent_inbox::model::ReplyContext {
             url: "http://127.0.0.1:8700/send".into(),
             auth_header: "@/tmp/inbox-auth".into(),
             reply_types: vec!["DONE".into()],
@@ -103,7 +103,7 @@ proptest! {
             ca_file: None,
             max_replies: 20,
         };
-        let prompt = crate::prompt::render_with_code(&m, &ctx, "c0de");
+        let prompt = agent_inbox::prompt::render_with_code(&m, &ctx, "c0de");
         prop_assert_eq!(instruction_blocks(&prompt, "c0de"), 1, "{}", prompt);
         prop_assert_eq!(
             prompt.lines().filter(|l| l.starts_with("To send your response")).count(),
@@ -121,7 +121,7 @@ proptest! {
         value in prop::collection::vec(any::<u8>(), 0..200),
     ) {
         let value = String::from_utf8_lossy(&value).into_owned();
-        let line = crate::log::escaped_line(&format!("2026-12-04T00:00:00Z  INFO x: delivered peer={value}\n"));
+        let line = agent_inbox::log::escaped_line(&format!("2026-12-04T00:00:00Z  INFO x: delivered peer={value}\n"));
         prop_assert_eq!(line.matches('\n').count(), 1);
         prop_assert!(line.ends_with('\n'));
         prop_assert!(!has_raw_control(&line), "{:?}", line);
@@ -364,15 +364,15 @@ fn the_accepting_seeds_of_the_newer_targets_are_accepted() {
         assert!(!oracles::cookie(&forged), "{name} was accepted");
     }
     let read = |name: &str| std::fs::read_to_string(root.join("url").join(name)).expect("seed");
-    assert!(crate::ssrf::literal_not_public(
-        &crate::ssrf::parse_url(&read("mapped-loopback.txt"))
+    assert!(agent_inbox::ssrf::literal_not_public(
+        &agent_inbox::ssrf::parse_url(&read("mapped-loopback.txt"))
             .expect("parses")
             .0
     ));
-    assert!(!crate::ssrf::literal_not_public(
-        &crate::ssrf::parse_url(&read("public-literal.txt"))
+    assert!(!agent_inbox::ssrf::literal_not_public(
+        &agent_inbox::ssrf::parse_url(&read("public-literal.txt"))
             .expect("parses")
             .0
     ));
-    assert!(crate::ssrf::parse_url(&read("ftp.txt")).is_err());
+    assert!(agent_inbox::ssrf::parse_url(&read("ftp.txt")).is_err());
 }

@@ -1,0 +1,66 @@
+//! `agent-inbox outbox list` and `outbox retry`: the relay's outbox, and replaying a dead letter.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::client::AdminClient;
+use super::print;
+use crate::wire::{Outbox, Requeued};
+
+#[derive(clap::Subcommand)]
+pub(super) enum Command {
+    /// List outbound messages and their delivery state, newest first.
+    List {
+        /// Only dead letters.
+        #[arg(long)]
+        dead: bool,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Deliver a dead letter again, with a fresh retry schedule.
+    Retry {
+        /// The reply's id.
+        id: String,
+        /// The routes file (for the server's address and admin secret).
+        #[arg(long, short, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+}
+
+pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::List {
+            dead,
+            limit,
+            json,
+            config,
+        } => {
+            let client = AdminClient::for_file(&config)?;
+            let path = format!(
+                "/admin/outbox?limit={limit}{}",
+                if dead { "&dead=1" } else { "" }
+            );
+            let outbox: Outbox = client.expect(http::Method::GET, &path, None).await?;
+            print::list(&outbox, json, print::outbox_table)?;
+        }
+        Command::Retry { id, config } => {
+            let client = AdminClient::for_file(&config)?;
+            let r: Requeued = client
+                .expect(
+                    http::Method::POST,
+                    &format!("/admin/outbox/{id}/retry"),
+                    None,
+                )
+                .await?;
+            println!("{id}: {} deliveries queued again", r.deliveries);
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
