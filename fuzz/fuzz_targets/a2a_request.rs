@@ -1,7 +1,7 @@
-//! POST /a2a bodies: see `agent_inbox::oracles::a2a_request` for what must hold.
+//! POST /a2a bodies: see `agent_inbox_core::oracles::a2a_request` for what must hold.
 #![no_main]
 
-use agent_inbox::oracles;
+use agent_inbox_core::oracles;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

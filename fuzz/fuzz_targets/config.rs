@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
-    if let Err(e) = agent_inbox::config::Config::parse(&text, std::path::Path::new("."), |_| None) {
+    if let Err(e) = agent_inbox_core::config::Config::parse(&text, std::path::Path::new("."), |_| None) {
         assert!(!e.0.is_empty());
     }
 });

@@ -1,7 +1,7 @@
-//! Console cookies: see `agent_inbox::oracles::cookie` for what must hold.
+//! Console cookies: see `agent_inbox_core::oracles::cookie` for what must hold.
 #![no_main]
 
-use agent_inbox::oracles;
+use agent_inbox_core::oracles;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

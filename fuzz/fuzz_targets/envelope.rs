@@ -1,8 +1,8 @@
 //! `POST /message` bodies: never a panic; an accepted one is storable and readable.
 #![no_main]
 
-use agent_inbox::model::{nests_deeper_than, valid_type_name};
-use agent_inbox::wire::{Envelope, SendBody};
+use agent_inbox_core::model::{nests_deeper_than, valid_type_name};
+use agent_inbox_core::wire::{Envelope, SendBody};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

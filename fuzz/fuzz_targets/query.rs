@@ -1,7 +1,7 @@
-//! Query strings: see `agent_inbox::oracles::query` for what must hold.
+//! Query strings: see `agent_inbox_core::oracles::query` for what must hold.
 #![no_main]
 
-use agent_inbox::oracles;
+use agent_inbox_core::oracles;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -1,7 +1,7 @@
 //! Signed requests: the check never panics, and accepts only what the key signed.
 #![no_main]
 
-use agent_inbox::signature::{self, Signed, SigningKey};
+use agent_inbox_core::signature::{self, Signed, SigningKey};
 use libfuzzer_sys::fuzz_target;
 
 const KEY: &str = "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=";

@@ -1,7 +1,7 @@
-//! URLs a client gives: see `agent_inbox::oracles::url` for what must hold.
+//! URLs a client gives: see `agent_inbox_core::oracles::url` for what must hold.
 #![no_main]
 
-use agent_inbox::oracles;
+use agent_inbox_core::oracles;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -10,23 +10,20 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-pub mod a2a;
+// The pure parts live in the core crate (host/core), under the same names.
+pub use agent_inbox_core::{a2a, config, console, limiter, model, oracles, signature, wire};
+
 pub mod agent_process;
 pub mod approval;
 pub mod cli;
-pub mod config;
-pub mod console;
 pub mod events;
 pub mod gateway;
 pub mod hooks;
 pub mod http;
 pub mod inbox;
-pub mod limiter;
 pub mod listener;
 pub mod log;
 pub mod metrics;
-pub mod model;
-pub mod oracles;
 pub mod plugins;
 pub mod prompt;
 pub mod rate;
@@ -35,7 +32,6 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod shutdown;
-pub mod signature;
 pub mod snapshot;
 pub mod ssrf;
 pub mod store;
@@ -43,5 +39,4 @@ mod subreaper;
 pub mod tls;
 pub mod token;
 pub mod turns;
-pub mod wire;
 pub mod wiring;

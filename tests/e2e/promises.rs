@@ -18,7 +18,7 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// The files a reference's file part names: `name` is tests/e2e/name.rs, `path.rs` any
-/// file under host/src or host/tests whose path ends so.
+/// file under host/ (either crate's src or tests) whose path ends so.
 fn files_for(file: &str, root: &Path, host: &[PathBuf]) -> Vec<PathBuf> {
     if let Some(stem) = file.strip_suffix(".rs") {
         let suffix = format!("/{stem}.rs");
@@ -56,6 +56,8 @@ fn every_named_test_exists() {
     let mut host = Vec::new();
     sources(&root.join("host/src"), &mut host);
     sources(&root.join("host/tests"), &mut host);
+    sources(&root.join("host/core/src"), &mut host);
+    sources(&root.join("host/core/tests"), &mut host);
     let mut missing = Vec::new();
     let mut checked = 0;
     let tested = table.split("## Untested").next().expect("the tested part");

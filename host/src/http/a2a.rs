@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::extract::{Req, bearer, body, header};
 use super::{ApiError, Body, json};
-use crate::a2a::{self, A2aError, Answer, Caller, Version};
-use crate::inbox::Inbox;
+use crate::a2a::{self, A2aError, Caller, Version};
+use crate::inbox::{A2aAnswer as Answer, Inbox};
 use crate::snapshot::Snapshot;
 
 /// How often an idle stream sends an SSE comment, so proxies keep it open.

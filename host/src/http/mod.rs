@@ -11,7 +11,7 @@ mod error;
 mod event_stream;
 mod extract;
 mod handlers;
-pub mod query;
+pub use agent_inbox_core::query;
 
 use std::convert::Infallible;
 use std::net::IpAddr;

@@ -22,9 +22,13 @@ use crate::store::{
 };
 use crate::turns::Turns;
 mod a2a;
+mod reads;
+mod reply;
 mod status;
 mod upkeep;
 
+pub use self::a2a::Answer as A2aAnswer;
+pub use self::reads::reader;
 pub use self::status::Work;
 use crate::wire::{
     Ack, AckStatus, AdminSendBody, ApprovalItem, ApprovalList, Detail, Envelope, MessageDetail,
@@ -245,37 +249,6 @@ impl StoreHealth {
     }
 }
 
-/// Why and for how long an outbound message waits for a person, and whose it is (for the
-/// approval's record and its announcement).
-struct HeldBy {
-    /// The route that holds its agent's replies; empty for a message a local agent started.
-    route: String,
-    /// The agent (or, without one, the route) that sent it.
-    sender: String,
-    reason: String,
-    timeout: std::time::Duration,
-}
-
-impl HeldBy {
-    /// What waits for a person (announced) and the hold recorded with `outbound`.
-    fn waiting(self, outbound: &Outbound) -> (Waiting, Hold) {
-        let waiting = Waiting {
-            id: outbound.id.clone(),
-            kind: ApprovalKind::Outbound,
-            route: self.route,
-            sender: self.sender,
-            msg_type: outbound.msg_type.clone(),
-            thread_id: outbound.thread_id.clone(),
-            reason: self.reason.clone(),
-        };
-        let hold = Hold {
-            reason: self.reason,
-            expires_at: outbound.created_at + self.timeout.as_millis() as i64,
-        };
-        (waiting, hold)
-    }
-}
-
 impl Inbox {
     /// An inbox over `parts`, not yet ready (see [`Inbox::mark_ready`]).
     pub fn new(parts: Parts) -> Self {
@@ -373,39 +346,8 @@ impl Inbox {
                 max: config.server.max_hops,
             });
         }
-        let routed = match &chosen {
-            Some(r) => r.as_str(),
-            None => snap.router.route(&sender, &e.msg_type)?,
-        };
-        let id = new_id();
-        // What the sender calls the thread is its alias, scoped to it: the thread is the one this
-        // sender means by it, or a new one (the store settles a race on a new alias).
-        let alias = e.thread_id;
-        let thread_id = match &alias {
-            Some(a) => self.store.thread_of(&sender, a).await?,
-            None => None,
-        };
-        let known_thread = thread_id.is_some();
-        let mut message = Message {
-            thread_id: thread_id.unwrap_or_else(|| id.clone()),
-            id,
-            sender,
-            route: routed.to_owned(),
-            msg_type: e.msg_type,
-            payload: e.payload,
-            in_reply_to: e.in_reply_to,
-            hops: e.hops,
-            sender_ref: e.id,
-            received_at: 0,
-            mailbox: false,
-        };
-        let checked = hooks::check_message(snap, &message).await?;
-        let route = &config.routes[checked.route];
-        message.route = checked.route.to_owned();
-        message.msg_type = checked.msg_type;
-        message.payload = checked.payload;
-        message.mailbox = route.agent().is_none();
-        message.received_at = now_ms();
+        let (message, alias, known_thread, hold) = self.received(snap, sender, e, chosen).await?;
+        let route = &config.routes[&message.route];
         let (id, thread_id) = (message.id.clone(), message.thread_id.clone());
         let dedup = idempotency_key
             .or_else(|| message.sender_ref.clone())
@@ -413,31 +355,7 @@ impl Inbox {
                 key,
                 since: message.received_at - config.server.dedup_window.as_millis() as i64,
             });
-        // Held for a person by the route's `approve`, or by the plugin for this message.
-        let hold = match (&checked.hold, route.approve.inbound) {
-            (Some(why), _) => Some(format!("plugin: {why}")),
-            (None, true) => Some(format!("route {} approves inbound messages", route.name)),
-            (None, false) => None,
-        };
-        let turn = route.agent().map(|a| NewTurn {
-            max_queued: a.max_queued,
-            hold: hold.clone().map(|reason| Hold {
-                reason,
-                expires_at: message.received_at + route.approval_timeout.as_millis() as i64,
-            }),
-        });
-        let waiting = turn
-            .as_ref()
-            .and_then(|t| t.hold.as_ref())
-            .map(|h| Waiting {
-                id: id.clone(),
-                kind: ApprovalKind::Inbound,
-                route: message.route.clone(),
-                sender: message.sender.clone(),
-                msg_type: message.msg_type.clone(),
-                thread_id: thread_id.clone(),
-                reason: h.reason.clone(),
-            });
+        let (turn, waiting) = turn_for(route, &message, hold);
         let queued = turn.as_ref().is_some_and(|t| t.hold.is_none());
         let approvals = self.approvals.clone();
         let (store, turns, events) = (self.store.clone(), self.turns.clone(), self.events.clone());
@@ -526,10 +444,56 @@ impl Inbox {
                 })
             }
             Inserted::QueueFull { max_queued } => Err(InboxError::QueueFull {
-                route: checked.route.to_owned(),
+                route: route.name.clone(),
                 max_queued,
             }),
         }
+    }
+
+    /// A message as its route will see it: routed (or on the route the front door chose), in
+    /// the thread the sender's alias names (or a new one), through the route's check-message;
+    /// with the sender's alias, whether it named a known thread, and why the plugin holds it.
+    async fn received(
+        &self,
+        snap: &Snapshot,
+        sender: String,
+        e: Envelope,
+        chosen: Option<String>,
+    ) -> Result<(Message, Option<String>, bool, Option<String>), InboxError> {
+        let routed = match &chosen {
+            Some(r) => r.as_str(),
+            None => snap.router.route(&sender, &e.msg_type)?,
+        };
+        let id = new_id();
+        // What the sender calls the thread is its alias, scoped to it: the thread is the one this
+        // sender means by it, or a new one (the store settles a race on a new alias).
+        let alias = e.thread_id;
+        let thread_id = match &alias {
+            Some(a) => self.store.thread_of(&sender, a).await?,
+            None => None,
+        };
+        let known_thread = thread_id.is_some();
+        let mut message = Message {
+            thread_id: thread_id.unwrap_or_else(|| id.clone()),
+            id,
+            sender,
+            route: routed.to_owned(),
+            msg_type: e.msg_type,
+            payload: e.payload,
+            in_reply_to: e.in_reply_to,
+            hops: e.hops,
+            sender_ref: e.id,
+            received_at: 0,
+            mailbox: false,
+        };
+        let checked = hooks::check_message(snap, &message).await?;
+        let route = &snap.config.routes[checked.route];
+        message.route = checked.route.to_owned();
+        message.msg_type = checked.msg_type;
+        message.payload = checked.payload;
+        message.mailbox = route.agent().is_none();
+        message.received_at = now_ms();
+        Ok((message, alias, known_thread, checked.hold))
     }
 
     /// Makes a refused message visible: an INFO line (at most one per peer and code every 10 s)
@@ -600,19 +564,6 @@ impl Inbox {
             .map(|(o, _)| o.thread_id))
     }
 
-    /// What a reply token grants, if it is known and still valid.
-    pub async fn grant(&self, token: &str) -> Result<token::Grant, InboxError> {
-        let grant = self
-            .store
-            .token(token::hash(token))
-            .await?
-            .ok_or(InboxError::BadToken)?;
-        if !grant.is_valid_at(now_ms()) {
-            return Err(InboxError::BadToken);
-        }
-        Ok(grant)
-    }
-
     /// Signs a console session out: revoked in the store until it would have expired (announced
     /// to the other hosts of a shared store), and in this host's cache.
     pub async fn sign_out(&self, session_id: &str, until: i64) -> Result<(), InboxError> {
@@ -630,582 +581,40 @@ impl Inbox {
         }
         Ok(())
     }
-
-    /// Records an agent's reply under its token's grant: checks its type, runs its check-reply,
-    /// commits it with a delivery per peer, and wakes the relay. All of it by the terms the turn
-    /// started with (its prompt promised them), whatever a reload changed since; a token from
-    /// before terms were kept falls back to the route in force.
-    pub async fn reply(
-        &self,
-        snap: &Snapshot,
-        grant: token::Grant,
-        body: SendBody,
-    ) -> Result<Ack, InboxError> {
-        if body.starts_thread {
-            return Err(InboxError::NotAllowed {
-                reason: "a reply token answers its own turn: it cannot name a peer or a thread"
-                    .into(),
-                allowed: vec!["the route's reply types, with no \"to\" or \"thread_id\"".into()],
-            });
-        }
-        if !grant.current {
-            return Err(InboxError::Superseded);
-        }
-        let Some(terms) = grant
-            .terms
-            .clone()
-            .or_else(|| snap.turn_terms(&grant.route))
-        else {
-            return Err(InboxError::UnknownReplyType {
-                got: body.msg_type,
-                allowed: vec![],
-            });
-        };
-        if !terms.reply_types.contains(&body.msg_type) {
-            return Err(InboxError::UnknownReplyType {
-                got: body.msg_type,
-                allowed: terms.reply_types.clone(),
-            });
-        }
-        // Counted before check-reply and any hold: a refused or held reply spends the budget too,
-        // so one token cannot flood the plugins, the approvers or the peers.
-        let limits = terms.limits;
-        if let Err(wait_ms) = self
-            .store
-            .count_reply(&grant.message_id, grant.attempt, limits, now_ms())
-            .await?
-        {
-            tracing::info!(
-                message_id = %grant.message_id, route = %grant.route, attempt = grant.attempt,
-                "reply refused: the turn is over its reply limit"
-            );
-            return Err(InboxError::TooManyReplies {
-                per_turn: limits.per_turn,
-                per_minute: limits.per_minute,
-                retry_after: std::time::Duration::from_millis(wait_ms.max(1) as u64),
-            });
-        }
-        let draft = Draft {
-            msg_type: body.msg_type,
-            payload: body.payload,
-        };
-        // The plugin the turn started with: the one in force, or one a reload replaced. After a
-        // restart that also changed it, only the one in force is left.
-        let plugin = terms.plugin.as_deref().and_then(|sha| {
-            snap.plugin_for(&grant.route, sha).or_else(|| {
-                let now = snap.plugins.get(&grant.route);
-                tracing::warn!(
-                    message_id = %grant.message_id, route = %grant.route,
-                    "the plugin this turn started with is no longer loaded; its reply is checked by the one in force"
-                );
-                now
-            })
-        });
-        // Only a plugin needs the message being answered; without one, no read.
-        let (draft, to) = match plugin {
-            Some(p) => {
-                let answered = self
-                    .store
-                    .message(&grant.message_id)
-                    .await?
-                    .ok_or(InboxError::BadToken)?;
-                let rules = hooks::ReplyRules {
-                    route: &grant.route,
-                    reply_types: &terms.reply_types,
-                    reply_to: &terms.reply_to,
-                    plugin: Some(p),
-                };
-                let cleared = hooks::check_reply(snap, &rules, &answered, draft).await?;
-                (cleared.reply, cleared.to)
-            }
-            None => (draft, terms.reply_to.clone()),
-        };
-        let outbound = Outbound {
-            id: new_id(),
-            in_reply_to: Some(grant.message_id.clone()),
-            route: Some(grant.route.clone()),
-            msg_type: draft.msg_type,
-            payload: draft.payload,
-            thread_id: grant.thread_id.clone(),
-            hops: grant.hops + 1,
-            created_at: now_ms(),
-            agent: terms.agent.clone(),
-        };
-        let id = outbound.id.clone();
-        let held = terms.approve_outbound.map(|ms| HeldBy {
-            route: grant.route.clone(),
-            sender: terms.agent.clone().unwrap_or_else(|| grant.route.clone()),
-            reason: format!("route {} approves outbound replies", grant.route),
-            timeout: std::time::Duration::from_millis(ms.max(0) as u64),
-        });
-        let attempt = Lease {
-            message_id: grant.message_id.clone(),
-            generation: grant.attempt,
-        };
-        if !self
-            .dispatch_reply(outbound.clone(), to.clone(), held, attempt)
-            .await?
-        {
-            return Err(InboxError::Superseded);
-        }
-        tracing::info!(
-            reply = %id, message_id = %grant.message_id, route = %grant.route,
-            agent = terms.agent.as_deref().unwrap_or(""), msg_type = %outbound.msg_type,
-            peers = ?to, held = terms.approve_outbound.is_some(), "reply queued"
-        );
-        Ok(Ack {
-            status: AckStatus::Queued,
-            id,
-            thread_id: None,
-        })
-    }
-
-    /// Commits an agent's reply like [`Inbox::dispatch`], fenced by its attempt; `false` if that
-    /// attempt has been superseded (nothing written).
-    async fn dispatch_reply(
-        &self,
-        outbound: Outbound,
-        to: Vec<String>,
-        held: Option<HeldBy>,
-        attempt: Lease,
-    ) -> Result<bool, InboxError> {
-        let Some(h) = held else {
-            return Ok(self
-                .relay
-                .enqueue_reply(outbound, to, None, attempt)
-                .await?);
-        };
-        let (waiting, hold) = h.waiting(&outbound);
-        if !self
-            .relay
-            .enqueue_reply(outbound, to, Some(hold), attempt)
-            .await?
-        {
-            return Ok(false);
-        }
-        self.approvals.waiting(waiting);
-        Ok(true)
-    }
-
-    /// Commits an outbound message for delivery to `to`, or, if `held`, for a person to approve
-    /// first (and announces that it waits).
-    async fn dispatch(
-        &self,
-        outbound: Outbound,
-        to: Vec<String>,
-        held: Option<HeldBy>,
-    ) -> Result<(), InboxError> {
-        let Some(h) = held else {
-            self.relay.enqueue(outbound, to).await?;
-            return Ok(());
-        };
-        let (waiting, hold) = h.waiting(&outbound);
-        self.relay.hold(outbound, to, hold).await?;
-        self.approvals.waiting(waiting);
-        Ok(())
-    }
-
-    /// Sends a message as the operator: starts a thread with a peer, or continues one.
-    pub async fn send(&self, snap: &Snapshot, body: AdminSendBody) -> Result<Ack, InboxError> {
-        if !snap.config.peers.contains_key(&body.to) {
-            return Err(InboxError::UnknownPeer {
-                peer: body.to,
-                known: snap.config.peers.keys().cloned().collect(),
-            });
-        }
-        self.start_thread(body, 0, None).await
-    }
-
-    /// Queues a message that starts (or continues) a thread with a peer, at `hops`, sent by the
-    /// operator or by local agent `agent`; held for a person first if that agent's messages are.
-    async fn start_thread(
-        &self,
-        body: AdminSendBody,
-        hops: u32,
-        agent: Option<&config::LocalAgent>,
-    ) -> Result<Ack, InboxError> {
-        let id = new_id();
-        let outbound = Outbound {
-            thread_id: body.thread_id.unwrap_or_else(|| id.clone()),
-            in_reply_to: body.in_reply_to,
-            id,
-            route: None,
-            msg_type: body.msg_type,
-            payload: body.payload,
-            hops,
-            created_at: now_ms(),
-            agent: agent.map(|a| a.name.clone()),
-        };
-        let (id, thread_id) = (outbound.id.clone(), outbound.thread_id.clone());
-        let held = agent.filter(|a| a.approve);
-        tracing::info!(
-            reply = %id, sender = agent.map_or("operator", |a| a.name.as_str()), peer = %body.to,
-            msg_type = %outbound.msg_type,
-            thread = %thread_id, hops, held = held.is_some(), "message queued"
-        );
-        let held = held.map(|agent| HeldBy {
-            route: String::new(),
-            sender: agent.name.clone(),
-            reason: format!("agent {}'s messages wait for approval", agent.name),
-            timeout: agent.approval_timeout,
-        });
-        self.dispatch(outbound, vec![body.to], held).await?;
-        Ok(Ack {
-            status: AckStatus::Queued,
-            id,
-            thread_id: Some(thread_id),
-        })
-    }
-
-    /// Sends a message as a local agent (`[agents.NAME]`, by its token): starts a thread with a
-    /// peer or continues one, within the agent's `may_send` and `max_per_minute`. A new thread
-    /// starts at hop 0; a thread it names continues that thread's hops, under `max_hops`.
-    pub async fn agent_send(
-        &self,
-        snap: &Snapshot,
-        agent: &config::LocalAgent,
-        body: AdminSendBody,
-    ) -> Result<Ack, InboxError> {
-        if !agent.may_send(&body.to, &body.msg_type) {
-            return Err(InboxError::NotAllowed {
-                reason: format!(
-                    "agent {} may not send {} to {}",
-                    agent.name, body.msg_type, body.to
-                ),
-                allowed: agent.allowed(),
-            });
-        }
-        if let Err(retry_after) =
-            self.send_rate
-                .take(&agent.name, agent.max_per_minute, std::time::Instant::now())
-        {
-            tracing::warn!(agent = %agent.name, "agent over its send rate");
-            return Err(InboxError::RateLimited {
-                agent: agent.name.clone(),
-                max: agent.max_per_minute,
-                retry_after,
-            });
-        }
-        let hops = match &body.thread_id {
-            None => 0,
-            Some(thread) => self.thread_hops(thread).await? + 1,
-        };
-        let max = snap.config.server.max_hops;
-        if hops >= max {
-            return Err(InboxError::LoopDetected { hops, max });
-        }
-        self.start_thread(body, hops, Some(agent)).await
-    }
-
-    /// The most hops any message of a thread carried (0 for a thread this inbox has not seen).
-    async fn thread_hops(&self, thread: &str) -> Result<u32, InboxError> {
-        let messages = self
-            .store
-            .list_messages(MessageFilter {
-                thread: Some(thread.to_owned()),
-                limit: 50,
-                ..Default::default()
-            })
-            .await?;
-        Ok(messages.iter().map(|(m, _)| m.hops).max().unwrap_or(0))
-    }
-
-    /// Makes an outbound message's dead deliveries due again; returns how many.
-    pub async fn retry_dead(&self, id: &str) -> Result<usize, InboxError> {
-        if self.store.outbound(id).await?.is_none() {
-            return Err(InboxError::NotFound);
-        }
-        let n = self.store.retry_dead(id).await?;
-        if n == 0 {
-            return Err(InboxError::NothingDead(id.to_owned()));
-        }
-        tracing::info!(reply = %id, deliveries = n, "dead letters queued again");
-        self.relay.wake();
-        Ok(n)
-    }
-
-    /// Messages, newest first; a peer sees only its own, and the outbound messages addressed to it.
-    pub async fn list(
-        &self,
-        who: &Reader,
-        mut filter: MessageFilter,
-    ) -> Result<MessageList, InboxError> {
-        let mut replies = None;
-        if let Reader::Agent(agent) = who {
-            // Only a thread it started, named: there is no listing of everything for an agent.
-            let theirs = match &filter.thread {
-                Some(t) => self.store.agent_started(agent, t).await?,
-                None => false,
-            };
-            if !theirs {
-                return Err(InboxError::NotFound);
-            }
-        }
-        if let Reader::Peer(peer) = who {
-            filter.sender = Some(peer.clone());
-            // A peer names threads by its own names for them; one it has no name for is no
-            // thread of its, whoever else uses that id: the same empty answer.
-            if let Some(alias) = filter.thread.take() {
-                match self.store.thread_of(peer, &alias).await? {
-                    Some(thread) => filter.thread = Some(thread),
-                    None => {
-                        return Ok(MessageList {
-                            messages: Vec::new(),
-                            replies: Some(Vec::new()),
-                            refused: Vec::new(),
-                        });
-                    }
-                }
-            }
-            let to_peer = self
-                .store
-                .outbound_to_peer(peer, filter.thread.clone(), filter.limit)
-                .await?;
-            replies = Some(to_peer.iter().map(|o| OutboundView::new(o, None)).collect());
-        }
-        if matches!(who, Reader::Admin) && filter.route.is_none() && filter.sender.is_none() {
-            // What the operator or a local agent sent answers no message, so no message's
-            // detail lists it. (It has no route and no sender: a filter by either leaves it out.)
-            let sent = self
-                .store
-                .unanswering(filter.thread.clone(), filter.limit)
-                .await?;
-            replies = Some(sent.iter().map(|o| OutboundView::new(o, None)).collect());
-        }
-        let refused = match (&filter.thread, who) {
-            (Some(t), Reader::Admin | Reader::Agent(_)) => self.store.refusals(t).await?,
-            _ => Vec::new(),
-        };
-        let messages = self.store.list_messages(filter).await?;
-        let mut list = MessageList {
-            messages: messages
-                .iter()
-                .map(|(m, s)| MessageView::new(m, *s))
-                .collect(),
-            replies,
-            refused,
-        };
-        if let Reader::Peer(peer) = who {
-            let threads = list
-                .messages
-                .iter_mut()
-                .map(|m| &mut m.thread_id)
-                .chain(list.replies.iter_mut().flatten().map(|o| &mut o.thread_id));
-            self.name_threads_for(peer, threads).await?;
-        }
-        Ok(list)
-    }
-
-    /// One message with its turn and replies, or one outbound message with its deliveries.
-    pub async fn show(&self, who: &Reader, id: &str) -> Result<Detail, InboxError> {
-        // A peer sees a reply once it is on its way: not while a person holds it, nor after
-        // they rejected it.
-        let may_see = |deliveries: &[crate::model::Delivery]| match who {
-            Reader::Admin | Reader::Agent(_) => true,
-            Reader::Peer(p) => deliveries.iter().any(|d| {
-                d.peer == *p && !matches!(d.state, DeliveryState::Held | DeliveryState::Withheld)
-            }),
-        };
-        let approvals = match who {
-            Reader::Admin => self.store.approvals_for(id).await?,
-            _ => Vec::new(),
-        };
-        let approval_of = |id: &str| {
-            approvals
-                .iter()
-                .find(|a| a.id == id)
-                .map(crate::wire::ApprovalView::new)
-        };
-        if let Some(m) = self.store.message(id).await? {
-            if let Reader::Peer(p) = who
-                && *p != m.sender
-            {
-                return Err(InboxError::NotFound);
-            }
-            if let Reader::Agent(a) = who
-                && !self.store.agent_started(a, &m.thread_id).await?
-            {
-                return Err(InboxError::NotFound);
-            }
-            let turn = self.store.turn(id).await?.map(|t| match who {
-                Reader::Peer(_) => for_peer(t),
-                Reader::Admin | Reader::Agent(_) => t,
-            });
-            let replies = self.store.outbound_for(id).await?;
-            let mut detail = MessageDetail {
-                message: MessageView::new(&m, turn.as_ref().map(|t| t.state)),
-                turn,
-                replies: replies
-                    .iter()
-                    .filter(|(_, d)| may_see(d))
-                    .map(|(o, d)| OutboundView {
-                        approval: approval_of(&o.id),
-                        ..OutboundView::new(o, Some(&own_deliveries(who, d)))
-                    })
-                    .collect(),
-                approval: approval_of(id),
-            };
-            if let Reader::Peer(peer) = who {
-                let threads = std::iter::once(&mut detail.message.thread_id)
-                    .chain(detail.replies.iter_mut().map(|o| &mut o.thread_id));
-                self.name_threads_for(peer, threads).await?;
-            }
-            return Ok(Detail::Message(Box::new(detail)));
-        }
-        if let Some((o, d)) = self.store.outbound(id).await?
-            && may_see(&d)
-        {
-            if let Reader::Agent(a) = who
-                && !self.store.agent_started(a, &o.thread_id).await?
-            {
-                return Err(InboxError::NotFound);
-            }
-            let approval = match who {
-                Reader::Admin => self.store.approval(id).await?,
-                _ => None,
-            };
-            let mut reply = OutboundView {
-                approval: approval.as_ref().map(crate::wire::ApprovalView::new),
-                ..OutboundView::new(&o, Some(&own_deliveries(who, &d)))
-            };
-            if let Reader::Peer(peer) = who {
-                self.name_threads_for(peer, std::iter::once(&mut reply.thread_id))
-                    .await?;
-            }
-            return Ok(Detail::Outbound(Box::new(OutboundDetail { reply })));
-        }
-        Err(InboxError::NotFound)
-    }
-
-    /// Renames the threads a peer reads about to that peer's names for them (what it sent them
-    /// as, or what they were sent to it as): a peer never learns the inbox's own thread ids.
-    async fn name_threads_for(
-        &self,
-        peer: &str,
-        threads: impl Iterator<Item = &mut String>,
-    ) -> Result<(), InboxError> {
-        let mut names: std::collections::HashMap<String, String> = Default::default();
-        for thread in threads {
-            let name = match names.get(thread.as_str()) {
-                Some(n) => n.clone(),
-                None => {
-                    let n = self
-                        .store
-                        .alias_of(thread, peer)
-                        .await?
-                        .unwrap_or_else(|| thread.clone());
-                    names.insert(thread.clone(), n.clone());
-                    n
-                }
-            };
-            *thread = name;
-        }
-        Ok(())
-    }
-
-    /// Held items with what they hold: those waiting (oldest deadline first), or all (newest
-    /// first).
-    pub async fn approvals(
-        &self,
-        waiting_only: bool,
-        limit: u32,
-    ) -> Result<ApprovalList, InboxError> {
-        let mut items = Vec::new();
-        for a in self.store.approvals(waiting_only, limit).await? {
-            items.push(self.approval_item(a).await?);
-        }
-        Ok(ApprovalList { approvals: items })
-    }
-
-    /// One held item with what it holds.
-    pub async fn approval(&self, id: &str) -> Result<ApprovalItem, InboxError> {
-        let a = self.store.approval(id).await?.ok_or(InboxError::NotFound)?;
-        self.approval_item(a).await
-    }
-
-    async fn approval_item(&self, a: crate::model::Approval) -> Result<ApprovalItem, InboxError> {
-        let message = match &a.message_id {
-            Some(m) => self.store.message(m).await?,
-            None => None,
-        };
-        let turn_state = match (&message, a.kind) {
-            (Some(m), ApprovalKind::Inbound) => self.store.turn(&m.id).await?.map(|t| t.state),
-            _ => None,
-        };
-        let reply = match a.kind {
-            ApprovalKind::Outbound => self
-                .store
-                .outbound(&a.id)
-                .await?
-                .map(|(o, d)| OutboundView::new(&o, Some(&d))),
-            ApprovalKind::Inbound => None,
-        };
-        Ok(ApprovalItem {
-            approval: crate::wire::ApprovalView::new(&a),
-            message: message.as_ref().map(|m| MessageView::new(m, turn_state)),
-            reply,
-        })
-    }
-
-    /// Deliveries with their outbound messages, newest first; only dead letters if `dead_only`.
-    pub async fn outbox(&self, dead_only: bool, limit: u32) -> Result<Outbox, InboxError> {
-        let rows = self.store.outbox(dead_only, limit).await?;
-        Ok(Outbox {
-            outbox: rows
-                .into_iter()
-                .map(|(o, delivery)| OutboxItem {
-                    reply: OutboundView::new(&o, None),
-                    delivery,
-                })
-                .collect(),
-        })
-    }
 }
 
-/// The deliveries a reader may see: all for the admin, a peer's own for a peer (not where else
-/// a reply went, nor how those deliveries fare).
-/// A turn as its sender sees it: the outcome (state, attempts, exit code, the error's code,
-/// times), never the agent's output or the error's detail, which may name host paths. Those are
-/// the operator's.
-fn for_peer(t: crate::model::Turn) -> crate::model::Turn {
-    crate::model::Turn {
-        stdout_tail: None,
-        stderr_tail: None,
-        error: t
-            .error
-            .map(|e| crate::model::TurnError::new(e.code, String::new())),
-        ..t
-    }
-}
-
-fn own_deliveries(
-    who: &Reader,
-    deliveries: &[crate::model::Delivery],
-) -> Vec<crate::model::Delivery> {
-    deliveries
-        .iter()
-        .filter(|d| match who {
-            Reader::Admin | Reader::Agent(_) => true,
-            Reader::Peer(p) => d.peer == *p,
-        })
-        .cloned()
-        .collect()
-}
-
-/// Who a request's credentials make it: the admin bearer, or a peer's secret.
-pub fn reader(
-    config: &config::Config,
-    bearer: Option<&[u8]>,
-    secret: Option<&[u8]>,
-) -> Option<Reader> {
-    if let Some(token) = bearer
-        && config.is_admin(token)
-    {
-        return Some(Reader::Admin);
-    }
-    secret
-        .and_then(|s| config.peer_by_secret(s))
-        .map(|p| Reader::Peer(p.name.clone()))
+/// A message's turn on an agent route, held for a person by the route's `approve` or by the
+/// plugin (`hold`); and what then waits, to announce once it is committed.
+fn turn_for(
+    route: &crate::config::Route,
+    message: &Message,
+    hold: Option<String>,
+) -> (Option<NewTurn>, Option<Waiting>) {
+    let hold = match (hold, route.approve.inbound) {
+        (Some(why), _) => Some(format!("plugin: {why}")),
+        (None, true) => Some(format!("route {} approves inbound messages", route.name)),
+        (None, false) => None,
+    };
+    let turn = route.agent().map(|a| NewTurn {
+        max_queued: a.max_queued,
+        hold: hold.map(|reason| Hold {
+            reason,
+            expires_at: message.received_at + route.approval_timeout.as_millis() as i64,
+        }),
+    });
+    let waiting = turn
+        .as_ref()
+        .and_then(|t| t.hold.as_ref())
+        .map(|h| Waiting {
+            id: message.id.clone(),
+            kind: ApprovalKind::Inbound,
+            route: message.route.clone(),
+            sender: message.sender.clone(),
+            msg_type: message.msg_type.clone(),
+            thread_id: message.thread_id.clone(),
+            reason: h.reason.clone(),
+        });
+    (turn, waiting)
 }
 
 /// A future that runs to the end even when its caller stops waiting: dropped while pending, it

@@ -24,7 +24,7 @@ use crate::a2a::json::{
     ListParams, ListTasksResponse, SendParams, StatusUpdate, StreamResponse, Task, TaskParams,
     TaskState,
 };
-use crate::a2a::{A2aError, Answer, Caller, state};
+use crate::a2a::{A2aError, Caller, state};
 use crate::events::Event;
 use crate::hooks::HookError;
 use crate::inbox::{Inbox, InboxError, Incoming};
@@ -52,6 +52,14 @@ impl From<StoreError> for A2aError {
         tracing::error!(error = %e, "a2a: store failed");
         A2aError::Internal("the inbox could not read or write its store".into())
     }
+}
+
+/// A method's answer: one result, or a stream of them.
+pub enum Answer {
+    /// The `result`.
+    Result(Value),
+    /// `StreamResponse`s, ending when the task does (or the client goes, or the inbox drains).
+    Stream(mpsc::Receiver<StreamResponse>),
 }
 
 impl Inbox {

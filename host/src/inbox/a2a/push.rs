@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::sync::{broadcast, watch};
 
-use super::{load, parse, view};
-use crate::a2a::{A2aError, Answer, Caller};
+use super::{Answer, load, parse, view};
+use crate::a2a::{A2aError, Caller};
 use crate::events::Event;
 use crate::inbox::Inbox;
 use crate::model::{Outbound, PushConfig, new_id, now_ms};

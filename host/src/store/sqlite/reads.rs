@@ -13,29 +13,54 @@ use crate::model::{
 use crate::store::{MessageFilter, StoreError, TaskFilter};
 use crate::token::{Grant, TokenHash};
 
-/// Declares an enum of the model as stored text, one way each.
-macro_rules! text_enum {
-    ($name:ty) => {
-        impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
-            }
-        }
-        impl FromSql for $name {
-            fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-                value
-                    .as_str()?
-                    .parse()
-                    .map_err(|e| FromSqlError::Other(Box::new(e)))
-            }
-        }
-    };
+/// An enum of the model as stored text, one way each (a wrapper: the enums live in the core
+/// crate, and rusqlite's traits may only be implemented here for a type of this crate).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Text<T>(pub(super) T);
+
+/// The model's enums that are stored as their names.
+pub(super) trait Named: std::str::FromStr + Sized {
+    fn name(&self) -> &'static str;
 }
 
-text_enum!(TurnState);
-text_enum!(DeliveryState);
-text_enum!(ApprovalKind);
-text_enum!(Verdict);
+macro_rules! named {
+    ($($name:ty),*) => {$(
+        impl Named for $name {
+            fn name(&self) -> &'static str {
+                self.as_str()
+            }
+        }
+    )*};
+}
+
+named!(TurnState, DeliveryState, ApprovalKind, Verdict);
+
+impl<T: Named> ToSql for Text<T> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.name()))
+    }
+}
+
+/// Column `i` as one of the model's named enums.
+pub(super) fn named<T: Named>(r: &Row<'_>, i: usize) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    Ok(r.get::<_, Text<T>>(i)?.0)
+}
+
+impl<T: Named> FromSql for Text<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
+        value
+            .as_str()?
+            .parse()
+            .map(Text)
+            .map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
 
 /// Stored as `code: detail`.
 struct StoredTurnError(TurnError);
@@ -111,7 +136,7 @@ pub(super) fn outbound_row(r: &Row<'_>) -> rusqlite::Result<Outbound> {
 fn delivery_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Delivery> {
     Ok(Delivery {
         peer: r.get(at)?,
-        state: r.get(at + 1)?,
+        state: named(r, at + 1)?,
         attempts: r.get(at + 2)?,
         next_attempt_at: r.get(at + 3)?,
         last_status: r.get(at + 4)?,
@@ -202,7 +227,7 @@ pub(super) fn turn(c: &Connection, message_id: &str) -> Result<Option<Turn>, Sto
     )?
     .query_row(params![key(message_id)], |r| {
         Ok(Turn {
-            state: r.get(0)?,
+            state: named(r, 0)?,
             attempts: r.get(1)?,
             exit_code: r.get(2)?,
             signal: r.get(3)?,
@@ -270,7 +295,8 @@ pub(super) fn list_messages(
     let (sql, values) = list_statement(f);
     Ok(c.prepare_cached(&sql)?
         .query_map(params_from_iter(&values), |r| {
-            Ok((message_row(r)?, r.get(11)?))
+            let state: Option<Text<TurnState>> = r.get(11)?;
+            Ok((message_row(r)?, state.map(|t| t.0)))
         })?
         .collect::<Result<_, _>>()?)
 }
@@ -561,10 +587,10 @@ const APPROVAL_COLUMNS: &str = "id, kind, route, message_id, thread_id, reason, 
                                 decision_reason, original_payload";
 
 fn approval_row(r: &Row<'_>) -> rusqlite::Result<Approval> {
-    let verdict: Option<Verdict> = r.get(8)?;
+    let verdict: Option<Verdict> = r.get::<_, Option<Text<Verdict>>>(8)?.map(|t| t.0);
     Ok(Approval {
         id: id(r, 0)?,
-        kind: r.get(1)?,
+        kind: named(r, 1)?,
         route: r.get(2)?,
         message_id: opt_id(r, 3)?,
         thread_id: id(r, 4)?,

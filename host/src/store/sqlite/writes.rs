@@ -231,7 +231,7 @@ impl Write for CancelTask {
                  WHERE i.task_id = ?1 ORDER BY i.seq DESC LIMIT 1",
             )?
             .query_row(params![key(&self.task_id)], |r| {
-                Ok((id(r, 0)?, r.get(1)?, r.get(2)?))
+                Ok((id(r, 0)?, r.get(1)?, super::reads::named(r, 2)?))
             })
             .optional()?;
         let Some((message_id, route, state)) = latest else {

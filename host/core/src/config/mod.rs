@@ -1139,8 +1139,9 @@ mod readme_defaults {
     /// first table naming a key, as `[server]` comes before `[store]` and `[agent]` before
     /// `[approval]`).
     fn readme_defaults() -> std::collections::BTreeMap<String, String> {
-        let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-            .expect("README.md");
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md"))
+                .expect("README.md");
         let mut found = std::collections::BTreeMap::new();
         for l in readme.lines().filter(|l| l.starts_with("| `")) {
             let cells: Vec<&str> = l.split(" | ").collect();

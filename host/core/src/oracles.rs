@@ -36,7 +36,7 @@ pub fn a2a_request(b: &[u8]) {
 
 /// `query`: what the parameter reader accepts is in range.
 pub fn query(q: &str) {
-    use crate::http::query::{flag, limit, param, timeout_secs};
+    use crate::query::{flag, limit, param, timeout_secs};
     for key in ["thread", "route", "limit", "dead"] {
         assert!(param(Some(q), key).is_none_or(|v| !v.is_empty()));
     }

@@ -7,10 +7,6 @@ pub mod json;
 mod rpc;
 pub mod state;
 
-use serde_json::Value;
-use tokio::sync::mpsc;
-
-use self::json::StreamResponse;
 pub use self::rpc::{Request, Version, error_response, parse_request, result_response, version};
 
 /// A2A's errors, each with its JSON-RPC code (spec §5.4, §9.5).
@@ -112,12 +108,4 @@ pub enum Caller {
     Peer(String),
     /// The operator.
     Admin,
-}
-
-/// A method's answer: one result, or a stream of them.
-pub enum Answer {
-    /// The `result`.
-    Result(Value),
-    /// `StreamResponse`s, ending when the task does (or the client goes, or the inbox drains).
-    Stream(mpsc::Receiver<StreamResponse>),
 }
