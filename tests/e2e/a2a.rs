@@ -450,6 +450,29 @@ async fn the_card_follows_the_config_and_its_reloads() {
         c["securitySchemes"]["bearer"]["httpAuthSecurityScheme"]["scheme"],
         "Bearer"
     );
+    // Validators, so that a client re-reads the card only when it changed (CARD-CACHE-002).
+    let url = host.url("/.well-known/agent-card.json");
+    let etag = card.headers["etag"].to_str().unwrap().to_owned();
+    let modified = card.headers["last-modified"].to_str().unwrap().to_owned();
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    assert!(httpdate_ok(&modified), "{modified}");
+    let again = request("GET", &url, &[("if-none-match", &etag)], "").await;
+    assert_eq!(again.status, 304);
+    assert!(again.text.is_empty());
+    assert_eq!(again.headers["etag"], etag.as_str());
+    let weak = format!("\"other\", W/{etag}");
+    let again = request("GET", &url, &[("if-none-match", &weak)], "").await;
+    assert_eq!(again.status, 304);
+    let since = request("GET", &url, &[("if-modified-since", &modified)], "").await;
+    assert_eq!(since.status, 304);
+    let other = request("GET", &url, &[("if-none-match", "\"other\"")], "").await;
+    assert_eq!(other.status, 200);
+    assert_eq!(
+        other.headers["etag"],
+        etag.as_str(),
+        "the same bytes, the same tag"
+    );
+    assert_eq!(other.headers["last-modified"], modified.as_str());
     host.rewrite_config(&config("", "").replace(
         "tags = [\"echo\"] }",
         "tags = [\"echo\"], skill = \"echo\", name = \"Echo\" }",
@@ -460,7 +483,16 @@ async fn the_card_follows_the_config_and_its_reloads() {
     let card = request("GET", &host.url("/.well-known/agent-card.json"), &[], "").await;
     assert_eq!(card.json["skills"][0]["id"], "echo", "{:#}", card.json);
     assert_eq!(card.json["skills"][0]["name"], "Echo");
+    // The reload changed the card: the old tag no longer matches.
+    assert_ne!(card.headers["etag"], etag.as_str());
+    let stale = request("GET", &url, &[("if-none-match", &etag)], "").await;
+    assert_eq!(stale.status, 200);
     host.stop().await;
+}
+
+/// An IMF-fixdate, as HTTP dates are sent ("Sun, 06 Nov 1994 08:49:37 GMT").
+fn httpdate_ok(d: &str) -> bool {
+    d.len() == 29 && d.ends_with(" GMT") && d.as_bytes()[3] == b','
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

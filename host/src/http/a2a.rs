@@ -3,7 +3,9 @@
 //! the binding asks; only a failed authentication is a 401, and an oversized body a 413.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
+
+use sha2::{Digest, Sha256};
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, HeaderValue, WWW_AUTHENTICATE};
@@ -20,16 +22,84 @@ use crate::snapshot::Snapshot;
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
 /// `GET /.well-known/agent-card.json`: the card of the config in force; 404 while `[a2a]` is off.
-pub(super) fn card(inbox: &Arc<Inbox>, snap: &Arc<Snapshot>) -> Result<Response<Body>, ApiError> {
+/// It carries an `ETag` (a hash of its bytes) and `Last-Modified` (when this host first served
+/// those bytes), and answers `304` to a client that already holds it (`If-None-Match`, else
+/// `If-Modified-Since`), so a client can re-read it cheaply and notice a reload.
+pub(super) fn card(
+    door: &super::Door,
+    snap: &Arc<Snapshot>,
+    req: &Req,
+) -> Result<Response<Body>, ApiError> {
     if snap.config.a2a.is_none() {
         return Err(ApiError::NOT_FOUND);
     }
-    let base = inbox.base_url(snap);
-    let mut resp = json(StatusCode::OK, &a2a::card::card(&snap.config, &base));
+    let base = door.inbox().base_url(snap);
+    let card = a2a::card::card(&snap.config, &base);
+    let Ok(bytes) = serde_json::to_vec(&card) else {
+        return Ok(super::error::bare(StatusCode::INTERNAL_SERVER_ERROR));
+    };
+    let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&bytes)[..16]));
+    let modified = door.card_seen.modified(&etag);
+    let text = |name| header(req, name).and_then(|v| std::str::from_utf8(v).ok());
+    let fresh = match text("if-none-match") {
+        Some(tags) => etag_matches(tags, &etag),
+        None => text("if-modified-since")
+            .and_then(|d| httpdate::parse_http_date(d).ok())
+            .is_some_and(|since| modified <= since),
+    };
+    let mut resp = if fresh {
+        let mut r = Response::new(Body::full(Bytes::new()));
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r
+    } else {
+        let mut r = Response::new(Body::full(Bytes::from(bytes)));
+        r.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        r
+    };
+    let h = resp.headers_mut();
     // The card changes with a reload; a client may keep it a minute.
-    resp.headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+    if let Ok(v) = HeaderValue::from_str(&etag) {
+        h.insert(http::header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        h.insert(http::header::LAST_MODIFIED, v);
+    }
     Ok(resp)
+}
+
+/// Whether an `If-None-Match` list names `etag` (weak comparison, as RFC 9110 asks for GET).
+fn etag_matches(list: &str, etag: &str) -> bool {
+    list.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+}
+
+/// The card's bytes as this host last served them: their ETag, and since when.
+#[derive(Default)]
+pub(super) struct CardSeen(std::sync::Mutex<Option<(String, SystemTime)>>);
+
+impl CardSeen {
+    /// When the card with `etag` was first served here; now (to the second) if it changed.
+    fn modified(&self, etag: &str) -> SystemTime {
+        let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        match &*seen {
+            Some((tag, at)) if tag == etag => *at,
+            _ => {
+                // HTTP dates have whole seconds; a stored fraction would make every
+                // If-Modified-Since look older than the card.
+                let secs = SystemTime::now()
+                    .duration_since(SystemTime::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let at = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+                *seen = Some((etag.to_owned(), at));
+                at
+            }
+        }
+    }
 }
 
 /// The 429 of an address over its auth-failure limit, with a JSON-RPC error object (`"id": null`:

@@ -51,7 +51,7 @@ pub(super) async fn call(
                 status: "ok".into(),
             },
         )),
-        Endpoint::AgentCard => super::a2a::card(inbox, snap),
+        Endpoint::AgentCard => super::a2a::card(door, snap, req),
         Endpoint::Metrics => metrics(inbox, snap, req),
         Endpoint::Ready => ready(inbox).await,
         Endpoint::Console => Ok(super::console_pages::page(snap, inbox, req)),

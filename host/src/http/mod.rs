@@ -36,6 +36,8 @@ pub struct Door {
     inbox: Arc<Inbox>,
     limiter: AuthLimiter,
     reloader: Option<Arc<Reloader>>,
+    /// The agent card's validators: its ETag and when this host first served those bytes.
+    card_seen: a2a::CardSeen,
 }
 
 impl Door {
@@ -45,6 +47,7 @@ impl Door {
             inbox,
             limiter: AuthLimiter::default(),
             reloader,
+            card_seen: a2a::CardSeen::default(),
         }
     }
 
