@@ -150,6 +150,14 @@ pub enum RunError {
     /// The OpenClaw gateway refused the run, failed it, or could not be reached.
     #[error("{0}")]
     Gateway(String),
+    /// A remote A2A agent failed, rejected or lost the task, or refused the inbox's calls.
+    #[error("{detail}")]
+    Remote {
+        /// `remote_failed`, `remote_rejected`, `remote_task_lost`, ...
+        code: &'static str,
+        /// The remote's words, or what the inbox saw.
+        detail: String,
+    },
 }
 
 impl RunError {
@@ -164,6 +172,7 @@ impl RunError {
             Self::TimedOut(_) => "timed_out",
             Self::Canceled => "canceled",
             Self::Gateway(_) => "gateway_failed",
+            Self::Remote { code, .. } => code,
         }
     }
 }

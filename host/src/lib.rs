@@ -13,6 +13,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 // The pure parts live in the core crate (host/core), under the same names.
 pub use agent_inbox_core::{a2a, config, console, limiter, model, oracles, signature, wire};
 
+pub mod a2a_client;
 pub mod agent_process;
 pub mod approval;
 pub mod cli;

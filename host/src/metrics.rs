@@ -54,6 +54,19 @@ pub struct PeerOutcome {
     pub outcome: String,
 }
 
+/// A call to a remote A2A agent: whose (the route or peer that named it), which method, and how
+/// it went.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RemoteCall {
+    /// `route:NAME` or `peer:NAME`.
+    pub remote: String,
+    /// The JSON-RPC method (`SendMessage`, `GetTask`, ...), or `card`.
+    pub method: String,
+    /// `ok`, `rate_limited`, `task_not_found`, `rpc_error`, `http_error`, `unreachable`,
+    /// `timed_out` or `bad_answer`.
+    pub outcome: String,
+}
+
 /// One peer.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Peer {
@@ -124,6 +137,8 @@ pub struct Metrics {
     pub attempts: Family<PeerOutcome, Counter>,
     /// How long an attempt took, by peer.
     pub attempt_seconds: Histograms<Peer>,
+    /// Calls to remote A2A agents, by remote, method and outcome.
+    pub a2a_calls: Family<RemoteCall, Counter>,
     /// Plugin calls, by route and hook.
     pub plugin_seconds: Histograms<Hook>,
     /// Plugin calls that failed (trap, deadline, memory, a bad answer), by route and hook.
@@ -164,6 +179,7 @@ impl Metrics {
             turn_seconds: Family::new_with_constructor(latency),
             attempts: Family::default(),
             attempt_seconds: Family::new_with_constructor(latency),
+            a2a_calls: Family::default(),
             plugin_seconds: Family::new_with_constructor(latency),
             plugin_failures: Family::default(),
             reloads: Family::default(),
@@ -217,6 +233,11 @@ impl Metrics {
             "delivery_attempt_seconds",
             "Delivery attempt time, by peer",
             m.attempt_seconds.clone(),
+        );
+        r.register(
+            "a2a_client_calls",
+            "Calls to remote A2A agents, by remote, method and outcome",
+            m.a2a_calls.clone(),
         );
         r.register(
             "plugin_call_seconds",

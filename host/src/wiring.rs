@@ -94,12 +94,15 @@ async fn run_on(
     let events = Events::new();
     let stopping = Arc::new(Shutdown::new());
     let relay = Relay::new(store.clone(), active.clone(), events.clone(), max_in_flight);
+    // One client for remote A2A agents, so each remote has one call budget.
+    let a2a = Arc::new(crate::a2a_client::A2aClient::default());
     let turns = Turns::new(
         store.clone(),
         active.clone(),
         relay.clone(),
         events.clone(),
         stopping.clone(),
+        a2a,
     );
     let addr = listener.local_addr().context("listener has no address")?;
     turns.set_bound(addr);
@@ -125,6 +128,8 @@ async fn run_on(
         events,
         shutdown: stopping.clone(),
     }));
+    let replies: Arc<dyn crate::turns::Replies> = inbox.clone();
+    turns.set_replies(Arc::downgrade(&replies));
     inbox
         .load_signed_out()
         .await

@@ -15,6 +15,10 @@ use std::path::{Path, PathBuf};
 /// re-exports them. The wiring may name everything, and only the command line names the wiring.
 const EDGES: &[(&str, &[&str])] = &[
     ("a2a", &["config", "model"]),
+    (
+        "a2a_client",
+        &["a2a", "config", "metrics", "model", "ssrf", "tls"],
+    ),
     ("agent_process", &["subreaper"]),
     (
         "approval",
@@ -123,6 +127,8 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "turns",
         &[
+            "a2a",
+            "a2a_client",
             "agent_process",
             "config",
             "events",
@@ -143,8 +149,21 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "wiring",
         &[
-            "approval", "config", "events", "http", "inbox", "listener", "metrics", "relay",
-            "reload", "server", "shutdown", "snapshot", "store", "turns",
+            "a2a_client",
+            "approval",
+            "config",
+            "events",
+            "http",
+            "inbox",
+            "listener",
+            "metrics",
+            "relay",
+            "reload",
+            "server",
+            "shutdown",
+            "snapshot",
+            "store",
+            "turns",
         ],
     ),
 ];

@@ -1,6 +1,7 @@
 //! Integration tests: one binary, real sockets, real agents, real peers.
 
 mod a2a;
+mod a2a_out;
 mod agent_config;
 mod agents;
 mod approvals;

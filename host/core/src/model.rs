@@ -14,6 +14,16 @@ pub fn new_id() -> String {
     uuid::Uuid::now_v7().to_string()
 }
 
+/// An id made from `seed`, the same every time (a UUID, version 8, of the seed's SHA-256): for
+/// a record that a retry or a restart may try to make again, so the second try finds the first.
+pub fn derived_id(seed: &str) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Uuid::new_v8(bytes).to_string()
+}
+
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -667,6 +677,65 @@ impl fmt::Debug for PushConfig {
             .field("id", &self.id)
             .field("url", &self.url)
             .finish_non_exhaustive()
+    }
+}
+
+/// A task at a remote A2A agent that the inbox follows to its end: one per turn of a route whose
+/// agent is `driver = "a2a"` (its key `turn:<message id>`), or per delivery to an A2A peer. What
+/// it has taken from the remote (`seen`: artifact ids) is kept, so that a restart resumes it
+/// without repeating an answer, and the thread's next message can continue it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RemoteTask {
+    pub key: String,
+    pub kind: RemoteKind,
+    /// The route (`turn`) or peer (`delivery`) whose remote it is.
+    pub target: String,
+    pub thread_id: String,
+    /// The message (`turn`) or outbound message (`delivery`) it was sent for.
+    pub origin: String,
+    /// The `messageId` sent, the same on every retry of the send.
+    pub message_ref: String,
+    /// The remote's task id; `None` until the remote has answered the send.
+    pub remote_id: Option<String>,
+    pub context_id: Option<String>,
+    /// The remote state as last seen (`TASK_STATE_...`; `sending` before the first answer).
+    pub state: String,
+    /// Artifact ids already taken (each is one reply or message, once).
+    pub seen: Vec<String>,
+    /// Followed until this time (ms); then given up.
+    pub follow_until: i64,
+    /// Nothing more to follow.
+    pub done: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Whose a remote task is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteKind {
+    /// A turn of a route whose agent is an A2A agent.
+    Turn,
+    /// A message delivered to an A2A peer.
+    Delivery,
+}
+
+impl RemoteKind {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemoteKind::Turn => "turn",
+            RemoteKind::Delivery => "delivery",
+        }
+    }
+
+    /// From storage.
+    pub fn parse(s: &str) -> Option<RemoteKind> {
+        match s {
+            "turn" => Some(RemoteKind::Turn),
+            "delivery" => Some(RemoteKind::Delivery),
+            _ => None,
+        }
     }
 }
 

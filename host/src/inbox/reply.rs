@@ -59,6 +59,17 @@ impl Inbox {
         grant: token::Grant,
         body: SendBody,
     ) -> Result<Ack, InboxError> {
+        self.reply_as(snap, grant, body, new_id()).await
+    }
+
+    /// [`Inbox::reply`] with the reply's id given (derived, for a reply the inbox makes itself).
+    async fn reply_as(
+        &self,
+        snap: &Snapshot,
+        grant: token::Grant,
+        body: SendBody,
+        id: String,
+    ) -> Result<Ack, InboxError> {
         if body.starts_thread {
             return Err(InboxError::NotAllowed {
                 reason: "a reply token answers its own turn: it cannot name a peer or a thread"
@@ -139,7 +150,7 @@ impl Inbox {
             None => (draft, terms.reply_to.clone()),
         };
         let outbound = Outbound {
-            id: new_id(),
+            id,
             in_reply_to: Some(grant.message_id.clone()),
             route: Some(grant.route.clone()),
             msg_type: draft.msg_type,
@@ -342,3 +353,34 @@ impl Inbox {
         Ok(n)
     }
 }
+
+/// A remote A2A agent's answers, as replies of the turn that follows its task: the same checks
+/// and commit as `/send` with the turn's token.
+impl crate::turns::Replies for Inbox {
+    fn reply<'a>(
+        &'a self,
+        token: &'a str,
+        reply: crate::turns::DriverReply,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ReplyRefused>> + Send + 'a>> {
+        Box::pin(async move {
+            let snap = self.active.load_full();
+            let refused = |e: InboxError| match e {
+                InboxError::Superseded => ReplyRefused::Superseded,
+                InboxError::Store(e) => ReplyRefused::Store(e),
+                other => ReplyRefused::Refused(other.to_string()),
+            };
+            let grant = self.grant(token).await.map_err(refused)?;
+            let body = SendBody {
+                msg_type: reply.msg_type,
+                payload: reply.payload,
+                starts_thread: false,
+            };
+            self.reply_as(&snap, grant, body, reply.id)
+                .await
+                .map(drop)
+                .map_err(refused)
+        })
+    }
+}
+
+use crate::turns::ReplyRefused;

@@ -21,7 +21,8 @@ use std::time::Duration;
 
 use crate::model::{
     Approval, Attempt, AttemptOutcome, Decide, Delivery, HostBeat, Message, Outbound, PushConfig,
-    Refusal, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
+    Refusal, RemoteKind, RemoteTask, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd,
+    TurnError, TurnState,
 };
 use crate::token::{Grant, TokenHash};
 
@@ -460,6 +461,33 @@ impl Store {
         backend!(self.tasks(filter))
     }
 
+    /// Records a remote task as it stands (its lease, if any, is left as it is).
+    pub async fn put_remote_task(&self, task: RemoteTask) -> Result<(), StoreError> {
+        backend!(self.put_remote_task(task))
+    }
+
+    /// A remote task by its key.
+    pub async fn remote_task(&self, key: &str) -> Result<Option<RemoteTask>, StoreError> {
+        backend!(self.remote_task(key))
+    }
+
+    /// The thread's latest remote task of this kind and target that the remote answered: the
+    /// one a new message in the thread continues (its context, and its task while it waits for
+    /// input).
+    pub async fn latest_remote_task(
+        &self,
+        thread_id: &str,
+        kind: RemoteKind,
+        target: &str,
+    ) -> Result<Option<RemoteTask>, StoreError> {
+        backend!(self.latest_remote_task(thread_id, kind, target))
+    }
+
+    /// The remote tasks sent for a message or an outbound message, oldest first.
+    pub async fn remote_tasks_of(&self, origin: &str) -> Result<Vec<RemoteTask>, StoreError> {
+        backend!(self.remote_tasks_of(origin))
+    }
+
     /// Creates a push config, or replaces the one with its (task, id).
     pub async fn put_push_config(&self, config: PushConfig) -> Result<(), StoreError> {
         backend!(self.put_push_config(config))
@@ -537,7 +565,13 @@ impl Store {
     /// attempt's token stops working at once. Refused, in the same transaction, when that
     /// attempt has committed a reply meanwhile: a turn is answered once.
     pub async fn requeue(&self, message_id: &str) -> Result<Requeued, StoreError> {
-        backend!(self.requeue(message_id))
+        backend!(self.requeue(message_id, false))
+    }
+
+    /// Puts an interrupted turn back in its queue even if its attempt has replied: for a turn
+    /// that resumes a task at a remote A2A agent, which repeats no answer when it runs again.
+    pub async fn resume(&self, message_id: &str) -> Result<Requeued, StoreError> {
+        backend!(self.requeue(message_id, true))
     }
 
     /// Leaves an interrupted turn `interrupted` for good, with the reason; its tokens stop

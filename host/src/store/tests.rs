@@ -1406,3 +1406,81 @@ async fn postgres_connections_commit_with_their_wal_flushed() {
     assert_eq!(seen, "off", "the role's default did not apply");
     assert_eq!(ours.expect("the store's setting"), "on");
 }
+
+#[tokio::test]
+async fn remote_tasks_are_kept_updated_and_found_by_thread() {
+    for (name, store, _keep) in backends().await {
+        let rec = |key: &str, thread: &str, remote: Option<&str>, at: i64| RemoteTask {
+            key: key.into(),
+            kind: RemoteKind::Turn,
+            target: "delegate".into(),
+            thread_id: thread.into(),
+            origin: key.trim_start_matches("turn:").into(),
+            message_ref: format!("{}.1", key.trim_start_matches("turn:")),
+            remote_id: remote.map(str::to_owned),
+            context_id: remote.map(|_| "ctx".to_owned()),
+            state: "sending".into(),
+            seen: Vec::new(),
+            follow_until: at + 60_000,
+            done: false,
+            created_at: at,
+            updated_at: at,
+        };
+        assert_eq!(
+            store.remote_task("turn:m1").await.expect(name),
+            None,
+            "{name}"
+        );
+        store
+            .put_remote_task(rec("turn:m1", "th", None, 1))
+            .await
+            .expect(name);
+        // Not answered yet: nothing in the thread to continue.
+        assert_eq!(
+            store
+                .latest_remote_task("th", RemoteKind::Turn, "delegate")
+                .await
+                .expect(name),
+            None,
+            "{name}"
+        );
+        let mut answered = rec("turn:m1", "th", Some("t-1"), 1);
+        answered.state = "TASK_STATE_INPUT_REQUIRED".into();
+        answered.seen = vec!["a1".into(), "input-required".into()];
+        answered.updated_at = 5;
+        store.put_remote_task(answered.clone()).await.expect(name);
+        assert_eq!(
+            store.remote_task("turn:m1").await.expect(name),
+            Some(answered.clone()),
+            "{name}"
+        );
+        // A later task in the thread is the one to continue; another route's or thread's is not.
+        let mut later = rec("turn:m2", "th", Some("t-2"), 9);
+        later.done = true;
+        store.put_remote_task(later.clone()).await.expect(name);
+        let mut elsewhere = rec("turn:m3", "other", Some("t-3"), 20);
+        elsewhere.target = "other-route".into();
+        store.put_remote_task(elsewhere).await.expect(name);
+        assert_eq!(
+            store
+                .latest_remote_task("th", RemoteKind::Turn, "delegate")
+                .await
+                .expect(name),
+            Some(later),
+            "{name}"
+        );
+        assert_eq!(
+            store
+                .latest_remote_task("th", RemoteKind::Delivery, "delegate")
+                .await
+                .expect(name),
+            None,
+            "{name}"
+        );
+        assert_eq!(
+            store.remote_tasks_of("m1").await.expect(name),
+            vec![answered],
+            "{name}"
+        );
+    }
+}

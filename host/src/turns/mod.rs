@@ -6,6 +6,7 @@
 //! A turn reads the route's settings from the snapshot current when it is claimed.
 
 mod recovery;
+mod remote;
 mod run;
 
 use std::collections::HashMap;
@@ -44,6 +45,44 @@ pub struct Turns {
     cancels: Cancels,
     /// For agents reached over HTTP (the OpenClaw gateway driver).
     client: crate::tls::HttpsClient,
+    /// For remote A2A agents (`driver = "a2a"`), shared with the relay (one budget per remote).
+    a2a: Arc<crate::a2a_client::A2aClient>,
+    /// Where replies the inbox makes for a turn go (an A2A agent's artifacts): the use cases,
+    /// set by the wiring once they exist.
+    replies: OnceLock<std::sync::Weak<dyn Replies>>,
+}
+
+/// Where a turn's replies go when the inbox makes them itself (a remote A2A agent's artifacts):
+/// the same checks and the same commit as a reply an agent sends to `/send` with the turn's
+/// token. The use cases implement it; the scheduler cannot name them.
+pub trait Replies: Send + Sync {
+    /// Records `reply` under the turn's `token`.
+    fn reply<'a>(
+        &'a self,
+        token: &'a str,
+        reply: DriverReply,
+    ) -> std::pin::Pin<Box<dyn Future<Output = Result<(), ReplyRefused>> + Send + 'a>>;
+}
+
+/// A reply the inbox makes for a turn.
+#[derive(Debug, Clone)]
+pub struct DriverReply {
+    /// Derived from what it answers, so that a second try finds the first.
+    pub id: String,
+    pub msg_type: String,
+    /// JSON text.
+    pub payload: String,
+}
+
+/// Why such a reply was not recorded.
+#[derive(Debug)]
+pub enum ReplyRefused {
+    /// The turn's attempt is no longer current.
+    Superseded,
+    /// The route does not take it (its type, its check-reply, its limits), and why.
+    Refused(String),
+    /// The store failed.
+    Store(StoreError),
 }
 
 /// The running turns' stop signals, by message id: a cancelled task stops its agent at once on
@@ -110,6 +149,7 @@ impl Turns {
         relay: Arc<Relay>,
         events: Events,
         shutdown: Arc<Shutdown>,
+        a2a: Arc<crate::a2a_client::A2aClient>,
     ) -> Arc<Self> {
         Arc::new(Self {
             store,
@@ -122,7 +162,14 @@ impl Turns {
             idle: Notify::new(),
             cancels: Cancels::default(),
             client: crate::tls::client(),
+            a2a,
+            replies: OnceLock::new(),
         })
+    }
+
+    /// Where replies the inbox makes for a turn go; set once, by the wiring.
+    pub fn set_replies(&self, replies: std::sync::Weak<dyn Replies>) {
+        let _ = self.replies.set(replies);
     }
 
     /// Records the address the server bound, used when `public_url` is not set.

@@ -3,12 +3,15 @@
 //! once: run again (`on_interrupt = "rerun"`, once), or left `interrupted` and notified like any
 //! failure. An attempt that has committed a reply is never run again: a turn is answered once.
 
-use crate::config::{OnFailure, OnInterrupt};
+use crate::config::{Driver, OnFailure, OnInterrupt};
 use crate::model::{TurnEnd, TurnError, TurnState};
 use crate::snapshot::Snapshot;
 use crate::store::{Interrupted, Requeued, StoreError};
 
 use super::Turns;
+
+/// Times a turn following a remote A2A task may be interrupted and resumed.
+const MAX_RESUMES: u32 = 10;
 
 /// How an interrupted turn was settled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -37,6 +40,25 @@ impl Turns {
         Ok((rerun, failed))
     }
 
+    /// Whether an interrupted turn resumes a task at a remote A2A agent: its route still drives
+    /// one and reruns what a stop interrupts, and the task is recorded and not over. It then runs
+    /// again even after it replied (it repeats no answer), up to [`MAX_RESUMES`] times.
+    async fn resumes(
+        &self,
+        settings: Option<&crate::config::AgentSettings>,
+        t: &Interrupted,
+    ) -> Result<bool, StoreError> {
+        let Some(a) = settings else { return Ok(false) };
+        if !matches!(a.driver, Driver::A2a(_))
+            || a.on_interrupt != OnInterrupt::Rerun
+            || t.attempts >= MAX_RESUMES
+        {
+            return Ok(false);
+        }
+        let key = format!("turn:{}", t.message_id);
+        Ok(self.store.remote_task(&key).await?.is_some_and(|r| !r.done))
+    }
+
     /// Settles one interrupted attempt (`how` says what stopped it, for the log and the notice).
     pub(super) async fn settle(
         &self,
@@ -46,6 +68,15 @@ impl Turns {
     ) -> Result<Settled, StoreError> {
         let route = snap.config.routes.get(&t.route);
         let settings = route.and_then(|r| r.agent());
+        if self.resumes(settings, &t).await? {
+            match self.store.resume(&t.message_id).await? {
+                Requeued::NotInterrupted => return Ok(Settled::Already),
+                _ => {
+                    tracing::warn!(message_id = %t.message_id, route = %t.route, attempt = t.attempts, "turn interrupted ({how}); it resumes its remote task");
+                    return Ok(Settled::Rerun);
+                }
+            }
+        }
         let mut why = match settings.map(|a| a.on_interrupt) {
             _ if t.replied => Some(format!(
                 "{how} while the agent ran, after it had replied; not run again, so the turn is answered once"

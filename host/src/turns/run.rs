@@ -65,7 +65,7 @@ pub(super) async fn run(
                 return unstarted.end(error).await;
             }
         },
-        Driver::OpenClawGateway(_) => None,
+        Driver::OpenClawGateway(_) | Driver::A2a(_) => None,
     };
     let auth_header = match &auth_file {
         Some(f) => format!("@{}", f.display()),
@@ -119,6 +119,25 @@ pub(super) async fn run(
                 cancel: Some(cancel.notify()),
             };
             with_renewals(turns, &lease, gateway::run(g, &turns.client, turn)).await
+        }
+        // The remote agent gets the message itself, not the prompt: its answers come back as
+        // the task's artifacts, so it needs no reply instructions.
+        Driver::A2a(agent) => {
+            drop(prompt);
+            let stop = &cancel;
+            let interrupted = move || stop.interrupted();
+            let turn = super::remote::RemoteTurn {
+                turns,
+                agent,
+                route: route_name,
+                message: &message,
+                attempt: lease.generation,
+                token: &token,
+                timeout: settings.timeout,
+                cancel: cancel.notify(),
+                interrupted: &interrupted,
+            };
+            with_renewals(turns, &lease, super::remote::run(turn)).await
         }
     };
     let interrupted = cancel.interrupted();

@@ -4,6 +4,7 @@
 
 pub mod card;
 pub mod json;
+pub mod remote;
 mod rpc;
 pub mod state;
 

@@ -80,3 +80,6 @@ pub const DEFAULT_A2A_NAME: &str = "agent-inbox";
 pub const DEFAULT_A2A_MAX_WAIT: Duration = Duration::from_secs(60);
 /// `[agents.NAME] max_per_minute`: messages a local agent may start per minute.
 pub const DEFAULT_AGENT_MAX_PER_MINUTE: u32 = 30;
+/// Default `max_calls_per_minute` to one remote A2A agent (sends and polls together): below
+/// OpenClaw's 30 a minute per peer, which counts polls too.
+pub const DEFAULT_A2A_CALLS_PER_MINUTE: u32 = 20;

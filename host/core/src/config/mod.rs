@@ -124,6 +124,36 @@ pub enum Driver {
     Command,
     /// A POST to an OpenClaw gateway's `/hooks/agent`, waiting for the run to complete.
     OpenClawGateway(Box<Gateway>),
+    /// A task at a remote A2A agent, followed to its end; its artifacts are the turn's replies.
+    A2a(Box<A2aAgent>),
+}
+
+/// `agent = { driver = "a2a", url, token_env, skill, reply_type, question_type,
+/// max_calls_per_minute }`.
+#[derive(Debug, Clone)]
+pub struct A2aAgent {
+    /// Where the agent is and how to call it.
+    pub remote: A2aRemote,
+    /// Sent as the message's `metadata.skill`, for agents that offer several.
+    pub skill: Option<String>,
+    /// The type of an artifact that carries no `{type, payload}` data part.
+    pub reply_type: String,
+    /// The type of the reply an `INPUT_REQUIRED` question becomes.
+    pub question_type: String,
+}
+
+/// A remote A2A agent as the config names it (a route's agent, or a peer).
+#[derive(Debug, Clone)]
+pub struct A2aRemote {
+    /// Its JSON-RPC endpoint, or (when `card`) its agent card, read for the endpoint.
+    pub url: http::Uri,
+    /// `url` is a card (its path ends in `.json`).
+    pub card: bool,
+    /// The bearer the inbox sends it (the first of a rotation), if it wants one.
+    pub bearer: Option<Secret>,
+    /// Calls a minute (sends and polls together); every route and peer naming the same URL share
+    /// the smallest budget any of them gives.
+    pub max_calls_per_minute: u32,
 }
 
 /// `agent = { driver = "openclaw-gateway", url, token_env, agent_id, session_prefix }`.
@@ -960,6 +990,96 @@ mod tests {
         assert!(
             errs.iter()
                 .any(|e| e.contains("agents.planner.approval_timeout_secs: must be greater")),
+            "{errs:?}"
+        );
+    }
+
+    /// README: `driver = "a2a"`: a URL (endpoint, or a card ending in `.json`), the bearer's
+    /// variable, and reply and question types among the route's `reply_types`.
+    #[test]
+    fn an_a2a_agent_is_checked() {
+        let route = |agent: &str| {
+            GOOD.replace(
+                "agent = { timeout_secs = 600 }",
+                &format!("agent = {{ driver = \"a2a\", {agent} }}"),
+            )
+        };
+        let c = Config::parse(
+            &route("url = \"http://127.0.0.1:18789/a2a/v1\", token_env = \"TONY_SECRET\", skill = \"plan\""),
+            Path::new("."),
+            env,
+        )
+        .expect("valid");
+        let Driver::A2a(a) = &c.routes["tasks"].agent().expect("agent").driver else {
+            panic!("not the a2a driver");
+        };
+        assert!(!a.remote.card);
+        assert!(
+            a.remote
+                .bearer
+                .as_ref()
+                .is_some_and(|b| b.matches(b"tony-secret"))
+        );
+        assert_eq!(a.remote.max_calls_per_minute, 20);
+        assert_eq!(
+            (a.reply_type.as_str(), a.question_type.as_str()),
+            ("BREAKDOWN", "BREAKDOWN")
+        );
+        assert_eq!(a.skill.as_deref(), Some("plan"));
+        let c = Config::parse(
+            &route("url = \"https://agent.example/.well-known/agent-card.json\", reply_type = \"STATUS\", max_calls_per_minute = 5"),
+            Path::new("."),
+            env,
+        )
+        .expect("valid");
+        let Driver::A2a(a) = &c.routes["tasks"].agent().expect("agent").driver else {
+            panic!("not the a2a driver");
+        };
+        assert!(a.remote.card && a.remote.bearer.is_none());
+        assert_eq!(
+            (a.reply_type.as_str(), a.question_type.as_str()),
+            ("STATUS", "STATUS")
+        );
+        assert_eq!(a.remote.max_calls_per_minute, 5);
+        for (agent, expected) in [
+            (
+                "token_env = \"X\"",
+                "routes.tasks.agent.url: the agent's JSON-RPC endpoint",
+            ),
+            (
+                "url = \"ftp://x/a2a\"",
+                "routes.tasks.agent.url: not an http(s) URL",
+            ),
+            (
+                "url = \"http://h/a2a\", token_env = \"UNSET_VAR\"",
+                "routes.tasks.agent.token_env",
+            ),
+            (
+                "url = \"http://h/a2a\", reply_type = \"NOPE\"",
+                "routes.tasks.agent.reply_type: \"NOPE\" is not one of the route's reply_types",
+            ),
+            (
+                "url = \"http://h/a2a\", question_type = \"NOPE\"",
+                "routes.tasks.agent.question_type",
+            ),
+            (
+                "url = \"http://h/a2a\", max_calls_per_minute = 0",
+                "routes.tasks.agent.max_calls_per_minute: must be greater than 0",
+            ),
+        ] {
+            let errs = errors(&route(agent));
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "{agent}: {errs:?}"
+            );
+        }
+        let no_replies = route("url = \"http://h/a2a\"")
+            .replace("reply_types = [\"BREAKDOWN\", \"STATUS\"]\n", "")
+            .replace("reply_to = [\"tony\"]\n", "");
+        let errs = errors(&no_replies);
+        assert!(
+            errs.iter()
+                .any(|e| e.contains("an A2A agent's answers are the route's replies")),
             "{errs:?}"
         );
     }

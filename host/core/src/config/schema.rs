@@ -153,6 +153,10 @@ pub(super) struct Agent {
     pub(super) token_env: Option<String>,
     pub(super) agent_id: Option<String>,
     pub(super) session_prefix: Option<String>,
+    pub(super) skill: Option<String>,
+    pub(super) reply_type: Option<String>,
+    pub(super) question_type: Option<String>,
+    pub(super) max_calls_per_minute: Option<u32>,
 }
 
 #[derive(Debug, Deserialize, Default)]

@@ -16,8 +16,8 @@ mod writes;
 
 use self::rows::{
     APPROVAL_COLUMNS, DELIVERY_COLUMNS, MESSAGE_COLUMNS, OUTBOUND_COLUMNS, PUSH_COLUMNS,
-    TASK_COLUMNS, approval_row, delivery_at, message_row, opt_i32, outbound_row, parse, push_row,
-    task_row, u32_at,
+    REMOTE_COLUMNS, TASK_COLUMNS, approval_row, delivery_at, message_row, opt_i32, outbound_row,
+    parse, push_row, remote_row, task_row, u32_at,
 };
 pub use self::signals::Signal;
 use self::signals::{SIGNALS, listen};
@@ -34,8 +34,8 @@ use tokio_postgres::types::ToSql;
 
 use crate::model::{
     Approval, ApprovalKind, Attempt, AttemptOutcome, Decide, Decision, Delivery, DeliveryState,
-    HostBeat, Message, Outbound, PushConfig, Refusal, ReplyCount, ReplyLimits, Task, TaskInput,
-    TaskRecord, Turn, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    HostBeat, Message, Outbound, PushConfig, Refusal, RemoteKind, RemoteTask, ReplyCount,
+    ReplyLimits, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,

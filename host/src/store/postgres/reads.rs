@@ -71,6 +71,60 @@ impl PgStore {
         Ok(out)
     }
 
+    pub(in crate::store) async fn remote_task(
+        &self,
+        key: &str,
+    ) -> Result<Option<RemoteTask>, StoreError> {
+        self.client()
+            .await?
+            .query_opt(
+                &format!("SELECT {REMOTE_COLUMNS} FROM remote_tasks WHERE key = $1"),
+                &[&key],
+            )
+            .await?
+            .map(|r| remote_row(&r))
+            .transpose()
+    }
+
+    pub(in crate::store) async fn latest_remote_task(
+        &self,
+        thread_id: &str,
+        kind: RemoteKind,
+        target: &str,
+    ) -> Result<Option<RemoteTask>, StoreError> {
+        self.client()
+            .await?
+            .query_opt(
+                &format!(
+                    "SELECT {REMOTE_COLUMNS} FROM remote_tasks
+                     WHERE thread_id = $1 AND kind = $2 AND target = $3 AND remote_id IS NOT NULL
+                     ORDER BY updated_at DESC, created_at DESC LIMIT 1"
+                ),
+                &[&thread_id, &kind.as_str(), &target],
+            )
+            .await?
+            .map(|r| remote_row(&r))
+            .transpose()
+    }
+
+    pub(in crate::store) async fn remote_tasks_of(
+        &self,
+        origin: &str,
+    ) -> Result<Vec<RemoteTask>, StoreError> {
+        self.client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {REMOTE_COLUMNS} FROM remote_tasks WHERE origin = $1 ORDER BY created_at, key"
+                ),
+                &[&origin],
+            )
+            .await?
+            .iter()
+            .map(remote_row)
+            .collect()
+    }
+
     pub(in crate::store) async fn push_config(
         &self,
         task_id: &str,

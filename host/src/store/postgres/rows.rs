@@ -3,7 +3,10 @@
 
 use tokio_postgres::Row;
 
-use crate::model::{Approval, Decision, Delivery, Message, Outbound, PushConfig, Task, Verdict};
+use crate::model::{
+    Approval, Decision, Delivery, Message, Outbound, PushConfig, RemoteKind, RemoteTask, Task,
+    Verdict,
+};
 use crate::store::StoreError;
 
 /// Reads a `BIGINT` column as a `u32` (attempts, hops: never negative or that large).
@@ -133,5 +136,31 @@ pub(super) fn approval_row(r: &Row) -> Result<Approval, StoreError> {
                 original_payload: r.get(13),
             }),
         },
+    })
+}
+
+pub(super) const REMOTE_COLUMNS: &str = "key, kind, target, thread_id, origin, message_ref, \
+                                remote_id, context_id, state, seen, follow_until, done, \
+                                created_at, updated_at";
+
+pub(super) fn remote_row(r: &Row) -> Result<RemoteTask, StoreError> {
+    let kind: String = r.get(1);
+    let seen: String = r.get(9);
+    Ok(RemoteTask {
+        key: r.get(0),
+        kind: RemoteKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("remote task kind {kind:?}")))?,
+        target: r.get(2),
+        thread_id: r.get(3),
+        origin: r.get(4),
+        message_ref: r.get(5),
+        remote_id: r.get(6),
+        context_id: r.get(7),
+        state: r.get(8),
+        seen: serde_json::from_str(&seen).unwrap_or_default(),
+        follow_until: r.get(10),
+        done: r.get(11),
+        created_at: r.get(12),
+        updated_at: r.get(13),
     })
 }

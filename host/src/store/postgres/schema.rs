@@ -259,6 +259,31 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX refusals_thread ON refusals(thread_id);
 "#,
+    // Version 10: tasks at remote A2A agents that the inbox follows; deliveries' followers hold
+    // a lease on the database's clock, like turns.
+    r#"
+    CREATE TABLE remote_tasks (
+        key          TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        thread_id    TEXT NOT NULL,
+        origin       TEXT NOT NULL,
+        message_ref  TEXT NOT NULL,
+        remote_id    TEXT,
+        context_id   TEXT,
+        state        TEXT NOT NULL,
+        seen         TEXT NOT NULL,
+        follow_until BIGINT NOT NULL,
+        done         BOOLEAN NOT NULL,
+        next_at      BIGINT NOT NULL DEFAULT 0,
+        lease_holder TEXT,
+        lease_until  TIMESTAMPTZ,
+        created_at   BIGINT NOT NULL,
+        updated_at   BIGINT NOT NULL
+    );
+    CREATE INDEX remote_tasks_thread ON remote_tasks(thread_id, kind, target, updated_at);
+    CREATE INDEX remote_tasks_origin ON remote_tasks(origin);
+"#,
 ];
 
 /// The newest schema version this binary knows.

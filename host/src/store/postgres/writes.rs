@@ -256,6 +256,40 @@ impl PgStore {
         }))
     }
 
+    pub(in crate::store) async fn put_remote_task(&self, t: RemoteTask) -> Result<(), StoreError> {
+        let seen = serde_json::to_string(&t.seen).unwrap_or_else(|_| "[]".into());
+        self.client()
+            .await?
+            .execute(
+                "INSERT INTO remote_tasks (key, kind, target, thread_id, origin, message_ref,
+                     remote_id, context_id, state, seen, follow_until, done, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                 ON CONFLICT (key) DO UPDATE SET
+                     remote_id = EXCLUDED.remote_id, context_id = EXCLUDED.context_id,
+                     state = EXCLUDED.state, seen = EXCLUDED.seen,
+                     follow_until = EXCLUDED.follow_until, done = EXCLUDED.done,
+                     updated_at = EXCLUDED.updated_at",
+                &[
+                    &t.key,
+                    &t.kind.as_str(),
+                    &t.target,
+                    &t.thread_id,
+                    &t.origin,
+                    &t.message_ref,
+                    &t.remote_id,
+                    &t.context_id,
+                    &t.state,
+                    &seen,
+                    &t.follow_until,
+                    &t.done,
+                    &t.created_at,
+                    &t.updated_at,
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
     pub(in crate::store) async fn put_push_config(&self, p: PushConfig) -> Result<(), StoreError> {
         self.client()
             .await?
@@ -538,7 +572,11 @@ impl PgStore {
         }))
     }
 
-    pub(in crate::store) async fn requeue(&self, message_id: &str) -> Result<Requeued, StoreError> {
+    pub(in crate::store) async fn requeue(
+        &self,
+        message_id: &str,
+        even_if_replied: bool,
+    ) -> Result<Requeued, StoreError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // The row lock first: a reply of this attempt being committed holds it (see
@@ -561,7 +599,7 @@ impl PgStore {
             )
             .await?
             .get(0);
-        if replied {
+        if replied && !even_if_replied {
             return Ok(Requeued::Replied);
         }
         let route: String = tx

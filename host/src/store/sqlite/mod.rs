@@ -25,7 +25,8 @@ use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
     Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig, Refusal,
-    ReplyLimits, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd, TurnError, TurnState,
+    RemoteKind, RemoteTask, ReplyLimits, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd,
+    TurnError, TurnState,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
@@ -207,6 +208,34 @@ impl SqliteStore {
         self.read(move |c| reads::tasks(c, &filter)).await
     }
 
+    pub(super) async fn put_remote_task(&self, task: RemoteTask) -> Result<(), StoreError> {
+        self.writer.write(PutRemoteTask(task)).await
+    }
+
+    pub(super) async fn remote_task(&self, key: &str) -> Result<Option<RemoteTask>, StoreError> {
+        let key = key.to_owned();
+        self.read(move |c| reads::remote_task(c, &key)).await
+    }
+
+    pub(super) async fn latest_remote_task(
+        &self,
+        thread_id: &str,
+        kind: RemoteKind,
+        target: &str,
+    ) -> Result<Option<RemoteTask>, StoreError> {
+        let (thread_id, target) = (thread_id.to_owned(), target.to_owned());
+        self.read(move |c| reads::latest_remote_task(c, &thread_id, kind, &target))
+            .await
+    }
+
+    pub(super) async fn remote_tasks_of(
+        &self,
+        origin: &str,
+    ) -> Result<Vec<RemoteTask>, StoreError> {
+        let origin = origin.to_owned();
+        self.read(move |c| reads::remote_tasks_of(c, &origin)).await
+    }
+
     pub(super) async fn put_push_config(&self, config: PushConfig) -> Result<(), StoreError> {
         self.writer.write(PutPushConfig(config)).await
     }
@@ -315,8 +344,17 @@ impl SqliteStore {
         self.writer.write(Interrupt(lease.clone())).await
     }
 
-    pub(super) async fn requeue(&self, message_id: &str) -> Result<Requeued, StoreError> {
-        self.writer.write(Requeue(message_id.to_owned())).await
+    pub(super) async fn requeue(
+        &self,
+        message_id: &str,
+        even_if_replied: bool,
+    ) -> Result<Requeued, StoreError> {
+        self.writer
+            .write(Requeue {
+                message_id: message_id.to_owned(),
+                even_if_replied,
+            })
+            .await
     }
 
     pub(super) async fn fail_interrupted(

@@ -8,7 +8,8 @@ use super::key::{id, key, opt_id, opt_key};
 
 use crate::model::{
     Approval, ApprovalKind, Attempt, Decision, Delivery, DeliveryState, Message, Outbound,
-    PushConfig, Task, TaskInput, TaskRecord, Turn, TurnError, TurnState, Verdict,
+    PushConfig, RemoteKind, RemoteTask, Task, TaskInput, TaskRecord, Turn, TurnError, TurnState,
+    Verdict,
 };
 use crate::store::{MessageFilter, StoreError, TaskFilter};
 use crate::token::{Grant, TokenHash};
@@ -657,6 +658,63 @@ pub(super) fn expired_approvals(
              ORDER BY expires_at LIMIT ?2",
     )?
     .query_map(params![now, limit], |r| id(r, 0))?
+    .collect::<Result<_, _>>()?)
+}
+
+const REMOTE_COLUMNS: &str = "key, kind, target, thread_id, origin, message_ref, remote_id, \
+                              context_id, state, seen, follow_until, done, created_at, updated_at";
+
+fn remote_row(r: &Row<'_>) -> rusqlite::Result<RemoteTask> {
+    let kind: String = r.get(1)?;
+    let seen: String = r.get(9)?;
+    Ok(RemoteTask {
+        key: r.get(0)?,
+        kind: RemoteKind::parse(&kind).ok_or_else(|| {
+            rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, kind.into())
+        })?,
+        target: r.get(2)?,
+        thread_id: r.get(3)?,
+        origin: r.get(4)?,
+        message_ref: r.get(5)?,
+        remote_id: r.get(6)?,
+        context_id: r.get(7)?,
+        state: r.get(8)?,
+        seen: serde_json::from_str(&seen).unwrap_or_default(),
+        follow_until: r.get(10)?,
+        done: r.get(11)?,
+        created_at: r.get(12)?,
+        updated_at: r.get(13)?,
+    })
+}
+
+pub(super) fn remote_task(c: &Connection, key: &str) -> Result<Option<RemoteTask>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {REMOTE_COLUMNS} FROM remote_tasks WHERE key = ?1"
+    ))?
+    .query_row(params![key], remote_row)
+    .optional()?)
+}
+
+pub(super) fn latest_remote_task(
+    c: &Connection,
+    thread_id: &str,
+    kind: RemoteKind,
+    target: &str,
+) -> Result<Option<RemoteTask>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {REMOTE_COLUMNS} FROM remote_tasks
+         WHERE thread_id = ?1 AND kind = ?2 AND target = ?3 AND remote_id IS NOT NULL
+         ORDER BY updated_at DESC, created_at DESC LIMIT 1"
+    ))?
+    .query_row(params![thread_id, kind.as_str(), target], remote_row)
+    .optional()?)
+}
+
+pub(super) fn remote_tasks_of(c: &Connection, origin: &str) -> Result<Vec<RemoteTask>, StoreError> {
+    Ok(c.prepare_cached(&format!(
+        "SELECT {REMOTE_COLUMNS} FROM remote_tasks WHERE origin = ?1 ORDER BY created_at, key"
+    ))?
+    .query_map(params![origin], remote_row)?
     .collect::<Result<_, _>>()?)
 }
 

@@ -272,6 +272,31 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX refusals_thread ON refusals(thread_id);
     "#,
+    // Version 10: tasks at remote A2A agents that the inbox follows (ids as text: they join
+    // nothing here). The lease columns are for followers that no turn holds (deliveries).
+    r#"
+    CREATE TABLE remote_tasks (
+        key          TEXT PRIMARY KEY,
+        kind         TEXT NOT NULL,
+        target       TEXT NOT NULL,
+        thread_id    TEXT NOT NULL,
+        origin       TEXT NOT NULL,
+        message_ref  TEXT NOT NULL,
+        remote_id    TEXT,
+        context_id   TEXT,
+        state        TEXT NOT NULL,
+        seen         TEXT NOT NULL,
+        follow_until INTEGER NOT NULL,
+        done         INTEGER NOT NULL,
+        next_at      INTEGER NOT NULL DEFAULT 0,
+        lease_holder TEXT,
+        lease_until  INTEGER,
+        created_at   INTEGER NOT NULL,
+        updated_at   INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX remote_tasks_thread ON remote_tasks(thread_id, kind, target, updated_at);
+    CREATE INDEX remote_tasks_origin ON remote_tasks(origin);
+    "#,
 ];
 
 /// The newest schema version this binary knows.

@@ -7,8 +7,8 @@ use super::key::{id, key, opt_key};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, ReplyCount,
-    ReplyLimits, Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, RemoteTask,
+    ReplyCount, ReplyLimits, Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
@@ -559,7 +559,12 @@ impl Write for Interrupt {
     }
 }
 
-pub(super) struct Requeue(pub(super) String);
+/// Queues an interrupted turn again; unless `even_if_replied`, only if its attempt has not
+/// replied (a turn that resumes a remote task repeats no answer, so it may run again after one).
+pub(super) struct Requeue {
+    pub(super) message_id: String,
+    pub(super) even_if_replied: bool,
+}
 
 impl Write for Requeue {
     type Output = Requeued;
@@ -570,12 +575,12 @@ impl Write for Requeue {
             .prepare_cached(
                 "SELECT attempts FROM turns WHERE message_id = ?1 AND state = 'interrupted'",
             )?
-            .query_row(params![key(&self.0)], |r| r.get(0))
+            .query_row(params![key(&self.message_id)], |r| r.get(0))
             .optional()?;
         let Some(attempts) = attempts else {
             return Ok(Requeued::NotInterrupted);
         };
-        if replied(tx.conn, &self.0, attempts)? {
+        if !self.even_if_replied && replied(tx.conn, &self.message_id, attempts)? {
             return Ok(Requeued::Replied);
         }
         let route: String = tx
@@ -583,7 +588,7 @@ impl Write for Requeue {
             .prepare_cached(
                 "UPDATE turns SET state = 'queued' WHERE message_id = ?1 RETURNING route",
             )?
-            .query_row(params![key(&self.0)], |r| r.get(0))?;
+            .query_row(params![key(&self.message_id)], |r| r.get(0))?;
         tx.effect(Effect::Queued { route, up: true });
         Ok(Requeued::Queued)
     }
@@ -1076,5 +1081,45 @@ impl Write for DecideWrite {
             original_payload,
         });
         Ok(Decided::Now(approval))
+    }
+}
+
+/// Records a remote task as it stands now (created, or updated: its lease is left as it is).
+pub(super) struct PutRemoteTask(pub(super) RemoteTask);
+
+impl Write for PutRemoteTask {
+    type Output = ();
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<(), StoreError> {
+        let t = &self.0;
+        let seen = serde_json::to_string(&t.seen).unwrap_or_else(|_| "[]".into());
+        tx.conn
+            .prepare_cached(
+                "INSERT INTO remote_tasks (key, kind, target, thread_id, origin, message_ref,
+                     remote_id, context_id, state, seen, follow_until, done, created_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+                 ON CONFLICT (key) DO UPDATE SET
+                     remote_id = excluded.remote_id, context_id = excluded.context_id,
+                     state = excluded.state, seen = excluded.seen,
+                     follow_until = excluded.follow_until, done = excluded.done,
+                     updated_at = excluded.updated_at",
+            )?
+            .execute(params![
+                t.key,
+                t.kind.as_str(),
+                t.target,
+                t.thread_id,
+                t.origin,
+                t.message_ref,
+                t.remote_id,
+                t.context_id,
+                t.state,
+                seen,
+                t.follow_until,
+                t.done,
+                t.created_at,
+                t.updated_at
+            ])?;
+        Ok(())
     }
 }

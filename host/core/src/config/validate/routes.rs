@@ -7,8 +7,8 @@ use std::time::Duration;
 use super::{Checker, schema, valid_name, valid_type_name};
 use crate::config::defaults::*;
 use crate::config::{
-    AgentSettings, Approval, Approve, ConfigError, Driver, Gateway, OnFailure, OnInterrupt,
-    PluginSpec, Plugins, Route, RouteA2a, RouteKind, WILDCARD,
+    A2aAgent, A2aRemote, AgentSettings, Approval, Approve, ConfigError, Driver, Gateway, OnFailure,
+    OnInterrupt, PluginSpec, Plugins, Route, RouteA2a, RouteKind, WILDCARD,
 };
 
 pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String, Route> {
@@ -114,7 +114,13 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                     "reply_types and reply_to go together: the agent replies with these types to these peers",
                 );
             }
-            RouteKind::Agent(agent_settings(c, &at, &raw.agent, r.agent.as_ref()))
+            RouteKind::Agent(agent_settings(
+                c,
+                &at,
+                &raw.agent,
+                r.agent.as_ref(),
+                &r.reply_types,
+            ))
         };
         let plugin = r.plugin.as_ref().map(|p| {
             let path = c.base_dir.join(p);
@@ -363,6 +369,7 @@ pub(super) fn agent_settings(
     at: &str,
     defaults: &schema::Agent,
     over: Option<&schema::Agent>,
+    reply_types: &[String],
 ) -> AgentSettings {
     let o = over.cloned().unwrap_or_default();
     let d = defaults;
@@ -391,10 +398,11 @@ pub(super) fn agent_settings(
             Driver::Command
         }
         Some("openclaw-gateway") => gateway(c, &at, &o, d),
+        Some("a2a") => a2a_agent(c, &at, &o, d, reply_types),
         Some(other) => {
             c.invalid(
                 format!("{at}.driver"),
-                format!("{other:?} is not \"command\" or \"openclaw-gateway\""),
+                format!("{other:?} is not \"command\", \"openclaw-gateway\" or \"a2a\""),
             );
             Driver::Command
         }
@@ -518,4 +526,105 @@ fn gateway(c: &mut Checker<'_>, at: &str, o: &schema::Agent, d: &schema::Agent) 
         })),
         _ => Driver::Command,
     }
+}
+
+/// The A2A driver's settings: the route's keys over `[agent]`'s. Its answers are the route's
+/// replies, so their types must be among the route's `reply_types`.
+fn a2a_agent(
+    c: &mut Checker<'_>,
+    at: &str,
+    o: &schema::Agent,
+    d: &schema::Agent,
+    reply_types: &[String],
+) -> Driver {
+    let url = o.url.clone().or_else(|| d.url.clone());
+    let var = o.token_env.clone().or_else(|| d.token_env.clone());
+    let per_minute = o.max_calls_per_minute.or(d.max_calls_per_minute);
+    let keys = ["url", "token_env"];
+    let remote = a2a_remote(c, at, keys, url.as_deref(), var.as_deref(), per_minute);
+    let Some(first) = reply_types.first() else {
+        c.invalid(
+            at,
+            "an A2A agent's answers are the route's replies: give the route reply_types (and reply_to)",
+        );
+        return Driver::Command;
+    };
+    let mut typed = |key: &str, given: Option<String>, default: &str| -> String {
+        let t = given.unwrap_or_else(|| default.to_owned());
+        if !reply_types.contains(&t) {
+            c.invalid(
+                format!("{at}.{key}"),
+                format!("{t:?} is not one of the route's reply_types"),
+            );
+        }
+        t
+    };
+    let reply_type = typed(
+        "reply_type",
+        o.reply_type.clone().or_else(|| d.reply_type.clone()),
+        first,
+    );
+    let question_type = typed(
+        "question_type",
+        o.question_type.clone().or_else(|| d.question_type.clone()),
+        &reply_type,
+    );
+    match remote {
+        Some(remote) => Driver::A2a(Box::new(A2aAgent {
+            remote,
+            skill: o.skill.clone().or_else(|| d.skill.clone()),
+            reply_type,
+            question_type,
+        })),
+        None => Driver::Command,
+    }
+}
+
+/// A remote A2A agent's URL (its JSON-RPC endpoint, or its card when the path ends in `.json`),
+/// the variable holding the bearer the inbox sends it, and its call budget; `keys` name the URL's
+/// and the variable's keys under `at`.
+pub(super) fn a2a_remote(
+    c: &mut Checker<'_>,
+    at: &str,
+    [url_key, bearer_key]: [&str; 2],
+    url: Option<&str>,
+    bearer_env: Option<&str>,
+    per_minute: Option<u32>,
+) -> Option<A2aRemote> {
+    let url = match url.map(str::parse::<http::Uri>) {
+        Some(Ok(u)) if matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some() => u,
+        Some(_) => {
+            c.invalid(format!("{at}.{url_key}"), "not an http(s) URL");
+            return None;
+        }
+        None => {
+            c.invalid(
+                format!("{at}.{url_key}"),
+                "the agent's JSON-RPC endpoint (e.g. http://host:18789/a2a/v1) or its card (…/.well-known/agent-card.json)",
+            );
+            return None;
+        }
+    };
+    let bearer = match bearer_env {
+        None => None,
+        Some(var) => c
+            .secrets(
+                &format!("{at}.{bearer_key}"),
+                Some(&schema::OneOrMany::One(var.to_owned())),
+                None,
+            )
+            .into_iter()
+            .next(),
+    };
+    let max_calls_per_minute = c.positive(
+        &format!("{at}.max_calls_per_minute"),
+        per_minute,
+        DEFAULT_A2A_CALLS_PER_MINUTE,
+    );
+    Some(A2aRemote {
+        card: url.path().ends_with(".json"),
+        url,
+        bearer,
+        max_calls_per_minute,
+    })
 }
