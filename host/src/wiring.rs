@@ -93,16 +93,22 @@ async fn run_on(
     let active = snapshot::active(first);
     let events = Events::new();
     let stopping = Arc::new(Shutdown::new());
-    let relay = Relay::new(store.clone(), active.clone(), events.clone(), max_in_flight);
     // One client for remote A2A agents, so each remote has one call budget.
     let a2a = Arc::new(crate::a2a_client::A2aClient::default());
+    let relay = Relay::new(
+        store.clone(),
+        active.clone(),
+        events.clone(),
+        max_in_flight,
+        a2a.clone(),
+    );
     let turns = Turns::new(
         store.clone(),
         active.clone(),
         relay.clone(),
         events.clone(),
         stopping.clone(),
-        a2a,
+        a2a.clone(),
     );
     let addr = listener.local_addr().context("listener has no address")?;
     turns.set_bound(addr);
@@ -127,6 +133,7 @@ async fn run_on(
         relay: relay.clone(),
         events,
         shutdown: stopping.clone(),
+        a2a,
     }));
     let replies: Arc<dyn crate::turns::Replies> = inbox.clone();
     turns.set_replies(Arc::downgrade(&replies));
@@ -154,6 +161,7 @@ async fn run_on(
     let timeout_task = tokio::spawn(approvals.clone().run_timeouts(stopping.stopped()));
     let cluster_task = tokio::spawn(inbox.clone().cluster_loop(stopping.stopped()));
     let bridge_task = tokio::spawn(inbox.clone().event_bridge(stopping.stopped()));
+    let follow_task = tokio::spawn(inbox.clone().follow_loop(stopping.stopped()));
     let notify_task = tokio::spawn(approvals.run_notifier(notify_rx, stopping.stopped()));
     let mut reload_tasks = Vec::new();
     if let Some(reloader) = &reloader {
@@ -208,6 +216,7 @@ async fn run_on(
     let _ = timeout_task.await;
     let _ = cluster_task.await;
     let _ = bridge_task.await;
+    let _ = follow_task.await;
     let _ = notify_task.await;
     for t in reload_tasks {
         let _ = t.await;

@@ -65,8 +65,25 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "inbox",
         &[
-            "a2a", "approval", "config", "console", "events", "hooks", "metrics", "model", "rate",
-            "relay", "router", "shutdown", "snapshot", "ssrf", "store", "token", "turns", "wire",
+            "a2a",
+            "a2a_client",
+            "approval",
+            "config",
+            "console",
+            "events",
+            "hooks",
+            "metrics",
+            "model",
+            "rate",
+            "relay",
+            "router",
+            "shutdown",
+            "snapshot",
+            "ssrf",
+            "store",
+            "token",
+            "turns",
+            "wire",
         ],
     ),
     (
@@ -98,6 +115,8 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "relay",
         &[
+            "a2a",
+            "a2a_client",
             "config",
             "events",
             "metrics",

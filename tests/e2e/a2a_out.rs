@@ -173,3 +173,148 @@ async fn remote_tasks(remote: &Host) -> Vec<Value> {
         .cloned()
         .unwrap_or_default()
 }
+
+const PLANNER: &str = "planner-agent-token";
+
+/// The local inbox with the remote inbox as an A2A peer (`a2a_url`): a local agent `planner`
+/// may send it ASK, and its answers land in the mailbox route `answers`.
+fn peer_config(remote_url: &str) -> String {
+    format!(
+        r#"
+[server]
+admin_secret = "{ADMIN}"
+[relay]
+retry_schedule = ["0s", "1s", "1s"]
+[peers.remote]
+a2a_url = "{remote_url}"
+a2a_bearer_env = "REMOTE_A2A_BEARER"
+a2a_reply_type = "ANSWER"
+[agents.planner]
+token = "{PLANNER}"
+may_send = [{{ to = ["remote"], types = ["ASK"] }}]
+[routes.answers]
+from = ["remote"]
+types = ["ANSWER", "QUESTION", "TURN_FAILED"]
+mailbox = true
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
+    let remote = start_host(&remote_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let toml = peer_config(&remote.url("/a2a"));
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "local.log", &env).await;
+
+    // The agent's `send --wait`: the message is a task at the peer, and its answer comes back
+    // into the thread, printed.
+    let url = local.url("");
+    let waited = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(bin())
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("INBOX_AGENT_TOKEN", PLANNER)
+            .env("INBOX_URL", url.trim_end_matches('/'))
+            .args([
+                "send",
+                "--to",
+                "remote",
+                "--type",
+                "ASK",
+                "--payload",
+                r#"{"text": "how are you"}"#,
+                "--wait",
+                "--timeout",
+                "30",
+            ])
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let err = String::from_utf8_lossy(&waited.stderr);
+    assert!(waited.status.success(), "{err}\n{}", local.log());
+    let answer: Value = serde_json::from_slice(&waited.stdout).expect("the answer's payload");
+    assert_eq!(answer["text"], "echo: how are you", "{answer:#}");
+
+    // As the admin: a question, answered in the same remote task by the thread's next message.
+    let asked = admin_post(
+        &local,
+        "/admin/send",
+        &json!({"to": "remote", "type": "ASK", "payload": {"text": "ask me"}}).to_string(),
+    )
+    .await;
+    assert_eq!(asked.status, 202, "{:#}", asked.json);
+    let thread = asked.json["thread_id"].as_str().unwrap().to_owned();
+    let got = wait_thread(&local, &thread, 1).await;
+    // Typed by the answer's own {type, payload} data part.
+    assert_eq!(got[0]["type"], "QUESTION", "{got:#?}");
+    assert_eq!(got[0]["payload"]["text"], "Which colour do you want?");
+    let again = admin_post(
+        &local,
+        "/admin/send",
+        &json!({"to": "remote", "type": "ASK", "payload": {"text": "green"}, "thread_id": thread})
+            .to_string(),
+    )
+    .await;
+    assert_eq!(again.status, 202, "{:#}", again.json);
+    let got = wait_thread(&local, &thread, 2).await;
+    assert_eq!(got[1]["payload"]["text"], "echo: green", "{got:#?}");
+    let tasks = remote_tasks(&remote).await;
+    assert_eq!(
+        tasks
+            .iter()
+            .filter(|t| t.to_string().contains("green"))
+            .count(),
+        1,
+        "one remote task took both: {tasks:#?}"
+    );
+
+    // A failed remote task comes back as TURN_FAILED from the peer, with its words.
+    let failed = admin_post(
+        &local,
+        "/admin/send",
+        &json!({"to": "remote", "type": "ASK", "payload": {"text": "fail please"}}).to_string(),
+    )
+    .await;
+    let thread = failed.json["thread_id"].as_str().unwrap().to_owned();
+    let got = wait_thread(&local, &thread, 1).await;
+    assert_eq!(got[0]["type"], "TURN_FAILED", "{got:#?}");
+    assert_eq!(got[0]["payload"]["error"], "remote_failed");
+    assert!(
+        got[0]["payload"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("the agent's turn ended failed")),
+        "{got:#?}"
+    );
+    local.stop();
+    remote.stop().await;
+}
+
+/// The messages of `thread` from the peer, oldest first, once there are `n`.
+async fn wait_thread(host: &impl Endpoint, thread: &str, n: usize) -> Vec<Value> {
+    let end = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = admin_get(host, &format!("/messages?thread={thread}")).await;
+        let mut got: Vec<Value> = r.json["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m["sender"] == "remote")
+            .collect();
+        got.reverse();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{n} answers never came: {:#}",
+            r.json
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}

@@ -22,6 +22,7 @@ use crate::store::{
 };
 use crate::turns::Turns;
 mod a2a;
+mod follow;
 mod reads;
 mod reply;
 mod status;
@@ -188,6 +189,7 @@ pub struct Inbox {
     /// When each (peer, code) last had a refused message logged, and each (peer, code,
     /// thread) recorded.
     refusals: crate::rate::Every,
+    a2a: Arc<crate::a2a_client::A2aClient>,
 }
 
 /// The parts the wiring builds an [`Inbox`] from.
@@ -199,6 +201,8 @@ pub struct Parts {
     pub relay: Arc<Relay>,
     pub events: Events,
     pub shutdown: Arc<Shutdown>,
+    /// For following the tasks handed to A2A peers.
+    pub a2a: Arc<crate::a2a_client::A2aClient>,
 }
 
 /// A message an authenticated peer sent that was refused, as the front door answered it.
@@ -260,6 +264,7 @@ impl Inbox {
             relay,
             events,
             shutdown,
+            a2a,
         } = parts;
         Inbox {
             approvals,
@@ -269,6 +274,7 @@ impl Inbox {
             relay,
             events,
             shutdown,
+            a2a,
             send_rate: crate::rate::SendRate::default(),
             ready: std::sync::atomic::AtomicBool::new(false),
             sessions: crate::console::Revoked::default(),

@@ -466,6 +466,26 @@ impl Store {
         backend!(self.put_remote_task(task))
     }
 
+    /// Takes up to `limit` follow-ups of tasks handed to A2A peers that are due (`now`, ms) and
+    /// that no host holds, each under a lease.
+    pub async fn claim_follow_ups(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<RemoteTask>, StoreError> {
+        backend!(self.claim_follow_ups(now, limit))
+    }
+
+    /// Records a claimed follow-up as it stands and lets go of it until `next_at` (ms); `false`
+    /// if this host no longer held it (nothing written).
+    pub async fn settle_follow_up(
+        &self,
+        task: RemoteTask,
+        next_at: i64,
+    ) -> Result<bool, StoreError> {
+        backend!(self.settle_follow_up(task, next_at))
+    }
+
     /// A remote task by its key.
     pub async fn remote_task(&self, key: &str) -> Result<Option<RemoteTask>, StoreError> {
         backend!(self.remote_task(key))

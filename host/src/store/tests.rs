@@ -1484,3 +1484,99 @@ async fn remote_tasks_are_kept_updated_and_found_by_thread() {
         );
     }
 }
+
+#[tokio::test]
+async fn follow_ups_are_claimed_by_one_host_until_settled() {
+    for (name, store, keep) in backends().await {
+        let now = now_ms();
+        let t = RemoteTask {
+            key: "delivery:o1:remote".into(),
+            kind: RemoteKind::Delivery,
+            target: "remote".into(),
+            thread_id: "th".into(),
+            origin: "o1".into(),
+            message_ref: "o1".into(),
+            remote_id: Some("t-1".into()),
+            context_id: Some("th".into()),
+            state: "TASK_STATE_WORKING".into(),
+            seen: Vec::new(),
+            follow_until: now + 60_000,
+            done: false,
+            created_at: now,
+            updated_at: now,
+        };
+        store.put_remote_task(t.clone()).await.expect(name);
+        // A turn's remote task is no follow-up.
+        let mut turn = t.clone();
+        turn.key = "turn:m1".into();
+        turn.kind = RemoteKind::Turn;
+        store.put_remote_task(turn).await.expect(name);
+        let claimed = store.claim_follow_ups(now, 10).await.expect(name);
+        assert_eq!(claimed, vec![t.clone()], "{name}");
+        // Leased: neither this store nor another host takes it again.
+        assert!(
+            store
+                .claim_follow_ups(now, 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}"
+        );
+        if let Some(other) = other_host(&keep.1, Duration::from_secs(30)).await {
+            assert!(
+                other
+                    .claim_follow_ups(now, 10)
+                    .await
+                    .expect(name)
+                    .is_empty(),
+                "{name}"
+            );
+            let mut stolen = t.clone();
+            stolen.seen = vec!["x".into()];
+            assert!(
+                !other.settle_follow_up(stolen, now).await.expect(name),
+                "{name}: a host without the lease records nothing"
+            );
+        }
+        let mut progressed = t.clone();
+        progressed.seen = vec!["a1".into()];
+        progressed.state = "TASK_STATE_WORKING".into();
+        assert!(
+            store
+                .settle_follow_up(progressed.clone(), now + 5_000)
+                .await
+                .expect(name),
+            "{name}"
+        );
+        assert_eq!(
+            store.remote_task(&t.key).await.expect(name),
+            Some(progressed.clone()),
+            "{name}"
+        );
+        // Not due before next_at, due after; a done one never again.
+        assert!(
+            store
+                .claim_follow_ups(now + 1_000, 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}"
+        );
+        let again = store.claim_follow_ups(now + 6_000, 10).await.expect(name);
+        assert_eq!(again.len(), 1, "{name}");
+        let mut done = progressed;
+        done.done = true;
+        assert!(
+            store.settle_follow_up(done, now).await.expect(name),
+            "{name}"
+        );
+        assert!(
+            store
+                .claim_follow_ups(now + 60_000, 10)
+                .await
+                .expect(name)
+                .is_empty(),
+            "{name}"
+        );
+    }
+}

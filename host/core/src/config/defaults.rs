@@ -80,6 +80,11 @@ pub const DEFAULT_A2A_NAME: &str = "agent-inbox";
 pub const DEFAULT_A2A_MAX_WAIT: Duration = Duration::from_secs(60);
 /// `[agents.NAME] max_per_minute`: messages a local agent may start per minute.
 pub const DEFAULT_AGENT_MAX_PER_MINUTE: u32 = 30;
+/// Default `[peers.NAME] a2a_reply_type`: the type of an A2A peer's answer that names none.
+pub const DEFAULT_A2A_PEER_REPLY_TYPE: &str = "REPLY";
+/// Default `[peers.NAME] a2a_follow_secs`: how long a task given to an A2A peer is followed
+/// (OpenClaw keeps finished tasks for 24 h).
+pub const DEFAULT_A2A_FOLLOW: std::time::Duration = std::time::Duration::from_secs(86_400);
 /// Default `max_calls_per_minute` to one remote A2A agent (sends and polls together): below
 /// OpenClaw's 30 a minute per peer, which counts polls too.
 pub const DEFAULT_A2A_CALLS_PER_MINUTE: u32 = 20;

@@ -447,9 +447,29 @@ pub struct Peer {
     pub secrets: Vec<Secret>,
     /// The CA certificates (PEM) its `https` URL is verified with, instead of the public roots.
     pub ca_file: Option<PathBuf>,
+    /// The peer is an A2A agent (`a2a_url` or `a2a_card_url`): messages to it are tasks there.
+    pub a2a_out: Option<A2aPeer>,
+}
+
+/// A peer reached over A2A.
+#[derive(Debug, Clone)]
+pub struct A2aPeer {
+    /// Where it is and how to call it.
+    pub remote: A2aRemote,
+    /// The type of an answer that carries no `{type, payload}` data part, and of a question.
+    pub reply_type: String,
+    /// Sent as each message's `metadata.skill`.
+    pub skill: Option<String>,
+    /// How long a task given to it is followed for answers.
+    pub follow: std::time::Duration,
 }
 
 impl Peer {
+    /// Messages can be delivered to it: it has a `url`, or it is an A2A agent.
+    pub fn reachable(&self) -> bool {
+        self.url.is_some() || self.a2a_out.is_some()
+    }
+
     /// The secret sent to the peer, if it has one (a peer with a `url` always does).
     pub fn current_secret(&self) -> Option<&Secret> {
         self.secrets.first()
@@ -1082,6 +1102,72 @@ mod tests {
                 .any(|e| e.contains("an A2A agent's answers are the route's replies")),
             "{errs:?}"
         );
+    }
+
+    /// README: a peer that is an A2A agent: `a2a_url` or `a2a_card_url` (not `url`), the bearer's
+    /// variable, and what its answers are called.
+    #[test]
+    fn an_a2a_peer_is_checked() {
+        let peer = |keys: &str| format!("{GOOD}\n[peers.gw]\n{keys}\n");
+        let c = Config::parse(
+            &peer("a2a_url = \"http://127.0.0.1:18789/a2a/v1\"\na2a_bearer_env = \"TONY_SECRET\"\na2a_token = \"gw-in\""),
+            Path::new("."),
+            env,
+        )
+        .expect("valid");
+        let gw = &c.peers["gw"];
+        assert!(gw.reachable() && gw.url.is_none());
+        let a = gw.a2a_out.as_ref().expect("an A2A peer");
+        assert!(!a.remote.card && a.remote.bearer.is_some());
+        assert_eq!(
+            (a.reply_type.as_str(), a.follow.as_secs()),
+            ("REPLY", 86_400)
+        );
+        let c = Config::parse(
+            &peer("a2a_card_url = \"https://gw.example/.well-known/agent-card.json\"\na2a_reply_type = \"ANSWER\"\na2a_follow_secs = 60"),
+            Path::new("."),
+            env,
+        )
+        .expect("valid");
+        let a = c.peers["gw"].a2a_out.as_ref().expect("an A2A peer");
+        assert!(a.remote.card);
+        assert_eq!((a.reply_type.as_str(), a.follow.as_secs()), ("ANSWER", 60));
+        for (keys, expected) in [
+            (
+                "url = \"http://h/message\"\nsecret = \"s\"\na2a_url = \"http://h/a2a\"",
+                "url and a2a_url (or a2a_card_url) exclude each other",
+            ),
+            (
+                "a2a_url = \"http://h/a2a\"\na2a_card_url = \"http://h/c.json\"",
+                "a2a_url and a2a_card_url exclude each other",
+            ),
+            (
+                "a2a_url = \"gopher://h\"",
+                "peers.gw.a2a_url: not an http(s) URL",
+            ),
+            (
+                "a2a_token = \"t\"\na2a_reply_type = \"X\"",
+                "peers.gw.a2a_reply_type: only for a peer with a2a_url",
+            ),
+            (
+                "a2a_url = \"http://h/a2a\"\na2a_reply_type = \"no spaces\"",
+                "is not a type name",
+            ),
+            (
+                "a2a_url = \"http://h/a2a\"\na2a_bearer_env = \"UNSET_VAR\"",
+                "peers.gw.a2a_bearer_env",
+            ),
+        ] {
+            let errs = errors(&peer(keys));
+            assert!(
+                errs.iter().any(|e| e.contains(expected)),
+                "{keys}: {errs:?}"
+            );
+        }
+        // reply_to may name it: replies are delivered to it as tasks.
+        let to_gw = peer("a2a_url = \"http://h/a2a\"")
+            .replace("reply_to = [\"tony\"]", "reply_to = [\"gw\"]");
+        assert_eq!(errors(&to_gw), Vec::<String>::new());
     }
 
     #[test]

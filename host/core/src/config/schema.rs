@@ -177,6 +177,13 @@ pub(super) struct Peer {
     pub(super) ca_file: Option<String>,
     pub(super) a2a_token_env: Option<OneOrMany>,
     pub(super) a2a_token: Option<OneOrMany>,
+    pub(super) a2a_url: Option<String>,
+    pub(super) a2a_card_url: Option<String>,
+    pub(super) a2a_bearer_env: Option<OneOrMany>,
+    pub(super) a2a_reply_type: Option<String>,
+    pub(super) a2a_skill: Option<String>,
+    pub(super) a2a_follow_secs: Option<u64>,
+    pub(super) a2a_max_calls_per_minute: Option<u32>,
 }
 
 /// A value given once, or as a list (secrets during a rotation: the new one first).

@@ -256,6 +256,68 @@ impl PgStore {
         }))
     }
 
+    pub(in crate::store) async fn claim_follow_ups(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<RemoteTask>, StoreError> {
+        // One host follows a task at a time: its lease, on the database's clock, skips the rows
+        // another host is taking, and outlives a host that dies only until it runs out.
+        self.client()
+            .await?
+            .query(
+                &format!(
+                    "UPDATE remote_tasks t SET lease_holder = $3,
+                                               lease_until = now() + make_interval(secs => $4)
+                     FROM (SELECT key FROM remote_tasks
+                           WHERE kind = 'delivery' AND NOT done AND next_at <= $1
+                             AND (lease_until IS NULL OR lease_until < now())
+                           ORDER BY next_at LIMIT $2 FOR UPDATE SKIP LOCKED) due
+                     WHERE t.key = due.key
+                     RETURNING {}",
+                    REMOTE_COLUMNS
+                        .split(", ")
+                        .map(|c| format!("t.{}", c.trim()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                &[&now, &(limit as i64), &&*self.owner, &secs(self.lease)],
+            )
+            .await?
+            .iter()
+            .map(remote_row)
+            .collect()
+    }
+
+    pub(in crate::store) async fn settle_follow_up(
+        &self,
+        t: RemoteTask,
+        next_at: i64,
+    ) -> Result<bool, StoreError> {
+        let seen = serde_json::to_string(&t.seen).unwrap_or_else(|_| "[]".into());
+        // Fenced by the lease: a host that lost it (paused past it) records nothing.
+        let n = self
+            .client()
+            .await?
+            .execute(
+                "UPDATE remote_tasks SET state = $2, seen = $3, done = $4, context_id = $5,
+                     updated_at = $6, next_at = $7, lease_holder = NULL, lease_until = NULL
+                 WHERE key = $1 AND lease_holder = $8",
+                &[
+                    &t.key,
+                    &t.state,
+                    &seen,
+                    &t.done,
+                    &t.context_id,
+                    &t.updated_at,
+                    &next_at,
+                    &&*self.owner,
+                ],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
     pub(in crate::store) async fn put_remote_task(&self, t: RemoteTask) -> Result<(), StoreError> {
         let seen = serde_json::to_string(&t.seen).unwrap_or_else(|_| "[]".into());
         self.client()

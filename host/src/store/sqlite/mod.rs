@@ -34,6 +34,9 @@ use crate::store::{
 };
 use crate::token::{Grant, TokenHash};
 
+/// How long a follow-up stays claimed unsettled (one process: only a crash leaves one leased).
+const FOLLOW_LEASE: Duration = Duration::from_secs(60);
+
 /// The database file's name inside the data directory.
 pub(super) const FILE_NAME: &str = "inbox.sqlite3";
 
@@ -210,6 +213,28 @@ impl SqliteStore {
 
     pub(super) async fn put_remote_task(&self, task: RemoteTask) -> Result<(), StoreError> {
         self.writer.write(PutRemoteTask(task)).await
+    }
+
+    pub(super) async fn claim_follow_ups(
+        &self,
+        now: i64,
+        limit: usize,
+    ) -> Result<Vec<RemoteTask>, StoreError> {
+        self.writer
+            .write(ClaimFollowUps {
+                now,
+                limit,
+                lease_ms: FOLLOW_LEASE.as_millis() as i64,
+            })
+            .await
+    }
+
+    pub(super) async fn settle_follow_up(
+        &self,
+        task: RemoteTask,
+        next_at: i64,
+    ) -> Result<bool, StoreError> {
+        self.writer.write(SettleFollowUp { task, next_at }).await
     }
 
     pub(super) async fn remote_task(&self, key: &str) -> Result<Option<RemoteTask>, StoreError> {

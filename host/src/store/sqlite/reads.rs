@@ -661,10 +661,10 @@ pub(super) fn expired_approvals(
     .collect::<Result<_, _>>()?)
 }
 
-const REMOTE_COLUMNS: &str = "key, kind, target, thread_id, origin, message_ref, remote_id, \
+pub(super) const REMOTE_COLUMNS: &str = "key, kind, target, thread_id, origin, message_ref, remote_id, \
                               context_id, state, seen, follow_until, done, created_at, updated_at";
 
-fn remote_row(r: &Row<'_>) -> rusqlite::Result<RemoteTask> {
+pub(super) fn remote_row(r: &Row<'_>) -> rusqlite::Result<RemoteTask> {
     let kind: String = r.get(1)?;
     let seen: String = r.get(9)?;
     Ok(RemoteTask {

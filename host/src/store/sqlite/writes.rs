@@ -1123,3 +1123,71 @@ impl Write for PutRemoteTask {
         Ok(())
     }
 }
+
+/// Takes up to `limit` delivery follow-ups that are due and not leased, leasing each for
+/// `lease_ms` (a follower that dies lets go when the lease runs out).
+pub(super) struct ClaimFollowUps {
+    pub(super) now: i64,
+    pub(super) limit: usize,
+    pub(super) lease_ms: i64,
+}
+
+impl Write for ClaimFollowUps {
+    type Output = Vec<RemoteTask>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Vec<RemoteTask>, StoreError> {
+        let due: Vec<RemoteTask> = tx
+            .conn
+            .prepare_cached(&format!(
+                "SELECT {} FROM remote_tasks
+                 WHERE kind = 'delivery' AND done = 0 AND next_at <= ?1
+                   AND (lease_until IS NULL OR lease_until < ?1)
+                 ORDER BY next_at LIMIT ?2",
+                super::reads::REMOTE_COLUMNS
+            ))?
+            .query_map(
+                params![self.now, self.limit as i64],
+                super::reads::remote_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        let mut lease = tx.conn.prepare_cached(
+            "UPDATE remote_tasks SET lease_holder = 'local', lease_until = ?2 WHERE key = ?1",
+        )?;
+        for t in &due {
+            lease.execute(params![t.key, self.now + self.lease_ms])?;
+        }
+        Ok(due)
+    }
+}
+
+/// Records a follow-up's progress and lets go of its lease, to be looked at again at `next_at`.
+pub(super) struct SettleFollowUp {
+    pub(super) task: RemoteTask,
+    pub(super) next_at: i64,
+}
+
+impl Write for SettleFollowUp {
+    type Output = bool;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<bool, StoreError> {
+        let t = &self.task;
+        let seen = serde_json::to_string(&t.seen).unwrap_or_else(|_| "[]".into());
+        let n = tx
+            .conn
+            .prepare_cached(
+                "UPDATE remote_tasks SET state = ?2, seen = ?3, done = ?4, context_id = ?5,
+                     updated_at = ?6, next_at = ?7, lease_holder = NULL, lease_until = NULL
+                 WHERE key = ?1",
+            )?
+            .execute(params![
+                t.key,
+                t.state,
+                seen,
+                t.done,
+                t.context_id,
+                t.updated_at,
+                self.next_at
+            ])?;
+        Ok(n == 1)
+    }
+}

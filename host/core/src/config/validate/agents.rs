@@ -44,7 +44,7 @@ pub(super) fn agents(
                             peers.keys().cloned().collect::<Vec<_>>().join(", ")
                         ),
                     ),
-                    Some(p) if p.url.is_none() => c.invalid(
+                    Some(p) if !p.reachable() => c.invalid(
                         format!("{rat}.to"),
                         format!("peer {peer:?} has no url to deliver to"),
                     ),

@@ -2,8 +2,12 @@
 
 use std::collections::BTreeMap;
 
-use super::{Checker, schema, valid_name};
-use crate::config::{Peer, PeerAuth, Secret};
+use std::time::Duration;
+
+use super::routes::a2a_remote;
+use super::{Checker, schema, valid_name, valid_type_name};
+use crate::config::defaults::{DEFAULT_A2A_FOLLOW, DEFAULT_A2A_PEER_REPLY_TYPE};
+use crate::config::{A2aPeer, Peer, PeerAuth, Secret};
 use crate::signature::SigningKey;
 
 pub(super) fn peers(
@@ -44,7 +48,20 @@ pub(super) fn peers(
         );
         let has_secret = p.secret_env.is_some() || p.secret.is_some();
         let has_token = p.a2a_token_env.is_some() || p.a2a_token.is_some();
-        if !has_secret && !has_token {
+        let a2a_out = a2a_peer(c, &at, p);
+        let is_agent = p.a2a_url.is_some() || p.a2a_card_url.is_some();
+        if is_agent && p.url.is_some() {
+            c.invalid(
+                format!("{at}.a2a_url"),
+                "url and a2a_url (or a2a_card_url) exclude each other: a peer is reached one way",
+            );
+        } else if is_agent && has_secret {
+            c.invalid(
+                format!("{at}.secret"),
+                "an A2A peer is called with a2a_bearer_env; secret_env is for a peer with a url",
+            );
+        } else if is_agent {
+        } else if !has_secret && !has_token {
             c.invalid(
                 &at,
                 "needs secret_env (or, for local demos, secret), or a2a_token_env for a peer that only speaks A2A",
@@ -88,7 +105,7 @@ pub(super) fn peers(
         {
             c.invalid(format!("{at}.ca_file"), "a CA file is for an https:// url");
         }
-        if !secrets.is_empty() || !a2a_tokens.is_empty() {
+        if !secrets.is_empty() || !a2a_tokens.is_empty() || a2a_out.is_some() {
             peers.insert(
                 name.clone(),
                 Peer {
@@ -98,6 +115,7 @@ pub(super) fn peers(
                     auth,
                     secrets,
                     ca_file,
+                    a2a_out,
                 },
             );
         }
@@ -125,4 +143,71 @@ pub(super) fn peers(
         }
     }
     peers
+}
+
+/// `a2a_url` or `a2a_card_url`, with `a2a_bearer_env` and the rest: the peer as an A2A agent.
+fn a2a_peer(c: &mut Checker<'_>, at: &str, p: &schema::Peer) -> Option<A2aPeer> {
+    let url = match (&p.a2a_url, &p.a2a_card_url) {
+        (None, None) => {
+            for (key, set) in [
+                ("a2a_bearer_env", p.a2a_bearer_env.is_some()),
+                ("a2a_reply_type", p.a2a_reply_type.is_some()),
+                ("a2a_skill", p.a2a_skill.is_some()),
+                ("a2a_follow_secs", p.a2a_follow_secs.is_some()),
+                (
+                    "a2a_max_calls_per_minute",
+                    p.a2a_max_calls_per_minute.is_some(),
+                ),
+            ] {
+                if set {
+                    c.invalid(
+                        format!("{at}.{key}"),
+                        "only for a peer with a2a_url or a2a_card_url",
+                    );
+                }
+            }
+            return None;
+        }
+        (Some(_), Some(_)) => {
+            c.invalid(
+                format!("{at}.a2a_card_url"),
+                "a2a_url and a2a_card_url exclude each other",
+            );
+            return None;
+        }
+        (Some(u), None) => (u, "a2a_url"),
+        (None, Some(u)) => (u, "a2a_card_url"),
+    };
+    let (url, key) = url;
+    let mut remote = a2a_remote(
+        c,
+        at,
+        [key, "a2a_bearer_env"],
+        Some(url),
+        p.a2a_bearer_env.as_ref(),
+        p.a2a_max_calls_per_minute,
+    )?;
+    // The key says what the URL is, whatever its path ends in.
+    remote.card = key == "a2a_card_url";
+    let reply_type = p
+        .a2a_reply_type
+        .clone()
+        .unwrap_or_else(|| DEFAULT_A2A_PEER_REPLY_TYPE.to_owned());
+    if !valid_type_name(&reply_type) {
+        c.invalid(
+            format!("{at}.a2a_reply_type"),
+            format!("{reply_type:?} is not a type name"),
+        );
+    }
+    let follow = Duration::from_secs(c.positive(
+        &format!("{at}.a2a_follow_secs"),
+        p.a2a_follow_secs,
+        DEFAULT_A2A_FOLLOW.as_secs(),
+    ));
+    Some(A2aPeer {
+        remote,
+        reply_type,
+        skill: p.a2a_skill.clone(),
+        follow,
+    })
 }

@@ -35,10 +35,11 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                         peer: peer.clone(),
                         known: known_peers(),
                     }),
-                    Some(p) if key == "reply_to" && p.url.is_none() => c.invalid(
-                        format!("{at}.reply_to[{i}]"),
-                        format!("peer {peer:?} has no url to deliver replies to"),
-                    ),
+                    Some(p) if key == "reply_to" && p.url.is_none() && !is_a2a_agent(p) => c
+                        .invalid(
+                            format!("{at}.reply_to[{i}]"),
+                            format!("peer {peer:?} has no url to deliver replies to"),
+                        ),
                     Some(_) => {}
                 }
             }
@@ -541,7 +542,8 @@ fn a2a_agent(
     let var = o.token_env.clone().or_else(|| d.token_env.clone());
     let per_minute = o.max_calls_per_minute.or(d.max_calls_per_minute);
     let keys = ["url", "token_env"];
-    let remote = a2a_remote(c, at, keys, url.as_deref(), var.as_deref(), per_minute);
+    let var = var.map(schema::OneOrMany::One);
+    let remote = a2a_remote(c, at, keys, url.as_deref(), var.as_ref(), per_minute);
     let Some(first) = reply_types.first() else {
         c.invalid(
             at,
@@ -588,7 +590,7 @@ pub(super) fn a2a_remote(
     at: &str,
     [url_key, bearer_key]: [&str; 2],
     url: Option<&str>,
-    bearer_env: Option<&str>,
+    bearer_env: Option<&schema::OneOrMany>,
     per_minute: Option<u32>,
 ) -> Option<A2aRemote> {
     let url = match url.map(str::parse::<http::Uri>) {
@@ -605,17 +607,12 @@ pub(super) fn a2a_remote(
             return None;
         }
     };
-    let bearer = match bearer_env {
-        None => None,
-        Some(var) => c
-            .secrets(
-                &format!("{at}.{bearer_key}"),
-                Some(&schema::OneOrMany::One(var.to_owned())),
-                None,
-            )
+    // A rotation lists the new one first; that is the one sent.
+    let bearer = bearer_env.and_then(|vars| {
+        c.secrets(&format!("{at}.{bearer_key}"), Some(vars), None)
             .into_iter()
-            .next(),
-    };
+            .next()
+    });
     let max_calls_per_minute = c.positive(
         &format!("{at}.max_calls_per_minute"),
         per_minute,
@@ -627,4 +624,8 @@ pub(super) fn a2a_remote(
         bearer,
         max_calls_per_minute,
     })
+}
+
+fn is_a2a_agent(p: &schema::Peer) -> bool {
+    p.a2a_url.is_some() || p.a2a_card_url.is_some()
 }

@@ -4,6 +4,8 @@
 //! deliveries, runs at most `max_in_flight` attempts at once, and records each outcome; what is not
 //! delivered when the host stops is picked up again on the next start.
 
+pub mod a2a;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -219,11 +221,19 @@ pub struct Relay {
     public: crate::ssrf::PublicClient,
     wake: Notify,
     slots: Arc<Semaphore>,
+    /// For peers that are A2A agents, shared with the scheduler (one budget per remote).
+    a2a: Arc<crate::a2a_client::A2aClient>,
 }
 
 impl Relay {
     /// A relay over `store`, reading peers and the schedule from the active snapshot.
-    pub fn new(store: Store, active: Active, events: Events, max_in_flight: usize) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        active: Active,
+        events: Events,
+        max_in_flight: usize,
+        a2a: Arc<crate::a2a_client::A2aClient>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             store,
             active,
@@ -232,6 +242,7 @@ impl Relay {
             public: crate::ssrf::public_client(),
             wake: Notify::new(),
             slots: Arc::new(Semaphore::new(max_in_flight)),
+            a2a,
         })
     }
 
@@ -384,6 +395,27 @@ impl Relay {
                 status: None,
                 error: format!("peer {:?} is no longer in the config", d.peer),
             },
+            (
+                None,
+                _,
+                Some(
+                    peer @ Peer {
+                        a2a_out: Some(a), ..
+                    },
+                ),
+            ) => {
+                let a = a2a::attempt(
+                    &self.a2a,
+                    &self.store,
+                    peer,
+                    a,
+                    &d.outbound,
+                    &d.thread_alias,
+                    relay_cfg.attempt_timeout,
+                )
+                .await;
+                self.outcome(a, &relay_cfg.retry_schedule, n)
+            }
             (None, _, Some(peer)) => {
                 // A peer with its own CA has its own client (built with the snapshot).
                 let client = snap.peer_clients.get(&d.peer).unwrap_or(&self.client);
