@@ -318,3 +318,137 @@ async fn wait_thread(host: &impl Endpoint, thread: &str, n: usize) -> Vec<Value>
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The official Python SDK's server (tests/tools/a2a_sdk_agent.py) as the remote agent.
+struct SdkAgent {
+    child: std::process::Child,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl SdkAgent {
+    fn start() -> SdkAgent {
+        use std::io::BufRead as _;
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("requests.jsonl");
+        let script =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/a2a_sdk_agent.py");
+        let mut child = std::process::Command::new(tools_python())
+            .arg(script)
+            .args(["0", REMOTE_TOKEN, path_str(&log), "--lifetime", "300"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("start the SDK agent");
+        let mut first = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut first)
+            .unwrap();
+        SdkAgent {
+            child,
+            port: first.trim().parse().expect("its port"),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn card(&self) -> String {
+        format!("http://127.0.0.1:{}/.well-known/agent-card.json", self.port)
+    }
+
+    /// The JSON-RPC methods it was called with, in order.
+    fn methods(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter_map(|v| v["method"].as_str().map(str::to_owned))
+            .collect()
+    }
+}
+
+impl Drop for SdkAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_official_sdks_agent_runs_turns_in_every_state() {
+    let agent = tokio::task::spawn_blocking(SdkAgent::start).await.unwrap();
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = local_config(&tony.url(), &agent.card())
+        .replace(
+            "reply_types = [\"ANSWER\", \"QUESTION\"]",
+            "reply_types = [\"ANSWER\", \"QUESTION\", \"NOTE\"]",
+        )
+        .replace(
+            "timeout_secs = 60 }",
+            "timeout_secs = 60, reply_type = \"NOTE\", question_type = \"QUESTION\" }",
+        );
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "local.log", &env).await;
+    let find = |got: &[Received], f: &dyn Fn(&Value) -> bool| {
+        got.iter()
+            .map(|r| r.body.clone())
+            .find(|b| f(b))
+            .unwrap_or_else(|| {
+                panic!(
+                    "no such delivery: {:#?}",
+                    got.iter().map(|r| &r.body).collect::<Vec<_>>()
+                )
+            })
+    };
+
+    ask(&local, "complete this", None).await;
+    let got = tony.wait_for(1, Duration::from_secs(30)).await;
+    assert_eq!(got[0].body["type"], "ANSWER", "{:#}", got[0].body);
+    assert_eq!(got[0].body["payload"]["text"], "done: complete this");
+
+    // Streamed: three artifacts, the second in two chunks; a text-only one is a NOTE.
+    ask(&local, "stream it", None).await;
+    let got = tony.wait_for(4, Duration::from_secs(30)).await;
+    let s2 = find(&got, &|b| {
+        b["payload"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("part two"))
+    });
+    assert_eq!(s2["type"], "NOTE");
+    assert_eq!(
+        s2["payload"]["text"],
+        "second artifact, part one; \n\npart two"
+    );
+    let s3 = find(&got, &|b| b["payload"]["text"] == "third artifact");
+    assert_eq!(s3["type"], "ANSWER");
+    find(&got, &|b| b["payload"]["text"] == "first artifact");
+    assert!(
+        agent.methods().iter().any(|m| m == "SubscribeToTask"),
+        "{:?}",
+        agent.methods()
+    );
+
+    // A question, and its answer in the same remote task.
+    let asked = ask(&local, "ask me", None).await;
+    let got = tony.wait_for(5, Duration::from_secs(30)).await;
+    let q = find(&got, &|b| b["type"] == "QUESTION");
+    assert_eq!(q["payload"]["text"], "Which colour?");
+    ask(&local, "red", asked["thread_id"].as_str()).await;
+    let got = tony.wait_for(6, Duration::from_secs(30)).await;
+    let c = find(&got, &|b| b["payload"]["colour"] == "red");
+    assert_eq!(c["type"], "ANSWER");
+
+    // Failed and rejected tasks fail the turn with their own codes.
+    ask(&local, "fail please", None).await;
+    ask(&local, "reject this", None).await;
+    let got = tony.wait_for(8, Duration::from_secs(30)).await;
+    find(&got, &|b| {
+        b["type"] == "TURN_FAILED" && b["payload"]["error"] == "remote_failed"
+    });
+    find(&got, &|b| {
+        b["type"] == "TURN_FAILED" && b["payload"]["error"] == "remote_rejected"
+    });
+    local.stop();
+}
