@@ -452,3 +452,152 @@ async fn the_official_sdks_agent_runs_turns_in_every_state() {
     });
     local.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_while_following_remote_tasks_loses_and_doubles_nothing() {
+    const N: usize = 3;
+    let agent = tokio::task::spawn_blocking(SdkAgent::start).await.unwrap();
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    // The route's agent and a peer are the same SDK agent: 2N tasks followed at once.
+    let toml = local_config(&tony.url(), &agent.card()).replace(
+        "timeout_secs = 60 }",
+        "timeout_secs = 60, max_calls_per_minute = 600 }",
+    ) + &format!(
+        r#"
+[peers.sdk]
+a2a_card_url = "{}"
+a2a_bearer_env = "REMOTE_A2A_BEARER"
+a2a_reply_type = "ANSWER"
+a2a_max_calls_per_minute = 600
+[routes.from-sdk]
+from = ["sdk"]
+types = ["ANSWER", "TURN_FAILED"]
+mailbox = true
+"#,
+        agent.card()
+    );
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let mut local = BinHost::start_with_env(dir.path(), &toml, addr, "first.log", &env).await;
+    let mut threads = Vec::new();
+    for i in 0..N {
+        ask(&local, &format!("slow 4 turn {i}"), None).await;
+        let sent = admin_post(
+            &local,
+            "/admin/send",
+            &json!({"to": "sdk", "type": "ASK", "payload": {"text": format!("slow 4 peer {i}")}})
+                .to_string(),
+        )
+        .await;
+        assert_eq!(sent.status, 202, "{:#}", sent.json);
+        threads.push(sent.json["thread_id"].as_str().unwrap().to_owned());
+    }
+    // Every task is at the agent, recorded and being followed: then the inbox dies. (A kill
+    // between the agent taking a SendMessage and the inbox recording its answer sends it again
+    // after the restart, with the same messageId: a remote that dedups by it makes no second
+    // task, the SDK's server does; that window is not what this test is about.)
+    let sends = || {
+        agent
+            .methods()
+            .iter()
+            .filter(|m| *m == "SendMessage")
+            .count()
+    };
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while sends() < 2 * N {
+        assert!(std::time::Instant::now() < end, "{:?}", agent.methods());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let subscribed = || {
+        agent
+            .methods()
+            .iter()
+            .filter(|m| *m == "SubscribeToTask")
+            .count()
+    };
+    loop {
+        let outbox = admin_get(&local, "/admin/outbox").await.json;
+        let handed = outbox["outbox"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i["delivery"]["peer"] == "sdk" && i["delivery"]["state"] == "delivered")
+            .count();
+        if handed == N && subscribed() >= N {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{outbox:#} {:?}",
+            agent.methods()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    local.kill9();
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "second.log", &env).await;
+    // The turns resume their tasks, the follow-ups theirs: every answer arrives, once.
+    let got = tony.wait_for(N, Duration::from_secs(40)).await;
+    for t in &threads {
+        wait_thread_from(&local, t, "sdk", 1).await;
+    }
+    // Time for a double to show up, if there were one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let got_after = tony.received();
+    assert_eq!(
+        got_after.len(),
+        N,
+        "{:#?}",
+        got_after.iter().map(|r| &r.body).collect::<Vec<_>>()
+    );
+    for r in &got {
+        assert_eq!(r.body["payload"]["text"], "slept 4 s", "{:#}", r.body);
+    }
+    for t in &threads {
+        let answers = wait_thread_from(&local, t, "sdk", 1).await;
+        assert_eq!(answers.len(), 1, "{answers:#?}");
+        assert_eq!(answers[0]["payload"]["text"], "slept 4 s");
+    }
+    assert_eq!(
+        sends(),
+        2 * N,
+        "nothing was sent twice: {:?}",
+        agent.methods()
+    );
+    println!(
+        "kill -9: remote tasks followed {}, lost 0, doubled 0 (SendMessage calls {})",
+        2 * N,
+        sends()
+    );
+    local.stop();
+}
+
+/// The messages of `thread` from `sender`, oldest first, once there are `n`.
+async fn wait_thread_from(
+    host: &impl Endpoint,
+    thread: &str,
+    sender: &str,
+    n: usize,
+) -> Vec<Value> {
+    let end = std::time::Instant::now() + Duration::from_secs(40);
+    loop {
+        let r = admin_get(host, &format!("/messages?thread={thread}")).await;
+        let mut got: Vec<Value> = r.json["messages"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|m| m["sender"] == sender)
+            .collect();
+        got.reverse();
+        if got.len() >= n {
+            return got;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "{n} answers never came: {:#}",
+            r.json
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
