@@ -131,6 +131,13 @@ async fn a_route_hands_its_turns_to_another_inbox_over_a2a() {
     )
     .await;
     assert_eq!(shown.json["turn"]["state"], "failed", "{:#}", shown.json);
+    // The message shows the remote task its turn was.
+    let remote_task = &shown.json["remote_tasks"][0];
+    assert_eq!(remote_task["kind"], "turn", "{:#}", shown.json);
+    assert_eq!(remote_task["target"], "delegate");
+    assert_eq!(remote_task["state"], "TASK_STATE_FAILED");
+    assert_eq!(remote_task["done"], true);
+    assert!(remote_task["remote_task_id"].is_string());
     assert!(
         shown.json["turn"]["error"]
             .as_str()
@@ -239,6 +246,26 @@ async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
     assert!(waited.status.success(), "{err}\n{}", local.log());
     let answer: Value = serde_json::from_slice(&waited.stdout).expect("the answer's payload");
     assert_eq!(answer["text"], "echo: how are you", "{answer:#}");
+    // The outbound message shows the task it became at the peer, followed to its end.
+    let outbox = admin_get(&local, "/admin/outbox").await.json;
+    let sent = outbox["outbox"][0]["reply"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // (Recorded just after the answer is accepted: wait for it.)
+    let end = std::time::Instant::now() + Duration::from_secs(10);
+    let shown = loop {
+        let shown = admin_get(&local, &format!("/messages/{sent}")).await.json;
+        if shown["remote_tasks"][0]["done"] == true || std::time::Instant::now() > end {
+            break shown;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let remote_task = &shown["remote_tasks"][0];
+    assert_eq!(remote_task["kind"], "delivery", "{shown:#}");
+    assert_eq!(remote_task["target"], "remote");
+    assert_eq!(remote_task["state"], "TASK_STATE_COMPLETED");
+    assert_eq!(remote_task["answers"], 1);
 
     // As the admin: a question, answered in the same remote task by the thread's next message.
     let asked = admin_post(

@@ -460,6 +460,9 @@ pub struct MessageDetail {
     /// Whether its turn waited for a person, and what they decided (the admin's view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalView>,
+    /// The task its turn is at a remote A2A agent (`driver = "a2a"`; not shown to peers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_tasks: Vec<RemoteTaskView>,
 }
 
 /// `GET /messages/{id}` for an outbound message.
@@ -467,6 +470,47 @@ pub struct MessageDetail {
 pub struct OutboundDetail {
     /// The outbound message, with its deliveries.
     pub reply: OutboundView,
+    /// The tasks it became at A2A peers (not shown to peers).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remote_tasks: Vec<RemoteTaskView>,
+}
+
+/// A task at a remote A2A agent, as the views show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RemoteTaskView {
+    /// `turn` (a route's A2A agent) or `delivery` (an A2A peer).
+    pub kind: String,
+    /// The route or the peer.
+    pub target: String,
+    /// The remote's task id (none until it answered the send).
+    pub remote_task_id: Option<String>,
+    pub context_id: Option<String>,
+    /// As the remote last said (`TASK_STATE_...`), or `sending`.
+    pub state: String,
+    /// Answers taken from it so far.
+    pub answers: usize,
+    /// Nothing more is followed.
+    pub done: bool,
+}
+
+impl RemoteTaskView {
+    /// The view of a record.
+    pub fn new(t: &crate::model::RemoteTask) -> Self {
+        RemoteTaskView {
+            kind: t.kind.as_str().to_owned(),
+            target: t.target.clone(),
+            remote_task_id: t.remote_id.clone(),
+            context_id: t.context_id.clone(),
+            state: t.state.clone(),
+            // The markers of a question or a failure taken are not artifacts.
+            answers: t
+                .seen
+                .iter()
+                .filter(|s| !matches!(s.as_str(), "input-required" | "failure"))
+                .count(),
+            done: t.done,
+        }
+    }
 }
 
 /// Either answer of `GET /messages/{id}`.

@@ -123,6 +123,25 @@ impl Inbox {
     }
 
     /// One message with its turn and replies, or one outbound message with its deliveries.
+    /// The remote A2A tasks a message or an outbound message became, for the operator and the
+    /// local agents (a peer is not told where else its messages went).
+    async fn remote_tasks_for(
+        &self,
+        who: &Reader,
+        origin: &str,
+    ) -> Result<Vec<crate::wire::RemoteTaskView>, InboxError> {
+        if matches!(who, Reader::Peer(_)) {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .store
+            .remote_tasks_of(origin)
+            .await?
+            .iter()
+            .map(crate::wire::RemoteTaskView::new)
+            .collect())
+    }
+
     pub async fn show(&self, who: &Reader, id: &str) -> Result<Detail, InboxError> {
         // A peer sees a reply once it is on its way: not while a person holds it, nor after
         // they rejected it.
@@ -170,6 +189,7 @@ impl Inbox {
                     })
                     .collect(),
                 approval: approval_of(id),
+                remote_tasks: self.remote_tasks_for(who, id).await?,
             };
             if let Reader::Peer(peer) = who {
                 let threads = std::iter::once(&mut detail.message.thread_id)
@@ -198,7 +218,11 @@ impl Inbox {
                 self.name_threads_for(peer, std::iter::once(&mut reply.thread_id))
                     .await?;
             }
-            return Ok(Detail::Outbound(Box::new(OutboundDetail { reply })));
+            let remote_tasks = self.remote_tasks_for(who, id).await?;
+            return Ok(Detail::Outbound(Box::new(OutboundDetail {
+                reply,
+                remote_tasks,
+            })));
         }
         Err(InboxError::NotFound)
     }
