@@ -654,7 +654,8 @@ fn detail(text: &str) -> String {
         .collect()
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
+/// An error with its sources, one line (a TLS or connect failure says why only in its source).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

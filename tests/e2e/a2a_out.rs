@@ -276,7 +276,7 @@ async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
     .await;
     assert_eq!(asked.status, 202, "{:#}", asked.json);
     let thread = asked.json["thread_id"].as_str().unwrap().to_owned();
-    let got = wait_thread(&local, &thread, 1).await;
+    let got = wait_thread_from(&local, &thread, "remote", 1).await;
     // Typed by the answer's own {type, payload} data part.
     assert_eq!(got[0]["type"], "QUESTION", "{got:#?}");
     assert_eq!(got[0]["payload"]["text"], "Which colour do you want?");
@@ -288,7 +288,7 @@ async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
     )
     .await;
     assert_eq!(again.status, 202, "{:#}", again.json);
-    let got = wait_thread(&local, &thread, 2).await;
+    let got = wait_thread_from(&local, &thread, "remote", 2).await;
     assert_eq!(got[1]["payload"]["text"], "echo: green", "{got:#?}");
     let tasks = remote_tasks(&remote).await;
     assert_eq!(
@@ -308,7 +308,7 @@ async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
     )
     .await;
     let thread = failed.json["thread_id"].as_str().unwrap().to_owned();
-    let got = wait_thread(&local, &thread, 1).await;
+    let got = wait_thread_from(&local, &thread, "remote", 1).await;
     assert_eq!(got[0]["type"], "TURN_FAILED", "{got:#?}");
     assert_eq!(got[0]["payload"]["error"], "remote_failed");
     assert!(
@@ -319,31 +319,6 @@ async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
     );
     local.stop();
     remote.stop().await;
-}
-
-/// The messages of `thread` from the peer, oldest first, once there are `n`.
-async fn wait_thread(host: &impl Endpoint, thread: &str, n: usize) -> Vec<Value> {
-    let end = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = admin_get(host, &format!("/messages?thread={thread}")).await;
-        let mut got: Vec<Value> = r.json["messages"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|m| m["sender"] == "remote")
-            .collect();
-        got.reverse();
-        if got.len() >= n {
-            return got;
-        }
-        assert!(
-            std::time::Instant::now() < end,
-            "{n} answers never came: {:#}",
-            r.json
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// The official Python SDK's server (tests/tools/a2a_sdk_agent.py) as the remote agent.

@@ -710,6 +710,26 @@ pub struct RemoteTask {
     pub updated_at: i64,
 }
 
+impl RemoteTask {
+    /// In `seen`: the task's question (`INPUT_REQUIRED`) was taken under this record.
+    pub const QUESTION_TAKEN: &'static str = "input-required";
+    /// In `seen`: the task's failure was brought back under this record.
+    pub const FAILURE_TAKEN: &'static str = "failure";
+
+    /// Whether this record took the task's question.
+    pub fn asked(&self) -> bool {
+        self.seen.iter().any(|s| s == Self::QUESTION_TAKEN)
+    }
+
+    /// The artifact ids taken (and status message ids), the markers left out: what a message
+    /// that continues the same task must not take again.
+    pub fn artifacts_taken(&self) -> impl Iterator<Item = &String> {
+        self.seen
+            .iter()
+            .filter(|s| *s != Self::QUESTION_TAKEN && *s != Self::FAILURE_TAKEN)
+    }
+}
+
 /// Whose a remote task is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]

@@ -502,12 +502,7 @@ impl RemoteTaskView {
             remote_task_id: t.remote_id.clone(),
             context_id: t.context_id.clone(),
             state: t.state.clone(),
-            // The markers of a question or a failure taken are not artifacts.
-            answers: t
-                .seen
-                .iter()
-                .filter(|s| !matches!(s.as_str(), "input-required" | "failure"))
-                .count(),
+            answers: t.artifacts_taken().count(),
             done: t.done,
         }
     }

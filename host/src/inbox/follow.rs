@@ -29,8 +29,6 @@ const BATCH: usize = 8;
 const CALL_DEADLINE: Duration = Duration::from_secs(15);
 /// The longest wait between two looks at a task still running.
 const MAX_POLL: Duration = Duration::from_secs(60);
-/// In a record's `seen`: the task's question (`INPUT_REQUIRED`) was brought back.
-const QUESTION_TAKEN: &str = "input-required";
 /// Characters of the remote's words kept.
 const MAX_WORDS: usize = 500;
 
@@ -137,7 +135,7 @@ impl Inbox {
         if !task.context_id.is_empty() {
             t.context_id = Some(task.context_id.clone());
         }
-        let asked = t.seen.iter().any(|s| s == QUESTION_TAKEN);
+        let asked = t.asked();
         let stale = task.state.is_interrupted()
             && !asked
             && task
@@ -190,11 +188,11 @@ impl Inbox {
                         peer,
                         a2a.reply_type.clone(),
                         payload,
-                        QUESTION_TAKEN,
+                        RemoteTask::QUESTION_TAKEN,
                     )
                     .await?;
                 }
-                t.seen.push(QUESTION_TAKEN.to_owned());
+                t.seen.push(RemoteTask::QUESTION_TAKEN.to_owned());
                 if let Some(id) = &task.status_message_id
                     && !t.seen.contains(id)
                 {
@@ -231,7 +229,7 @@ impl Inbox {
         peer: &Peer,
         (code, words): (&'static str, String),
     ) -> Result<(), InboxError> {
-        if t.seen.iter().any(|s| s == "failure") {
+        if t.seen.iter().any(|s| s == RemoteTask::FAILURE_TAKEN) {
             return Ok(());
         }
         tracing::info!(peer = %peer.name, remote_task = ?t.remote_id, code, "the A2A peer's task did not complete");
@@ -242,9 +240,10 @@ impl Inbox {
             "remote_task": t.remote_id,
         })
         .to_string();
-        self.bring(snap, t, peer, "TURN_FAILED".into(), payload, "failure")
+        let what = RemoteTask::FAILURE_TAKEN;
+        self.bring(snap, t, peer, "TURN_FAILED".into(), payload, what)
             .await?;
-        t.seen.push("failure".into());
+        t.seen.push(what.into());
         Ok(())
     }
 

@@ -46,12 +46,7 @@ pub(super) async fn attempt(
     let (task_id, context_id) = match &before {
         Some(p) if RemoteState::parse(&p.state).is_interrupted() => {
             // Its earlier answers are not answers to this message.
-            seen.extend(
-                p.seen
-                    .iter()
-                    .filter(|s| !matches!(s.as_str(), "input-required" | "failure"))
-                    .cloned(),
-            );
+            seen.extend(p.artifacts_taken().cloned());
             (p.remote_id.clone(), p.context_id.clone())
         }
         Some(p) => (None, p.context_id.clone()),

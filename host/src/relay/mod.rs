@@ -14,6 +14,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use rand::Rng;
 use tokio::sync::{Notify, Semaphore, watch};
 
+use crate::a2a_client::error_chain;
 use crate::config::{Peer, PeerAuth};
 use crate::events::{Event, Events};
 use crate::model::{AttemptOutcome, DeliveryState, Outbound, now_ms};
@@ -198,17 +199,6 @@ fn queued(outbound: &Outbound, peers: &[String]) -> Event {
         msg_type: outbound.msg_type.clone(),
         peers: peers.to_vec(),
     }
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
-    }
-    s
 }
 
 /// Delivers the outbox; [`Relay::enqueue`] gives it new work.

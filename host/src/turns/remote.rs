@@ -31,8 +31,6 @@ const MAX_POLL: Duration = Duration::from_secs(10);
 const MAX_BACKOFF: Duration = Duration::from_secs(15);
 /// How long a `CancelTask` may take after a timeout or a cancel.
 const CANCEL_WAIT: Duration = Duration::from_secs(5);
-/// In a record's `seen`: this turn took the remote's question (`INPUT_REQUIRED`) as a reply.
-const QUESTION_TAKEN: &str = "input-required";
 /// Characters of the remote's words kept in the turn's error.
 const MAX_WORDS: usize = 500;
 
@@ -184,9 +182,8 @@ impl Follower<'_> {
                 // The same task: what earlier turns took from it (its artifacts, the question
                 // it asked) is not this turn's answer.
                 let earlier: Vec<String> = p
-                    .seen
-                    .iter()
-                    .filter(|s| *s != QUESTION_TAKEN && !self.rec().seen.contains(s))
+                    .artifacts_taken()
+                    .filter(|s| !self.rec().seen.contains(s))
                     .cloned()
                     .collect();
                 self.rec_mut().seen.extend(earlier);
@@ -386,12 +383,16 @@ impl Follower<'_> {
             .as_ref()
             .is_some_and(|id| self.rec().seen.contains(id));
         if !also_artifact && !self.asked() {
-            let id = derived_id(&format!("{}/{QUESTION_TAKEN}", self.rec().key));
+            let id = derived_id(&format!(
+                "{}/{}",
+                self.rec().key,
+                RemoteTask::QUESTION_TAKEN
+            ));
             self.reply(id, self.t.agent.question_type.clone(), payload)
                 .await?;
         }
         let rec = self.rec_mut();
-        rec.seen.push(QUESTION_TAKEN.to_owned());
+        rec.seen.push(RemoteTask::QUESTION_TAKEN.to_owned());
         if let Some(id) = &task.status_message_id
             && !rec.seen.contains(id)
         {
@@ -402,7 +403,7 @@ impl Follower<'_> {
 
     /// This turn has taken the remote's question already.
     fn asked(&self) -> bool {
-        self.rec().seen.iter().any(|s| s == QUESTION_TAKEN)
+        self.rec().asked()
     }
 
     /// A question the remote asked before this turn's message reached it: the task's state
