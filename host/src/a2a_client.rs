@@ -122,6 +122,48 @@ struct Card {
 struct Budget {
     calls: VecDeque<Instant>,
     closed_until: Option<Instant>,
+    /// What the remote turned out to allow a minute (a little under the calls it had seen when
+    /// it said to slow down), and since when: below the configured budget, it keeps the calls
+    /// that wait out a slow-down from all going at once and being refused again.
+    learned: Option<(usize, Instant)>,
+}
+
+/// How long a limit learned from a remote is kept before the configured budget applies again.
+const LEARNED_FOR: Duration = Duration::from_secs(300);
+
+impl Budget {
+    /// Takes a call at `now` within `per_minute`, or says when to ask again.
+    fn take(&mut self, now: Instant, per_minute: usize) -> Result<(), Instant> {
+        while self.calls.front().is_some_and(|t| now - *t >= WINDOW) {
+            self.calls.pop_front();
+        }
+        if let Some(t) = self.closed_until.filter(|t| *t > now) {
+            return Err(t);
+        }
+        let cap = match self.learned {
+            Some((n, since)) if now - since < LEARNED_FOR => n.min(per_minute),
+            _ => per_minute,
+        };
+        if self.calls.len() < cap {
+            self.calls.push_back(now);
+            return Ok(());
+        }
+        Err(self.calls.front().map_or(now, |t| *t + WINDOW))
+    }
+
+    /// The remote said to slow down at `now`: no call for `wait`, and from then on a little
+    /// fewer a minute than it had seen (never more than learned before).
+    fn slow_down(&mut self, now: Instant, wait: Duration) {
+        let until = now + wait;
+        self.closed_until = Some(self.closed_until.map_or(until, |t| t.max(until)));
+        let seen = self.calls.len();
+        let allowed = (seen * 9 / 10).max(1);
+        let allowed = match self.learned {
+            Some((n, since)) if now - since < LEARNED_FOR => allowed.min(n),
+            _ => allowed,
+        };
+        self.learned = Some((allowed, now));
+    }
 }
 
 impl Default for A2aClient {
@@ -168,11 +210,12 @@ impl A2aClient {
         r: &Remote<'_>,
         id: &str,
         deadline: Instant,
-    ) -> Result<(), CallError> {
-        self.call(r, "CancelTask", json!({ "id": id }), deadline)
+    ) -> Result<RemoteTask, CallError> {
+        let result = self
+            .call(r, "CancelTask", json!({ "id": id }), deadline)
             .await
-            .map_err(|e| not_found(e, id))
-            .map(drop)
+            .map_err(|e| not_found(e, id))?;
+        remote::parse_task(&result).map_err(CallError::BadAnswer)
     }
 
     /// `SubscribeToTask`: the task's events as they come, until it ends or `deadline`.
@@ -381,21 +424,13 @@ impl A2aClient {
         let key = r.config.url.to_string();
         let per_minute = r.config.max_calls_per_minute.max(1) as usize;
         loop {
-            let wait_until = {
+            let taken = {
                 let mut all = self.lock_budgets();
                 let b = all.entry(key.clone()).or_default();
-                let now = Instant::now();
-                while b.calls.front().is_some_and(|t| now - *t >= WINDOW) {
-                    b.calls.pop_front();
-                }
-                match b.closed_until {
-                    Some(t) if t > now => t,
-                    _ if b.calls.len() < per_minute => {
-                        b.calls.push_back(now);
-                        return Ok(());
-                    }
-                    _ => b.calls.front().map_or(now, |t| *t + WINDOW),
-                }
+                b.take(Instant::now(), per_minute)
+            };
+            let Err(wait_until) = taken else {
+                return Ok(());
             };
             if wait_until > deadline {
                 return Err(CallError::RateLimited(format!(
@@ -411,8 +446,7 @@ impl A2aClient {
         let wait = retry_after.unwrap_or(DEFAULT_SLOW_DOWN).min(WINDOW);
         let mut all = self.lock_budgets();
         let b = all.entry(r.config.url.to_string()).or_default();
-        let until = Instant::now() + wait;
-        b.closed_until = Some(b.closed_until.map_or(until, |t| t.max(until)));
+        b.slow_down(Instant::now(), wait);
     }
 
     /// Counts a call's outcome under its remote and method.
@@ -669,6 +703,34 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_slow_down_closes_the_budget_then_allows_a_little_less_than_the_remote_saw() {
+        let t0 = Instant::now();
+        let mut b = Budget::default();
+        for i in 0..31 {
+            assert_eq!(b.take(t0 + Duration::from_millis(i), 100), Ok(()));
+        }
+        // The remote (30 a minute) refused the 31st.
+        let now = t0 + Duration::from_millis(31);
+        b.slow_down(now, Duration::from_secs(10));
+        let reopen = now + Duration::from_secs(10);
+        assert_eq!(b.take(now + Duration::from_secs(1), 100), Err(reopen));
+        // Reopened, but the window still holds 31 calls, more than the 27 now allowed: the next
+        // call waits for the oldest to leave the window, instead of all of them going at once.
+        assert_eq!(b.take(reopen, 100), Err(t0 + WINDOW));
+        let later = t0 + WINDOW + Duration::from_millis(10);
+        let allowed = (0..40).filter(|_| b.take(later, 100).is_ok()).count();
+        assert_eq!(allowed, 27 - 20, "11 of the 31 left the window");
+        // A second slow-down never raises what was learned; after a while it is forgotten.
+        b.slow_down(later, Duration::ZERO);
+        assert_eq!(b.learned.map(|l| l.0), Some(24));
+        let much_later = later + LEARNED_FOR + WINDOW;
+        assert_eq!(
+            (0..100).filter(|_| b.take(much_later, 100).is_ok()).count(),
+            100
+        );
+    }
 
     #[test]
     fn a_card_names_its_endpoint_and_whether_it_is_foreign() {

@@ -84,6 +84,48 @@ async fn a_route_hands_its_turns_to_another_inbox_over_a2a() {
     assert_eq!(reply["in_reply_to"], ack["id"]);
     assert_eq!(reply["thread_id"], ack["thread_id"]);
 
+    // The console's thread shows the remote task: its id, state and artifacts (in a browser).
+    let shown = admin_get(
+        &local,
+        &format!("/messages/{}", ack["id"].as_str().unwrap()),
+    )
+    .await;
+    let task = shown.json["remote_tasks"][0].clone();
+    assert_eq!(task["origin"], ack["id"], "{:#}", shown.json);
+    let remote_id = task["remote_task_id"].as_str().unwrap().to_owned();
+    let artifacts: Vec<String> = task["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(artifacts.len(), 1, "{task:#}");
+    let thread = shown.json["message"]["thread_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let shot = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/console-shots/console-remote-task.png");
+    std::fs::create_dir_all(shot.parent().unwrap()).unwrap();
+    let base = local.url("");
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        let mut args = vec![
+            base.trim_end_matches('/').to_owned(),
+            ADMIN.to_owned(),
+            thread,
+            path_str(&shot).to_owned(),
+            remote_id,
+            "TASK_STATE_COMPLETED".to_owned(),
+        ];
+        args.extend(artifacts);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        run_tool("console_remote_check.py", &args, b"")
+    })
+    .await
+    .unwrap();
+    assert!(ok, "the browser check failed:\n{out}");
+    assert!(out.contains("and its artifacts"), "{out}");
+
     // A question: INPUT_REQUIRED ends the turn with a QUESTION reply; the thread's next message
     // continues the same remote task.
     let first = ask(&local, "ask me", None).await;
@@ -265,7 +307,8 @@ async fn an_a2a_peer_gets_tasks_and_its_answers_come_back_into_the_thread() {
     assert_eq!(remote_task["kind"], "delivery", "{shown:#}");
     assert_eq!(remote_task["target"], "remote");
     assert_eq!(remote_task["state"], "TASK_STATE_COMPLETED");
-    assert_eq!(remote_task["answers"], 1);
+    assert_eq!(remote_task["origin"], sent.as_str());
+    assert_eq!(remote_task["artifacts"].as_array().map(Vec::len), Some(1));
 
     // As the admin: a question, answered in the same remote task by the thread's next message.
     let asked = admin_post(
@@ -331,6 +374,11 @@ struct SdkAgent {
 
 impl SdkAgent {
     fn start() -> SdkAgent {
+        Self::start_on(0)
+    }
+
+    /// On `port` (0: any), e.g. the port of one that was stopped: a restart, its tasks forgotten.
+    fn start_on(port: u16) -> SdkAgent {
         use std::io::BufRead as _;
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("requests.jsonl");
@@ -338,7 +386,8 @@ impl SdkAgent {
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/a2a_sdk_agent.py");
         let mut child = std::process::Command::new(tools_python())
             .arg(script)
-            .args(["0", REMOTE_TOKEN, path_str(&log), "--lifetime", "300"])
+            .arg(port.to_string())
+            .args([REMOTE_TOKEN, path_str(&log), "--lifetime", "300"])
             .stdout(std::process::Stdio::piped())
             .spawn()
             .expect("start the SDK agent");
@@ -602,4 +651,189 @@ async fn wait_thread_from(
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// The local inbox with its own A2A door on for peer `caller`, whose tasks of type ASK are the
+/// turns of route `delegate` (the SDK agent at `card`, `timeout_secs` long).
+fn door_config(tony_url: &str, card: &str, timeout_secs: u64) -> String {
+    local_config(tony_url, card)
+        .replace(
+            "timeout_secs = 60 }",
+            &format!(
+                "timeout_secs = {timeout_secs} }}\na2a = {{ type = \"ASK\", default = true }}"
+            ),
+        )
+        .replace("from = [\"tony\"]", "from = [\"tony\", \"caller\"]")
+        + &format!("[a2a]\nname = \"Local inbox\"\n[peers.caller]\na2a_token = \"{CALLER}\"\n")
+}
+
+const CALLER: &str = "caller-a2a-token";
+
+/// A JSON-RPC call to the local inbox's `/a2a` as peer `caller`.
+async fn call_door(local: &impl Endpoint, method: &str, params: Value) -> Value {
+    let r = request(
+        "POST",
+        &local.url("/a2a"),
+        &[
+            ("authorization", &format!("Bearer {CALLER}")),
+            ("content-type", "application/json"),
+            ("a2a-version", "1.0"),
+        ],
+        json!({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).to_string(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    r.json
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_or_a_cancel_of_the_turn_sends_cancel_task_to_the_remote() {
+    let agent = tokio::task::spawn_blocking(SdkAgent::start).await.unwrap();
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = door_config(&tony.url(), &agent.card(), 3);
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "local.log", &env).await;
+
+    // A timeout: the turn ends timed_out, the remote task is canceled there, TURN_FAILED goes out.
+    let slow = ask(&local, "slow 30", None).await;
+    let shown = wait_turn_end(&local, ADMIN, slow["id"].as_str().unwrap()).await;
+    assert_eq!(shown["turn"]["state"], "timed_out", "{shown:#}");
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED", "{:#}", got[0].body);
+    let cancels = || {
+        agent
+            .methods()
+            .iter()
+            .filter(|m| *m == "CancelTask")
+            .count()
+    };
+    assert_eq!(cancels(), 1, "{:?}\n{}", agent.methods(), local.log());
+    let task = &shown["remote_tasks"][0];
+    assert_eq!(task["state"], "TASK_STATE_CANCELED", "{shown:#}");
+
+    // A cancel: an A2A client cancels the task our turn is; the remote's task is canceled too.
+    let sent = call_door(
+        &local,
+        "SendMessage",
+        json!({"message": {"messageId": "cancel-me", "role": "ROLE_USER",
+                           "parts": [{"text": "slow 30"}]},
+               "configuration": {"returnImmediately": true}}),
+    )
+    .await;
+    let ours = sent["result"]["task"]["id"].as_str().unwrap().to_owned();
+    // Once the turn's remote task exists, cancel ours.
+    eventually(
+        Duration::from_secs(20),
+        "the remote task to be sent",
+        || async {
+            let n = agent
+                .methods()
+                .iter()
+                .filter(|m| *m == "SendMessage")
+                .count();
+            (n >= 2).then_some(())
+        },
+    )
+    .await;
+    let canceled = call_door(&local, "CancelTask", json!({"id": ours})).await;
+    assert_eq!(
+        canceled["result"]["status"]["state"], "TASK_STATE_CANCELED",
+        "{canceled:#}"
+    );
+    let end = std::time::Instant::now() + Duration::from_secs(20);
+    while cancels() < 2 {
+        assert!(
+            std::time::Instant::now() < end,
+            "no second CancelTask: {:?}\n{}",
+            agent.methods(),
+            local.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    local.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_that_forgets_the_task_fails_the_turn_saying_so() {
+    let agent = tokio::task::spawn_blocking(SdkAgent::start).await.unwrap();
+    let port = agent.port;
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = local_config(&tony.url(), &agent.card());
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "local.log", &env).await;
+
+    let slow = ask(&local, "slow 30", None).await;
+    let id = slow["id"].as_str().unwrap().to_owned();
+    eventually(Duration::from_secs(20), "the remote task id", || async {
+        let shown = admin_get(&local, &format!("/messages/{id}")).await.json;
+        shown["remote_tasks"][0]["remote_task_id"]
+            .is_string()
+            .then_some(())
+    })
+    .await;
+    // The remote restarts, as an OpenClaw gateway does, and its in-memory tasks are gone.
+    drop(agent);
+    let _again = tokio::task::spawn_blocking(move || SdkAgent::start_on(port))
+        .await
+        .unwrap();
+    let shown = wait_turn_end(&local, ADMIN, &id).await;
+    assert_eq!(shown["turn"]["state"], "failed", "{shown:#}");
+    let error = shown["turn"]["error"].as_str().unwrap_or("");
+    assert!(error.starts_with("remote_task_lost"), "{shown:#}");
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED", "{:#}", got[0].body);
+    assert_eq!(got[0].body["payload"]["error"], "remote_task_lost");
+    local.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_that_names_another_origin_passes_the_ssrf_guard() {
+    // The card's server, and the (private, loopback) origin its interface names.
+    let elsewhere = PeerServer::start().await;
+    let card_server = PeerServer::start().await;
+    card_server.otherwise(
+        Answer::from(200)
+            .header("content-type", "application/json")
+            .body(
+                json!({
+                    "name": "Lure",
+                    "supportedInterfaces": [{"url": elsewhere.url().replace("/message", "/a2a"),
+                        "protocolBinding": "JSONRPC", "protocolVersion": "1.0"}],
+                    "capabilities": {},
+                    "skills": [],
+                })
+                .to_string(),
+            ),
+    );
+    let tony = PeerServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let card = format!(
+        "{}/.well-known/agent-card.json",
+        card_server.url().trim_end_matches("/message")
+    );
+    let toml = local_config(&tony.url(), &card);
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "local.log", &env).await;
+
+    let m = ask(&local, "hello", None).await;
+    let shown = wait_turn_end(&local, ADMIN, m["id"].as_str().unwrap()).await;
+    assert_eq!(shown["turn"]["state"], "failed", "{shown:#}");
+    let error = shown["turn"]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains("its interface") && error.contains("not a public address"),
+        "{shown:#}"
+    );
+    let got = tony.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["type"], "TURN_FAILED", "{:#}", got[0].body);
+    assert!(
+        elsewhere.received().is_empty(),
+        "the foreign origin was called"
+    );
+    assert!(!card_server.received().is_empty());
+    local.stop();
 }

@@ -22,6 +22,7 @@ mod limits;
 mod loops;
 mod observability;
 mod one_process;
+mod openclaw;
 mod plugins;
 mod promises;
 mod reads;

@@ -546,6 +546,31 @@ pub fn tools_python() -> PathBuf {
         .clone()
 }
 
+/// The directory holding `node` (24) and `openclaw` (2026.9.6), installed by
+/// tests/tools/openclaw.sh under `target/openclaw-cache/` on first use (the test command runs it
+/// too). Needs the npm registry the first time; a failure panics with its output.
+pub fn openclaw_bin() -> PathBuf {
+    static BIN: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/openclaw.sh");
+        let out = std::process::Command::new("bash")
+            .arg(&script)
+            .output()
+            .map_err(|e| format!("{script:?}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{script:?} failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+    })
+    .as_ref()
+    .unwrap_or_else(|e| panic!("openclaw: {e}"))
+    .clone()
+}
+
 /// Runs `tests/tools/<script>` with the tools venv's python, `stdin` on its standard input;
 /// returns whether it exited 0 and what it printed.
 pub fn run_tool(script: &str, args: &[&str], stdin: &[u8]) -> (bool, String) {

@@ -12,12 +12,11 @@ started, held before it leaves, and finds its thread in the conversations list. 
 import pathlib
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
+
+from browser import chromium
 
 BASE, SECRET, MESSAGE, STARTED = sys.argv[1:5]
 SHOTS = pathlib.Path(sys.argv[5])
@@ -25,11 +24,7 @@ SHOTS.mkdir(parents=True, exist_ok=True)
 APPROVER = "Ada Reviewer"
 ITEM = f'#approval-queue .approval[data-approval="{MESSAGE}"]'
 
-opts = Options()
-opts.binary_location = "/usr/bin/chromium"
-for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,1000"):
-    opts.add_argument(arg)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+driver = chromium(1000)
 wait = WebDriverWait(driver, 30)
 
 

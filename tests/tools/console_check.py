@@ -10,21 +10,16 @@ import pathlib
 import sys
 import time
 
-from selenium import webdriver
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as EC
 from selenium.webdriver.support.ui import WebDriverWait
 
+from browser import chromium
+
 BASE, SECRET, THREAD, SHOTS = sys.argv[1], sys.argv[2], sys.argv[3], pathlib.Path(sys.argv[4])
 SHOTS.mkdir(parents=True, exist_ok=True)
 
-opts = Options()
-opts.binary_location = "/usr/bin/chromium"
-for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1280,900"):
-    opts.add_argument(arg)
-driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=opts)
+driver = chromium()
 wait = WebDriverWait(driver, 30)
 
 

@@ -460,7 +460,8 @@ pub struct MessageDetail {
     /// Whether its turn waited for a person, and what they decided (the admin's view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalView>,
-    /// The task its turn is at a remote A2A agent (`driver = "a2a"`; not shown to peers).
+    /// The tasks at remote A2A agents that its turn (`driver = "a2a"`) and its replies (to A2A
+    /// peers) became, each naming its `origin` (not shown to peers).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub remote_tasks: Vec<RemoteTaskView>,
 }
@@ -480,6 +481,8 @@ pub struct OutboundDetail {
 pub struct RemoteTaskView {
     /// `turn` (a route's A2A agent) or `delivery` (an A2A peer).
     pub kind: String,
+    /// The message (`turn`) or outbound message (`delivery`) it is.
+    pub origin: String,
     /// The route or the peer.
     pub target: String,
     /// The remote's task id (none until it answered the send).
@@ -487,8 +490,9 @@ pub struct RemoteTaskView {
     pub context_id: Option<String>,
     /// As the remote last said (`TASK_STATE_...`), or `sending`.
     pub state: String,
-    /// Answers taken from it so far.
-    pub answers: usize,
+    /// The ids of the artifacts (and status messages) taken from it so far, in order: each
+    /// became one reply, or one message from the peer.
+    pub artifacts: Vec<String>,
     /// Nothing more is followed.
     pub done: bool,
 }
@@ -498,11 +502,12 @@ impl RemoteTaskView {
     pub fn new(t: &crate::model::RemoteTask) -> Self {
         RemoteTaskView {
             kind: t.kind.as_str().to_owned(),
+            origin: t.origin.clone(),
             target: t.target.clone(),
             remote_task_id: t.remote_id.clone(),
             context_id: t.context_id.clone(),
             state: t.state.clone(),
-            answers: t.artifacts_taken().count(),
+            artifacts: t.artifacts_taken().cloned().collect(),
             done: t.done,
         }
     }

@@ -189,8 +189,15 @@ impl Inbox {
                     })
                     .collect(),
                 approval: approval_of(id),
-                remote_tasks: self.remote_tasks_for(who, id).await?,
+                remote_tasks: Vec::new(),
             };
+            let origins: Vec<String> = std::iter::once(id.to_owned())
+                .chain(detail.replies.iter().map(|o| o.id.clone()))
+                .collect();
+            for origin in &origins {
+                let tasks = self.remote_tasks_for(who, origin).await?;
+                detail.remote_tasks.extend(tasks);
+            }
             if let Reader::Peer(peer) = who {
                 let threads = std::iter::once(&mut detail.message.thread_id)
                     .chain(detail.replies.iter_mut().map(|o| &mut o.thread_id));

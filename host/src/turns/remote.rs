@@ -75,11 +75,37 @@ pub(super) async fn run(t: RemoteTurn<'_>) -> Outcome {
         notes: Vec::new(),
         deadline,
     };
-    let work = f.work();
-    let canceled = t.cancel.notified();
-    let end = tokio::select! {
-        end = tokio::time::timeout_at(deadline, work) => end.unwrap_or(End::TimedOut),
-        () = canceled => if (t.interrupted)() { End::Interrupted } else { End::Canceled },
+    let mut canceled = std::pin::pin!(t.cancel.notified());
+    let stopped = || {
+        if (t.interrupted)() {
+            End::Interrupted
+        } else {
+            End::Canceled
+        }
+    };
+    // A cancel that comes while the message is on its way lets the send finish (briefly), so
+    // that the task it makes at the remote is cancelled too instead of left running there.
+    let sent = {
+        let mut start = std::pin::pin!(f.start());
+        tokio::select! {
+            r = tokio::time::timeout_at(deadline, &mut start) => r.unwrap_or(Err(End::TimedOut)),
+            () = &mut canceled => match stopped() {
+                End::Canceled => {
+                    let _ = tokio::time::timeout(CANCEL_WAIT, &mut start).await;
+                    Err(End::Canceled)
+                }
+                end => Err(end),
+            },
+        }
+    };
+    let end = match sent {
+        Err(end) => end,
+        Ok(()) => tokio::select! {
+            end = tokio::time::timeout_at(deadline, f.follow()) => {
+                end.unwrap_or(End::TimedOut)
+            }
+            () = &mut canceled => stopped(),
+        },
     };
     if matches!(end, End::TimedOut | End::Canceled) {
         f.cancel_remote().await;
@@ -98,15 +124,8 @@ struct Follower<'a> {
 }
 
 impl Follower<'_> {
-    async fn work(&mut self) -> End {
-        match self.follow().await {
-            Ok(end) => end,
-            Err(end) => end,
-        }
-    }
-
-    /// Sends (unless a recorded task resumes), then follows the task to its end.
-    async fn follow(&mut self) -> Result<End, End> {
+    /// Sends (unless a recorded task resumes): the task is then recorded with its remote id.
+    async fn start(&mut self) -> Result<(), End> {
         let key = format!("turn:{}", self.t.message.id);
         let store = &self.t.turns.store;
         let record = match store.remote_task(&key).await {
@@ -125,15 +144,26 @@ impl Follower<'_> {
         if self.rec().remote_id.is_none() {
             self.send().await?;
         }
+        Ok(())
+    }
+
+    /// Follows the task to its end; how the turn ends.
+    async fn follow(&mut self) -> End {
         let streaming = match self.t.turns.a2a.endpoint(&self.remote, self.deadline).await {
             Ok(e) => e.streaming,
             Err(_) => false,
         };
         let mut chunks = Chunks::default();
-        if streaming && !self.rec_state().is_terminal() && !self.rec_state().is_interrupted() {
-            self.stream(&mut chunks).await?;
+        if streaming
+            && !self.rec_state().is_terminal()
+            && !self.rec_state().is_interrupted()
+            && let Err(end) = self.stream(&mut chunks).await
+        {
+            return end;
         }
-        self.poll(chunks).await
+        match self.poll(chunks).await {
+            Ok(end) | Err(end) => end,
+        }
     }
 
     /// The record of a task about to be sent, stored before the send, so that a restart finds
@@ -526,7 +556,15 @@ impl Follower<'_> {
         }
         let until = Instant::now() + CANCEL_WAIT;
         match self.t.turns.a2a.cancel_task(&self.remote, &id, until).await {
-            Ok(()) => self.note(format!("remote task {id} cancelled")),
+            Ok(task) => {
+                self.note(format!(
+                    "remote task {id} cancelled ({})",
+                    task.state.as_str()
+                ));
+                if let Some(r) = self.record.as_mut() {
+                    r.state = task.state.as_str().to_owned();
+                }
+            }
             Err(e) => {
                 tracing::info!(message_id = %self.t.message.id, remote_task = %id, error = %e, "the remote agent did not cancel its task");
                 self.note(format!("CancelTask refused: {e}"));

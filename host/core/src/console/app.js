@@ -116,6 +116,23 @@ function deliveries(reply) {
         : ""))));
 }
 
+// The tasks at remote A2A agents that a turn or an outbound message became: the agent or peer,
+// the remote's task id, its state as the remote last said, and the artifacts taken from it (each
+// now a reply, or a message from the peer, in this thread).
+function remoteTasks(tasks) {
+  if (!tasks || tasks.length === 0) return null;
+  return el("table", { class: "remote-tasks" },
+    el("tr", {}, el("th", {}, "Remote task"), el("th", {}, "At"), el("th", {}, "State"),
+      el("th", {}, "Artifacts"), el("th", {}, "")),
+    ...tasks.map((t) => el("tr", { "data-remote-task": t.remote_task_id || "", "data-origin": t.origin },
+      el("td", {}, el("code", { class: "remote-id" }, t.remote_task_id || "(not sent yet)")),
+      el("td", {}, (t.kind === "turn" ? "agent of " : "peer ") + t.target),
+      el("td", {}, el("span", { class: "state remote", "data-state": t.state },
+        t.state.replace(/^TASK_STATE_/, "").toLowerCase())),
+      el("td", { class: "artifacts" }, ...t.artifacts.map((a) => el("code", { class: "artifact" }, a))),
+      el("td", { class: "meta" }, t.done ? "" : "followed"))));
+}
+
 // What a person decided on a held message or reply (or that it still waits).
 function approvalNote(a, inQueue) {
   if (!a) return null;
@@ -149,12 +166,16 @@ async function threadItems(id, held) {
   const inQueue = held !== undefined;
   const groups = [
     ...details.map((d) => ({ at: d.message.received_at,
-      els: [messageItem(d, held, inQueue), ...d.replies.map((r) => replyItem(r, held, inQueue))] })),
-    ...sent.map((d) => ({ at: d.reply.created_at, els: [replyItem(d.reply, held, inQueue)] })),
+      els: [messageItem(d, held, inQueue),
+        ...d.replies.map((r) => replyItem(r, held, inQueue, tasksOf(d, r.id)))] })),
+    ...sent.map((d) => ({ at: d.reply.created_at,
+      els: [replyItem(d.reply, held, inQueue, d.remote_tasks)] })),
   ];
   groups.sort((a, b) => a.at - b.at);
   return groups.flatMap((g) => g.els);
 }
+
+const tasksOf = (d, origin) => (d.remote_tasks || []).filter((t) => t.origin === origin);
 
 function messageItem(d, held, inQueue) {
   const m = d.message, t = d.turn;
@@ -168,18 +189,20 @@ function messageItem(d, held, inQueue) {
           given(t.exit_code) ? " exit " + t.exit_code : "",
           t.error ? el("span", { class: "error" }, " " + t.error) : "",
           t.stdout_tail ? el("details", {}, el("summary", {}, "stdout"), el("pre", {}, t.stdout_tail)) : "",
-          t.stderr_tail ? el("details", {}, el("summary", {}, "stderr"), el("pre", {}, t.stderr_tail)) : "")
+          t.stderr_tail ? el("details", {}, el("summary", {}, "stderr"), el("pre", {}, t.stderr_tail)) : "",
+          remoteTasks(tasksOf(d, m.id)))
       : null);
 }
 
-function replyItem(r, held, inQueue) {
+function replyItem(r, held, inQueue, tasks) {
   const who = r.route ? "agent of " + r.route : r.agent ? "agent " + r.agent : "operator";
   return el("div", { class: "msg reply" + (r.id === held ? " held" : ""), "data-reply": r.id },
     el("div", {}, el("span", { class: "who" }, who),
       " · ", el("b", {}, r.type), " ", el("span", { class: "meta" }, when(r.created_at))),
     el("pre", { class: "payload" }, pretty(r.payload)),
     approvalNote(r.approval, inQueue),
-    deliveries(r));
+    deliveries(r),
+    remoteTasks(tasks));
 }
 
 async function thread(id) {
