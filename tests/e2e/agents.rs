@@ -542,3 +542,147 @@ async fn an_agent_gets_its_own_identity_and_no_other_token_or_secret() {
     assert!(!all.contains(WORKER) && !all.contains(TONY), "{all}");
     host.stop();
 }
+
+/// `GET /agent/me`, and what an agent does by its own token with the turns it runs: it answers
+/// a message of its route (`POST /agent/messages/{id}/reply`, the turn's reply types, while the
+/// turn is on) and reads that message's thread; another agent can do neither.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_answers_and_reads_its_own_turns_by_its_own_token() {
+    let (l1, l2) = (
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    );
+    let a2 = l2.local_addr().unwrap();
+    let gate = tempfile::tempdir().unwrap();
+    let release = gate.path().join("release");
+    let pi1 = Toml::new()
+        .command(&agent_command(&["--wait-for", path_str(&release)]))
+        .schedule(FAST_RETRIES)
+        .peer("pi2", &format!("http://{a2}/message"), LINK)
+        .peer("tony", "http://127.0.0.1:9/message", TONY)
+        .agent_route("tasks", &["pi2"], &["TASK"], &["DONE"], &["pi2"])
+        .route("tasks", "agent_id", &quoted("planner"))
+        .build()
+        + &agent(
+            "planner",
+            PLANNER,
+            r#"[{ to = ["pi2"], types = ["TASK", "NOTE"] }, { to = ["tony"], types = ["NOTE"] }]"#,
+            10,
+        )
+        + &agent(
+            "worker",
+            WORKER,
+            r#"[{ to = ["tony"], types = ["NOTE"] }]"#,
+            10,
+        );
+    let pi2 = Toml::new()
+        .command(&agent_command(&[]))
+        .peer(
+            "pi1",
+            &format!("http://{}/message", l1.local_addr().unwrap()),
+            LINK,
+        )
+        .mailbox("done", &["pi1"], &["DONE"])
+        .build();
+    let (pi1, pi2) = (start_host_on(&pi1, l1).await, start_host_on(&pi2, l2).await);
+    let get_as = |token: &'static str, path: String| {
+        let url = pi1.url(&path);
+        async move {
+            request(
+                "GET",
+                &url,
+                &[("authorization", &format!("Bearer {token}"))],
+                "",
+            )
+            .await
+        }
+    };
+    let reply_as = |token: &'static str, id: String, body: Value| {
+        let url = pi1.url(&format!("/agent/messages/{id}/reply"));
+        async move {
+            request(
+                "POST",
+                &url,
+                &[
+                    ("authorization", &format!("Bearer {token}")),
+                    ("content-type", "application/json"),
+                ],
+                body.to_string(),
+            )
+            .await
+        }
+    };
+
+    let me = get_as(PLANNER, "/agent/me".into()).await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    assert_eq!(me.json["name"], "planner");
+    assert_eq!(me.json["routes"][0]["name"], "tasks");
+    assert_eq!(me.json["routes"][0]["reply_types"], json!(["DONE"]));
+    let contacts = me.json["contacts"].as_array().unwrap();
+    assert_eq!(contacts.len(), 2, "{:#}", me.json);
+    assert_eq!(contacts[0]["name"], "pi2");
+    assert_eq!(contacts[0]["kind"], "inbox");
+    assert_eq!(contacts[0]["types"], json!(["TASK", "NOTE"]));
+    assert!(
+        me.json["config_hash"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty())
+    );
+    assert!(
+        !me.text.contains(PLANNER),
+        "the token is never answered back"
+    );
+    let nobody = get_as("not-a-token", "/agent/me".into()).await;
+    assert_eq!(nobody.status, 401);
+
+    // pi2 sends a TASK; pi1's turn (the planner's) waits, and the planner answers it by its
+    // own token instead of the turn's.
+    let m = post_message(&pi1, LINK, json!({"type": "TASK", "payload": {"n": 1}})).await;
+    let id = m.id();
+    wait_running(&pi1, &id).await;
+    let wrong = reply_as(PLANNER, id.clone(), json!({"type": "NOPE", "payload": {}})).await;
+    assert_eq!(wrong.status, 422, "{}", wrong.text);
+    assert!(wrong.text.contains("DONE"), "{}", wrong.text);
+    let other = reply_as(WORKER, id.clone(), json!({"type": "DONE", "payload": {}})).await;
+    assert_eq!(other.status, 404, "another agent's turn: {}", other.text);
+    let ok = reply_as(
+        PLANNER,
+        id.clone(),
+        json!({"type": "DONE", "payload": {"by": "token"}}),
+    )
+    .await;
+    assert_eq!(ok.status, 202, "{}", ok.text);
+    let got = wait_messages(&pi2, "done", 1).await;
+    assert_eq!(got[0]["payload"], json!({"by": "token"}));
+
+    // It reads the thread of its turn; another agent does not.
+    let thread = m.json["thread_id"].as_str().unwrap().to_owned();
+    let read = get_as(PLANNER, format!("/messages?thread={thread}")).await;
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.json["messages"][0]["id"], id.as_str());
+    let listed = get_as(PLANNER, "/messages?route=tasks".into()).await;
+    assert_eq!(listed.status, 200, "{}", listed.text);
+    assert_eq!(
+        get_as(WORKER, format!("/messages?thread={thread}"))
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        get_as(WORKER, "/messages?route=tasks".into()).await.status,
+        404
+    );
+
+    // A message that is no turn of its: not found, like another agent's.
+    let unknown = reply_as(
+        PLANNER,
+        "01a24914-9057-748a-9bf8-655872010cdd".into(),
+        json!({"type": "DONE"}),
+    )
+    .await;
+    assert_eq!(unknown.status, 404, "{}", unknown.text);
+    std::fs::write(&release, "").unwrap();
+    wait_turn_end(&pi1, ADMIN, &id).await;
+    pi1.stop().await;
+    pi2.stop().await;
+}

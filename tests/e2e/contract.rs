@@ -244,6 +244,7 @@ fn battery_config(tony_url: &str, record: &Path) -> String {
     .mailbox("notes", &["tony", "sw"], &["NOTE"])
     .peer_key("tony", "a2a_token", &quoted(TONY_A2A))
     .route("tasks", "a2a", r#"{ type = "TASK" }"#)
+    .route("tasks", "agent_id", &quoted("helper"))
     .agent_route("held", &["tony"], &["HELD"], &["STATUS"], &["tony"])
     .route("held", "approve", &quoted("both"))
     .build()
@@ -470,6 +471,27 @@ async fn every_answer_matches_the_contract() {
     .await;
     assert_eq!(sent.status, 202, "{:#}", sent.json);
     assert!(sent.json["id"].is_string(), "{:#}", sent.json);
+    // The local agent that runs the route answers the same message by its own token, and says
+    // who it is.
+    let helper = format!("Bearer {HELPER}");
+    let as_helper = [
+        ("authorization", helper.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let own = format!("/agent/messages/{task_id}/reply");
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/agent/messages/{id}/reply",
+        &own,
+        &as_helper,
+        r#"{"type":"STATUS","payload":{"by":"helper"}}"#,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:#}", r.json);
+    let r = call(c, h, "GET", "/agent/me", "/agent/me", &as_helper, "").await;
+    assert_eq!(r.json["name"], "helper", "{:#}", r.json);
     // The agent's own reply: the one whose delivery tony refuses (a dead letter, below).
     let reply_id = turn["replies"][0]["id"]
         .as_str()

@@ -339,6 +339,53 @@ impl AdminSendBody {
     }
 }
 
+/// `GET /agent/me`: who a local agent's token names, and what that agent may do. Tools (the MCP
+/// server) build their schemas from it, and notice a reload by `config_hash`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentMe {
+    /// Its name (`[agents.NAME]`).
+    pub name: String,
+    /// Which peers it may message, with which types (its `may_send`).
+    pub may_send: Vec<MaySendView>,
+    /// The peers it may message, each once, with what they are.
+    pub contacts: Vec<ContactView>,
+    /// The routes whose turns it runs (`agent_id`): it answers their messages by its own token.
+    pub routes: Vec<AgentRouteView>,
+    /// The config's hash: it changes with every reload that changes the config.
+    pub config_hash: String,
+}
+
+/// One `may_send` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaySendView {
+    pub to: Vec<String>,
+    pub types: Vec<String>,
+}
+
+/// A peer a local agent may message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContactView {
+    /// The peer's name here.
+    pub name: String,
+    /// `inbox` (another inbox, over `/message`) or `a2a` (an A2A agent, handed tasks).
+    pub kind: String,
+    /// The types the agent may send it.
+    pub types: Vec<String>,
+    /// The types its answers may have here (those a route takes from it).
+    pub answers: Vec<String>,
+}
+
+/// A route whose turns a local agent runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRouteView {
+    pub name: String,
+    /// Who may send to it, with which types.
+    pub from: Vec<String>,
+    pub types: Vec<String>,
+    /// The types its turns may answer with.
+    pub reply_types: Vec<String>,
+}
+
 /// What an ack says happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -31,6 +31,18 @@ pub(super) async fn call(
         Endpoint::Message => message(inbox, snap, req, None).await,
         Endpoint::MessageFrom => message(inbox, snap, req, Some(&param())).await,
         Endpoint::Send => send(inbox, snap, req).await,
+        Endpoint::AgentMe => {
+            let agent = agent_of(snap, req)?;
+            let me = crate::inbox::agent_me(&snap.config, agent, &snap.hash);
+            Ok(json(StatusCode::OK, &me))
+        }
+        Endpoint::AgentReply => {
+            let agent = agent_of(snap, req)?;
+            let bytes = body(req, snap.config.server.max_body_bytes).await?;
+            let reply = SendBody::parse(&bytes, snap.config.server.max_json_depth)?;
+            let ack = inbox.agent_reply(snap, agent, &param(), reply).await?;
+            Ok(json(StatusCode::ACCEPTED, &ack))
+        }
         Endpoint::Messages => list(inbox, snap, req).await,
         Endpoint::MessageById => show(inbox, snap, req, &param()).await,
         Endpoint::AdminSend => admin_send(inbox, snap, req).await,
@@ -69,7 +81,7 @@ pub(super) async fn call(
             // The admin follows everything; a local agent, one thread it started.
             if let Reader::Agent(agent) = who(inbox, snap, req)? {
                 let thread = query(req, "thread").ok_or(ApiError::NOT_FOUND)?;
-                if !inbox.agent_started(&agent, &thread).await? {
+                if !inbox.agent_reads(&agent, &thread).await? {
                     return Err(ApiError::NOT_FOUND);
                 }
             } else {
@@ -124,6 +136,13 @@ fn who(inbox: &Inbox, snap: &Snapshot, req: &Req) -> Result<Reader, ApiError> {
         return Ok(Reader::Agent(agent.name.clone()));
     }
     Err(ApiError::Unauthorized)
+}
+
+/// The local agent whose token the request bears.
+fn agent_of<'a>(snap: &'a Snapshot, req: &Req) -> Result<&'a crate::config::LocalAgent, ApiError> {
+    bearer(req)
+        .and_then(|t| snap.config.agent_by_token(t))
+        .ok_or(ApiError::Unauthorized)
 }
 
 fn require_admin(inbox: &Inbox, snap: &Snapshot, req: &Req) -> Result<(), ApiError> {

@@ -63,6 +63,8 @@ enum Endpoint {
     Message,
     MessageFrom,
     Send,
+    AgentMe,
+    AgentReply,
     Messages,
     MessageById,
     AdminSend,
@@ -107,6 +109,12 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
         Endpoint::MessageFrom,
     ),
     (&[Lit("send")], Method::POST, Endpoint::Send),
+    (&[Lit("agent"), Lit("me")], Method::GET, Endpoint::AgentMe),
+    (
+        &[Lit("agent"), Lit("messages"), Param, Lit("reply")],
+        Method::POST,
+        Endpoint::AgentReply,
+    ),
     (&[Lit("messages")], Method::GET, Endpoint::Messages),
     (
         &[Lit("messages"), Param],
@@ -285,6 +293,7 @@ fn credential(endpoint: Endpoint, req: &extract::Req) -> Option<Credential> {
         | Endpoint::ConsoleCss
         | Endpoint::ConsoleLogout => return None,
         Endpoint::Message | Endpoint::MessageFrom => Credential::Peer,
+        Endpoint::AgentMe | Endpoint::AgentReply => Credential::Agent,
         Endpoint::ConsoleLogin => Credential::Console,
         Endpoint::A2a => Credential::A2a,
         // Reply tokens have their own prefix; any other bearer on /send is a local agent's.

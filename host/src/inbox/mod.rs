@@ -21,7 +21,9 @@ use crate::store::{
     Dedup, Hold, Inserted, Lease, MessageFilter, NewTurn, Store, StoreError, TaskLink,
 };
 use crate::turns::Turns;
+pub use agent::agent_me;
 mod a2a;
+mod agent;
 mod follow;
 mod reads;
 mod reply;
@@ -319,11 +321,6 @@ impl Inbox {
         request: crate::approval::Request,
     ) -> Result<crate::model::Approval, crate::approval::DecideError> {
         self.approvals.decide(request).await
-    }
-
-    /// Whether local agent `agent` started thread `thread` (so it may follow it).
-    pub async fn agent_started(&self, agent: &str, thread: &str) -> Result<bool, InboxError> {
-        Ok(self.store.agent_started(agent, thread).await?)
     }
 
     /// What happens, for a live view: subscribed now, so nothing after this call is missed.

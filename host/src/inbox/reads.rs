@@ -58,10 +58,17 @@ impl Inbox {
     ) -> Result<MessageList, InboxError> {
         let mut replies = None;
         if let Reader::Agent(agent) = who {
-            // Only a thread it started, named: there is no listing of everything for an agent.
-            let theirs = match &filter.thread {
-                Some(t) => self.store.agent_started(agent, t).await?,
-                None => false,
+            // A thread it may read, named, or the messages of a route whose turns it runs:
+            // there is no listing of everything for an agent.
+            let theirs = match (&filter.thread, &filter.route) {
+                (Some(t), _) => self.agent_reads(agent, t).await?,
+                (None, Some(r)) => self
+                    .snapshot()
+                    .config
+                    .routes
+                    .get(r)
+                    .is_some_and(|r| r.agent_id.as_deref() == Some(agent.as_str())),
+                (None, None) => false,
             };
             if !theirs {
                 return Err(InboxError::NotFound);
@@ -168,7 +175,7 @@ impl Inbox {
                 return Err(InboxError::NotFound);
             }
             if let Reader::Agent(a) = who
-                && !self.store.agent_started(a, &m.thread_id).await?
+                && !self.agent_reads(a, &m.thread_id).await?
             {
                 return Err(InboxError::NotFound);
             }
@@ -209,7 +216,7 @@ impl Inbox {
             && may_see(&d)
         {
             if let Reader::Agent(a) = who
-                && !self.store.agent_started(a, &o.thread_id).await?
+                && !self.agent_reads(a, &o.thread_id).await?
             {
                 return Err(InboxError::NotFound);
             }

@@ -751,6 +751,12 @@ impl Store {
         backend!(self.token(hash))
     }
 
+    /// The grant of the newest reply token minted for `message_id`'s turn (what its agent may
+    /// do by its own credential instead of the token).
+    pub async fn latest_grant(&self, message_id: &str) -> Result<Option<Grant>, StoreError> {
+        backend!(self.latest_grant(message_id))
+    }
+
     /// Records a console session as signed out until `until` (ms); on a shared store the other
     /// hosts hear of it ([`Signal::SignedOut`]).
     pub async fn revoke_session(&self, id: &str, until: i64) -> Result<(), StoreError> {

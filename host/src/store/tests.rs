@@ -171,6 +171,21 @@ async fn turns_are_claimed_oldest_first_once_and_fenced() {
             .expect(name)
             .expect("grant");
         assert_eq!(grant.expires_at, Some(42));
+        // Found by its message too (a local agent answers by its own credential).
+        let by_message = store.latest_grant("m1").await.expect(name).expect("grant");
+        assert_eq!(
+            (
+                by_message.message_id,
+                by_message.attempt,
+                by_message.expires_at
+            ),
+            (grant.message_id, grant.attempt, grant.expires_at),
+            "{name}"
+        );
+        assert!(
+            store.latest_grant("m3").await.expect(name).is_none(),
+            "{name}: not claimed"
+        );
         let turn = store.turn("m1").await.expect(name).expect("turn");
         assert_eq!((turn.state, turn.attempts), (TurnState::Done, 1), "{name}");
     }

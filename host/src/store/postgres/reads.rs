@@ -358,18 +358,40 @@ impl PgStore {
         &self,
         hash: TokenHash,
     ) -> Result<Option<Grant>, StoreError> {
+        self.grant("t.hash = $1", &&hash.0[..]).await
+    }
+
+    pub(in crate::store) async fn latest_grant(
+        &self,
+        message_id: &str,
+    ) -> Result<Option<Grant>, StoreError> {
+        self.grant(
+            "t.message_id = $1 ORDER BY t.attempt DESC LIMIT 1",
+            &message_id,
+        )
+        .await
+    }
+
+    /// The grant of the one token `filter` selects by its one parameter.
+    async fn grant(
+        &self,
+        filter: &str,
+        param: &(dyn tokio_postgres::types::ToSql + Sync),
+    ) -> Result<Option<Grant>, StoreError> {
         let row = self
             .client()
             .await?
             .query_opt(
-                "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
+                &format!(
+                    "SELECT t.message_id, t.route, m.thread_id, m.hops, t.expires_at,
                         tu.state IN ('running', 'queued'), t.attempt, t.terms,
                         coalesce((t.attempt = 0 OR t.attempt = tu.attempts)
                                  AND tu.state NOT IN ('queued', 'interrupted'), false)
                  FROM tokens t JOIN messages m ON m.id = t.message_id
                  LEFT JOIN turns tu ON tu.message_id = t.message_id
-                 WHERE t.hash = $1",
-                &[&&hash.0[..]],
+                 WHERE {filter}"
+                ),
+                &[param],
             )
             .await?;
         let Some(r) = row else {

@@ -538,6 +538,11 @@ impl SqliteStore {
         self.read(move |c| reads::token(c, &hash)).await
     }
 
+    pub(super) async fn latest_grant(&self, message_id: &str) -> Result<Option<Grant>, StoreError> {
+        let id = message_id.to_owned();
+        self.read(move |c| reads::latest_grant(c, &id)).await
+    }
+
     pub(super) async fn revoke_session(&self, id: &str, until: i64) -> Result<(), StoreError> {
         self.writer
             .write(RevokeSession {

@@ -149,17 +149,44 @@ fn delivery_at(r: &Row<'_>, at: usize) -> rusqlite::Result<Delivery> {
 const DELIVERY_COLUMNS_D: &str = "d.peer, d.state, d.attempts, d.next_attempt_at, d.last_status, \
                                   d.last_error, d.delivered_at";
 
-pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
-    let found = c
-        .prepare_cached(concat!(
+/// What [`grant`] reads of a token, its message and its turn; a `WHERE` picks the token.
+macro_rules! grant_select {
+    () => {
+        concat!(
             "SELECT t.message_id, t.route, ",
             thread_id_of!("m."),
             ", m.hops, t.expires_at, tu.state IN ('running', 'queued'), t.attempt, t.terms
          FROM tokens t JOIN messages m ON m.id = t.message_id
-         LEFT JOIN turns tu ON tu.message_id = t.message_id
-         WHERE t.hash = ?1"
-        ))?
-        .query_row(params![&hash.0[..]], |r| {
+         LEFT JOIN turns tu ON tu.message_id = t.message_id"
+        )
+    };
+}
+
+pub(super) fn token(c: &Connection, hash: &TokenHash) -> Result<Option<Grant>, StoreError> {
+    grant(
+        c,
+        concat!(grant_select!(), " WHERE t.hash = ?1"),
+        &hash.0[..],
+    )
+}
+
+/// The grant of the newest token minted for `message_id`'s turn.
+pub(super) fn latest_grant(c: &Connection, message_id: &str) -> Result<Option<Grant>, StoreError> {
+    grant(
+        c,
+        concat!(
+            grant_select!(),
+            " WHERE t.message_id = ?1 ORDER BY t.attempt DESC LIMIT 1"
+        ),
+        key(message_id),
+    )
+}
+
+/// The grant of the one token `sql` selects by `param`.
+fn grant(c: &Connection, sql: &str, param: impl ToSql) -> Result<Option<Grant>, StoreError> {
+    let found = c
+        .prepare_cached(sql)?
+        .query_row(params![param], |r| {
             let running: Option<bool> = r.get(5)?;
             let terms: Option<String> = r.get(7)?;
             Ok((

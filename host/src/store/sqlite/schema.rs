@@ -297,6 +297,11 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX remote_tasks_thread ON remote_tasks(thread_id, kind, target, updated_at);
     CREATE INDEX remote_tasks_origin ON remote_tasks(origin);
     "#,
+    // Version 11: a turn's newest token is found by its message (a local agent replies by its
+    // own credential, naming the message).
+    r#"
+    CREATE INDEX tokens_message ON tokens(message_id, attempt);
+    "#,
 ];
 
 /// The newest schema version this binary knows.
