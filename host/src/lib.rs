@@ -24,6 +24,7 @@ pub mod http;
 pub mod inbox;
 pub mod listener;
 pub mod log;
+pub mod mcp;
 pub mod metrics;
 pub mod plugins;
 pub mod prompt;

@@ -29,7 +29,8 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "config", "listener", "log", "model", "snapshot", "store", "tls", "wire", "wiring",
+            "config", "listener", "log", "mcp", "model", "snapshot", "store", "tls", "wire",
+            "wiring",
         ],
     ),
     ("config", &["model", "signature"]),
@@ -102,6 +103,7 @@ const EDGES: &[(&str, &[&str])] = &[
     ("limiter", &[]),
     ("listener", &[]),
     ("log", &[]),
+    ("mcp", &["wire"]),
     ("metrics", &[]),
     ("model", &[]),
     (

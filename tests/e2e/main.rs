@@ -20,6 +20,7 @@ mod gateway;
 mod hostile;
 mod limits;
 mod loops;
+mod mcp;
 mod observability;
 mod one_process;
 mod openclaw;

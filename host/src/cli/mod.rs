@@ -9,6 +9,7 @@
 mod approvals;
 mod check;
 mod client;
+mod mcp;
 mod messages;
 mod outbox;
 mod payload;
@@ -88,6 +89,9 @@ enum Command {
     Reject(approvals::Reject),
     /// List messages, or show one with its turn and replies.
     Messages(messages::Args),
+    /// Serve the inbox's tools to an agent over MCP on stdio (send_message, ask, reply,
+    /// list_threads, read_thread, contacts), as the agent whose token is in INBOX_AGENT_TOKEN.
+    Mcp(mcp::Args),
 }
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
@@ -104,6 +108,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Approve(a) => approvals::approve(a).await,
         Command::Reject(a) => approvals::reject(a).await,
         Command::Messages(a) => messages::run(a).await,
+        Command::Mcp(a) => mcp::run(a).await,
     }
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::Value;
 
-use super::client::AdminClient;
+use super::client::{AdminClient, EventStream};
+use crate::mcp::Waited;
 use crate::wire::{Ack, AdminSendBody};
 
 /// Exit code: no answer in time.
@@ -49,29 +50,72 @@ pub(super) async fn send_and_wait(
     let ack: Ack = client
         .expect(http::Method::POST, path, Some(body.to_json()))
         .await?;
+    eprintln!(
+        "queued {} to {peer} in thread {}",
+        ack.id,
+        ack.thread_id.as_deref().unwrap_or_default()
+    );
+    match follow(client, &ack, early, timeout, &mut |s| eprintln!("{s}")).await? {
+        Waited::TimedOut { .. } => {
+            eprintln!("no answer within {} s", timeout.as_secs());
+            Ok(ExitCode::from(EXIT_TIMEOUT))
+        }
+        Waited::Dead(why) => {
+            eprintln!("no answer will come: {why}");
+            Ok(ExitCode::from(EXIT_DEAD))
+        }
+        Waited::Answered {
+            id,
+            msg_type,
+            payload,
+        } => {
+            eprintln!("answered: {msg_type} {id}");
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&payload).context("the answer's payload")?
+            );
+            Ok(if msg_type == "TURN_FAILED" {
+                ExitCode::from(EXIT_TURN_FAILED)
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+    }
+}
+
+/// Follows the thread of `ack` (what was just sent) until an answer arrives, it is clear none
+/// will, or `timeout` passes; `say` hears the progress as it happens. `events` is the feed an
+/// operator opened before sending; an agent's is opened here, on its thread.
+pub(crate) async fn follow(
+    client: &AdminClient,
+    ack: &Ack,
+    events: Option<EventStream>,
+    timeout: Duration,
+    say: &mut (dyn FnMut(String) + Send),
+) -> anyhow::Result<Waited> {
     let thread = ack.thread_id.clone().unwrap_or_default();
-    let mut events = match early {
+    let mut events = match events {
         Some(e) => e,
         None => {
-            let mut q = form_urlencoded::Serializer::new(String::new());
-            q.append_pair("thread", &thread);
-            client.events(&format!("/events?{}", q.finish())).await?
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("thread", &thread)
+                .finish();
+            client.events(&format!("/events?{query}")).await?
         }
     };
-    eprintln!("queued {} to {peer} in thread {thread}", ack.id);
     let deadline = tokio::time::Instant::now() + timeout;
     // The first tick is at once: an agent subscribes only once it has its thread, after a hold
     // was announced, so its record is read straight away too.
     let mut recheck = tokio::time::interval(RECHECK);
-    let mut said_held = false;
+    let mut held: Option<String> = None;
     loop {
         let answer = tokio::select! {
             e = events.next() => match e {
                 Some(Ok(e)) => {
                     if e["event"] == "approval_waiting" && e["id"] == ack.id.as_str() {
-                        say_held(&mut said_held, e["reason"].as_str().unwrap_or(""));
+                        say_held(&mut held, e["reason"].as_str().unwrap_or(""), say);
                     }
-                    on_event(&e, &ack, &thread)
+                    on_event(&e, ack, &thread, say)
                 }
                 Some(Err(e)) => return Err(e),
                 None => anyhow::bail!("the inbox closed the event stream (is it shutting down?)"),
@@ -80,38 +124,29 @@ pub(super) async fn send_and_wait(
                 Some(step) => Some(step),
                 None => {
                     let own = own_state(client, &ack.id).await?;
-                    if let Some(reason) = &own.held {
-                        say_held(&mut said_held, reason);
+                    match &own.held {
+                        Some(reason) => say_held(&mut held, reason, say),
+                        None => held = None,
                     }
                     own.over
                 }
             },
             () = tokio::time::sleep_until(deadline) => {
-                eprintln!("no answer within {} s", timeout.as_secs());
-                return Ok(ExitCode::from(EXIT_TIMEOUT));
+                return Ok(Waited::TimedOut { held });
             }
         };
         match answer {
             None => {}
-            Some(Step::Dead(why)) => {
-                eprintln!("no answer will come: {why}");
-                return Ok(ExitCode::from(EXIT_DEAD));
-            }
+            Some(Step::Dead(why)) => return Ok(Waited::Dead(why)),
             Some(Step::Answered(id)) => {
                 let shown: Value = client
                     .expect(http::Method::GET, &format!("/messages/{id}"), None)
                     .await?;
                 let m = &shown["message"];
-                let kind = m["type"].as_str().unwrap_or("");
-                eprintln!("answered: {kind} {id}");
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&m["payload"]).context("the answer's payload")?
-                );
-                return Ok(if kind == "TURN_FAILED" {
-                    ExitCode::from(EXIT_TURN_FAILED)
-                } else {
-                    ExitCode::SUCCESS
+                return Ok(Waited::Answered {
+                    msg_type: m["type"].as_str().unwrap_or("").to_owned(),
+                    payload: m["payload"].clone(),
+                    id,
                 });
             }
         }
@@ -125,15 +160,20 @@ enum Step {
 
 /// What an event means for the conversation: progress is printed, an answer or a dead letter
 /// ends the wait.
-fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
+fn on_event(
+    e: &Value,
+    ack: &Ack,
+    thread: &str,
+    say: &mut (dyn FnMut(String) + Send),
+) -> Option<Step> {
     match e["event"].as_str() {
         Some("delivery_attempted") if e["id"] == ack.id.as_str() => {
             let state = e["state"].as_str().unwrap_or("");
-            eprintln!(
+            say(format!(
                 "sent to {} (attempt {}): {state}",
                 e["peer"].as_str().unwrap_or("?"),
                 e["attempt"]
-            );
+            ));
             (state == "dead").then(|| {
                 Step::Dead(format!(
                     "see `agent-inbox outbox list --dead`; reply {}",
@@ -146,7 +186,7 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
             if e["verdict"] == "rejected" {
                 Some(Step::Dead(format!("rejected by {by}")))
             } else {
-                eprintln!("approved by {by}");
+                say(format!("approved by {by}"));
                 None
             }
         }
@@ -155,22 +195,22 @@ fn on_event(e: &Value, ack: &Ack, thread: &str) -> Option<Step> {
             e["id"].as_str().map(|id| Step::Answered(id.to_owned()))
         }
         Some("lagged") => {
-            eprintln!(
+            say(format!(
                 "(missed {} events; reading the thread instead)",
                 e["missed"]
-            );
+            ));
             None
         }
         _ => None,
     }
 }
 
-/// Prints, once, that what was sent waits for a person.
-fn say_held(said: &mut bool, reason: &str) {
-    if !*said {
-        *said = true;
-        eprintln!("held for a person's approval: {reason}");
+/// Says, once, that what was sent waits for a person.
+fn say_held(held: &mut Option<String>, reason: &str, say: &mut (dyn FnMut(String) + Send)) {
+    if held.is_none() {
+        say(format!("held for a person's approval: {reason}"));
     }
+    *held = Some(reason.to_owned());
 }
 
 /// Our own message as its record stands, read in case the event that said so was missed.
@@ -230,15 +270,12 @@ fn refused_here(r: &Value) -> String {
 /// A message in `thread` other than our own outbound one, if one has arrived; or the end of the
 /// wait if an answer in it was refused here.
 async fn answered(client: &AdminClient, thread: &str, own: &str) -> anyhow::Result<Option<Step>> {
-    let mut q = form_urlencoded::Serializer::new(String::new());
-    q.append_pair("thread", thread);
-    q.append_pair("limit", "1");
+    let query = form_urlencoded::Serializer::new(String::new())
+        .append_pair("thread", thread)
+        .append_pair("limit", "1")
+        .finish();
     let list: Value = client
-        .expect(
-            http::Method::GET,
-            &format!("/messages?{}", q.finish()),
-            None,
-        )
+        .expect(http::Method::GET, &format!("/messages?{query}"), None)
         .await?;
     if let Some(r) = list["refused"].as_array().and_then(|r| r.first()) {
         return Ok(Some(Step::Dead(refused_here(r))));
