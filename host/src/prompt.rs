@@ -82,6 +82,25 @@ pub fn render_with_code(m: &Message, ctx: &ReplyContext, code: &str) -> String {
         );
         return s;
     };
+    if ctx.mcp_tools {
+        // The agent has the inbox's tools: no command and no credential in the prompt at all.
+        let _ = write!(
+            s,
+            "\n===== INBOX INSTRUCTIONS {code} =====\n\
+             To send your response, call the inbox's `reply` tool with:\n  \
+             message_id: {id}\n  \
+             type: one of {types}\n  \
+             payload: your answer, a JSON object\n\n\
+             You may send up to {max} replies in this turn (for example a STATUS, then the \
+             result); replies are accepted until {deadline}.\n\
+             ===== END OF INBOX INSTRUCTIONS {code} =====\n",
+            id = line(&m.id),
+            types = ctx.reply_types.join(", "),
+            max = ctx.max_replies,
+            deadline = ctx.deadline,
+        );
+        return s;
+    }
     // A private CA's file goes first, so the command still reads as the article's. The retries
     // carry a reply over a 503 (a host whose database is away, a restart) or a refused connection,
     // for up to five minutes; without `-f` a 4xx answer is not retried. The credential is a
@@ -138,6 +157,7 @@ mod tests {
         ReplyContext {
             url: "http://127.0.0.1:8700/send".into(),
             auth_header: "@/tmp/inbox-auth-x".into(),
+            mcp_tools: false,
             reply_types: types.iter().map(|t| (*t).to_owned()).collect(),
             deadline: "2026-01-01T00:00:00Z".into(),
             ca_file: None,
@@ -164,6 +184,20 @@ mod tests {
             assert!(p.contains(want), "missing {want:?} in:\n{p}");
         }
         assert!(!p.contains("Bearer"), "{p}");
+    }
+
+    #[test]
+    fn an_agent_with_the_mcp_tools_is_told_to_use_reply_and_gets_no_curl() {
+        let mut c = ctx(&["DONE", "STATUS"]);
+        c.mcp_tools = true;
+        let p = render_with_code(&message(), &c, "c0ffee");
+        assert!(p.contains("call the inbox's `reply` tool"), "{p}");
+        assert!(
+            p.contains("  message_id: m1\n  type: one of DONE, STATUS\n"),
+            "{p}"
+        );
+        assert!(!p.contains("curl") && !p.contains("inbox-auth"), "{p}");
+        assert!(p.ends_with("===== END OF INBOX INSTRUCTIONS c0ffee =====\n"));
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn reply_context(types: &[&str]) -> ReplyContext {
     ReplyContext {
         url: "http://127.0.0.1:8700/send".into(),
         auth_header: "Authorization: Bearer rt_0123".into(),
+        mcp_tools: false,
         reply_types: types.iter().map(|t| t.to_string()).collect(),
         deadline: "2026-11-24T12:00:00Z".into(),
         ca_file: None,

@@ -44,14 +44,21 @@ from = ["pi2"]
 types = ["NOTE"]
 reply_types = ["ACK"]
 reply_to = ["pi2"]
-agent = {{ command = {cmd}, timeout_secs = 120 }}
+agent = {{ command = {cmd}, timeout_secs = 120, mcp_tools = true }}
 agent_id = "planner"
 [routes.done]
 from = ["pi2"]
 types = ["DONE", "TURN_FAILED"]
 mailbox = true
 "#,
-        cmd = agent_command(&["--wait-for", path_str(&gate.join("open"))]),
+        cmd = agent_command(&[
+            "--prompt",
+            "{prompt}",
+            "--record",
+            path_str(&gate.join("record")),
+            "--wait-for",
+            path_str(&gate.join("open")),
+        ]),
     )
 }
 
@@ -141,6 +148,20 @@ async fn the_python_sdk_uses_every_tool_against_a_real_pair() {
     let note_id = note.id();
     wait_running(&p.pi1, &note_id).await;
     let thread = note.json["thread_id"].as_str().unwrap().to_owned();
+    // The route's agent has the tools (mcp_tools): its prompt says to answer with `reply`, and
+    // holds no curl line and no credential.
+    let rec = read_record(&p.gate.path().join("record"), &note_id).await;
+    let prompt = rec["prompt"].as_str().unwrap_or_default();
+    assert!(prompt.contains("call the inbox's `reply` tool"), "{prompt}");
+    assert!(
+        prompt.contains(&format!("message_id: {note_id}")),
+        "{prompt}"
+    );
+    assert!(prompt.contains("type: one of ACK"), "{prompt}");
+    assert!(
+        !prompt.contains("curl") && !prompt.contains("Bearer"),
+        "{prompt}"
+    );
 
     let plan = json!([
         {"op": "list_tools"},

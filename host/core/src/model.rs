@@ -829,6 +829,8 @@ pub struct ReplyContext {
     /// The CA file that verifies the inbox's certificate, when no public root does: the reply
     /// curl needs `--cacert` with it.
     pub ca_file: Option<String>,
+    /// The agent answers with the inbox's MCP `reply` tool instead of curl.
+    pub mcp_tools: bool,
 }
 
 /// How many replies one attempt of a turn has sent, in the store: in all, and in the current

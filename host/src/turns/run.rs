@@ -81,6 +81,7 @@ pub(super) async fn run(
         )
         .to_string(),
         ca_file: ca_file(snap),
+        mcp_tools: settings.mcp_tools,
     };
     let prompt = match hooks::render_turn(snap, route_name, &message, &ctx).await {
         Ok(Some(text)) => text,

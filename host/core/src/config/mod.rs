@@ -95,6 +95,9 @@ pub struct AgentSettings {
     pub command: Vec<String>,
     /// Also pipe the prompt to the agent's stdin.
     pub stdin: bool,
+    /// The agent has the inbox's MCP tools (`agent-inbox mcp`): the built-in prompt tells it to
+    /// answer with the `reply` tool, and leaves the curl out.
+    pub mcp_tools: bool,
     /// How long a turn may run before its process group is killed.
     pub timeout: Duration,
     /// Time between SIGTERM and SIGKILL on timeout.
@@ -783,6 +786,34 @@ mod tests {
 
     /// README: a literal secret in the file (an A2A token, the store's URL, ...) gets a warning
     /// from `check` and at start, naming where it is.
+    #[test]
+    fn a_route_whose_agent_has_the_mcp_tools_but_no_agent_id_is_warned_about() {
+        let base = "[peers.mel]\nurl = \"http://127.0.0.1:9/message\"\nsecret_env = \"MEL\"\n\
+                    [agents.planner]\ntoken_env = \"PLANNER\"\nmay_send = []\n\
+                    [routes.tasks]\nfrom = [\"mel\"]\ntypes = [\"TASK\"]\n\
+                    agent = { command = [\"x\"], mcp_tools = true }\n";
+        let env = |v: &str| Some(format!("{v}-secret-0123456789"));
+        let c = Config::parse(base, Path::new("/tmp"), env).expect("valid");
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("routes.tasks") && w.contains("no agent_id")),
+            "{:?}",
+            c.warnings
+        );
+        let RouteKind::Agent(a) = &c.routes["tasks"].kind else {
+            panic!("an agent route")
+        };
+        assert!(a.mcp_tools);
+        let with_id = format!("{base}agent_id = \"planner\"\n");
+        let c = Config::parse(&with_id, Path::new("/tmp"), env).expect("valid");
+        assert!(
+            !c.warnings.iter().any(|w| w.contains("agent_id")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
     #[test]
     fn literal_secrets_are_warned_about_by_name() {
         let text = "[server]\nadmin_secret_env = \"ADMIN\"\n\

@@ -139,6 +139,7 @@ pub(super) struct Server {
 pub(super) struct Agent {
     pub(super) command: Option<Vec<String>>,
     pub(super) stdin: Option<bool>,
+    pub(super) mcp_tools: Option<bool>,
     pub(super) timeout_secs: Option<u64>,
     pub(super) kill_grace_secs: Option<u64>,
     pub(super) max_concurrent: Option<usize>,

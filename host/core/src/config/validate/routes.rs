@@ -165,6 +165,16 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
             r.approval_timeout_secs,
             approval_timeout(&raw.approval).as_secs(),
         ));
+        if let RouteKind::Agent(a) = &kind
+            && a.mcp_tools
+            && r.agent_id.is_none()
+        {
+            c.warnings.push(format!(
+                "{at}: its agent has the inbox's MCP tools (mcp_tools) but the route has no \
+                 agent_id, so the tools' `reply` cannot answer its turns; name the [agents] \
+                 entry whose token the tools use"
+            ));
+        }
         routes.insert(
             name.clone(),
             Route {
@@ -433,6 +443,7 @@ pub(super) fn agent_settings(
     AgentSettings {
         command,
         stdin: o.stdin.or(d.stdin).unwrap_or(false),
+        mcp_tools: o.mcp_tools.or(d.mcp_tools).unwrap_or(false),
         timeout: Duration::from_secs(c.positive(
             &format!("{at}.timeout_secs"),
             o.timeout_secs.or(d.timeout_secs),
