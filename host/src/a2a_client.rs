@@ -115,6 +115,8 @@ struct Card {
     endpoint: Endpoint,
     etag: Option<String>,
     read_at: Instant,
+    /// What it says of the agent.
+    about: crate::wire::CardAbout,
 }
 
 /// The calls made to one remote in the last minute, and when it may be called again.
@@ -216,6 +218,21 @@ impl A2aClient {
             .await
             .map_err(|e| not_found(e, id))?;
         remote::parse_task(&result).map_err(CallError::BadAnswer)
+    }
+
+    /// What the remote's card says of it (read, or re-validated, as for a call); `None` when
+    /// the config names its endpoint, not its card.
+    pub async fn about(
+        &self,
+        r: &Remote<'_>,
+        deadline: Instant,
+    ) -> Result<Option<crate::wire::CardAbout>, CallError> {
+        if !r.config.card {
+            return Ok(None);
+        }
+        self.endpoint(r, deadline).await?;
+        let key = r.config.url.to_string();
+        Ok(self.lock_cards().get(&key).map(|c| c.about.clone()))
     }
 
     /// `SubscribeToTask`: the task's events as they come, until it ends or `deadline`.
@@ -402,6 +419,7 @@ impl A2aClient {
             endpoint,
             etag: new_tag,
             read_at: Instant::now(),
+            about: remote::card_about(&card),
         }))
     }
 

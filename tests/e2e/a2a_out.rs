@@ -837,3 +837,49 @@ async fn a_card_that_names_another_origin_passes_the_ssrf_guard() {
     assert!(!card_server.received().is_empty());
     local.stop();
 }
+
+/// `GET /agent/me` (and so the MCP `contacts` tool) says what an A2A peer's card says of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_sees_what_an_a2a_peers_card_says_of_it() {
+    let agent = tokio::task::spawn_blocking(SdkAgent::start).await.unwrap();
+    let toml = format!(
+        r#"
+[server]
+admin_secret = "{ADMIN}"
+[peers.sdk]
+a2a_card_url = "{card}"
+a2a_bearer_env = "REMOTE_A2A_BEARER"
+[agents.planner]
+token = "{PLANNER}"
+may_send = [{{ to = ["sdk"], types = ["ASK"] }}]
+[routes.answers]
+from = ["sdk"]
+types = ["REPLY", "TURN_FAILED"]
+mailbox = true
+"#,
+        card = agent.card()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let env = [("REMOTE_A2A_BEARER", REMOTE_TOKEN)];
+    let local = BinHost::start_with_env(dir.path(), &toml, addr, "local.log", &env).await;
+    let me = request(
+        "GET",
+        &local.url("/agent/me"),
+        &[("authorization", &format!("Bearer {PLANNER}"))],
+        "",
+    )
+    .await;
+    assert_eq!(me.status, 200, "{}", me.text);
+    let sdk = &me.json["contacts"][0];
+    assert_eq!(sdk["kind"], "a2a", "{:#}", me.json);
+    assert_eq!(sdk["card"]["name"], "scripted-agent", "{:#}", me.json);
+    assert!(
+        sdk["card"]["description"]
+            .as_str()
+            .unwrap()
+            .contains("scripted A2A")
+    );
+    assert_eq!(sdk["card"]["skills"][0]["id"], "scripted");
+    local.stop();
+}

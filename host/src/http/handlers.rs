@@ -33,7 +33,7 @@ pub(super) async fn call(
         Endpoint::Send => send(inbox, snap, req).await,
         Endpoint::AgentMe => {
             let agent = agent_of(snap, req)?;
-            let me = crate::inbox::agent_me(&snap.config, agent, &snap.hash);
+            let me = inbox.agent_me(snap, agent).await;
             Ok(json(StatusCode::OK, &me))
         }
         Endpoint::AgentReply => {

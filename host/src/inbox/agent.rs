@@ -12,7 +12,7 @@ use crate::wire::{Ack, AgentMe, AgentRouteView, ContactView, MaySendView, SendBo
 use super::{Inbox, InboxError};
 
 /// Who `agent` is and what it may do under `config` (whose hash is `hash`).
-pub fn agent_me(config: &Config, agent: &LocalAgent, hash: &str) -> AgentMe {
+fn agent_me(config: &Config, agent: &LocalAgent, hash: &str) -> AgentMe {
     let mut contacts: Vec<ContactView> = Vec::new();
     for rule in &agent.may_send {
         for peer in &rule.to {
@@ -36,6 +36,7 @@ pub fn agent_me(config: &Config, agent: &LocalAgent, hash: &str) -> AgentMe {
                         kind: kind.to_owned(),
                         types: Vec::new(),
                         answers,
+                        card: None,
                     });
                     contacts.len() - 1
                 }
@@ -76,7 +77,39 @@ pub fn agent_me(config: &Config, agent: &LocalAgent, hash: &str) -> AgentMe {
     }
 }
 
+/// How long `GET /agent/me` waits for an A2A peer's card.
+const CARD_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Inbox {
+    /// [`agent_me`], with what each A2A peer's card says of it (read as a call would; a card
+    /// that cannot be read in time is left out, not waited for).
+    pub async fn agent_me(&self, snap: &Snapshot, agent: &LocalAgent) -> AgentMe {
+        let mut me = agent_me(&snap.config, agent, &snap.hash);
+        for contact in &mut me.contacts {
+            let Some(a2a) = snap
+                .config
+                .peers
+                .get(&contact.name)
+                .and_then(|p| p.a2a_out.as_ref())
+            else {
+                continue;
+            };
+            let label = format!("peer:{}", contact.name);
+            let remote = crate::a2a_client::Remote {
+                config: &a2a.remote,
+                label: &label,
+            };
+            let deadline = tokio::time::Instant::now() + CARD_WAIT;
+            match self.a2a.about(&remote, deadline).await {
+                Ok(about) => contact.card = about,
+                Err(e) => {
+                    tracing::debug!(peer = %contact.name, error = %e, "its card was not read for /agent/me");
+                }
+            }
+        }
+        me
+    }
+
     /// Whether local agent `agent` may read `thread`: one it started or sent into, or one with a
     /// message for a route whose turns it runs.
     pub async fn agent_reads(&self, agent: &str, thread: &str) -> Result<bool, InboxError> {

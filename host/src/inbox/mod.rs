@@ -21,7 +21,6 @@ use crate::store::{
     Dedup, Hold, Inserted, Lease, MessageFilter, NewTurn, Store, StoreError, TaskLink,
 };
 use crate::turns::Turns;
-pub use agent::agent_me;
 mod a2a;
 mod agent;
 mod follow;

@@ -205,6 +205,7 @@ mod tests {
                 kind: "inbox".into(),
                 types: vec!["TASK".into(), "NOTE".into()],
                 answers: vec!["DONE".into()],
+                card: None,
             }],
             routes: vec![AgentRouteView {
                 name: "tasks".into(),
