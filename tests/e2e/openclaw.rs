@@ -256,14 +256,11 @@ async fn a_real_openclaw_gateway_answers_over_a2a_both_ways() {
         "the message never reached the model: {}",
         gateway.prompts()
     );
-    let shown = admin_get(
-        &inbox,
-        &format!("/messages/{}", ask.json["id"].as_str().unwrap()),
-    )
-    .await;
-    assert_eq!(shown.json["turn"]["state"], "done", "{:#}", shown.json);
-    let task = &shown.json["remote_tasks"][0];
-    assert_eq!(task["state"], "TASK_STATE_COMPLETED", "{:#}", shown.json);
+    // (The reply can reach tony a moment before the turn is recorded as ended.)
+    let shown = wait_turn_end(&inbox, ADMIN, ask.json["id"].as_str().unwrap()).await;
+    assert_eq!(shown["turn"]["state"], "done", "{shown:#}");
+    let task = &shown["remote_tasks"][0];
+    assert_eq!(task["state"], "TASK_STATE_COMPLETED", "{shown:#}");
     assert!(task["remote_task_id"].is_string(), "{task:#}");
 
     // More calls than the gateway's 30 a minute: it answers -32000 under HTTP 200, the inbox
