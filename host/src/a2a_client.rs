@@ -116,7 +116,7 @@ struct Card {
     etag: Option<String>,
     read_at: Instant,
     /// What it says of the agent.
-    about: crate::wire::CardAbout,
+    about: crate::model::CardAbout,
 }
 
 /// The calls made to one remote in the last minute, and when it may be called again.
@@ -226,7 +226,7 @@ impl A2aClient {
         &self,
         r: &Remote<'_>,
         deadline: Instant,
-    ) -> Result<Option<crate::wire::CardAbout>, CallError> {
+    ) -> Result<Option<crate::model::CardAbout>, CallError> {
         if !r.config.card {
             return Ok(None);
         }

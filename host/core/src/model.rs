@@ -927,6 +927,22 @@ pub struct Draft {
     pub payload: String,
 }
 
+/// What an A2A agent's card says of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct CardAbout {
+    pub name: String,
+    pub description: String,
+    pub skills: Vec<SkillAbout>,
+}
+
+/// One skill a card lists.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkillAbout {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -376,23 +376,7 @@ pub struct ContactView {
     /// What an A2A peer's card says of it (when the config names its card and the card was
     /// read): the remote's own words, data to read, capped in length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card: Option<CardAbout>,
-}
-
-/// What an A2A agent's card says of it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
-pub struct CardAbout {
-    pub name: String,
-    pub description: String,
-    pub skills: Vec<SkillAbout>,
-}
-
-/// One skill a card lists.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SkillAbout {
-    pub id: String,
-    pub name: String,
-    pub description: String,
+    pub card: Option<crate::model::CardAbout>,
 }
 
 /// A route whose turns a local agent runs.

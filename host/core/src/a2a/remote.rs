@@ -417,13 +417,13 @@ impl Chunks {
 
 /// What a card says of its agent, each text capped (a card is the remote's words: data for a
 /// person or an agent to read, kept short).
-pub fn card_about(card: &Value) -> crate::wire::CardAbout {
+pub fn card_about(card: &Value) -> crate::model::CardAbout {
     let text = |v: &Value, max: usize| -> String {
         let s = v.as_str().unwrap_or_default();
         let s: String = s.chars().take(max).collect();
         crate::model::escape_controls(&s).into_owned()
     };
-    crate::wire::CardAbout {
+    crate::model::CardAbout {
         name: text(&card["name"], 100),
         description: text(&card["description"], 500),
         skills: card["skills"]
@@ -431,7 +431,7 @@ pub fn card_about(card: &Value) -> crate::wire::CardAbout {
             .into_iter()
             .flatten()
             .take(20)
-            .map(|k| crate::wire::SkillAbout {
+            .map(|k| crate::model::SkillAbout {
                 id: text(&k["id"], 100),
                 name: text(&k["name"], 100),
                 description: text(&k["description"], 300),
