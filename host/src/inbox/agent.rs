@@ -52,7 +52,7 @@ fn agent_me(config: &Config, agent: &LocalAgent, hash: &str) -> AgentMe {
     let mut routes: Vec<AgentRouteView> = config
         .routes
         .values()
-        .filter(|r| r.agent_id.as_deref() == Some(agent.name.as_str()))
+        .filter(|r| r.run_by(&agent.name))
         .map(|r| AgentRouteView {
             name: r.name.clone(),
             from: r.from.clone(),
@@ -117,11 +117,7 @@ impl Inbox {
             return Ok(true);
         }
         let snap = self.snapshot();
-        let runs = snap
-            .config
-            .routes
-            .values()
-            .filter(|r| r.agent_id.as_deref() == Some(agent));
+        let runs = snap.config.routes.values().filter(|r| r.run_by(agent));
         for route in runs {
             let found = self
                 .store
@@ -159,7 +155,7 @@ impl Inbox {
             .config
             .routes
             .get(&grant.route)
-            .is_some_and(|r| r.agent_id.as_deref() == Some(agent.name.as_str()));
+            .is_some_and(|r| r.run_by(&agent.name));
         if !runs_it {
             return Err(InboxError::NotFound);
         }

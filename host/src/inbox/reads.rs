@@ -67,7 +67,7 @@ impl Inbox {
                     .config
                     .routes
                     .get(r)
-                    .is_some_and(|r| r.agent_id.as_deref() == Some(agent.as_str())),
+                    .is_some_and(|r| r.run_by(agent)),
                 (None, None) => false,
             };
             if !theirs {

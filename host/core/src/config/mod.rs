@@ -400,6 +400,11 @@ pub struct Plugins {
 }
 
 impl Route {
+    /// Whether local agent `agent` runs this route's turns (its `agent_id`).
+    pub fn run_by(&self, agent: &str) -> bool {
+        self.agent_id.as_deref() == Some(agent)
+    }
+
     /// The agent settings, unless this is a mailbox.
     pub fn agent(&self) -> Option<&AgentSettings> {
         match &self.kind {
