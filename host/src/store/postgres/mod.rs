@@ -415,6 +415,14 @@ const PRUNE_LOCK: i64 = 0x0069_6e62_6f79;
 /// Rows deleted per prune step.
 const PRUNE_BATCH: i64 = 500;
 
+/// Ends a transaction that writes nothing, and waits until it has ended. A dropped transaction
+/// is rolled back only once its connection's task writes the ROLLBACK; until then its row locks
+/// stay, and another host's `FOR UPDATE SKIP LOCKED` claim passes the row by as if it were taken.
+async fn abandon<T>(tx: deadpool_postgres::Transaction<'_>, value: T) -> Result<T, StoreError> {
+    tx.rollback().await?;
+    Ok(value)
+}
+
 #[expect(
     clippy::too_many_arguments,
     reason = "one per column; both callers have them as separate fields"

@@ -42,7 +42,7 @@ impl PgStore {
                     )
                     .await?
                     .get(0);
-                return Ok(Inserted::Duplicate(original));
+                return abandon(tx, Inserted::Duplicate(original)).await;
             }
         }
         if let Some(t) = &turn {
@@ -55,9 +55,13 @@ impl PgStore {
                 .await?
                 .get(0);
             if n as usize >= t.max_queued {
-                return Ok(Inserted::QueueFull {
-                    max_queued: t.max_queued,
-                });
+                return abandon(
+                    tx,
+                    Inserted::QueueFull {
+                        max_queued: t.max_queued,
+                    },
+                )
+                .await;
             }
         }
         if let Some(alias) = &alias {
@@ -209,7 +213,7 @@ impl PgStore {
             )
             .await?;
         if changed == 0 {
-            return Ok(None);
+            return abandon(tx, None).await;
         }
         let latest = tx
             .query_opt(
@@ -405,7 +409,7 @@ impl PgStore {
             )
             .await?;
         if changed == 0 {
-            return Ok(false);
+            return abandon(tx, false).await;
         }
         let target = crate::model::push_target(&push.task_id, &push.config_id);
         insert_outbound(&tx, &push.outbound, &[target], None, None).await?;
@@ -432,7 +436,7 @@ impl PgStore {
             )
             .await?;
         let Some(row) = row else {
-            return Ok(None);
+            return abandon(tx, None).await;
         };
         let (id, attempts): (String, u32) = (row.get(0), u32_at(&row, 1));
         let terms = serde_json::to_string(&claim.terms)
@@ -520,7 +524,7 @@ impl PgStore {
             )
             .await?;
         if changed == 0 {
-            return Ok(false);
+            return abandon(tx, false).await;
         }
         tx.execute(
             "UPDATE tokens SET expires_at = $2 WHERE message_id = $1",
@@ -651,7 +655,7 @@ impl PgStore {
             )
             .await?
         else {
-            return Ok(Requeued::NotInterrupted);
+            return abandon(tx, Requeued::NotInterrupted).await;
         };
         let attempts = u32_at(&row, 0);
         let replied: bool = tx
@@ -662,7 +666,7 @@ impl PgStore {
             .await?
             .get(0);
         if replied && !even_if_replied {
-            return Ok(Requeued::Replied);
+            return abandon(tx, Requeued::Replied).await;
         }
         let route: String = tx
             .query_one(
@@ -746,7 +750,7 @@ impl PgStore {
                 .await?
                 .map(|r| r.get(0));
             if current != Some(true) {
-                return Ok(false);
+                return abandon(tx, false).await;
             }
         }
         let attempt = fence.as_ref().map(|f| i64::from(f.generation));
@@ -765,11 +769,11 @@ impl PgStore {
             )
             .await?;
         let Some(row) = row else {
-            return Ok(Decided::NotFound);
+            return abandon(tx, Decided::NotFound).await;
         };
         let mut approval = approval_row(&row)?;
         if approval.decision.is_some() {
-            return Ok(Decided::Already(approval));
+            return abandon(tx, Decided::Already(approval)).await;
         }
         let mut original_payload = None;
         let mut queued = false;
@@ -986,7 +990,7 @@ impl PgStore {
             .await?
             .get(0);
         if !locked {
-            return Ok(0);
+            return abandon(tx, 0).await;
         }
         tx.execute("DELETE FROM dedup WHERE created_at < $1", &[&dedup_before])
             .await?;
@@ -1117,7 +1121,7 @@ impl PgStore {
         };
         let next = match count.next(limits, now) {
             Ok(next) => next,
-            Err(wait) => return Ok(Err(wait)),
+            Err(wait) => return abandon(tx, Err(wait)).await,
         };
         tx.execute(
             "UPDATE reply_counts SET total = $3, window_start = $4, in_window = $5
