@@ -52,6 +52,7 @@ const EDGES: &[(&str, &[&str])] = &[
             "hooks",
             "inbox",
             "limiter",
+            "mcp",
             "metrics",
             "model",
             "query",

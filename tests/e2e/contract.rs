@@ -492,6 +492,36 @@ async fn every_answer_matches_the_contract() {
     assert_eq!(r.status, 202, "{:#}", r.json);
     let r = call(c, h, "GET", "/agent/me", "/agent/me", &as_helper, "").await;
     assert_eq!(r.json["name"], "helper", "{:#}", r.json);
+    // The same agent's MCP tools over Streamable HTTP: a request, a notification, and each
+    // refusal of the door.
+    let mut as_mcp = as_helper.to_vec();
+    as_mcp.push(("accept", "application/json, text/event-stream"));
+    let list = r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#;
+    let r = call(c, h, "POST", "/mcp", "/mcp", &as_mcp, list).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["result"]["tools"].as_array().map(Vec::len), Some(6));
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let r = call(c, h, "POST", "/mcp", "/mcp", &as_mcp, initialized).await;
+    assert_eq!(r.status, 202, "{}", r.text);
+    let r = call(c, h, "POST", "/mcp", "/mcp", &as_mcp, "{not json").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let r = call(c, h, "POST", "/mcp", "/mcp", &as_helper, list).await;
+    assert_eq!(r.status, 406, "{}", r.text);
+    let undeclared = [as_mcp[0], as_mcp[2]];
+    let r = call(c, h, "POST", "/mcp", "/mcp", &undeclared, list).await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    let big = format!("{{\"pad\": \"{}\"}}", "a".repeat(300_000));
+    let r = call(c, h, "POST", "/mcp", "/mcp", &as_mcp, &big).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    let stranger = [
+        ("authorization", "Bearer not-a-token"),
+        ("content-type", "application/json"),
+    ];
+    let r = call(c, h, "POST", "/mcp", "/mcp", &stranger, list).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+    assert_eq!(r.headers["www-authenticate"], "Bearer");
+    let r = call(c, h, "GET", "/mcp", "/mcp", &as_helper, "").await;
+    assert_eq!(r.status, 405, "{}", r.text);
     // The agent's own reply: the one whose delivery tony refuses (a dead letter, below).
     let reply_id = turn["replies"][0]["id"]
         .as_str()

@@ -63,6 +63,12 @@ mailbox = true
 }
 
 async fn pair() -> Pair {
+    pair_sending(r#"["TASK"]"#).await
+}
+
+/// The pair, with the planner allowed to send pi2 `types` (a TOML list). pi2 also takes SLOW,
+/// whose turn waits on a file no one writes, so an `ask` with it gets no answer.
+async fn pair_sending(types: &str) -> Pair {
     let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = unused_addr();
     let gate = tempfile::tempdir().unwrap();
@@ -71,11 +77,20 @@ async fn pair() -> Pair {
         .schedule(FAST_RETRIES)
         .peer("pi1", &format!("http://{addr}/message"), LINK)
         .agent_route("tasks", &["pi1"], &["TASK"], &["DONE"], &["pi1"])
+        .agent_route("slow", &["pi1"], &["SLOW"], &["DONE"], &["pi1"])
+        .route(
+            "slow",
+            "agent",
+            &format!(
+                "{{ command = {}, timeout_secs = 300 }}",
+                agent_command(&["--wait-for", "/nonexistent/never", "--reply", "DONE"])
+            ),
+        )
         .mailbox("acks", &["pi1"], &["ACK"])
         .build();
     let pi2 = start_host_on(&pi2, l2).await;
     let pi1_dir = tempfile::tempdir().unwrap();
-    let toml = pi1_config(addr, &pi2.url("/message"), gate.path(), r#"["TASK"]"#);
+    let toml = pi1_config(addr, &pi2.url("/message"), gate.path(), types);
     let env = [("PLANNER_TOKEN", PLANNER)];
     let pi1 = BinHost::start_with_env(pi1_dir.path(), &toml, addr, "pi1.log", &env).await;
     Pair {
@@ -83,6 +98,36 @@ async fn pair() -> Pair {
         pi1_dir,
         pi2,
         gate,
+    }
+}
+
+impl Pair {
+    /// pi2 sends a NOTE; the planner's turn of it runs (waiting on the gate). Its id and thread.
+    async fn running_note(&self) -> (String, String) {
+        let note = post_message(
+            &self.pi1,
+            LINK,
+            json!({"type": "NOTE", "payload": {"text": "hi"}}),
+        )
+        .await;
+        assert_eq!(note.status, 202, "{}", note.text);
+        let note_id = note.id();
+        wait_running(&self.pi1, &note_id).await;
+        let thread = note.json["thread_id"].as_str().unwrap().to_owned();
+        (note_id, thread)
+    }
+
+    /// The planner's ACK (`{"seen": true}`) reached pi2.
+    async fn ack_reached_pi2(&self) {
+        let acks = eventually(Duration::from_secs(20), "the ACK at pi2", || async {
+            let r = admin_get(&self.pi2, "/messages?route=acks").await;
+            r.json["messages"]
+                .as_array()
+                .filter(|m| !m.is_empty())
+                .cloned()
+        })
+        .await;
+        assert_eq!(acks[0]["payload"], json!({"seen": true}));
     }
 }
 
@@ -96,19 +141,41 @@ fn server_argv() -> Vec<String> {
     ]
 }
 
+/// How the SDK client reaches the tools.
+#[derive(Clone, Copy)]
+enum Via {
+    /// `agent-inbox mcp`, a client of the inbox at the URL.
+    Stdio,
+    /// `POST {url}/mcp` on the inbox itself.
+    Http,
+}
+
 /// Runs the SDK client on `plan` against `agent-inbox mcp` for the agent at `url`; calls `during`
 /// with each transcript line as it comes. Returns the transcript and the client's stderr (the
 /// server's log).
-fn run_plan(url: &str, plan: &Value, mut during: impl FnMut(&Value)) -> (Vec<Value>, String) {
+fn run_plan(url: &str, plan: &Value, during: impl FnMut(&Value)) -> (Vec<Value>, String) {
+    run_plan_via(Via::Stdio, url, PLANNER, plan, during)
+}
+
+/// [`run_plan`] over either transport, as the agent holding `token`.
+fn run_plan_via(
+    via: Via,
+    url: &str,
+    token: &str,
+    plan: &Value,
+    mut during: impl FnMut(&Value),
+) -> (Vec<Value>, String) {
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/mcp_client.py");
     let stderr = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(tools_python())
-        .arg(script)
-        .arg(plan.to_string())
-        .arg("--")
-        .args(server_argv())
+    let mut cmd = Command::new(tools_python());
+    cmd.arg(script).arg(plan.to_string());
+    match via {
+        Via::Stdio => cmd.arg("--").args(server_argv()),
+        Via::Http => cmd.arg("--http").arg(format!("{url}/mcp")),
+    };
+    let mut child = cmd
         .env("INBOX_URL", url)
-        .env("INBOX_AGENT_TOKEN", PLANNER)
+        .env("INBOX_AGENT_TOKEN", token)
         .stdout(Stdio::piped())
         .stderr(stderr.reopen().unwrap())
         .spawn()
@@ -138,16 +205,7 @@ async fn the_python_sdk_uses_every_tool_against_a_real_pair() {
     let url = url.trim_end_matches('/').to_owned();
 
     // A real turn of the planner's route: pi2 sends a NOTE, the planner's turn waits on its gate.
-    let note = post_message(
-        &p.pi1,
-        LINK,
-        json!({"type": "NOTE", "payload": {"text": "hi"}}),
-    )
-    .await;
-    assert_eq!(note.status, 202, "{}", note.text);
-    let note_id = note.id();
-    wait_running(&p.pi1, &note_id).await;
-    let thread = note.json["thread_id"].as_str().unwrap().to_owned();
+    let (note_id, thread) = p.running_note().await;
     // The route's agent has the tools (mcp_tools): its prompt says to answer with `reply`, and
     // holds no curl line and no credential.
     let rec = read_record(&p.gate.path().join("record"), &note_id).await;
@@ -258,15 +316,7 @@ async fn the_python_sdk_uses_every_tool_against_a_real_pair() {
 
     // reply, inside the real turn: it reaches pi2.
     assert_eq!(step(5)["result"]["isError"], false, "{}", dump());
-    let acks = eventually(Duration::from_secs(20), "the ACK at pi2", || async {
-        let r = admin_get(&p.pi2, "/messages?route=acks").await;
-        r.json["messages"]
-            .as_array()
-            .filter(|m| !m.is_empty())
-            .cloned()
-    })
-    .await;
-    assert_eq!(acks[0]["payload"], json!({"seen": true}));
+    p.ack_reached_pi2().await;
 
     // list_threads and read_thread
     let threads = &step(6)["result"]["structuredContent"]["threads"];
@@ -340,6 +390,207 @@ async fn the_python_sdk_uses_every_tool_against_a_real_pair() {
     assert!(!server_argv().iter().any(|a| a.contains(PLANNER)));
     std::fs::write(p.gate.path().join("open"), "").unwrap();
     p.pi1.stop();
+    p.pi2.stop().await;
+}
+
+/// The same tools over Streamable HTTP at `POST /mcp` on the inbox itself, driven by the SDK's
+/// HTTP client with the agent's token as its bearer: every tool against the real pair, the doors
+/// (`GET`/`DELETE` 405, no or a wrong token 401 with `WWW-Authenticate: Bearer`, a malformed
+/// frame 400 with a JSON-RPC error, a body over the limit 413), a revoked token, and a drain
+/// that ends a waiting `ask` with a tool error saying where its answer will come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_tools_over_streamable_http_at_mcp() {
+    let p = pair_sending(r#"["TASK", "SLOW"]"#).await;
+    let url = p.pi1.url("").trim_end_matches('/').to_owned();
+    let mcp = format!("{url}/mcp");
+    let bearer = format!("Bearer {PLANNER}");
+
+    // The doors.
+    let auth = [("authorization", bearer.as_str())];
+    for method in ["GET", "DELETE"] {
+        let r = request(method, &mcp, &auth, "").await;
+        assert_eq!(r.status, 405, "{method}: {}", r.text);
+        assert_eq!(r.headers["allow"], "POST");
+    }
+    let list = json!({"jsonrpc": "2.0", "id": 1, "method": "tools/list"}).to_string();
+    let rpc = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+    ];
+    for token in [None, Some("Bearer not-the-token"), Some("Bearer ")] {
+        let mut headers = rpc.to_vec();
+        headers.extend(token.map(|t| ("authorization", t)));
+        let r = request("POST", &mcp, &headers, list.clone()).await;
+        assert_eq!(r.status, 401, "{token:?}: {}", r.text);
+        assert_eq!(r.headers["www-authenticate"], "Bearer");
+    }
+    let mut with_token = rpc.to_vec();
+    with_token.push(("authorization", bearer.as_str()));
+    let r = request("POST", &mcp, &with_token, "{not json").await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], -32700, "{}", r.text);
+    let r = request("POST", &mcp, &with_token, r#"{"jsonrpc": "2.0"}"#).await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.json["error"]["code"], -32600, "{}", r.text);
+    let big = format!(
+        r#"{{"jsonrpc": "2.0", "id": 2, "method": "ping", "params": {{"x": "{}"}}}}"#,
+        "a".repeat(300_000)
+    );
+    let r = request("POST", &mcp, &with_token, big).await;
+    assert_eq!(r.status, 413, "{}", r.text);
+    let r = request("POST", &mcp, &with_token, list.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.json["result"]["tools"].as_array().map(Vec::len), Some(6));
+    assert!(
+        r.headers.get("mcp-session-id").is_none(),
+        "stateless: no session"
+    );
+
+    // A real turn of the planner's route, answered with `reply` over HTTP.
+    let (note_id, thread) = p.running_note().await;
+
+    let plan = json!([
+        {"op": "list_tools"},
+        {"op": "call", "tool": "contacts"},
+        {"op": "call", "tool": "ask", "args": {"to": "pi2", "type": "TASK", "payload": {"q": "six times seven"}, "timeout_secs": 60}},
+        {"op": "call", "tool": "send_message", "args": {"to": "pi2", "type": "TASK", "payload": {"n": 2}}},
+        {"op": "call", "tool": "reply", "args": {"message_id": note_id, "type": "ACK", "payload": {"seen": true}}},
+        {"op": "call", "tool": "list_threads"},
+        {"op": "call", "tool": "read_thread", "args": {"thread_id": thread}},
+        {"op": "call", "tool": "send_message", "args": {"to": "pi2", "type": "NOTE", "payload": {}}},
+        {"op": "call", "tool": "reply", "args": {"message_id": note_id, "type": "WRONG", "payload": {}}},
+        {"op": "call", "tool": "no_such_tool"},
+        {"op": "call", "tool": "contacts"},
+    ]);
+    let url2 = url.clone();
+    let (transcript, client_log) =
+        tokio::task::spawn_blocking(move || run_plan_via(Via::Http, &url2, PLANNER, &plan, |_| {}))
+            .await
+            .unwrap();
+    let dump = || {
+        transcript
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    eprintln!(
+        "--- MCP transcript (Python SDK over Streamable HTTP)\n{}",
+        dump()
+    );
+    let step = |i: usize| &transcript[i];
+    assert_eq!(
+        step(0)["server"]["name"],
+        "agent-inbox",
+        "{}\n{client_log}",
+        dump()
+    );
+    // No session outlives a request, so no list_changed is promised.
+    assert_eq!(step(0)["tools_list_changed"], false);
+    let tools = step(1)["tools"].as_array().unwrap();
+    assert_eq!(tools.len(), 6, "{}", dump());
+    assert_eq!(
+        tools[0]["inputSchema"]["properties"]["type"]["enum"],
+        json!(["SLOW", "TASK"])
+    );
+    assert_eq!(
+        step(2)["result"]["structuredContent"]["contacts"][0]["name"],
+        "pi2"
+    );
+    let ask = step(3);
+    assert_eq!(
+        ask["result"]["structuredContent"]["outcome"],
+        "answered",
+        "{}",
+        dump()
+    );
+    assert_eq!(ask["result"]["structuredContent"]["type"], "DONE");
+    assert!(
+        !ask["progress"].as_array().unwrap().is_empty(),
+        "progress notifications come on the request's event stream: {ask:#}"
+    );
+    assert_eq!(step(4)["result"]["isError"], false, "{}", dump());
+    assert_eq!(step(5)["result"]["isError"], false, "{}", dump());
+    p.ack_reached_pi2().await;
+    assert!(
+        step(6)["result"]["structuredContent"]["threads"]
+            .to_string()
+            .contains(&thread)
+    );
+    assert!(
+        step(7)["result"]["structuredContent"]["messages"]
+            .to_string()
+            .contains("seen")
+    );
+    for (i, words) in [(8, "may not send NOTE to pi2"), (9, "valid types: ACK")] {
+        assert_eq!(step(i)["result"]["isError"], true, "{}", dump());
+        assert!(text_of(step(i)).contains(words), "{i}: {}", dump());
+    }
+    assert_eq!(step(10)["raised"], "MCPError", "{}", dump());
+    assert_eq!(
+        step(11)["result"]["isError"],
+        false,
+        "the next request is served: {}",
+        dump()
+    );
+
+    // A reload revokes the token: the next request is refused at the door.
+    let new_token = "a-new-token-0123456789";
+    let toml = std::fs::read_to_string(p.pi1_dir.path().join("routes.toml"))
+        .unwrap()
+        .replace(
+            "token_env = \"PLANNER_TOKEN\"",
+            &format!("token = \"{new_token}\""),
+        );
+    write_by_rename(&p.pi1_dir.path().join("routes.toml"), toml);
+    let reloaded = admin_post(&p.pi1, "/admin/reload", "").await;
+    assert_eq!(reloaded.status, 200, "{}", reloaded.text);
+    let r = request("POST", &mcp, &with_token, list.clone()).await;
+    assert_eq!(r.status, 401, "{}", r.text);
+
+    // A drain ends a waiting ask with a tool error that says where the answer will come.
+    std::fs::write(p.gate.path().join("open"), "").unwrap();
+    let plan = json!([
+        {"op": "call", "tool": "ask", "args": {"to": "pi2", "type": "SLOW", "payload": {}, "timeout_secs": 120}},
+    ]);
+    let url2 = url.clone();
+    let asking = tokio::task::spawn_blocking(move || {
+        run_plan_via(Via::Http, &url2, new_token, &plan, |_| {})
+    });
+    let mut pi1 = p.pi1;
+    // The SLOW turn running at pi2 means the ask is waiting.
+    eventually(Duration::from_secs(20), "the SLOW turn at pi2", || async {
+        let r = admin_get(&p.pi2, "/messages?route=slow").await;
+        (r.json["messages"][0]["turn_state"] == "running").then_some(())
+    })
+    .await;
+    let t0 = Instant::now();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = pi1.sigterm();
+        (status, pi1)
+    });
+    let (transcript, _) = asking.await.unwrap();
+    let ended_after = t0.elapsed();
+    let (status, pi1) = status.await.unwrap();
+    assert!(status.success(), "{}", pi1.log());
+    let ask = &transcript[1];
+    assert_eq!(ask["result"]["isError"], true, "{transcript:#?}");
+    let said = text_of(ask);
+    assert!(
+        said.contains("shutting down") && said.contains("read_thread"),
+        "{said}"
+    );
+    eprintln!(
+        "a drain ended the waiting ask after {:.3} s: {said}",
+        ended_after.as_secs_f64()
+    );
+
+    // No token in any tool result or in the inbox's log.
+    let everything = format!("{}\n{}", dump(), pi1.log());
+    assert!(
+        !everything.contains(PLANNER) && !everything.contains(new_token),
+        "the token leaked"
+    );
     p.pi2.stop().await;
 }
 
@@ -428,7 +679,8 @@ async fn malformed_frames_and_a_revoked_token_get_clean_errors() {
 
 /// A real OpenClaw 2026.9.6 takes `agent-inbox mcp` as an MCP server (`openclaw mcp set` with
 /// the token as `${INBOX_AGENT_TOKEN}`, resolved from its environment, so neither its config
-/// nor any argv holds it) and `openclaw mcp probe` lists our six tools.
+/// nor any argv holds it) and `openclaw mcp probe` lists our six tools; so it does for the same
+/// tools over Streamable HTTP at `/mcp`, with the bearer header from its environment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openclaw_probes_the_inbox_as_an_mcp_server() {
     let p = pair().await;
@@ -492,6 +744,27 @@ async fn openclaw_probes_the_inbox_as_an_mcp_server() {
     ] {
         assert!(tools.contains(&format!("inbox__{t}")), "{t}: {tools}");
     }
+    // The same tools over Streamable HTTP at /mcp, the bearer header read from its environment.
+    let remote = json!({
+        "url": format!("{url}/mcp"),
+        "transport": "streamable-http",
+        "headers": {"Authorization": "Bearer ${INBOX_AGENT_TOKEN}"},
+    })
+    .to_string();
+    let (ok, out) =
+        tokio::task::block_in_place(|| openclaw(&["mcp", "set", "inbox_http", &remote]));
+    assert!(ok, "{out}");
+    assert!(!std::fs::read_to_string(&config).unwrap().contains(PLANNER));
+    let (ok, out) =
+        tokio::task::block_in_place(|| openclaw(&["mcp", "probe", "inbox_http", "--json"]));
+    assert!(ok, "{out}");
+    eprintln!("--- openclaw mcp probe inbox_http --json\n{out}");
+    let probe: Value = serde_json::from_str(&out[out.find('{').expect("JSON")..]).unwrap();
+    assert_eq!(probe["servers"]["inbox_http"]["tools"], 6, "{probe:#}");
+    assert!(
+        probe["tools"].to_string().contains("inbox_http__reply"),
+        "{probe:#}"
+    );
     std::fs::write(p.gate.path().join("open"), "").unwrap();
     p.pi1.stop();
     p.pi2.stop().await;

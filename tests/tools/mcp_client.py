@@ -1,8 +1,10 @@
-"""Drives an MCP server with the official MCP Python SDK (`mcp` on PyPI), over stdio.
+"""Drives an MCP server with the official MCP Python SDK (`mcp` on PyPI), over stdio or HTTP.
 
-Usage: mcp_client.py PLAN_JSON -- COMMAND [ARGS...]
+Usage: mcp_client.py PLAN_JSON -- COMMAND [ARGS...]   (stdio)
+       mcp_client.py PLAN_JSON --http URL              (Streamable HTTP)
 
-The server is started as COMMAND with this process's environment. PLAN_JSON is a list of steps:
+Over stdio the server is started as COMMAND with this process's environment. Over HTTP each
+request carries `Authorization: Bearer $INBOX_AGENT_TOKEN`. PLAN_JSON is a list of steps:
   {"op": "list_tools"}
   {"op": "call", "tool": NAME, "args": {...}}
   {"op": "wait_list_changed", "secs": N}   (a notifications/tools/list_changed within N s)
@@ -12,17 +14,23 @@ Each step prints one JSON line: what the server answered (tools with their schem
 text, structured content, isError and the progress messages it sent), or the error it raised.
 """
 import asyncio
+import contextlib
 import json
+import os
 import sys
 import time
 
 import anyio
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+from mcp.shared._httpx_utils import create_mcp_http_client
 
-split = sys.argv.index("--")
 PLAN = json.loads(sys.argv[1])
-COMMAND = sys.argv[split + 1:]
+if sys.argv[2] == "--http":
+    URL, COMMAND = sys.argv[3], None
+else:
+    URL, COMMAND = None, sys.argv[sys.argv.index("--") + 1:]
 
 list_changed = anyio.Event()
 
@@ -41,10 +49,22 @@ def dump(result):
     return result
 
 
+@contextlib.asynccontextmanager
+async def transport():
+    if URL is None:
+        params = StdioServerParameters(command=COMMAND[0], args=COMMAND[1:],
+                                       env=dict(os.environ))
+        async with stdio_client(params) as (read, write):
+            yield read, write
+    else:
+        token = os.environ["INBOX_AGENT_TOKEN"]
+        http = create_mcp_http_client(headers={"Authorization": f"Bearer {token}"})
+        async with http, streamable_http_client(URL, http_client=http) as streams:
+            yield streams[0], streams[1]
+
+
 async def main():
-    import os
-    params = StdioServerParameters(command=COMMAND[0], args=COMMAND[1:], env=dict(os.environ))
-    async with stdio_client(params) as (read, write):
+    async with transport() as (read, write):
         async with ClientSession(read, write, message_handler=on_message) as session:
             init = await session.initialize()
             print(json.dumps({"op": "initialize", "server": dump(init.server_info),

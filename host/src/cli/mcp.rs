@@ -11,9 +11,8 @@ use rmcp::ServiceExt as _;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use super::client::AdminClient;
-use super::wait;
-use crate::mcp::{AgentApi, Refusal, Tools, Waited};
+use super::client::{AdminClient, EventStream};
+use crate::mcp::{AgentApi, Feed, Listing, Reads, Refusal, Tools};
 use crate::wire::{Ack, AdminSendBody, AgentMe, ErrorBody};
 
 #[derive(clap::Args)]
@@ -42,7 +41,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     })?;
     let url = args.url.trim_end_matches('/').trim_end_matches("/send");
     let client = AdminClient::with_token(url, &token, args.cacert.as_deref())?;
-    let api = HttpApi { client };
+    let api = HttpApi::new(client);
     // Fail now, with a clear message, rather than at the client's first call.
     let me = api
         .me()
@@ -50,7 +49,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .map_err(|r| anyhow::anyhow!("{url}/agent/me: {} ({})", r.message, r.code))?;
     tracing::info!(agent = %me.name, inbox = %url, "MCP server on stdio");
     let service = Tools::new(api)
-        .watching_every(Duration::from_secs(args.watch_secs.max(1)))
+        .watching_every(Some(Duration::from_secs(args.watch_secs.max(1))))
         .serve(rmcp::transport::stdio())
         .await
         .context("the MCP handshake on stdio")?;
@@ -58,8 +57,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The inbox's HTTP API, as the agent.
-struct HttpApi {
+/// The inbox's HTTP API, as the agent (or, for `send --wait`, as the operator).
+pub(super) struct HttpApi {
     client: AdminClient,
 }
 
@@ -71,6 +70,26 @@ fn unreachable(e: anyhow::Error) -> Refusal {
 }
 
 impl HttpApi {
+    pub(super) fn new(client: AdminClient) -> Self {
+        HttpApi { client }
+    }
+
+    pub(super) fn client(&self) -> &AdminClient {
+        &self.client
+    }
+
+    /// The events feed at `path` (`/events...`).
+    pub(super) async fn feed(&self, path: &str) -> Result<HttpFeed, Refusal> {
+        Ok(HttpFeed(
+            self.client.events(path).await.map_err(unreachable)?,
+        ))
+    }
+
+    /// A refusal as the command line reports it.
+    pub(super) fn error(r: Refusal) -> anyhow::Error {
+        anyhow::anyhow!("{} ({})", r.message, r.code)
+    }
+
     async fn call<T: DeserializeOwned>(
         &self,
         method: http::Method,
@@ -101,6 +120,48 @@ impl HttpApi {
     }
 }
 
+/// `GET /events`, read as it comes.
+pub(super) struct HttpFeed(EventStream);
+
+impl Feed for HttpFeed {
+    async fn next(&mut self) -> Option<Result<Value, Refusal>> {
+        Some(self.0.next().await?.map_err(unreachable))
+    }
+}
+
+impl Reads for HttpApi {
+    type Feed = HttpFeed;
+
+    async fn messages(&self, listing: &Listing) -> Result<Value, Refusal> {
+        let query = {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            if let Some(thread) = &listing.thread {
+                q.append_pair("thread", thread);
+            }
+            if let Some(route) = &listing.route {
+                q.append_pair("route", route);
+            }
+            q.append_pair("limit", &listing.limit.to_string());
+            q.finish()
+        };
+        self.call(http::Method::GET, &format!("/messages?{query}"), None)
+            .await
+    }
+
+    async fn show(&self, id: &str) -> Result<Value, Refusal> {
+        let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
+        self.call(http::Method::GET, &format!("/messages/{id}"), None)
+            .await
+    }
+
+    async fn events(&self, thread: &str) -> Result<HttpFeed, Refusal> {
+        let query = form_urlencoded::Serializer::new(String::new())
+            .append_pair("thread", thread)
+            .finish();
+        self.feed(&format!("/events?{query}")).await
+    }
+}
+
 impl AgentApi for HttpApi {
     async fn me(&self) -> Result<AgentMe, Refusal> {
         self.call(http::Method::GET, "/agent/me", None).await
@@ -120,30 +181,5 @@ impl AgentApi for HttpApi {
             Some(body),
         )
         .await
-    }
-
-    async fn messages(&self, query: &str) -> Result<Value, Refusal> {
-        self.call(http::Method::GET, &format!("/messages?{query}"), None)
-            .await
-    }
-
-    async fn show(&self, id: &str) -> Result<Value, Refusal> {
-        let id = percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC);
-        self.call(http::Method::GET, &format!("/messages/{id}"), None)
-            .await
-    }
-
-    async fn wait(
-        &self,
-        ack: &Ack,
-        timeout: Duration,
-        progress: tokio::sync::mpsc::Sender<String>,
-    ) -> Result<Waited, Refusal> {
-        let mut say = |s: String| {
-            let _ = progress.try_send(s);
-        };
-        wait::follow(&self.client, ack, None, timeout, &mut say)
-            .await
-            .map_err(unreachable)
     }
 }

@@ -71,7 +71,7 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         None => (AdminClient::for_file(&args.config)?, As::Admin),
     };
     if args.wait {
-        return send_and_wait(&client, who, body, timeout).await;
+        return send_and_wait(client, who, body, timeout).await;
     }
     match who {
         // The answer as JSON, for a tool to read.

@@ -6,6 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
 use hyper::body::{Frame, SizeHint};
 use tokio::sync::mpsc;
 
@@ -17,6 +18,8 @@ pub struct Body(Kind);
 enum Kind {
     Full(Option<Bytes>),
     Stream(mpsc::Receiver<Bytes>),
+    /// A body another library made (rmcp's answers on `/mcp`).
+    Boxed(BoxBody<Bytes, Infallible>),
 }
 
 impl Body {
@@ -29,6 +32,10 @@ impl Body {
     /// A body written as it comes, ending when the sender is dropped.
     pub fn stream(rx: mpsc::Receiver<Bytes>) -> Self {
         Body(Kind::Stream(rx))
+    }
+
+    pub fn boxed(body: BoxBody<Bytes, Infallible>) -> Self {
+        Body(Kind::Boxed(body))
     }
 }
 
@@ -59,17 +66,23 @@ impl hyper::body::Body for Body {
         match &mut self.0 {
             Kind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
             Kind::Stream(rx) => rx.poll_recv(cx).map(|b| b.map(|b| Ok(Frame::data(b)))),
+            Kind::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        matches!(self.0, Kind::Full(None))
+        match &self.0 {
+            Kind::Full(b) => b.is_none(),
+            Kind::Stream(_) => false,
+            Kind::Boxed(b) => b.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
         match &self.0 {
             Kind::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Kind::Stream(_) => SizeHint::default(),
+            Kind::Boxed(b) => b.size_hint(),
         }
     }
 }

@@ -251,7 +251,7 @@ impl ApiError {
     }
 
     /// The message for the client: internal detail stays in the log.
-    fn public_message(&self) -> String {
+    pub(super) fn public_message(&self) -> String {
         match self {
             ApiError::Inbox(InboxError::Store(StoreError::Unavailable(_))) => {
                 "the database is unavailable; nothing was recorded, try again".into()

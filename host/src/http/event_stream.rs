@@ -20,7 +20,7 @@ const KEEP_ALIVE: Duration = Duration::from_secs(1);
 const KEEP_ALIVE_EVERY: u32 = 15;
 
 /// Whether an event is about `route` / `thread` (each filter only where the event says).
-fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> bool {
+pub(super) fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> bool {
     let (r, t) = match e {
         Event::MessageAccepted {
             route, thread_id, ..

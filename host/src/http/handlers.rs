@@ -43,6 +43,7 @@ pub(super) async fn call(
             let ack = inbox.agent_reply(snap, agent, &param(), reply).await?;
             Ok(json(StatusCode::ACCEPTED, &ack))
         }
+        Endpoint::Mcp => super::mcp::serve(inbox, snap, req).await,
         Endpoint::Messages => list(inbox, snap, req).await,
         Endpoint::MessageById => show(inbox, snap, req, &param()).await,
         Endpoint::AdminSend => admin_send(inbox, snap, req).await,

@@ -11,6 +11,7 @@ mod error;
 mod event_stream;
 mod extract;
 mod handlers;
+mod mcp;
 pub use agent_inbox_core::query;
 
 use std::convert::Infallible;
@@ -65,6 +66,7 @@ enum Endpoint {
     Send,
     AgentMe,
     AgentReply,
+    Mcp,
     Messages,
     MessageById,
     AdminSend,
@@ -115,6 +117,7 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
         Method::POST,
         Endpoint::AgentReply,
     ),
+    (&[Lit("mcp")], Method::POST, Endpoint::Mcp),
     (&[Lit("messages")], Method::GET, Endpoint::Messages),
     (
         &[Lit("messages"), Param],
@@ -293,7 +296,7 @@ fn credential(endpoint: Endpoint, req: &extract::Req) -> Option<Credential> {
         | Endpoint::ConsoleCss
         | Endpoint::ConsoleLogout => return None,
         Endpoint::Message | Endpoint::MessageFrom => Credential::Peer,
-        Endpoint::AgentMe | Endpoint::AgentReply => Credential::Agent,
+        Endpoint::AgentMe | Endpoint::AgentReply | Endpoint::Mcp => Credential::Agent,
         Endpoint::ConsoleLogin => Credential::Console,
         Endpoint::A2a => Credential::A2a,
         // Reply tokens have their own prefix; any other bearer on /send is a local agent's.
@@ -365,12 +368,14 @@ pub async fn handle(
     // limit) or halfway through it: read the rest, so the client gets to read the refusal.
     req.drain().await;
     let is_a2a = path.trim_matches('/') == "a2a";
+    // Bearer doors whose clients (A2A, MCP) read the challenge to learn how to authenticate.
+    let challenges = is_a2a || path.trim_matches('/') == "mcp";
     let mut resp = match answer {
         // A2A clients read errors as JSON-RPC objects, this one too.
         Err(ApiError::AuthLimited(wait)) if is_a2a => a2a::auth_limited(wait),
         answer => answer.unwrap_or_else(ApiError::into_response),
     };
-    if resp.status() == StatusCode::UNAUTHORIZED && is_a2a {
+    if resp.status() == StatusCode::UNAUTHORIZED && challenges {
         a2a::challenge(&mut resp);
     }
     resp.headers_mut()
