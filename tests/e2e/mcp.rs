@@ -20,12 +20,21 @@ struct Pair {
     gate: tempfile::TempDir,
 }
 
-fn pi1_config(
-    addr: std::net::SocketAddr,
-    pi2: &str,
-    gate: &std::path::Path,
-    types: &str,
-) -> String {
+/// The notes route's agent: records its prompt, then waits until the gate opens.
+fn gate_agent(gate: &std::path::Path) -> String {
+    agent_command(&[
+        "--prompt",
+        "{prompt}",
+        "--record",
+        path_str(&gate.join("record")),
+        "--wait-for",
+        path_str(&gate.join("open")),
+    ])
+}
+
+/// pi1's routes.toml: the planner may send pi2 `types`; its route `notes` runs `notes_agent`
+/// (a TOML command array).
+fn pi1_config(addr: std::net::SocketAddr, pi2: &str, notes_agent: &str, types: &str) -> String {
     format!(
         r#"
 [server]
@@ -44,21 +53,13 @@ from = ["pi2"]
 types = ["NOTE"]
 reply_types = ["ACK"]
 reply_to = ["pi2"]
-agent = {{ command = {cmd}, timeout_secs = 120, mcp_tools = true }}
+agent = {{ command = {notes_agent}, timeout_secs = 240, mcp_tools = true }}
 agent_id = "planner"
 [routes.done]
 from = ["pi2"]
 types = ["DONE", "TURN_FAILED"]
 mailbox = true
-"#,
-        cmd = agent_command(&[
-            "--prompt",
-            "{prompt}",
-            "--record",
-            path_str(&gate.join("record")),
-            "--wait-for",
-            path_str(&gate.join("open")),
-        ]),
+"#
     )
 }
 
@@ -69,6 +70,12 @@ async fn pair() -> Pair {
 /// The pair, with the planner allowed to send pi2 `types` (a TOML list). pi2 also takes SLOW,
 /// whose turn waits on a file no one writes, so an `ask` with it gets no answer.
 async fn pair_sending(types: &str) -> Pair {
+    pair_with(types, None, &[]).await
+}
+
+/// The pair, pi1's notes route running `notes_agent` (else the gate agent), and pi1 started
+/// with `env` besides the planner's token.
+async fn pair_with(types: &str, notes_agent: Option<String>, env: &[(&str, &str)]) -> Pair {
     let l2 = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = unused_addr();
     let gate = tempfile::tempdir().unwrap();
@@ -90,8 +97,10 @@ async fn pair_sending(types: &str) -> Pair {
         .build();
     let pi2 = start_host_on(&pi2, l2).await;
     let pi1_dir = tempfile::tempdir().unwrap();
-    let toml = pi1_config(addr, &pi2.url("/message"), gate.path(), types);
-    let env = [("PLANNER_TOKEN", PLANNER)];
+    let notes_agent = notes_agent.unwrap_or_else(|| gate_agent(gate.path()));
+    let toml = pi1_config(addr, &pi2.url("/message"), &notes_agent, types);
+    let mut env = env.to_vec();
+    env.push(("PLANNER_TOKEN", PLANNER));
     let pi1 = BinHost::start_with_env(pi1_dir.path(), &toml, addr, "pi1.log", &env).await;
     Pair {
         pi1,
@@ -253,7 +262,7 @@ async fn the_python_sdk_uses_every_tool_against_a_real_pair() {
             if line["op"] == "call" && line["tool"] == "no_such_tool" {
                 write_by_rename(
                     &config_path,
-                    pi1_config(addr, &pi2_url, &gate, r#"["TASK", "NOTE"]"#),
+                    pi1_config(addr, &pi2_url, &gate_agent(&gate), r#"["TASK", "NOTE"]"#),
                 );
             }
         })
@@ -677,6 +686,25 @@ async fn malformed_frames_and_a_revoked_token_get_clean_errors() {
     p.pi2.stop().await;
 }
 
+/// The environment OpenClaw runs in here: its home, state and config (`openclaw.json`) under
+/// `home`, offline, with its bin directory (node 24 and openclaw) first on PATH.
+fn openclaw_env(bin_dir: &std::path::Path, home: &std::path::Path) -> Vec<(String, String)> {
+    let at = |p: &str| home.join(p).display().to_string();
+    vec![
+        (
+            "PATH".into(),
+            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+        ),
+        ("HOME".into(), at("")),
+        ("OPENCLAW_HOME".into(), at("")),
+        ("OPENCLAW_STATE_DIR".into(), at("state")),
+        ("OPENCLAW_CONFIG_PATH".into(), at("openclaw.json")),
+        ("OPENCLAW_OFFLINE".into(), "1".into()),
+        ("OPENCLAW_NO_AUTO_UPDATE".into(), "1".into()),
+        ("OPENCLAW_DISABLE_BONJOUR".into(), "1".into()),
+    ]
+}
+
 /// A real OpenClaw 2026.9.6 takes `agent-inbox mcp` as an MCP server (`openclaw mcp set` with
 /// the token as `${INBOX_AGENT_TOKEN}`, resolved from its environment, so neither its config
 /// nor any argv holds it) and `openclaw mcp probe` lists our six tools; so it does for the same
@@ -694,20 +722,12 @@ async fn openclaw_probes_the_inbox_as_an_mcp_server() {
         "args": ["mcp"],
         "env": {"INBOX_URL": url, "INBOX_AGENT_TOKEN": "${INBOX_AGENT_TOKEN}"},
     });
+    let env = openclaw_env(&bin_dir, home.path());
     let openclaw = |args: &[&str]| {
         let out = Command::new(bin_dir.join("openclaw"))
             .args(args)
             .env_clear()
-            .env(
-                "PATH",
-                format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
-            )
-            .env("HOME", home.path())
-            .env("OPENCLAW_HOME", home.path())
-            .env("OPENCLAW_STATE_DIR", home.path().join("state"))
-            .env("OPENCLAW_CONFIG_PATH", &config)
-            .env("OPENCLAW_OFFLINE", "1")
-            .env("OPENCLAW_NO_AUTO_UPDATE", "1")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .env("INBOX_AGENT_TOKEN", PLANNER)
             .output()
             .expect("run openclaw");
@@ -766,6 +786,122 @@ async fn openclaw_probes_the_inbox_as_an_mcp_server() {
         "{probe:#}"
     );
     std::fs::write(p.gate.path().join("open"), "").unwrap();
+    p.pi1.stop();
+    p.pi2.stop().await;
+}
+
+/// A real OpenClaw agent turn answers through the `reply` tool. pi1's notes route runs
+/// `openclaw agent exec` (embedded, no gateway) with the inbox's prompt; its config names
+/// `agent-inbox mcp` as an MCP server whose URL and token are `${INBOX_URL}` and
+/// `${INBOX_AGENT_TOKEN}`, which the inbox gives the turn (the route has `agent_id`), so they are
+/// in no file. The model is the stand-in, told to call the tool whose name ends with `reply`
+/// with the `message_id` the prompt names: the ACK reaches pi2 through the tool.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_openclaw_agent_turn_answers_with_the_reply_tool() {
+    let bin_dir = tokio::task::spawn_blocking(openclaw_bin).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let model_port = unused_addr().port();
+    let model_log = home.path().join("model.jsonl");
+    let mut model = Command::new("python3")
+        .arg(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/model_standin.py"))
+        .args([&model_port.to_string(), "Answered through the inbox."])
+        .arg(&model_log)
+        .args(["--call-tool", "reply", "ACK"])
+        .spawn()
+        .expect("start the model stand-in");
+    let config = json!({
+        "update": {"checkOnStart": false},
+        "agents": {"defaults": {"model": {"primary": "standin/standin-model"}}},
+        "models": {"mode": "merge", "catalogRefresh": {"enabled": false},
+            "providers": {"standin": {
+                "baseUrl": format!("http://127.0.0.1:{model_port}/v1"),
+                "apiKey": "standin-key",
+                "api": "openai-completions",
+                "models": [{"id": "standin-model", "name": "Stand-in",
+                            "contextWindow": 128000, "maxTokens": 4096}]}}},
+        // The tools' schemas go to the model directly (Tool Search would defer them).
+        "tools": {"toolSearch": false},
+        "mcp": {"servers": {"inbox": {
+            "command": path_str(&bin()),
+            "args": ["mcp"],
+            "env": {"INBOX_URL": "${INBOX_URL}", "INBOX_AGENT_TOKEN": "${INBOX_AGENT_TOKEN}"},
+        }}},
+    });
+    let config_path = home.path().join("openclaw.json");
+    std::fs::write(&config_path, config.to_string()).unwrap();
+    std::fs::create_dir_all(home.path().join("state")).unwrap();
+    let work = home.path().join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    let command = toml_list(&[
+        path_str(&bin_dir.join("openclaw")),
+        "agent",
+        "exec",
+        "{prompt}",
+        "--config",
+        path_str(&config_path),
+        "--cwd",
+        path_str(&work),
+        "--json",
+    ]);
+    let env = openclaw_env(&bin_dir, home.path());
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    let p = pair_with(r#"["TASK"]"#, Some(command), &env).await;
+
+    let t0 = Instant::now();
+    let note = post_message(
+        &p.pi1,
+        LINK,
+        json!({"type": "NOTE", "payload": {"text": "please acknowledge"}}),
+    )
+    .await;
+    assert_eq!(note.status, 202, "{}", note.text);
+    let note_id = note.id();
+    let acks = eventually(Duration::from_secs(180), "the ACK at pi2", || async {
+        let r = admin_get(&p.pi2, "/messages?route=acks").await;
+        r.json["messages"]
+            .as_array()
+            .filter(|m| !m.is_empty())
+            .cloned()
+    })
+    .await;
+    let took = t0.elapsed();
+    assert_eq!(
+        acks[0]["payload"],
+        json!({"answered_by": "openclaw", "via": "mcp"}),
+        "{acks:#?}"
+    );
+    let turn = eventually(Duration::from_secs(60), "the turn's end", || async {
+        let v = admin_get(&p.pi1, &format!("/messages/{note_id}"))
+            .await
+            .json;
+        (v["turn"]["state"] != "running" && v["turn"]["state"] != "queued").then_some(v)
+    })
+    .await;
+    assert_eq!(turn["turn"]["state"], "done", "{turn:#}\n{}", p.pi1.log());
+    // What the model saw: the inbox's tools among OpenClaw's, then the tool's result.
+    let seen: Vec<Value> = std::fs::read_to_string(&model_log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        seen[0]["tools"].to_string().contains("inbox__reply"),
+        "{seen:#?}"
+    );
+    let result = seen.last().unwrap()["tool_results"].to_string();
+    assert!(result.contains("queued: relayed to the peers"), "{result}");
+    eprintln!(
+        "an OpenClaw turn answered through inbox__reply: NOTE to ACK at pi2 in {:.1} s; the \
+         tool's result: {result}",
+        took.as_secs_f64()
+    );
+    assert!(
+        !std::fs::read_to_string(&config_path)
+            .unwrap()
+            .contains(PLANNER)
+    );
+    let _ = model.kill();
+    let _ = model.wait();
     p.pi1.stop();
     p.pi2.stop().await;
 }
