@@ -146,7 +146,8 @@ impl Reloader {
                 return Err(ReloadError::Refused { path, reason });
             }
             let files = Files::read(&config)?;
-            if files.hash == current_hash {
+            // A secret file rewritten (a rotation) changes no hash a client sees, but is a change.
+            if files.hash == current_hash && config.secret_digest == in_force.config.secret_digest {
                 return Ok(None);
             }
             Ok(Some(build(config, files)?))

@@ -496,3 +496,109 @@ async fn a_request_made_before_serve_is_ready_waits_and_is_answered_ready() {
         .status();
     assert!(child.wait().unwrap().success());
 }
+
+/// Runs the binary with `args` in `cwd` with `env` added (at most 60 s).
+async fn run_in(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let child = Command::new(bin())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("INBOX_URL")
+        .env_remove("INBOX_ADMIN_SECRET")
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    let child = async {
+        let mut out = child.await;
+        if let Ok(o) = &mut out {
+            o.stderr = strip_ansi(&text(&o.stderr)).into_bytes();
+        }
+        out
+    };
+    tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} did not finish within 60 s"))
+        .expect("run the binary")
+}
+
+/// The CLI reaches a running inbox without its config (`INBOX_URL` with `INBOX_ADMIN_SECRET`, or
+/// `--admin-secret-file`), taking `INBOX_URL` as the base URL or the `/send` URL; and with its
+/// config it reads only `[server]`, so `status`, `messages` and `reload` work while routes.toml is
+/// broken: a peer whose secret is not in this shell, then a file cut short mid-edit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_needs_no_config_and_reads_only_server_from_a_broken_one() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::notes().listen(addr).build();
+    let host = BinHost::start(dir.path(), &toml, addr, "serve.log").await;
+    let elsewhere = tempfile::tempdir().unwrap();
+    let base = format!("http://{addr}");
+    let send_url = format!("{base}/send");
+
+    // No config file at all.
+    for url in [base.as_str(), send_url.as_str()] {
+        let env = [("INBOX_URL", url), ("INBOX_ADMIN_SECRET", ADMIN)];
+        let out = run_in(elsewhere.path(), &env, &["status"]).await;
+        assert!(out.status.success(), "{url}: {out:?}");
+        assert!(text(&out.stdout).contains("config_hash"), "{out:?}");
+        let out = run_in(elsewhere.path(), &env, &["messages", "--json"]).await;
+        assert!(out.status.success(), "{url}: {out:?}");
+    }
+    let secret = elsewhere.path().join("admin-secret");
+    std::fs::write(&secret, format!("{ADMIN}\n")).unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let secret = secret.display().to_string();
+    let by_file = ["status", "--url", &base, "--admin-secret-file", &secret];
+    let out = run_in(elsewhere.path(), &[], &by_file).await;
+    assert!(out.status.success(), "{out:?}");
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = run_in(elsewhere.path(), &[], &by_file).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("others may write it"), "{out:?}");
+    let env = [
+        ("INBOX_URL", base.as_str()),
+        ("INBOX_ADMIN_SECRET", "wrong"),
+    ];
+    let out = run_in(elsewhere.path(), &env, &["status"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("unauthorized"), "{out:?}");
+    // Neither a URL nor a config: the error says what to give.
+    let out = run_in(elsewhere.path(), &[], &["status"]).await;
+    assert!(!out.status.success());
+    let said = text(&out.stderr);
+    assert!(
+        said.contains("INBOX_URL") && said.contains("routes.toml"),
+        "{said}"
+    );
+
+    // A broken routes.toml: a peer whose secret this shell (and the server) lacks.
+    let config = dir.path().join("routes.toml");
+    let broken = format!(
+        "{toml}\n[peers.bob]\nurl = \"http://127.0.0.1:9/message\"\nsecret_env = \"NOT_IN_THIS_SHELL\"\n"
+    );
+    write_by_rename(&config, &broken);
+    let at = dir.path().display().to_string();
+    let out = run_in(dir.path(), &[], &["status"]).await;
+    assert!(out.status.success(), "{out:?}");
+    eprintln!(
+        "--- agent-inbox status, routes.toml broken (in {at})\n{}",
+        text(&out.stdout)
+    );
+    let out = run_in(dir.path(), &[], &["messages"]).await;
+    assert!(out.status.success(), "{out:?}");
+    // reload runs, and says why the server keeps its config.
+    let out = run_in(dir.path(), &[], &["reload"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("NOT_IN_THIS_SHELL"),
+        "{}",
+        text(&out.stderr)
+    );
+    // Cut short mid-edit: not TOML at all past [server].
+    let cut = &broken[..broken.find("[peers.bob]").unwrap() + "[peers.bob]\nurl = \"http".len()];
+    write_by_rename(&config, cut.replace("[peers.bob]", "[peers.bob"));
+    let out = run_in(dir.path(), &[], &["status"]).await;
+    assert!(out.status.success(), "{out:?}");
+    host.stop();
+}

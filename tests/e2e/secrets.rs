@@ -199,3 +199,87 @@ async fn mid_rotation_the_relay_sends_the_new_secret_and_the_cli_uses_the_first(
     );
     host.stop();
 }
+
+/// Every `*_env` secret may be a `*_file` (systemd credentials, container secrets): read at start
+/// and at every reload, so rewriting the file and reloading rotates it, though the config text,
+/// and so the config hash clients see, is unchanged. `check` warns about a file others may read
+/// and refuses one others may write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_from_files_rotate_with_a_reload_and_are_checked_for_who_may_write_them() {
+    use std::os::unix::fs::PermissionsExt as _;
+    const OLD: &str = "tony-file-secret-old-41d7";
+    const NEW: &str = "tony-file-secret-new-93b2";
+    const ADMIN_FILE: &str = "admin-file-secret-6a0e";
+    let dir = tempfile::tempdir().unwrap();
+    let put = |name: &str, value: &str, mode: u32| {
+        let path = dir.path().join(name);
+        let tmp = dir.path().join(format!(".{name}.tmp"));
+        std::fs::write(&tmp, format!("{value}\n")).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode)).unwrap();
+        std::fs::rename(&tmp, &path).unwrap();
+    };
+    put("admin.secret", ADMIN_FILE, 0o600);
+    put("tony.secret", OLD, 0o600);
+    let addr = unused_addr();
+    let toml = Toml::notes()
+        .listen(addr)
+        .without_server("admin_secret")
+        .server("admin_secret_file", "\"admin.secret\"")
+        .peer_key("tony", "secret_file", "\"tony.secret\"")
+        .build()
+        .replace(&format!("secret = \"{TONY}\"\n"), "");
+    let host = BinHost::start(dir.path(), &toml, addr, "serve.log").await;
+    let config = dir.path().join("routes.toml");
+    let note = json!({"type": "NOTE"});
+    assert_eq!(post_message(&host, OLD, note.clone()).await.status, 202);
+    let (code, status, err) = cli_with_config(&config, &["status"]).await;
+    assert_eq!(code, 0, "{err}");
+    let hash =
+        |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["config_hash"].clone();
+
+    // The rotation: the file is rewritten, then the inbox reloads.
+    put("tony.secret", NEW, 0o600);
+    let (code, out, err) = cli_with_config(&config, &["reload"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("reloaded"),
+        "a changed secret file is a change: {out}"
+    );
+    assert_eq!(post_message(&host, NEW, note.clone()).await.status, 202);
+    assert_eq!(post_message(&host, OLD, note.clone()).await.status, 401);
+    let (_, after, _) = cli_with_config(&config, &["status"]).await;
+    assert_eq!(
+        hash(&status),
+        hash(&after),
+        "the hash clients see is the text's"
+    );
+
+    // check: others may read it, a warning; others may write it, refused.
+    std::fs::set_permissions(
+        dir.path().join("tony.secret"),
+        std::fs::Permissions::from_mode(0o644),
+    )
+    .unwrap();
+    let (code, out, err) = cli_with_config(&config, &["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        format!("{out}{err}").contains("peers.tony.secret_file: others may read tony.secret"),
+        "{out}{err}"
+    );
+    std::fs::set_permissions(
+        dir.path().join("tony.secret"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let (code, out, err) = cli_with_config(&config, &["check"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        format!("{out}{err}").contains("others may write it"),
+        "{out}{err}"
+    );
+    let log = host.log();
+    for secret in [OLD, NEW, ADMIN_FILE] {
+        assert!(!log.contains(secret), "{secret} is in the log");
+    }
+    host.stop();
+}

@@ -1,11 +1,10 @@
 //! `agent-inbox pending`, `approve` and `reject`: what waits for a person, and the decisions.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::client::AdminClient;
 use super::payload::read_payload;
 use super::print;
+use super::target::Target;
 use crate::wire::{ApprovalList, ApprovalView, DecideBody};
 
 #[derive(clap::Args)]
@@ -19,9 +18,8 @@ pub(super) struct Pending {
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
-    /// The routes file (for the server's address and admin secret).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(clap::Args)]
@@ -34,9 +32,8 @@ pub(super) struct Approve {
     /// Who decides, recorded with the decision.
     #[arg(long, env = "USER")]
     by: String,
-    /// The routes file (for the server's address and admin secret).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 #[derive(clap::Args)]
@@ -49,13 +46,12 @@ pub(super) struct Reject {
     /// Who decides, recorded with the decision.
     #[arg(long, env = "USER")]
     by: String,
-    /// The routes file (for the server's address and admin secret).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 pub(super) async fn pending(args: Pending) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::for_file(&args.config)?;
+    let client = args.target.admin()?;
     let path = format!(
         "/admin/approvals?limit={}{}",
         args.limit,
@@ -76,7 +72,7 @@ pub(super) async fn approve(args: Approve) -> anyhow::Result<ExitCode> {
         reason: None,
         payload,
     };
-    decide(&args.config, &args.id, "approve", body).await
+    decide(&args.target, &args.id, "approve", body).await
 }
 
 pub(super) async fn reject(args: Reject) -> anyhow::Result<ExitCode> {
@@ -85,17 +81,17 @@ pub(super) async fn reject(args: Reject) -> anyhow::Result<ExitCode> {
         reason: Some(args.reason),
         payload: None,
     };
-    decide(&args.config, &args.id, "reject", body).await
+    decide(&args.target, &args.id, "reject", body).await
 }
 
 /// Sends a decision on a held item and prints what was recorded.
 async fn decide(
-    config: &std::path::Path,
+    target: &Target,
     id: &str,
     verb: &str,
     body: DecideBody,
 ) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::for_file(config)?;
+    let client = target.admin()?;
     let id_path: String = form_urlencoded::byte_serialize(id.as_bytes()).collect();
     let v: ApprovalView = client
         .expect(

@@ -29,57 +29,9 @@ pub(super) fn load(path: &Path) -> anyhow::Result<Config> {
 }
 
 impl AdminClient {
-    /// Reaches the server the config at `path` describes, as its admin.
-    pub(super) fn for_file(path: &Path) -> anyhow::Result<Self> {
-        Self::from_config(&load(path)?)
-    }
-
-    /// Reaches the server at `public_url` (or `listen`) with the config's admin secret.
-    pub(super) fn from_config(config: &Config) -> anyhow::Result<Self> {
-        let secret = config
-            .server
-            .admin_secrets
-            .first()
-            .cloned()
-            .context("the config sets no admin secret ([server] admin_secret_env)")?;
-        let base = match &config.server.public_url {
-            Some(u) => u.clone(),
-            None => {
-                let mut addr = config.server.listen;
-                if addr.ip().is_unspecified() {
-                    addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-                }
-                let scheme = if config.server.tls.is_some() {
-                    "https"
-                } else {
-                    "http"
-                };
-                format!("{scheme}://{addr}")
-            }
-        };
-        // An inbox whose certificate a private CA signed is reached trusting that CA.
-        let client = match config.server.tls.as_ref().and_then(|t| t.ca.as_ref()) {
-            Some(ca) => {
-                let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
-                crate::tls::client_trusting(&pem)
-                    .with_context(|| format!("server.tls_ca {}", ca.display()))?
-            }
-            None => crate::tls::client(),
-        };
-        Ok(Self {
-            base,
-            secret,
-            client,
-        })
-    }
-
-    /// Reaches the inbox at `url` with a bearer `token` (a local agent's), trusting `ca` if given
-    /// and the public roots otherwise.
-    pub(super) fn with_token(
-        url: &str,
-        token: &str,
-        ca: Option<&std::path::Path>,
-    ) -> anyhow::Result<Self> {
+    /// Reaches the inbox at `base` with the admin `secret`, trusting `ca` if given and the
+    /// public roots otherwise.
+    pub(super) fn new(base: &str, secret: Secret, ca: Option<&Path>) -> anyhow::Result<Self> {
         let client = match ca {
             Some(ca) => {
                 let pem = std::fs::read(ca).with_context(|| format!("read {}", ca.display()))?;
@@ -88,10 +40,16 @@ impl AdminClient {
             None => crate::tls::client(),
         };
         Ok(Self {
-            base: url.trim_end_matches('/').to_owned(),
-            secret: Secret::new(token),
+            base: base.trim_end_matches('/').to_owned(),
+            secret,
             client,
         })
+    }
+
+    /// Reaches the inbox at `url` with a bearer `token` (a local agent's), trusting `ca` if given
+    /// and the public roots otherwise.
+    pub(super) fn with_token(url: &str, token: &str, ca: Option<&Path>) -> anyhow::Result<Self> {
+        Self::new(&super::target::base_url(url), Secret::new(token), ca)
     }
 
     /// Sends a request and returns the status and the body.

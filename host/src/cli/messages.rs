@@ -1,10 +1,9 @@
 //! `agent-inbox messages`: list messages, or show one with its turn and replies.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::client::AdminClient;
 use super::print;
+use super::target::Target;
 use crate::wire::{Detail, MessageList};
 
 #[derive(clap::Args)]
@@ -23,13 +22,12 @@ pub(super) struct Args {
     /// Print the raw JSON.
     #[arg(long)]
     json: bool,
-    /// The routes file (for the server's address and admin secret).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::for_file(&args.config)?;
+    let client = args.target.admin()?;
     if let Some(id) = &args.id {
         let path = format!("/messages/{id}");
         let detail: Detail = client.expect(http::Method::GET, &path, None).await?;

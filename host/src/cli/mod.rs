@@ -20,6 +20,7 @@ mod serve;
 mod status;
 mod store;
 mod tail;
+mod target;
 mod wait;
 
 use std::process::ExitCode;

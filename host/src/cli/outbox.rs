@@ -1,10 +1,9 @@
 //! `agent-inbox outbox list` and `outbox retry`: the relay's outbox, and replaying a dead letter.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::client::AdminClient;
 use super::print;
+use super::target::Target;
 use crate::wire::{Outbox, Requeued};
 
 #[derive(clap::Subcommand)]
@@ -20,17 +19,15 @@ pub(super) enum Command {
         /// Print the raw JSON.
         #[arg(long)]
         json: bool,
-        /// The routes file (for the server's address and admin secret).
-        #[arg(long, short, default_value = "routes.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
     /// Deliver a dead letter again, with a fresh retry schedule.
     Retry {
         /// The reply's id.
         id: String,
-        /// The routes file (for the server's address and admin secret).
-        #[arg(long, short, default_value = "routes.toml")]
-        config: PathBuf,
+        #[command(flatten)]
+        target: Target,
     },
 }
 
@@ -40,9 +37,9 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             dead,
             limit,
             json,
-            config,
+            target,
         } => {
-            let client = AdminClient::for_file(&config)?;
+            let client = target.admin()?;
             let path = format!(
                 "/admin/outbox?limit={limit}{}",
                 if dead { "&dead=1" } else { "" }
@@ -50,8 +47,8 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
             let outbox: Outbox = client.expect(http::Method::GET, &path, None).await?;
             print::list(&outbox, json, print::outbox_table)?;
         }
-        Command::Retry { id, config } => {
-            let client = AdminClient::for_file(&config)?;
+        Command::Retry { id, target } => {
+            let client = target.admin()?;
             let r: Requeued = client
                 .expect(
                     http::Method::POST,

@@ -1,9 +1,8 @@
 //! `agent-inbox reload`: the running inbox re-reads its config now.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use super::client::AdminClient;
+use super::target::Target;
 use crate::wire::Reloaded;
 
 #[derive(clap::Args)]
@@ -12,13 +11,12 @@ pub(super) struct Args {
     /// bad edit cannot empty a running inbox).
     #[arg(long)]
     allow_empty: bool,
-    /// The routes file (for the server's address and admin secret).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let client = AdminClient::for_file(&args.config)?;
+    let client = args.target.admin()?;
     let path = if args.allow_empty {
         "/admin/reload?allow_empty=true"
     } else {

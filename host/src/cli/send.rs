@@ -1,7 +1,6 @@
 //! `agent-inbox send`: start or continue a conversation, as the admin or as a local agent, and
 //! with `--wait` follow it to its answer.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,6 +8,7 @@ use anyhow::Context as _;
 
 use super::client::AdminClient;
 use super::payload::read_payload;
+use super::target::Target;
 use super::wait::{As, send_and_wait};
 use crate::wire::{Ack, AdminSendBody};
 
@@ -30,12 +30,6 @@ pub(super) struct Args {
     /// `may_send`, instead of as the admin. Inside an agent's turn it is in the environment.
     #[arg(long, env = "INBOX_AGENT_TOKEN", hide_env_values = true)]
     token: Option<String>,
-    /// The inbox's URL, for sending as an agent (no config file needed then).
-    #[arg(long, env = "INBOX_URL")]
-    url: Option<String>,
-    /// With an agent's token: the CA file that verifies the inbox's certificate.
-    #[arg(long, env = "INBOX_CA_FILE")]
-    cacert: Option<PathBuf>,
     /// Wait for the answer in the thread: progress on stderr as it happens, then the answer's
     /// payload on stdout. Exit 0 answered, 2 no answer in time, 3 the answer is TURN_FAILED,
     /// 4 no answer will come: the message could not be delivered (a dead letter), a person
@@ -45,9 +39,8 @@ pub(super) struct Args {
     /// With --wait: how long to wait, in seconds.
     #[arg(long, default_value_t = 600)]
     timeout: u64,
-    /// The routes file (for the server's address and admin secret, when sending as the admin).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -63,12 +56,14 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let (client, who) = match &args.token {
         Some(token) => {
             let url = args
+                .target
                 .url
+                .as_deref()
                 .context("sending as an agent needs the inbox's URL: --url or INBOX_URL")?;
-            let client = AdminClient::with_token(&url, token, args.cacert.as_deref())?;
+            let client = AdminClient::with_token(url, token, args.target.cacert.as_deref())?;
             (client, As::Agent)
         }
-        None => (AdminClient::for_file(&args.config)?, As::Admin),
+        None => (args.target.admin()?, As::Admin),
     };
     if args.wait {
         return send_and_wait(client, who, body, timeout).await;

@@ -1,11 +1,10 @@
 //! `agent-inbox tail`: the events feed, printed as it happens.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use serde_json::Value;
 
-use super::client::AdminClient;
+use super::target::Target;
 
 #[derive(clap::Args)]
 pub(super) struct Args {
@@ -18,9 +17,8 @@ pub(super) struct Args {
     /// One JSON object per line instead of text.
     #[arg(long)]
     json: bool,
-    /// The routes file (for the server's address and admin secret).
-    #[arg(long, short, default_value = "routes.toml")]
-    config: PathBuf,
+    #[command(flatten)]
+    target: Target,
 }
 
 /// One event as a line of text: the time, what happened, and its fields.
@@ -47,9 +45,9 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         route,
         thread,
         json,
-        config,
+        target,
     } = args;
-    let client = AdminClient::for_file(&config)?;
+    let client = target.admin()?;
     let mut q = form_urlencoded::Serializer::new(String::new());
     if let Some(r) = &route {
         q.append_pair("route", r);

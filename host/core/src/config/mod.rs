@@ -15,11 +15,14 @@ use subtle::ConstantTimeEq;
 
 use crate::model::Synchronous;
 
+mod admin_view;
 mod defaults;
 mod hash;
 mod schema;
+pub mod secret_file;
 mod validate;
 
+pub use self::admin_view::{AdminView, admin_view};
 pub use self::defaults::*;
 pub use self::hash::{hash_contents, hash_digests};
 
@@ -587,6 +590,10 @@ pub struct Config {
     /// Whether the file has a `[server]` table: a reload refuses a file without one (an empty
     /// or cut-short file is not what anyone means to run).
     pub has_server_table: bool,
+    /// A digest of every secret the config resolved (from variables, files or the text): a
+    /// reload after only a secret file changed is a change. Never shown: the config hash a
+    /// client sees is of the text and the plugins only.
+    pub secret_digest: [u8; 32],
     /// Environment variables holding secrets; agents never inherit them.
     pub secret_vars: Vec<String>,
     /// Things that work but deserve a look (e.g. literal secrets).
@@ -908,6 +915,76 @@ mod tests {
             Ok(_) => vec![],
             Err(e) => e.0.iter().map(ToString::to_string).collect(),
         }
+    }
+
+    #[test]
+    fn every_secret_may_come_from_a_file_checked_for_who_may_write_it() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let put = |name: &str, value: &str, mode: u32| {
+            let p = dir.path().join(name);
+            std::fs::write(&p, value).expect("write");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        };
+        put("admin", "admin-from-file\n", 0o600);
+        put("tony", "tony-new\n", 0o640);
+        put("tony.old", "tony-old\n", 0o444);
+        put("planner", "planner-token\n", 0o600);
+        let text = GOOD
+            .replace("admin_secret = \"admin\"", "admin_secret_file = \"admin\"")
+            .replace(
+                "secret_env = \"TONY_SECRET\"",
+                "secret_file = [\"tony\", \"tony.old\"]",
+            )
+            + "[agents.planner]\ntoken_file = \"planner\"\n\
+               may_send = [{ to = [\"mel\"], types = [\"TASK\"] }]\n";
+        let c = Config::parse(&text, dir.path(), |_| None).expect("valid");
+        assert!(c.is_admin(b"admin-from-file"));
+        let tony = &c.peers["tony"];
+        assert!(tony.secrets[0].matches(b"tony-new") && tony.secrets[1].matches(b"tony-old"));
+        assert!(c.agent_by_token(b"planner-token").is_some());
+        // Readable by others: taken, and warned about (check prints it).
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.contains("peers.tony.secret_file: others may read tony.old")),
+            "{:?}",
+            c.warnings
+        );
+        // A rotation rewrites a file: the config is not the same, though its text is.
+        put("tony", "tony-newer\n", 0o600);
+        let again = Config::parse(&text, dir.path(), |_| None).expect("valid");
+        assert_ne!(c.secret_digest, again.secret_digest);
+        assert_eq!(c.text_digest, again.text_digest);
+        // Writable by others: refused. Two sources at once, or a missing file: refused.
+        put("tony", "tony-new\n", 0o646);
+        let errs = match Config::parse(&text, dir.path(), |_| None) {
+            Err(e) => e.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            Ok(_) => panic!("a file others may write was taken"),
+        };
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("peers.tony.secret_file:") && e.contains("others may write")),
+            "{errs:?}"
+        );
+        let both = text.replace(
+            "admin_secret_file = \"admin\"",
+            "admin_secret_file = \"admin\"\nadmin_secret_env = \"X\"",
+        );
+        let errs = errors(&both);
+        assert!(
+            errs.iter().any(|e| e.contains(
+                "server.admin_secret: set one of admin_secret_env, admin_secret_file or a literal admin_secret"
+            )),
+            "{errs:?}"
+        );
+        let missing = GOOD.replace("admin_secret = \"admin\"", "admin_secret_file = \"nope\"");
+        let errs = errors(&missing);
+        assert!(
+            errs.iter()
+                .any(|e| e.starts_with("server.admin_secret_file: ") && e.contains("nope")),
+            "{errs:?}"
+        );
     }
 
     #[test]
@@ -1266,7 +1343,7 @@ mod tests {
         let expect = [
             "server.listen: \"nowhere\" is not an address",
             "peers.tony.url: \"ftp://x\" is not an http(s) URL",
-            "peers.tony.secret: environment variable UNSET_VAR is not set",
+            "peers.tony.secret_env: environment variable UNSET_VAR is not set",
             "routes.a.from[1]: unknown peer \"ghost\" (known: tony)",
             "routes.a.types: must not be empty",
             "routes.b and routes.c both accept type \"TASK\" from peer \"tony\"",

@@ -21,12 +21,16 @@ pub(super) fn agents(
         if !valid_name(name) {
             c.invalid(&at, "an agent name is letters, digits, '_', '-' or '.'");
         }
-        if a.token_env.is_none() && a.token.is_none() {
-            c.invalid(&at, "needs token_env (or, for local demos, token)");
+        if a.token_env.is_none() && a.token_file.is_none() && a.token.is_none() {
+            c.invalid(
+                &at,
+                "needs token_env or token_file (or, for local demos, token)",
+            );
         }
         let tokens = c.secrets(
             &format!("{at}.token"),
             a.token_env.as_ref(),
+            a.token_file.as_ref(),
             a.token.as_ref(),
         );
         let mut may_send = Vec::new();

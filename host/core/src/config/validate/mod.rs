@@ -11,8 +11,10 @@ mod server;
 use std::path::Path;
 use std::time::Duration;
 
-use super::schema;
+use sha2::{Digest, Sha256};
+
 use super::{Config, ConfigError, ConfigErrors, Secret};
+use super::{schema, secret_file};
 
 /// Parses a duration such as `"0s"`, `"5m"` or `"2h"`.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -30,6 +32,8 @@ pub(super) struct Checker<'a> {
     pub(super) errors: Vec<ConfigError>,
     pub(super) warnings: Vec<String>,
     env: &'a dyn Fn(&str) -> Option<String>,
+    /// Every secret resolved, in order: a reload that changes only a secret file is a change.
+    secret_digest: Sha256,
 }
 
 impl Checker<'_> {
@@ -40,46 +44,73 @@ impl Checker<'_> {
         });
     }
 
-    /// Resolves `secret_env` / `secret` (each one value or a list, the current secret first);
-    /// one of the two must be given, not both. Returns nothing if either is.
+    /// Resolves a secret given as `KEY_env` (variables), `KEY_file` (files) or a literal `KEY`,
+    /// each one value or a list (during a rotation, the current secret first); at most one of
+    /// the three. `at` is `SECTION.KEY`. Returns nothing if none is given or any fails.
     pub(super) fn secrets(
         &mut self,
         at: &str,
         env_keys: Option<&schema::OneOrMany>,
+        files: Option<&schema::OneOrMany>,
         literals: Option<&schema::OneOrMany>,
     ) -> Vec<Secret> {
-        let values = match (env_keys, literals) {
-            (Some(_), Some(_)) => {
-                self.invalid(at, "set either secret_env or a literal secret, not both");
-                return Vec::new();
+        let given = [env_keys.is_some(), files.is_some(), literals.is_some()];
+        if given.iter().filter(|g| **g).count() > 1 {
+            let key = at.rsplit('.').next().unwrap_or(at);
+            self.invalid(
+                at,
+                format!("set one of {key}_env, {key}_file or a literal {key}, not more"),
+            );
+            return Vec::new();
+        }
+        let before = self.errors.len();
+        let values = if let Some(vars) = env_keys {
+            let mut values = Vec::new();
+            for var in vars.to_vec() {
+                match (self.env)(&var) {
+                    Some(v) if !v.is_empty() => values.push(v),
+                    _ => self.errors.push(ConfigError::UnsetSecret {
+                        at: format!("{at}_env"),
+                        var,
+                    }),
+                }
             }
-            (Some(vars), None) => {
-                let mut values = Vec::new();
-                let before = self.errors.len();
-                for var in vars.to_vec() {
-                    match (self.env)(&var) {
-                        Some(v) if !v.is_empty() => values.push(v),
-                        _ => self
-                            .errors
-                            .push(ConfigError::UnsetSecret { at: at.into(), var }),
+            values
+        } else if let Some(paths) = files {
+            let mut values = Vec::new();
+            for path in paths.to_vec() {
+                match secret_file::read(&self.base_dir.join(&path)) {
+                    Ok(f) => {
+                        if f.others_may_read {
+                            self.warnings.push(format!(
+                                "{at}_file: others may read {path}; chmod o-r unless it is a \
+                                 container secret"
+                            ));
+                        }
+                        values.push(f.value);
                     }
+                    Err(why) => self.invalid(format!("{at}_file"), why),
                 }
-                if self.errors.len() > before {
-                    return Vec::new();
-                }
-                values
             }
-            (None, Some(literals)) => {
-                self.warnings.push(format!(
-                    "{at}: a literal secret is in the file; use an environment variable outside local demos"
-                ));
-                literals.to_vec()
-            }
-            (None, None) => return Vec::new(),
+            values
+        } else if let Some(literals) = literals {
+            self.warnings.push(format!(
+                "{at}: a literal secret is in the file; use {at}_env or {at}_file outside local demos"
+            ));
+            literals.to_vec()
+        } else {
+            return Vec::new();
         };
+        if self.errors.len() > before {
+            return Vec::new();
+        }
         if values.is_empty() || values.iter().any(String::is_empty) {
             self.invalid(at, "the secret is empty");
             return Vec::new();
+        }
+        self.secret_digest.update(at.as_bytes());
+        for v in &values {
+            self.secret_digest.update(Sha256::digest(v.as_bytes()));
         }
         values.into_iter().map(Secret::new).collect()
     }
@@ -112,6 +143,7 @@ pub(super) fn validate(
         errors: Vec::new(),
         warnings: Vec::new(),
         env,
+        secret_digest: Sha256::new(),
     };
     let no_server = schema::Server::default();
     let raw_server = raw.server.as_ref().unwrap_or(&no_server);
@@ -143,6 +175,7 @@ pub(super) fn validate(
         approval,
         store,
         has_server_table: raw.server.is_some(),
+        secret_digest: c.secret_digest.finalize().into(),
         secret_vars: raw_server
             .admin_secret_env
             .iter()

@@ -39,15 +39,18 @@ pub(super) fn peers(
         let secrets = c.secrets(
             &format!("{at}.secret"),
             p.secret_env.as_ref(),
+            p.secret_file.as_ref(),
             p.secret.as_ref(),
         );
         let a2a_tokens = c.secrets(
             &format!("{at}.a2a_token"),
             p.a2a_token_env.as_ref(),
+            p.a2a_token_file.as_ref(),
             p.a2a_token.as_ref(),
         );
-        let has_secret = p.secret_env.is_some() || p.secret.is_some();
-        let has_token = p.a2a_token_env.is_some() || p.a2a_token.is_some();
+        let has_secret = p.secret_env.is_some() || p.secret_file.is_some() || p.secret.is_some();
+        let has_token =
+            p.a2a_token_env.is_some() || p.a2a_token_file.is_some() || p.a2a_token.is_some();
         let a2a_out = a2a_peer(c, &at, p);
         let is_agent = p.a2a_url.is_some() || p.a2a_card_url.is_some();
         if is_agent && p.url.is_some() {
@@ -151,6 +154,7 @@ fn a2a_peer(c: &mut Checker<'_>, at: &str, p: &schema::Peer) -> Option<A2aPeer> 
         (None, None) => {
             for (key, set) in [
                 ("a2a_bearer_env", p.a2a_bearer_env.is_some()),
+                ("a2a_bearer_file", p.a2a_bearer_file.is_some()),
                 ("a2a_reply_type", p.a2a_reply_type.is_some()),
                 ("a2a_skill", p.a2a_skill.is_some()),
                 ("a2a_follow_secs", p.a2a_follow_secs.is_some()),
@@ -182,9 +186,9 @@ fn a2a_peer(c: &mut Checker<'_>, at: &str, p: &schema::Peer) -> Option<A2aPeer> 
     let mut remote = a2a_remote(
         c,
         at,
-        [key, "a2a_bearer_env"],
+        [key, "a2a_bearer"],
         Some(url),
-        p.a2a_bearer_env.as_ref(),
+        [p.a2a_bearer_env.as_ref(), p.a2a_bearer_file.as_ref()],
         p.a2a_max_calls_per_minute,
     )?;
     // The key says what the URL is, whatever its path ends in.

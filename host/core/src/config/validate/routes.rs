@@ -504,20 +504,15 @@ fn gateway(c: &mut Checker<'_>, at: &str, o: &schema::Agent, d: &schema::Agent) 
             None
         }
     };
-    let var = o.token_env.clone().or_else(|| d.token_env.clone());
-    let token = match &var {
-        None => {
-            c.invalid(
-                format!("{at}.token_env"),
-                "the variable holding the gateway's hooks.token",
-            );
-            Vec::new()
-        }
-        Some(var) => c.secrets(
-            &format!("{at}.token"),
-            Some(&schema::OneOrMany::One(var.clone())),
-            None,
-        ),
+    let (var, file) = token_source(o, d);
+    let token = if var.is_none() && file.is_none() {
+        c.invalid(
+            format!("{at}.token_env"),
+            "the variable (or token_file, the file) holding the gateway's hooks.token",
+        );
+        Vec::new()
+    } else {
+        c.secrets(&format!("{at}.token"), var.as_ref(), file.as_ref(), None)
     };
     let agent_id = o
         .agent_id
@@ -550,11 +545,17 @@ fn a2a_agent(
     reply_types: &[String],
 ) -> Driver {
     let url = o.url.clone().or_else(|| d.url.clone());
-    let var = o.token_env.clone().or_else(|| d.token_env.clone());
+    let (var, file) = token_source(o, d);
     let per_minute = o.max_calls_per_minute.or(d.max_calls_per_minute);
-    let keys = ["url", "token_env"];
-    let var = var.map(schema::OneOrMany::One);
-    let remote = a2a_remote(c, at, keys, url.as_deref(), var.as_ref(), per_minute);
+    let keys = ["url", "token"];
+    let remote = a2a_remote(
+        c,
+        at,
+        keys,
+        url.as_deref(),
+        [var.as_ref(), file.as_ref()],
+        per_minute,
+    );
     let Some(first) = reply_types.first() else {
         c.invalid(
             at,
@@ -593,15 +594,32 @@ fn a2a_agent(
     }
 }
 
+/// A driver's token: the route's `token_env` or `token_file` over `[agent]`'s (the route's
+/// either one replaces both of `[agent]`'s).
+fn token_source(
+    o: &schema::Agent,
+    d: &schema::Agent,
+) -> (Option<schema::OneOrMany>, Option<schema::OneOrMany>) {
+    let (var, file) = if o.token_env.is_some() || o.token_file.is_some() {
+        (&o.token_env, &o.token_file)
+    } else {
+        (&d.token_env, &d.token_file)
+    };
+    (
+        var.clone().map(schema::OneOrMany::One),
+        file.clone().map(schema::OneOrMany::One),
+    )
+}
+
 /// A remote A2A agent's URL (its JSON-RPC endpoint, or its card when the path ends in `.json`),
-/// the variable holding the bearer the inbox sends it, and its call budget; `keys` name the URL's
-/// and the variable's keys under `at`.
+/// the variables or files holding the bearer the inbox sends it, and its call budget; `keys`
+/// name the URL's key and the bearer's (`KEY_env`, `KEY_file`) under `at`.
 pub(super) fn a2a_remote(
     c: &mut Checker<'_>,
     at: &str,
     [url_key, bearer_key]: [&str; 2],
     url: Option<&str>,
-    bearer_env: Option<&schema::OneOrMany>,
+    [bearer_env, bearer_file]: [Option<&schema::OneOrMany>; 2],
     per_minute: Option<u32>,
 ) -> Option<A2aRemote> {
     let url = match url.map(str::parse::<http::Uri>) {
@@ -619,11 +637,13 @@ pub(super) fn a2a_remote(
         }
     };
     // A rotation lists the new one first; that is the one sent.
-    let bearer = bearer_env.and_then(|vars| {
-        c.secrets(&format!("{at}.{bearer_key}"), Some(vars), None)
-            .into_iter()
-            .next()
-    });
+    let bearer = (bearer_env.is_some() || bearer_file.is_some())
+        .then(|| {
+            c.secrets(&format!("{at}.{bearer_key}"), bearer_env, bearer_file, None)
+                .into_iter()
+                .next()
+        })
+        .flatten();
     let max_calls_per_minute = c.positive(
         &format!("{at}.max_calls_per_minute"),
         per_minute,

@@ -74,6 +74,7 @@ pub(super) fn server(c: &mut Checker<'_>, s: &schema::Server) -> Server {
         admin_secrets: c.secrets(
             "server.admin_secret",
             s.admin_secret_env.as_ref(),
+            s.admin_secret_file.as_ref(),
             s.admin_secret.as_ref(),
         ),
         signature_tolerance: secs(s.signature_tolerance_secs, DEFAULT_SIGNATURE_TOLERANCE),
@@ -135,6 +136,7 @@ pub(super) fn store(c: &mut Checker<'_>, s: &schema::Store, server: &mut Server)
     let kind = s.kind.as_deref().unwrap_or("sqlite");
     let pg_keys = [
         ("url_env", s.url_env.is_some()),
+        ("url_file", s.url_file.is_some()),
         ("url", s.url.is_some()),
         ("pool_size", s.pool_size.is_some()),
         ("sslmode", s.sslmode.is_some()),
@@ -173,35 +175,18 @@ pub(super) fn store(c: &mut Checker<'_>, s: &schema::Store, server: &mut Server)
                     c.invalid(format!("store.{key}"), "only for kind = \"sqlite\"");
                 }
             }
-            let url = match (&s.url_env, &s.url) {
-                (Some(_), Some(_)) => {
-                    c.invalid("store.url", "set either url_env or url, not both");
-                    None
-                }
-                (Some(var), None) => match (c.env)(var) {
-                    Some(v) if !v.is_empty() => Some(v),
-                    _ => {
-                        c.errors.push(ConfigError::UnsetSecret {
-                            at: "store.url_env".into(),
-                            var: var.clone(),
-                        });
-                        None
-                    }
-                },
-                (None, Some(u)) => {
-                    c.warnings.push(
-                        "store.url: a literal database URL is in the file; use url_env outside local demos".into(),
-                    );
-                    Some(u.clone())
-                }
-                (None, None) => {
-                    c.invalid(
-                        "store.url_env",
-                        "kind = \"postgres\" needs url_env (or url)",
-                    );
-                    None
-                }
-            };
+            let one = |v: &Option<String>| v.clone().map(schema::OneOrMany::One);
+            let (env, file, literal) = (one(&s.url_env), one(&s.url_file), one(&s.url));
+            if env.is_none() && file.is_none() && literal.is_none() {
+                c.invalid(
+                    "store.url_env",
+                    "kind = \"postgres\" needs url_env or url_file (or url)",
+                );
+            }
+            let url = c
+                .secrets("store.url", env.as_ref(), file.as_ref(), literal.as_ref())
+                .first()
+                .map(|u| u.expose().to_owned());
             let sslmode = match s.sslmode.as_deref() {
                 None | Some("disable") => SslMode::Disable,
                 Some("require") => SslMode::Require,
