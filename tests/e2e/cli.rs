@@ -602,3 +602,49 @@ async fn the_cli_needs_no_config_and_reads_only_server_from_a_broken_one() {
     assert!(out.status.success(), "{out:?}");
     host.stop();
 }
+
+/// `agent-inbox init` writes a commented routes.toml for one local agent, its admin secret and
+/// the agent's token in 0600 files in a 0700 `secrets/`, that `check` passes and `serve` runs
+/// (the CLI reading the admin secret from its file); run again, it overwrites nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_writes_an_inbox_that_serves_and_overwrites_nothing() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let inbox = dir.path().join("inbox");
+    let at = inbox.display().to_string();
+    let listen = addr.to_string();
+    let init = [
+        "init", "--dir", &at, "--listen", &listen, "--agent", "command", "--", "true",
+    ];
+    let out = run(&init).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        text(&out.stdout).contains("agent-inbox serve --config"),
+        "{out:?}"
+    );
+    let mode = |p: &str| {
+        std::fs::metadata(inbox.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode("secrets"), 0o700);
+    assert_eq!(mode("secrets/admin.secret"), 0o600);
+    assert_eq!(mode("secrets/main.token"), 0o600);
+    let config = inbox.join("routes.toml");
+    let toml = std::fs::read_to_string(&config).unwrap();
+    assert!(toml.contains("# routes.toml, written by `agent-inbox init`"));
+    let (code, out, err) = cli_with_config(&config, &["check"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let host = BinHost::start(&inbox, &toml, addr, "serve.log").await;
+    let (code, out, err) = cli_with_config(&config, &["status"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    // Again: refused, nothing touched.
+    let out = run(&init).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("overwrites nothing"), "{out:?}");
+    assert_eq!(std::fs::read_to_string(&config).unwrap(), toml);
+    host.stop();
+}

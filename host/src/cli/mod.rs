@@ -9,6 +9,7 @@
 mod approvals;
 mod check;
 mod client;
+mod init;
 mod mcp;
 mod messages;
 mod outbox;
@@ -57,6 +58,8 @@ enum LogFormat {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Write a new inbox's routes.toml for one local agent, with its secrets in files beside it.
+    Init(init::Args),
     /// Run the inbox.
     Serve(serve::Args),
     /// Report every problem in a config file; exit non-zero if there is one.
@@ -97,6 +100,7 @@ enum Command {
 
 async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
     match command {
+        Command::Init(a) => init::run(a).await,
         Command::Serve(a) => serve::run(a).await,
         Command::Check(a) => check::run(a).await,
         Command::Send(a) => send::run(a).await,

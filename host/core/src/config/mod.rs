@@ -25,6 +25,7 @@ mod validate;
 pub use self::admin_view::{AdminView, admin_view};
 pub use self::defaults::*;
 pub use self::hash::{hash_contents, hash_digests};
+pub use self::validate::valid_name as is_valid_name;
 
 /// In `types`, the sender's fallback: every type no other route of that sender names.
 pub const WILDCARD: &str = "*";

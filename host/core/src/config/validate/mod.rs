@@ -23,7 +23,8 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 pub(super) use crate::model::valid_type_name;
 
-pub(super) fn valid_name(n: &str) -> bool {
+/// Whether `n` may name a peer, a route or an agent: a type name without `:`.
+pub fn valid_name(n: &str) -> bool {
     valid_type_name(n) && !n.contains(':')
 }
 

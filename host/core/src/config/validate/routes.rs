@@ -44,10 +44,13 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
                 }
             }
         }
-        if r.from.is_empty() {
-            c.errors.push(ConfigError::Empty {
-                at: format!("{at}.from"),
-            });
+        // A route with no peers yet (`agent-inbox init` writes one; pairing adds each peer).
+        let no_peers_yet = r.from.is_empty();
+        if no_peers_yet {
+            c.warnings.push(format!(
+                "{at}.from is empty: no peer reaches this route yet (`agent-inbox peer invite` \
+                 adds one)"
+            ));
         }
         // An A2A route may take nothing through /message: A2A messages name it by skill.
         if r.types.is_empty() && r.a2a.is_none() {
@@ -109,7 +112,8 @@ pub(super) fn routes(c: &mut Checker<'_>, raw: &schema::File) -> BTreeMap<String
         } else {
             // An A2A route's replies are the task's artifacts, so they need no peer to go to.
             let artifacts_only = r.a2a.is_some() && r.reply_to.is_empty();
-            if r.reply_types.is_empty() != r.reply_to.is_empty() && !artifacts_only {
+            let nobody_yet = no_peers_yet && r.reply_to.is_empty();
+            if r.reply_types.is_empty() != r.reply_to.is_empty() && !artifacts_only && !nobody_yet {
                 c.invalid(
                     &at,
                     "reply_types and reply_to go together: the agent replies with these types to these peers",
