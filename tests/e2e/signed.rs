@@ -314,3 +314,60 @@ async fn the_reference_library_and_the_inbox_agree() {
     assert!(!ok, "and it does check: another key is refused");
     host.stop().await;
 }
+
+/// Each direction its own key (`send_secret`, as pairing writes it): the relay signs with the
+/// send key only, `/message/{peer}` verifies with the receive key only, and neither key is
+/// accepted for the other direction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_direction_has_its_own_key() {
+    let peer = PeerServer::start().await;
+    let toml = config(&peer.url(), &[KEY]).replace(
+        "auth = \"standard-webhooks\"",
+        &format!(
+            "auth = \"standard-webhooks\"\nsend_secret = {}",
+            quoted(NEW_KEY)
+        ),
+    );
+    assert!(toml.contains("send_secret"), "{toml}");
+    let host = start_host(&toml).await;
+    let sent = admin_post(
+        &host,
+        "/admin/send",
+        r#"{"to": "tony", "type": "NOTE", "payload": {}}"#,
+    )
+    .await;
+    assert_eq!(sent.status, 202, "{:#}", sent.json);
+    let got = peer.wait_for(1, Duration::from_secs(20)).await;
+    let h = |name: &str| got[0].headers.get(name).map(|v| v.as_bytes());
+    let signed = |keys: &[SigningKey]| {
+        signature::verify(
+            keys,
+            Signed {
+                id: h("webhook-id"),
+                timestamp: h("webhook-timestamp"),
+                signature: h("webhook-signature"),
+            },
+            &got[0].raw,
+            now_ms() / 1000,
+            300,
+        )
+    };
+    assert_eq!(signed(&[key(NEW_KEY)]), Ok(()), "signed with the send key");
+    assert!(signed(&[key(KEY)]).is_err(), "not with the receive key");
+    let body = r#"{"type": "NOTE"}"#;
+    let (ts, sig) = sign_now(&[key(KEY)], "in_1", body);
+    assert_eq!(
+        post_signed(&host, "tony", "in_1", &ts, &sig, body)
+            .await
+            .status,
+        202
+    );
+    let (ts, sig) = sign_now(&[key(NEW_KEY)], "in_2", body);
+    assert_eq!(
+        post_signed(&host, "tony", "in_2", &ts, &sig, body)
+            .await
+            .status,
+        401
+    );
+    host.stop().await;
+}

@@ -194,7 +194,7 @@ async fn message(
             signature::precheck(signed(req), now, tolerance)?;
             let bytes = body(req, limit).await?;
             let keys = match peer.map(|p| &p.auth) {
-                Some(PeerAuth::StandardWebhooks(keys)) => keys.as_slice(),
+                Some(PeerAuth::StandardWebhooks { verify, .. }) => verify.as_slice(),
                 _ => &[],
             };
             signature::verify(keys, signed(req), &bytes, now, tolerance)?;

@@ -108,7 +108,7 @@ async fn attempt(
         );
     req = match &peer.auth {
         PeerAuth::Secret => req.header("x-shared-secret", secret.expose()),
-        PeerAuth::StandardWebhooks(keys) => {
+        PeerAuth::StandardWebhooks { sign: keys, .. } => {
             // The id is the outbound message's, the same on every attempt; the timestamp is this
             // attempt's. During a rotation every key signs, the new one first.
             let now = now_ms() / 1000;

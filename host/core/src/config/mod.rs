@@ -439,8 +439,13 @@ impl Route {
 pub enum PeerAuth {
     /// The shared secret in `X-Shared-Secret`, both ways.
     Secret,
-    /// Standard Webhooks signatures, both ways, with these keys (the first signs first).
-    StandardWebhooks(Vec<crate::signature::SigningKey>),
+    /// Standard Webhooks signatures, both ways: `verify` checks what the peer sends (any key),
+    /// `sign` signs what we send it (every key, the first first). The same keys unless the peer
+    /// has a `send_secret` (pairing gives each direction its own key).
+    StandardWebhooks {
+        verify: Vec<crate::signature::SigningKey>,
+        sign: Vec<crate::signature::SigningKey>,
+    },
 }
 
 /// A validated peer: another inbox that may send to us and receives our replies, or an A2A client.
@@ -454,9 +459,11 @@ pub struct Peer {
     pub a2a_tokens: Vec<Secret>,
     /// How it authenticates.
     pub auth: PeerAuth,
-    /// Its secrets, the current one first: inbound accepts any of them, outbound uses the first
-    /// (or signs with each, for Standard Webhooks).
+    /// Its secrets, the current one first: what it sends is accepted with any of them.
     pub secrets: Vec<Secret>,
+    /// What we send it with, the current one first (`send_secret`; else `secrets`): the first is
+    /// the `X-Shared-Secret` sent, and for Standard Webhooks each signs.
+    pub send_secrets: Vec<Secret>,
     /// The CA certificates (PEM) its `https` URL is verified with, instead of the public roots.
     pub ca_file: Option<PathBuf>,
     /// The peer is an A2A agent (`a2a_url` or `a2a_card_url`): messages to it are tasks there.
@@ -484,7 +491,7 @@ impl Peer {
 
     /// The secret sent to the peer, if it has one (a peer with a `url` always does).
     pub fn current_secret(&self) -> Option<&Secret> {
-        self.secrets.first()
+        self.send_secrets.first()
     }
 }
 

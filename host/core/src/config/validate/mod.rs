@@ -182,6 +182,12 @@ pub(super) fn validate(
             .iter()
             .chain(raw.peers.values().filter_map(|p| p.secret_env.as_ref()))
             .chain(raw.peers.values().filter_map(|p| p.a2a_token_env.as_ref()))
+            .chain(
+                raw.peers
+                    .values()
+                    .filter_map(|p| p.send_secret_env.as_ref()),
+            )
+            .chain(raw.peers.values().filter_map(|p| p.a2a_bearer_env.as_ref()))
             .chain(raw.agents.values().filter_map(|a| a.token_env.as_ref()))
             .chain(
                 raw.store

@@ -48,6 +48,21 @@ pub(super) fn peers(
             p.a2a_token_file.as_ref(),
             p.a2a_token.as_ref(),
         );
+        let send = c.secrets(
+            &format!("{at}.send_secret"),
+            p.send_secret_env.as_ref(),
+            p.send_secret_file.as_ref(),
+            p.send_secret.as_ref(),
+        );
+        let has_send =
+            p.send_secret_env.is_some() || p.send_secret_file.is_some() || p.send_secret.is_some();
+        if has_send && p.url.is_none() {
+            c.invalid(
+                format!("{at}.send_secret"),
+                "only for a peer with a url: it is what we send it with",
+            );
+        }
+        let send_secrets = if has_send { send } else { secrets.clone() };
         let has_secret = p.secret_env.is_some() || p.secret_file.is_some() || p.secret.is_some();
         let has_token =
             p.a2a_token_env.is_some() || p.a2a_token_file.is_some() || p.a2a_token.is_some();
@@ -83,14 +98,23 @@ pub(super) fn peers(
         let auth = match p.auth.as_deref() {
             None | Some("secret") => PeerAuth::Secret,
             Some("standard-webhooks") => {
-                let mut keys = Vec::new();
-                for (i, s) in secrets.iter().enumerate() {
-                    match SigningKey::parse(s.expose()) {
-                        Ok(k) => keys.push(k),
-                        Err(e) => c.invalid(format!("{at}.secret[{i}]"), e.to_string()),
+                let mut keys = |key: &str, secrets: &[Secret]| {
+                    let mut keys = Vec::new();
+                    for (i, s) in secrets.iter().enumerate() {
+                        match SigningKey::parse(s.expose()) {
+                            Ok(k) => keys.push(k),
+                            Err(e) => c.invalid(format!("{at}.{key}[{i}]"), e.to_string()),
+                        }
                     }
-                }
-                PeerAuth::StandardWebhooks(keys)
+                    keys
+                };
+                let verify = keys("secret", &secrets);
+                let sign = if has_send {
+                    keys("send_secret", &send_secrets)
+                } else {
+                    verify.clone()
+                };
+                PeerAuth::StandardWebhooks { verify, sign }
             }
             Some(other) => {
                 c.invalid(
@@ -116,6 +140,7 @@ pub(super) fn peers(
                     url,
                     a2a_tokens,
                     auth,
+                    send_secrets,
                     secrets,
                     ca_file,
                     a2a_out,
