@@ -24,6 +24,7 @@ mod mcp;
 mod observability;
 mod one_process;
 mod openclaw;
+mod package;
 mod plugins;
 mod promises;
 mod reads;

@@ -42,6 +42,10 @@ pub(super) struct Args {
     /// http://LISTEN.
     #[arg(long)]
     public_url: Option<String>,
+    /// Where the inbox keeps its state (`[server] data_dir`); by default `data` beside
+    /// routes.toml.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// With `--agent command`: the command and its arguments.
     #[arg(last = true)]
     command: Vec<String>,
@@ -73,6 +77,10 @@ fn routes_toml(args: &Args) -> anyhow::Result<String> {
             "# public_url = \"https://inbox.example:8700\"  # else http://{}\n",
             args.listen
         ),
+    };
+    let data_dir = match &args.data_dir {
+        Some(d) => format!("data_dir = {}\n", quoted(&d.display().to_string())),
+        None => String::new(),
     };
     let agent = match args.agent {
         AgentKind::Openclaw => format!(
@@ -125,7 +133,7 @@ fn routes_toml(args: &Args) -> anyhow::Result<String> {
 
 [server]
 listen = {listen}
-{public_url}# The admin secret (for the command line and the console) is in this file, never here.
+{public_url}{data_dir}# The admin secret (for the command line and the console) is in this file, never here.
 admin_secret_file = "secrets/admin.secret"
 
 # What runs a turn: the agent answers each message of route "{name}" (below).
@@ -227,6 +235,7 @@ mod tests {
             name: "main".into(),
             listen: "127.0.0.1:8700".into(),
             public_url: None,
+            data_dir: Some(PathBuf::from("/var/lib/agent-inbox")),
             command: command.iter().map(|s| s.to_string()).collect(),
         }
     }
