@@ -262,4 +262,44 @@ mod tests {
         }
         assert!(routes_toml(&args(AgentKind::Command, &[])).is_err());
     }
+
+    #[test]
+    fn pairing_an_inits_config_gives_a_config_whose_peer_talks_to_the_agent() {
+        use crate::config::edit::{NewPeer, add_peer};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let secrets = dir.path().join("secrets");
+        std::fs::create_dir_all(secrets.join("peers")).expect("mkdir");
+        create_private(&secrets.join("admin.secret"), "a").expect("write");
+        create_private(&secrets.join("main.token"), "t").expect("write");
+        for (f, key) in [
+            (
+                "bob.receive",
+                "whsec_c2lnbmluZyBrZXkgb2YgdG9ueSwgdGhpcnR5LXR3byE=",
+            ),
+            (
+                "bob.send",
+                "whsec_YSBuZXcgc2lnbmluZyBrZXkgZm9yIHRvbnksIDMyIGI=",
+            ),
+        ] {
+            create_private(&secrets.join("peers").join(f), key).expect("write");
+        }
+        let text = routes_toml(&args(AgentKind::Command, &["true"])).expect("text");
+        let peer = NewPeer {
+            name: "bob".into(),
+            url: "https://bob.example/message/alice".into(),
+            receive_key_file: "secrets/peers/bob.receive".into(),
+            send_key_file: "secrets/peers/bob.send".into(),
+            sends: vec!["TASK".into()],
+        };
+        let paired = add_peer(&text, &peer).expect("edit");
+        let c = crate::config::Config::parse(&paired, dir.path(), |_| None)
+            .unwrap_or_else(|e| panic!("{e}\n{paired}"));
+        assert_eq!(c.routes["main"].from, ["bob"]);
+        assert_eq!(c.routes["answers"].from, ["bob"]);
+        assert!(c.agents["main"].may_send("bob", "TASK"));
+        assert!(
+            c.peers["bob"].send_secrets[0]
+                .matches(b"whsec_YSBuZXcgc2lnbmluZyBrZXkgZm9yIHRvbnksIDMyIGI=")
+        );
+    }
 }

@@ -17,6 +17,7 @@ use crate::model::Synchronous;
 
 mod admin_view;
 mod defaults;
+pub mod edit;
 mod hash;
 mod schema;
 pub mod secret_file;
