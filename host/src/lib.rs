@@ -26,6 +26,7 @@ pub mod listener;
 pub mod log;
 pub mod mcp;
 pub mod metrics;
+pub mod pairing;
 pub mod plugins;
 pub mod prompt;
 pub mod rate;

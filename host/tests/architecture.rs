@@ -106,6 +106,7 @@ const EDGES: &[(&str, &[&str])] = &[
     ("log", &[]),
     ("mcp", &["wire"]),
     ("metrics", &[]),
+    ("pairing", &["config"]),
     ("model", &[]),
     (
         "oracles",
