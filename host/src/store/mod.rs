@@ -218,6 +218,96 @@ pub enum Requeued {
     NotInterrupted,
 }
 
+/// A pairing invite: a one-time code, kept as its hash, that lets one inbox join this one as
+/// `peer` until `expires_at` (ms).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invite {
+    pub code_hash: String,
+    pub peer: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub state: InviteState,
+    /// What the joining inbox said, from its join until the pairing is settled.
+    pub joined: Option<Joined>,
+}
+
+/// What a joining inbox brought, and the key made for it here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Joined {
+    /// Where messages to it go (its `/message/{our name}`).
+    pub url: String,
+    /// The key we sign what we send it with (it made it).
+    pub send_key: String,
+    /// The key that checks what it sends us (made here).
+    pub receive_key: String,
+    /// The types its agents' routes take.
+    pub takes: Vec<String>,
+}
+
+/// Where an invite is: its code not used yet, used by a join, the pairing made, or undone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InviteState {
+    Open,
+    Joined,
+    Paired,
+    Cancelled,
+}
+
+impl InviteState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteState::Open => "open",
+            InviteState::Joined => "joined",
+            InviteState::Paired => "paired",
+            InviteState::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "open" => InviteState::Open,
+            "joined" => InviteState::Joined,
+            "paired" => InviteState::Paired,
+            "cancelled" => InviteState::Cancelled,
+            other => return Err(StoreError::Corrupt(format!("an invite's state {other:?}"))),
+        })
+    }
+}
+
+/// An invite from its row's columns: code_hash, peer, created_at, expires_at, state, url,
+/// send_key, receive_key, takes (JSON).
+#[expect(clippy::too_many_arguments, reason = "one per column of the row")]
+pub(crate) fn invite_row(
+    code_hash: String,
+    peer: String,
+    created_at: i64,
+    expires_at: i64,
+    state: &str,
+    url: Option<String>,
+    send_key: Option<String>,
+    receive_key: Option<String>,
+    takes: Option<String>,
+) -> Result<Invite, StoreError> {
+    let joined = match (url, send_key, receive_key) {
+        (Some(url), Some(send_key), Some(receive_key)) => Some(Joined {
+            url,
+            send_key,
+            receive_key,
+            takes: serde_json::from_str(takes.as_deref().unwrap_or("[]"))
+                .map_err(|e| StoreError::Corrupt(format!("an invite's takes: {e}")))?,
+        }),
+        _ => None,
+    };
+    Ok(Invite {
+        code_hash,
+        peer,
+        created_at,
+        expires_at,
+        state: InviteState::parse(state)?,
+        joined,
+    })
+}
+
 /// A due delivery, claimed for one attempt, with what the attempt needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DueDelivery {
@@ -755,6 +845,38 @@ impl Store {
     /// do by its own credential instead of the token).
     pub async fn latest_grant(&self, message_id: &str) -> Result<Option<Grant>, StoreError> {
         backend!(self.latest_grant(message_id))
+    }
+
+    /// Keeps a new pairing invite.
+    pub async fn insert_invite(&self, invite: Invite) -> Result<(), StoreError> {
+        backend!(self.insert_invite(invite))
+    }
+
+    /// Uses the invite whose code hashes to `code_hash`, if it is open and not expired at `now`:
+    /// it is then joined, with what the joining inbox brought. A code works once.
+    pub async fn join_invite(
+        &self,
+        code_hash: &str,
+        now: i64,
+        joined: Joined,
+    ) -> Result<Option<Invite>, StoreError> {
+        backend!(self.join_invite(code_hash, now, joined))
+    }
+
+    /// An invite by its code's hash.
+    pub async fn invite(&self, code_hash: &str) -> Result<Option<Invite>, StoreError> {
+        backend!(self.invite(code_hash))
+    }
+
+    /// Moves an invite from `from` to `to` (paired or cancelled forget its keys); whether it was
+    /// in `from`.
+    pub async fn settle_invite(
+        &self,
+        code_hash: &str,
+        from: InviteState,
+        to: InviteState,
+    ) -> Result<bool, StoreError> {
+        backend!(self.settle_invite(code_hash, from, to))
     }
 
     /// Records a console session as signed out until `until` (ms); on a shared store the other

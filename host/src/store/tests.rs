@@ -1595,3 +1595,80 @@ async fn follow_ups_are_claimed_by_one_host_until_settled() {
         );
     }
 }
+
+/// A pairing code works once: the first join takes it, a second finds nothing, and so does a
+/// join after it expired; settling moves it on only from the state named, forgetting its keys.
+#[tokio::test]
+async fn an_invite_is_joined_once_before_it_expires_and_settled_once() {
+    use crate::store::{Invite, InviteState, Joined};
+    for (name, store, _dir) in backends().await {
+        let now = now_ms();
+        let invite = |hash: &str, expires_at: i64| Invite {
+            code_hash: hash.into(),
+            peer: "bob".into(),
+            created_at: now,
+            expires_at,
+            state: InviteState::Open,
+            joined: None,
+        };
+        let joined = Joined {
+            url: "https://bob.example/message/alice".into(),
+            send_key: "whsec_send".into(),
+            receive_key: "whsec_receive".into(),
+            takes: vec!["TASK".into()],
+        };
+        store
+            .insert_invite(invite("h1", now + 60_000))
+            .await
+            .expect(name);
+        store
+            .insert_invite(invite("h2", now - 1))
+            .await
+            .expect(name);
+        let got = store
+            .join_invite("h1", now, joined.clone())
+            .await
+            .expect(name)
+            .expect("joined");
+        assert_eq!(got.state, InviteState::Joined, "{name}");
+        assert_eq!(got.joined.as_ref(), Some(&joined), "{name}");
+        assert_eq!(
+            store
+                .join_invite("h1", now, joined.clone())
+                .await
+                .expect(name),
+            None,
+            "used: {name}"
+        );
+        assert_eq!(
+            store
+                .join_invite("h2", now, joined.clone())
+                .await
+                .expect(name),
+            None,
+            "expired: {name}"
+        );
+        assert_eq!(
+            store
+                .join_invite("nope", now, joined.clone())
+                .await
+                .expect(name),
+            None,
+            "unknown: {name}"
+        );
+        let settle = |from, to| store.settle_invite("h1", from, to);
+        assert!(
+            !settle(InviteState::Open, InviteState::Paired)
+                .await
+                .expect(name)
+        );
+        assert!(
+            settle(InviteState::Joined, InviteState::Paired)
+                .await
+                .expect(name)
+        );
+        let after = store.invite("h1").await.expect(name).expect("kept");
+        assert_eq!(after.state, InviteState::Paired, "{name}");
+        assert_eq!(after.joined, None, "the keys are forgotten: {name}");
+    }
+}

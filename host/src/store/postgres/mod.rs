@@ -8,6 +8,7 @@
 //! (paused, cut off) cannot record over the host that took the turn over.
 
 mod aliases;
+mod invites;
 mod reads;
 mod rows;
 mod schema;

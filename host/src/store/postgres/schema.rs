@@ -284,6 +284,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX remote_tasks_thread ON remote_tasks(thread_id, kind, target, updated_at);
     CREATE INDEX remote_tasks_origin ON remote_tasks(origin);
 "#,
+    // Version 11: pairing invites, by their one-time code's hash.
+    r#"
+    CREATE TABLE invites (
+        code_hash   TEXT PRIMARY KEY,
+        peer        TEXT NOT NULL,
+        created_at  BIGINT NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        state       TEXT NOT NULL,
+        url         TEXT,
+        send_key    TEXT,
+        receive_key TEXT,
+        takes       TEXT
+    );
+"#,
 ];
 
 /// The newest schema version this binary knows.

@@ -6,6 +6,7 @@
 //! finds every undelivered delivery due again), and fences a turn's end by its attempt number.
 
 mod aliases;
+mod invites;
 pub(super) mod key;
 pub(super) mod lock;
 mod prealloc;

@@ -302,6 +302,20 @@ const MIGRATIONS: &[&str] = &[
     r#"
     CREATE INDEX tokens_message ON tokens(message_id, attempt);
     "#,
+    // Version 12: pairing invites, by their one-time code's hash.
+    r#"
+    CREATE TABLE invites (
+        code_hash   TEXT PRIMARY KEY,
+        peer        TEXT NOT NULL,
+        created_at  INTEGER NOT NULL,
+        expires_at  INTEGER NOT NULL,
+        state       TEXT NOT NULL,
+        url         TEXT,
+        send_key    TEXT,
+        receive_key TEXT,
+        takes       TEXT
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The newest schema version this binary knows.
