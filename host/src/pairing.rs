@@ -8,10 +8,17 @@
 use std::io::Write as _;
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use tokio::sync::{Mutex, MutexGuard};
 
 use crate::config::edit::{self, EditError, NewPeer};
 use crate::config::{Config, ConfigErrors};
+use crate::reload::{Outcome, Reloader};
+use crate::signature::SigningKey;
 
 /// Where pairing keeps the peers' keys, relative to routes.toml's directory.
 pub const KEY_DIR: &str = "secrets/peers";
@@ -32,6 +39,8 @@ pub enum PairingError {
     Invalid(ConfigErrors),
     #[error("{0}")]
     Io(String),
+    #[error("the reload that would apply it failed, so it was undone: {0}")]
+    Reload(String),
 }
 
 fn io(what: &str, path: &Path, e: std::io::Error) -> PairingError {
@@ -139,21 +148,15 @@ impl PeerFiles {
             .map_err(PairingError::Invalid)
     }
 
-    fn lock(&self) -> MutexGuard<'_, ()> {
-        self.one_at_a_time
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Adds peer `name` at `url` with its `keys`, our agents allowed to send it `sends`.
-    pub fn add(
+    pub async fn add(
         &self,
         name: &str,
         url: &str,
         keys: &Keys,
         sends: &[String],
     ) -> Result<Written<'_>, PairingError> {
-        let lock = self.lock();
+        let lock = self.one_at_a_time.lock().await;
         let before = self.read()?;
         let rel = |end: &str| format!("{KEY_DIR}/{name}.{end}");
         let peer = NewPeer {
@@ -199,8 +202,8 @@ impl PeerFiles {
 
     /// Removes peer `name`; its key files go when the change is kept, and only those in
     /// [`KEY_DIR`] (files an operator named elsewhere are theirs).
-    pub fn remove(&self, name: &str) -> Result<Written<'_>, PairingError> {
-        let lock = self.lock();
+    pub async fn remove(&self, name: &str) -> Result<Written<'_>, PairingError> {
+        let lock = self.one_at_a_time.lock().await;
         let before = self.read()?;
         let (text, files) = edit::remove_peer(&before, name)?;
         self.validate(&text)?;
@@ -217,6 +220,117 @@ impl PeerFiles {
             retired,
             _lock: lock,
         })
+    }
+}
+
+/// Pairing's changes applied: the files written, then the config reloaded, and the files put
+/// back if the reload fails. Also its client, for the other inbox's `/pair/*`.
+pub struct Pairing {
+    files: PeerFiles,
+    reloader: Arc<Reloader>,
+    client: crate::tls::HttpsClient,
+}
+
+/// How long a call to the other inbox may take.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Pairing {
+    pub fn new(reloader: Arc<Reloader>) -> Self {
+        Pairing {
+            files: PeerFiles::new(reloader.path()),
+            reloader,
+            client: crate::tls::client(),
+        }
+    }
+
+    /// Reloads with `written` on disk; keeps it if the reload took, else undoes it.
+    async fn apply(
+        &self,
+        written: Written<'_>,
+        why: &str,
+        allow_empty: bool,
+    ) -> Result<String, PairingError> {
+        match self.reloader.reload(why, allow_empty).await {
+            Ok(Outcome::Swapped(hash)) => {
+                written.keep();
+                Ok(hash)
+            }
+            Ok(Outcome::Unchanged) => {
+                written.keep();
+                Ok(self.reloader.status().config_hash)
+            }
+            Err(e) => {
+                written.undo()?;
+                // The file is as it was: the reload of it puts the config in force back too.
+                let _ = self.reloader.reload("pairing undone", true).await;
+                Err(PairingError::Reload(e.to_string()))
+            }
+        }
+    }
+
+    /// Adds peer `name` and makes it live; the config hash in force after.
+    pub async fn add(
+        &self,
+        name: &str,
+        url: &str,
+        keys: &Keys,
+        sends: &[String],
+    ) -> Result<String, PairingError> {
+        let written = self.files.add(name, url, keys, sends).await?;
+        self.apply(written, "peer paired", false).await
+    }
+
+    /// Removes peer `name` and makes it so; the config hash in force after. Removing the last
+    /// peer is allowed: it is what was asked.
+    pub async fn remove(&self, name: &str) -> Result<String, PairingError> {
+        let written = self.files.remove(name).await?;
+        self.apply(written, "peer removed", true).await
+    }
+
+    /// POSTs `body` (JSON) to `url`, signed with `key` if given; the status and the body.
+    pub async fn post(
+        &self,
+        url: &str,
+        body: &serde_json::Value,
+        key: Option<&SigningKey>,
+    ) -> Result<(http::StatusCode, Bytes), String> {
+        let bytes = Bytes::from(body.to_string());
+        let mut req = http::Request::post(url)
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .header(
+                http::header::USER_AGENT,
+                concat!("agent-inbox/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(key) = key {
+            let id = format!("pair_{}", crate::model::new_id());
+            let now = crate::model::now_ms() / 1000;
+            req = req
+                .header("webhook-id", &id)
+                .header("webhook-timestamp", now)
+                .header(
+                    "webhook-signature",
+                    crate::signature::sign(std::slice::from_ref(key), &id, now, &bytes),
+                );
+        }
+        let req = req.body(Full::new(bytes)).map_err(|e| e.to_string())?;
+        let call = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("cannot reach {url}: {e}"))?;
+            let status = resp.status();
+            let body = resp
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| format!("{url}: {e}"))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(CALL_TIMEOUT, call)
+            .await
+            .map_err(|_| format!("{url}: no answer within {} s", CALL_TIMEOUT.as_secs()))?
     }
 }
 
@@ -245,24 +359,26 @@ mod tests {
         (dir, path)
     }
 
-    fn add_bob<'a>(files: &'a PeerFiles, keys: &Keys) -> Result<Written<'a>, PairingError> {
-        files.add(
-            "bob",
-            "https://bob.example/message/alice",
-            keys,
-            &["TASK".to_owned()],
-        )
+    async fn add_bob<'a>(files: &'a PeerFiles, keys: &Keys) -> Result<Written<'a>, PairingError> {
+        files
+            .add(
+                "bob",
+                "https://bob.example/message/alice",
+                keys,
+                &["TASK".to_owned()],
+            )
+            .await
     }
 
     fn mode(p: &Path) -> u32 {
         std::fs::metadata(p).expect("stat").permissions().mode() & 0o777
     }
 
-    #[test]
-    fn a_peer_added_then_kept_then_removed_leaves_the_file_as_it_was() {
+    #[tokio::test]
+    async fn a_peer_added_then_kept_then_removed_leaves_the_file_as_it_was() {
         let (dir, path) = setup();
         let files = PeerFiles::new(&path);
-        add_bob(&files, &keys()).expect("added").keep();
+        add_bob(&files, &keys()).await.expect("added").keep();
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(text.starts_with("# hand-written\n") && text.contains("from = [\"bob\"]  # peers"));
         assert_eq!(mode(&path), 0o640, "the file keeps its mode");
@@ -273,21 +389,22 @@ mod tests {
         assert!(c.peers["bob"].send_secrets[0].matches(keys().send.as_bytes()));
         // Twice: refused, nothing changed.
         assert!(matches!(
-            add_bob(&files, &keys()),
+            add_bob(&files, &keys()).await,
             Err(PairingError::Edit(EditError::Exists(_)))
         ));
-        files.remove("bob").expect("removed").keep();
+        files.remove("bob").await.expect("removed").keep();
         let text = std::fs::read_to_string(&path).expect("read");
         assert!(!text.contains("bob"), "{text}");
         assert!(!keys_dir.join("bob.receive").exists() && !keys_dir.join("bob.send").exists());
     }
 
-    #[test]
-    fn an_undone_or_invalid_change_leaves_nothing_behind() {
+    #[tokio::test]
+    async fn an_undone_or_invalid_change_leaves_nothing_behind() {
         let (dir, path) = setup();
         let files = PeerFiles::new(&path);
         // The reload failed: undo.
         add_bob(&files, &keys())
+            .await
             .expect("added")
             .undo()
             .expect("undone");
@@ -298,7 +415,7 @@ mod tests {
             receive: "not-a-key".into(),
             ..keys()
         };
-        let e = add_bob(&files, &bad).err().expect("refused");
+        let e = add_bob(&files, &bad).await.err().expect("refused");
         assert!(matches!(e, PairingError::Invalid(_)), "{e}");
         assert_eq!(std::fs::read_to_string(&path).expect("read"), CONFIG);
         assert!(!dir.path().join(KEY_DIR).join("bob.send").exists());

@@ -122,6 +122,11 @@ impl Reloader {
     }
 
     /// The reload counters and the hash in force.
+    /// The config file it reloads.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
     pub fn status(&self) -> Status {
         self.lock().clone()
     }

@@ -55,6 +55,7 @@ const EDGES: &[(&str, &[&str])] = &[
             "mcp",
             "metrics",
             "model",
+            "pairing",
             "query",
             "reload",
             "router",
@@ -106,7 +107,10 @@ const EDGES: &[(&str, &[&str])] = &[
     ("log", &[]),
     ("mcp", &["wire"]),
     ("metrics", &[]),
-    ("pairing", &["config"]),
+    (
+        "pairing",
+        &["config", "model", "reload", "signature", "tls"],
+    ),
     ("model", &[]),
     (
         "oracles",

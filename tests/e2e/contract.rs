@@ -856,6 +856,7 @@ async fn every_answer_matches_the_contract() {
     )
     .await;
     assert_eq!(r.status, 200, "{:#}", r.json);
+    pairing_answers(c, h, &admin_json).await;
     host.stop().await;
 
     // The limiter's 429, and a full queue's 503.
@@ -964,4 +965,214 @@ async fn schemathesis_finds_nothing() {
     );
     assert!(text.contains(&format!("Tested: {ops}")), "{text}");
     host.stop().await;
+}
+
+/// Pairing's doors, last (they change the battery's routes.toml): an invite; a join, confirm and
+/// cancel made by hand (the test is the joining inbox, signing with the key it was given); the
+/// refusals; the peer list; and a real join of a second inbox, then its removal.
+async fn pairing_answers(c: &Contract, h: &Host, admin: &[(&str, &str)]) {
+    use agent_inbox::wire::InviteLine;
+    let line = invite(c, h, admin, "carol").await;
+    let code = InviteLine::decode(&line).unwrap().code;
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/invite",
+        "/admin/peers/invite",
+        admin,
+        r#"{"peer": "tony"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 409, "an existing peer: {}", r.text);
+    let json_only = [("content-type", "application/json")];
+    let carol_key = "whsec_Y2Fyb2wncyBrZXksIHRoaXJ0eS10d28gYnl0ZXMhIQ==";
+    let join = serde_json::json!({"code": code, "url": "http://127.0.0.1:9/message/battery",
+        "key": carol_key, "takes": ["TASK"]})
+    .to_string();
+    let r = call(c, h, "POST", "/pair/join", "/pair/join", &json_only, &join).await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let theirs = SigningKey::parse(r.json["key"].as_str().unwrap()).unwrap();
+    let r = call(c, h, "POST", "/pair/join", "/pair/join", &json_only, &join).await;
+    assert_eq!(r.status, 404, "the code worked once: {}", r.text);
+    let code_body = serde_json::json!({ "code": code }).to_string();
+    let signed = |key: &SigningKey| {
+        let now = now_ms() / 1000;
+        let sig = signature::sign(
+            std::slice::from_ref(key),
+            "pair_1",
+            now,
+            code_body.as_bytes(),
+        );
+        (now.to_string(), sig)
+    };
+    let wrong = SigningKey::parse(carol_key).unwrap();
+    let (ts, sig) = signed(&wrong);
+    let bad = signed_headers(&ts, &sig);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/pair/confirm",
+        "/pair/confirm",
+        &bad,
+        &code_body,
+    )
+    .await;
+    assert_eq!(r.status, 401, "signed with the wrong key: {}", r.text);
+    let (ts, sig) = signed(&theirs);
+    let good = signed_headers(&ts, &sig);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/pair/confirm",
+        "/pair/confirm",
+        &good,
+        &code_body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(c, h, "GET", "/admin/peers", "/admin/peers", admin, "").await;
+    assert!(r.text.contains("carol"), "{}", r.text);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/pair/cancel",
+        "/pair/cancel",
+        &good,
+        &code_body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert!(
+        !call(c, h, "GET", "/admin/peers", "/admin/peers", admin, "")
+            .await
+            .text
+            .contains("carol")
+    );
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/pair/cancel",
+        "/pair/cancel",
+        &good,
+        r#"{"code": "nope"}"#,
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+
+    // A real join: a second inbox invites, this one joins, then removes it.
+    let other = start_host(&Toml::new().build()).await;
+    let other_admin = format!("Bearer {ADMIN}");
+    let other_admin = [
+        ("authorization", other_admin.as_str()),
+        ("content-type", "application/json"),
+    ];
+    let line = invite(c, &other, &other_admin, "battery").await;
+    let body = serde_json::json!({"invite": line, "as": "dora", "insecure": true}).to_string();
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/join",
+        "/admin/peers/join",
+        admin,
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/join",
+        "/admin/peers/join",
+        admin,
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 409, "dora is a peer already: {}", r.text);
+    let body = serde_json::json!({"invite": "ainv1.bm9wZQ", "insecure": true}).to_string();
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/join",
+        "/admin/peers/join",
+        admin,
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    let dead = InviteLine {
+        url: format!("http://{}", unused_addr()),
+        code: "x".into(),
+        as_name: "ghost".into(),
+    }
+    .encode();
+    let body = serde_json::json!({"invite": dead, "insecure": true}).to_string();
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/join",
+        "/admin/peers/join",
+        admin,
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 502, "{}", r.text);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/{name}/remove",
+        "/admin/peers/dora/remove",
+        admin,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/{name}/remove",
+        "/admin/peers/dora/remove",
+        admin,
+        "",
+    )
+    .await;
+    assert_eq!(r.status, 404, "{}", r.text);
+    other.stop().await;
+}
+
+/// An invite from `h` for `peer`: its line.
+async fn invite(c: &Contract, h: &Host, admin: &[(&str, &str)], peer: &str) -> String {
+    let body = format!("{{\"peer\": \"{peer}\", \"as\": \"battery\"}}");
+    let r = call(
+        c,
+        h,
+        "POST",
+        "/admin/peers/invite",
+        "/admin/peers/invite",
+        admin,
+        &body,
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    r.json["invite"].as_str().unwrap().to_owned()
+}
+
+/// A JSON body's headers, signed (Standard Webhooks) with id `pair_1`.
+fn signed_headers<'a>(ts: &'a str, sig: &'a str) -> [(&'a str, &'a str); 4] {
+    [
+        ("content-type", "application/json"),
+        ("webhook-id", "pair_1"),
+        ("webhook-timestamp", ts),
+        ("webhook-signature", sig),
+    ]
 }

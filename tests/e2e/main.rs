@@ -25,6 +25,7 @@ mod observability;
 mod one_process;
 mod openclaw;
 mod package;
+mod pairing;
 mod plugins;
 mod promises;
 mod reads;

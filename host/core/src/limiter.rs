@@ -30,6 +30,8 @@ pub enum Credential {
     Agent,
     /// A peer's A2A bearer token on `/a2a`.
     A2a,
+    /// A pairing code (`/pair/join`), or a pairing key (`/pair/confirm`, `/pair/cancel`).
+    Pairing,
 }
 
 impl Credential {
@@ -42,6 +44,7 @@ impl Credential {
             Credential::Token => "reply_token",
             Credential::Agent => "agent_token",
             Credential::A2a => "a2a_token",
+            Credential::Pairing => "pairing_code",
         }
     }
 }

@@ -1003,3 +1003,162 @@ pub struct ApprovalList {
     /// Waiting items, oldest deadline first; or all, newest first.
     pub approvals: Vec<ApprovalItem>,
 }
+
+/// `POST /admin/peers/invite`: invite another inbox to pair as `peer`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InviteBody {
+    /// The name the invited inbox gets here.
+    pub peer: String,
+    /// The name this inbox suggests the invited one gives it (default: this host's name).
+    #[serde(default, rename = "as")]
+    pub as_name: Option<String>,
+    /// How long the code works, in seconds (default 3600).
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// What an invite carries, base64url-encoded JSON after [`INVITE_PREFIX`]: one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InviteLine {
+    /// The inviting inbox's base URL.
+    pub url: String,
+    /// The one-time code.
+    pub code: String,
+    /// The name it suggests the joining inbox gives it.
+    #[serde(rename = "as")]
+    pub as_name: String,
+}
+
+/// How an invite line starts.
+pub const INVITE_PREFIX: &str = "ainv1.";
+
+impl InviteLine {
+    /// The line: the prefix and the JSON in base64url.
+    pub fn encode(&self) -> String {
+        use base64::Engine as _;
+        let json = serde_json::to_vec(self).unwrap_or_default();
+        format!(
+            "{INVITE_PREFIX}{}",
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+        )
+    }
+
+    /// Reads a line (surrounding spaces and quotes are tolerated, as pasted).
+    pub fn decode(line: &str) -> Result<InviteLine, String> {
+        use base64::Engine as _;
+        let line = line.trim().trim_matches(|c| c == '\'' || c == '"');
+        let b64 = line
+            .strip_prefix(INVITE_PREFIX)
+            .ok_or_else(|| format!("an invite starts with {INVITE_PREFIX}"))?;
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(b64)
+            .map_err(|_| "the invite is cut or altered (not base64url)".to_owned())?;
+        serde_json::from_slice(&json).map_err(|e| format!("the invite does not read: {e}"))
+    }
+}
+
+/// `POST /admin/peers/invite`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invited {
+    /// The invite line.
+    pub invite: String,
+    /// The command to run on the other machine.
+    pub command: String,
+    /// When the code stops working (ms since the epoch).
+    pub expires_at: i64,
+    /// This inbox's URL the invite names.
+    pub url: String,
+    /// The URL is plain http: the keys would cross in the clear (`join` wants `--insecure`).
+    pub insecure: bool,
+}
+
+/// `POST /admin/peers/join`: join the inbox an invite names.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JoinBody {
+    pub invite: String,
+    /// The name the inviting inbox gets here (default: the one the invite suggests).
+    #[serde(default, rename = "as")]
+    pub as_name: Option<String>,
+    /// Join over plain http, the keys crossing in the clear.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// `POST /admin/peers/join`'s answer: the new peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Joined {
+    pub peer: String,
+    pub url: String,
+    pub status: String,
+    pub config_hash: String,
+}
+
+/// `POST /pair/join`: the joining inbox, to the inviting one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairJoin {
+    pub code: String,
+    /// Where the inviting inbox delivers to it (its `/message/{name}`).
+    pub url: String,
+    /// The key the inviting inbox signs with (the joining one checks it).
+    pub key: String,
+    /// The types its agents' routes take.
+    #[serde(default)]
+    pub takes: Vec<String>,
+}
+
+/// `POST /pair/join`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PairJoined {
+    /// Where the joining inbox delivers to it.
+    pub url: String,
+    /// The key the joining inbox signs with.
+    pub key: String,
+    pub takes: Vec<String>,
+}
+
+/// `POST /pair/confirm` and `POST /pair/cancel`, signed with the key `/pair/join` answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairCode {
+    pub code: String,
+}
+
+/// `GET /admin/peers`: one peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    pub name: String,
+    /// Where messages to it go; none for a peer that only calls this inbox over A2A.
+    pub url: Option<String>,
+    /// "secret" or "standard-webhooks".
+    pub auth: String,
+    /// Each direction has its own key (as pairing writes it).
+    pub own_keys: bool,
+    /// An A2A agent (messages to it are tasks there).
+    pub a2a: bool,
+    /// The routes it may send to.
+    pub routes: Vec<String>,
+}
+
+/// `GET /admin/peers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerList {
+    pub peers: Vec<PeerView>,
+}
+
+/// `POST /admin/peers/{name}/remove`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerRemoved {
+    pub peer: String,
+    pub status: String,
+    pub config_hash: String,
+}
+
+/// `POST /pair/confirm` and `/pair/cancel`'s answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Paired {
+    /// "paired" or "cancelled".
+    pub status: String,
+}

@@ -14,6 +14,7 @@ mod mcp;
 mod messages;
 mod outbox;
 mod payload;
+mod peer;
 mod print;
 mod reload;
 mod send;
@@ -77,6 +78,11 @@ enum Command {
         #[command(subcommand)]
         command: store::Command,
     },
+    /// Pair with another inbox in one line (invite, join), list and remove peers.
+    Peer {
+        #[command(subcommand)]
+        command: peer::Command,
+    },
     /// Inspect and replay the relay's outbox.
     Outbox {
         #[command(subcommand)]
@@ -109,6 +115,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Status(a) => status::run(a).await,
         Command::Store { command } => store::run(command).await,
         Command::Outbox { command } => outbox::run(command).await,
+        Command::Peer { command } => peer::run(command).await,
         Command::Pending(a) => approvals::pending(a).await,
         Command::Approve(a) => approvals::approve(a).await,
         Command::Reject(a) => approvals::reject(a).await,

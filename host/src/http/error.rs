@@ -46,6 +46,13 @@ pub enum ApiError {
     /// A signed request's signature is missing, stale or wrong.
     #[error(transparent)]
     Signature(#[from] crate::signature::SignatureError),
+    /// A pairing code that is used, expired or unknown (the same answer for each), or a
+    /// pairing that is not waiting for that.
+    #[error("no such invite: used, expired or unknown")]
+    NoSuchInvite,
+    /// The other inbox did not pair, or this one could not.
+    #[error("pairing failed: {0}")]
+    PairingFailed(String),
     /// A use case said no.
     #[error(transparent)]
     Inbox(#[from] InboxError),
@@ -74,6 +81,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::ReloadFailed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::NoSuchInvite => StatusCode::NOT_FOUND,
+            ApiError::PairingFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Inbox(e) => match e {
                 InboxError::BadToken => StatusCode::UNAUTHORIZED,
                 InboxError::NothingDead(_) | InboxError::Superseded => StatusCode::CONFLICT,
@@ -116,6 +125,8 @@ impl ApiError {
             ApiError::MethodNotAllowed(_) => "method_not_allowed",
             ApiError::Conflict(_) => "conflict",
             ApiError::ReloadFailed(_) => "reload_failed",
+            ApiError::NoSuchInvite => "not_found",
+            ApiError::PairingFailed(_) => "pairing_failed",
             ApiError::Inbox(e) => match e {
                 InboxError::UnknownType(_) | InboxError::UnknownReplyType { .. } => "unknown_type",
                 InboxError::LoopDetected { .. } => "loop_detected",
@@ -153,6 +164,8 @@ impl ApiError {
             ApiError::MethodNotAllowed("GET"),
             ApiError::Conflict("x".into()),
             ApiError::ReloadFailed("x".into()),
+            ApiError::NoSuchInvite,
+            ApiError::PairingFailed("x".into()),
             ApiError::AuthLimited(std::time::Duration::from_secs(1)),
             ApiError::Signature(SignatureError::Missing),
             ApiError::Signature(SignatureError::Stale),
@@ -215,6 +228,8 @@ impl ApiError {
                 | ApiError::MethodNotAllowed(_)
                 | ApiError::Conflict(_)
                 | ApiError::ReloadFailed(_)
+                | ApiError::NoSuchInvite
+                | ApiError::PairingFailed(_)
                 | ApiError::AuthLimited(_)
                 | ApiError::Signature(_)
                 | ApiError::Inbox(
@@ -246,6 +261,7 @@ impl ApiError {
             ApiError::Unauthorized
                 | ApiError::LoginFailed
                 | ApiError::Signature(_)
+                | ApiError::NoSuchInvite
                 | ApiError::Inbox(InboxError::BadToken)
         )
     }

@@ -44,6 +44,25 @@ pub(super) async fn call(
             Ok(json(StatusCode::ACCEPTED, &ack))
         }
         Endpoint::Mcp => super::mcp::serve(inbox, snap, req).await,
+        Endpoint::PeerInvite => {
+            require_admin(inbox, snap, req)?;
+            super::pairing::invite(inbox, snap, req).await
+        }
+        Endpoint::PeerJoin => {
+            require_admin(inbox, snap, req)?;
+            super::pairing::join(door, snap, req).await
+        }
+        Endpoint::Peers => {
+            require_admin(inbox, snap, req)?;
+            Ok(super::pairing::list(snap))
+        }
+        Endpoint::PeerRemove => {
+            require_admin(inbox, snap, req)?;
+            super::pairing::remove(door, &param()).await
+        }
+        Endpoint::PairJoin => super::pairing::pair_join(inbox, snap, req).await,
+        Endpoint::PairConfirm => super::pairing::pair_confirm(door, snap, req).await,
+        Endpoint::PairCancel => super::pairing::pair_cancel(door, snap, req).await,
         Endpoint::Messages => list(inbox, snap, req).await,
         Endpoint::MessageById => show(inbox, snap, req, &param()).await,
         Endpoint::AdminSend => admin_send(inbox, snap, req).await,

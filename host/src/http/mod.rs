@@ -12,6 +12,7 @@ mod event_stream;
 mod extract;
 mod handlers;
 mod mcp;
+mod pairing;
 pub use agent_inbox_core::query;
 
 use std::convert::Infallible;
@@ -37,6 +38,8 @@ pub struct Door {
     inbox: Arc<Inbox>,
     limiter: AuthLimiter,
     reloader: Option<Arc<Reloader>>,
+    /// Pairing's file changes, when the config came from a file.
+    pairing: Option<crate::pairing::Pairing>,
     /// The agent card's validators: its ETag and when this host first served those bytes.
     card_seen: a2a::CardSeen,
 }
@@ -47,6 +50,7 @@ impl Door {
         Door {
             inbox,
             limiter: AuthLimiter::default(),
+            pairing: reloader.clone().map(crate::pairing::Pairing::new),
             reloader,
             card_seen: a2a::CardSeen::default(),
         }
@@ -67,6 +71,13 @@ enum Endpoint {
     AgentMe,
     AgentReply,
     Mcp,
+    PeerInvite,
+    PeerJoin,
+    Peers,
+    PeerRemove,
+    PairJoin,
+    PairConfirm,
+    PairCancel,
     Messages,
     MessageById,
     AdminSend,
@@ -118,6 +129,37 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
         Endpoint::AgentReply,
     ),
     (&[Lit("mcp")], Method::POST, Endpoint::Mcp),
+    (
+        &[Lit("admin"), Lit("peers"), Lit("invite")],
+        Method::POST,
+        Endpoint::PeerInvite,
+    ),
+    (
+        &[Lit("admin"), Lit("peers"), Lit("join")],
+        Method::POST,
+        Endpoint::PeerJoin,
+    ),
+    (&[Lit("admin"), Lit("peers")], Method::GET, Endpoint::Peers),
+    (
+        &[Lit("admin"), Lit("peers"), Param, Lit("remove")],
+        Method::POST,
+        Endpoint::PeerRemove,
+    ),
+    (
+        &[Lit("pair"), Lit("join")],
+        Method::POST,
+        Endpoint::PairJoin,
+    ),
+    (
+        &[Lit("pair"), Lit("confirm")],
+        Method::POST,
+        Endpoint::PairConfirm,
+    ),
+    (
+        &[Lit("pair"), Lit("cancel")],
+        Method::POST,
+        Endpoint::PairCancel,
+    ),
     (&[Lit("messages")], Method::GET, Endpoint::Messages),
     (
         &[Lit("messages"), Param],
@@ -299,6 +341,7 @@ fn credential(endpoint: Endpoint, req: &extract::Req) -> Option<Credential> {
         Endpoint::AgentMe | Endpoint::AgentReply | Endpoint::Mcp => Credential::Agent,
         Endpoint::ConsoleLogin => Credential::Console,
         Endpoint::A2a => Credential::A2a,
+        Endpoint::PairJoin | Endpoint::PairConfirm | Endpoint::PairCancel => Credential::Pairing,
         // Reply tokens have their own prefix; any other bearer on /send is a local agent's.
         Endpoint::Send => match bearer {
             Some(t) if !t.starts_with(b"rt_") => Credential::Agent,

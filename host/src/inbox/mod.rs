@@ -24,12 +24,14 @@ use crate::turns::Turns;
 mod a2a;
 mod agent;
 mod follow;
+mod pairing;
 mod reads;
 mod reply;
 mod status;
 mod upkeep;
 
 pub use self::a2a::Answer as A2aAnswer;
+pub use self::pairing::new_key;
 pub use self::reads::reader;
 pub use self::status::Work;
 use crate::wire::{
