@@ -390,3 +390,124 @@ async fn a_confirm_whose_answer_is_lost_leaves_no_half_pairing_on_either_side() 
     alice.host.stop();
     bob.host.stop();
 }
+
+/// The README's "Two machines", word for word: every command of its blocks, run in order, each
+/// on its machine (a home directory of its own). Only the addresses and ports (both machines
+/// say 8700; here they share one host) and the agent command (a test agent for `openclaw`) are
+/// changed; the `peer join` line is the one `peer invite` printed, as a user pastes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_readmes_two_machines_commands_work_word_for_word() {
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme.find("\n## Two machines\n").expect("the section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |i| i + 3)];
+    // Each ```sh block: the machine (its first line, `# on NAME`), then its commands.
+    let mut steps: Vec<(String, String)> = Vec::new();
+    for block in section.split("```sh\n").skip(1) {
+        let block = &block[..block.find("```").unwrap()];
+        let mut lines = block.lines();
+        let machine = lines
+            .next()
+            .and_then(|l| l.strip_prefix("# on "))
+            .expect("a block starts with `# on NAME`")
+            .to_owned();
+        for line in lines.filter(|l| !l.trim().is_empty() && !l.starts_with('#')) {
+            steps.push((machine.clone(), line.to_owned()));
+        }
+    }
+    assert_eq!(steps.len(), 7, "{steps:#?}");
+
+    // The binary on PATH as `agent-inbox`; a home, an address and a port for each machine.
+    let bin_dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(bin(), bin_dir.path().join("agent-inbox")).unwrap();
+    let path = format!(
+        "{}:{}",
+        bin_dir.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let homes = [tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap()];
+    let ports = [unused_addr().port(), unused_addr().port()];
+    let which = |m: &str| match m {
+        "alice" => 0,
+        "bob" => 1,
+        other => panic!("no machine {other}"),
+    };
+    let agent = format!(
+        " --agent command -- python3 {} --reply DONE",
+        agent_script()
+    );
+    let t0 = Instant::now();
+    let mut servers = Vec::new();
+    let mut invite_line = String::new();
+    let mut answered = None;
+    for (machine, line) in &steps {
+        let m = which(machine);
+        let mut cmd = line
+            .replace("alice.example:8700", &format!("127.0.0.1:{}", ports[0]))
+            .replace("bob.example:8700", &format!("127.0.0.1:{}", ports[1]))
+            .replace(":8700", &format!(":{}", ports[m]));
+        if cmd.starts_with("agent-inbox init ") {
+            cmd.push_str(&agent);
+        }
+        if cmd.contains("'ainv1.…'") {
+            cmd = cmd.replace("'ainv1.…'", &format!("'{invite_line}'"));
+        }
+        let mut sh = Command::new("sh");
+        sh.arg("-c")
+            .current_dir(homes[m].path())
+            .env("HOME", homes[m].path())
+            .env("PATH", &path)
+            .env_remove("INBOX_URL");
+        if cmd.starts_with("agent-inbox serve ") {
+            let log = std::fs::File::create(homes[m].path().join("serve.log")).unwrap();
+            let child = sh
+                .arg(format!("exec {cmd}"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let ready = format!("http://127.0.0.1:{}/readyz", ports[m]);
+            eventually(Duration::from_secs(20), "serve ready", || async {
+                try_request("GET", &ready, &[], "")
+                    .await
+                    .ok()
+                    .filter(|r| r.status == 200)
+            })
+            .await;
+            servers.push(child);
+            continue;
+        }
+        let out = sh.arg(&cmd).output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        );
+        assert!(out.status.success(), "{machine}: {cmd}\n{stdout}{stderr}");
+        if cmd.contains("peer invite") {
+            let printed = stdout.trim();
+            let quoted = printed
+                .split('\'')
+                .nth(1)
+                .expect("the invite line in quotes");
+            invite_line = quoted.to_owned();
+        }
+        if cmd.contains("send ") && cmd.contains("--wait") {
+            assert!(stderr.contains("answered: DONE"), "{stderr}");
+            answered = Some(t0.elapsed());
+        }
+    }
+    let answered = answered.expect("the send --wait ran");
+    eprintln!(
+        "the README's two machines: from two fresh directories to the first answered send --wait \
+         in {:.1} s",
+        answered.as_secs_f64()
+    );
+    for mut s in servers {
+        let _ = Command::new("kill")
+            .args(["-TERM", &s.id().to_string()])
+            .status();
+        assert!(s.wait().unwrap().success());
+    }
+}
