@@ -31,6 +31,7 @@ use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::broadcast;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
 
 use crate::model::{
@@ -295,13 +296,22 @@ impl PgStore {
         let pool = Self::pool(s, &at)?;
         let mut client = pool.get().await.map_err(|e| failed(chain(&e)))?;
         if let Some(schema) = &s.schema {
-            client
+            let created = client
                 .batch_execute(&format!(
                     "CREATE SCHEMA IF NOT EXISTS \"{}\"",
                     schema.replace('"', "")
                 ))
-                .await
-                .map_err(|e| failed(e.to_string()))?;
+                .await;
+            match created {
+                Ok(()) => {}
+                // Hosts started together race here, and IF NOT EXISTS does not spare the loser a
+                // unique violation: the schema is there either way.
+                Err(e)
+                    if e.code().is_some_and(|c| {
+                        *c == SqlState::UNIQUE_VIOLATION || *c == SqlState::DUPLICATE_SCHEMA
+                    }) => {}
+                Err(e) => return Err(failed(chain(&e))),
+            }
         }
         schema::migrate(&mut client, &at)
             .await
