@@ -108,19 +108,6 @@ fn replace(path: &Path, text: &str) -> Result<(), PairingError> {
     Ok(())
 }
 
-/// Creates `path` holding `secret`, readable by its owner only; fails if it exists.
-fn create_key(path: &Path, secret: &str) -> Result<(), PairingError> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| io("create", path, e))?;
-    f.write_all(format!("{secret}\n").as_bytes())
-        .and_then(|()| f.sync_all())
-        .map_err(|e| io("write", path, e))
-}
-
 impl PeerFiles {
     pub fn new(config: &Path) -> Self {
         PeerFiles {
@@ -177,7 +164,8 @@ impl PeerFiles {
         let written = (|| {
             for (end, secret) in [("receive", &keys.receive), ("send", &keys.send)] {
                 let path = self.dir().join(rel(end));
-                create_key(&path, secret)?;
+                crate::config::secret_file::create(&path, secret)
+                    .map_err(|e| io("create", &path, e))?;
                 made.push(path);
             }
             self.validate(&text)?;

@@ -1,5 +1,5 @@
 //! Reply tokens: minted for each turn, handed to its agent, stored only as a hash, checked on
-//! `POST /send`.
+//! `POST /send`; and the other random secrets the inbox makes.
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -15,6 +15,15 @@ pub fn mint() -> (String, TokenHash) {
     let token = format!("rt_{}", hex::encode(bytes));
     let hash = hash(&token);
     (token, hash)
+}
+
+/// A new random secret (32 bytes, base64url): an admin secret or an agent's token (`init`), a
+/// pairing code.
+pub fn random_secret() -> String {
+    use base64::Engine as _;
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// The hash under which a token is stored; tokens themselves are never stored.

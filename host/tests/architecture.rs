@@ -29,8 +29,8 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "cli",
         &[
-            "config", "listener", "log", "mcp", "model", "snapshot", "store", "tls", "wire",
-            "wiring",
+            "config", "listener", "log", "mcp", "model", "snapshot", "store", "tls", "token",
+            "wire", "wiring",
         ],
     ),
     ("config", &["model", "signature"]),

@@ -3,14 +3,13 @@
 //! agent's route and a mailbox for the answers to what it sends have no peers yet: pairing
 //! (`agent-inbox peer invite` / `join`) adds each peer. It never overwrites anything.
 
-use std::io::Write as _;
-use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use base64::Engine as _;
-use rand::RngCore as _;
+
+use crate::token::random_secret;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(super) enum AgentKind {
@@ -49,13 +48,6 @@ pub(super) struct Args {
     /// With `--agent command`: the command and its arguments.
     #[arg(last = true)]
     command: Vec<String>,
-}
-
-/// A new random secret: 32 bytes, base64url.
-fn random_secret() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
 /// A TOML string.
@@ -164,17 +156,10 @@ mailbox = true
     ))
 }
 
-/// Creates `path` with `contents`, readable by its owner only; fails if it exists.
-fn create_private(path: &Path, contents: &str) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("create {}", path.display()))?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+/// Creates a 0600 secret file; fails if it exists.
+fn create_private(path: &Path, secret: &str) -> anyhow::Result<()> {
+    crate::config::secret_file::create(path, secret)
+        .with_context(|| format!("create {}", path.display()))
 }
 
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
@@ -205,8 +190,8 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .mode(0o700)
         .create(&secrets)
         .with_context(|| format!("create {}", secrets.display()))?;
-    create_private(&admin, &format!("{}\n", random_secret()))?;
-    create_private(&token, &format!("{}\n", random_secret()))?;
+    create_private(&admin, &random_secret())?;
+    create_private(&token, &random_secret())?;
     // routes.toml last: a config that exists has its secrets.
     let tmp = args.dir.join(".routes.toml.init");
     std::fs::write(&tmp, &text).with_context(|| format!("write {}", tmp.display()))?;
@@ -246,7 +231,7 @@ mod tests {
         let secrets = dir.path().join("secrets");
         std::fs::create_dir(&secrets).expect("mkdir");
         for f in ["admin.secret", "main.token", "openclaw-hooks.token"] {
-            create_private(&secrets.join(f), &format!("{}\n", random_secret())).expect("write");
+            create_private(&secrets.join(f), &random_secret()).expect("write");
         }
         for (kind, command) in [
             (AgentKind::Openclaw, &[][..]),

@@ -369,10 +369,13 @@ pub(super) async fn join(
         receive: ours,
         send: theirs.key.clone(),
     };
-    if let Err(e) = pairing.add(&name, &theirs.url, &keys, &theirs.takes).await {
-        let _ = cancel().await;
-        return Err(e.into());
-    }
+    let config_hash = match pairing.add(&name, &theirs.url, &keys, &theirs.takes).await {
+        Ok(hash) => hash,
+        Err(e) => {
+            let _ = cancel().await;
+            return Err(e.into());
+        }
+    };
     // Then the confirm; if its answer does not come, each side takes its half back.
     let mut last = String::new();
     for wait in [0u64, 1, 3] {
@@ -382,11 +385,6 @@ pub(super) async fn join(
             .await
         {
             Ok((s, _)) if s.is_success() => {
-                let config_hash = door
-                    .reloader
-                    .as_ref()
-                    .map(|r| r.status().config_hash)
-                    .unwrap_or_default();
                 tracing::info!(peer = %name, "paired");
                 return Ok(json(
                     StatusCode::OK,

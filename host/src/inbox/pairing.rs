@@ -12,13 +12,6 @@ use super::{Inbox, InboxError};
 use crate::model::now_ms;
 use crate::store::{Invite, InviteState, Joined};
 
-/// A new one-time code: 32 random bytes, base64url.
-fn new_code() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
 /// A new Standard Webhooks key (`whsec_` and 32 random bytes in base64).
 pub fn new_key() -> String {
     let mut bytes = [0u8; 32];
@@ -41,7 +34,7 @@ impl Inbox {
         peer: &str,
         ttl: Duration,
     ) -> Result<(String, i64), InboxError> {
-        let code = new_code();
+        let code = crate::token::random_secret();
         let now = now_ms();
         let expires_at = now + ttl.as_millis() as i64;
         self.store

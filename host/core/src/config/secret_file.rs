@@ -2,7 +2,8 @@
 //! container secrets arrive. A file others may write is refused: anyone could put their own
 //! secret in it. One others may read is taken with a warning (container secrets are often 0444).
 
-use std::os::unix::fs::PermissionsExt as _;
+use std::io::Write as _;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::Path;
 
 /// A secret file's value, and whether users other than its owner and group may read it.
@@ -38,6 +39,18 @@ pub fn read(path: &Path) -> Result<SecretFile, String> {
     })
 }
 
+/// Writes a new secret file at `path`: `secret` and a line break, readable by its owner only
+/// (0600), on disk before it returns. An existing file is never overwritten.
+pub fn create(path: &Path, secret: &str) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    f.write_all(format!("{secret}\n").as_bytes())?;
+    f.sync_all()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -65,6 +78,20 @@ mod tests {
         // Only one line break is taken: the rest is the secret's.
         let (_d, p) = file(" two words \n\n", 0o640);
         assert_eq!(read(&p).map(|s| s.value), Ok(" two words \n".into()));
+    }
+
+    #[test]
+    fn a_created_secret_is_private_reads_back_and_is_never_overwritten() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("new.secret");
+        create(&p, "s3cret").expect("created");
+        assert_eq!(
+            std::fs::metadata(&p).expect("stat").permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(read(&p).map(|s| s.value), Ok("s3cret".into()));
+        assert!(create(&p, "other").is_err());
+        assert_eq!(read(&p).map(|s| s.value), Ok("s3cret".into()));
     }
 
     #[test]
