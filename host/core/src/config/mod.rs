@@ -710,8 +710,9 @@ impl Config {
         Ok(config)
     }
 
-    /// Parses and validates config text; `env` looks up `secret_env` variables. Pure: plugin files
-    /// are read (and hashed) when a snapshot is built from the config, not here.
+    /// Parses and validates config text; `env` looks up `*_env` variables, and `*_file` secrets
+    /// are read relative to `base_dir`. Plugin files are read (and hashed) when a snapshot is
+    /// built from the config, not here.
     pub fn parse(
         text: &str,
         base_dir: &Path,

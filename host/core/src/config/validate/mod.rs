@@ -1,7 +1,8 @@
 //! Validation: the raw schema in, a [`Config`] out, or every problem found, each with where it is.
 //!
 //! One function per section; they share a [`Checker`] that collects errors and warnings and reads
-//! secrets from the environment it is given, so validation stays pure.
+//! secrets: `*_env` from the environment it is given, `*_file` from disk (`secret_file`, the only
+//! files validation reads).
 
 mod agents;
 mod peers;
