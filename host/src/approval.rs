@@ -13,7 +13,6 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::config::OnFailure;
 use crate::events::{Event, Events};
 use crate::model::{
     Approval, ApprovalKind, Decide, Message, TurnEnd, TurnError, TurnState, Verdict, now_ms,
@@ -253,9 +252,7 @@ impl Approvals {
     async fn notify_rejected(&self, m: &Message, reason: String) -> Result<(), StoreError> {
         let snap = self.active.load_full();
         let to = match snap.config.routes.get(&m.route) {
-            Some(r) if r.agent().is_some_and(|a| a.on_failure == OnFailure::Notify) => {
-                r.reply_to.clone()
-            }
+            Some(r) if r.agent().is_some_and(|a| a.on_failure.notifies()) => r.reply_to.clone(),
             _ => Vec::new(),
         };
         let end = TurnEnd::failed(TurnState::Rejected, TurnError::new("rejected", reason));

@@ -21,6 +21,8 @@ p.add_argument("--exit", type=int, default=0)
 p.add_argument("--payload", help="reply with this JSON payload instead of the default object")
 p.add_argument("--session-id", help="ignored: a session key, as `openclaw agent` takes one")
 p.add_argument("--print-bytes", type=int, default=0, help="first print this many bytes to stdout and to stderr")
+p.add_argument("--stderr", action="append", default=[], help="write this line to stderr before exiting (repeatable)")
+p.add_argument("--ticks", type=int, default=0, help="print `tick N` to stdout and `tock N` to stderr this many times, 0.2 s apart, before anything else ends")
 p.add_argument("--status-dir", help="directory: write this process's pid, then each reply's HTTP status, to a file named by the pid")
 args = p.parse_args()
 
@@ -88,6 +90,11 @@ if args.print_bytes:
     sys.stderr.write(body)
     sys.stderr.flush()
 
+for i in range(args.ticks):
+    print("tick", i, flush=True)
+    print("tock", i, file=sys.stderr, flush=True)
+    time.sleep(0.2)
+
 if args.running_dir:
     os.makedirs(args.running_dir, exist_ok=True)
     mine = os.path.join(args.running_dir, "running-" + mid)
@@ -127,5 +134,8 @@ for t in args.reply:
 
 if args.running_dir:
     os.remove(mine)
+
+for line in args.stderr:
+    print(line, file=sys.stderr, flush=True)
 
 sys.exit(args.exit)

@@ -248,6 +248,7 @@ async fn failed_turn_notifies_the_peer() {
     let body = &notice.body;
     assert_eq!(body["payload"]["state"], "failed", "{body:#}");
     assert_eq!(body["payload"]["exit_code"], 3, "{body:#}");
+    assert_eq!(body["payload"]["error"], "agent_exited", "{body:#}");
     assert_eq!(body["in_reply_to"], id.as_str());
     assert_eq!(body["thread_id"], id.as_str());
     assert_eq!(body["hops"], 1);
@@ -327,6 +328,57 @@ async fn failure_notices_carry_a_stable_error_code() {
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    host.stop().await;
+}
+
+/// A turn whose agent exits non-zero says why: the peer gets the exit code and a stable code,
+/// the admin also the last stderr line, and the peer that line only on a route that opts in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn turn_failed_carries_the_reason_and_stderr_only_where_a_route_opts_in() {
+    let peer = PeerServer::start().await;
+    let command = agent_command(&[
+        "--stderr",
+        "first words",
+        "--stderr",
+        "db password rejected",
+        "--exit",
+        "7",
+    ]);
+    let toml = config(&peer.url(), &command, "")
+        .agent_route("open", &["tony"], &["OPEN"], &["STATUS"], &["tony"])
+        .route("open", "agent", r#"{ on_failure = "notify_with_stderr" }"#);
+    let host = start_host(&toml.build()).await;
+
+    let closed = send(&host, "TASK", json!({})).await;
+    let view = wait_turn_end(&host, ADMIN, &closed).await;
+    assert_eq!(view["turn"]["state"], "failed", "{view:#}");
+    let error = view["turn"]["error"].as_str().unwrap_or("");
+    assert!(
+        error.starts_with("agent_exited:")
+            && error.contains("status 7")
+            && error.ends_with("db password rejected"),
+        "the admin sees the code, the status and the last stderr line: {view:#}"
+    );
+    let notice = failure_notice(&peer, &closed).await;
+    let payload = &notice.body["payload"];
+    assert_eq!(payload["error"], "agent_exited", "{payload:#}");
+    assert_eq!(payload["exit_code"], 7, "{payload:#}");
+    assert!(
+        payload.get("detail").is_none(),
+        "stderr stays home by default: {payload:#}"
+    );
+    assert!(
+        !notice.body.to_string().contains("password"),
+        "{:#}",
+        notice.body
+    );
+
+    let open = send(&host, "OPEN", json!({})).await;
+    wait_turn_end(&host, ADMIN, &open).await;
+    let notice = failure_notice(&peer, &open).await;
+    let payload = &notice.body["payload"];
+    assert_eq!(payload["error"], "agent_exited", "{payload:#}");
+    assert_eq!(payload["detail"], "db password rejected", "{payload:#}");
     host.stop().await;
 }
 

@@ -347,8 +347,10 @@ impl Turns {
         }
     }
 
-    /// Relays `TURN_FAILED` so the other side does not wait for a reply that will never come. A
-    /// turn a person rejected carries their reason.
+    /// Relays `TURN_FAILED` so the other side does not wait for a reply that will never come:
+    /// the end's state, exit code and stable error code. A turn a person rejected carries their
+    /// reason; a route with `on_failure = "notify_with_stderr"` also sends the last line of its
+    /// agent's stderr.
     pub async fn notify_failure(
         &self,
         message: &Message,
@@ -362,13 +364,26 @@ impl Turns {
         let mut payload = serde_json::json!({
             "state": end.state.as_str(),
             "exit_code": end.exit_code,
+            "signal": end.signal,
             "error": end.error.as_ref().map(|e| e.code.as_str()),
         });
-        // Only a person's words go out: an agent's error detail may hold its internals.
+        // Only a person's words go out: an agent's error detail may hold its internals, unless
+        // its route opts in.
         if end.state == crate::model::TurnState::Rejected
             && let Some(e) = &end.error
         {
             payload["reason"] = e.detail.clone().into();
+        }
+        let opted_in = self
+            .active
+            .load()
+            .config
+            .routes
+            .get(route)
+            .and_then(|r| r.agent())
+            .is_some_and(|a| a.on_failure == crate::config::OnFailure::NotifyWithStderr);
+        if opted_in && let Some(line) = last_line(&end.stderr_tail) {
+            payload["detail"] = line.into();
         }
         let notice = Outbound {
             id: new_id(),
@@ -394,6 +409,13 @@ impl Turns {
             .into_iter()
             .collect()
     }
+}
+
+/// The last non-empty line of an agent's output, at most 500 characters: what a failure says
+/// in one line.
+pub(crate) fn last_line(text: &str) -> Option<String> {
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(500).collect())
 }
 
 /// What a turn of `route` claimed now promises its agent. A removed route's turn fails before

@@ -3,7 +3,7 @@
 //! once: run again (`on_interrupt = "rerun"`, once), or left `interrupted` and notified like any
 //! failure. An attempt that has committed a reply is never run again: a turn is answered once.
 
-use crate::config::{Driver, OnFailure, OnInterrupt};
+use crate::config::{Driver, OnInterrupt};
 use crate::model::{TurnEnd, TurnError, TurnState};
 use crate::snapshot::Snapshot;
 use crate::store::{Interrupted, Requeued, StoreError};
@@ -115,7 +115,7 @@ impl Turns {
         };
         let end = TurnEnd::failed(TurnState::Interrupted, error);
         let to = match (route, settings) {
-            (Some(r), Some(a)) if a.on_failure == OnFailure::Notify => r.reply_to.clone(),
+            (Some(r), Some(a)) if a.on_failure.notifies() => r.reply_to.clone(),
             (Some(_), _) => Vec::new(),
             (None, _) => Turns::sender_if_peer(snap, &message),
         };

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::agent_process::{self, Ending, Invocation, Vars};
-use crate::config::{AgentSettings, Driver, OnFailure};
+use crate::config::{AgentSettings, Driver};
 use crate::events::Event;
 use crate::gateway::{self, GatewayTurn};
 use crate::model::{Message, ReplyContext, TurnEnd, TurnError, TurnState, now_ms};
@@ -168,7 +168,15 @@ pub(super) async fn run(
         error: outcome
             .error
             .as_ref()
-            .map(|e| TurnError::new(e.code(), e.to_string())),
+            .map(|e| TurnError::new(e.code(), e.to_string()))
+            .or_else(|| {
+                exit_error(
+                    state,
+                    outcome.exit_code,
+                    outcome.signal,
+                    &outcome.stderr_tail,
+                )
+            }),
         duration_ms: outcome.duration.as_millis() as i64,
         stdout_tail: outcome.stdout_tail,
         stderr_tail: outcome.stderr_tail,
@@ -181,13 +189,42 @@ pub(super) async fn run(
     let token_expires = now_ms() + grace.as_millis() as i64;
     if finish(turns, &lease, &message, end.clone(), token_expires).await?
         && state != TurnState::Done
-        && settings.on_failure == OnFailure::Notify
+        && settings.on_failure.notifies()
     {
         turns
             .notify_failure(&message, route_name, &end, route.reply_to.clone())
             .await?;
     }
     Ok(())
+}
+
+/// Why a turn whose agent ran and exited badly failed, when the run itself raised no error: a
+/// stable code for machines and peers, and a detail (with the last stderr line) for the admin.
+fn exit_error(
+    state: TurnState,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    stderr: &str,
+) -> Option<TurnError> {
+    if state != TurnState::Failed {
+        return None;
+    }
+    let (code, mut detail) = match (exit_code, signal) {
+        (_, Some(sig)) => (
+            "agent_killed",
+            format!("the agent was killed by signal {sig}"),
+        ),
+        (Some(code), None) => (
+            "agent_exited",
+            format!("the agent exited with status {code}"),
+        ),
+        (None, None) => ("agent_failed", "the agent failed".to_string()),
+    };
+    if let Some(line) = super::last_line(stderr) {
+        detail.push_str("; stderr: ");
+        detail.push_str(&line);
+    }
+    Some(TurnError::new(code, detail))
 }
 
 /// A claimed turn that fails before its agent starts (no prompt, no credential file).
@@ -214,7 +251,7 @@ impl Unstarted<'_> {
             token_expires,
         )
         .await?
-            && self.settings.on_failure == OnFailure::Notify
+            && self.settings.on_failure.notifies()
         {
             self.turns
                 .notify_failure(

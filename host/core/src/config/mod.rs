@@ -82,6 +82,16 @@ pub enum OnFailure {
     Notify,
     /// Only record the failure.
     Ignore,
+    /// As `Notify`, and the notice also carries the last line of the agent's stderr
+    /// (`detail`): the route's operator vouches that its agent's errors may be seen by peers.
+    NotifyWithStderr,
+}
+
+impl OnFailure {
+    /// Whether a failed turn relays `TURN_FAILED`.
+    pub fn notifies(self) -> bool {
+        self != OnFailure::Ignore
+    }
 }
 
 /// What happens to a turn that was running when the host stopped.
@@ -1392,7 +1402,7 @@ mod tests {
             ),
             (
                 "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={on_failure=\"shout\"}",
-                "is not \"notify\" or \"ignore\"",
+                "is not \"notify\", \"notify_with_stderr\" or \"ignore\"",
             ),
             (
                 "[routes.r]\nfrom=[\"p\"]\ntypes=[\"A\"]\nagent={command=[]}",

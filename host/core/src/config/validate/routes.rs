@@ -425,10 +425,11 @@ pub(super) fn agent_settings(
     let on_failure = match o.on_failure.or_else(|| d.on_failure.clone()).as_deref() {
         None | Some("notify") => OnFailure::Notify,
         Some("ignore") => OnFailure::Ignore,
+        Some("notify_with_stderr") => OnFailure::NotifyWithStderr,
         Some(other) => {
             c.invalid(
                 format!("{at}.on_failure"),
-                format!("{other:?} is not \"notify\" or \"ignore\""),
+                format!("{other:?} is not \"notify\", \"notify_with_stderr\" or \"ignore\""),
             );
             OnFailure::Notify
         }
