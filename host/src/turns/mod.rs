@@ -268,14 +268,7 @@ impl Turns {
             return;
         }
         // A removed route still drains its queue, one at a time, so each turn can fail visibly.
-        let max = self
-            .active
-            .load()
-            .config
-            .routes
-            .get(route)
-            .and_then(|r| r.agent())
-            .map_or(1, |a| a.max_concurrent);
+        let max = self.agent_of(route, |a| a.max_concurrent).unwrap_or(1);
         {
             let mut running = self.lock();
             let n = running.entry(route.to_owned()).or_default();
@@ -347,6 +340,21 @@ impl Turns {
         }
     }
 
+    /// Reads the active config's agent settings of `route`, if it has an agent.
+    fn agent_of<T>(
+        &self,
+        route: &str,
+        read: impl FnOnce(&crate::config::AgentSettings) -> T,
+    ) -> Option<T> {
+        self.active
+            .load()
+            .config
+            .routes
+            .get(route)
+            .and_then(|r| r.agent())
+            .map(read)
+    }
+
     /// Relays `TURN_FAILED` so the other side does not wait for a reply that will never come:
     /// the end's state, exit code and stable error code. A turn a person rejected carries their
     /// reason; a route with `on_failure = "notify_with_stderr"` also sends the last line of its
@@ -375,13 +383,10 @@ impl Turns {
             payload["reason"] = e.detail.clone().into();
         }
         let opted_in = self
-            .active
-            .load()
-            .config
-            .routes
-            .get(route)
-            .and_then(|r| r.agent())
-            .is_some_and(|a| a.on_failure == crate::config::OnFailure::NotifyWithStderr);
+            .agent_of(route, |a| {
+                a.on_failure == crate::config::OnFailure::NotifyWithStderr
+            })
+            .unwrap_or(false);
         if opted_in && let Some(line) = last_line(&end.stderr_tail) {
             payload["detail"] = line.into();
         }
