@@ -855,19 +855,39 @@ mod tests {
             (v == "ADMIN").then(|| "admin-1".to_owned())
         })
         .expect("valid");
+        let literal: Vec<_> = c
+            .warnings
+            .iter()
+            .filter(|w| w.contains("a literal"))
+            .collect();
+        assert_eq!(literal.len(), 1, "one line for all: {:?}", c.warnings);
         for at in ["peers.client.a2a_token", "store.url"] {
-            assert!(
-                c.warnings
-                    .iter()
-                    .any(|w| w.starts_with(at) && w.contains("a literal")),
-                "no warning for {at}: {:?}",
-                c.warnings
-            );
+            assert!(literal[0].contains(at), "{at} unnamed: {literal:?}");
         }
         assert!(
             !c.warnings
                 .iter()
                 .any(|w| w.starts_with("server.admin_secret")),
+            "{:?}",
+            c.warnings
+        );
+    }
+
+    /// The demo's literal secrets are marked (`demo-...`) and named as the demo's in one line.
+    #[test]
+    fn demo_secrets_are_named_in_one_line() {
+        let text = "[server]\nadmin_secret = \"demo-admin\"\n\
+                    [peers.client]\na2a_token = \"demo-client-token\"\n\
+                    [peers.demo]\nurl = \"http://127.0.0.1:9/message\"\nsecret = \"demo-secret\"\n";
+        let c = Config::parse(text, Path::new("/tmp"), |_| None).expect("valid");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        let w = &c.warnings[0];
+        assert!(w.starts_with("demo secrets in the file (server.admin_secret, peers.client.a2a_token, peers.demo.secret)"), "{w}");
+        let mixed = text.replace("\"demo-secret\"", "\"hunter2-secret\"");
+        let c = Config::parse(&mixed, Path::new("/tmp"), |_| None).expect("valid");
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+        assert!(
+            c.warnings[0].starts_with("peers.demo.secret: a literal secret"),
             "{:?}",
             c.warnings
         );
@@ -1321,8 +1341,8 @@ mod tests {
         assert!(c.peer_by_secret(b"tony-secre").is_none());
         assert!(c.is_admin(b"admin"));
         // `{prompt}` carries no token (the agent's curl reads a header file), so it is
-        // not warned about: only the two literal secrets are.
-        assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
+        // not warned about: only the two literal secrets are, in one line.
+        assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
         assert!(
             !c.warnings.iter().any(|w| w.contains("{prompt}")),
             "{:?}",

@@ -36,7 +36,13 @@ pub(super) struct Checker<'a> {
     env: &'a dyn Fn(&str) -> Option<String>,
     /// Every secret resolved, in order: a reload that changes only a secret file is a change.
     secret_digest: Sha256,
+    /// Where secrets are written in the file itself, and whether each is marked demo-only.
+    literal_secrets: Vec<(String, bool)>,
 }
+
+/// A literal secret whose value starts with this is marked as a demo's: `check` and the start
+/// name it as such (one line for all of them) instead of warning about each.
+pub const DEMO_SECRET_PREFIX: &str = "demo-";
 
 impl Checker<'_> {
     pub(super) fn invalid(&mut self, at: impl Into<String>, reason: impl Into<String>) {
@@ -96,10 +102,10 @@ impl Checker<'_> {
             }
             values
         } else if let Some(literals) = literals {
-            self.warnings.push(format!(
-                "{at}: a literal secret is in the file; use {at}_env or {at}_file outside local demos"
-            ));
-            literals.to_vec()
+            let values = literals.to_vec();
+            let demo = values.iter().all(|v| v.starts_with(DEMO_SECRET_PREFIX));
+            self.literal_secrets.push((at.to_owned(), demo));
+            values
         } else {
             return Vec::new();
         };
@@ -146,6 +152,7 @@ pub(super) fn validate(
         warnings: Vec::new(),
         env,
         secret_digest: Sha256::new(),
+        literal_secrets: Vec::new(),
     };
     let no_server = schema::Server::default();
     let raw_server = raw.server.as_ref().unwrap_or(&no_server);
@@ -159,6 +166,7 @@ pub(super) fn validate(
     let agents = agents::agents(&mut c, &raw, &peers, &routes);
     let approval = routes::approval(&mut c, &raw.approval);
     bearers_distinct(&mut c, &peers, &agents, &server.admin_secrets);
+    literal_secrets_warning(&mut c);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -210,6 +218,36 @@ pub(super) fn validate(
             .collect(),
         warnings: c.warnings,
     })
+}
+
+/// One line for every secret written in the file: a demo's (values marked `demo-`) are for this
+/// machine only; any other should move to `*_env` or `*_file`.
+fn literal_secrets_warning(c: &mut Checker) {
+    let (demo, real): (Vec<_>, Vec<_>) = c.literal_secrets.iter().partition(|(_, demo)| *demo);
+    let names = |v: &[&(String, bool)]| {
+        v.iter()
+            .map(|(at, _)| at.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let warning = match (demo.is_empty(), real.is_empty()) {
+        (true, true) => return,
+        (false, true) => format!(
+            "demo secrets in the file ({}): for this machine only; use *_env or *_file before a \
+             peer can reach it",
+            names(&demo)
+        ),
+        _ => format!(
+            "{}: a literal secret is in the file; use *_env or *_file outside local demos{}",
+            names(&real),
+            if demo.is_empty() {
+                String::new()
+            } else {
+                format!(" (demo secrets: {})", names(&demo))
+            }
+        ),
+    };
+    c.warnings.push(warning);
 }
 
 /// Every bearer token (a peer's A2A token, a local agent's token) names one caller and is nobody
