@@ -311,6 +311,244 @@ impl Metrics {
     }
 }
 
+/// What the config names that labels series: the label values a scrape should show at zero
+/// before anything happens, and whose series a reload that drops them should remove.
+#[derive(Debug, Default)]
+pub struct Known {
+    pub routes: Vec<KnownRoute>,
+    pub peers: Vec<KnownPeer>,
+}
+
+/// A configured route, as its metrics see it.
+#[derive(Debug)]
+pub struct KnownRoute {
+    pub name: String,
+    /// Its types (a message of another type counts as `other`).
+    pub types: Vec<String>,
+    /// It runs turns (an agent route, not a mailbox).
+    pub agent: bool,
+    /// It hands its turns to a remote A2A agent.
+    pub a2a_driver: bool,
+    /// It has a plugin.
+    pub plugin: bool,
+    /// Held kinds: `inbound`, `outbound`.
+    pub held: Vec<&'static str>,
+}
+
+/// A configured peer, as its metrics see it.
+#[derive(Debug)]
+pub struct KnownPeer {
+    pub name: String,
+    /// The relay delivers to it (it has a url or an A2A endpoint).
+    pub delivers: bool,
+    /// Deliveries to it are A2A calls.
+    pub a2a_out: bool,
+}
+
+/// The plugin hooks, as labelled.
+pub const HOOKS: &[&str] = &["check-message", "check-reply", "render-turn"];
+/// A delivery attempt's outcomes.
+pub const ATTEMPT_OUTCOMES: &[&str] = &["delivered", "retry", "dead"];
+/// The A2A client's methods and outcomes, as labelled.
+pub const A2A_METHODS: &[&str] = &[
+    "SendMessage",
+    "GetTask",
+    "CancelTask",
+    "SubscribeToTask",
+    "card",
+];
+pub const A2A_OUTCOMES: &[&str] = &[
+    "ok",
+    "rate_limited",
+    "task_not_found",
+    "rpc_error",
+    "http_error",
+    "unreachable",
+    "timed_out",
+    "bad_answer",
+];
+/// How a turn ends, as `inbox_turns_ended_total` labels it.
+pub const TURN_ENDS: &[&str] = &[
+    "done",
+    "failed",
+    "timed_out",
+    "interrupted",
+    "canceled",
+    "rejected",
+];
+const VERDICTS: &[&str] = &["approved", "rejected"];
+const VIAS: &[&str] = &["console", "api", "timeout"];
+
+impl Metrics {
+    /// Sets every series the config names to zero (a series that exists keeps its count), and
+    /// removes those of routes and peers `old` named and `new` does not: an alert can be written
+    /// before the first event, and a dropped route does not linger.
+    pub fn follow(&self, old: Option<&Known>, new: &Known) {
+        for outcome in ["applied", "failed"] {
+            touch(
+                &self.reloads,
+                Outcome {
+                    outcome: outcome.into(),
+                },
+                true,
+            );
+        }
+        if let Some(old) = old {
+            for r in old
+                .routes
+                .iter()
+                .filter(|r| !new.routes.iter().any(|n| n.name == r.name))
+            {
+                self.route_series(r, false);
+            }
+            for p in old
+                .peers
+                .iter()
+                .filter(|p| !new.peers.iter().any(|n| n.name == p.name))
+            {
+                self.peer_series(p, false);
+            }
+            // A route or peer that stays but lost a type or a hook keeps its zero series: a
+            // bounded leftover, cleared at the next start.
+        }
+        for r in &new.routes {
+            self.route_series(r, true);
+        }
+        for p in &new.peers {
+            self.peer_series(p, true);
+        }
+    }
+
+    /// Sets `inbox_messages_refused_total` to zero for every code a refusal can carry.
+    pub fn know_codes<'a>(&self, codes: impl IntoIterator<Item = &'a str>) {
+        for code in codes {
+            touch(
+                &self.refused,
+                Code {
+                    code: code.to_owned(),
+                },
+                true,
+            );
+        }
+    }
+
+    /// Creates or removes every series a route labels.
+    fn route_series(&self, r: &KnownRoute, create: bool) {
+        let route = || r.name.clone();
+        for t in r.types.iter().map(String::as_str).chain(["other"]) {
+            let msg_type = t.to_owned();
+            touch(
+                &self.accepted,
+                RouteType {
+                    route: route(),
+                    msg_type,
+                },
+                create,
+            );
+        }
+        if r.agent {
+            touch(&self.queued, Route { route: route() }, create);
+            touch(&self.running, Route { route: route() }, create);
+            touch(&self.turn_seconds, Route { route: route() }, create);
+            for state in TURN_ENDS {
+                let state = (*state).to_owned();
+                touch(
+                    &self.turns,
+                    RouteState {
+                        route: route(),
+                        state,
+                    },
+                    create,
+                );
+            }
+        }
+        if r.a2a_driver {
+            self.a2a_series(&format!("route:{}", r.name), create);
+        }
+        if r.plugin {
+            for hook in HOOKS {
+                let l = Hook {
+                    route: route(),
+                    hook: (*hook).to_owned(),
+                };
+                touch(&self.plugin_seconds, l.clone(), create);
+                touch(&self.plugin_failures, l, create);
+            }
+        }
+        for kind in &r.held {
+            let kind = || (*kind).to_owned();
+            touch(
+                &self.approvals_held,
+                Held {
+                    route: route(),
+                    kind: kind(),
+                },
+                create,
+            );
+            for verdict in VERDICTS {
+                for via in VIAS {
+                    let l = Decided {
+                        route: route(),
+                        kind: kind(),
+                        verdict: (*verdict).to_owned(),
+                        via: (*via).to_owned(),
+                    };
+                    touch(&self.approval_decisions, l, create);
+                }
+            }
+        }
+    }
+
+    /// Creates or removes every series a peer labels.
+    fn peer_series(&self, p: &KnownPeer, create: bool) {
+        if p.delivers {
+            for outcome in ATTEMPT_OUTCOMES {
+                let l = PeerOutcome {
+                    peer: p.name.clone(),
+                    outcome: (*outcome).to_owned(),
+                };
+                touch(&self.attempts, l, create);
+            }
+            touch(
+                &self.attempt_seconds,
+                Peer {
+                    peer: p.name.clone(),
+                },
+                create,
+            );
+        }
+        if p.a2a_out {
+            self.a2a_series(&format!("peer:{}", p.name), create);
+        }
+    }
+
+    fn a2a_series(&self, remote: &str, create: bool) {
+        for method in A2A_METHODS {
+            for outcome in A2A_OUTCOMES {
+                let l = RemoteCall {
+                    remote: remote.to_owned(),
+                    method: (*method).to_owned(),
+                    outcome: (*outcome).to_owned(),
+                };
+                touch(&self.a2a_calls, l, create);
+            }
+        }
+    }
+}
+
+/// Creates (at zero, or keeps) or removes one series of a family.
+fn touch<S, M, C>(family: &Family<S, M, C>, labels: S, create: bool)
+where
+    S: Clone + std::hash::Hash + Eq,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    if create {
+        drop(family.get_or_create(&labels));
+    } else {
+        family.remove(&labels);
+    }
+}
+
 /// The process's metrics.
 pub fn get() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();

@@ -194,6 +194,10 @@ impl Reloader {
                     })
                     .inc();
                 m.set_config(&hash);
+                m.follow(
+                    Some(&known(&current.config)),
+                    &known(&self.active.load().config),
+                );
                 tracing::info!(
                     %why, config_hash = %hash, took_ms = started.elapsed().as_millis() as u64,
                     "config reloaded"
@@ -363,6 +367,47 @@ fn emptied(old: &Config, new: &Config, allow_empty: bool) -> Option<String> {
     };
     gone("peer", old.peers.len(), new.peers.len())
         .or_else(|| gone("route", old.routes.len(), new.routes.len()))
+}
+
+/// What `config` names that labels metrics.
+pub(crate) fn known(config: &Config) -> crate::metrics::Known {
+    use crate::metrics::{Known, KnownPeer, KnownRoute};
+    Known {
+        routes: config
+            .routes
+            .values()
+            .map(|r| KnownRoute {
+                name: r.name.clone(),
+                types: r
+                    .types
+                    .iter()
+                    .filter(|t| *t != crate::config::WILDCARD)
+                    .cloned()
+                    .collect(),
+                agent: r.agent().is_some(),
+                a2a_driver: r
+                    .agent()
+                    .is_some_and(|a| matches!(a.driver, crate::config::Driver::A2a(_))),
+                plugin: r.plugin.is_some(),
+                held: [
+                    ("inbound", r.approve.inbound),
+                    ("outbound", r.approve.outbound),
+                ]
+                .into_iter()
+                .filter_map(|(kind, on)| on.then_some(kind))
+                .collect(),
+            })
+            .collect(),
+        peers: config
+            .peers
+            .values()
+            .map(|p| KnownPeer {
+                name: p.name.clone(),
+                delivers: p.reachable(),
+                a2a_out: p.a2a_out.is_some(),
+            })
+            .collect(),
+    }
 }
 
 /// Keys that changed but only take effect at the next start.

@@ -152,7 +152,14 @@ async fn run_on(
     if queued > 0 {
         tracing::info!(queued, "turns queued from before the start");
     }
-    metrics::get().set_config(&active.load().hash);
+    let m = metrics::get();
+    m.set_config(&active.load().hash);
+    m.follow(None, &crate::reload::known(&active.load().config));
+    let codes: Vec<_> = crate::http::ApiError::examples()
+        .iter()
+        .map(|e| e.code())
+        .collect();
+    m.know_codes(codes);
     inbox.mark_ready();
     let relay_task = tokio::spawn(relay.run(stopping.stopped()));
     let prune_task = tokio::spawn(inbox.clone().prune_loop(stopping.stopped()));

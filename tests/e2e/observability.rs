@@ -723,3 +723,127 @@ async fn a_stalled_stderr_drops_lines_instead_of_holding_requests_and_says_how_m
         &text[text.len().saturating_sub(2000)..]
     );
 }
+
+/// Every family README's metrics table names.
+fn documented_families() -> Vec<String> {
+    let readme = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"),
+    )
+    .unwrap();
+    let mut names: Vec<String> = readme
+        .lines()
+        .filter(|l| l.starts_with("| `inbox_"))
+        .filter_map(|l| l.split('|').nth(1))
+        .collect::<Vec<_>>()
+        .join(" ")
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.starts_with("inbox_") && s.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+        })
+        .map(str::to_owned)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// README (metrics): every labelled family the config knows of (routes, peers, hooks, outcomes)
+/// is there at zero before anything happens, so an alert can be written on day one; a reload
+/// that drops a route or a peer drops their series.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scrape_before_any_traffic_has_every_documented_family_and_a_reload_drops_removed_series()
+{
+    let dir = tempfile::tempdir().unwrap();
+    install_plugin("noop", dir.path(), "noop.wasm");
+    let addr = unused_addr();
+    let toml = Toml::tasks(
+        "http://127.0.0.1:9/message",
+        &agent_command(&["--reply", "STATUS"]),
+    )
+    .listen(addr)
+    .server("data_dir", &quoted("data"))
+    .route("tasks", "approve", &quoted("both"))
+    .route("tasks", "plugin", &quoted("noop.wasm"))
+    .peer(
+        "gone",
+        "http://127.0.0.1:9/message",
+        "gone-secret-0123456789",
+    )
+    .mailbox("old", &["gone"], &["OLD_NOTE"])
+    .build();
+    let host = BinHost::start(dir.path(), &toml, addr, "inbox.log").await;
+    let text = scrape(&host).await;
+    let families = documented_families();
+    assert!(families.len() >= 18, "the README's families: {families:?}");
+    let missing: Vec<_> = families
+        .iter()
+        .filter(|f| {
+            !text
+                .lines()
+                .any(|l| !l.starts_with('#') && l.starts_with(f.as_str()))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "no series for {missing:?} before any traffic:\n{text}"
+    );
+    for (line, zero) in [
+        (r#"inbox_reloads_total{outcome="failed"}"#, 0.0),
+        (r#"inbox_reloads_total{outcome="applied"}"#, 0.0),
+        (
+            r#"inbox_delivery_attempts_total{peer="tony",outcome="dead"}"#,
+            0.0,
+        ),
+        (
+            r#"inbox_turns_ended_total{route="tasks",state="failed"}"#,
+            0.0,
+        ),
+        (
+            r#"inbox_plugin_failures_total{route="tasks",hook="check-message"}"#,
+            0.0,
+        ),
+        (
+            r#"inbox_messages_accepted_total{route="old",msg_type="OLD_NOTE"}"#,
+            0.0,
+        ),
+        (r#"inbox_messages_refused_total{code="unauthorized"}"#, 0.0),
+        (
+            r#"inbox_approvals_held_total{route="tasks",kind="outbound"}"#,
+            0.0,
+        ),
+    ] {
+        assert_eq!(sample(&text, line), Some(zero), "{line}:\n{text}");
+    }
+
+    // Drop the route and the peer: their series go; the others stay.
+    let edited = Toml::tasks(
+        "http://127.0.0.1:9/message",
+        &agent_command(&["--reply", "STATUS"]),
+    )
+    .listen(addr)
+    .server("data_dir", &quoted("data"))
+    .route("tasks", "approve", &quoted("both"))
+    .route("tasks", "plugin", &quoted("noop.wasm"))
+    .build();
+    write_by_rename(&dir.path().join("routes.toml"), edited);
+    let r = admin_post(&host, "/admin/reload", "").await;
+    assert_eq!(r.status, 200, "{:#}", r.json);
+    let text = scrape(&host).await;
+    for gone in [r#"route="old""#, r#"peer="gone""#] {
+        assert!(
+            !text.contains(gone),
+            "{gone} still labels a series:\n{text}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &text,
+            r#"inbox_delivery_attempts_total{peer="tony",outcome="dead"}"#
+        ),
+        Some(0.0),
+        "{text}"
+    );
+    host.stop();
+}

@@ -143,6 +143,9 @@ macro_rules! named_enum {
         }
 
         impl $name {
+            /// Every value, in declaration order.
+            pub const ALL: &'static [Self] = &[$(Self::$variant,)*];
+
             /// The name stored and shown.
             pub fn as_str(self) -> &'static str {
                 match self {

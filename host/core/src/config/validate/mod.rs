@@ -42,7 +42,7 @@ pub(super) struct Checker<'a> {
 
 /// A literal secret whose value starts with this is marked as a demo's: `check` and the start
 /// name it as such (one line for all of them) instead of warning about each.
-pub const DEMO_SECRET_PREFIX: &str = "demo-";
+pub(super) const DEMO_SECRET_PREFIX: &str = "demo-";
 
 impl Checker<'_> {
     pub(super) fn invalid(&mut self, at: impl Into<String>, reason: impl Into<String>) {
