@@ -23,7 +23,7 @@ const EDGES: &[(&str, &[&str])] = &[
     (
         "approval",
         &[
-            "config", "events", "metrics", "model", "relay", "snapshot", "store", "turns",
+            "events", "metrics", "model", "relay", "snapshot", "store", "turns",
         ],
     ),
     (
