@@ -230,7 +230,10 @@ impl Approvals {
                 self.events.publish(Event::TurnEnded {
                     message_id: approval.id.clone(),
                     route: approval.route.clone(),
+                    thread_id: Some(approval.thread_id.clone()),
                     state: TurnState::Rejected,
+                    exit_code: None,
+                    error: Some("rejected".into()),
                 });
                 if let Some(m) = self.store.message(&approval.id).await? {
                     self.notify_rejected(&m, d.reason.clone().unwrap_or_default())

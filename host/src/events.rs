@@ -21,6 +21,9 @@ pub enum Event {
     MessageAccepted {
         /// The message.
         id: String,
+        /// The peer (or local agent, or `admin`) that sent it.
+        #[serde(default)]
+        sender: String,
         route: String,
         thread_id: String,
         msg_type: String,
@@ -32,6 +35,9 @@ pub enum Event {
         /// The message the turn is for.
         message_id: String,
         route: String,
+        /// The message's thread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<String>,
         /// Which start this is (2 after a re-run).
         attempt: u32,
     },
@@ -40,8 +46,17 @@ pub enum Event {
         /// The message the turn is for.
         message_id: String,
         route: String,
+        /// The message's thread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<String>,
         /// How it ended.
         state: TurnState,
+        /// The agent's exit code, if it exited.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        exit_code: Option<i32>,
+        /// The stable code of why it failed (`agent_exited`, `timed_out`, ...).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// An outbound message (reply, failure notice, operator send) was recorded for delivery.
     OutboundQueued {
@@ -59,10 +74,19 @@ pub enum Event {
         /// The outbound message.
         id: String,
         peer: String,
+        /// The outbound message's thread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<String>,
         /// The attempt's number.
         attempt: u32,
         /// The delivery's state after it.
         state: DeliveryState,
+        /// The peer's HTTP status, if it answered.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        status: Option<u16>,
+        /// Why it failed (at most 300 characters, control characters escaped).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// Something started waiting for a person: a message's turn, or an agent's reply.
     ApprovalWaiting {
@@ -186,6 +210,7 @@ mod tests {
         let mut all = events.subscribe();
         events.publish(Event::MessageAccepted {
             id: "m1".into(),
+            sender: "tony".into(),
             route: "tasks".into(),
             thread_id: "m1".into(),
             msg_type: "TASK".into(),

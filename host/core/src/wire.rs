@@ -643,6 +643,12 @@ pub struct Status {
     pub draining: bool,
     /// The routes in force, with their plugins, limits and queues.
     pub routes: Vec<RouteStatus>,
+    /// The peers: where each is reached and how it is authenticated (never a secret).
+    #[serde(default)]
+    pub peers: Vec<PeerStatus>,
+    /// The local agents that may start conversations, and what they may send.
+    #[serde(default)]
+    pub agents: Vec<AgentStatus>,
     /// On a shared store: this host's id and every live host of the cluster.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
@@ -674,6 +680,60 @@ pub struct HostStatus {
     pub last_seen_ms_ago: i64,
 }
 
+/// One peer as `GET /status` shows it: no secret, and no URL's user info or query.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub name: String,
+    /// Where its messages are delivered (`/message`), if it takes deliveries there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Its A2A endpoint or card, when deliveries to it are A2A calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub a2a_url: Option<String>,
+    /// How the two sides prove who they are: `shared_secret`, `standard_webhooks`, `a2a_bearer`
+    /// (we call its A2A endpoint) or `a2a_token` (an A2A client that calls us).
+    pub auth: String,
+    /// It may call our A2A endpoint with a bearer token.
+    pub a2a_client: bool,
+    /// The last delivery attempt to it, if there was one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_delivery: Option<LastDelivery>,
+}
+
+/// The last delivery attempt to a peer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastDelivery {
+    /// When (ms since the epoch).
+    pub at: i64,
+    /// `delivered` or `failed`.
+    pub outcome: String,
+    /// The peer's HTTP status, if it answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A local agent as `GET /status` shows it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub name: String,
+    /// Which peers it may message, with which types.
+    pub may_send: Vec<MaySendStatus>,
+    /// Messages it may start per minute.
+    pub max_per_minute: u32,
+    /// Whether the messages it starts wait for a person.
+    pub approve: bool,
+}
+
+/// One `may_send` rule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaySendStatus {
+    pub to: Vec<String>,
+    pub types: Vec<String>,
+}
+
 /// One route as `GET /status` shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {
@@ -684,6 +744,12 @@ pub struct RouteStatus {
     pub from: Vec<String>,
     /// Types it takes.
     pub types: Vec<String>,
+    /// Peers its agent's replies (and `TURN_FAILED`) go to.
+    #[serde(default)]
+    pub reply_to: Vec<String>,
+    /// Types its agent may reply with.
+    #[serde(default)]
+    pub reply_types: Vec<String>,
     /// Its plugin's file name, if it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugin: Option<String>,
@@ -878,6 +944,8 @@ mod tests {
             turns_queued: 2,
             draining: false,
             routes: vec![],
+            peers: vec![],
+            agents: vec![],
             cluster: None,
         };
         let text = serde_json::to_string(&status).expect("json");

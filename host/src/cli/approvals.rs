@@ -29,9 +29,9 @@ pub(super) struct Approve {
     /// For a held reply: the payload to send instead of the agent's. JSON, `@FILE` or `-`.
     #[arg(long)]
     payload: Option<String>,
-    /// Who decides, recorded with the decision.
-    #[arg(long, env = "USER")]
-    by: String,
+    /// Who decides, recorded with the decision [default: your login name].
+    #[arg(long)]
+    by: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -43,9 +43,9 @@ pub(super) struct Reject {
     /// Why; kept with the decision and sent with the TURN_FAILED notice.
     #[arg(long)]
     reason: String,
-    /// Who decides, recorded with the decision.
-    #[arg(long, env = "USER")]
-    by: String,
+    /// Who decides, recorded with the decision [default: your login name].
+    #[arg(long)]
+    by: Option<String>,
     #[command(flatten)]
     target: Target,
 }
@@ -68,7 +68,7 @@ pub(super) async fn approve(args: Approve) -> anyhow::Result<ExitCode> {
         .map(|p| read_payload(&p).and_then(|t| Ok(serde_json::from_str(&t)?)))
         .transpose()?;
     let body = DecideBody {
-        by: args.by,
+        by: by(args.by)?,
         reason: None,
         payload,
     };
@@ -77,7 +77,7 @@ pub(super) async fn approve(args: Approve) -> anyhow::Result<ExitCode> {
 
 pub(super) async fn reject(args: Reject) -> anyhow::Result<ExitCode> {
     let body = DecideBody {
-        by: args.by,
+        by: by(args.by)?,
         reason: Some(args.reason),
         payload: None,
     };
@@ -100,7 +100,7 @@ async fn decide(
             Some(serde_json::to_value(&body)?),
         )
         .await?;
-    println!(
+    outln!(
         "{} {}: {} by {}{}",
         v.kind.as_str(),
         v.id,
@@ -113,4 +113,23 @@ async fn decide(
         }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// Who decides: `--by`, else the user's login name: `$USER` or `$LOGNAME`, else the OS's
+/// account of this process's user (so it works where neither is set, as under a service
+/// manager or in a container).
+fn by(given: Option<String>) -> anyhow::Result<String> {
+    let set = |b: &String| !b.trim().is_empty();
+    given
+        .filter(set)
+        .or_else(|| std::env::var("USER").ok().filter(set))
+        .or_else(|| std::env::var("LOGNAME").ok().filter(set))
+        .or_else(|| {
+            nix::unistd::User::from_uid(nix::unistd::getuid())
+                .ok()
+                .flatten()
+                .map(|u| u.name)
+        })
+        .filter(set)
+        .ok_or_else(|| anyhow::anyhow!("cannot tell who you are: say it with --by NAME"))
 }

@@ -46,25 +46,25 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
     for w in &cfg.warnings {
-        println!("warning: {w}");
+        outln!("warning: {w}");
     }
     if !cfg.has_server_table {
-        println!(
+        outln!(
             "warning: the file has no [server] table; a running inbox refuses to reload a file without one (is it empty, or cut short?)"
         );
     }
     if cfg.peers.is_empty() && cfg.routes.is_empty() {
-        println!("warning: the config has no peers and no routes: every message would be refused");
+        outln!("warning: the config has no peers and no routes: every message would be refused");
     }
     match crate::store::Store::check(&crate::wiring::store_settings(&cfg)).await {
-        Ok(found) => println!("store: {found}"),
+        Ok(found) => outln!("store: {found}"),
         Err(e) => {
             eprintln!("{}: the store: {e}", path.display());
             return Ok(ExitCode::FAILURE);
         }
     }
     let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
-    println!(
+    outln!(
         "{}: ok ({}, {})",
         path.display(),
         plural(cfg.peers.len(), "peer"),

@@ -197,15 +197,15 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     std::fs::write(&tmp, &text).with_context(|| format!("write {}", tmp.display()))?;
     std::fs::rename(&tmp, &config).with_context(|| format!("write {}", config.display()))?;
     let shown = config.display();
-    println!("wrote {shown}, {} and {}", admin.display(), token.display());
+    outln!("wrote {shown}, {} and {}", admin.display(), token.display());
     if args.agent == AgentKind::Gateway {
-        println!(
+        outln!(
             "put the OpenClaw gateway's hooks.token in {} (chmod 600)",
             secrets.join("openclaw-hooks.token").display()
         );
     }
-    println!("start it:   agent-inbox serve --config {shown}");
-    println!("pair it:    agent-inbox peer invite NAME --config {shown}");
+    outln!("start it:   agent-inbox serve --config {shown}");
+    outln!("pair it:    agent-inbox peer invite NAME --config {shown}");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -6,6 +6,22 @@
 //! no server module names it (the architecture test checks), and only its `serve`, `check` and
 //! `store migrate` name the wiring.
 
+/// `print!` to stdout, except that a reader gone away (`agent-inbox messages | head`) ends the
+/// command quietly with exit 0, as a Unix filter does, instead of a panic.
+macro_rules! out {
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!($($arg)*))
+    };
+}
+
+/// `println!` to stdout, as [`out!`].
+macro_rules! outln {
+    () => { out!("\n") };
+    ($($arg:tt)*) => {
+        $crate::cli::write_stdout(format_args!("{}\n", format_args!($($arg)*)))
+    };
+}
+
 mod approvals;
 mod check;
 mod client;
@@ -39,13 +55,8 @@ use tracing_subscriber::EnvFilter;
 struct Cli {
     /// How log lines look on stderr: `text` for people, `json` (one object per line) for a log
     /// shipper or journald.
-    #[arg(
-        long,
-        global = true,
-        env = "INBOX_LOG_FORMAT",
-        value_enum,
-        default_value = "text"
-    )]
+    // Not `global`: it would be listed in every command's help, and only `serve` logs much.
+    #[arg(long, env = "INBOX_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
@@ -185,6 +196,20 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Writes to stdout; a closed pipe exits 0 at once (nothing is left to say to nobody), any
+/// other write error exits 1 with a line on stderr.
+pub(crate) fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout.write_fmt(args).and_then(|()| stdout.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: cannot write to stdout: {e}");
+        std::process::exit(1);
     }
 }
 

@@ -1,4 +1,5 @@
-//! `agent-inbox outbox list` and `outbox retry`: the relay's outbox, and replaying a dead letter.
+//! `agent-inbox outbox list` and `outbox retry`: the relay's outbox, and replaying a dead letter
+//! (or trying a waiting delivery now).
 
 use std::process::ExitCode;
 
@@ -22,7 +23,8 @@ pub(super) enum Command {
         #[command(flatten)]
         target: Target,
     },
-    /// Deliver a dead letter again, with a fresh retry schedule.
+    /// Deliver a dead letter again, with a fresh retry schedule, or try a delivery that waits
+    /// for its next try now.
     Retry {
         /// The reply's id.
         id: String,
@@ -56,7 +58,11 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     None,
                 )
                 .await?;
-            println!("{id}: {} deliveries queued again", r.deliveries);
+            let n = r.deliveries;
+            outln!(
+                "{id}: {n} {} to be tried now",
+                if n == 1 { "delivery" } else { "deliveries" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

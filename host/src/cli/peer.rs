@@ -103,7 +103,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.expires_at as u64),
             );
             eprintln!("on the other machine, before {expires}, run:");
-            println!("{}", r.command);
+            outln!("{}", r.command);
         }
         Command::Join {
             invite,
@@ -116,7 +116,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .admin()?
                 .expect(post, "/admin/peers/join", Some(body))
                 .await?;
-            println!("paired with {} ({})", r.peer, r.url);
+            outln!("paired with {} ({})", r.peer, r.url);
         }
         Command::List { json, target } => {
             let list: PeerList = target
@@ -131,7 +131,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                 percent_encoding::utf8_percent_encode(&name, percent_encoding::NON_ALPHANUMERIC)
             );
             let r: PeerRemoved = target.admin()?.expect(post, &path, None).await?;
-            println!("removed {} (config {})", r.peer, r.config_hash);
+            outln!("removed {} (config {})", r.peer, r.config_hash);
         }
     }
     Ok(ExitCode::SUCCESS)

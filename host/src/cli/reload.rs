@@ -23,6 +23,6 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
         "/admin/reload"
     };
     let r: Reloaded = client.expect(http::Method::POST, path, None).await?;
-    println!("{} (config {})", r.status, r.config_hash);
+    outln!("{} (config {})", r.status, r.config_hash);
     Ok(ExitCode::SUCCESS)
 }

@@ -68,20 +68,14 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if args.wait {
         return send_and_wait(client, who, body, timeout).await;
     }
-    match who {
-        // The answer as JSON, for a tool to read.
-        As::Agent => {
-            let ack: Ack = client
-                .expect(http::Method::POST, "/send", Some(body.to_json()))
-                .await?;
-            println!("{}", serde_json::to_string(&ack)?);
-        }
-        As::Admin => {
-            let ack: Ack = client
-                .expect(http::Method::POST, "/admin/send", Some(body.to_json()))
-                .await?;
-            println!("{}", ack.id);
-        }
-    }
+    let path = match who {
+        As::Agent => "/send",
+        As::Admin => "/admin/send",
+    };
+    // The answer as JSON, for a tool to read, whoever sent.
+    let ack: Ack = client
+        .expect(http::Method::POST, path, Some(body.to_json()))
+        .await?;
+    outln!("{}", serde_json::to_string(&ack)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,4 +1,4 @@
-//! `agent-inbox status`: the running inbox's config hash, reloads and turns.
+//! `agent-inbox status`: the running inbox's config, reloads, work, routes, peers and agents.
 
 use std::process::ExitCode;
 
@@ -7,6 +7,9 @@ use crate::wire::Status;
 
 #[derive(clap::Args)]
 pub(super) struct Args {
+    /// Print the raw JSON (times as epoch milliseconds).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     target: Target,
 }
@@ -14,6 +17,6 @@ pub(super) struct Args {
 pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     let client = args.target.admin()?;
     let status: Status = client.expect(http::Method::GET, "/status", None).await?;
-    println!("{}", serde_json::to_string_pretty(&status)?);
+    super::print::list(&status, args.json, super::print::status_text)?;
     Ok(ExitCode::SUCCESS)
 }

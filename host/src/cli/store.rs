@@ -31,9 +31,9 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
     };
     let copied = crate::store::copy::sqlite_to_postgres(&from, &to).await?;
     for (table, n) in &copied {
-        println!("{table:>14}  {n}");
+        outln!("{table:>14}  {n}");
     }
-    println!(
+    outln!(
         "copied {} into {}",
         from.display(),
         crate::store::describe_postgres(&to.url)

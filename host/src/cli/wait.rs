@@ -71,7 +71,7 @@ pub(super) async fn send_and_wait(
             payload,
         } => {
             eprintln!("answered: {msg_type} {id}");
-            println!(
+            outln!(
                 "{}",
                 serde_json::to_string_pretty(&payload).context("the answer's payload")?
             );

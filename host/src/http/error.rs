@@ -85,7 +85,7 @@ impl ApiError {
             ApiError::PairingFailed(_) => StatusCode::BAD_GATEWAY,
             ApiError::Inbox(e) => match e {
                 InboxError::BadToken => StatusCode::UNAUTHORIZED,
-                InboxError::NothingDead(_) | InboxError::Superseded => StatusCode::CONFLICT,
+                InboxError::NothingToRetry(_) | InboxError::Superseded => StatusCode::CONFLICT,
                 InboxError::UnknownPeer { .. } => StatusCode::BAD_REQUEST,
                 InboxError::UnknownType(_)
                 | InboxError::UnknownReplyType { .. }
@@ -138,7 +138,7 @@ impl ApiError {
                 InboxError::Superseded => "superseded",
                 InboxError::UnknownPeer { .. } => "bad_field",
                 InboxError::NotFound => "not_found",
-                InboxError::NothingDead(_) => "conflict",
+                InboxError::NothingToRetry(_) => "conflict",
                 InboxError::NotAllowed { .. } => "not_allowed",
                 InboxError::RateLimited { .. } => "rate_limited",
                 InboxError::TooManyReplies { .. } => "too_many_replies",
@@ -200,7 +200,7 @@ impl ApiError {
                 known: vec![],
             }),
             ApiError::NOT_FOUND,
-            ApiError::Inbox(InboxError::NothingDead("r".into())),
+            ApiError::Inbox(InboxError::NothingToRetry("r".into())),
             ApiError::Inbox(InboxError::NotAllowed {
                 reason: "x".into(),
                 allowed: vec![],
@@ -243,7 +243,7 @@ impl ApiError {
                     | InboxError::Superseded
                     | InboxError::UnknownPeer { .. }
                     | InboxError::NotFound
-                    | InboxError::NothingDead(_)
+                    | InboxError::NothingToRetry(_)
                     | InboxError::NotAllowed { .. }
                     | InboxError::RateLimited { .. }
                     | InboxError::TooManyReplies { .. }

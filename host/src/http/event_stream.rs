@@ -19,28 +19,34 @@ const KEEP_ALIVE: Duration = Duration::from_secs(1);
 /// Comments between two keep-alives a client sees.
 const KEEP_ALIVE_EVERY: u32 = 15;
 
-/// Whether an event is about `route` / `thread` (each filter only where the event says).
+/// Whether an event is about `route` / `thread`. The route filter passes an event that names
+/// no route (a delivery); the thread filter passes only an event of that thread, so a reader
+/// that may follow one thread (a local agent) sees nothing of another conversation.
 pub(super) fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> bool {
     let (r, t) = match e {
         Event::MessageAccepted {
             route, thread_id, ..
-        } => (Some(route.as_str()), Some(thread_id.as_str())),
-        Event::TurnStarted { route, .. } | Event::TurnEnded { route, .. } => {
-            (Some(route.as_str()), None)
         }
-        Event::OutboundQueued { thread_id, .. } | Event::MessageRefused { thread_id, .. } => {
-            (None, Some(thread_id.as_str()))
-        }
-        Event::ApprovalWaiting {
+        | Event::ApprovalWaiting {
             route, thread_id, ..
         }
         | Event::ApprovalDecided {
             route, thread_id, ..
         } => (Some(route.as_str()), Some(thread_id.as_str())),
-        Event::DeliveryAttempted { .. } | Event::ConfigReloaded { .. } => (None, None),
+        Event::TurnStarted {
+            route, thread_id, ..
+        }
+        | Event::TurnEnded {
+            route, thread_id, ..
+        } => (Some(route.as_str()), thread_id.as_deref()),
+        Event::OutboundQueued { thread_id, .. } | Event::MessageRefused { thread_id, .. } => {
+            (None, Some(thread_id.as_str()))
+        }
+        Event::DeliveryAttempted { thread_id, .. } => (None, thread_id.as_deref()),
+        Event::ConfigReloaded { .. } => (None, None),
     };
     route.is_none_or(|want| r.is_none_or(|r| r == want))
-        && thread.is_none_or(|want| t.is_none_or(|t| t == want))
+        && thread.is_none_or(|want| t == Some(want))
 }
 
 /// The stream; it ends when the client goes or the inbox drains.

@@ -382,7 +382,7 @@ async fn outbox_retry(
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
     require_admin(inbox, snap, req)?;
-    let deliveries = inbox.retry_dead(id).await?;
+    let deliveries = inbox.retry_now(id).await?;
     Ok(json(
         StatusCode::OK,
         &Requeued {

@@ -107,9 +107,9 @@ pub enum InboxError {
     /// No such message or outbound message (or not one this reader may see).
     #[error("not found")]
     NotFound,
-    /// `outbox retry` of an outbound message with no dead delivery.
-    #[error("reply {0} has no dead deliveries to retry")]
-    NothingDead(String),
+    /// `outbox retry` of an outbound message with no delivery dead or waiting for its next try.
+    #[error("{0} has no delivery to retry: each is delivered, being attempted, or held")]
+    NothingToRetry(String),
     /// A local agent asked for something its `may_send` does not allow, or a reply token tried
     /// to start a thread.
     #[error("{reason}; allowed: {}", if allowed.is_empty() { "nothing".to_owned() } else { allowed.join("; ") })]
@@ -365,6 +365,7 @@ impl Inbox {
         let (store, turns, events) = (self.store.clone(), self.turns.clone(), self.events.clone());
         let event = Event::MessageAccepted {
             id: id.clone(),
+            sender: message.sender.clone(),
             route: message.route.clone(),
             thread_id: thread_id.clone(),
             msg_type: message.msg_type.clone(),

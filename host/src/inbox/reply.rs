@@ -339,16 +339,17 @@ impl Inbox {
         Ok(messages.iter().map(|(m, _)| m.hops).max().unwrap_or(0))
     }
 
-    /// Makes an outbound message's dead deliveries due again; returns how many.
-    pub async fn retry_dead(&self, id: &str) -> Result<usize, InboxError> {
+    /// Makes an outbound message's dead deliveries due again, and those waiting for their next
+    /// try due now (after the operator fixed the cause); returns how many.
+    pub async fn retry_now(&self, id: &str) -> Result<usize, InboxError> {
         if self.store.outbound(id).await?.is_none() {
             return Err(InboxError::NotFound);
         }
-        let n = self.store.retry_dead(id).await?;
+        let n = self.store.retry_now(id).await?;
         if n == 0 {
-            return Err(InboxError::NothingDead(id.to_owned()));
+            return Err(InboxError::NothingToRetry(id.to_owned()));
         }
-        tracing::info!(reply = %id, deliveries = n, "dead letters queued again");
+        tracing::info!(reply = %id, deliveries = n, "deliveries queued to be tried now");
         self.relay.wake();
         Ok(n)
     }

@@ -4,8 +4,11 @@
 use std::collections::HashMap;
 
 use super::{Inbox, InboxError, LIVE_HOST};
+use crate::config::PeerAuth;
 use crate::snapshot::Snapshot;
-use crate::wire::{ClusterStatus, HostStatus, Reloads, RouteStatus, Status};
+use crate::wire::{
+    AgentStatus, ClusterStatus, HostStatus, MaySendStatus, PeerStatus, Reloads, RouteStatus, Status,
+};
 
 /// Queued and running turns per route, read now.
 #[derive(Debug, Default)]
@@ -60,6 +63,8 @@ impl Inbox {
                 .into(),
                 from: r.from.clone(),
                 types: r.types.clone(),
+                reply_to: r.reply_to.clone(),
+                reply_types: r.reply_types.clone(),
                 plugin: r
                     .plugin
                     .as_ref()
@@ -83,6 +88,8 @@ impl Inbox {
             turns_queued: self.store.queue_depth(),
             draining: self.shutdown.is_draining(),
             routes,
+            peers: peers(snap),
+            agents: agents(snap),
             cluster,
         })
     }
@@ -111,4 +118,53 @@ impl Inbox {
             running: self.turns.running_by_route(),
         }
     }
+}
+
+/// The peers, as an operator needs them when a delivery fails: where, and how (no secret).
+fn peers(snap: &Snapshot) -> Vec<PeerStatus> {
+    snap.config
+        .peers
+        .values()
+        .map(|p| PeerStatus {
+            name: p.name.clone(),
+            url: p.url.as_ref().map(shown_url),
+            a2a_url: p.a2a_out.as_ref().map(|a| shown_url(&a.remote.url)),
+            auth: match (&p.url, &p.auth, &p.a2a_out) {
+                (Some(_), PeerAuth::Secret, _) => "shared_secret",
+                (Some(_), PeerAuth::StandardWebhooks { .. }, _) => "standard_webhooks",
+                (None, _, Some(_)) => "a2a_bearer",
+                (None, _, None) => "a2a_token",
+            }
+            .into(),
+            a2a_client: !p.a2a_tokens.is_empty(),
+            last_delivery: None,
+        })
+        .collect()
+}
+
+/// A URL without what may hold a credential (user info, query).
+fn shown_url(u: &http::Uri) -> String {
+    let host = u.authority().map_or("", |a| a.as_str());
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("{}://{host}{}", u.scheme_str().unwrap_or("http"), u.path())
+}
+
+fn agents(snap: &Snapshot) -> Vec<AgentStatus> {
+    snap.config
+        .agents
+        .values()
+        .map(|a| AgentStatus {
+            name: a.name.clone(),
+            may_send: a
+                .may_send
+                .iter()
+                .map(|m| MaySendStatus {
+                    to: m.to.clone(),
+                    types: m.types.clone(),
+                })
+                .collect(),
+            max_per_minute: a.max_per_minute,
+            approve: a.approve,
+        })
+        .collect()
 }

@@ -436,11 +436,17 @@ impl Relay {
                 outbound = %d.outbound.id, peer = %d.peer, attempt = n, ?status, %error, "delivery failed for good: dead letter"
             ),
         }
-        let state = match &record {
-            AttemptOutcome::Delivered { .. } => DeliveryState::Delivered,
-            AttemptOutcome::Retry { .. } => DeliveryState::Retrying,
-            AttemptOutcome::Dead { .. } => DeliveryState::Dead,
+        let (state, status, error) = match &record {
+            AttemptOutcome::Delivered { status } => (DeliveryState::Delivered, Some(*status), None),
+            AttemptOutcome::Retry { status, error, .. } => {
+                (DeliveryState::Retrying, *status, Some(error))
+            }
+            AttemptOutcome::Dead { status, error } => (DeliveryState::Dead, *status, Some(error)),
         };
+        // What the feed says of the failure: one bounded line (a NOTIFY carries the event).
+        let error = error.map(|e| {
+            crate::model::escape_controls(&e.chars().take(300).collect::<String>()).into_owned()
+        });
         // Every push target counts as one peer: a label per task would be unbounded.
         let peer = if push.is_some() {
             "a2a-push"
@@ -476,8 +482,11 @@ impl Relay {
             Ok(()) => self.events.publish(Event::DeliveryAttempted {
                 id: d.outbound.id.clone(),
                 peer: d.peer.clone(),
+                thread_id: Some(d.outbound.thread_id.clone()),
                 attempt: n,
                 state,
+                status,
+                error,
             }),
             Err(e) => {
                 // The delivery stays due in the store, so it is tried again: at least once, never
@@ -511,7 +520,8 @@ impl Relay {
                     None => AttemptOutcome::Dead {
                         status: a.status,
                         error: format!(
-                            "gave up after {n} attempts: {}",
+                            "gave up after {n} attempt{}: {}",
+                            if n == 1 { "" } else { "s" },
                             a.error.unwrap_or_default()
                         ),
                     },

@@ -824,10 +824,10 @@ impl Store {
         backend!(self.next_due(after))
     }
 
-    /// Makes an outbound message's dead deliveries due again with a fresh schedule; returns how
-    /// many.
-    pub async fn retry_dead(&self, outbound_id: &str) -> Result<usize, StoreError> {
-        backend!(self.retry_dead(outbound_id))
+    /// Makes an outbound message's dead deliveries due again with a fresh schedule, and those
+    /// waiting for their next try due now; returns how many.
+    pub async fn retry_now(&self, outbound_id: &str) -> Result<usize, StoreError> {
+        backend!(self.retry_now(outbound_id))
     }
 
     /// Deletes finished records from before `before` and idempotency keys from before

@@ -498,9 +498,9 @@ async fn deliveries_are_claimed_once_and_dead_letters_replayed() {
         );
         assert_eq!(store.outbox(true, 10).await.expect(name).len(), 1);
         assert_eq!(store.attempts("r1", "tony").await.expect(name).len(), 2);
-        assert_eq!(store.retry_dead("r1").await.expect(name), 1);
+        assert_eq!(store.retry_now("r1").await.expect(name), 1);
         assert_eq!(
-            store.retry_dead("r1").await.expect(name),
+            store.retry_now("r1").await.expect(name),
             0,
             "nothing dead now"
         );

@@ -97,6 +97,7 @@ pub(super) async fn run(
     turns.events.publish(Event::TurnStarted {
         message_id: id.to_owned(),
         route: route_name.to_owned(),
+        thread_id: Some(message.thread_id.clone()),
         attempt: lease.generation,
     });
     let cancel = turns.cancels.register(id);
@@ -330,7 +331,10 @@ async fn finish(
     turns.events.publish(Event::TurnEnded {
         message_id: message.id.clone(),
         route: message.route.clone(),
+        thread_id: Some(message.thread_id.clone()),
         state,
+        exit_code: end.exit_code,
+        error: end.error.as_ref().map(|e| e.code.clone()),
     });
     let m = crate::metrics::get();
     m.turns

@@ -691,7 +691,10 @@ async fn cancel(
         inbox.events.publish(Event::TurnEnded {
             message_id,
             route,
+            thread_id: None,
             state: crate::model::TurnState::Canceled,
+            exit_code: None,
+            error: Some("canceled".into()),
         });
     }
     let task = view(snap, &load(inbox, caller, &p.id).await?).0;

@@ -962,16 +962,18 @@ impl PgStore {
         Ok(())
     }
 
-    pub(in crate::store) async fn retry_dead(
-        &self,
-        outbound_id: &str,
-    ) -> Result<usize, StoreError> {
+    pub(in crate::store) async fn retry_now(&self, outbound_id: &str) -> Result<usize, StoreError> {
         Ok(self
             .client()
             .await?
             .execute(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = $2
-                 WHERE reply_id = $1 AND state = 'dead'",
+                "UPDATE deliveries SET
+                    attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END,
+                    state = CASE WHEN state = 'dead' THEN 'pending' ELSE state END,
+                    next_attempt_at = $2
+                 WHERE reply_id = $1
+                   AND (state = 'dead'
+                        OR (state IN ('pending', 'retrying') AND next_attempt_at > $2))",
                 &[&outbound_id, &now_ms()],
             )
             .await? as usize)

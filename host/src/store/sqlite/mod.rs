@@ -522,8 +522,8 @@ impl SqliteStore {
         self.read(move |c| reads::next_due(c, after)).await
     }
 
-    pub(super) async fn retry_dead(&self, outbound_id: &str) -> Result<usize, StoreError> {
-        self.writer.write(RetryDead(outbound_id.to_owned())).await
+    pub(super) async fn retry_now(&self, outbound_id: &str) -> Result<usize, StoreError> {
+        self.writer.write(RetryNow(outbound_id.to_owned())).await
     }
 
     pub(super) async fn prune(&self, before: i64, dedup_before: i64) -> Result<usize, StoreError> {

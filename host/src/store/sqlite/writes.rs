@@ -799,18 +799,25 @@ impl Write for ReleaseDelivery {
     }
 }
 
-pub(super) struct RetryDead(pub(super) String);
+pub(super) struct RetryNow(pub(super) String);
 
-impl Write for RetryDead {
+impl Write for RetryNow {
     type Output = usize;
 
     fn apply(&self, tx: &mut Tx<'_>) -> Result<usize, StoreError> {
-        // A fresh schedule: attempts restarts at 0 (the attempts table keeps the history).
+        // A dead delivery gets a fresh schedule (attempts restarts at 0; the attempts table keeps
+        // the history); one waiting for its next try is tried now. One being attempted (due
+        // already) or held for a person is left alone.
         Ok(tx
             .conn
             .prepare_cached(
-                "UPDATE deliveries SET state = 'pending', attempts = 0, next_attempt_at = ?2
-                 WHERE reply_id = ?1 AND state = 'dead'",
+                "UPDATE deliveries SET
+                    attempts = CASE WHEN state = 'dead' THEN 0 ELSE attempts END,
+                    state = CASE WHEN state = 'dead' THEN 'pending' ELSE state END,
+                    next_attempt_at = ?2
+                 WHERE reply_id = ?1
+                   AND (state = 'dead'
+                        OR (state IN ('pending', 'retrying') AND next_attempt_at > ?2))",
             )?
             .execute(params![key(&self.0), now_ms()])?)
     }
