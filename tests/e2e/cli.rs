@@ -651,3 +651,36 @@ async fn init_writes_an_inbox_that_serves_and_overwrites_nothing() {
     assert_eq!(std::fs::read_to_string(&config).unwrap(), toml);
     host.stop();
 }
+
+/// README: after the operator fixes what made a delivery fail, `outbox retry` tries it now
+/// instead of at its next scheduled try (an hour away here); `outbox list` shows that try.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbox_retry_tries_a_delivery_waiting_for_its_next_try_now() {
+    let peer = PeerServer::start().await;
+    peer.script([503]);
+    let dir = tempfile::tempdir().unwrap();
+    let addr = unused_addr();
+    let toml = Toml::tasks(&peer.url(), &reply_sh(&["STATUS"]))
+        .listen(addr)
+        .schedule(&["0s", "1h"])
+        .build();
+    let host = BinHost::start(dir.path(), &toml, addr, "serve.log").await;
+    let config = dir.path().join("routes.toml");
+    let task = send_task(&host).await;
+    let (reply, _) = delivery_in(&host, &task, "retrying").await;
+    let reply_id = reply["id"].as_str().unwrap().to_owned();
+    let listed = cli_ok(&["outbox", "list"], &config).await;
+    // An hour away, give or take the schedule's jitter.
+    assert!(
+        listed.contains("(in ") && (listed.contains(" min)") || listed.contains(" h)")),
+        "{listed}"
+    );
+    assert!(listed.contains("error: peer answered 503"), "{listed}");
+    let retried = cli_ok(&["outbox", "retry", &reply_id], &config).await;
+    assert!(retried.contains("1 delivery to be tried now"), "{retried}");
+    // Received well before the hour: the peer takes it this time.
+    let got = peer.wait_for(1, Duration::from_secs(20)).await;
+    assert_eq!(got[0].body["id"], reply_id.as_str());
+    delivery_in(&host, &task, "delivered").await;
+    host.stop();
+}

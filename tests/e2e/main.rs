@@ -7,6 +7,7 @@ mod agents;
 mod approvals;
 mod auth_limits;
 mod cli;
+mod cli_snapshots;
 mod cluster;
 mod compat;
 mod console;

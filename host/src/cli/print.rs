@@ -233,6 +233,7 @@ pub(super) fn message_detail(detail: &Detail) -> String {
     out
 }
 
+/// A reply's deliveries, indented under it, each with the peer's last answer in full.
 fn deliveries_table(deliveries: &[Delivery]) -> String {
     let rows: Vec<Vec<String>> = deliveries
         .iter()
@@ -243,14 +244,25 @@ fn deliveries_table(deliveries: &[Delivery]) -> String {
                 d.attempts.to_string(),
                 opt(&d.last_status),
                 time(d.next_attempt_at),
-                opt(&d.last_error),
             ]
         })
         .collect();
-    table(
-        &["  PEER", "STATE", "ATTEMPTS", "STATUS", "NEXT", "ERROR"],
+    let notes: Vec<Option<String>> = deliveries
+        .iter()
+        .map(|d| {
+            d.last_error
+                .as_deref()
+                .map(|e| wrapped(&format!("error: {e}"), 96, "  "))
+        })
+        .collect();
+    table_with_notes(
+        &["TO", "STATE", "ATTEMPTS", "STATUS", "NEXT TRY"],
         &rows,
+        &notes,
     )
+    .lines()
+    .map(|l| format!("  {l}\n"))
+    .collect()
 }
 
 /// `GET /admin/outbox` as a table: each delivery, when it is tried next, and under it the
