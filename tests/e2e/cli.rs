@@ -10,15 +10,7 @@ use tokio::process::Command;
 
 /// Runs the binary with `args` to completion (at most 60 s).
 async fn run(args: &[&str]) -> Output {
-    let child = Command::new(bin())
-        .args(args)
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), child)
-        .await
-        .unwrap_or_else(|_| panic!("{args:?} did not finish within 60 s"))
-        .expect("run the binary")
+    run_bin(args, &[]).await
 }
 
 fn text(b: &[u8]) -> String {

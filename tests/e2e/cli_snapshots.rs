@@ -4,26 +4,13 @@
 //! look at the diff before committing it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use agent_inbox_tests::*;
 use regex::Regex;
 use serde_json::json;
 use tokio::process::Command;
-
-async fn run(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let child = Command::new(bin())
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(Duration::from_secs(60), child)
-        .await
-        .unwrap_or_else(|_| panic!("{args:?} did not finish within 60 s"))
-        .expect("run the binary")
-}
 
 /// What varies from run to run, masked; columns made two spaces apart (widths follow the
 /// masked values).
@@ -146,7 +133,7 @@ async fn every_commands_table_and_json_match_their_snapshots() {
     let mut shot = async |name: &str, args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--config", config]);
-        let out = run(&all, &env).await;
+        let out = run_bin(&all, &env).await;
         assert!(out.status.success(), "{all:?}: {out:?}");
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         check(name, &stdout, &mut wrong);

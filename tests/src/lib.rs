@@ -505,6 +505,20 @@ pub fn bin() -> PathBuf {
     dir.join(format!("inbox-under-test{}", std::env::consts::EXE_SUFFIX))
 }
 
+/// Runs the binary with `args` (and `env` on top of this process's) to completion, at most 60 s.
+pub async fn run_bin(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let child = tokio::process::Command::new(bin())
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(60), child)
+        .await
+        .unwrap_or_else(|_| panic!("{args:?} did not finish within 60 s"))
+        .expect("run the binary")
+}
+
 /// The python3 of a venv holding `tests/tools/requirements.txt` (reference implementations the
 /// tests check the inbox against), made under `target/test-venv` on first use. Needs python3 with
 /// venv and the PyPI registry the first time; a failure panics with pip's output.
