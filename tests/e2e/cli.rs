@@ -158,12 +158,12 @@ async fn serve_send_messages_then_sigterm_exits_cleanly() {
     let header: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
     assert_eq!(
         header,
-        ["ID", "RECEIVED", "FROM", "ROUTE", "TYPE", "TURN", "PAYLOAD"],
+        ["ID", "RECEIVED", "FROM", "ROUTE", "TYPE", "TURN", "ABOUT"],
         "{table}"
     );
     let row = lines.next().unwrap_or("");
     assert!(row.starts_with(note), "{table}");
-    for cell in ["tony", "notes", "NOTE", "mailbox", "hello"] {
+    for cell in ["tony", "notes", "NOTE", "mailbox", "cli"] {
         assert!(row.contains(cell), "{cell:?} missing in {row:?}");
     }
 

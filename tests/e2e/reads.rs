@@ -405,3 +405,90 @@ async fn the_outbox_lists_100_by_default_and_at_most_1000() {
     assert_eq!(count(admin_get(&host, "/admin/outbox?limit=7").await), 7);
     host.stop().await;
 }
+
+/// README (reading): `GET /messages` filters by peer, type, state and text on the server and
+/// pages by cursor; a bad state is a 400 that names the good ones; a peer still sees only its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_filters_on_the_server_and_pages_by_cursor() {
+    let peer = PeerServer::start().await;
+    let toml = Toml::tasks(&peer.url(), &agent_command(&["--exit", "3"]))
+        .peer("mel", "http://127.0.0.1:9/message", "mel-secret-0123456789")
+        .mailbox("notes", &["tony", "mel"], &["NOTE"]);
+    let host = start_host(&toml.build()).await;
+    let ack = post_message(
+        &host,
+        TONY,
+        json!({"type": "TASK", "payload": {"title": "Fix the build"}}),
+    )
+    .await;
+    assert_eq!(ack.status, 202, "{:#}", ack.json);
+    let task = ack.id();
+    wait_turn_end(&host, ADMIN, &task).await;
+    let mut notes = Vec::new();
+    for i in 0..5 {
+        let r = post_message(
+            &host,
+            "mel-secret-0123456789",
+            json!({"type": "NOTE", "payload": {"text": format!("note {i}")}}),
+        )
+        .await;
+        assert_eq!(r.status, 202, "{:#}", r.json);
+        notes.push(r.id());
+    }
+    let ids = |v: &Value| -> Vec<String> {
+        v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let get = async |q: &str| admin_get(&host, &format!("/messages?{q}")).await;
+    let failed = get("state=failed").await;
+    assert_eq!(ids(&failed.json), vec![task.clone()], "{:#}", failed.json);
+    assert_eq!(failed.json["messages"][0]["title"], "Fix the build");
+    assert_eq!(ids(&get("q=BUILD").await.json), vec![task.clone()]);
+    assert_eq!(ids(&get("type=TASK").await.json), vec![task.clone()]);
+    assert_eq!(ids(&get("peer=mel&limit=50").await.json).len(), 5);
+    // Page by page, newest first, each message once.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let q = match &cursor {
+            Some(c) => format!("peer=mel&limit=2&before={c}"),
+            None => "peer=mel&limit=2".to_owned(),
+        };
+        let page = get(&q).await;
+        assert_eq!(page.status, 200, "{:#}", page.json);
+        seen.extend(ids(&page.json));
+        match page.json["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+        assert!(seen.len() <= 5, "{seen:?}");
+    }
+    notes.reverse();
+    assert_eq!(seen, notes);
+    let bad = get("state=shouting").await;
+    assert_eq!(bad.status, 400, "{:#}", bad.json);
+    assert_eq!(bad.code(), "bad_field");
+    assert!(
+        bad.json["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("mailbox, dead"),
+        "{:#}",
+        bad.json
+    );
+    // A peer asking for another's messages still gets its own only.
+    let theirs = request(
+        "GET",
+        &host.url("/messages?peer=mel"),
+        &[("x-shared-secret", TONY)],
+        "",
+    )
+    .await;
+    assert_eq!(theirs.status, 200);
+    assert_eq!(ids(&theirs.json), vec![task.clone()], "{:#}", theirs.json);
+    host.stop().await;
+}

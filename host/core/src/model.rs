@@ -335,6 +335,44 @@ mod json_text {
     }
 }
 
+/// The keys whose text names what a payload is about, most telling first.
+const TITLE_KEYS: &[&str] = &[
+    "title",
+    "subject",
+    "summary",
+    "name",
+    "text",
+    "task",
+    "message",
+    "goal",
+    "description",
+];
+
+/// What a message is about, for a person scanning a list: the payload's `title` (or `subject`,
+/// `summary`, `text`, ...), else its first top-level text, else the payload itself when it is
+/// text; its first line, whitespace collapsed, at most 120 characters. `None` when it has no
+/// text.
+pub fn title(payload: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let text = match &v {
+        serde_json::Value::String(s) => Some(s.as_str()),
+        serde_json::Value::Object(o) => TITLE_KEYS
+            .iter()
+            .filter_map(|k| o.get(*k).and_then(|v| v.as_str()))
+            .chain(o.values().filter_map(|v| v.as_str()))
+            .find(|s| !s.trim().is_empty()),
+        _ => None,
+    }?;
+    let line = text.lines().map(str::trim).find(|l| !l.is_empty())?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let joined = words.join(" ");
+    let mut out: String = joined.chars().take(120).collect();
+    if joined.chars().count() > 120 {
+        out.push('…');
+    }
+    Some(escape_controls(&out).into_owned())
+}
+
 /// A payload's JSON text as the JSON it holds. Text no reader can parse as JSON (stored before
 /// the depth limit existed) is a JSON string holding that text, never `null`.
 pub fn payload_json(text: &str) -> serde_json::Value {
@@ -1129,5 +1167,35 @@ mod tests {
         assert_eq!(e.detail, "timed out after 1s: really");
         assert_eq!(e.to_string(), "timed_out: timed out after 1s: really");
         assert_eq!(TurnError::parse("odd").to_string(), "odd");
+    }
+
+    #[test]
+    fn a_title_is_the_payloads_telling_text_in_one_short_line() {
+        for (payload, want) in [
+            (
+                r#"{"title": "Fix the build", "text": "details"}"#,
+                Some("Fix the build"),
+            ),
+            (
+                r#"{"steps": [1], "text": "  first line\nsecond"}"#,
+                Some("first line"),
+            ),
+            (
+                r#"{"n": 1, "note": "only text here"}"#,
+                Some("only text here"),
+            ),
+            (r#""a bare string""#, Some("a bare string")),
+            (r#"{"n": 1}"#, None),
+            (r#"[1, 2]"#, None),
+            ("not json", None),
+            (
+                r#"{"title": "a\u001b[31m  spaced   out"}"#,
+                Some("a\\u{1b}[31m spaced out"),
+            ),
+        ] {
+            assert_eq!(title(payload).as_deref(), want, "{payload}");
+        }
+        let long = format!(r#"{{"title": "{}"}}"#, "x".repeat(300));
+        assert_eq!(title(&long).unwrap().chars().count(), 121);
     }
 }

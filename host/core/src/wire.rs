@@ -421,12 +421,16 @@ pub struct MessageView {
     pub message: Message,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub turn_state: Option<TurnState>,
+    /// What it is about, in one short line ([`crate::model::title`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
 }
 
 impl MessageView {
     /// The view of a stored message with its turn's state.
     pub fn new(m: &Message, turn_state: Option<TurnState>) -> Self {
         Self {
+            title: crate::model::title(&m.payload),
             message: m.clone(),
             turn_state,
         }
@@ -498,6 +502,9 @@ pub struct MessageList {
     /// this inbox refused, oldest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub refused: Vec<crate::model::Refusal>,
+    /// When the page is full: pass it as `before` for the next, older page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// `GET /messages/{id}` for a message.

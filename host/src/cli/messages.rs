@@ -16,6 +16,22 @@ pub(super) struct Args {
     /// Only this thread.
     #[arg(long)]
     thread: Option<String>,
+    /// Only messages this peer sent.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Only this type.
+    #[arg(long = "type")]
+    msg_type: Option<String>,
+    /// Only in this state: a turn's (queued, running, done, failed, timed_out, interrupted,
+    /// canceled, awaiting_approval, rejected), mailbox, or dead (a reply not delivered).
+    #[arg(long)]
+    state: Option<String>,
+    /// Only those whose type or title holds this text, in any case.
+    #[arg(long)]
+    text: Option<String>,
+    /// Only those older than this message (the next page: the id `more:` names).
+    #[arg(long)]
+    before: Option<String>,
     /// At most this many.
     #[arg(long, default_value_t = 50)]
     limit: u32,
@@ -39,11 +55,23 @@ pub(super) async fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(r) = &args.route {
         q.append_pair("route", r);
     }
-    if let Some(t) = &args.thread {
-        q.append_pair("thread", t);
+    for (key, value) in [
+        ("thread", &args.thread),
+        ("peer", &args.peer),
+        ("type", &args.msg_type),
+        ("state", &args.state),
+        ("q", &args.text),
+        ("before", &args.before),
+    ] {
+        if let Some(v) = value {
+            q.append_pair(key, v);
+        }
     }
     let path = format!("/messages?{}", q.finish());
     let list: MessageList = client.expect(http::Method::GET, &path, None).await?;
     print::list(&list, args.json, print::messages_table)?;
+    if let (false, Some(next)) = (args.json, &list.next_cursor) {
+        eprintln!("more: --before {next}");
+    }
     Ok(ExitCode::SUCCESS)
 }

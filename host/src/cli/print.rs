@@ -138,7 +138,13 @@ pub(super) fn messages_table(list: &MessageList) -> String {
         .messages
         .iter()
         .map(|m| {
-            let short: String = payload(&m.payload).chars().take(60).collect();
+            let short: String = m
+                .title
+                .clone()
+                .unwrap_or_else(|| payload(&m.payload))
+                .chars()
+                .take(60)
+                .collect();
             vec![
                 m.id.clone(),
                 time(Some(m.received_at)),
@@ -155,7 +161,7 @@ pub(super) fn messages_table(list: &MessageList) -> String {
         })
         .collect();
     table(
-        &["ID", "RECEIVED", "FROM", "ROUTE", "TYPE", "TURN", "PAYLOAD"],
+        &["ID", "RECEIVED", "FROM", "ROUTE", "TYPE", "TURN", "ABOUT"],
         &rows,
     )
 }

@@ -329,10 +329,19 @@ async fn list(
 ) -> Result<Response<Body>, ApiError> {
     let who = who(inbox, snap, req)?;
     let limit = limit(req, 50, 500)?;
+    let state = query(req, "state")
+        .map(|s| s.parse::<crate::store::StateFilter>())
+        .transpose()
+        .map_err(bad_field)?;
     let filter = MessageFilter {
         route: query(req, "route"),
         thread: query(req, "thread"),
-        sender: None,
+        // A peer lists only its own messages whatever it asks (the inbox sees to that).
+        sender: query(req, "peer"),
+        msg_type: query(req, "type"),
+        state,
+        text: query(req, "q").filter(|q| !q.is_empty()),
+        before: query(req, "before"),
         limit,
     };
     Ok(json(StatusCode::OK, &inbox.list(&who, filter).await?))

@@ -151,8 +151,8 @@ impl Reads for InboxApi {
         let filter = MessageFilter {
             route: listing.route.clone(),
             thread: listing.thread.clone(),
-            sender: None,
             limit: listing.limit.clamp(1, 500),
+            ..MessageFilter::default()
         };
         let list = self
             .inbox

@@ -124,8 +124,8 @@ impl Inbox {
                 .list_messages(MessageFilter {
                     route: Some(route.name.clone()),
                     thread: Some(thread.to_owned()),
-                    sender: None,
                     limit: 1,
+                    ..MessageFilter::default()
                 })
                 .await?;
             if !found.is_empty() {

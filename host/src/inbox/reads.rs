@@ -86,6 +86,7 @@ impl Inbox {
                             messages: Vec::new(),
                             replies: Some(Vec::new()),
                             refused: Vec::new(),
+                            next_cursor: None,
                         });
                     }
                 }
@@ -96,7 +97,15 @@ impl Inbox {
                 .await?;
             replies = Some(to_peer.iter().map(|o| OutboundView::new(o, None)).collect());
         }
-        if matches!(who, Reader::Admin) && filter.route.is_none() && filter.sender.is_none() {
+        // Only on an unfiltered first page: those answer no message, and have no route, sender,
+        // state or title.
+        let unfiltered = filter.route.is_none()
+            && filter.sender.is_none()
+            && filter.msg_type.is_none()
+            && filter.state.is_none()
+            && filter.text.is_none()
+            && filter.before.is_none();
+        if matches!(who, Reader::Admin) && unfiltered {
             // What the operator or a local agent sent answers no message, so no message's
             // detail lists it. (It has no route and no sender: a filter by either leaves it out.)
             let sent = self
@@ -109,8 +118,13 @@ impl Inbox {
             (Some(t), Reader::Admin | Reader::Agent(_)) => self.store.refusals(t).await?,
             _ => Vec::new(),
         };
+        let limit = filter.limit as usize;
         let messages = self.store.list_messages(filter).await?;
+        let next_cursor = (messages.len() == limit && limit > 0)
+            .then(|| messages.last().map(|(m, _)| m.id.clone()))
+            .flatten();
         let mut list = MessageList {
+            next_cursor,
             messages: messages
                 .iter()
                 .map(|(m, s)| MessageView::new(m, *s))

@@ -330,8 +330,56 @@ pub struct MessageFilter {
     pub thread: Option<String>,
     /// Only from this sender.
     pub sender: Option<String>,
+    /// Only this type.
+    pub msg_type: Option<String>,
+    /// Only in this state.
+    pub state: Option<StateFilter>,
+    /// Only those whose type or title holds this text, in any case.
+    pub text: Option<String>,
+    /// Only those older than this message (the last of the page before).
+    pub before: Option<String>,
     /// At most this many.
     pub limit: u32,
+}
+
+/// What state a listed message is in: its turn's, kept in a mailbox, or with a reply whose
+/// delivery is dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateFilter {
+    Turn(TurnState),
+    Mailbox,
+    Dead,
+}
+
+impl std::str::FromStr for StateFilter {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mailbox" => Ok(Self::Mailbox),
+            "dead" => Ok(Self::Dead),
+            other => other.parse().map(Self::Turn).map_err(|_| {
+                let mut known: Vec<&str> = TurnState::ALL.iter().map(|s| s.as_str()).collect();
+                known.extend(["mailbox", "dead"]);
+                format!("state {other:?} is not one of {}", known.join(", "))
+            }),
+        }
+    }
+}
+
+impl StateFilter {
+    /// The SQL condition on `m` (a message) and `t` (its turn): the state a literal from a fixed
+    /// set, so the planner can use the partial index on turns that are not queued, running or
+    /// done.
+    pub(crate) fn condition(self) -> String {
+        match self {
+            Self::Turn(s) => format!("t.state = '{}'", s.as_str()),
+            Self::Mailbox => "m.mailbox".into(),
+            Self::Dead => "m.id IN (SELECT r.in_reply_to FROM replies r JOIN deliveries d \
+                           ON d.reply_id = r.id WHERE d.state = 'dead' AND r.in_reply_to IS NOT NULL)"
+                .into(),
+        }
+    }
 }
 
 /// The A2A task a message belongs to, written in the message's transaction.
@@ -487,7 +535,9 @@ impl Store {
         dedup: Option<Dedup>,
         task: Option<TaskLink>,
     ) -> Result<Inserted, StoreError> {
-        backend!(self.insert_message(message, None, turn, dedup, task))
+        // The title is read from the payload here, on the caller's task, not in the writer.
+        let title = crate::model::title(&message.payload);
+        backend!(self.insert_message(message, title, None, turn, dedup, task))
     }
 
     /// Like [`Store::insert_message`], for a message whose sender named its thread `alias`: the
@@ -501,7 +551,8 @@ impl Store {
         dedup: Option<Dedup>,
         task: Option<TaskLink>,
     ) -> Result<Inserted, StoreError> {
-        backend!(self.insert_message(message, Some(alias), turn, dedup, task))
+        let title = crate::model::title(&message.payload);
+        backend!(self.insert_message(message, title, Some(alias), turn, dedup, task))
     }
 
     /// The thread `peer` means by `alias` (its `thread_id` or A2A `contextId`), if any: never

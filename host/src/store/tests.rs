@@ -1672,3 +1672,170 @@ async fn an_invite_is_joined_once_before_it_expires_and_settled_once() {
         assert_eq!(after.joined, None, "the keys are forgotten: {name}");
     }
 }
+
+/// The operator's list: by type, by state (a turn's, `mailbox`, `dead`), by text in the type or
+/// the title, by peer, and page by page with a cursor, newest first.
+#[tokio::test]
+async fn messages_are_listed_by_type_state_text_and_peer_page_by_page() {
+    use crate::store::{MessageFilter, StateFilter};
+    for (name, store, _dir) in backends().await {
+        let with = |id: &str, sender: &str, msg_type: &str, payload: &str, mailbox: bool| Message {
+            sender: sender.into(),
+            msg_type: msg_type.into(),
+            payload: payload.into(),
+            mailbox,
+            ..message(id)
+        };
+        let far = now_ms() + 3_600_000;
+        let inserts = [
+            (
+                with("m1", "tony", "TASK", r#"{"title": "Fix the BUILD"}"#, false),
+                QUEUE,
+            ),
+            (
+                with("m2", "mel", "NOTE", r#"{"text": "minutes"}"#, true),
+                None,
+            ),
+            (
+                with("m3", "tony", "TASK", r#"{"title": "deploy"}"#, false),
+                QUEUE,
+            ),
+            (
+                with("m4", "tony", "REVIEW", r#""look at this""#, false),
+                held("why", far),
+            ),
+        ];
+        for (m, turn) in inserts {
+            store.insert_message(m, turn, None, None).await.expect(name);
+        }
+        // m1 fails, and its notice is a dead letter.
+        let first = store
+            .claim_turn(claim("tasks").1)
+            .await
+            .expect(name)
+            .expect("m1");
+        let failed = TurnEnd {
+            state: TurnState::Failed,
+            exit_code: Some(3),
+            ..done()
+        };
+        assert!(store.end_turn(&first.lease, failed, 1).await.expect(name));
+        store
+            .insert_outbound(outbound("r1", "m1"), vec!["tony".into()], None)
+            .await
+            .expect(name);
+        assert_eq!(
+            store
+                .claim_deliveries(now_ms(), 10)
+                .await
+                .expect(name)
+                .len(),
+            1
+        );
+        let dead = AttemptOutcome::Dead {
+            status: Some(410),
+            error: "gone".into(),
+        };
+        store.record_attempt("r1", "tony", dead).await.expect(name);
+
+        let list = async |f: MessageFilter| -> Vec<String> {
+            let f = MessageFilter {
+                limit: if f.limit == 0 { 50 } else { f.limit },
+                ..f
+            };
+            store
+                .list_messages(f)
+                .await
+                .expect(name)
+                .into_iter()
+                .map(|(m, _)| m.id)
+                .collect()
+        };
+        let state = |s: &str| MessageFilter {
+            state: Some(s.parse::<StateFilter>().expect("a state")),
+            ..MessageFilter::default()
+        };
+        let of = |ids: &[&str]| ids.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for (what, filter, want) in [
+            (
+                "type",
+                MessageFilter {
+                    msg_type: Some("TASK".into()),
+                    ..Default::default()
+                },
+                of(&["m3", "m1"]),
+            ),
+            ("failed", state("failed"), of(&["m1"])),
+            ("queued", state("queued"), of(&["m3"])),
+            ("held", state("awaiting_approval"), of(&["m4"])),
+            ("mailbox", state("mailbox"), of(&["m2"])),
+            ("dead", state("dead"), of(&["m1"])),
+            (
+                "title text, any case",
+                MessageFilter {
+                    text: Some("build".into()),
+                    ..Default::default()
+                },
+                of(&["m1"]),
+            ),
+            (
+                "type text",
+                MessageFilter {
+                    text: Some("Revi".into()),
+                    ..Default::default()
+                },
+                of(&["m4"]),
+            ),
+            (
+                "peer",
+                MessageFilter {
+                    sender: Some("mel".into()),
+                    ..Default::default()
+                },
+                of(&["m2"]),
+            ),
+            (
+                "first page",
+                MessageFilter {
+                    limit: 2,
+                    ..Default::default()
+                },
+                of(&["m4", "m3"]),
+            ),
+            (
+                "next page",
+                MessageFilter {
+                    limit: 2,
+                    before: Some("m3".into()),
+                    ..Default::default()
+                },
+                of(&["m2", "m1"]),
+            ),
+            (
+                "past the end",
+                MessageFilter {
+                    before: Some("m1".into()),
+                    ..Default::default()
+                },
+                of(&[]),
+            ),
+            (
+                "a cursor that names nothing",
+                MessageFilter {
+                    before: Some("no-such-id".into()),
+                    ..Default::default()
+                },
+                of(&[]),
+            ),
+        ] {
+            assert_eq!(list(filter).await, want, "{name}: {what}");
+        }
+        assert!(
+            "shouting"
+                .parse::<StateFilter>()
+                .unwrap_err()
+                .contains("mailbox, dead"),
+            "{name}"
+        );
+    }
+}

@@ -518,15 +518,29 @@ impl PgStore {
     ) -> Result<Vec<(Message, Option<TurnState>)>, StoreError> {
         let mut clauses = Vec::new();
         let mut values: Vec<&(dyn ToSql + Sync)> = Vec::new();
-        for (column, value) in [
-            ("m.route", &f.route),
-            ("m.thread_id", &f.thread),
-            ("m.sender", &f.sender),
+        let text = f.text.as_ref().map(|t| t.to_lowercase());
+        for (clause, value) in [
+            ("m.route = $N", &f.route),
+            ("m.thread_id = $N", &f.thread),
+            ("m.sender = $N", &f.sender),
+            ("m.type = $N", &f.msg_type),
+            (
+                "(strpos(lower(m.type), $N) > 0 OR strpos(lower(m.title), $N) > 0)",
+                &text,
+            ),
+            // A cursor that names no message ends the listing (the page before was the last).
+            (
+                "m.seq < coalesce((SELECT seq FROM messages WHERE id = $N), 0)",
+                &f.before,
+            ),
         ] {
             if let Some(v) = value {
                 values.push(v);
-                clauses.push(format!("{column} = ${}", values.len()));
+                clauses.push(clause.replace("$N", &format!("${}", values.len())));
             }
+        }
+        if let Some(state) = f.state {
+            clauses.push(state.condition());
         }
         let limit = f.limit as i64;
         values.push(&limit);

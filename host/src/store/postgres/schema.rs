@@ -298,6 +298,18 @@ const MIGRATIONS: &[&str] = &[
         takes       TEXT
     );
 "#,
+    // Version 12: the operator's views (as SQLite's version 13): a message's title, lists by
+    // type and by an unusual turn state, a peer's last attempt, who cancelled a turn.
+    r#"
+    ALTER TABLE messages ADD COLUMN title TEXT;
+    CREATE INDEX messages_type ON messages(type, seq);
+    CREATE INDEX turns_notable ON turns(state)
+        WHERE state IN ('failed', 'timed_out', 'interrupted', 'canceled', 'rejected', 'awaiting_approval');
+    CREATE INDEX attempts_peer ON attempts(peer, at);
+    ALTER TABLE turns ADD COLUMN canceled_by TEXT;
+    ALTER TABLE turns ADD COLUMN canceled_via TEXT;
+    ALTER TABLE turns ADD COLUMN canceled_at BIGINT;
+"#,
 ];
 
 /// The newest schema version this binary knows.

@@ -7,6 +7,7 @@ impl PgStore {
     pub(in crate::store) async fn insert_message(
         &self,
         mut m: Message,
+        title: Option<String>,
         alias: Option<String>,
         turn: Option<NewTurn>,
         dedup: Option<Dedup>,
@@ -17,7 +18,7 @@ impl PgStore {
             && task.is_none()
             && turn.as_ref().is_none_or(|t| t.hold.is_none())
         {
-            return self.insert_plain(m, turn).await;
+            return self.insert_plain(m, title, turn).await;
         }
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -69,8 +70,8 @@ impl PgStore {
         }
         tx.execute(
             "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
-                                   sender_ref, received_at, mailbox)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                   sender_ref, received_at, mailbox, title)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
             &[
                 &m.id,
                 &m.sender,
@@ -83,6 +84,7 @@ impl PgStore {
                 &m.sender_ref,
                 &m.received_at,
                 &m.mailbox,
+                &title,
             ],
         )
         .await?;
@@ -132,11 +134,12 @@ impl PgStore {
     pub(super) async fn insert_plain(
         &self,
         m: Message,
+        title: Option<String>,
         turn: Option<NewTurn>,
     ) -> Result<Inserted, StoreError> {
         let c = self.client().await?;
         let hops = m.hops as i64;
-        let values: [&(dyn ToSql + Sync); 11] = [
+        let values: [&(dyn ToSql + Sync); 12] = [
             &m.id,
             &m.sender,
             &m.route,
@@ -148,12 +151,13 @@ impl PgStore {
             &m.sender_ref,
             &m.received_at,
             &m.mailbox,
+            &title,
         ];
         let Some(t) = turn else {
             c.execute(
                 "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to,
-                                       hops, sender_ref, received_at, mailbox)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                                       hops, sender_ref, received_at, mailbox, title)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                 &values,
             )
             .await?;
@@ -166,11 +170,12 @@ impl PgStore {
             .execute(
                 "WITH m AS (
                      INSERT INTO messages (id, sender, route, type, payload, thread_id,
-                                           in_reply_to, hops, sender_ref, received_at, mailbox)
+                                           in_reply_to, hops, sender_ref, received_at, mailbox,
+                                           title)
                      SELECT $1::TEXT, $2::TEXT, $3::TEXT, $4::TEXT, $5::TEXT, $6::TEXT, $7::TEXT,
-                            $8::BIGINT, $9::TEXT, $10::BIGINT, $11::BOOLEAN
+                            $8::BIGINT, $9::TEXT, $10::BIGINT, $11::BOOLEAN, $12::TEXT
                      WHERE (SELECT count(*) FROM turns WHERE route = $3::TEXT AND state = 'queued')
-                           < $12::BIGINT
+                           < $13::BIGINT
                      RETURNING id, route, received_at)
                  INSERT INTO turns (message_id, route, state, queued_at)
                  SELECT id, route, 'queued', received_at FROM m",

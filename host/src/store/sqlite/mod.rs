@@ -132,6 +132,7 @@ impl SqliteStore {
     pub(super) async fn insert_message(
         &self,
         message: Message,
+        title: Option<String>,
         alias: Option<String>,
         turn: Option<NewTurn>,
         dedup: Option<Dedup>,
@@ -140,6 +141,7 @@ impl SqliteStore {
         self.writer
             .write(InsertMessage {
                 message,
+                title,
                 alias,
                 turn,
                 dedup,
@@ -672,7 +674,7 @@ mod tests {
                         let mut m = message(&format!("w{w}-{i}"));
                         m.payload = payload.clone();
                         store
-                            .insert_message(m, None, None, None, None)
+                            .insert_message(m, None, None, None, None, None)
                             .await
                             .expect("insert");
                     }

@@ -332,8 +332,9 @@ pub(super) fn list_messages(
 /// The statement of a list read, with its values. Only the filters given are in it:
 /// `(?1 IS NULL OR route = ?1)` keeps SQLite from using any index (the plan is made before the
 /// value is known), so every filtered read scanned the whole table newest first. With the filter
-/// spelled out, a route or thread read walks its own index. At most eight statements, each
-/// prepared once.
+/// spelled out, a route, thread or type read walks its own index, and a state other than
+/// queued, running or done the partial index of such turns. The statements are bounded by the
+/// filters' combinations (and the states), each prepared once.
 fn list_statement(f: &MessageFilter) -> (String, Vec<Value>) {
     let mut clauses = Vec::new();
     let mut values = Vec::new();
@@ -347,11 +348,24 @@ fn list_statement(f: &MessageFilter) -> (String, Vec<Value>) {
             opt_key(f.thread.as_deref()).map(|k| k.value()),
         ),
         ("m.sender = ?N", text(&f.sender)),
+        ("m.type = ?N", text(&f.msg_type)),
+        (
+            "(instr(lower(m.type), ?N) > 0 OR instr(lower(m.title), ?N) > 0)",
+            f.text.as_ref().map(|t| Value::Text(t.to_lowercase())),
+        ),
+        // A cursor that names no message ends the listing (the page before was the last).
+        (
+            "m.seq < coalesce((SELECT seq FROM messages WHERE id = ?N), 0)",
+            opt_key(f.before.as_deref()).map(|k| k.value()),
+        ),
     ] {
         if let Some(v) = value {
             values.push(v);
             clauses.push(clause.replace("?N", &format!("?{}", values.len())));
         }
+    }
+    if let Some(state) = f.state {
+        clauses.push(state.condition());
     }
     values.push(Value::Integer(f.limit.into()));
     let filter = if clauses.is_empty() {
@@ -775,6 +789,7 @@ mod tests {
             thread: thread.map(str::to_owned),
             sender: sender.map(str::to_owned),
             limit: 50,
+            ..MessageFilter::default()
         }
     }
 

@@ -316,6 +316,21 @@ const MIGRATIONS: &[&str] = &[
         takes       TEXT
     ) WITHOUT ROWID;
     "#,
+    // Version 13: the operator's views. A message keeps its title (what it is about, for the
+    // text filter; older ones have none and match by type only); lists filter by type through
+    // its index and by an unusual turn state through a partial index (a done turn is not in
+    // it, so an ack writes nothing more for it); a peer's last delivery is found by its
+    // attempts; a cancelled turn records who cancelled it, how and when.
+    r#"
+    ALTER TABLE messages ADD COLUMN title TEXT;
+    CREATE INDEX messages_type ON messages(type, seq);
+    CREATE INDEX turns_notable ON turns(state)
+        WHERE state IN ('failed', 'timed_out', 'interrupted', 'canceled', 'rejected', 'awaiting_approval');
+    CREATE INDEX attempts_peer ON attempts(peer, at);
+    ALTER TABLE turns ADD COLUMN canceled_by TEXT;
+    ALTER TABLE turns ADD COLUMN canceled_via TEXT;
+    ALTER TABLE turns ADD COLUMN canceled_at INTEGER;
+    "#,
 ];
 
 /// The newest schema version this binary knows.
@@ -514,8 +529,8 @@ mod tests {
             &MessageFilter {
                 route: None,
                 thread: Some("root".into()),
-                sender: None,
                 limit: 50,
+                ..MessageFilter::default()
             },
         )
         .unwrap();

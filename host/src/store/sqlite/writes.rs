@@ -17,6 +17,8 @@ use crate::store::{
 
 pub(super) struct InsertMessage {
     pub(super) message: Message,
+    /// What it is about ([`crate::model::title`]), for the text filter.
+    pub(super) title: Option<String>,
     /// What the sender calls the thread, if it named one: resolved here, in the transaction, so
     /// two first messages naming one new alias make one thread.
     pub(super) alias: Option<String>,
@@ -68,8 +70,8 @@ impl Write for InsertMessage {
         }
         c.prepare_cached(
             "INSERT INTO messages (id, sender, route, type, payload, thread_id, in_reply_to, hops,
-                                   sender_ref, received_at, mailbox)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                                   sender_ref, received_at, mailbox, title)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?
         .execute(params![
             stored_id,
@@ -83,7 +85,8 @@ impl Write for InsertMessage {
             m.hops,
             m.sender_ref,
             m.received_at,
-            m.mailbox
+            m.mailbox,
+            self.title
         ])?;
         match self.turn.as_ref().map(|t| &t.hold) {
             None => {}
