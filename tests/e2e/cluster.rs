@@ -999,7 +999,7 @@ async fn a_host_with_another_config_is_flagged_and_a_newer_schema_is_refused() {
     assert_eq!(differs("host-b"), Some(Value::Bool(true)), "{hosts:#?}");
     // The command line shows the same view.
     let out = tokio::process::Command::new(bin())
-        .args(["status", "--config"])
+        .args(["status", "--json", "--config"])
         .arg(work.path().join("host-a").join("routes.toml"))
         .env("INBOX_DATABASE_URL", &url)
         .output()

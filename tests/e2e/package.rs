@@ -176,7 +176,7 @@ async fn the_deb_installs_a_verified_hardened_service_that_serves_and_purges_cle
     )
     .await;
     let (ok, status) =
-        output(Command::new("/usr/bin/agent-inbox").args(["status", "--config", CONFIG]));
+        output(Command::new("/usr/bin/agent-inbox").args(["status", "--json", "--config", CONFIG]));
     assert!(ok && status.contains("config_hash"), "{status}");
     assert!(
         Path::new("/var/lib/agent-inbox/inbox.sqlite3").is_file(),

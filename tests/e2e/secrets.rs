@@ -232,7 +232,7 @@ async fn secrets_from_files_rotate_with_a_reload_and_are_checked_for_who_may_wri
     let config = dir.path().join("routes.toml");
     let note = json!({"type": "NOTE"});
     assert_eq!(post_message(&host, OLD, note.clone()).await.status, 202);
-    let (code, status, err) = cli_with_config(&config, &["status"]).await;
+    let (code, status, err) = cli_with_config(&config, &["status", "--json"]).await;
     assert_eq!(code, 0, "{err}");
     let hash =
         |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap()["config_hash"].clone();
@@ -247,7 +247,7 @@ async fn secrets_from_files_rotate_with_a_reload_and_are_checked_for_who_may_wri
     );
     assert_eq!(post_message(&host, NEW, note.clone()).await.status, 202);
     assert_eq!(post_message(&host, OLD, note.clone()).await.status, 401);
-    let (_, after, _) = cli_with_config(&config, &["status"]).await;
+    let (_, after, _) = cli_with_config(&config, &["status", "--json"]).await;
     assert_eq!(
         hash(&status),
         hash(&after),
