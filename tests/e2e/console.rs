@@ -264,3 +264,103 @@ async fn approve_from_the_console_in_a_real_browser() {
     assert_eq!(v["reply"]["approval"]["decision_reason"], "not this week");
     host.stop().await;
 }
+
+/// The operator's views in a real browser: conversations filtered and paged, a running turn
+/// cancelled, a missing thread, dead letters retried as a selection, the config without secrets.
+/// Its screenshots are kept in `tests/screenshots/`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operators_views_work_in_a_real_browser() {
+    let tony = PeerServer::start().await;
+    // The first two replies are refused for good (two dead letters), the rest taken.
+    tony.script([400, 400]);
+    let toml = Toml::tasks(&tony.url(), &agent_command(&["--reply", "STATUS"]))
+        .peer("mel", "http://127.0.0.1:9/message", "mel-secret-0123456789")
+        .agent_route("slow", &["tony"], &["SLOW"], &["STATUS"], &["tony"])
+        .route(
+            "slow",
+            "agent",
+            &format!("{{ command = {} }}", agent_command(&["--sleep", "120"])),
+        )
+        .agent_route("fail", &["tony"], &["FAIL"], &["STATUS"], &["tony"])
+        .route(
+            "fail",
+            "agent",
+            &format!(
+                "{{ command = {}, on_failure = \"ignore\" }}",
+                agent_command(&["--exit", "3"])
+            ),
+        )
+        .mailbox("notes", &["mel"], &["NOTE"])
+        .build();
+    tokio::task::spawn_blocking(tools_python).await.unwrap();
+    let host = start_host(&toml).await;
+    for i in 0..2 {
+        let t = post_message(
+            &host,
+            TONY,
+            json!({"type": "TASK", "payload": {"title": format!("Plan step {i}")}}),
+        )
+        .await;
+        assert_eq!(t.status, 202);
+        delivery_in(&host, &t.id(), "dead").await;
+    }
+    let failed = post_message(
+        &host,
+        TONY,
+        json!({"type": "FAIL", "payload": {"title": "The broken build"}}),
+    )
+    .await;
+    wait_turn_state(&host, &failed.id(), "failed").await;
+    // Enough notes, each its own thread, for a second page.
+    for i in 0..55 {
+        let n = post_message(
+            &host,
+            "mel-secret-0123456789",
+            json!({"type": "NOTE", "payload": {"text": format!("Minutes of meeting {i}")}}),
+        )
+        .await;
+        assert_eq!(n.status, 202);
+    }
+    let running = post_message(
+        &host,
+        TONY,
+        json!({"type": "SLOW", "payload": {"title": "A long analysis"}}),
+    )
+    .await;
+    wait_running(&host, &running.id()).await;
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("screenshots");
+    let base = host.url("");
+    let running_id = running.id();
+    let (ok, out) = tokio::task::spawn_blocking(move || {
+        run_tool(
+            "console_views_check.py",
+            &[
+                base.trim_end_matches('/'),
+                ADMIN,
+                &running_id,
+                path_str(&shots),
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(ok, "the browser check failed:\n{out}");
+    for step in [
+        "paged to older conversations by cursor",
+        "the URL keeps the filter",
+        "conversations show titles",
+        "cancelled the running turn from its thread, by name",
+        "a missing thread says so",
+        "as a selection; the nav counted them",
+        "no secret",
+    ] {
+        assert!(out.contains(step), "missing {step:?} in:\n{out}");
+    }
+    let turn = view(&host, &running.id()).await["turn"].clone();
+    assert_eq!(turn["canceled"]["via"], "console", "{turn:#}");
+    assert_eq!(turn["canceled"]["by"], "Ops Person", "{turn:#}");
+    // The two retried dead letters went out.
+    tony.wait_for(2, Duration::from_secs(20)).await;
+    host.stop().await;
+}

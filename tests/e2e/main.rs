@@ -6,6 +6,7 @@ mod agent_config;
 mod agents;
 mod approvals;
 mod auth_limits;
+mod cancel;
 mod cli;
 mod cli_snapshots;
 mod cluster;

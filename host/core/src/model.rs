@@ -510,6 +510,20 @@ pub struct Turn {
     pub started_at: Option<i64>,
     /// When it ended.
     pub ended_at: Option<i64>,
+    /// Who cancelled it, how and when, if a person did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canceled: Option<Cancel>,
+}
+
+/// A person's cancel of a queued, held or running turn, recorded like every decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// Who: the person's name.
+    pub by: String,
+    /// Where: `console`, `api` (and the CLI), or `a2a` (the client cancelled its task).
+    pub via: String,
+    /// When (ms since the epoch).
+    pub at: i64,
 }
 
 /// How a turn ended, to record.

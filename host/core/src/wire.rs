@@ -999,6 +999,34 @@ impl DecideBody {
     }
 }
 
+/// The body of `POST /admin/messages/{id}/cancel`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    /// Who cancels: the person's name, recorded with the cancel.
+    pub by: String,
+}
+
+impl CancelBody {
+    /// Parses a cancel body; `by` must name someone, in one line of at most 200 characters.
+    pub fn parse(bytes: &[u8]) -> Result<Self, BodyError> {
+        let v: Value =
+            serde_json::from_slice(bytes).map_err(|e| BodyError::BadJson(e.to_string()))?;
+        if !v.is_object() {
+            return Err(BodyError::NotObject);
+        }
+        let mut b: CancelBody =
+            serde_json::from_value(v).map_err(|e| BodyError::BadField(e.to_string()))?;
+        b.by = b.by.trim().to_owned();
+        if b.by.is_empty() || b.by.chars().count() > 200 || b.by.chars().any(char::is_control) {
+            return Err(BodyError::BadField(
+                "`by` names who cancels: one line of at most 200 characters".into(),
+            ));
+        }
+        Ok(b)
+    }
+}
+
 /// A held item as the API shows it: what waits, why, and the decision once made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ApprovalView {

@@ -68,7 +68,7 @@ pub(super) async fn approve(args: Approve) -> anyhow::Result<ExitCode> {
         .map(|p| read_payload(&p).and_then(|t| Ok(serde_json::from_str(&t)?)))
         .transpose()?;
     let body = DecideBody {
-        by: by(args.by)?,
+        by: super::person::by(args.by)?,
         reason: None,
         payload,
     };
@@ -77,7 +77,7 @@ pub(super) async fn approve(args: Approve) -> anyhow::Result<ExitCode> {
 
 pub(super) async fn reject(args: Reject) -> anyhow::Result<ExitCode> {
     let body = DecideBody {
-        by: by(args.by)?,
+        by: super::person::by(args.by)?,
         reason: Some(args.reason),
         payload: None,
     };
@@ -113,23 +113,4 @@ async fn decide(
         }
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// Who decides: `--by`, else the user's login name: `$USER` or `$LOGNAME`, else the OS's
-/// account of this process's user (so it works where neither is set, as under a service
-/// manager or in a container).
-fn by(given: Option<String>) -> anyhow::Result<String> {
-    let set = |b: &String| !b.trim().is_empty();
-    given
-        .filter(set)
-        .or_else(|| std::env::var("USER").ok().filter(set))
-        .or_else(|| std::env::var("LOGNAME").ok().filter(set))
-        .or_else(|| {
-            nix::unistd::User::from_uid(nix::unistd::getuid())
-                .ok()
-                .flatten()
-                .map(|u| u.name)
-        })
-        .filter(set)
-        .ok_or_else(|| anyhow::anyhow!("cannot tell who you are: say it with --by NAME"))
 }

@@ -23,6 +23,7 @@ macro_rules! outln {
 }
 
 mod approvals;
+mod cancel;
 mod check;
 mod client;
 mod init;
@@ -31,6 +32,7 @@ mod messages;
 mod outbox;
 mod payload;
 mod peer;
+mod person;
 mod print;
 mod reload;
 mod send;
@@ -105,6 +107,9 @@ enum Command {
     /// Approve a held item: the message's turn runs, or the reply is sent (edited, with
     /// --payload).
     Approve(approvals::Approve),
+    /// Cancel a message's turn that is queued, waits for approval, or runs (its agent is ended);
+    /// the route's reply_to get TURN_FAILED.
+    Cancel(cancel::Args),
     /// Reject a held item: the message's turn never runs (the route's reply_to get TURN_FAILED
     /// with the reason), or the reply is never sent.
     Reject(approvals::Reject),
@@ -130,6 +135,7 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
         Command::Pending(a) => approvals::pending(a).await,
         Command::Approve(a) => approvals::approve(a).await,
         Command::Reject(a) => approvals::reject(a).await,
+        Command::Cancel(a) => cancel::run(a).await,
         Command::Messages(a) => messages::run(a).await,
         Command::Mcp(a) => mcp::run(a).await,
     }

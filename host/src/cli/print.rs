@@ -420,7 +420,10 @@ pub(super) fn status_text(s: &Status) -> String {
                     p.auth.clone(),
                     p.last_delivery.as_ref().map_or_else(
                         || "-".into(),
-                        |d| format!("{} {}", d.outcome, time(Some(d.at))),
+                        |d| {
+                            let status = d.status.map_or_else(String::new, |s| format!(" {s}"));
+                            format!("{}{status} {}", d.outcome, time(Some(d.at)))
+                        },
                     ),
                 ]
             })

@@ -74,6 +74,7 @@ pub(super) async fn call(
             require_admin(inbox, snap, req)?;
             Ok(json(StatusCode::OK, &inbox.approval(&param()).await?))
         }
+        Endpoint::CancelTurn => cancel_turn(inbox, snap, req, &param()).await,
         Endpoint::Approve => decide(inbox, snap, req, &param(), Verdict::Approved).await,
         Endpoint::Reject => decide(inbox, snap, req, &param(), Verdict::Rejected).await,
         Endpoint::Status => status(door, snap, req).await,
@@ -451,6 +452,29 @@ async fn decide(
             DecideError::Store(e) => e.into(),
         })?;
     Ok(json(StatusCode::OK, &ApprovalView::new(&decided)))
+}
+
+/// `POST /admin/messages/{id}/cancel`: a person cancels a message's turn.
+async fn cancel_turn(
+    inbox: &Arc<Inbox>,
+    snap: &Arc<Snapshot>,
+    req: &mut Req,
+    id: &str,
+) -> Result<Response<Body>, ApiError> {
+    require_admin(inbox, snap, req)?;
+    let via = if bearer(req).is_some_and(|t| snap.config.is_admin(t)) {
+        "api"
+    } else {
+        "console"
+    };
+    let bytes = body(req, snap.config.server.max_body_bytes).await?;
+    let b = crate::wire::CancelBody::parse(&bytes)?;
+    match inbox.cancel_turn(id, &b.by, via).await? {
+        Some(turn) => Ok(json(StatusCode::OK, &turn)),
+        None => Err(ApiError::Conflict(format!(
+            "{id} has no turn to cancel: it ended already, or the message went to a mailbox"
+        ))),
+    }
 }
 
 async fn admin_reload(

@@ -82,6 +82,7 @@ enum Endpoint {
     MessageById,
     AdminSend,
     AdminOutbox,
+    CancelTurn,
     OutboxRetry,
     AdminReload,
     Approvals,
@@ -185,6 +186,11 @@ const PATHS: &[(&[Seg], Method, Endpoint)] = &[
         &[Lit("admin"), Lit("reload")],
         Method::POST,
         Endpoint::AdminReload,
+    ),
+    (
+        &[Lit("admin"), Lit("messages"), Param, Lit("cancel")],
+        Method::POST,
+        Endpoint::CancelTurn,
     ),
     (
         &[Lit("admin"), Lit("approvals")],

@@ -23,6 +23,7 @@ use crate::store::{
 use crate::turns::Turns;
 mod a2a;
 mod agent;
+mod cancel;
 mod follow;
 mod pairing;
 mod reads;

@@ -12,6 +12,8 @@ fn for_peer(t: crate::model::Turn) -> crate::model::Turn {
     crate::model::Turn {
         stdout_tail: None,
         stderr_tail: None,
+        // Who cancelled it is the operator's; the sender sees that it was.
+        canceled: None,
         error: t
             .error
             .map(|e| crate::model::TurnError::new(e.code, String::new())),

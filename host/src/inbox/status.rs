@@ -7,7 +7,8 @@ use super::{Inbox, InboxError, LIVE_HOST};
 use crate::config::PeerAuth;
 use crate::snapshot::Snapshot;
 use crate::wire::{
-    AgentStatus, ClusterStatus, HostStatus, MaySendStatus, PeerStatus, Reloads, RouteStatus, Status,
+    AgentStatus, ClusterStatus, HostStatus, LastDelivery, MaySendStatus, PeerStatus, Reloads,
+    RouteStatus, Status,
 };
 
 /// Queued and running turns per route, read now.
@@ -88,7 +89,12 @@ impl Inbox {
             turns_queued: self.store.queue_depth(),
             draining: self.shutdown.is_draining(),
             routes,
-            peers: peers(snap),
+            peers: {
+                let names = snap.config.peers.keys().cloned().collect();
+                let last: HashMap<String, crate::model::Attempt> =
+                    self.store.last_attempts(names).await?.into_iter().collect();
+                peers(snap, &last)
+            },
             agents: agents(snap),
             cluster,
         })
@@ -121,7 +127,7 @@ impl Inbox {
 }
 
 /// The peers, as an operator needs them when a delivery fails: where, and how (no secret).
-fn peers(snap: &Snapshot) -> Vec<PeerStatus> {
+fn peers(snap: &Snapshot, last: &HashMap<String, crate::model::Attempt>) -> Vec<PeerStatus> {
     snap.config
         .peers
         .values()
@@ -137,7 +143,17 @@ fn peers(snap: &Snapshot) -> Vec<PeerStatus> {
             }
             .into(),
             a2a_client: !p.a2a_tokens.is_empty(),
-            last_delivery: None,
+            last_delivery: last.get(&p.name).map(|a| LastDelivery {
+                at: a.at,
+                outcome: if a.error.is_none() {
+                    "delivered"
+                } else {
+                    "failed"
+                }
+                .into(),
+                status: a.status,
+                error: a.error.clone(),
+            }),
         })
         .collect()
 }

@@ -875,6 +875,19 @@ impl Store {
         backend!(self.next_due(after))
     }
 
+    /// A person cancels a message's turn: queued, held or running. Returns its route and the
+    /// state it was in, or `None` when the message has no turn or it has ended already.
+    pub async fn cancel_turn(
+        &self,
+        message_id: &str,
+        cancel: crate::model::Cancel,
+    ) -> Result<Option<(String, TurnState)>, StoreError> {
+        match self {
+            Store::Sqlite(s) => s.cancel_turn(message_id, cancel).await,
+            Store::Postgres(p) => p.cancel_message_turn(message_id, cancel).await,
+        }
+    }
+
     /// Makes an outbound message's dead deliveries due again with a fresh schedule, and those
     /// waiting for their next try due now; returns how many.
     pub async fn retry_now(&self, outbound_id: &str) -> Result<usize, StoreError> {
@@ -1025,5 +1038,14 @@ impl Store {
         peer: &str,
     ) -> Result<Vec<Attempt>, StoreError> {
         backend!(self.attempts(outbound_id, peer))
+    }
+
+    /// The last delivery attempt to each of `peers` that has one (through the attempts' index
+    /// by peer and time: one row each).
+    pub async fn last_attempts(
+        &self,
+        peers: Vec<String>,
+    ) -> Result<Vec<(String, Attempt)>, StoreError> {
+        backend!(self.last_attempts(peers))
     }
 }

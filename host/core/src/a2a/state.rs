@@ -286,6 +286,7 @@ mod tests {
                             queued_at: 1_000,
                             started_at: Some(2_000),
                             ended_at: state.is_final().then_some(3_000),
+                            canceled: None,
                         },
                     )
                 })

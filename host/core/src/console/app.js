@@ -12,7 +12,7 @@ function el(tag, attrs, ...children) {
   for (const [k, v] of Object.entries(attrs || {})) {
     if (k === "class") e.className = v;
     else if (k.startsWith("on")) e.addEventListener(k.slice(2), v);
-    else e.setAttribute(k, v);
+    else if (v !== null && v !== undefined) e.setAttribute(k, v);
   }
   for (const c of children) {
     if (c === null || c === undefined) continue;
@@ -60,35 +60,122 @@ function elapsed(turn) {
   return Math.round((end - turn.started_at) / 1000) + " s";
 }
 
+// The conversations view's filters, kept in the URL (`#threads?peer=tony&state=failed`), so a
+// link to a filtered list can be shared.
+const FILTERS = ["peer", "route", "type", "state", "q"];
+const STATES = ["queued", "running", "awaiting_approval", "done", "failed", "timed_out",
+  "interrupted", "canceled", "rejected", "mailbox", "dead"];
+// The badges a conversation's row shows, from its messages' states.
+const BADGES = { running: "running", queued: "running", awaiting_approval: "awaiting_approval",
+  failed: "failed", timed_out: "failed", interrupted: "failed" };
+
+function hashParams() {
+  const h = location.hash.slice(1);
+  const q = h.indexOf("?");
+  return new URLSearchParams(q < 0 ? "" : h.slice(q + 1));
+}
+
+function threadsLink(params) {
+  const q = params.toString();
+  return "#threads" + (q ? "?" + q : "");
+}
+
+function filterBar(params, status) {
+  const select = (name, label, values) => el("select", { name, "data-filter": name },
+    el("option", { value: "" }, label),
+    ...values.map((v) => {
+      const o = el("option", { value: v }, v);
+      if (params.get(name) === v) o.selected = true;
+      return o;
+    }));
+  const routes = (status.routes || []).map((r) => r.name);
+  const types = [...new Set((status.routes || []).flatMap((r) => r.types))].filter((t) => t !== "*").sort();
+  const peers = (status.peers || []).map((p) => p.name);
+  const text = el("input", { type: "search", name: "q", "data-filter": "q", placeholder: "type or title",
+    value: params.get("q") || "" });
+  const form = el("form", { id: "filters", class: "filters",
+    onsubmit: (ev) => {
+      ev.preventDefault();
+      const next = new URLSearchParams();
+      for (const f of form.querySelectorAll("[data-filter]")) if (f.value) next.set(f.name, f.value);
+      location.hash = threadsLink(next);
+    } },
+    select("peer", "any peer", peers), select("route", "any route", routes),
+    select("type", "any type", types), select("state", "any state", STATES), text,
+    el("button", { type: "submit" }, "Filter"),
+    [...params.keys()].some((k) => FILTERS.includes(k))
+      ? el("a", { href: "#threads", class: "clear" }, "clear") : null);
+  return form;
+}
+
+// A thread id, short, with the whole id on hover and a button that copies it.
+function threadId(id) {
+  const copy = el("button", { type: "button", class: "copy", title: "copy the thread id",
+    onclick: (ev) => {
+      ev.stopPropagation();
+      navigator.clipboard && navigator.clipboard.writeText(id);
+      copy.textContent = "copied";
+    } }, "copy");
+  return el("span", { class: "thread-id" }, el("code", { title: id }, id.slice(0, 8) + "…"), " ", copy);
+}
+
 async function threads() {
-  // A thread's items: the messages that came in, and what the operator or a local agent sent
-  // into it (`replies`: what answers no message; replies to messages are in their details).
-  const { messages, replies } = await api("/messages?limit=500");
+  const params = hashParams();
+  const query = new URLSearchParams({ limit: "50" });
+  for (const k of [...FILTERS, "before"]) if (params.get(k)) query.set(k, params.get(k));
+  const [list, status, deadOnes] = await Promise.all([
+    api("/messages?" + query), api("/status"), api("/admin/outbox?dead=1&limit=200"),
+  ]);
+  const dead = new Set(deadOnes.outbox.map((i) => i.reply.thread_id));
+  // The page's messages by thread, newest first; what the operator or a local agent sent into
+  // a thread (`replies`, on an unfiltered first page) joins it.
   const byThread = new Map();
   const add = (thread, item) => {
-    const t = byThread.get(thread) || { id: thread, count: 0, last: item };
-    t.count += 1;
-    if (item.at > t.last.at) t.last = item;
+    const t = byThread.get(thread) || { id: thread, items: [] };
+    t.items.push(item);
     byThread.set(thread, t);
   };
-  for (const m of messages) {
-    add(m.thread_id, { at: m.received_at, from: m.sender, route: m.route, type: m.type, state: m.turn_state });
+  for (const m of list.messages) {
+    add(m.thread_id, { at: m.received_at, peer: m.sender, type: m.type, title: m.title,
+      state: m.mailbox ? "mailbox" : m.turn_state });
   }
-  for (const r of replies || []) {
-    add(r.thread_id, { at: r.created_at, from: r.agent ? "agent " + r.agent : "operator", route: "—",
-      type: r.type, state: null });
+  for (const r of list.replies || []) {
+    add(r.thread_id, { at: r.created_at, peer: r.agent ? "agent " + r.agent : "operator",
+      type: r.type, title: null, state: null });
   }
-  const rows = [...byThread.values()].sort((a, b) => b.last.at - a.last.at);
+  const rows = [...byThread.values()].map((t) => {
+    t.items.sort((a, b) => a.at - b.at);
+    t.last = t.items[t.items.length - 1];
+    t.title = (t.items.find((i) => i.title) || {}).title || t.items[0].type;
+    t.peers = [...new Set(t.items.map((i) => i.peer))];
+    t.badges = [...new Set(t.items.map((i) => BADGES[i.state]).filter(Boolean))];
+    if (dead.has(t.id)) t.badges.push("dead");
+    return t;
+  }).sort((a, b) => b.last.at - a.last.at);
+  const older = new URLSearchParams(params);
+  if (list.next_cursor) older.set("before", list.next_cursor);
+  const newest = new URLSearchParams(params);
+  newest.delete("before");
   view.replaceChildren(
     el("h2", {}, "Conversations"),
+    filterBar(params, status),
+    el("p", { class: "empty", hidden: rows.length === 0 ? null : "" }, "No conversation matches."),
     el("table", { id: "threads" },
-      el("tr", {}, el("th", {}, "Last message"), el("th", {}, "From"), el("th", {}, "Route"),
-        el("th", {}, "Type"), el("th", {}, "Messages"), el("th", {}, "Turn")),
+      el("tr", {}, el("th", {}, "Conversation"), el("th", {}, "Peers"), el("th", {}, "Last"),
+        el("th", {}, "State"), el("th", {}, "Thread")),
       ...rows.map((t) => el("tr", { class: "thread", "data-thread": t.id,
           onclick: () => { location.hash = "thread/" + encodeURIComponent(t.id); } },
-        el("td", {}, when(t.last.at)), el("td", {}, t.last.from),
-        el("td", {}, t.last.route), el("td", {}, t.last.type), el("td", {}, t.count),
-        el("td", {}, t.last.state ? stateTag(t.last.state) : "")))));
+        el("td", { class: "title" }, el("b", {}, t.title),
+          el("span", { class: "meta" }, " · " + t.items.length + (t.items.length === 1 ? " message" : " messages"))),
+        el("td", {}, t.peers.join(", ")),
+        el("td", {}, t.last.type, " ", el("span", { class: "meta" }, when(t.last.at))),
+        el("td", { class: "badges" }, ...t.badges.map(stateTag),
+          t.badges.length === 0 && t.last.state ? stateTag(t.last.state) : ""),
+        el("td", {}, threadId(t.id))))),
+    el("p", { class: "pager" },
+      params.get("before") ? el("a", { href: threadsLink(newest), id: "newest" }, "← newest") : null,
+      " ",
+      list.next_cursor ? el("a", { href: threadsLink(older), id: "older" }, "older →") : null));
 }
 
 async function retry(id, button) {
@@ -187,11 +274,40 @@ function messageItem(d, held, inQueue) {
     t ? el("div", { class: "turn" }, "turn ", stateTag(t.state), " ",
           el("span", { class: "meta elapsed" }, elapsed(t)),
           given(t.exit_code) ? " exit " + t.exit_code : "",
-          t.error ? el("span", { class: "error" }, " " + t.error) : "",
+          t.canceled ? el("span", { class: "canceled-by" }, " by ", el("b", {}, t.canceled.by),
+            " (" + t.canceled.via + ") at " + when(t.canceled.at)) : "",
+          t.error && !t.canceled ? el("span", { class: "error" }, " " + t.error) : "",
+          CANCELABLE.includes(t.state) ? cancelForm(m.id) : null,
           t.stdout_tail ? el("details", {}, el("summary", {}, "stdout"), el("pre", {}, t.stdout_tail)) : "",
           t.stderr_tail ? el("details", {}, el("summary", {}, "stderr"), el("pre", {}, t.stderr_tail)) : "",
           remoteTasks(tasksOf(d, m.id)))
       : null);
+}
+
+const CANCELABLE = ["queued", "running", "awaiting_approval"];
+
+// Cancel a turn: who cancels (remembered, as for approvals), then the button.
+function cancelForm(messageId) {
+  const who = el("input", { type: "text", class: "cancel-by", placeholder: "your name", maxlength: "200",
+    value: stored(APPROVER), onclick: (ev) => ev.stopPropagation(),
+    // Kept as typed: a live re-render builds this field again from what is stored.
+    oninput: () => store(APPROVER, who.value.trim()) });
+  const error = el("span", { class: "error cancel-error" });
+  const button = el("button", { type: "button", class: "cancel", "data-message": messageId,
+    onclick: async () => {
+      const by = who.value.trim();
+      if (!by) { error.textContent = " Who cancels? Type your name."; who.focus(); return; }
+      store(APPROVER, by);
+      button.disabled = true;
+      try {
+        await post("/admin/messages/" + encodeURIComponent(messageId) + "/cancel", { by });
+        render();
+      } catch (e) {
+        button.disabled = false;
+        error.textContent = " Not cancelled: " + e.message;
+      }
+    } }, "Cancel turn");
+  return el("span", { class: "cancel-form" }, " ", who, " ", button, error);
 }
 
 function replyItem(r, held, inQueue, tasks) {
@@ -207,7 +323,10 @@ function replyItem(r, held, inQueue, tasks) {
 
 async function thread(id) {
   const items = await threadItems(id);
-  view.replaceChildren(el("h2", {}, "Conversation ", el("code", {}, id)), ...items);
+  view.replaceChildren(el("h2", {}, "Conversation ", el("code", {}, id)),
+    ...(items.length > 0 ? items
+      : [el("p", { class: "error", id: "no-thread" }, "No conversation has this id here: it may be " +
+          "mistyped, or pruned after retention_days."), el("a", { href: "#threads" }, "All conversations")]));
 }
 
 // ---- Approvals ----
@@ -448,34 +567,124 @@ async function countWaiting() {
   } catch (e) { /* the count is a hint; the view says what failed */ }
 }
 
+// Dead letters as a table: when, to whom, what, the thread, who sent it from which route, how
+// many attempts, and the peer's last answer (in full on expand). Retry one, or the selected.
 async function dead() {
   const { outbox } = await api("/admin/outbox?dead=1&limit=200");
+  showDeadCount(outbox.length);
+  const checks = [];
+  const selected = () => checks.filter((c) => c.checked).map((c) => c.value);
+  const retrySelected = el("button", { type: "button", id: "retry-selected", disabled: "",
+    onclick: async () => {
+      retrySelected.disabled = true;
+      const ids = [...new Set(selected())];
+      const failed = [];
+      for (const id of ids) {
+        try {
+          await api("/admin/outbox/" + encodeURIComponent(id) + "/retry",
+            { method: "POST", headers: { "X-CSRF-Token": csrf } });
+        } catch (e) { failed.push(id + ": " + e.message); }
+      }
+      result.textContent = (ids.length - failed.length) + " of " + ids.length + " queued again" +
+        (failed.length ? "; " + failed.join("; ") : "");
+      render();
+    } }, "Retry selected");
+  const result = el("span", { class: "meta", id: "retry-result" });
+  const onCheck = () => {
+    retrySelected.disabled = selected().length === 0;
+    all.checked = checks.length > 0 && checks.every((c) => c.checked);
+  };
+  const all = el("input", { type: "checkbox", id: "select-all", title: "select all",
+    onchange: () => { checks.forEach((c) => { c.checked = all.checked; }); onCheck(); } });
+  const from = (r) => r.route ? "agent of " + r.route : r.agent ? "agent " + r.agent : "operator";
   view.replaceChildren(el("h2", {}, "Dead letters"),
-    outbox.length === 0 ? el("p", {}, "None.") : el("div", {},
-      ...outbox.map((i) => el("div", { class: "msg" },
-        el("div", {}, el("b", {}, i.reply.type), " to ", i.delivery.peer, " ",
-          el("span", { class: "meta" }, when(i.reply.created_at))),
-        el("pre", { class: "payload" }, pretty(i.reply.payload)),
-        deliveries(Object.assign({}, i.reply, { deliveries: [i.delivery] }))))));
+    outbox.length === 0 ? el("p", { class: "empty" }, "None: every delivery went through or is still being tried.")
+      : el("div", {},
+        el("p", { class: "bar" }, retrySelected, " ", result),
+        el("table", { id: "dead-letters" },
+          el("tr", {}, el("th", {}, all), el("th", {}, "When"), el("th", {}, "To"), el("th", {}, "Type"),
+            el("th", {}, "Thread"), el("th", {}, "From"), el("th", {}, "Route"), el("th", {}, "Attempts"),
+            el("th", {}, "Last answer"), el("th", {}, "")),
+          ...outbox.map((i) => {
+            const r = i.reply, d = i.delivery;
+            const check = el("input", { type: "checkbox", class: "pick", value: r.id, onchange: onCheck });
+            checks.push(check);
+            const answer = d.last_error || "";
+            return el("tr", { class: "dead-letter", "data-reply": r.id, "data-peer": d.peer },
+              el("td", {}, check),
+              el("td", {}, when(r.created_at)),
+              el("td", {}, d.peer),
+              el("td", {}, el("b", {}, r.type)),
+              el("td", {}, el("a", { href: "#thread/" + encodeURIComponent(r.thread_id) }, r.thread_id.slice(0, 8) + "…")),
+              el("td", {}, from(r)),
+              el("td", {}, r.route || "—"),
+              el("td", {}, d.attempts + (given(d.last_status) ? " (last " + d.last_status + ")" : "")),
+              el("td", { class: "answer" }, answer.length > 60
+                ? el("details", {}, el("summary", {}, answer.slice(0, 60) + "…"), el("pre", {}, answer))
+                : answer),
+              el("td", {}, el("button", { class: "retry", "data-reply": r.id,
+                onclick: (ev) => retry(r.id, ev.target) }, "Retry")));
+          }))));
+}
+
+// The nav link's count of dead letters.
+function showDeadCount(n) {
+  const count = document.getElementById("dead-count");
+  if (!count) return;
+  count.textContent = n >= 200 ? "200+" : n > 0 ? String(n) : "";
+  count.hidden = n === 0;
+}
+
+async function countDead() {
+  try {
+    const { outbox } = await api("/admin/outbox?dead=1&limit=200");
+    showDeadCount(outbox.length);
+  } catch (e) { /* the count is a hint; the view says what failed */ }
 }
 
 async function config() {
   const s = await api("/status");
+  const list = (v) => (v && v.length ? v.join(", ") : "—");
+  const lastDelivery = (d) => !d ? "—"
+    : el("span", {}, stateTag(d.outcome === "delivered" ? "delivered" : "failed"), " ",
+        el("span", { class: "meta" }, when(d.at)), given(d.status) ? " " + d.status : "",
+        d.error ? el("span", { class: "error" }, " " + d.error) : "");
+  const reload = s.last_reload_error
+    ? el("td", { class: "error", id: "reload-state" }, "the last reload failed, the config below stays in force: " + s.last_reload_error)
+    : el("td", { id: "reload-state" }, "ok");
   view.replaceChildren(el("h2", {}, "Config in force"),
-    el("table", {},
-      el("tr", {}, el("th", {}, "Hash"), el("td", {}, s.config_hash)),
+    el("table", { id: "config-summary" },
+      el("tr", {}, el("th", {}, "Hash"), el("td", {}, el("code", {}, s.config_hash))),
       el("tr", {}, el("th", {}, "Loaded"), el("td", {}, when(s.loaded_at))),
-      el("tr", {}, el("th", {}, "Last reload error"), el("td", { class: "error" }, s.last_reload_error || "none")),
+      el("tr", {}, el("th", {}, "Reload"), reload),
       el("tr", {}, el("th", {}, "Reloads"), el("td", {}, (s.reloads_ok || 0) + " applied, " + (s.reloads_failed || 0) + " failed")),
       el("tr", {}, el("th", {}, "Turns"), el("td", {}, s.turns_running + " running, " + s.turns_queued + " queued"))),
+    el("h3", {}, "Peers"),
+    el("table", { id: "peers" },
+      el("tr", {}, el("th", {}, "Peer"), el("th", {}, "URL"), el("th", {}, "Auth"),
+        el("th", {}, "A2A client"), el("th", {}, "Last delivery")),
+      ...(s.peers || []).map((p) => el("tr", { "data-peer": p.name },
+        el("td", {}, el("b", {}, p.name)), el("td", {}, el("code", {}, p.url || p.a2a_url || "—")),
+        el("td", {}, p.auth), el("td", {}, p.a2a_client ? "yes" : "no"),
+        el("td", {}, lastDelivery(p.last_delivery))))),
+    el("h3", {}, "Local agents"),
+    (s.agents || []).length === 0 ? el("p", { class: "meta" }, "None.") :
+    el("table", { id: "agents" },
+      el("tr", {}, el("th", {}, "Agent"), el("th", {}, "May send"), el("th", {}, "Rate"), el("th", {}, "Approve")),
+      ...s.agents.map((a) => el("tr", { "data-agent": a.name },
+        el("td", {}, el("b", {}, a.name)),
+        el("td", {}, a.may_send.length ? a.may_send.map((m) => list(m.types) + " to " + list(m.to)).join("; ") : "nothing"),
+        el("td", {}, a.max_per_minute + " a minute"), el("td", {}, a.approve ? "yes" : "no")))),
     el("h3", {}, "Routes"),
     el("table", { id: "routes" },
       el("tr", {}, el("th", {}, "Route"), el("th", {}, "From"), el("th", {}, "Types"),
-        el("th", {}, "Kind"), el("th", {}, "Plugin"), el("th", {}, "Limits"), el("th", {}, "Queued")),
-      ...(s.routes || []).map((r) => el("tr", {},
-        el("td", {}, r.name), el("td", {}, r.from.join(", ")), el("td", {}, r.types.join(", ")),
-        el("td", {}, r.kind + (r.approve ? " · approve " + r.approve : "")), el("td", {}, r.plugin || ""),
-        el("td", {}, r.max_concurrent ? r.max_concurrent + " at once, " + r.max_queued + " queued max" : ""),
+        el("th", {}, "Kind"), el("th", {}, "Replies to"), el("th", {}, "Approve"), el("th", {}, "Plugin"),
+        el("th", {}, "Limits"), el("th", {}, "Queued")),
+      ...(s.routes || []).map((r) => el("tr", { "data-route": r.name },
+        el("td", {}, el("b", {}, r.name)), el("td", {}, list(r.from)), el("td", {}, list(r.types)),
+        el("td", {}, r.kind), el("td", {}, list(r.reply_to) + (r.reply_types && r.reply_types.length ? " (" + list(r.reply_types) + ")" : "")),
+        el("td", {}, r.approve || "—"), el("td", {}, r.plugin || "—"),
+        el("td", {}, r.max_concurrent ? r.max_concurrent + " at once, " + r.max_queued + " queued max" : "—"),
         el("td", {}, r.queued)))));
 }
 
@@ -485,6 +694,7 @@ async function render() {
   rendering = true;
   try {
     const h = decodeURIComponent(location.hash.slice(1));
+    countDead();
     if (h === "approvals") await approvals();
     else {
       countWaiting();

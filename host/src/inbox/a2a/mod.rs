@@ -426,6 +426,7 @@ fn just_committed(
         queued_at: input.at,
         started_at: None,
         ended_at: None,
+        canceled: None,
     };
     TaskRecord {
         task: task.clone(),

@@ -562,12 +562,19 @@ async fn turn(c: &Client, message_id: &str) -> Result<Option<Turn>, StoreError> 
     let row = c
         .query_opt(
             "SELECT state, attempts, exit_code, signal, error, duration_ms, stdout_tail,
-                    stderr_tail, queued_at, started_at, ended_at FROM turns WHERE message_id = $1",
+                    stderr_tail, queued_at, started_at, ended_at, canceled_by, canceled_via,
+                    canceled_at
+             FROM turns WHERE message_id = $1",
             &[&message_id],
         )
         .await?;
     row.map(|r| {
+        let canceled = match (r.get(11), r.get(12), r.get(13)) {
+            (Some(by), Some(via), Some(at)) => Some(crate::model::Cancel { by, via, at }),
+            _ => None,
+        };
         Ok(Turn {
+            canceled,
             state: parse(&r, 0)?,
             attempts: u32_at(&r, 1),
             exit_code: opt_i32(&r, 2),

@@ -643,6 +643,33 @@ impl PgStore {
             .collect()
     }
 
+    pub(in crate::store) async fn last_attempts(
+        &self,
+        peers: Vec<String>,
+    ) -> Result<Vec<(String, Attempt)>, StoreError> {
+        let c = self.client().await?;
+        let mut out = Vec::new();
+        for peer in peers {
+            let row = c
+                .query_opt(
+                    "SELECT n, at, status, error FROM attempts WHERE peer = $1
+                     ORDER BY at DESC LIMIT 1",
+                    &[&peer],
+                )
+                .await?;
+            if let Some(r) = row {
+                let a = Attempt {
+                    n: u32_at(&r, 0),
+                    at: r.get(1),
+                    status: r.get::<_, Option<i64>>(2).map(|s| s as u16),
+                    error: r.get(3),
+                };
+                out.push((peer, a));
+            }
+        }
+        Ok(out)
+    }
+
     pub(in crate::store) async fn attempts(
         &self,
         outbound_id: &str,

@@ -2,6 +2,7 @@
 //! claims that hand work out with `FOR UPDATE SKIP LOCKED`.
 
 use super::*;
+use crate::model::Cancel;
 
 impl PgStore {
     pub(in crate::store) async fn insert_message(
@@ -238,31 +239,45 @@ impl PgStore {
             tx.commit().await?;
             return Ok(Some(Canceled { turn: None }));
         }
-        // The host that runs it sees `canceled` when it next renews its lease, and its end is
-        // refused by the fence.
-        tx.execute(
-            "UPDATE turns SET state = 'canceled', ended_at = $2,
-                              error = 'canceled: the client cancelled the task'
-             WHERE message_id = $1",
-            &[&message_id, &at],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE tokens SET expires_at = $2 WHERE message_id = $1",
-            &[&message_id, &at],
-        )
-        .await?;
-        tx.execute(
-            "UPDATE approvals SET verdict = 'rejected', decided_by = 'client', via = 'a2a',
-                                  decided_at = $2, decision_reason = 'the client cancelled the task'
-             WHERE id = $1 AND verdict IS NULL",
-            &[&message_id, &at],
-        )
-        .await?;
+        let cancel = Cancel {
+            by: "client".into(),
+            via: "a2a".into(),
+            at,
+        };
+        cancel_turn(&tx, &message_id, &cancel, "the client cancelled the task").await?;
         tx.commit().await?;
         Ok(Some(Canceled {
             turn: Some((message_id, route, state)),
         }))
+    }
+
+    /// A person cancels a message's turn (queued, held or running): the route and the state it
+    /// was in, if it was cancelled.
+    pub(in crate::store) async fn cancel_message_turn(
+        &self,
+        message_id: &str,
+        cancel: Cancel,
+    ) -> Result<Option<(String, TurnState)>, StoreError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_opt(
+                "SELECT route, state FROM turns WHERE message_id = $1 FOR UPDATE",
+                &[&message_id],
+            )
+            .await?;
+        let Some(row) = row else {
+            return abandon(tx, None).await;
+        };
+        let route: String = row.get(0);
+        let state: TurnState = parse(&row, 1)?;
+        if state.is_final() {
+            return abandon(tx, None).await;
+        }
+        let why = format!("cancelled by {} ({})", cancel.by, cancel.via);
+        cancel_turn(&tx, message_id, &cancel, &why).await?;
+        tx.commit().await?;
+        Ok(Some((route, state)))
     }
 
     pub(in crate::store) async fn claim_follow_ups(
@@ -1145,4 +1160,35 @@ impl PgStore {
         tx.commit().await?;
         Ok(Ok(()))
     }
+}
+
+/// Ends a queued, held or running turn as `canceled`, recording who did it. The host that runs
+/// it sees `canceled` when it next renews its lease, and its end is refused by the fence; its
+/// reply token stops working now, and a turn that waited for a person no longer does.
+async fn cancel_turn(
+    tx: &tokio_postgres::Transaction<'_>,
+    message_id: &str,
+    cancel: &Cancel,
+    why: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE turns SET state = 'canceled', ended_at = $2, error = 'canceled: ' || $3,
+                          canceled_by = $4, canceled_via = $5, canceled_at = $2
+         WHERE message_id = $1",
+        &[&message_id, &cancel.at, &why, &cancel.by, &cancel.via],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE tokens SET expires_at = $2 WHERE message_id = $1",
+        &[&message_id, &cancel.at],
+    )
+    .await?;
+    tx.execute(
+        "UPDATE approvals SET verdict = 'rejected', decided_by = $3, via = $4,
+                              decided_at = $2, decision_reason = $5
+         WHERE id = $1 AND verdict IS NULL",
+        &[&message_id, &cancel.at, &cancel.by, &cancel.via, &why],
+    )
+    .await?;
+    Ok(())
 }

@@ -25,9 +25,9 @@ use self::prealloc::Prealloc;
 use self::writer::{Checkpoints, Queues, Writer};
 use self::writes::*;
 use crate::model::{
-    Approval, Attempt, AttemptOutcome, Decide, Delivery, Message, Outbound, PushConfig, Refusal,
-    RemoteKind, RemoteTask, ReplyLimits, Synchronous, Task, TaskInput, TaskRecord, Turn, TurnEnd,
-    TurnError, TurnState,
+    Approval, Attempt, AttemptOutcome, Cancel, Decide, Delivery, Message, Outbound, PushConfig,
+    Refusal, RemoteKind, RemoteTask, ReplyLimits, Synchronous, Task, TaskInput, TaskRecord, Turn,
+    TurnEnd, TurnError, TurnState,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease,
@@ -524,6 +524,19 @@ impl SqliteStore {
         self.read(move |c| reads::next_due(c, after)).await
     }
 
+    pub(super) async fn cancel_turn(
+        &self,
+        message_id: &str,
+        cancel: Cancel,
+    ) -> Result<Option<(String, TurnState)>, StoreError> {
+        self.writer
+            .write(CancelTurn {
+                message_id: message_id.to_owned(),
+                cancel,
+            })
+            .await
+    }
+
     pub(super) async fn retry_now(&self, outbound_id: &str) -> Result<usize, StoreError> {
         self.writer.write(RetryNow(outbound_id.to_owned())).await
     }
@@ -655,6 +668,13 @@ impl SqliteStore {
     ) -> Result<Vec<Attempt>, StoreError> {
         let (id, peer) = (outbound_id.to_owned(), peer.to_owned());
         self.read(move |c| reads::attempts(c, &id, &peer)).await
+    }
+
+    pub(super) async fn last_attempts(
+        &self,
+        peers: Vec<String>,
+    ) -> Result<Vec<(String, Attempt)>, StoreError> {
+        self.read(move |c| reads::last_attempts(c, peers)).await
     }
 }
 

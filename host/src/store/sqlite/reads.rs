@@ -251,10 +251,16 @@ pub(super) fn message(c: &Connection, message_id: &str) -> Result<Option<Message
 pub(super) fn turn(c: &Connection, message_id: &str) -> Result<Option<Turn>, StoreError> {
     Ok(c.prepare_cached(
         "SELECT state, attempts, exit_code, signal, error, duration_ms, stdout_tail, stderr_tail,
-                queued_at, started_at, ended_at FROM turns WHERE message_id = ?1",
+                queued_at, started_at, ended_at, canceled_by, canceled_via, canceled_at
+         FROM turns WHERE message_id = ?1",
     )?
     .query_row(params![key(message_id)], |r| {
+        let canceled = match (r.get(11)?, r.get(12)?, r.get(13)?) {
+            (Some(by), Some(via), Some(at)) => Some(crate::model::Cancel { by, via, at }),
+            _ => None,
+        };
         Ok(Turn {
+            canceled,
             state: named(r, 0)?,
             attempts: r.get(1)?,
             exit_code: r.get(2)?,
@@ -431,6 +437,32 @@ pub(super) fn outbox(
         Ok((outbound_row(r)?, delivery_at(r, 9)?))
     })?
     .collect::<Result<_, _>>()?)
+}
+
+pub(super) fn last_attempts(
+    c: &Connection,
+    peers: Vec<String>,
+) -> Result<Vec<(String, Attempt)>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT n, at, status, error FROM attempts WHERE peer = ?1 ORDER BY at DESC LIMIT 1",
+    )?;
+    let mut out = Vec::new();
+    for peer in peers {
+        let last = stmt
+            .query_row(params![peer], |r| {
+                Ok(Attempt {
+                    n: r.get(0)?,
+                    at: r.get(1)?,
+                    status: r.get(2)?,
+                    error: r.get(3)?,
+                })
+            })
+            .optional()?;
+        if let Some(a) = last {
+            out.push((peer, a));
+        }
+    }
+    Ok(out)
 }
 
 pub(super) fn attempts(

@@ -7,8 +7,9 @@ use super::key::{id, key, opt_key};
 use super::reads::{MESSAGE_COLUMNS, message_row};
 use super::writer::{Effect, Tx, Write};
 use crate::model::{
-    ApprovalKind, AttemptOutcome, Decide, DeliveryState, Message, Outbound, PushConfig, RemoteTask,
-    ReplyCount, ReplyLimits, Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict, now_ms,
+    ApprovalKind, AttemptOutcome, Cancel, Decide, DeliveryState, Message, Outbound, PushConfig,
+    RemoteTask, ReplyCount, ReplyLimits, Task, TaskInput, TurnEnd, TurnError, TurnState, Verdict,
+    now_ms,
 };
 use crate::store::{
     Canceled, Claimed, Decided, Dedup, DueDelivery, Hold, Inserted, Interrupted, Lease, NewTurn,
@@ -243,32 +244,96 @@ impl Write for CancelTask {
         if state.is_final() {
             return Ok(Some(Canceled { turn: None }));
         }
-        // A running turn's end is then refused by end_turn's fence (state = 'running'), and its
-        // reply token stops working now.
-        c.prepare_cached(
-            "UPDATE turns SET state = 'canceled', ended_at = ?2,
-                              error = 'canceled: the client cancelled the task'
-             WHERE message_id = ?1",
-        )?
-        .execute(params![key(&message_id), self.at])?;
-        c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
-            .execute(params![key(&message_id), self.at])?;
-        if state == TurnState::Queued {
-            tx.effect(Effect::Queued {
-                route: route.clone(),
-                up: false,
-            });
-        }
-        // A turn waiting for a person no longer does: the client decided for it.
-        c.prepare_cached(
-            "UPDATE approvals SET verdict = 'rejected', decided_by = 'client', via = 'a2a',
-                                  decided_at = ?2, decision_reason = 'the client cancelled the task'
-             WHERE id = ?1 AND verdict IS NULL",
-        )?
-        .execute(params![key(&message_id), self.at])?;
+        let cancel = Cancel {
+            by: "client".into(),
+            via: "a2a".into(),
+            at: self.at,
+        };
+        cancel_turn(
+            tx,
+            &message_id,
+            &route,
+            state,
+            &cancel,
+            "the client cancelled the task",
+        )?;
         Ok(Some(Canceled {
             turn: Some((message_id, route, state)),
         }))
+    }
+}
+
+/// Ends a queued, held or running turn as `canceled`, recording who did it: a running turn's
+/// end is then refused by end_turn's fence (state = 'running'), its reply token stops working
+/// now, and a turn that waited for a person no longer does (the cancel decided for it).
+fn cancel_turn(
+    tx: &mut Tx<'_>,
+    message_id: &str,
+    route: &str,
+    state: TurnState,
+    cancel: &Cancel,
+    why: &str,
+) -> Result<(), StoreError> {
+    let c = tx.conn;
+    c.prepare_cached(
+        "UPDATE turns SET state = 'canceled', ended_at = ?2, error = 'canceled: ' || ?3,
+                          canceled_by = ?4, canceled_via = ?5, canceled_at = ?2
+         WHERE message_id = ?1",
+    )?
+    .execute(params![
+        key(message_id),
+        cancel.at,
+        why,
+        cancel.by,
+        cancel.via
+    ])?;
+    c.prepare_cached("UPDATE tokens SET expires_at = ?2 WHERE message_id = ?1")?
+        .execute(params![key(message_id), cancel.at])?;
+    if state == TurnState::Queued {
+        tx.effect(Effect::Queued {
+            route: route.to_owned(),
+            up: false,
+        });
+    }
+    c.prepare_cached(
+        "UPDATE approvals SET verdict = 'rejected', decided_by = ?3, via = ?4,
+                              decided_at = ?2, decision_reason = ?5
+         WHERE id = ?1 AND verdict IS NULL",
+    )?
+    .execute(params![
+        key(message_id),
+        cancel.at,
+        cancel.by,
+        cancel.via,
+        why
+    ])?;
+    Ok(())
+}
+
+/// A person cancels a message's turn (queued, held or running).
+pub(super) struct CancelTurn {
+    pub(super) message_id: String,
+    pub(super) cancel: Cancel,
+}
+
+impl Write for CancelTurn {
+    /// The route and the state it was in, if it was cancelled (not ended already, nor unknown).
+    type Output = Option<(String, TurnState)>;
+
+    fn apply(&self, tx: &mut Tx<'_>) -> Result<Self::Output, StoreError> {
+        let found: Option<(String, TurnState)> = tx
+            .conn
+            .prepare_cached("SELECT route, state FROM turns WHERE message_id = ?1")?
+            .query_row(params![key(&self.message_id)], |r| {
+                Ok((r.get(0)?, super::reads::named(r, 1)?))
+            })
+            .optional()?;
+        let Some((route, state)) = found.filter(|(_, s)| !s.is_final()) else {
+            return Ok(None);
+        };
+        let why = format!("cancelled by {} ({})", self.cancel.by, self.cancel.via);
+        cancel_turn(tx, &self.message_id, &route, state, &self.cancel, &why)?;
+        Ok(Some((route, state)))
     }
 }
 
