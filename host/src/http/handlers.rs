@@ -427,12 +427,7 @@ async fn decide(
     id: &str,
     verdict: Verdict,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(inbox, snap, req)?;
-    let via = if bearer(req).is_some_and(|t| snap.config.is_admin(t)) {
-        "api"
-    } else {
-        "console"
-    };
+    let via = person_via(inbox, snap, req)?;
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
     let b = DecideBody::parse(&bytes, snap.config.server.max_json_depth)?;
     let decided = inbox
@@ -454,6 +449,17 @@ async fn decide(
     Ok(json(StatusCode::OK, &ApprovalView::new(&decided)))
 }
 
+/// An admin request that records a person's act: where it came from, `api` (the admin bearer)
+/// or `console` (a session, with its CSRF token).
+fn person_via(inbox: &Inbox, snap: &Snapshot, req: &Req) -> Result<&'static str, ApiError> {
+    require_admin(inbox, snap, req)?;
+    Ok(if bearer(req).is_some_and(|t| snap.config.is_admin(t)) {
+        "api"
+    } else {
+        "console"
+    })
+}
+
 /// `POST /admin/messages/{id}/cancel`: a person cancels a message's turn.
 async fn cancel_turn(
     inbox: &Arc<Inbox>,
@@ -461,12 +467,7 @@ async fn cancel_turn(
     req: &mut Req,
     id: &str,
 ) -> Result<Response<Body>, ApiError> {
-    require_admin(inbox, snap, req)?;
-    let via = if bearer(req).is_some_and(|t| snap.config.is_admin(t)) {
-        "api"
-    } else {
-        "console"
-    };
+    let via = person_via(inbox, snap, req)?;
     let bytes = body(req, snap.config.server.max_body_bytes).await?;
     let b = crate::wire::CancelBody::parse(&bytes)?;
     match inbox.cancel_turn(id, &b.by, via).await? {
