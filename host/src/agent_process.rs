@@ -74,6 +74,39 @@ pub struct Invocation {
     /// Notified to stop the turn early (its task was cancelled): the process group gets SIGTERM,
     /// then SIGKILL after `kill_grace`, as on a timeout.
     pub cancel: Option<std::sync::Arc<tokio::sync::Notify>>,
+    /// Handed each chunk of output as it is read, for a live view; it must not block (the
+    /// reader waits for it).
+    pub live: Option<LiveTap>,
+}
+
+/// Which pipe a chunk of output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+impl Stream {
+    /// `stdout` or `stderr`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        }
+    }
+}
+
+/// What an [`Invocation`] hands its output to as it is read.
+#[derive(Clone)]
+pub struct LiveTap(pub std::sync::Arc<OnOutput>);
+
+/// A non-blocking callback for a chunk of output.
+pub type OnOutput = dyn Fn(Stream, &[u8]) + Send + Sync;
+
+impl std::fmt::Debug for LiveTap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LiveTap")
+    }
 }
 
 /// How a turn ended.
@@ -265,6 +298,7 @@ pub async fn run(inv: Invocation) -> Outcome {
         work_dir,
         temp_dir,
         cancel,
+        live,
     } = inv;
 
     if command.is_empty() {
@@ -308,7 +342,7 @@ pub async fn run(inv: Invocation) -> Outcome {
             kill_grace,
             output_cap,
         },
-        cancel,
+        Watchers { cancel, live },
     )
     .await;
     drop(prompt_file);
@@ -336,6 +370,12 @@ struct Limits {
     output_cap: usize,
 }
 
+/// Who may stop a running agent early, and who sees its output as it comes.
+struct Watchers {
+    cancel: Option<std::sync::Arc<tokio::sync::Notify>>,
+    live: Option<LiveTap>,
+}
+
 async fn supervise(
     args: Vec<String>,
     stdin_data: Option<String>,
@@ -343,7 +383,7 @@ async fn supervise(
     env_remove: &[String],
     work_dir: Option<PathBuf>,
     limits: Limits,
-    cancel: Option<std::sync::Arc<tokio::sync::Notify>>,
+    Watchers { cancel, live }: Watchers,
 ) -> Outcome {
     let Some((program, rest)) = args.split_first() else {
         return Outcome::not_started(RunError::EmptyCommand, Duration::ZERO);
@@ -404,8 +444,19 @@ async fn supervise(
     };
 
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut stdout = Reader::start(child.stdout.take(), limits.output_cap, &stop_rx);
-    let mut stderr = Reader::start(child.stderr.take(), limits.output_cap, &stop_rx);
+    let tap = |stream| live.clone().map(|f| (stream, f));
+    let mut stdout = Reader::start(
+        child.stdout.take(),
+        limits.output_cap,
+        &stop_rx,
+        tap(Stream::Stdout),
+    );
+    let mut stderr = Reader::start(
+        child.stderr.take(),
+        limits.output_cap,
+        &stop_rx,
+        tap(Stream::Stderr),
+    );
     drop(stop_rx);
 
     let canceled = async {
@@ -517,12 +568,17 @@ struct Reader {
 }
 
 impl Reader {
-    fn start<R>(pipe: Option<R>, cap: usize, stop: &watch::Receiver<bool>) -> Self
+    fn start<R>(
+        pipe: Option<R>,
+        cap: usize,
+        stop: &watch::Receiver<bool>,
+        live: Option<(Stream, LiveTap)>,
+    ) -> Self
     where
         R: AsyncRead + Unpin + Send + 'static,
     {
         Self {
-            handle: pipe.map(|p| tokio::spawn(read_tail(p, cap, stop.clone()))),
+            handle: pipe.map(|p| tokio::spawn(read_tail(p, cap, stop.clone(), live))),
             tail: None,
             cap,
         }
@@ -545,7 +601,12 @@ impl Reader {
     }
 }
 
-async fn read_tail<R>(mut pipe: R, cap: usize, mut stop: watch::Receiver<bool>) -> Tail
+async fn read_tail<R>(
+    mut pipe: R,
+    cap: usize,
+    mut stop: watch::Receiver<bool>,
+    live: Option<(Stream, LiveTap)>,
+) -> Tail
 where
     R: AsyncRead + Unpin,
 {
@@ -558,7 +619,13 @@ where
             _ = stop.wait_for(|stop| *stop) => break,
             read = pipe.read(&mut buf) => match read {
                 Ok(0) => break,
-                Ok(n) => tail.push(buf.get(..n).unwrap_or_default()),
+                Ok(n) => {
+                    let chunk = buf.get(..n).unwrap_or_default();
+                    tail.push(chunk);
+                    if let Some((stream, tap)) = &live {
+                        (tap.0)(*stream, chunk);
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => break,
             },
@@ -662,6 +729,7 @@ mod tests {
             work_dir: None,
             temp_dir: None,
             cancel: None,
+            live: None,
         }
     }
 

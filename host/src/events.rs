@@ -125,6 +125,35 @@ pub enum Event {
     },
     /// A new config is in force.
     ConfigReloaded { config_hash: String },
+    /// What a running turn's agent wrote since the last such event: for the admin's views only
+    /// (an agent's output may hold its internals), at most twice a second per turn, each
+    /// well under PostgreSQL's 8,000-byte NOTIFY limit.
+    TurnOutput {
+        /// The message the turn is for.
+        message_id: String,
+        route: String,
+        /// The message's thread.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        thread_id: Option<String>,
+        /// `stdout` or `stderr`.
+        stream: String,
+        /// The newest of what it wrote (lossy UTF-8, control characters escaped).
+        text: String,
+        /// Bytes it wrote since the last event that `text` leaves out.
+        #[serde(default, skip_serializing_if = "is_zero")]
+        skipped: u64,
+    },
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+impl Event {
+    /// Whether only the admin may see it (never a local agent following a thread).
+    pub fn admin_only(&self) -> bool {
+        matches!(self, Event::TurnOutput { .. })
+    }
 }
 
 /// The feed; cheap to clone.

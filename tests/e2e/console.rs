@@ -279,7 +279,10 @@ async fn the_operators_views_work_in_a_real_browser() {
         .route(
             "slow",
             "agent",
-            &format!("{{ command = {} }}", agent_command(&["--sleep", "120"])),
+            &format!(
+                "{{ command = {} }}",
+                agent_command(&["--ticks", "40", "--sleep", "120"])
+            ),
         )
         .agent_route("fail", &["tony"], &["FAIL"], &["STATUS"], &["tony"])
         .route(
@@ -294,6 +297,16 @@ async fn the_operators_views_work_in_a_real_browser() {
         .build();
     tokio::task::spawn_blocking(tools_python).await.unwrap();
     let host = start_host(&toml).await;
+    // Enough notes, each its own thread, for a second page.
+    for i in 0..55 {
+        let n = post_message(
+            &host,
+            "mel-secret-0123456789",
+            json!({"type": "NOTE", "payload": {"text": format!("Minutes of meeting {i}")}}),
+        )
+        .await;
+        assert_eq!(n.status, 202);
+    }
     for i in 0..2 {
         let t = post_message(
             &host,
@@ -311,16 +324,6 @@ async fn the_operators_views_work_in_a_real_browser() {
     )
     .await;
     wait_turn_state(&host, &failed.id(), "failed").await;
-    // Enough notes, each its own thread, for a second page.
-    for i in 0..55 {
-        let n = post_message(
-            &host,
-            "mel-secret-0123456789",
-            json!({"type": "NOTE", "payload": {"text": format!("Minutes of meeting {i}")}}),
-        )
-        .await;
-        assert_eq!(n.status, 202);
-    }
     let running = post_message(
         &host,
         TONY,
@@ -350,6 +353,7 @@ async fn the_operators_views_work_in_a_real_browser() {
         "paged to older conversations by cursor",
         "the URL keeps the filter",
         "conversations show titles",
+        "the running turn's output shows live",
         "cancelled the running turn from its thread, by name",
         "a missing thread says so",
         "as a selection; the nav counted them",

@@ -847,3 +847,70 @@ async fn a_scrape_before_any_traffic_has_every_documented_family_and_a_reload_dr
     );
     host.stop();
 }
+
+/// README (console): a running turn's output reaches the admin while the agent runs, as
+/// `turn_output` events: at most about two a second per stream, each under PostgreSQL's
+/// 8,000-byte NOTIFY limit, saying how much a flood left out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_turns_output_reaches_the_admin_live_and_bounded() {
+    let peer = PeerServer::start().await;
+    let toml = Toml::tasks(
+        &peer.url(),
+        &agent_command(&["--print-bytes", "300000", "--ticks", "10"]),
+    )
+    .build();
+    let host = start_host(&toml).await;
+    let auth = format!("Bearer {ADMIN}");
+    let following = open_stream(
+        "GET",
+        &host.url("/events?timeout=5"),
+        &[("authorization", &auth)],
+        "",
+    )
+    .await;
+    assert_eq!(following.status, 200);
+    let started = std::time::Instant::now();
+    let task = send_task(&host).await;
+    let seen: Vec<(String, Value)> = following
+        .rest()
+        .await
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|l| (l.to_owned(), serde_json::from_str::<Value>(l).unwrap()))
+        .filter(|(_, e)| e["event"] == "turn_output" && e["message_id"] == task.as_str())
+        .collect();
+    let secs = started.elapsed().as_secs_f64();
+    let out: String = seen
+        .iter()
+        .filter(|(_, e)| e["stream"] == "stdout")
+        .map(|(_, e)| e["text"].as_str().unwrap().to_owned())
+        .collect();
+    for i in [0, 5, 9] {
+        assert!(
+            out.contains(&format!("tick {i}")),
+            "tick {i} missing: {out:?}"
+        );
+    }
+    assert!(
+        seen.iter()
+            .any(|(_, e)| e["stream"] == "stderr" && e["text"].as_str().unwrap().contains("tock"))
+    );
+    assert!(
+        seen.iter()
+            .any(|(_, e)| e["skipped"].as_u64().unwrap_or(0) > 250_000),
+        "the flood is left out and said so"
+    );
+    for (line, _) in &seen {
+        assert!(line.len() < 8000, "an event of {} bytes", line.len());
+    }
+    // Two streams, one event each per half second at most (and one last flush each).
+    let most = 2.0 * (secs / 0.5 + 2.0);
+    assert!(
+        (seen.len() as f64) <= most,
+        "{} events in {secs:.1} s",
+        seen.len()
+    );
+    wait_turn_state(&host, &task, "done").await;
+    host.stop().await;
+}

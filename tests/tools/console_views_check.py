@@ -74,6 +74,12 @@ try:
     # A running turn, cancelled from its thread.
     driver.get(BASE + "/console#thread/" + RUNNING)
     wait.until(EC.presence_of_element_located((By.CSS_SELECTOR, '.turn [data-state="running"]')))
+    # Its output as the agent writes it: a tick on stdout, a tock on stderr, newer ones coming.
+    text = lambda sel: js(f"const p = document.querySelector('{sel}'); return p ? p.textContent : ''")
+    wait.until(lambda d: "tick" in text(".live-stdout") and "tock" in text(".live-stderr"))
+    before = text(".live-stdout")
+    wait.until(lambda d: len(text(".live-stdout")) > len(before))
+    print("the running turn's output shows live")
     js("const i = document.querySelector('input.cancel-by'); i.value = 'Ops Person';"
        "i.dispatchEvent(new Event('input'));")
     shot("console-turn.png")

@@ -99,6 +99,16 @@ fn line(e: &Value) -> String {
             s("code")
         ),
         "config_reloaded" => format!("reload    config {}", s("config_hash")),
+        "turn_output" => {
+            let text = s("text");
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            let last: String = last.chars().take(200).collect();
+            format!("output    {}  {}: {last}", s("message_id"), s("stream"))
+        }
         "lagged" => format!(
             "lagged    {} events missed (this reader fell behind)",
             e["missed"]

@@ -38,6 +38,9 @@ pub(super) fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> b
         }
         | Event::TurnEnded {
             route, thread_id, ..
+        }
+        | Event::TurnOutput {
+            route, thread_id, ..
         } => (Some(route.as_str()), thread_id.as_deref()),
         Event::OutboundQueued { thread_id, .. } | Event::MessageRefused { thread_id, .. } => {
             (None, Some(thread_id.as_str()))
@@ -49,9 +52,11 @@ pub(super) fn matches(e: &Event, route: Option<&str>, thread: Option<&str>) -> b
         && thread.is_none_or(|want| t == Some(want))
 }
 
-/// The stream; it ends when the client goes or the inbox drains.
+/// The stream; it ends when the client goes or the inbox drains. Only the `admin` gets the
+/// events that are the admin's alone (a turn's output).
 pub(super) fn events(
     inbox: &Arc<Inbox>,
+    admin: bool,
     route: Option<String>,
     thread: Option<String>,
     lasts: Option<Duration>,
@@ -71,7 +76,8 @@ pub(super) fn events(
         loop {
             let frame = tokio::select! {
                 e = rx.recv() => match e {
-                    Ok(e) if matches(&e, route.as_deref(), thread.as_deref()) => {
+                    Ok(e) if (admin || !e.admin_only())
+                        && matches(&e, route.as_deref(), thread.as_deref()) => {
                         idle = 0;
                         let json = serde_json::to_string(&e).unwrap_or_default();
                         Bytes::from(format!("data: {json}\n\n"))

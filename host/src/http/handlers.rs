@@ -100,19 +100,22 @@ pub(super) async fn call(
         Endpoint::ConsoleLogout => super::console_pages::logout(snap, inbox, req).await,
         Endpoint::Events => {
             // The admin follows everything; a local agent, one thread it started.
-            if let Reader::Agent(agent) = who(inbox, snap, req)? {
+            let admin = if let Reader::Agent(agent) = who(inbox, snap, req)? {
                 let thread = query(req, "thread").ok_or(ApiError::NOT_FOUND)?;
                 if !inbox.agent_reads(&agent, &thread).await? {
                     return Err(ApiError::NOT_FOUND);
                 }
+                false
             } else {
                 require_admin(inbox, snap, req)?;
-            }
+                true
+            };
             let lasts = super::query::timeout_secs(req.parts.uri.query())
                 .map_err(bad_field)?
                 .map(|secs| std::time::Duration::from_secs(secs.into()));
             Ok(super::event_stream::events(
                 inbox,
+                admin,
                 query(req, "route"),
                 query(req, "thread"),
                 lasts,

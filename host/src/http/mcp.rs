@@ -241,7 +241,9 @@ impl Feed for InboxFeed {
         loop {
             tokio::select! {
                 e = self.rx.recv() => match e {
-                    Ok(e) if super::event_stream::matches(&e, None, Some(&self.thread)) => {
+                    // An agent never sees another turn's output, nor its own agent's.
+                    Ok(e) if !e.admin_only()
+                        && super::event_stream::matches(&e, None, Some(&self.thread)) => {
                         return Some(value(&e));
                     }
                     Ok(_) => {}

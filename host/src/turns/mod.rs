@@ -5,6 +5,7 @@
 //! The queue itself lives in the store; memory holds only how many turns of each route run here.
 //! A turn reads the route's settings from the snapshot current when it is claimed.
 
+mod live;
 mod recovery;
 mod remote;
 mod run;

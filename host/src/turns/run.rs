@@ -109,6 +109,14 @@ pub(super) async fn run(
                     .push(("INBOX_REPLY_AUTH_FILE".into(), f.display().to_string()));
             }
             inv.cancel = Some(cancel.notify());
+            // Sent on as it comes, until the agent ends (the rest goes out then).
+            let (_live, tap) = super::live::Live::start(
+                turns.events.clone(),
+                id.to_owned(),
+                route_name.to_owned(),
+                message.thread_id.clone(),
+            );
+            inv.live = Some(tap);
             with_renewals(turns, &lease, agent_process::run(inv)).await
         }
         Driver::OpenClawGateway(g) => {
@@ -451,5 +459,6 @@ fn invocation(
         work_dir: Some(snap.config.base_dir.clone()),
         temp_dir: None,
         cancel: None,
+        live: None,
     }
 }

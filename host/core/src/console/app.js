@@ -271,13 +271,14 @@ function messageItem(d, held, inQueue) {
       el("b", {}, m.type), " ", el("span", { class: "meta" }, when(m.received_at))),
     el("pre", { class: "payload" }, pretty(m.payload)),
     approvalNote(d.approval, inQueue),
-    t ? el("div", { class: "turn" }, "turn ", stateTag(t.state), " ",
+    t ? el("div", { class: "turn", "data-turn": m.id }, "turn ", stateTag(t.state), " ",
           el("span", { class: "meta elapsed" }, elapsed(t)),
           given(t.exit_code) ? " exit " + t.exit_code : "",
           t.canceled ? el("span", { class: "canceled-by" }, " by ", el("b", {}, t.canceled.by),
             " (" + t.canceled.via + ") at " + when(t.canceled.at)) : "",
           t.error && !t.canceled ? el("span", { class: "error" }, " " + t.error) : "",
           CANCELABLE.includes(t.state) ? cancelForm(m.id) : null,
+          t.state === "running" ? liveBox(m.id) : null,
           t.stdout_tail ? el("details", {}, el("summary", {}, "stdout"), el("pre", {}, t.stdout_tail)) : "",
           t.stderr_tail ? el("details", {}, el("summary", {}, "stderr"), el("pre", {}, t.stderr_tail)) : "",
           remoteTasks(tasksOf(d, m.id)))
@@ -285,6 +286,33 @@ function messageItem(d, held, inQueue) {
 }
 
 const CANCELABLE = ["queued", "running", "awaiting_approval"];
+
+// A running turn's output as it comes (`turn_output` events, the admin's only): kept here per
+// message, so a re-render shows what came before it; the newest 8 KiB of each stream.
+const liveOut = new Map();
+const LIVE_KEEP = 8192;
+
+function liveBox(messageId) {
+  const out = liveOut.get(messageId) || { stdout: "", stderr: "" };
+  return el("div", { class: "live-output", "data-live": messageId },
+    el("div", { class: "meta" }, "live output"),
+    el("pre", { class: "live-stdout" }, out.stdout),
+    el("pre", { class: "live-stderr" + (out.stderr ? "" : " empty") }, out.stderr));
+}
+
+function onOutput(e) {
+  const out = liveOut.get(e.message_id) || { stdout: "", stderr: "" };
+  const gap = e.skipped ? "\n[… " + e.skipped + " bytes not shown]\n" : "";
+  out[e.stream] = (out[e.stream] + gap + e.text).slice(-LIVE_KEEP);
+  liveOut.set(e.message_id, out);
+  const box = document.querySelector('[data-live="' + CSS.escape(e.message_id) + '"]');
+  if (box) {
+    const pre = box.querySelector(e.stream === "stderr" ? ".live-stderr" : ".live-stdout");
+    pre.textContent = out[e.stream];
+    pre.classList.remove("empty");
+    pre.scrollTop = pre.scrollHeight;
+  }
+}
 
 // Cancel a turn: who cancels (remembered, as for approvals), then the button.
 function cancelForm(messageId) {
@@ -717,7 +745,13 @@ const live = document.getElementById("live");
 const events = new EventSource("/events");
 events.onopen = () => live.classList.add("on");
 events.onerror = () => live.classList.remove("on");
-events.onmessage = () => { if (!pending) pending = setTimeout(() => { pending = null; render(); }, 500); };
+events.onmessage = (m) => {
+  let e = null;
+  try { e = JSON.parse(m.data); } catch (err) { /* not JSON: re-render as for any event */ }
+  // Output goes into its box as it comes; it changes nothing else on the page.
+  if (e && e.event === "turn_output") { onOutput(e); return; }
+  if (!pending) pending = setTimeout(() => { pending = null; render(); }, 500);
+};
 setInterval(() => { if (document.querySelector('[data-state="running"]')) render(); }, 2000);
 // The approval queue's deadlines tick too.
 setInterval(() => { if (location.hash === "#approvals") render(); }, 30000);
