@@ -165,6 +165,24 @@ async fn every_commands_table_and_json_match_their_snapshots() {
         ],
     )
     .await;
+    let peers = shot("peer-list", &["peer", "list"]).await;
+    shot("peer-list-json", &["peer", "list", "--json"]).await;
+    // A held message cancelled: its turn, and who cancelled it.
+    for (name, json) in [("cancel", false), ("cancel-json", true)] {
+        let held = post_message(&host, TONY, json!({"type": "REVIEW"})).await;
+        assert_eq!(held.status, 202);
+        let id = held.id();
+        eventually(Duration::from_secs(20), "held", || async {
+            let v = admin_get(&host, &format!("/messages/{id}")).await;
+            (v.json["turn"]["state"] == "awaiting_approval").then_some(())
+        })
+        .await;
+        let mut args = vec!["cancel", id.as_str()];
+        if json {
+            args.push("--json");
+        }
+        shot(name, &args).await;
+    }
     // No secret in what status shows: not a peer's, not in a URL's user info or query.
     for secret in [
         "mel-secret",
@@ -175,6 +193,7 @@ async fn every_commands_table_and_json_match_their_snapshots() {
         TONY,
     ] {
         assert!(!status.contains(secret), "{secret} in status:\n{status}");
+        assert!(!peers.contains(secret), "{secret} in peer list:\n{peers}");
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     host.stop();

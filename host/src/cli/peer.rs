@@ -60,22 +60,29 @@ fn peers_table(list: &PeerList) -> String {
     if list.peers.is_empty() {
         return "no peers\n".into();
     }
-    let mut out = String::new();
-    for p in &list.peers {
-        out.push_str(&format!(
-            "{}  {}  {}{}  routes: {}\n",
-            p.name,
-            p.url.as_deref().unwrap_or("(calls in over A2A only)"),
-            p.auth,
-            if p.own_keys { ", a key each way" } else { "" },
-            if p.routes.is_empty() {
-                "none".to_owned()
-            } else {
-                p.routes.join(", ")
-            }
-        ));
-    }
-    out
+    let rows: Vec<Vec<String>> = list
+        .peers
+        .iter()
+        .map(|p| {
+            vec![
+                p.name.clone(),
+                p.url
+                    .clone()
+                    .unwrap_or_else(|| "(calls in over A2A only)".into()),
+                format!(
+                    "{}{}",
+                    p.auth,
+                    if p.own_keys { ", a key each way" } else { "" }
+                ),
+                if p.routes.is_empty() {
+                    "none".to_owned()
+                } else {
+                    p.routes.join(", ")
+                },
+            ]
+        })
+        .collect();
+    print::table(&["PEER", "URL", "AUTH", "ROUTES"], &rows)
 }
 
 pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
@@ -99,9 +106,7 @@ pub(super) async fn run(command: Command) -> anyhow::Result<ExitCode> {
                     r.url
                 );
             }
-            let expires = humantime::format_rfc3339_seconds(
-                std::time::UNIX_EPOCH + std::time::Duration::from_millis(r.expires_at as u64),
-            );
+            let expires = print::time(Some(r.expires_at));
             eprintln!("on the other machine, before {expires}, run:");
             outln!("{}", r.command);
         }

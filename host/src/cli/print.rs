@@ -19,7 +19,7 @@ pub(super) fn list<T: serde::Serialize>(
 }
 
 /// Lays rows out in aligned columns.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(super) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     table_with_notes(header, rows, &[])
 }
 

@@ -426,7 +426,8 @@ pub(super) fn list(snap: &Snapshot) -> Response<Body> {
         .values()
         .map(|p| PeerView {
             name: p.name.clone(),
-            url: p.url.as_ref().map(ToString::to_string),
+            // Never a credential a URL may carry.
+            url: p.url.as_ref().map(crate::config::shown_url),
             auth: match p.auth {
                 PeerAuth::Secret => "secret".into(),
                 PeerAuth::StandardWebhooks { .. } => "standard-webhooks".into(),

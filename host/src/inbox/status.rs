@@ -133,8 +133,11 @@ fn peers(snap: &Snapshot, last: &HashMap<String, crate::model::Attempt>) -> Vec<
         .values()
         .map(|p| PeerStatus {
             name: p.name.clone(),
-            url: p.url.as_ref().map(shown_url),
-            a2a_url: p.a2a_out.as_ref().map(|a| shown_url(&a.remote.url)),
+            url: p.url.as_ref().map(crate::config::shown_url),
+            a2a_url: p
+                .a2a_out
+                .as_ref()
+                .map(|a| crate::config::shown_url(&a.remote.url)),
             auth: match (&p.url, &p.auth, &p.a2a_out) {
                 (Some(_), PeerAuth::Secret, _) => "shared_secret",
                 (Some(_), PeerAuth::StandardWebhooks { .. }, _) => "standard_webhooks",
@@ -156,13 +159,6 @@ fn peers(snap: &Snapshot, last: &HashMap<String, crate::model::Attempt>) -> Vec<
             }),
         })
         .collect()
-}
-
-/// A URL without what may hold a credential (user info, query).
-fn shown_url(u: &http::Uri) -> String {
-    let host = u.authority().map_or("", |a| a.as_str());
-    let host = host.rsplit('@').next().unwrap_or(host);
-    format!("{}://{host}{}", u.scheme_str().unwrap_or("http"), u.path())
 }
 
 fn agents(snap: &Snapshot) -> Vec<AgentStatus> {

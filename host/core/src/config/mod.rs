@@ -481,6 +481,13 @@ pub struct Peer {
     pub a2a_out: Option<A2aPeer>,
 }
 
+/// A URL as views show it: without what may hold a credential (user info, query).
+pub fn shown_url(u: &http::Uri) -> String {
+    let host = u.authority().map_or("", |a| a.as_str());
+    let host = host.rsplit('@').next().unwrap_or(host);
+    format!("{}://{host}{}", u.scheme_str().unwrap_or("http"), u.path())
+}
+
 /// A peer reached over A2A.
 #[derive(Debug, Clone)]
 pub struct A2aPeer {
