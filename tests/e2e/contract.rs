@@ -789,6 +789,32 @@ async fn every_answer_matches_the_contract() {
         let r = call(c, h, "POST", template, &at(verb, id), &admin_json, by).await;
         assert_eq!(r.status, status, "{verb} {id}: {:#}", r.json);
     }
+    // A person cancels another held message's turn: no one named, an unknown id, the cancel,
+    // and a second one.
+    let doomed = call(
+        c,
+        h,
+        "POST",
+        "/message",
+        "/message",
+        &as_tony,
+        r#"{"type": "HELD"}"#,
+    )
+    .await;
+    assert_eq!(doomed.status, 202, "{:#}", doomed.json);
+    let doomed = doomed.id();
+    wait_state(h, &doomed, "awaiting_approval").await;
+    let cancel = "/admin/messages/{id}/cancel";
+    let cancel_at = |id: &str| format!("/admin/messages/{id}/cancel");
+    for (id, body, status) in [
+        (doomed.as_str(), r#"{"by": " "}"#, 400),
+        ("nope", by, 404),
+        (doomed.as_str(), by, 200),
+        (doomed.as_str(), by, 409),
+    ] {
+        let r = call(c, h, "POST", cancel, &cancel_at(id), &admin_json, body).await;
+        assert_eq!(r.status, status, "cancel {id} {body}: {:#}", r.json);
+    }
     let reply = eventually(Duration::from_secs(20), "the held reply", || async {
         let r = admin_get(h, "/admin/approvals").await;
         r.json["approvals"]
