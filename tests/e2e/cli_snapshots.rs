@@ -27,7 +27,7 @@ fn mask(text: &str) -> String {
             r#""(duration_ms|checks|last_seen_ms_ago)": \d+"#,
             r#""$1": <N>"#,
         ),
-        (r"\d+ checks", "<N> checks"),
+        (r"\d+ checks?;", "<N> checks;"),
         (r"duration \d+ ms", "duration <N> ms"),
         (r"\b[0-9a-f]{16,64}\b", "<HASH>"),
         (r"127\.0\.0\.1:\d+", "127.0.0.1:<PORT>"),

@@ -358,10 +358,11 @@ pub(super) fn status_text(s: &Status) -> String {
     if let Some(r) = &s.reloads {
         out.push_str(&format!("  loaded {}\n", time(Some(r.loaded_at))));
         out.push_str(&format!(
-            "reloads: {} applied, {} failed, {} checks; last error: {}\n",
+            "reloads: {} applied, {} failed, {} check{}; last error: {}\n",
             r.reloads_ok,
             r.reloads_failed,
             r.checks,
+            if r.checks == 1 { "" } else { "s" },
             r.last_reload_error.as_deref().unwrap_or("none")
         ));
     } else {
