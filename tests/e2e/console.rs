@@ -1,6 +1,7 @@
 //! The web console in a real browser (chromium, through chromium-driver and selenium): sign in,
 //! a conversation with a turn that runs and finishes live, a `<script>` payload that stays text,
-//! a dead letter retried with a click. Screenshots go to target/console-shots/.
+//! a dead letter retried with a click. Screenshots go to target/console-shots/; the ones README
+//! shows are kept in tests/screenshots/.
 
 use std::time::Duration;
 
@@ -55,6 +56,7 @@ async fn the_console_works_in_a_real_browser() {
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
+    keep_screenshot("console-thread.png");
     // The retry really went out.
     let got = tony.wait_for(1, Duration::from_secs(20)).await;
     assert_eq!(got[0].body["type"], "STATUS");
@@ -241,6 +243,7 @@ async fn approve_from_the_console_in_a_real_browser() {
     ] {
         assert!(out.contains(step), "missing {step:?} in:\n{out}");
     }
+    keep_screenshot("console-approvals.png");
     assert!(shots.join("console-approvals.png").is_file());
 
     // The approved turn ran and its reply reached tony; the decision is on the message.
@@ -367,4 +370,12 @@ async fn the_operators_views_work_in_a_real_browser() {
     // The two retried dead letters went out.
     tony.wait_for(2, Duration::from_secs(20)).await;
     host.stop().await;
+}
+
+/// Copies a screenshot a browser check took into `tests/screenshots/`, where README shows it.
+fn keep_screenshot(name: &str) {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let from = root.join("../target/console-shots").join(name);
+    std::fs::copy(&from, root.join("screenshots").join(name))
+        .unwrap_or_else(|e| panic!("keep {}: {e}", from.display()));
 }
