@@ -303,6 +303,7 @@ const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE messages ADD COLUMN title TEXT;
     CREATE INDEX messages_type ON messages(type, seq);
+    CREATE INDEX messages_sender ON messages(sender, seq);
     CREATE INDEX turns_notable ON turns(state)
         WHERE state IN ('failed', 'timed_out', 'interrupted', 'canceled', 'rejected', 'awaiting_approval');
     CREATE INDEX attempts_peer ON attempts(peer, at);

@@ -338,7 +338,7 @@ pub(super) fn list_messages(
 /// The statement of a list read, with its values. Only the filters given are in it:
 /// `(?1 IS NULL OR route = ?1)` keeps SQLite from using any index (the plan is made before the
 /// value is known), so every filtered read scanned the whole table newest first. With the filter
-/// spelled out, a route, thread or type read walks its own index, and a state other than
+/// spelled out, a route, thread, sender or type read walks its own index, and a state other than
 /// queued, running or done the partial index of such turns. The statements are bounded by the
 /// filters' combinations (and the states), each prepared once.
 fn list_statement(f: &MessageFilter) -> (String, Vec<Value>) {
@@ -353,7 +353,16 @@ fn list_statement(f: &MessageFilter) -> (String, Vec<Value>) {
             "(m.thread_id = ?N AND m.thread_id <> '' OR m.id = ?N AND m.thread_id = '')",
             opt_key(f.thread.as_deref()).map(|k| k.value()),
         ),
-        ("m.sender = ?N", text(&f.sender)),
+        // With a thread or route named, the unary `+` keeps the planner on that index instead of
+        // every message of a busy sender (schema v3's lesson).
+        (
+            if f.thread.is_some() || f.route.is_some() {
+                "+m.sender = ?N"
+            } else {
+                "m.sender = ?N"
+            },
+            text(&f.sender),
+        ),
         ("m.type = ?N", text(&f.msg_type)),
         (
             "(instr(lower(m.type), ?N) > 0 OR instr(lower(m.title), ?N) > 0)",
@@ -839,5 +848,14 @@ mod tests {
             peer_route.contains("USING INDEX messages_route"),
             "{peer_route}"
         );
+        // The operator's filters: a peer alone, a type.
+        let peer = plan(&filter(None, None, Some("tony")));
+        assert!(peer.contains("USING INDEX messages_sender"), "{peer}");
+        let by_type = plan(&MessageFilter {
+            msg_type: Some("TASK".into()),
+            limit: 50,
+            ..MessageFilter::default()
+        });
+        assert!(by_type.contains("USING INDEX messages_type"), "{by_type}");
     }
 }

@@ -319,11 +319,13 @@ const MIGRATIONS: &[&str] = &[
     // Version 13: the operator's views. A message keeps its title (what it is about, for the
     // text filter; older ones have none and match by type only); lists filter by type through
     // its index and by an unusual turn state through a partial index (a done turn is not in
-    // it, so an ack writes nothing more for it); a peer's last delivery is found by its
-    // attempts; a cancelled turn records who cancelled it, how and when.
+    // it, so an ack writes nothing more for it); by peer through the sender index again (a
+    // read that also names a thread keeps to the thread's index: `+m.sender`, see
+    // `reads::list_statement`); a peer's last delivery is found by its attempts; a cancelled turn records who cancelled it, how and when.
     r#"
     ALTER TABLE messages ADD COLUMN title TEXT;
     CREATE INDEX messages_type ON messages(type, seq);
+    CREATE INDEX messages_sender ON messages(sender, seq);
     CREATE INDEX turns_notable ON turns(state)
         WHERE state IN ('failed', 'timed_out', 'interrupted', 'canceled', 'rejected', 'awaiting_approval');
     CREATE INDEX attempts_peer ON attempts(peer, at);
