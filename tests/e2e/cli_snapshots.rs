@@ -183,6 +183,22 @@ async fn every_commands_table_and_json_match_their_snapshots() {
         }
         shot(name, &args).await;
     }
+    // A held message rejected, with the reason; a reload; the config checked.
+    let rejected = post_message(&host, TONY, json!({"type": "REVIEW"})).await;
+    assert_eq!(rejected.status, 202);
+    let rejected = rejected.id();
+    eventually(Duration::from_secs(20), "held", || async {
+        let v = admin_get(&host, &format!("/messages/{rejected}")).await;
+        (v.json["turn"]["state"] == "awaiting_approval").then_some(())
+    })
+    .await;
+    shot(
+        "reject",
+        &["reject", &rejected, "--reason", "not this week"],
+    )
+    .await;
+    shot("reload", &["reload"]).await;
+    shot("check", &["check"]).await;
     // No secret in what status shows: not a peer's, not in a URL's user info or query.
     for secret in [
         "mel-secret",
